@@ -1,0 +1,38 @@
+"""fusedopt: fused, bit-exact optimizer kernels for NumPy (C++/OpenMP) and CuPy (CUDA).
+
+    >>> import numpy as np, fusedopt
+    >>> w = np.zeros(1000, np.float32)
+    >>> opt = fusedopt.optim.Adam([w], lr=1e-2)
+    >>> opt.step([2 * (w - 1)])                      # w updated in place
+
+Modules: ``ops`` (in-place multi-tensor kernels), ``optim`` (optimizer classes), ``reference``
+(the NumPy ground truth), ``schedules`` (learning-rate schedules).
+"""
+from __future__ import annotations
+
+import contextlib
+
+from . import _core, ops, optim, reference, schedules
+from ._core import get_num_threads, set_num_threads
+from .ops import clip_by_global_norm_, global_norm
+
+__version__ = "0.1.0"
+
+__all__ = ["ops", "optim", "reference", "schedules", "global_norm", "clip_by_global_norm_",
+           "get_num_threads", "set_num_threads", "num_threads", "isa", "__version__"]
+
+
+def isa() -> str:
+    """The instruction set of the CPU kernels in use: 'avx2' or 'generic' (same results)."""
+    return _core.isa()
+
+
+@contextlib.contextmanager
+def num_threads(n: int):
+    """Run the CPU kernels with ``n`` OpenMP threads inside a ``with`` block."""
+    old = _core.get_num_threads()
+    _core.set_num_threads(n)
+    try:
+        yield
+    finally:
+        _core.set_num_threads(old)

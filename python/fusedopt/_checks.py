@@ -1,0 +1,127 @@
+"""Checks of hyperparameters and array lists, shared by every backend.
+
+Every public function checks all of its arguments with these helpers *before* it modifies
+anything, so a call either happens whole or raises. Messages name the argument.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+__all__ = [
+    "real",
+    "nonneg",
+    "unit",
+    "flag",
+    "step_count",
+    "check_lists",
+]
+
+
+def real(name: str, x) -> float:
+    """`x` as a finite Python float, else TypeError/ValueError naming `name`."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
+    v = float(x)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v!r}")
+    return v
+
+
+def nonneg(name: str, x) -> float:
+    v = real(name, x)
+    if v < 0.0:
+        raise ValueError(f"{name} must be >= 0, got {v!r}")
+    return v
+
+
+def unit(name: str, x, *, closed: bool = False) -> float:
+    """A value in [0, 1) (or [0, 1] when `closed`), as betas and alpha are."""
+    v = real(name, x)
+    if v < 0.0 or (v > 1.0 if closed else v >= 1.0):
+        raise ValueError(f"{name} must be in [0, 1{']' if closed else ')'}, got {v!r}")
+    return v
+
+
+def flag(name: str, x) -> bool:
+    if not isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(x).__name__}")
+    return bool(x)
+
+
+def step_count(x) -> int:
+    """The 1-based number of the step being taken."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
+        raise TypeError(f"step must be an int, got {type(x).__name__}")
+    if x < 1:
+        raise ValueError(f"step must be >= 1 (the number of the step being taken), got {x}")
+    return int(x)
+
+
+def _address(a) -> int:
+    iface = getattr(a, "__array_interface__", None)
+    if iface is not None:
+        return iface["data"][0]
+    return a.data.ptr  # cupy
+
+
+def check_lists(lists, *, array_type=np.ndarray, dtypes=(np.float32, np.float64)):
+    """Check a multi-tensor call's lists, Python-side (the compiled path does the same in C++).
+
+    `lists` is a sequence of (name, list, written); the first is the params. Raises
+    TypeError/ValueError naming the first offending argument; modifies nothing.
+    """
+    lists = list(lists)
+    pname, params, _ = lists[0]
+    for name, seq, _ in lists:
+        if not isinstance(seq, (list, tuple)):
+            raise TypeError(f"{name} must be a list or tuple of arrays, got {type(seq).__name__}")
+        if len(seq) != len(params):
+            raise ValueError(f"{name} has {len(seq)} arrays but {pname} has {len(params)}")
+    spans = []
+    for i, p in enumerate(params):
+        for k, (name, seq, written) in enumerate(lists):
+            a = seq[i]
+            if not isinstance(a, array_type):
+                raise TypeError(
+                    f"{name}[{i}] must be a {array_type.__module__}.{array_type.__name__}, "
+                    f"got {type(a).__module__}.{type(a).__name__}"
+                )
+            if k == 0:
+                if a.dtype not in dtypes or not a.dtype.isnative:
+                    raise TypeError(
+                        f"{name}[{i}] has dtype {a.dtype}; expected float32 or float64 "
+                        "(native byte order)"
+                    )
+            else:
+                if a.dtype != p.dtype:
+                    raise TypeError(
+                        f"{name}[{i}] has dtype {a.dtype} but {pname}[{i}] has dtype {p.dtype}"
+                    )
+                if a.shape != p.shape:
+                    raise ValueError(
+                        f"{name}[{i}]: shape {a.shape} does not match {pname}[{i}] {p.shape}"
+                    )
+            if not a.flags.c_contiguous:
+                raise ValueError(f"{name}[{i}] must be C-contiguous")
+            if written and not getattr(a.flags, "writeable", True):
+                raise ValueError(f"{name}[{i}] is read-only; it is updated in place")
+            if isinstance(a, np.ndarray) and not a.flags.aligned:
+                raise ValueError(f"{name}[{i}] must be aligned to its dtype")
+            if a.size:
+                lo = _address(a)
+                spans.append((lo, lo + a.nbytes, written, name, i))
+    spans.sort(key=lambda s: s[0])
+    for s in range(len(spans)):
+        lo, hi, w, name, i = spans[s]
+        t = s + 1
+        while t < len(spans) and spans[t][0] < hi:
+            if w or spans[t][2]:
+                a, b = (spans[s], spans[t]) if w else (spans[t], spans[s])
+                raise ValueError(
+                    f"{a[3]}[{a[4]}] shares memory with {b[3]}[{b[4]}]; arrays that are "
+                    "updated in place must not alias"
+                )
+            t += 1

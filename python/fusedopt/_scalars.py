@@ -1,0 +1,136 @@
+"""Per-step scalars of every rule, computed once in float64.
+
+The NumPy reference, the C++ kernels and the CUDA kernels all take their scalars from here and
+cast each one once to the array dtype, so that every backend performs the very same operations
+on the very same numbers. Each function also checks its hyperparameters (names as in
+torch.optim) and raises TypeError/ValueError naming the bad one.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from . import _checks as c
+
+
+class SgdScalars(NamedTuple):
+    lr: float
+    momentum: float
+    one_minus_dampening: float
+    weight_decay: float
+    first_step: bool
+
+
+class AdagradScalars(NamedTuple):
+    clr: float  # lr / (1 + (t - 1) * lr_decay)
+    eps: float
+    eps_root: float
+    weight_decay: float
+
+
+class RmspropScalars(NamedTuple):
+    lr: float
+    alpha: float
+    one_minus_alpha: float
+    eps: float
+    eps_root: float
+    weight_decay: float
+    momentum: float
+
+
+class AdamScalars(NamedTuple):
+    lr: float
+    beta1: float
+    one_minus_beta1: float
+    beta2: float
+    one_minus_beta2: float
+    bias_correction1: float  # 1 - beta1**t
+    bias_correction2: float  # 1 - beta2**t
+    eps: float
+    eps_root: float
+    weight_decay: float
+    decay: float  # 1 - lr * weight_decay (decoupled weight decay), else 1
+
+
+class AdamaxScalars(NamedTuple):
+    clr: float  # lr / (1 - beta1**t)
+    beta1: float
+    one_minus_beta1: float
+    beta2: float
+    eps: float
+    weight_decay: float
+
+
+def _betas(betas):
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    return c.unit("betas[0]", betas[0]), c.unit("betas[1]", betas[1])
+
+
+def sgd(*, step, lr, momentum, dampening, weight_decay, nesterov, maximize) -> SgdScalars:
+    t = c.step_count(step)
+    lr = c.nonneg("lr", lr)
+    momentum = c.nonneg("momentum", momentum)
+    dampening = c.unit("dampening", dampening, closed=True)
+    weight_decay = c.nonneg("weight_decay", weight_decay)
+    nesterov = c.flag("nesterov", nesterov)
+    c.flag("maximize", maximize)
+    if nesterov and (momentum <= 0.0 or dampening != 0.0):
+        raise ValueError("nesterov=True requires momentum > 0 and dampening == 0")
+    return SgdScalars(lr, momentum, 1.0 - dampening, weight_decay, t == 1)
+
+
+def adagrad(*, step, lr, lr_decay, weight_decay, eps, eps_root, maximize) -> AdagradScalars:
+    t = c.step_count(step)
+    lr = c.nonneg("lr", lr)
+    lr_decay = c.nonneg("lr_decay", lr_decay)
+    weight_decay = c.nonneg("weight_decay", weight_decay)
+    eps = c.nonneg("eps", eps)
+    eps_root = c.nonneg("eps_root", eps_root)
+    c.flag("maximize", maximize)
+    return AdagradScalars(lr / (1.0 + (t - 1) * lr_decay), eps, eps_root, weight_decay)
+
+
+def rmsprop(*, step, lr, alpha, eps, eps_root, weight_decay, momentum, centered,
+            maximize) -> RmspropScalars:
+    c.step_count(step)
+    lr = c.nonneg("lr", lr)
+    alpha = c.unit("alpha", alpha, closed=True)
+    eps = c.nonneg("eps", eps)
+    eps_root = c.nonneg("eps_root", eps_root)
+    weight_decay = c.nonneg("weight_decay", weight_decay)
+    momentum = c.nonneg("momentum", momentum)
+    c.flag("centered", centered)
+    c.flag("maximize", maximize)
+    return RmspropScalars(lr, alpha, 1.0 - alpha, eps, eps_root, weight_decay, momentum)
+
+
+def adam(*, step, lr, betas, eps, eps_root, weight_decay, decoupled_weight_decay, amsgrad,
+         maximize) -> AdamScalars:
+    t = c.step_count(step)
+    lr = c.nonneg("lr", lr)
+    beta1, beta2 = _betas(betas)
+    eps = c.nonneg("eps", eps)
+    eps_root = c.nonneg("eps_root", eps_root)
+    weight_decay = c.nonneg("weight_decay", weight_decay)
+    decoupled = c.flag("decoupled_weight_decay", decoupled_weight_decay)
+    c.flag("amsgrad", amsgrad)
+    c.flag("maximize", maximize)
+    decay = 1.0 - lr * weight_decay if decoupled else 1.0
+    return AdamScalars(lr, beta1, 1.0 - beta1, beta2, 1.0 - beta2, 1.0 - beta1**t,
+                       1.0 - beta2**t, eps, eps_root, weight_decay, decay)
+
+
+def adamax(*, step, lr, betas, eps, weight_decay, maximize) -> AdamaxScalars:
+    t = c.step_count(step)
+    lr = c.nonneg("lr", lr)
+    beta1, beta2 = _betas(betas)
+    eps = c.nonneg("eps", eps)
+    weight_decay = c.nonneg("weight_decay", weight_decay)
+    c.flag("maximize", maximize)
+    return AdamaxScalars(lr / (1.0 - beta1**t), beta1, 1.0 - beta1, beta2, eps, weight_decay)
+
+
+def cast(scalars, dtype):
+    """The scalars as NumPy scalars of `dtype`: one rounding each, as the kernels do."""
+    t = dtype.type
+    return type(scalars)(*(v if isinstance(v, bool) else t(v) for v in scalars))

@@ -1,0 +1,209 @@
+"""The NumPy reference: every update rule written out as the textbook has it.
+
+This module is the ground truth of fusedopt. Each function updates lists of arrays in place,
+one tensor at a time, with plain NumPy expressions in the order of operations of the equations
+in its docstring. The per-step scalars come from ``fusedopt._scalars`` (float64, cast once to the
+array dtype), exactly as the compiled kernels receive them, so the fused kernels are expected to
+reproduce these results bit for bit.
+
+Signatures match ``fusedopt.ops``; see there for the argument documentation.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks, _scalars
+
+__all__ = ["sgd_", "adagrad_", "rmsprop_", "adam_", "adamax_", "global_norm",
+           "clip_by_global_norm_"]
+
+
+def _grad(g, p, k, maximize, weight_decay):
+    """The gradient the rule sees: negated to maximize, plus the L2 term wd * p."""
+    if maximize:
+        g = -g
+    if weight_decay != 0:
+        g = g + k.weight_decay * p
+    return g
+
+
+def sgd_(params, grads, momentum_buffers=None, *, step, lr, momentum=0.0, dampening=0.0,
+         weight_decay=0.0, nesterov=False, maximize=False):
+    r"""SGD, heavy-ball momentum, dampening and Nesterov momentum (Sutskever et al. 2013).
+
+    .. math::
+        g &\leftarrow \pm g + \lambda p \\
+        b &\leftarrow g \text{ (first step)}, \quad b \leftarrow \mu b + (1-\tau) g \\
+        g &\leftarrow g + \mu b \text{ (Nesterov)}, \quad g \leftarrow b \\
+        p &\leftarrow p - \eta g
+    """
+    s = _scalars.sgd(step=step, lr=lr, momentum=momentum, dampening=dampening,
+                     weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
+    lists = [("params", params, True), ("grads", grads, False)]
+    if s.momentum != 0:
+        lists.append(("momentum_buffers", momentum_buffers, True))
+    _checks.check_lists(lists)
+    for i, (p, g) in enumerate(zip(params, grads)):
+        k = _scalars.cast(s, p.dtype)
+        g = _grad(g, p, k, maximize, weight_decay)
+        if s.momentum != 0:
+            buf = momentum_buffers[i]
+            if s.first_step:
+                buf[...] = g
+            else:
+                buf[...] = k.momentum * buf + k.one_minus_dampening * g
+            g = g + k.momentum * buf if nesterov else buf
+        p[...] = p - k.lr * g
+
+
+def adagrad_(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
+             eps=1e-10, eps_root=0.0, maximize=False):
+    r"""Adagrad (Duchi, Hazan & Singer 2011).
+
+    .. math::
+        \eta_t &= \eta / (1 + (t-1) \delta) \\
+        G &\leftarrow G + g \odot g \\
+        p &\leftarrow p - \eta_t \, g / (\sqrt{G + \epsilon_{root}} + \epsilon)
+    """
+    s = _scalars.adagrad(step=step, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                         eps=eps, eps_root=eps_root, maximize=maximize)
+    _checks.check_lists([("params", params, True), ("grads", grads, False),
+                         ("state_sums", state_sums, True)])
+    for p, g, G in zip(params, grads, state_sums):
+        k = _scalars.cast(s, p.dtype)
+        g = _grad(g, p, k, maximize, weight_decay)
+        G[...] = G + g * g
+        denom = np.sqrt(G + k.eps_root) + k.eps
+        p[...] = p - k.clr * (g / denom)
+
+
+def rmsprop_(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *, step,
+             lr=1e-2, alpha=0.99, eps=1e-8, eps_root=0.0, weight_decay=0.0, momentum=0.0,
+             centered=False, maximize=False):
+    r"""RMSProp (Hinton, Coursera lecture 6e), centered form (Graves 2013), with momentum.
+
+    .. math::
+        S &\leftarrow \alpha S + (1-\alpha)\, g \odot g \\
+        \bar g &\leftarrow \alpha \bar g + (1-\alpha) g \quad \text{(centered)} \\
+        d &= \sqrt{S - \bar g \odot \bar g + \epsilon_{root}} + \epsilon \\
+        b &\leftarrow \mu b + g / d, \quad p \leftarrow p - \eta b
+        \quad \text{or} \quad p \leftarrow p - \eta\, (g / d)
+    """
+    s = _scalars.rmsprop(step=step, lr=lr, alpha=alpha, eps=eps, eps_root=eps_root,
+                         weight_decay=weight_decay, momentum=momentum, centered=centered,
+                         maximize=maximize)
+    lists = [("params", params, True), ("grads", grads, False),
+             ("square_avgs", square_avgs, True)]
+    if centered:
+        lists.append(("grad_avgs", grad_avgs, True))
+    if s.momentum != 0:
+        lists.append(("momentum_buffers", momentum_buffers, True))
+    _checks.check_lists(lists)
+    for i, (p, g, S) in enumerate(zip(params, grads, square_avgs)):
+        k = _scalars.cast(s, p.dtype)
+        g = _grad(g, p, k, maximize, weight_decay)
+        S[...] = k.alpha * S + k.one_minus_alpha * (g * g)
+        var = S
+        if centered:
+            ga = grad_avgs[i]
+            ga[...] = k.alpha * ga + k.one_minus_alpha * g
+            var = S - ga * ga
+        denom = np.sqrt(var + k.eps_root) + k.eps
+        if s.momentum != 0:
+            buf = momentum_buffers[i]
+            buf[...] = k.momentum * buf + g / denom
+            p[...] = p - k.lr * buf
+        else:
+            p[...] = p - k.lr * (g / denom)
+
+
+def adam_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, lr=1e-3,
+          betas=(0.9, 0.999), eps=1e-8, eps_root=0.0, weight_decay=0.0,
+          decoupled_weight_decay=False, amsgrad=False, maximize=False):
+    r"""Adam (Kingma & Ba 2015), AdamW (Loshchilov & Hutter 2019), AMSGrad (Reddi et al. 2018).
+
+    .. math::
+        p &\leftarrow p (1 - \eta\lambda) \quad \text{(decoupled weight decay)} \\
+        m &\leftarrow \beta_1 m + (1-\beta_1) g \\
+        v &\leftarrow \beta_2 v + (1-\beta_2)\, g \odot g \\
+        \hat v_{max} &\leftarrow \max(\hat v_{max}, v) \quad \text{(AMSGrad; replaces } v) \\
+        \hat m &= m / (1-\beta_1^t), \quad \hat v = v / (1-\beta_2^t) \\
+        p &\leftarrow p - \eta \hat m / (\sqrt{\hat v + \epsilon_{root}} + \epsilon)
+    """
+    s = _scalars.adam(step=step, lr=lr, betas=betas, eps=eps, eps_root=eps_root,
+                      weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
+                      amsgrad=amsgrad, maximize=maximize)
+    lists = [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True),
+             ("exp_avg_sqs", exp_avg_sqs, True)]
+    if amsgrad:
+        lists.append(("max_exp_avg_sqs", max_exp_avg_sqs, True))
+    _checks.check_lists(lists)
+    decoupled = decoupled_weight_decay and weight_decay != 0
+    for i, (p, g, m, v) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs)):
+        k = _scalars.cast(s, p.dtype)
+        g = _grad(g, p, k, maximize, 0 if decoupled_weight_decay else weight_decay)
+        if decoupled:
+            p[...] = p * k.decay
+        m[...] = k.beta1 * m + k.one_minus_beta1 * g
+        v[...] = k.beta2 * v + k.one_minus_beta2 * (g * g)
+        if amsgrad:
+            np.maximum(max_exp_avg_sqs[i], v, out=max_exp_avg_sqs[i])
+            v = max_exp_avg_sqs[i]
+        m_hat = m / k.bias_correction1
+        v_hat = v / k.bias_correction2
+        p[...] = p - k.lr * m_hat / (np.sqrt(v_hat + k.eps_root) + k.eps)
+
+
+def adamax_(params, grads, exp_avgs, exp_infs, *, step, lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
+            weight_decay=0.0, maximize=False):
+    r"""AdaMax (Kingma & Ba 2015, section 7.1), the infinity-norm variant of Adam.
+
+    .. math::
+        m &\leftarrow \beta_1 m + (1-\beta_1) g \\
+        u &\leftarrow \max(\beta_2 u, |g| + \epsilon) \\
+        p &\leftarrow p - \frac{\eta}{1-\beta_1^t}\, (m / u)
+    """
+    s = _scalars.adamax(step=step, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                        maximize=maximize)
+    _checks.check_lists([("params", params, True), ("grads", grads, False),
+                         ("exp_avgs", exp_avgs, True), ("exp_infs", exp_infs, True)])
+    for p, g, m, u in zip(params, grads, exp_avgs, exp_infs):
+        k = _scalars.cast(s, p.dtype)
+        g = _grad(g, p, k, maximize, weight_decay)
+        m[...] = k.beta1 * m + k.one_minus_beta1 * g
+        u[...] = np.maximum(k.beta2 * u, np.abs(g) + k.eps)
+        p[...] = p - k.clr * (m / u)
+
+
+def global_norm(arrays):
+    """L2 norm of all elements of a list of arrays, accumulated in float64.
+
+    Mathematically sqrt(sum of x**2); the fused version sums in a fixed blocked order, so the
+    two agree to rounding (about 1e-15 relative), not bit for bit.
+    """
+    _checks.check_lists([("arrays", arrays, False)])
+    total = 0.0
+    for a in arrays:
+        x = a.astype(np.float64).ravel()
+        total += float(np.dot(x, x))
+    return float(np.sqrt(total))
+
+
+def clip_by_global_norm_(arrays, max_norm, *, eps=1e-6, error_if_nonfinite=False):
+    """Scale every array by min(1, max_norm / (norm + eps)); returns the norm before clipping.
+
+    A non-finite norm scales by NaN (or 0), as torch.nn.utils.clip_grad_norm_ does, unless
+    ``error_if_nonfinite`` asks for a ValueError instead.
+    """
+    max_norm = _checks.nonneg("max_norm", max_norm)
+    eps = _checks.nonneg("eps", eps)
+    _checks.flag("error_if_nonfinite", error_if_nonfinite)
+    _checks.check_lists([("arrays", arrays, True)])
+    norm = global_norm(arrays)
+    if error_if_nonfinite and not np.isfinite(norm):
+        raise ValueError(f"the global norm of arrays is {norm}; nothing was clipped")
+    coef = max_norm / (norm + eps)
+    if coef < 1.0 or not np.isfinite(norm):
+        for a in arrays:
+            a[...] = a * a.dtype.type(coef)
+    return norm
