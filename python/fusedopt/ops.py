@@ -34,7 +34,8 @@ import math
 from . import _checks, _core, _scalars
 
 __all__ = ["sgd_", "adagrad_", "rmsprop_", "adam_", "adamax_", "global_norm",
-           "clip_by_global_norm_", "backend_of"]
+           "clip_by_global_norm_", "backend_of",
+           "lbfgs_direction_"]
 
 
 def backend_of(params):
@@ -140,3 +141,17 @@ def clip_by_global_norm_(arrays, max_norm, *, eps=1e-6, error_if_nonfinite=False
     if coef < 1.0 or not math.isfinite(norm):
         impl.scale_(arrays, coef)
     return norm
+
+
+def lbfgs_direction_(out, grad, history):
+    """``out = -H grad``: the L-BFGS two-loop recursion (Nocedal & Wright, Algorithm 7.4) over a
+    ``fusedopt.lbfgs.History``, in one fused call.
+
+    ``out`` and ``grad`` have ``history.n`` elements (any shape, the same for both), the
+    history's dtype, and are C-contiguous; ``out`` must not share memory with ``grad`` or the
+    history. The recursion streams each history row twice (the axpy of one step fused with the
+    dot of the next); its float64 reductions use fixed blocks in a fixed order, so the result has
+    the same bits for any number of threads. With an empty history, ``out = -grad``.
+    """
+    backend_of([out]).lbfgs_direction(out, grad, history.s, history.y, history.rho,
+                                      history.head, history.count)

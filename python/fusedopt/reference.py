@@ -15,7 +15,8 @@ import numpy as np
 from . import _checks, _scalars
 
 __all__ = ["sgd_", "adagrad_", "rmsprop_", "adam_", "adamax_", "global_norm",
-           "clip_by_global_norm_"]
+           "clip_by_global_norm_",
+           "lbfgs_direction"]
 
 
 def _grad(g, p, k, maximize, weight_decay):
@@ -207,3 +208,44 @@ def clip_by_global_norm_(arrays, max_norm, *, eps=1e-6, error_if_nonfinite=False
         for a in arrays:
             a[...] = a * a.dtype.type(coef)
     return norm
+
+
+def lbfgs_direction(grad, s_list, y_list):
+    r"""The L-BFGS direction ``d = -H grad`` by the two-loop recursion (Nocedal & Wright,
+    *Numerical Optimization*, 2nd ed., Algorithm 7.4).
+
+    ``s_list`` and ``y_list`` hold the pairs oldest to newest, ``s_i = x_{i+1} - x_i`` and
+    ``y_i = g_{i+1} - g_i``; ``rho_i = 1 / (y_i . s_i)``. The initial matrix is ``gamma I`` with
+    ``gamma = s . y / y . y`` of the newest pair; with no pairs, ``d = -grad``.
+
+    .. math::
+        q &\leftarrow g; \quad \text{for } i = k-1 \dots k-m:
+            \ \alpha_i \leftarrow \rho_i s_i^T q, \ q \leftarrow q - \alpha_i y_i \\
+        r &\leftarrow \gamma q; \quad \text{for } i = k-m \dots k-1:
+            \ \beta \leftarrow \rho_i y_i^T r, \ r \leftarrow r + s_i (\alpha_i - \beta) \\
+        d &= -r
+
+    Arrays are flattened; the result has grad's shape and dtype (scalars are Python floats, so
+    float32 stays float32).
+    """
+    g = np.asarray(grad)
+    q = g.ravel().copy()
+    s_list = [np.asarray(s).ravel() for s in s_list]
+    y_list = [np.asarray(y).ravel() for y in y_list]
+    if len(s_list) != len(y_list):
+        raise ValueError(f"s_list has {len(s_list)} arrays but y_list has {len(y_list)}")
+    k = len(s_list)
+    rho = [1.0 / float(np.dot(y_list[i], s_list[i])) for i in range(k)]
+    alpha = [0.0] * k
+    for i in reversed(range(k)):
+        alpha[i] = rho[i] * float(np.dot(s_list[i], q))
+        q = q - alpha[i] * y_list[i]
+    if k:
+        gamma = float(np.dot(s_list[-1], y_list[-1])) / float(np.dot(y_list[-1], y_list[-1]))
+        r = gamma * q
+    else:
+        r = q
+    for i in range(k):
+        beta = rho[i] * float(np.dot(y_list[i], r))
+        r = r + (alpha[i] - beta) * s_list[i]
+    return (-r).reshape(g.shape)

@@ -1,0 +1,255 @@
+// csrc/cpu/lbfgs.cpp -- the L-BFGS loops (see lbfgs.h).
+//
+// The two-loop recursion runs in one OpenMP parallel region. Each pass walks the blocks of the
+// vector with a static schedule, updates out = (out + a * x) * scale and, in the same sweep,
+// takes the float64 dot of the updated out with the next history row; one thread then adds the
+// block sums in block order and computes the next scalar. The block partition depends on n only,
+// so any thread count gives the same bits.
+#include "lbfgs.h"
+
+#include <cmath>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "kernels.h"
+#include "parallel.h"
+
+namespace fusedopt {
+namespace cpu {
+namespace lbfgs {
+namespace {
+
+// Independent accumulators per block: a fixed summation order that the compiler may vectorize.
+constexpr int kLanes = 8;
+
+inline int64_t num_blocks(int64_t n) { return (n + kReduceBlock - 1) / kReduceBlock; }
+
+inline double combine(const double* acc) {
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+// q[i] = (q[i] + a * x[i]) * scale over [lo, hi); returns sum w[i] * q[i] (new q) when Dot.
+template <typename T, bool Dot>
+double update_block(T* __restrict q, const T a, const T* __restrict x, const T scale,
+                    const T* __restrict w, int64_t lo, int64_t hi) {
+    double acc[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = lo;
+    for (; i + kLanes <= hi; i += kLanes) {
+        for (int j = 0; j < kLanes; ++j) {
+            const T v = (q[i + j] + a * x[i + j]) * scale;
+            q[i + j] = v;
+            if (Dot) acc[j] = acc[j] + static_cast<double>(w[i + j]) * static_cast<double>(v);
+        }
+    }
+    for (; i < hi; ++i) {
+        const T v = (q[i] + a * x[i]) * scale;
+        q[i] = v;
+        if (Dot) acc[0] = acc[0] + static_cast<double>(w[i]) * static_cast<double>(v);
+    }
+    return Dot ? combine(acc) : 0.0;
+}
+
+template <typename T>
+double dot_block(const T* __restrict a, const T* __restrict b, int64_t lo, int64_t hi) {
+    double acc[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = lo;
+    for (; i + kLanes <= hi; i += kLanes)
+        for (int j = 0; j < kLanes; ++j)
+            acc[j] = acc[j] + static_cast<double>(a[i + j]) * static_cast<double>(b[i + j]);
+    for (; i < hi; ++i) acc[0] = acc[0] + static_cast<double>(a[i]) * static_cast<double>(b[i]);
+    return combine(acc);
+}
+
+// The first pass: out = grad, and the dots s.grad, s.y, y.y of the newest pair.
+template <typename T>
+void first_block(T* __restrict out, const T* __restrict g, const T* __restrict s,
+                 const T* __restrict y, int64_t lo, int64_t hi, double* sums) {
+    for (int64_t i = lo; i < hi; ++i) out[i] = g[i];
+    sums[0] = dot_block(s, g, lo, hi);
+    sums[1] = dot_block(s, y, lo, hi);
+    sums[2] = dot_block(y, y, lo, hi);
+}
+
+inline double sum_in_order(const double* part, int64_t nb, int64_t stride) {
+    double t = 0.0;
+    for (int64_t b = 0; b < nb; ++b) t = t + part[b * stride];
+    return t;
+}
+
+// part[b] = block(lo, hi) for each block [lo, hi) of [0, n), in parallel; returns part
+// (thread-local storage, valid until the next call on this thread).
+template <typename Block>
+const double* block_results(int64_t n, Block&& block) {
+    const int64_t nb = num_blocks(n);
+    thread_local std::vector<double> part_store;
+    part_store.assign(static_cast<size_t>(nb), 0.0);
+    double* part = part_store.data();
+    const int nt = threads_for(n);
+    (void)nt;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+    for (int64_t b = 0; b < nb; ++b)
+        part[b] = block(b * kReduceBlock, std::min(n, (b + 1) * kReduceBlock));
+    return part;
+}
+
+}  // namespace
+
+template <typename T>
+void direction(T* out, const T* grad, const Ring<T>& h) {
+    const int64_t n = h.n, nb = num_blocks(n), count = h.count;
+    thread_local std::vector<double> part_store, alpha_store, beta_store;
+    part_store.assign(static_cast<size_t>(3 * nb), 0.0);
+    alpha_store.assign(static_cast<size_t>(count), 0.0);
+    beta_store.assign(static_cast<size_t>(count), 0.0);
+    double* part = part_store.data();
+    double* alpha = alpha_store.data();
+    double* beta = beta_store.data();
+    auto row = [&](const T* base, int64_t k) { return base + ((h.head + k) % h.m) * n; };
+    auto rho = [&](int64_t k) { return h.rho[(h.head + k) % h.m]; };
+    double gamma = 1.0;
+    const int nt = threads_for(n);
+    (void)nt;
+
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+        if (count == 0) {
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (int64_t b = 0; b < nb; ++b) {
+                const int64_t lo = b * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
+                for (int64_t i = lo; i < hi; ++i) out[i] = -grad[i];
+            }
+        } else {
+            const T* s_new = row(h.s, count - 1);
+            const T* y_new = row(h.y, count - 1);
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (int64_t b = 0; b < nb; ++b) {
+                const int64_t lo = b * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
+                first_block(out, grad, s_new, y_new, lo, hi, part + 3 * b);
+            }
+#ifdef _OPENMP
+#pragma omp single
+#endif
+            {
+                alpha[count - 1] = rho(count - 1) * sum_in_order(part, nb, 3);
+                gamma = sum_in_order(part + 1, nb, 3) / sum_in_order(part + 2, nb, 3);
+            }
+            // First loop, newest to oldest: q -= alpha_k y_k, then the dot for step k - 1
+            // (s_{k-1}.q), or at k = 0 the scaling r = gamma q and the dot y_0.r.
+            for (int64_t k = count - 1; k >= 0; --k) {
+                const T a = static_cast<T>(-alpha[k]);
+                const T scale = k == 0 ? static_cast<T>(gamma) : T(1);
+                const T* x = row(h.y, k);
+                const T* w = k == 0 ? row(h.y, 0) : row(h.s, k - 1);
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+                for (int64_t b = 0; b < nb; ++b) {
+                    const int64_t lo = b * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
+                    part[b] = update_block<T, true>(out, a, x, scale, w, lo, hi);
+                }
+#ifdef _OPENMP
+#pragma omp single
+#endif
+                {
+                    const double t = sum_in_order(part, nb, 1);
+                    if (k > 0)
+                        alpha[k - 1] = rho(k - 1) * t;
+                    else
+                        beta[0] = rho(0) * t;
+                }
+            }
+            // Second loop, oldest to newest: r += (alpha_k - beta_k) s_k, then the dot for step
+            // k + 1 (y_{k+1}.r); the last pass writes -r instead.
+            for (int64_t k = 0; k < count; ++k) {
+                const T c = static_cast<T>(alpha[k] - beta[k]);
+                const T* x = row(h.s, k);
+                if (k + 1 < count) {
+                    const T* w = row(h.y, k + 1);
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+                    for (int64_t b = 0; b < nb; ++b) {
+                        const int64_t lo = b * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
+                        part[b] = update_block<T, true>(out, c, x, T(1), w, lo, hi);
+                    }
+#ifdef _OPENMP
+#pragma omp single
+#endif
+                    beta[k + 1] = rho(k + 1) * sum_in_order(part, nb, 1);
+                } else {
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+                    for (int64_t b = 0; b < nb; ++b) {
+                        const int64_t lo = b * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
+                        update_block<T, false>(out, c, x, T(-1), nullptr, lo, hi);
+                    }
+                }
+            }
+        }
+    }
+}
+
+template <typename T>
+double dot(const T* a, const T* c, int64_t n) {
+    const double* part = block_results(n, [&](int64_t lo, int64_t hi) {
+        return dot_block(a, c, lo, hi);
+    });
+    return sum_in_order(part, num_blocks(n), 1);
+}
+
+template <typename T>
+void axpby(T* out, double a, const T* x, double b, const T* y, int64_t n) {
+    const T ta = static_cast<T>(a), tb = static_cast<T>(b);
+    const int nt = threads_for(n);
+    (void)nt;
+    // out may be x or y itself (each element is read before it is written), so no __restrict.
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+    for (int64_t i = 0; i < n; ++i) out[i] = ta * x[i] + tb * y[i];
+}
+
+template <typename T>
+double amax(const T* a, int64_t n) {
+    const double* part = block_results(n, [&](int64_t lo, int64_t hi) {
+        T m = T(0);
+        bool nan = false;
+        for (int64_t i = lo; i < hi; ++i) {
+            const T v = std::fabs(a[i]);
+            m = v > m ? v : m;
+            nan = nan || (v != v);
+        }
+        return nan ? std::nan("") : static_cast<double>(m);
+    });
+    double m = 0.0;
+    for (int64_t b = 0; b < num_blocks(n); ++b) {
+        if (std::isnan(part[b])) return part[b];
+        m = part[b] > m ? part[b] : m;
+    }
+    return m;
+}
+
+#define FUSEDOPT_LBFGS_INSTANTIATE(T)                                                   \
+    template void direction<T>(T*, const T*, const Ring<T>&);                           \
+    template double dot<T>(const T*, const T*, int64_t);                                \
+    template void axpby<T>(T*, double, const T*, double, const T*, int64_t);            \
+    template double amax<T>(const T*, int64_t);
+FUSEDOPT_LBFGS_INSTANTIATE(float)
+FUSEDOPT_LBFGS_INSTANTIATE(double)
+#undef FUSEDOPT_LBFGS_INSTANTIATE
+
+}  // namespace lbfgs
+}  // namespace cpu
+}  // namespace fusedopt
