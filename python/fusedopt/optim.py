@@ -302,3 +302,6 @@ class Adamax(Optimizer):
         st = self.state
         self._impl.adamax_(self.params, grads, st["exp_avg"], st["exp_inf"], step=step, lr=lr,
                            **self.hyperparams)
+
+
+from .lbfgs import LBFGS  # noqa: E402 -- re-exported here; defined with the L-BFGS solver
