@@ -2,9 +2,10 @@
 //
 // The two-loop recursion runs in one OpenMP parallel region. Each pass walks the blocks of the
 // vector with a static schedule, updates out = (out + a * x) * scale and, in the same sweep,
-// takes the float64 dot of the updated out with the next history row; one thread then adds the
-// block sums in block order and computes the next scalar. The block partition depends on n only,
-// so any thread count gives the same bits.
+// takes the float64 dot of the updated out with the next history row; after the pass's barrier
+// every thread adds the block sums in block order and computes the next scalar. The block
+// partition depends on n only, so any thread count gives the same bits. One barrier per pass:
+// on a loaded machine a barrier can cost a scheduler time slice.
 #include "lbfgs.h"
 
 #include <cmath>
@@ -102,16 +103,14 @@ const double* block_results(int64_t n, Block&& block) {
 template <typename T>
 void direction(T* out, const T* grad, const Ring<T>& h) {
     const int64_t n = h.n, nb = num_blocks(n), count = h.count;
-    thread_local std::vector<double> part_store, alpha_store, beta_store;
-    part_store.assign(static_cast<size_t>(3 * nb), 0.0);
-    alpha_store.assign(static_cast<size_t>(count), 0.0);
-    beta_store.assign(static_cast<size_t>(count), 0.0);
-    double* part = part_store.data();
-    double* alpha = alpha_store.data();
-    double* beta = beta_store.data();
+    // Block sums: 3 per block for the first pass, then two buffers of one per block used by
+    // alternate passes, so that one barrier per pass suffices (see below).
+    thread_local std::vector<double> part_store;
+    part_store.assign(static_cast<size_t>(5 * nb), 0.0);
+    double* const first = part_store.data();
+    double* const bufs[2] = {first + 3 * nb, first + 4 * nb};
     auto row = [&](const T* base, int64_t k) { return base + ((h.head + k) % h.m) * n; };
     auto rho = [&](int64_t k) { return h.rho[(h.head + k) % h.m]; };
-    double gamma = 1.0;
     const int nt = threads_for(n);
     (void)nt;
 
@@ -119,7 +118,29 @@ void direction(T* out, const T* grad, const Ring<T>& h) {
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
     {
+        // Each thread computes every scalar itself from the block sums, in the same order, so
+        // all threads hold the same values; the only barrier of a pass is the one that ends its
+        // loop. Pass p writes bufs[p % 2]: a thread can reach pass p + 2 (which overwrites it)
+        // only after every thread has passed the barrier of pass p + 1, hence read it.
+        int parity = 0;
+        auto pass = [&](T a, const T* x, T scale, const T* w) -> double {
+            double* part = bufs[parity];
+            parity ^= 1;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (int64_t b = 0; b < nb; ++b) {
+                const int64_t lo = b * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
+                if (w)
+                    part[b] = update_block<T, true>(out, a, x, scale, w, lo, hi);
+                else
+                    update_block<T, false>(out, a, x, scale, nullptr, lo, hi);
+            }
+            return w ? sum_in_order(part, nb, 1) : 0.0;
+        };
+
         if (count == 0) {
+            // out = (0 + 0 * grad) * -1 would not give -grad for a non-finite grad.
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
@@ -128,6 +149,7 @@ void direction(T* out, const T* grad, const Ring<T>& h) {
                 for (int64_t i = lo; i < hi; ++i) out[i] = -grad[i];
             }
         } else {
+            std::vector<double> alpha(static_cast<size_t>(count)), beta(alpha.size());
             const T* s_new = row(h.s, count - 1);
             const T* y_new = row(h.y, count - 1);
 #ifdef _OPENMP
@@ -135,68 +157,24 @@ void direction(T* out, const T* grad, const Ring<T>& h) {
 #endif
             for (int64_t b = 0; b < nb; ++b) {
                 const int64_t lo = b * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
-                first_block(out, grad, s_new, y_new, lo, hi, part + 3 * b);
+                first_block(out, grad, s_new, y_new, lo, hi, first + 3 * b);
             }
-#ifdef _OPENMP
-#pragma omp single
-#endif
-            {
-                alpha[count - 1] = rho(count - 1) * sum_in_order(part, nb, 3);
-                gamma = sum_in_order(part + 1, nb, 3) / sum_in_order(part + 2, nb, 3);
-            }
+            alpha[count - 1] = rho(count - 1) * sum_in_order(first, nb, 3);
+            const double gamma = sum_in_order(first + 1, nb, 3) / sum_in_order(first + 2, nb, 3);
             // First loop, newest to oldest: q -= alpha_k y_k, then the dot for step k - 1
             // (s_{k-1}.q), or at k = 0 the scaling r = gamma q and the dot y_0.r.
-            for (int64_t k = count - 1; k >= 0; --k) {
-                const T a = static_cast<T>(-alpha[k]);
-                const T scale = k == 0 ? static_cast<T>(gamma) : T(1);
-                const T* x = row(h.y, k);
-                const T* w = k == 0 ? row(h.y, 0) : row(h.s, k - 1);
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-                for (int64_t b = 0; b < nb; ++b) {
-                    const int64_t lo = b * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
-                    part[b] = update_block<T, true>(out, a, x, scale, w, lo, hi);
-                }
-#ifdef _OPENMP
-#pragma omp single
-#endif
-                {
-                    const double t = sum_in_order(part, nb, 1);
-                    if (k > 0)
-                        alpha[k - 1] = rho(k - 1) * t;
-                    else
-                        beta[0] = rho(0) * t;
-                }
-            }
+            for (int64_t k = count - 1; k > 0; --k)
+                alpha[k - 1] = rho(k - 1) * pass(static_cast<T>(-alpha[k]), row(h.y, k), T(1),
+                                                 row(h.s, k - 1));
+            beta[0] = rho(0) * pass(static_cast<T>(-alpha[0]), row(h.y, 0),
+                                    static_cast<T>(gamma), row(h.y, 0));
             // Second loop, oldest to newest: r += (alpha_k - beta_k) s_k, then the dot for step
             // k + 1 (y_{k+1}.r); the last pass writes -r instead.
-            for (int64_t k = 0; k < count; ++k) {
-                const T c = static_cast<T>(alpha[k] - beta[k]);
-                const T* x = row(h.s, k);
-                if (k + 1 < count) {
-                    const T* w = row(h.y, k + 1);
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-                    for (int64_t b = 0; b < nb; ++b) {
-                        const int64_t lo = b * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
-                        part[b] = update_block<T, true>(out, c, x, T(1), w, lo, hi);
-                    }
-#ifdef _OPENMP
-#pragma omp single
-#endif
-                    beta[k + 1] = rho(k + 1) * sum_in_order(part, nb, 1);
-                } else {
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-                    for (int64_t b = 0; b < nb; ++b) {
-                        const int64_t lo = b * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
-                        update_block<T, false>(out, c, x, T(-1), nullptr, lo, hi);
-                    }
-                }
-            }
+            for (int64_t k = 0; k + 1 < count; ++k)
+                beta[k + 1] = rho(k + 1) * pass(static_cast<T>(alpha[k] - beta[k]), row(h.s, k),
+                                                T(1), row(h.y, k + 1));
+            pass(static_cast<T>(alpha[count - 1] - beta[count - 1]), row(h.s, count - 1), T(-1),
+                 nullptr);
         }
     }
 }
