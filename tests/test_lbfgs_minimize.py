@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import fusedopt
-from fusedopt import lbfgs
+from fusedopt import _bench_lbfgs, lbfgs
 from fusedopt.optim import LBFGS
 
 scipy_optimize = pytest.importorskip("scipy.optimize")
@@ -32,21 +32,8 @@ def rosen_fun(x):
     return scipy_optimize.rosen(x), scipy_optimize.rosen_der(x)
 
 
-def ext_rosen(x):
-    """Extended Rosenbrock (More, Garbow & Hillstrom): independent pairs."""
-    x1, x2 = x[0::2], x[1::2]
-    t = x2 - x1 * x1
-    u = 1.0 - x1
-    g = np.empty_like(x)
-    g[0::2] = -400.0 * t * x1 - 2.0 * u
-    g[1::2] = 200.0 * t
-    return float(np.sum(100.0 * t * t + u * u)), g
-
-
-def ext_rosen_x0(n):
-    x0 = np.empty(n)
-    x0[0::2], x0[1::2] = -1.2, 1.0
-    return x0
+ext_rosen = _bench_lbfgs.ext_rosenbrock  # Extended Rosenbrock (More, Garbow & Hillstrom)
+ext_rosen_x0 = _bench_lbfgs.ext_rosenbrock_x0
 
 
 def logistic_problem(n_samples=300, n_features=20, lam=1e-2, seed=1):
