@@ -32,7 +32,9 @@ struct Arg {
     int64_t dim(int d) const { return static_cast<int64_t>(a->dimensions[d]); }
     void* data() const { return a->data; }
     uintptr_t lo() const { return reinterpret_cast<uintptr_t>(a->data); }
-    uintptr_t hi() const { return lo() + static_cast<uintptr_t>(size) * (type_num == kNpyFloat ? 4 : 8); }
+    uintptr_t hi() const {
+        return lo() + static_cast<uintptr_t>(size) * (type_num == kNpyFloat ? 4 : 8);
+    }
     std::string shape() const {
         std::string s = "(";
         for (int d = 0; d < a->nd; ++d)
@@ -62,8 +64,10 @@ Arg array_arg(py::handle h, const char* name, bool written, int want = -1, const
         throw py::type_error(std::string(name) + " has dtype " + got +
                              "; expected float32 or float64 (native byte order)");
     }
-    if (!(a->flags & npy::NPY_ARRAY_C_CONTIGUOUS_)) throw py::value_error(std::string(name) + " must be C-contiguous");
-    if (!(a->flags & npy::NPY_ARRAY_ALIGNED_)) throw py::value_error(std::string(name) + " must be aligned to its dtype");
+    if (!(a->flags & npy::NPY_ARRAY_C_CONTIGUOUS_))
+        throw py::value_error(std::string(name) + " must be C-contiguous");
+    if (!(a->flags & npy::NPY_ARRAY_ALIGNED_))
+        throw py::value_error(std::string(name) + " must be aligned to its dtype");
     if (written && !(a->flags & npy::NPY_ARRAY_WRITEABLE_))
         throw py::value_error(std::string(name) + " is read-only; it is written in place");
     int64_t size = 1;

@@ -14,6 +14,8 @@ per iteration. SciPy's L-BFGS-B calls BLAS (OpenBLAS threads); fusedopt calls no
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 
 import numpy as np
@@ -186,8 +188,8 @@ def solve_timed(runner, objective, x0, maxiter, gtol, ftol):
 
 
 def _direction_table(sizes, reps):
-    print(f"L-BFGS direction (two-loop, m=10, float64, {_core.get_num_threads()} threads): "
-          "bound = 2 streams over the history at the measured read bandwidth")
+    print("L-BFGS direction (two-loop, m=10, float64): bound = 2 streams over the history at "
+          "the measured read bandwidth")
     print(f"{'n':>10} {'fused ms':>9} {'ref ms':>9} {'speedup':>8} {'GB/s':>7} "
           f"{'read GB/s':>10} {'bound ms':>9} {'of bound':>9}")
     for n in sizes:
@@ -201,6 +203,12 @@ def _direction_table(sizes, reps):
         del h, g, out
 
 
+def _warm_up():
+    """One small run of each solver: torch's first call pays for its initialization."""
+    for runner in solvers().values():
+        runner(timed_objective(ext_rosenbrock), ext_rosenbrock_x0(100), 50, 1e-5, 2.2e-9)
+
+
 def _minimize_table(title, objective, x0, maxiter, gtol, ftol):
     print(title)
     print(f"{'solver':>16} {'wall s':>8} {'outside f ms/it':>16} {'nit':>6} {'nfev':>6} "
@@ -211,11 +219,62 @@ def _minimize_table(title, objective, x0, maxiter, gtol, ftol):
               f"{f:12.4e}")
 
 
-def run(quick: bool = False) -> None:
-    """Print the direction and minimization tables (quick: smaller sizes, ~20 s on 2 cores)."""
+@contextlib.contextmanager
+def _same_threads(n):
+    """Every solver on n threads: fusedopt's OpenMP, torch's intra-op pool and, where
+    threadpoolctl is installed, the BLAS pools (SciPy's and NumPy's OpenBLAS)."""
+    old = _core.get_num_threads()
+    _core.set_num_threads(n)
+    stack = contextlib.ExitStack()
+    try:
+        try:
+            import torch  # noqa: PLC0415 -- optional
+
+            told = torch.get_num_threads()
+            torch.set_num_threads(n)
+            stack.callback(torch.set_num_threads, told)
+        except ImportError:
+            pass
+        try:
+            from threadpoolctl import threadpool_limits  # noqa: PLC0415 -- optional
+
+            stack.enter_context(threadpool_limits(n))
+        except ImportError:
+            pass
+        yield
+    finally:
+        stack.close()
+        _core.set_num_threads(old)
+
+
+def _blas_note():
+    try:
+        import threadpoolctl  # noqa: F401,PLC0415
+
+        return "BLAS pools limited by threadpoolctl"
+    except ImportError:
+        return "threadpoolctl not installed: BLAS pools at their defaults"
+
+
+def run(quick: bool = False, threads: int | None = None) -> None:
+    """Print the direction and minimization tables (quick: smaller sizes, ~30 s on 2 cores).
+
+    ``threads`` sets the thread count of every solver (fusedopt, torch, BLAS where threadpoolctl
+    is installed); default: fusedopt's current count. On a machine shared with other work,
+    ``threads=1`` avoids OpenMP barriers waiting for descheduled threads."""
+    threads = _core.get_num_threads() if threads is None else int(threads)
+    load = ", load average %.1f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
+    print(f"L-BFGS benchmarks: {threads} thread(s) per solver, {os.cpu_count()} CPUs{load}; "
+          f"{_blas_note()}")
+    with _same_threads(threads):
+        _run(quick)
+
+
+def _run(quick):
     sizes = (10**5, 10**6) if quick else (10**5, 10**6, 10**7)
     _direction_table(sizes, reps=5 if quick else 10)
     print()
+    _warm_up()
     for n in ((10**4, 10**5) if quick else (10**4, 10**5, 10**6)):
         _minimize_table(f"Extended Rosenbrock n={n:.0e} from (-1.2, 1, ...), gtol=1e-5, "
                         "ftol=2.2e-9, m=10", ext_rosenbrock, ext_rosenbrock_x0(n), 15000, 1e-5,

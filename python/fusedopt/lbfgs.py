@@ -409,9 +409,8 @@ class _Solver:
         dg = self.vec.dot(gt, self.d) if math.isfinite(f) else math.nan
         return _Point(t, f, dg, slot)
 
-    def _search_along(self, d_is_steepest):
-        vec, d, g = self.vec, self.d, self.g
-        dg0 = vec.dot(g, d)
+    def _search_along(self, dg0, d_is_steepest):
+        vec, d = self.vec, self.d
         if d_is_steepest or self.history.count == 0:
             t1 = min(1.0, 1.0 / math.sqrt(-dg0))  # ||d|| = ||g||: the first step is scaled
         else:
@@ -422,23 +421,26 @@ class _Solver:
             else self._search.armijo
         return search(self.f, dg0, t1, tmin)
 
+    def _steepest(self):
+        """d = -g; returns g.d."""
+        self.vec.scale(self.d, -1.0, self.g)
+        return -self.vec.dot(self.g, self.g)
+
     def iterate(self):
         vec, h = self.vec, self.history
         steepest = h.count == 0
-        if steepest:
-            vec.scale(self.d, -1.0, self.g)
-        else:
+        if not steepest:
             vec.direction(self.d, self.g, h)
             dg0 = vec.dot(self.g, self.d)
             if not dg0 < 0.0:  # not a descent direction (or NaN): start again from -g
                 h.clear()
                 steepest = True
-                vec.scale(self.d, -1.0, self.g)
-        point = self._search_along(steepest)
+        if steepest:
+            dg0 = self._steepest()
+        point = self._search_along(dg0, steepest)
         if point is None and not steepest:
             h.clear()
-            vec.scale(self.d, -1.0, self.g)
-            point = self._search_along(True)
+            point = self._search_along(self._steepest(), True)
         if point is None:
             return ("the line search found no point of sufficient decrease along the L-BFGS "
                     "direction nor along the steepest descent (the objective may be "
