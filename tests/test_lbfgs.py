@@ -58,6 +58,10 @@ def test_kernel_matches_reference(case, dtype):
     d = lbfgs.two_loop(g, h)
     r = reference.lbfgs_direction(g, [s for s, _ in pairs], [y for _, y in pairs])
     assert d.dtype == dtype and r.dtype == dtype
+    out = np.empty_like(g)
+    gd = ops.lbfgs_direction_(out, g, h)  # returns grad . out, taken in the last pass
+    assert out.tobytes() == d.tobytes()
+    assert gd == _core.lbfgs_dot(g, out)
     if pushes == 0:
         np.testing.assert_array_equal(d, -g)
     assert rel_err(d, r) <= TOL[dtype], rel_err(d, r)
@@ -110,7 +114,9 @@ def test_same_bits_for_any_thread_count(dtype):
     for nt in (1, 2, 3):
         with fusedopt.num_threads(nt):
             outs.append(lbfgs.two_loop(g, h))
-            dots.append(_core.lbfgs_dot(g, h.s[2]))
+            dots.append((_core.lbfgs_dot(g, h.s[2]),
+                         ops.lbfgs_direction_(np.empty_like(g), g, h),
+                         _core.lbfgs_sub_dots(np.empty_like(g), g, h.y[1], h.s[3])))
             maxes.append(_core.lbfgs_amax(g))
     for o in outs[1:]:
         assert o.tobytes() == outs[0].tobytes()
@@ -128,6 +134,11 @@ def test_helpers():
         out = np.empty_like(a)
         _core.lbfgs_axpby(out, 0.5, a, -2.0, b)
         np.testing.assert_array_equal(out, dtype(0.5) * a + dtype(-2.0) * b)
+        c = rng.standard_normal(70001).astype(dtype)
+        y = b.copy()
+        cy, yy = _core.lbfgs_sub_dots(y, a, y, c)  # y = a - y, in place
+        np.testing.assert_array_equal(y, a - b)
+        assert (cy, yy) == (_core.lbfgs_dot(c, y), _core.lbfgs_dot(y, y))
         _core.lbfgs_axpby(a, 1.0, a, 3.0, b)  # in place is allowed
         a[5] = np.nan
         assert np.isnan(_core.lbfgs_amax(a))
@@ -219,6 +230,10 @@ def test_ops_and_two_loop_checks():
     with pytest.raises(ValueError, match="out shares memory with x"):
         x = np.zeros(10)
         _core.lbfgs_axpby(x[1:], 1.0, x[:-1], 1.0, np.zeros(9))
+    with pytest.raises(ValueError, match="out shares memory with c"):
+        x = np.zeros(10)
+        _core.lbfgs_sub_dots(x, np.ones(10), np.ones(10), x)
+    assert (x == 0).all()
 
 
 def test_history_push_and_checks():

@@ -80,13 +80,13 @@ inline double sum_in_order(const double* part, int64_t nb, int64_t stride) {
     return t;
 }
 
-// part[b] = block(lo, hi) for each block [lo, hi) of [0, n), in parallel; returns part
-// (thread-local storage, valid until the next call on this thread).
-template <typename Block>
+// block(lo, hi, part + K * b) for each block [lo, hi) of [0, n), in parallel, each writing K
+// results; returns part (thread-local storage, valid until the next call on this thread).
+template <int K, typename Block>
 const double* block_results(int64_t n, Block&& block) {
     const int64_t nb = num_blocks(n);
     thread_local std::vector<double> part_store;
-    part_store.assign(static_cast<size_t>(nb), 0.0);
+    part_store.assign(static_cast<size_t>(K * nb), 0.0);
     double* part = part_store.data();
     const int nt = threads_for(n);
     (void)nt;
@@ -94,14 +94,14 @@ const double* block_results(int64_t n, Block&& block) {
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
     for (int64_t b = 0; b < nb; ++b)
-        part[b] = block(b * kReduceBlock, std::min(n, (b + 1) * kReduceBlock));
+        block(b * kReduceBlock, std::min(n, (b + 1) * kReduceBlock), part + K * b);
     return part;
 }
 
 }  // namespace
 
 template <typename T>
-void direction(T* out, const T* grad, const Ring<T>& h) {
+double direction(T* out, const T* grad, const Ring<T>& h) {
     const int64_t n = h.n, nb = num_blocks(n), count = h.count;
     // Block sums: 3 per block for the first pass, then two buffers of one per block used by
     // alternate passes, so that one barrier per pass suffices (see below).
@@ -113,11 +113,13 @@ void direction(T* out, const T* grad, const Ring<T>& h) {
     auto rho = [&](int64_t k) { return h.rho[(h.head + k) % h.m]; };
     const int nt = threads_for(n);
     (void)nt;
+    double grad_dot_out = 0.0;
 
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
     {
+        double result = 0.0;
         // Each thread computes every scalar itself from the block sums, in the same order, so
         // all threads hold the same values; the only barrier of a pass is the one that ends its
         // loop. Pass p writes bufs[p % 2]: a thread can reach pass p + 2 (which overwrites it)
@@ -147,7 +149,9 @@ void direction(T* out, const T* grad, const Ring<T>& h) {
             for (int64_t b = 0; b < nb; ++b) {
                 const int64_t lo = b * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
                 for (int64_t i = lo; i < hi; ++i) out[i] = -grad[i];
+                bufs[0][b] = dot_block(grad, out, lo, hi);
             }
+            result = sum_in_order(bufs[0], nb, 1);
         } else {
             std::vector<double> alpha(static_cast<size_t>(count)), beta(alpha.size());
             const T* s_new = row(h.s, count - 1);
@@ -169,22 +173,39 @@ void direction(T* out, const T* grad, const Ring<T>& h) {
             beta[0] = rho(0) * pass(static_cast<T>(-alpha[0]), row(h.y, 0),
                                     static_cast<T>(gamma), row(h.y, 0));
             // Second loop, oldest to newest: r += (alpha_k - beta_k) s_k, then the dot for step
-            // k + 1 (y_{k+1}.r); the last pass writes -r instead.
+            // k + 1 (y_{k+1}.r); the last pass writes -r instead, and takes grad.(-r).
             for (int64_t k = 0; k + 1 < count; ++k)
                 beta[k + 1] = rho(k + 1) * pass(static_cast<T>(alpha[k] - beta[k]), row(h.s, k),
                                                 T(1), row(h.y, k + 1));
-            pass(static_cast<T>(alpha[count - 1] - beta[count - 1]), row(h.s, count - 1), T(-1),
-                 nullptr);
+            result = pass(static_cast<T>(alpha[count - 1] - beta[count - 1]),
+                          row(h.s, count - 1), T(-1), grad);
         }
+#ifdef _OPENMP
+        if (omp_get_thread_num() == 0) grad_dot_out = result;  // the same in every thread
+#else
+        grad_dot_out = result;
+#endif
     }
+    return grad_dot_out;
 }
 
 template <typename T>
 double dot(const T* a, const T* c, int64_t n) {
-    const double* part = block_results(n, [&](int64_t lo, int64_t hi) {
-        return dot_block(a, c, lo, hi);
+    const double* part = block_results<1>(n, [&](int64_t lo, int64_t hi, double* r) {
+        r[0] = dot_block(a, c, lo, hi);
     });
     return sum_in_order(part, num_blocks(n), 1);
+}
+
+template <typename T>
+void sub_dots(T* out, const T* a, const T* b, const T* c, int64_t n, double* dots) {
+    const double* part = block_results<2>(n, [&](int64_t lo, int64_t hi, double* r) {
+        for (int64_t i = lo; i < hi; ++i) out[i] = a[i] - b[i];
+        r[0] = dot_block(c, out, lo, hi);
+        r[1] = dot_block(out, out, lo, hi);
+    });
+    dots[0] = sum_in_order(part, num_blocks(n), 2);
+    dots[1] = sum_in_order(part + 1, num_blocks(n), 2);
 }
 
 template <typename T>
@@ -201,7 +222,7 @@ void axpby(T* out, double a, const T* x, double b, const T* y, int64_t n) {
 
 template <typename T>
 double amax(const T* a, int64_t n) {
-    const double* part = block_results(n, [&](int64_t lo, int64_t hi) {
+    const double* part = block_results<1>(n, [&](int64_t lo, int64_t hi, double* r) {
         T m = T(0);
         bool nan = false;
         for (int64_t i = lo; i < hi; ++i) {
@@ -209,7 +230,7 @@ double amax(const T* a, int64_t n) {
             m = v > m ? v : m;
             nan = nan || (v != v);
         }
-        return nan ? std::nan("") : static_cast<double>(m);
+        r[0] = nan ? std::nan("") : static_cast<double>(m);
     });
     double m = 0.0;
     for (int64_t b = 0; b < num_blocks(n); ++b) {
@@ -220,7 +241,8 @@ double amax(const T* a, int64_t n) {
 }
 
 #define FUSEDOPT_LBFGS_INSTANTIATE(T)                                                   \
-    template void direction<T>(T*, const T*, const Ring<T>&);                           \
+    template double direction<T>(T*, const T*, const Ring<T>&);                         \
+    template void sub_dots<T>(T*, const T*, const T*, const T*, int64_t, double*);      \
     template double dot<T>(const T*, const T*, int64_t);                                \
     template void axpby<T>(T*, double, const T*, double, const T*, int64_t);            \
     template double amax<T>(const T*, int64_t);

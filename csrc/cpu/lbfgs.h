@@ -23,13 +23,18 @@ struct Ring {
 
 // out = -H grad by Nocedal & Wright, Algorithm 7.4, with H0 = gamma I, gamma = s.y / y.y of the
 // newest pair (out = -grad when count == 0). 2 * count + 1 passes over out; each pass streams
-// one history row for the axpy of step i and the next for the dot of step i + 1.
+// one history row for the axpy of step i and the next for the dot of step i + 1; the last one
+// also takes grad.out, which is returned (float64; the line search needs it).
 template <typename T>
-void direction(T* out, const T* grad, const Ring<T>& h);
+double direction(T* out, const T* grad, const Ring<T>& h);
 
 // sum a[i] * b[i] in float64.
 template <typename T>
 double dot(const T* a, const T* b, int64_t n);
+
+// out[i] = a[i] - b[i] (out may be a or b itself); dots = {c.out, out.out} in float64.
+template <typename T>
+void sub_dots(T* out, const T* a, const T* b, const T* c, int64_t n, double* dots);
 
 // out[i] = a * x[i] + b * y[i], with a and b cast to T once.
 template <typename T>

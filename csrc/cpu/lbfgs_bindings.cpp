@@ -98,8 +98,8 @@ auto by_dtype(const Arg& a, Fn&& fn) {
     return fn(double{});
 }
 
-void direction(py::handle out_h, py::handle grad_h, py::handle s_h, py::handle y_h,
-               py::handle rho_h, int64_t head, int64_t count) {
+double direction(py::handle out_h, py::handle grad_h, py::handle s_h, py::handle y_h,
+                 py::handle rho_h, int64_t head, int64_t count) {
     const Arg out = array_arg(out_h, "out", true);
     const Arg grad = array_arg(grad_h, "grad", false, out.type_num, "out");
     same_shape(grad, out);
@@ -121,12 +121,13 @@ void direction(py::handle out_h, py::handle grad_h, py::handle s_h, py::handle y
         throw py::value_error("count must be in [0, " + std::to_string(m) + "], got " +
                               std::to_string(count));
     for (const Arg* in : {&grad, &s, &y, &rho}) no_overlap(out, *in);
-    by_dtype(out, [&](auto zero) {
+    return by_dtype(out, [&](auto zero) {
         using T = decltype(zero);
         const lb::Ring<T> ring{static_cast<const T*>(s.data()), static_cast<const T*>(y.data()),
                                static_cast<const double*>(rho.data()), m, out.size, head, count};
         py::gil_scoped_release nogil;
-        lb::direction(static_cast<T*>(out.data()), static_cast<const T*>(grad.data()), ring);
+        return lb::direction(static_cast<T*>(out.data()), static_cast<const T*>(grad.data()),
+                             ring);
     });
 }
 
@@ -164,6 +165,26 @@ void axpby(py::handle out_h, double a, py::handle x_h, double b, py::handle y_h)
     });
 }
 
+py::tuple sub_dots(py::handle out_h, py::handle a_h, py::handle b_h, py::handle c_h) {
+    const Arg out = array_arg(out_h, "out", true);
+    const Arg a = array_arg(a_h, "a", false, out.type_num, "out");
+    const Arg b = array_arg(b_h, "b", false, out.type_num, "out");
+    const Arg c = array_arg(c_h, "c", false, out.type_num, "out");
+    for (const Arg* x : {&a, &b, &c}) same_size(*x, out);
+    no_overlap(out, a, true);
+    no_overlap(out, b, true);
+    no_overlap(out, c);
+    double dots[2] = {0.0, 0.0};
+    by_dtype(out, [&](auto zero) {
+        using T = decltype(zero);
+        py::gil_scoped_release nogil;
+        lb::sub_dots(static_cast<T*>(out.data()), static_cast<const T*>(a.data()),
+                     static_cast<const T*>(b.data()), static_cast<const T*>(c.data()), out.size,
+                     dots);
+    });
+    return py::make_tuple(dots[0], dots[1]);
+}
+
 double amax(py::handle a_h) {
     const Arg a = array_arg(a_h, "a", false);
     return by_dtype(a, [&](auto zero) {
@@ -179,7 +200,10 @@ void register_lbfgs(py::module_& m) {
     m.def("lbfgs_direction", &direction, py::arg("out"), py::arg("grad"), py::arg("s"),
           py::arg("y"), py::arg("rho"), py::arg("head"), py::arg("count"),
           "out = -H grad by the L-BFGS two-loop recursion over the ring buffer (s, y, rho, head,"
-          " count) of fusedopt.lbfgs.History; fused passes, same bits for any thread count.");
+          " count) of fusedopt.lbfgs.History; fused passes, same bits for any thread count."
+          " Returns grad.out (float64).");
+    m.def("lbfgs_sub_dots", &sub_dots, py::arg("out"), py::arg("a"), py::arg("b"), py::arg("c"),
+          "out = a - b (out may be a or b); returns (c.out, out.out) in float64.");
     m.def("lbfgs_dot", &dot, py::arg("a"), py::arg("b"),
           "sum(a * b) in float64, fixed blocks in a fixed order (same bits for any thread count).");
     m.def("lbfgs_axpby", &axpby, py::arg("out"), py::arg("a"), py::arg("x"), py::arg("b"),

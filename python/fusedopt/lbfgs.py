@@ -78,8 +78,14 @@ class _NumpyVec:
         np.copyto(out, x)
 
     @staticmethod
-    def direction(out, grad, history):
-        ops.lbfgs_direction_(out, grad, history)
+    def sub_dots(out, a, b, c):
+        """out = a - b (out may be a or b); returns (c . out, out . out)."""
+        return _core.lbfgs_sub_dots(out, a, b, c)
+
+    @staticmethod
+    def direction(out, grad, history) -> float:
+        """out = -H grad; returns grad . out."""
+        return ops.lbfgs_direction_(out, grad, history)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,7 +321,7 @@ class _LineSearch:
         c1, c2 = self.c1, self.c2
         for _ in range(evals):
             a, b = min(lo.t, hi.t), max(lo.t, hi.t)
-            if b - a <= tmin:
+            if b - a <= tmin():
                 break
             margin = 0.1 * (b - a)
             if hi.finite:
@@ -344,7 +350,7 @@ class _LineSearch:
             cur = self.evaluate(t, 0)
             if cur.finite and cur.f <= f0 + self.c1 * t * dg0:
                 return cur
-            if t <= tmin:
+            if t <= tmin():
                 break
             if cur.finite:
                 q = -dg0 * t * t / (2.0 * (cur.f - f0 - dg0 * t))
@@ -415,8 +421,16 @@ class _Solver:
             t1 = min(1.0, 1.0 / math.sqrt(-dg0))  # ||d|| = ||g||: the first step is scaled
         else:
             t1 = 1.0
-        # Below this step no component of x can change: the search has no resolution left.
-        tmin = np.finfo(d.dtype).eps * max(1.0, vec.amax(self.x)) / max(vec.amax(d), 1e-300)
+        cache = []
+
+        def tmin():
+            """The step below which no component of x changes: no resolution left (computed
+            only when a search backtracks or zooms)."""
+            if not cache:
+                eps = float(np.finfo(d.dtype).eps)
+                cache.append(eps * max(1.0, vec.amax(self.x)) / max(vec.amax(d), 1e-300))
+            return cache[0]
+
         search = self._search.strong_wolfe if self.line_search == "strong_wolfe" \
             else self._search.armijo
         return search(self.f, dg0, t1, tmin)
@@ -430,8 +444,7 @@ class _Solver:
         vec, h = self.vec, self.history
         steepest = h.count == 0
         if not steepest:
-            vec.direction(self.d, self.g, h)
-            dg0 = vec.dot(self.g, self.d)
+            dg0 = vec.direction(self.d, self.g, h)
             if not dg0 < 0.0:  # not a descent direction (or NaN): start again from -g
                 h.clear()
                 steepest = True
@@ -449,9 +462,8 @@ class _Solver:
         xt, gt = self.slots[point.slot]
         # y = g_new - g, written over the old gradient; s = t d is written by the history.
         y = self.g
-        vec.axpby(y, 1.0, gt, -1.0, self.g)
-        sy = point.t * vec.dot(self.d, y)
-        h._store(self.d, y, sy, vec.dot(y, y), vec, step=point.t)
+        dy, yy = vec.sub_dots(y, gt, self.g, self.d)
+        h._store(self.d, y, point.t * dy, yy, vec, step=point.t)
         self.slots[point.slot] = (self.x, self.g)
         self.x, self.g = xt, gt
         self.f_prev, self.f = self.f, point.f

@@ -152,6 +152,8 @@ def lbfgs_direction_(out, grad, history):
     history. The recursion streams each history row twice (the axpy of one step fused with the
     dot of the next); its float64 reductions use fixed blocks in a fixed order, so the result has
     the same bits for any number of threads. With an empty history, ``out = -grad``.
+
+    Returns ``grad . out`` (float64), taken in the last pass (the line search needs it).
     """
-    backend_of([out]).lbfgs_direction(out, grad, history.s, history.y, history.rho,
-                                      history.head, history.count)
+    return backend_of([out]).lbfgs_direction(out, grad, history.s, history.y, history.rho,
+                                             history.head, history.count)
