@@ -155,7 +155,7 @@ def test_failed_search_with_history_retries_steepest_descent():
 
     x0 = np.arange(5.0)
     res = lbfgs.minimize(fun, x0)
-    assert res.status == 2 and "steepest descent" in res.message
+    assert res.status == 2 and "L-BFGS direction nor, with the history cleared" in res.message
     assert res.nit >= 2  # there was a history to clear
     xk = res.x
     tried = points[max(k for k, p in enumerate(points) if np.array_equal(p, xk)) + 1:]

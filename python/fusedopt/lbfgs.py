@@ -451,14 +451,15 @@ class _Solver:
         if steepest:
             dg0 = self._steepest()
         point = self._search_along(dg0, steepest)
+        along = "the steepest descent"
         if point is None and not steepest:
             h.clear()
             point = self._search_along(self._steepest(), True)
+            along = "the L-BFGS direction nor, with the history cleared, along " + along
         if point is None:
-            return ("the line search found no point of sufficient decrease along the L-BFGS "
-                    "direction nor along the steepest descent (the objective may be "
-                    "non-smooth, noisy or non-finite near x, or gtol too small for the "
-                    "precision)")
+            return (f"the line search found no point of sufficient decrease along {along} "
+                    "(the objective may be non-smooth, noisy or non-finite near x, its "
+                    "gradient wrong, or gtol too small for the precision)")
         xt, gt = self.slots[point.slot]
         # y = g_new - g, written over the old gradient; s = t d is written by the history.
         y = self.g
