@@ -107,7 +107,7 @@ def test_kernel_matches_dense_bfgs(pushes):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_same_bits_for_any_thread_count(dtype):
     rng = np.random.default_rng(7)
-    n = 5 * _core.reduce_block + 123  # several blocks, a ragged last one
+    n = _core.lbfgs_parallel_min + 2 * _core.reduce_block + 123  # parallel, a ragged block
     h, _ = filled(rng, n, 6, 9, dtype)
     g = rng.standard_normal(n).astype(dtype)
     outs, dots, maxes = [], [], []

@@ -199,7 +199,7 @@ def test_float32():
 
 
 def test_callback_and_same_bits_for_any_thread_count():
-    n = 3 * fusedopt._core.reduce_block + 2
+    n = fusedopt._core.lbfgs_parallel_min + 2  # large enough for the parallel loops
     seen = []
     runs = []
     for nt in (1, 2):

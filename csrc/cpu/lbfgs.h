@@ -11,6 +11,9 @@ namespace fusedopt {
 namespace cpu {
 namespace lbfgs {
 
+// Vectors shorter than this run on one thread (see lbfgs.cpp).
+int64_t parallel_min();
+
 // The history as fusedopt.lbfgs.History lays it out: rows of the C-contiguous m x n arrays s and
 // y; the pairs oldest to newest are rows (head + k) % m for k in [0, count); rho[row] = 1 / s.y.
 template <typename T>

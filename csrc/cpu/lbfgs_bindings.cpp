@@ -208,5 +208,6 @@ void register_lbfgs(py::module_& m) {
           "sum(a * b) in float64, fixed blocks in a fixed order (same bits for any thread count).");
     m.def("lbfgs_axpby", &axpby, py::arg("out"), py::arg("a"), py::arg("x"), py::arg("b"),
           py::arg("y"), "out = a * x + b * y (out may be x or y itself).");
+    m.attr("lbfgs_parallel_min") = lb::parallel_min();
     m.def("lbfgs_amax", &amax, py::arg("a"), "max |a| as a float (NaN if any element is NaN).");
 }
