@@ -284,6 +284,17 @@ def test_lbfgs_class_shares_the_solver():
     np.testing.assert_allclose(np.concatenate([a, b.ravel()]), 1.0, atol=1e-5)
 
 
+def test_lbfgs_class_float32():
+    w = np.zeros((4, 5), np.float32)
+    target = np.linspace(-1, 1, 20, dtype=np.float32).reshape(4, 5)
+    opt = LBFGS(w, line_search="armijo")
+    for _ in range(3):
+        opt.step(lambda: (float(np.sum((w - target) ** 2)), 2 * (w - target)))
+    assert w.dtype == np.float32
+    np.testing.assert_allclose(w, target, atol=1e-5)
+    assert opt.history.dtype == np.float32 and opt.nit >= 1
+
+
 def test_lbfgs_class_checks():
     w = np.zeros(3)
     with pytest.raises(TypeError, match="params must share one dtype"):
