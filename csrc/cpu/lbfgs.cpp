@@ -222,10 +222,23 @@ void axpby(T* out, double a, const T* x, double b, const T* y, int64_t n) {
     const int nt = lbfgs_threads(n);
     (void)nt;
     // out may be x or y itself (each element is read before it is written), so no __restrict.
+    // Without y: out = a * x (with a = 1 or -1 an exact copy or negation, inf and NaN kept).
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
-    for (int64_t i = 0; i < n; ++i) out[i] = ta * x[i] + tb * y[i];
+    {
+        if (y) {
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (int64_t i = 0; i < n; ++i) out[i] = ta * x[i] + tb * y[i];
+        } else {
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (int64_t i = 0; i < n; ++i) out[i] = ta * x[i];
+        }
+    }
 }
 
 template <typename T>

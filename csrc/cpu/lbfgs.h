@@ -39,7 +39,7 @@ double dot(const T* a, const T* b, int64_t n);
 template <typename T>
 void sub_dots(T* out, const T* a, const T* b, const T* c, int64_t n, double* dots);
 
-// out[i] = a * x[i] + b * y[i], with a and b cast to T once.
+// out[i] = a * x[i] + b * y[i], with a and b cast to T once; out[i] = a * x[i] when y is null.
 template <typename T>
 void axpby(T* out, double a, const T* x, double b, const T* y, int64_t n);
 

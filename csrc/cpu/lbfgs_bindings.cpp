@@ -152,16 +152,17 @@ double dot(py::handle a_h, py::handle b_h) {
 void axpby(py::handle out_h, double a, py::handle x_h, double b, py::handle y_h) {
     const Arg out = array_arg(out_h, "out", true);
     const Arg x = array_arg(x_h, "x", false, out.type_num, "out");
-    const Arg y = array_arg(y_h, "y", false, out.type_num, "out");
     same_size(x, out);
-    same_size(y, out);
     no_overlap(out, x, true);
+    const bool has_y = !y_h.is_none();
+    const Arg y = has_y ? array_arg(y_h, "y", false, out.type_num, "out") : x;
+    same_size(y, out);
     no_overlap(out, y, true);
     by_dtype(out, [&](auto zero) {
         using T = decltype(zero);
         py::gil_scoped_release nogil;
         lb::axpby(static_cast<T*>(out.data()), a, static_cast<const T*>(x.data()), b,
-                  static_cast<const T*>(y.data()), out.size);
+                  has_y ? static_cast<const T*>(y.data()) : nullptr, out.size);
     });
 }
 
@@ -206,8 +207,9 @@ void register_lbfgs(py::module_& m) {
           "out = a - b (out may be a or b); returns (c.out, out.out) in float64.");
     m.def("lbfgs_dot", &dot, py::arg("a"), py::arg("b"),
           "sum(a * b) in float64, fixed blocks in a fixed order (same bits for any thread count).");
-    m.def("lbfgs_axpby", &axpby, py::arg("out"), py::arg("a"), py::arg("x"), py::arg("b"),
-          py::arg("y"), "out = a * x + b * y (out may be x or y itself).");
+    m.def("lbfgs_axpby", &axpby, py::arg("out"), py::arg("a"), py::arg("x"),
+          py::arg("b") = 0.0, py::arg("y") = py::none(),
+          "out = a * x + b * y, or out = a * x without y (out may be x or y itself).");
     m.attr("lbfgs_parallel_min") = lb::parallel_min();
     m.def("lbfgs_amax", &amax, py::arg("a"), "max |a| as a float (NaN if any element is NaN).");
 }

@@ -70,12 +70,12 @@ class _NumpyVec:
 
     @staticmethod
     def scale(out, a, x):
-        """out = a * x, with a cast to the dtype once."""
-        np.multiply(x, x.dtype.type(a), out=out)
+        """out = a * x, with a cast to the dtype once (a = 1: an exact copy)."""
+        _core.lbfgs_axpby(out, a, x)
 
     @staticmethod
     def copy(out, x):
-        np.copyto(out, x)
+        _core.lbfgs_axpby(out, 1.0, x)
 
     @staticmethod
     def sub_dots(out, a, b, c):
@@ -220,7 +220,11 @@ def _copy_gradient(out, g, shape, who):
         raise ValueError(f"{who} returned a gradient of shape {g.shape}; expected {shape}")
     if not (np.issubdtype(g.dtype, np.floating) or np.issubdtype(g.dtype, np.integer)):
         raise TypeError(f"{who} returned a gradient of dtype {g.dtype}; expected a real dtype")
-    np.copyto(out.reshape(shape), g, casting="unsafe")
+    if (g.dtype == out.dtype and g.flags.c_contiguous and g.flags.aligned
+            and not np.may_share_memory(g, out)):
+        _core.lbfgs_axpby(out, 1.0, g)  # the same bits as np.copyto, in parallel when large
+    else:
+        np.copyto(out.reshape(shape), g, casting="unsafe")
 
 
 def _pair(out, who):
