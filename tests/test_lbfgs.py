@@ -139,6 +139,12 @@ def test_helpers():
         cy, yy = _core.lbfgs_sub_dots(y, a, y, c)  # y = a - y, in place
         np.testing.assert_array_equal(y, a - b)
         assert (cy, yy) == (_core.lbfgs_dot(c, y), _core.lbfgs_dot(y, y))
+        special = a.copy()
+        special[:3] = [np.inf, -np.inf, np.nan]
+        _core.lbfgs_axpby(out, 1.0, special)  # without y: out = a * x, an exact copy for a = 1
+        assert out.tobytes() == special.tobytes()
+        _core.lbfgs_axpby(out, -0.25, a)
+        np.testing.assert_array_equal(out, a * dtype(-0.25))
         _core.lbfgs_axpby(a, 1.0, a, 3.0, b)  # in place is allowed
         a[5] = np.nan
         assert np.isnan(_core.lbfgs_amax(a))
