@@ -65,10 +65,11 @@ def best_time(fn, reps, min_time=0.0):
     return best
 
 
-def read_bandwidth(h, reps=5) -> float:
-    """Bytes/s of a float64-accumulating dot over the two history arrays (read only)."""
+def read_bandwidth(h, reps=10) -> float:
+    """Bytes/s of a float64-accumulating dot over the two history arrays (read only); the best
+    of at least `reps` calls and 0.2 s, as one slow call on a shared machine is common."""
     s, y = h.s.reshape(-1), h.y.reshape(-1)
-    t = best_time(lambda: _core.lbfgs_dot(s, y), reps)
+    t = best_time(lambda: _core.lbfgs_dot(s, y), max(reps, 10), min_time=0.2)
     return (s.nbytes + y.nbytes) / t
 
 
