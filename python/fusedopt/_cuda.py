@@ -55,8 +55,11 @@ _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
 
 def _cupy():
-    import cupy  # noqa: PLC0415 -- optional dependency, imported on first use
-
+    try:
+        import cupy  # noqa: PLC0415 -- optional dependency, imported on first use
+    except ImportError as e:
+        raise ImportError("fusedopt was given CuPy arrays but CuPy cannot be imported "
+                          "(pip install 'fusedopt[cuda]')") from e
     return cupy
 
 
@@ -400,7 +403,7 @@ def sum_squares(arrays) -> float:
             at += nchunks
         fin = _function("reduce.cu", "fusedopt::cuda::sum_squares_finish")
         fin((1,), (1,), (partial, np.int64(counts[0]), np.int64(counts[1]), out))
-        return float(out.get()[0])
+        return float(out.item())
 
 
 # ---- every instance, for the build test -----------------------------------------------------------

@@ -1,0 +1,233 @@
+"""The CUDA backend on CuPy arrays: the same bits as the NumPy reference and as the CPU kernels.
+
+Every test here carries the ``gpu`` marker; conftest.py skips them, with the reason, where CuPy or
+a CUDA device is missing. The registry of tests/cases.py drives them: every rule and option,
+float32 and float64, odd sizes, many tensors, unaligned views, any launch configuration.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fusedopt
+from fusedopt import _core, ops, optim, reference
+from cases import (CASE_IDS, CASES, DTYPES, MULTI_SHAPES, SIZES, assert_same_bits, bits,
+                   grad_stream, make_params)
+
+cupy = pytest.importorskip("cupy", reason="CuPy is not installed (pip install '.[cuda]')")
+from fusedopt import _cuda  # noqa: E402 -- after the CuPy check
+
+pytestmark = pytest.mark.gpu
+
+STEPS = 10
+
+
+def to_gpu(arrays):
+    return [cupy.asarray(a) for a in arrays]
+
+
+def assert_same_gpu_state(gpu_opt, ref_opt):
+    assert gpu_opt.state.keys() == ref_opt.state.keys()
+    for i, (p, q) in enumerate(zip(gpu_opt.params, ref_opt.params)):
+        assert isinstance(p, cupy.ndarray)
+        assert_same_bits(cupy.asnumpy(p), q, f"params[{i}]")
+    for name in gpu_opt.state:
+        for i, (x, y) in enumerate(zip(gpu_opt.state[name], ref_opt.state[name])):
+            assert isinstance(x, cupy.ndarray), name
+            assert_same_bits(cupy.asnumpy(x), y, f"state[{name!r}][{i}]")
+
+
+def run_gpu_and_reference(case, params, steps=STEPS, wrap=to_gpu):
+    """The case on CuPy copies of ``params`` (made by ``wrap``) and on the NumPy reference."""
+    shapes = [p.shape for p in params]
+    gpu = case.make(wrap(params))
+    ref = case.make([p.copy() for p in params], backend="reference")
+    grads = grad_stream(shapes, [p.dtype for p in params])
+    for _ in range(steps):
+        g = next(grads)
+        gpu.step(to_gpu(g))
+        ref.step(g)
+    cupy.cuda.Device().synchronize()
+    return gpu, ref
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_cuda_equals_reference(case, dtype, size):
+    params = make_params([(size,)], dtype)
+    gpu, ref = run_gpu_and_reference(case, params)
+    assert_same_gpu_state(gpu, ref)
+    if size:
+        assert not np.array_equal(cupy.asnumpy(gpu.params[0]), params[0])  # it moved
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_cuda_multi_tensor_equals_reference(case, dtype):
+    gpu, ref = run_gpu_and_reference(case, make_params(MULTI_SHAPES, dtype))
+    assert_same_gpu_state(gpu, ref)
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_cuda_many_tensors_mixed_dtypes(case):
+    """300 tensors of odd sizes, float32 and float64 interleaved: one launch per dtype."""
+    rng = np.random.default_rng(5)
+    shapes = [(int(n),) for n in rng.integers(0, 3000, size=300)] + [(278011,)]
+    params = [p.astype(np.float32 if i % 3 else np.float64)
+              for i, p in enumerate(make_params(shapes, np.float64))]
+    launches = []
+    real = _cuda._function
+
+    def counting(file, name):
+        fn = real(file, name)
+        return lambda *a, **k: (launches.append(name), fn(*a, **k))
+
+    _cuda._function = counting
+    try:
+        gpu, ref = run_gpu_and_reference(case, params, steps=3)
+    finally:
+        _cuda._function = real
+    assert_same_gpu_state(gpu, ref)
+    assert len(launches) == 3 * 2, launches  # 3 steps, a float32 and a float64 launch each
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_cuda_unaligned_views(case):
+    """Params, grads and state that start one element past a 16-byte boundary take the scalar
+    path; the bits do not change."""
+    sizes = [4097, 13, 1, 100000]
+
+    def offset_views(arrays):
+        out = []
+        for a in arrays:
+            buf = cupy.empty(a.size + 1, a.dtype)
+            v = buf[1:].reshape(a.shape)
+            v[...] = cupy.asarray(a)
+            assert v.data.ptr % 16
+            out.append(v)
+        return out
+
+    params = make_params([(n,) for n in sizes], np.float32)
+    gpu, ref = run_gpu_and_reference(case, params, wrap=offset_views)
+    assert_same_gpu_state(gpu, ref)
+
+
+@pytest.mark.parametrize("blocks", [1, 3, 1000])
+@pytest.mark.parametrize("case", [c for c in CASES if c.id in ("adam-wd-amsgrad", "sgd-nesterov-wd",
+                                                                 "rmsprop-centered-momentum")],
+                         ids=lambda c: c.id)
+def test_cuda_same_bits_for_any_grid(case, blocks, monkeypatch):
+    params = make_params([(278011,), (70001,), (5,)], np.float32)
+    gpu_default, ref = run_gpu_and_reference(case, params, steps=4)
+    monkeypatch.setattr(_cuda, "launch_blocks", blocks)
+    gpu_other, _ = run_gpu_and_reference(case, params, steps=4)
+    assert_same_gpu_state(gpu_other, ref)
+    assert_same_gpu_state(gpu_default, ref)
+
+
+# ---- reductions --------------------------------------------------------------------------------
+
+NORM_SHAPES = [[(0,)], [(1,)], [(7,)], MULTI_SHAPES, [(278011,), (5,)], [(16384 * 3 + 5,)]]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("shapes", NORM_SHAPES)
+def test_cuda_sum_squares_has_the_cpu_bits(dtype, shapes):
+    """The CUDA reduction adds in the CPU kernel's order, so the float64 result is identical."""
+    arrays = make_params(shapes, dtype)
+    cpu = _core.sum_squares(arrays)
+    assert _cuda.sum_squares(to_gpu(arrays)) == cpu
+    assert ops.global_norm(to_gpu(arrays)) == ops.global_norm(arrays)
+    assert ops.global_norm(to_gpu(arrays)) == pytest.approx(reference.global_norm(arrays),
+                                                            rel=1e-14, abs=0)
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 7, None])
+def test_cuda_sum_squares_same_bits_any_grid_mixed_dtypes(blocks, monkeypatch):
+    rng = np.random.default_rng(2)
+    arrays = [rng.standard_normal(n).astype(np.float32) * 1e3 for n in (3_000_001, 17, 65537)]
+    arrays.insert(1, rng.standard_normal(400_000))
+    monkeypatch.setattr(_cuda, "launch_blocks", blocks)
+    assert _cuda.sum_squares(to_gpu(arrays)) == _core.sum_squares(arrays)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_cuda_clip_by_global_norm(dtype):
+    arrays = make_params([(100,), (3, 7), (40000,)], dtype)
+    gpu = to_gpu(arrays)
+    norm_cpu = ops.clip_by_global_norm_(arrays, max_norm=1.0)
+    norm_gpu = ops.clip_by_global_norm_(gpu, max_norm=1.0)
+    assert norm_gpu == norm_cpu
+    for a, g in zip(arrays, gpu):
+        assert_same_bits(cupy.asnumpy(g), a)
+
+
+# ---- bad input: TypeError/ValueError naming the argument, nothing modified ------------------------
+
+def _adam_call(params, grads, m, v):
+    ops.adam_(params, grads, m, v, step=1, lr=0.1)
+
+
+def _fresh(dtype=np.float32, n=10):
+    p = [cupy.arange(n, dtype=dtype) + 1]
+    return p, [cupy.ones(n, dtype)], [cupy.zeros(n, dtype)], [cupy.zeros(n, dtype)]
+
+
+def _assert_untouched(p, m, v, n=10):
+    assert_same_bits(cupy.asnumpy(p[0]), np.arange(n, dtype=p[0].dtype) + 1)
+    assert not cupy.asnumpy(m[0]).any() and not cupy.asnumpy(v[0]).any()
+
+
+def test_cuda_numpy_grad_for_cupy_param():
+    p, g, m, v = _fresh()
+    with pytest.raises(TypeError, match=r"grads\[0\] must be a cupy\.ndarray, got numpy\.ndarray"):
+        _adam_call(p, [np.ones(10, np.float32)], m, v)
+    _assert_untouched(p, m, v)
+
+
+def test_cuda_wrong_dtype():
+    p, g, m, v = _fresh()
+    with pytest.raises(TypeError, match=r"exp_avg_sqs\[0\] has dtype float64"):
+        _adam_call(p, g, m, [cupy.zeros(10, np.float64)])
+    with pytest.raises(TypeError, match=r"params\[0\] has dtype int32"):
+        _adam_call([cupy.zeros(10, np.int32)], g, m, v)
+    _assert_untouched(p, m, v)
+
+
+def test_cuda_wrong_shape_alias_and_layout():
+    p, g, m, v = _fresh()
+    with pytest.raises(ValueError, match=r"exp_avgs\[0\]: shape"):
+        _adam_call(p, g, [cupy.zeros(11, np.float32)], v)
+    with pytest.raises(ValueError, match=r"shares memory"):
+        _adam_call(p, g, m, m)
+    with pytest.raises(ValueError, match=r"grads\[0\] must be C-contiguous"):
+        _adam_call(p, [cupy.ones(20, np.float32)[::2]], m, v)
+    _assert_untouched(p, m, v)
+
+
+@pytest.mark.skipif(not (cupy.is_available() and cupy.cuda.runtime.getDeviceCount() >= 2),
+                    reason="needs two CUDA devices")
+def test_cuda_arrays_on_two_devices():
+    p, g, m, v = _fresh()
+    with cupy.cuda.Device(1):
+        v1 = [cupy.zeros(10, np.float32)]
+    with pytest.raises(TypeError, match=r"exp_avg_sqs\[0\] is on device 1"):
+        _adam_call(p, g, m, v1)
+    _assert_untouched(p, m, v)
+
+
+def test_cuda_optimizer_class_end_to_end():
+    """optim.Adam on CuPy arrays: state on the device, same bits as NumPy's fused path."""
+    params = make_params([(1000,), (3, 3)], np.float32)
+    gpu = optim.AdamW(to_gpu(params), lr=1e-2, weight_decay=0.1)
+    cpu = optim.AdamW([p.copy() for p in params], lr=1e-2, weight_decay=0.1)
+    grads = grad_stream([p.shape for p in params], np.float32)
+    for _ in range(5):
+        g = next(grads)
+        gpu.step(to_gpu(g))
+        cpu.step(g)
+    for a, b in zip(gpu.params, cpu.params):
+        assert np.array_equal(bits(cupy.asnumpy(a)), bits(b))
+    assert all(isinstance(s, cupy.ndarray) for v in gpu.state.values() for s in v)
+    assert fusedopt.ops.backend_of(gpu.params) is _cuda
