@@ -231,3 +231,86 @@ def test_cuda_optimizer_class_end_to_end():
         assert np.array_equal(bits(cupy.asnumpy(a)), bits(b))
     assert all(isinstance(s, cupy.ndarray) for v in gpu.state.values() for s in v)
     assert fusedopt.ops.backend_of(gpu.params) is _cuda
+
+
+# ---- mixed precision and AMP ---------------------------------------------------------------------
+# The expected bits come from the float32 reference: the kernels widen float16/bfloat16 exactly,
+# compute in float32 with the float32-cast scalars, and round the params to nearest even (as
+# NumPy's and ml_dtypes' astype do).
+
+MIXED = [
+    ("adam_", dict(lr=0.01, weight_decay=0.1, amsgrad=True), 3),
+    ("adam_", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True, maximize=True), 2),
+    ("sgd_", dict(lr=0.05, momentum=0.9, nesterov=True), 1),
+    ("adagrad_", dict(lr=0.1, eps_root=1e-8), 1),
+    ("rmsprop_", dict(lr=0.01, centered=True, momentum=0.9), 3),
+    ("adamax_", dict(lr=0.01, weight_decay=0.01), 2),
+]
+MIXED_IDS = [f"{name}{i}" for i, (name, _, _) in enumerate(MIXED)]
+
+
+def _dtype16(name):
+    if name == "float16":
+        return np.dtype(np.float16)
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    try:
+        cupy.asarray(np.zeros(2, ml_dtypes.bfloat16))
+    except Exception as e:  # noqa: BLE001 -- a CuPy without bfloat16 arrays
+        pytest.skip(f"this CuPy cannot hold bfloat16 arrays: {e!r}")
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+@pytest.mark.parametrize("amp", [False, True], ids=["noamp", "amp"])
+@pytest.mark.parametrize("master", [False, True], ids=["nomaster", "master"])
+@pytest.mark.parametrize("dtype16", ["float16", "bfloat16"])
+@pytest.mark.parametrize("rule", MIXED, ids=MIXED_IDS)
+def test_cuda_mixed_precision_equals_float32_reference(rule, dtype16, master, amp):
+    name, kw, nstates = rule
+    dt = _dtype16(dtype16)
+    shapes = [(4097,), (13,), (1,), (70001,)]
+    p16 = [x.astype(dt) for x in make_params(shapes, np.float32)]
+    ref_p = [x.astype(np.float32) for x in p16]
+    ref_states = [[np.zeros(s, np.float32) for s in shapes] for _ in range(nstates)]
+    gpu_p = to_gpu(p16)
+    gpu_states = [to_gpu(s) for s in ref_states]
+    gpu_master = to_gpu(ref_p) if master else None
+    scale = np.float32(1024.0)
+    extra = dict(master_params=gpu_master)
+    if amp:
+        extra.update(grad_scale=cupy.asarray([scale]), found_inf=cupy.zeros(1, np.float32))
+    grads = grad_stream(shapes, np.float32)
+    for step in range(1, STEPS + 1):
+        g16 = [((x * scale) if amp else x).astype(dt) for x in next(grads)]
+        getattr(ops, name)(gpu_p, to_gpu(g16), *gpu_states, step=step, **kw, **extra)
+        g_ref = [g.astype(np.float32) / scale if amp else g.astype(np.float32) for g in g16]
+        if not master:  # the kernel reads the rounded params back
+            ref_p = [x.astype(dt).astype(np.float32) for x in ref_p]
+        getattr(reference, name)(ref_p, g_ref, *ref_states, step=step, **kw)
+    for i in range(len(shapes)):
+        assert_same_bits(cupy.asnumpy(gpu_p[i]), ref_p[i].astype(dt), f"params[{i}]")
+        if master:
+            assert_same_bits(cupy.asnumpy(gpu_master[i]), ref_p[i], f"master_params[{i}]")
+        for k in range(nstates):
+            assert_same_bits(cupy.asnumpy(gpu_states[k][i]), ref_states[k][i], f"state{k}[{i}]")
+    assert not np.array_equal(cupy.asnumpy(gpu_p[3]).view(np.uint16), p16[3].view(np.uint16))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32], ids=["f16", "f32"])
+def test_cuda_found_inf_skips_the_step_on_device(dtype):
+    shapes = [(4097,), (3,)]
+    p = to_gpu([x.astype(dtype) for x in make_params(shapes, np.float32)])
+    m, v = ([cupy.zeros(s, np.float32) for s in shapes] for _ in range(2))
+    master = [x.astype(np.float32) for x in p] if dtype == np.float16 else None
+    before = [cupy.asnumpy(x) for x in p + m + v + (master or [])]
+    g = to_gpu([np.full(s, np.inf if i == 0 else 1.0, np.float32).astype(dtype)
+                for i, s in enumerate(shapes)])
+    scale, found = cupy.asarray([np.float32(8.0)]), cupy.ones(1, np.float32)
+    ops.adam_(p, g, m, v, step=1, lr=0.1, master_params=master, grad_scale=scale,
+              found_inf=found)
+    after = [cupy.asnumpy(x) for x in p + m + v + (master or [])]
+    for a, b in zip(before, after):
+        assert_same_bits(b, a)
+    found[...] = 0  # the same call now takes the step
+    ops.adam_(p, g, m, v, step=1, lr=0.1, master_params=master, grad_scale=scale,
+              found_inf=found)
+    assert not np.array_equal(cupy.asnumpy(m[1]), before[len(shapes) + 1])

@@ -236,3 +236,94 @@ def test_numpy_param_with_a_cupy_grad_is_refused_by_the_cpu_path():
     with pytest.raises(TypeError, match=r"grads\[0\]"):
         ops.sgd_(p, [ndarray()], step=1, lr=0.1)
     assert not p[0].any()
+
+
+# ---- mixed precision and AMP ---------------------------------------------------------------------
+
+def _mixed_lists(dtype=np.float16, n=(12, 5)):
+    p = [_FakeCupyArray((k,), dtype) for k in n]
+    g = [_FakeCupyArray((k,), dtype) for k in n]
+    m, v, w = ([_FakeCupyArray((k,), np.float32) for k in n] for _ in range(3))
+    return p, g, m, v, w
+
+
+def test_mixed_precision_master_weights_and_amp_launch(fake_cupy):
+    p, g, m, v, w = _mixed_lists()
+    gs, fi = _FakeCupyArray((1,), np.float32), _FakeCupyArray((1,), np.float32)
+    ops.adam_(p, g, m, v, step=2, lr=0.01, master_params=w, grad_scale=gs, found_inf=fi)
+    (launch,) = fake_cupy
+    assert launch["name"] == \
+        "fusedopt::cuda::adam_kernel<fusedopt::cuda::half_t, false, 0, false, true, true>"
+    assert launch["name"] in _cuda.name_expressions()["optim.cu"]
+    assert launch["args"][4] is gs and launch["args"][5] is fi
+    assert all(type(x) is np.float32 for x in launch["args"][6:])  # float32 math
+    _, rows = _decode(launch["args"][0], 2)
+    for i, (ptrs, size) in enumerate(rows):
+        assert ptrs == (p[i].data.ptr, g[i].data.ptr, m[i].data.ptr, v[i].data.ptr, 0,
+                        w[i].data.ptr)
+
+
+def test_mixed_precision_without_master_or_amp(fake_cupy):
+    p, g, m, v, _ = _mixed_lists()
+    ops.adam_(p, g, m, v, step=1, lr=0.01)
+    assert fake_cupy[0]["name"] == \
+        "fusedopt::cuda::adam_kernel<fusedopt::cuda::half_t, false, 0, false, false, false>"
+    assert fake_cupy[0]["args"][4] is fake_cupy[0]["args"][0]  # not read without Amp
+
+
+def test_bfloat16_when_ml_dtypes_is_there(fake_cupy):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    p, g, m, v, _ = _mixed_lists(ml_dtypes.bfloat16)
+    ops.adamax_(p, g, m, v, step=1)
+    assert fake_cupy[0]["name"] == \
+        "fusedopt::cuda::adamax_kernel<fusedopt::cuda::bf16_t, false, 0, false, false>"
+
+
+def test_amp_with_float32_params(fake_cupy):
+    p, g, m, v, _ = _mixed_lists(np.float32)
+    gs, fi = _FakeCupyArray((1,), np.float32), _FakeCupyArray((1,), np.float32)
+    ops.sgd_(p, g, m, step=3, lr=0.1, momentum=0.9, grad_scale=gs, found_inf=fi)
+    assert fake_cupy[0]["name"] == \
+        "fusedopt::cuda::sgd_kernel<float, false, 0, true, false, false, true>"
+
+
+@pytest.mark.parametrize("change, match, exc", [
+    (lambda L: L.update(m=[_FakeCupyArray((12,), np.float16), L["m"][1]]),
+     r"exp_avgs\[0\] has dtype float16; expected float32", TypeError),
+    (lambda L: L.update(g=[_FakeCupyArray((12,), np.float32), L["g"][1]]),
+     r"grads\[0\] has dtype float32 but params\[0\] has dtype float16", TypeError),
+    (lambda L: L.update(w=[L["w"][0], _FakeCupyArray((5,), np.float16)]),
+     r"master_params\[1\] has dtype float16; expected float32", TypeError),
+    (lambda L: L.update(w=[L["w"][0], L["m"][1]]), r"shares memory", ValueError),
+    (lambda L: L.update(gs=None), r"grad_scale and found_inf go together", ValueError),
+    (lambda L: L.update(gs=_FakeCupyArray((2,), np.float32)),
+     r"grad_scale must hold one float32", TypeError),
+    (lambda L: L.update(fi=np.zeros(1, np.float32)), r"found_inf must be a cupy\.ndarray",
+     TypeError),
+    (lambda L: L.update(fi=_FakeCupyArray((1,), np.float32, device=3)),
+     r"found_inf is on device 3", TypeError),
+])
+def test_mixed_precision_bad_input(fake_cupy, change, match, exc):
+    p, g, m, v, w = _mixed_lists()
+    L = dict(p=p, g=g, m=m, v=v, w=w, gs=_FakeCupyArray((1,), np.float32),
+             fi=_FakeCupyArray((1,), np.float32))
+    change(L)
+    with pytest.raises(exc, match=match):
+        ops.adam_(L["p"], L["g"], L["m"], L["v"], step=1, master_params=L["w"],
+                  grad_scale=L["gs"], found_inf=L["fi"])
+    assert fake_cupy == []
+
+
+def test_master_weights_need_16_bit_params(fake_cupy):
+    p, g, m, v, w = _mixed_lists(np.float32)
+    with pytest.raises(TypeError, match=r"master_params .*float16/bfloat16"):
+        ops.adam_(p, g, m, v, step=1, master_params=w)
+    assert fake_cupy == []
+
+
+def test_cuda_only_arguments_refused_for_numpy():
+    p = [np.zeros(4, np.float32)]
+    with pytest.raises(TypeError, match=r"master_params: mixed precision .* need CuPy arrays"):
+        ops.sgd_(p, [np.ones(4, np.float32)], step=1, lr=0.1,
+                 master_params=[np.zeros(4, np.float32)])
+    assert not p[0].any()

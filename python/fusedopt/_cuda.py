@@ -237,21 +237,48 @@ def _table(rows, chunk: int):
 
 # ---- checks and launches -----------------------------------------------------------------------
 
-def _check(lists):
+_HALF_CTYPES = {"float16": "fusedopt::cuda::half_t", "bfloat16": "fusedopt::cuda::bf16_t"}
+
+
+def _half_dtypes() -> dict:
+    """{dtype: C++ type} of the 16-bit float params: float16, and ml_dtypes' bfloat16 when that
+    package is installed (CuPy takes its dtype)."""
+    out = {np.dtype(np.float16): _HALF_CTYPES["float16"]}
+    try:
+        import ml_dtypes  # noqa: PLC0415 -- optional
+
+        out[np.dtype(ml_dtypes.bfloat16)] = _HALF_CTYPES["bfloat16"]
+    except ImportError:
+        pass
+    return out
+
+
+def _check(lists, dtypes=tuple(_CTYPES)):
     """check_lists for CuPy arrays, plus: every array on the device of params[0]. Returns that
     device's id (None for an empty call)."""
     cupy = _cupy()
-    check_lists(lists, array_type=cupy.ndarray)
+    check_lists(lists, array_type=cupy.ndarray, dtypes=dtypes)
     params = lists[0][1]
     if not params:
         return None
     dev = params[0].device.id
-    for name, seq, _ in lists:
+    for name, seq, *_ in lists:
         for i, a in enumerate(seq):
             if a.device.id != dev:
                 raise TypeError(f"{name}[{i}] is on device {a.device.id} but "
                                 f"{lists[0][0]}[0] is on device {dev}")
     return dev
+
+
+def _check_device_scalar(name, a, dev):
+    cupy = _cupy()
+    if not isinstance(a, cupy.ndarray):
+        raise TypeError(f"{name} must be a cupy.ndarray (one float32 on the device), got "
+                        f"{type(a).__module__}.{type(a).__name__}")
+    if a.dtype != np.float32 or a.size != 1:
+        raise TypeError(f"{name} must hold one float32, got dtype {a.dtype} and size {a.size}")
+    if dev is not None and a.device.id != dev:
+        raise TypeError(f"{name} is on device {a.device.id} but params[0] is on device {dev}")
 
 
 def _decay_mode(weight_decay: float, decoupled: bool) -> int:
@@ -265,19 +292,42 @@ def _flags(*values) -> str:
                      for v in values)
 
 
-def _launch(kernel: str, flags: tuple, slots: dict, scalars: tuple, lists) -> None:
-    """One launch per dtype of params: ``kernel<ctype, flags..., Master=false, Amp=false>``.
+def _launch(kernel: str, flags: tuple, lists, scalars: tuple, master_params=None,
+            grad_scale=None, found_inf=None) -> None:
+    """Check everything, then one launch per dtype of params of
+    ``kernel<ctype, flags..., Master, Amp>``.
 
-    ``slots`` maps a slot number of multi_tensor.cuh to a list of arrays aligned with params.
-    ``scalars`` are float64 values, cast once to the dtype of each group's math.
+    ``lists`` = [(name, arrays, written, slot)]: params (slot 0), grads (1), the rule's states
+    (2, 3, 4) in the order of multi_tensor.cuh. ``scalars`` are float64 values, cast once to the
+    dtype of each group's math (bools go as int64). float16/bfloat16 params ("mixed precision")
+    take float32 states, optional float32 ``master_params``, and compute in float32.
+    ``grad_scale``/``found_inf`` (one float32 each, on the device) turn on the AMP instance.
     """
-    dev = _check(lists)
+    params = lists[0][1]
+    half = _half_dtypes()
+    first = params[0] if isinstance(params, (list, tuple)) and params else None
+    mixed = getattr(first, "dtype", None) in half
+    checks = [(name, seq, written, np.float32 if mixed and slot >= 2 else None)
+              for name, seq, written, slot in lists]
+    slots = {slot: seq for _, seq, _, slot in lists}
+    if master_params is not None:
+        if not mixed:
+            raise TypeError("master_params are float32 master weights of float16/bfloat16 "
+                            f"params; params[0] has dtype {getattr(first, 'dtype', None)}")
+        checks.append(("master_params", master_params, True, np.float32))
+        slots[5] = master_params
+    amp = grad_scale is not None or found_inf is not None
+    if amp and (grad_scale is None or found_inf is None):
+        raise ValueError("grad_scale and found_inf go together: give both or neither")
+    dev = _check(checks, dtypes=tuple(half) if mixed else tuple(_CTYPES))
+    if amp:
+        _check_device_scalar("grad_scale", grad_scale, dev)
+        _check_device_scalar("found_inf", found_inf, dev)
     if dev is None:
         return
     cupy = _cupy()
-    params = slots[0]
     with cupy.cuda.Device(dev):
-        for dtype, ctype in _CTYPES.items():
+        for dtype, ctype in (half if mixed else _CTYPES).items():
             rows = []
             for i, p in enumerate(params):
                 if p.dtype == dtype and p.size:
@@ -288,75 +338,81 @@ def _launch(kernel: str, flags: tuple, slots: dict, scalars: tuple, lists) -> No
             if not rows:
                 continue
             table, nchunks = _table(rows, CHUNK)
-            name = f"fusedopt::cuda::{kernel}<{ctype}, {_flags(*flags, False, False)}>"
+            name = (f"fusedopt::cuda::{kernel}<{ctype}, "
+                    f"{_flags(*flags, master_params is not None, amp)}>")
             fn = _function("optim.cu", name)
+            math = np.float32 if mixed else dtype.type
             args = (table, np.int64(len(rows)), np.int64(nchunks), np.int64(CHUNK),
-                    table, table)  # grad_scale, found_inf: not read without Amp
+                    grad_scale if amp else table, found_inf if amp else table)  # unread if not amp
             fn((_grid(nchunks),), (THREADS,),
-               args + tuple(dtype.type(v) if not isinstance(v, bool) else np.int64(v)
-                            for v in scalars))
+               args + tuple(np.int64(v) if isinstance(v, bool) else math(v) for v in scalars))
 
 
 # ---- the functions of _core -------------------------------------------------------------------
+# Each takes _core's positional arguments; the keyword-only ones are CUDA's own:
+#   master_params  float32 master weights of float16/bfloat16 params (updated; params receive
+#                  the rounded result)
+#   grad_scale, found_inf  one float32 each on the device: the step is skipped when
+#                  found_inf != 0, and the grads are divided by grad_scale (AMP's loss scaling)
 
 def sgd(params, grads, momentum_buffers, lr, momentum, one_minus_dampening, weight_decay,
-        first_step, nesterov, maximize):
+        first_step, nesterov, maximize, *, master_params=None, grad_scale=None, found_inf=None):
     mom = momentum != 0.0
-    lists = [("params", params, True), ("grads", grads, False)]
-    slots = {0: params, 1: grads}
+    lists = [("params", params, True, 0), ("grads", grads, False, 1)]
     if mom:
-        lists.append(("momentum_buffers", momentum_buffers, True))
-        slots[2] = momentum_buffers
+        lists.append(("momentum_buffers", momentum_buffers, True, 2))
     _launch("sgd_kernel",
-            (bool(maximize), _decay_mode(weight_decay, False), mom, bool(nesterov)), slots,
-            (lr, momentum, one_minus_dampening, weight_decay, bool(first_step)), lists)
+            (bool(maximize), _decay_mode(weight_decay, False), mom, bool(nesterov)), lists,
+            (lr, momentum, one_minus_dampening, weight_decay, bool(first_step)),
+            master_params, grad_scale, found_inf)
 
 
-def adagrad(params, grads, state_sums, clr, eps, eps_root, weight_decay, maximize):
-    lists = [("params", params, True), ("grads", grads, False), ("state_sums", state_sums, True)]
-    _launch("adagrad_kernel", (bool(maximize), _decay_mode(weight_decay, False)),
-            {0: params, 1: grads, 2: state_sums}, (clr, eps, eps_root, weight_decay), lists)
+def adagrad(params, grads, state_sums, clr, eps, eps_root, weight_decay, maximize, *,
+            master_params=None, grad_scale=None, found_inf=None):
+    lists = [("params", params, True, 0), ("grads", grads, False, 1),
+             ("state_sums", state_sums, True, 2)]
+    _launch("adagrad_kernel", (bool(maximize), _decay_mode(weight_decay, False)), lists,
+            (clr, eps, eps_root, weight_decay), master_params, grad_scale, found_inf)
 
 
 def rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha,
-            one_minus_alpha, eps, eps_root, weight_decay, momentum, centered, maximize):
+            one_minus_alpha, eps, eps_root, weight_decay, momentum, centered, maximize, *,
+            master_params=None, grad_scale=None, found_inf=None):
     mom = momentum != 0.0
-    lists = [("params", params, True), ("grads", grads, False),
-             ("square_avgs", square_avgs, True)]
-    slots = {0: params, 1: grads, 2: square_avgs}
+    lists = [("params", params, True, 0), ("grads", grads, False, 1),
+             ("square_avgs", square_avgs, True, 2)]
     if centered:
-        lists.append(("grad_avgs", grad_avgs, True))
-        slots[3] = grad_avgs
+        lists.append(("grad_avgs", grad_avgs, True, 3))
     if mom:
-        lists.append(("momentum_buffers", momentum_buffers, True))
-        slots[len(slots)] = momentum_buffers
+        lists.append(("momentum_buffers", momentum_buffers, True, len(lists)))
     _launch("rmsprop_kernel",
-            (bool(maximize), _decay_mode(weight_decay, False), bool(centered), mom), slots,
-            (lr, alpha, one_minus_alpha, eps, eps_root, weight_decay, momentum), lists)
+            (bool(maximize), _decay_mode(weight_decay, False), bool(centered), mom), lists,
+            (lr, alpha, one_minus_alpha, eps, eps_root, weight_decay, momentum),
+            master_params, grad_scale, found_inf)
 
 
 def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, lr, beta1, one_minus_beta1,
          beta2, one_minus_beta2, bias_correction1, bias_correction2, eps, eps_root,
-         weight_decay, decay, decoupled, amsgrad, maximize):
-    lists = [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True),
-             ("exp_avg_sqs", exp_avg_sqs, True)]
-    slots = {0: params, 1: grads, 2: exp_avgs, 3: exp_avg_sqs}
+         weight_decay, decay, decoupled, amsgrad, maximize, *, master_params=None,
+         grad_scale=None, found_inf=None):
+    lists = [("params", params, True, 0), ("grads", grads, False, 1),
+             ("exp_avgs", exp_avgs, True, 2), ("exp_avg_sqs", exp_avg_sqs, True, 3)]
     if amsgrad:
-        lists.append(("max_exp_avg_sqs", max_exp_avg_sqs, True))
-        slots[4] = max_exp_avg_sqs
+        lists.append(("max_exp_avg_sqs", max_exp_avg_sqs, True, 4))
     _launch("adam_kernel",
-            (bool(maximize), _decay_mode(weight_decay, bool(decoupled)), bool(amsgrad)), slots,
+            (bool(maximize), _decay_mode(weight_decay, bool(decoupled)), bool(amsgrad)), lists,
             (lr, beta1, one_minus_beta1, beta2, one_minus_beta2, bias_correction1,
-             bias_correction2, eps, eps_root, weight_decay, decay), lists)
+             bias_correction2, eps, eps_root, weight_decay, decay),
+            master_params, grad_scale, found_inf)
 
 
 def adamax(params, grads, exp_avgs, exp_infs, clr, beta1, one_minus_beta1, beta2, eps,
-           weight_decay, maximize):
-    lists = [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True),
-             ("exp_infs", exp_infs, True)]
-    _launch("adamax_kernel", (bool(maximize), _decay_mode(weight_decay, False)),
-            {0: params, 1: grads, 2: exp_avgs, 3: exp_infs},
-            (clr, beta1, one_minus_beta1, beta2, eps, weight_decay), lists)
+           weight_decay, maximize, *, master_params=None, grad_scale=None, found_inf=None):
+    lists = [("params", params, True, 0), ("grads", grads, False, 1),
+             ("exp_avgs", exp_avgs, True, 2), ("exp_infs", exp_infs, True, 3)]
+    _launch("adamax_kernel", (bool(maximize), _decay_mode(weight_decay, False)), lists,
+            (clr, beta1, one_minus_beta1, beta2, eps, weight_decay),
+            master_params, grad_scale, found_inf)
 
 
 def scale_(arrays, factor):
@@ -408,16 +464,31 @@ def sum_squares(arrays) -> float:
 
 # ---- every instance, for the build test -----------------------------------------------------------
 
-def name_expressions() -> dict:
-    """Every kernel instance this module can request, by file: {file: [name expression]}."""
+def name_expressions(cover: bool = False) -> dict:
+    """Every kernel instance this module can request, by file: {file: [name expression]}.
+
+    With ``cover``, a subset in which every value of every template parameter appears, next to
+    both the first and the last value of every other one (for quick compile checks).
+    """
     import itertools  # noqa: PLC0415
 
-    def names(kernel, *choices):
+    def combos(domains):
+        if not cover:
+            return list(itertools.product(*domains))
         out = []
-        for ctype in _CTYPES.values():
-            for flags in itertools.product(*choices):
-                out.append(f"fusedopt::cuda::{kernel}<{ctype}, {_flags(*flags, False, False)}>")
+        for base in ([d[0] for d in domains], [d[-1] for d in domains]):
+            for i, d in enumerate(domains):
+                for v in d:
+                    c = tuple(base[:i] + [v] + base[i + 1:])
+                    if c not in out:
+                        out.append(c)
         return out
+
+    def names(kernel, *choices):
+        tf = (False, True)
+        exact = combos([tuple(_CTYPES.values()), *choices, (False,), tf])  # no master weights
+        half = combos([tuple(_HALF_CTYPES.values()), *choices, tf, tf])
+        return [f"fusedopt::cuda::{kernel}<{c[0]}, {_flags(*c[1:])}>" for c in exact + half]
 
     tf, wd = (False, True), (0, 1, 2)
     optim = (names("sgd_kernel", tf, wd, tf, tf) + names("adagrad_kernel", tf, wd)
