@@ -113,3 +113,23 @@ def test_source_text_names_the_file_and_hashes_every_header():
     assert _cuda.sources_hash() in first
     assert second == f'#line 1 "{(_cuda._csrc() / "cuda" / "optim.cu").as_posix()}"'
     assert re.fullmatch(r"[0-9a-f]{64}", _cuda.sources_hash())
+
+
+def test_disk_cache_is_keyed_by_the_sources(tmp_path, monkeypatch):
+    """The compiled instance is stored once and found again; a change in any header (seen
+    through the sources hash in the text) gives a new key, so stale binaries are never used."""
+    _nvrtc()
+    monkeypatch.setenv("FUSEDOPT_CUDA_CACHE_DIR", str(tmp_path))
+    name = "fusedopt::cuda::scale_kernel<float>"
+    path, lowered = _cuda._cached_binary("optim.cu", name, 80, False)
+    assert path.endswith(".cubin") and lowered.startswith("_ZN8fusedopt4cuda12scale_kernel")
+    assert len(list(tmp_path.iterdir())) == 2  # the binary and its lowered name
+
+    def no_compile(*a, **k):
+        raise AssertionError("compiled again although cached")
+
+    monkeypatch.setattr(_cuda, "compile_instances", no_compile)
+    assert _cuda._cached_binary("optim.cu", name, 80, False) == (path, lowered)
+    monkeypatch.setattr(_cuda, "_SOURCES_HASH", "0" * 64)  # as if a header had changed
+    with pytest.raises(AssertionError, match="compiled again"):
+        _cuda._cached_binary("optim.cu", name, 80, False)

@@ -33,10 +33,11 @@ import tempfile
 
 import numpy as np
 
-from . import _core
+from . import _checks, _core
 from ._checks import check_lists
 
-__all__ = ["sgd", "adagrad", "rmsprop", "adam", "adamax", "sum_squares", "scale_", "OPTIONS",
+__all__ = ["sgd", "adagrad", "rmsprop", "adam", "adamax", "sum_squares", "scale_",
+           "lbfgs_direction", "lbfgs_dot", "lbfgs_axpby", "lbfgs_amax", "OPTIONS",
            "cache_dir", "compile_instances", "name_expressions", "source_text"]
 
 # Exact IEEE arithmetic as on the CPU: no FMA contraction, no flush to zero, correctly rounded
@@ -119,13 +120,20 @@ def cache_dir() -> pathlib.Path:
         "fusedopt" / "cuda"
 
 
-def _arch(cupy) -> int:
-    """The device's compute capability, capped at the newest one NVRTC knows."""
+def _target(cupy) -> tuple:
+    """(arch, ptx) for the current device: a cubin for its compute capability when NVRTC knows
+    it, else PTX for the newest architecture NVRTC knows below it (the driver JIT-compiles it),
+    as CuPy does."""
     from cupy.cuda import nvrtc  # noqa: PLC0415
 
     cc = int(cupy.cuda.Device().compute_capability)
     known = [a for a in nvrtc.getSupportedArchs() if a <= cc]
-    return known[-1] if known else cc
+    if cc in known:
+        return cc, False
+    if not known:
+        raise RuntimeError(f"NVRTC {nvrtc.getVersion()} supports no architecture at or below "
+                           f"this device's compute capability {cc}")
+    return known[-1], True
 
 
 def compile_instances(file: str, names, arch: int, *, ptx: bool = False):
@@ -154,16 +162,17 @@ def compile_instances(file: str, names, arch: int, *, ptx: bool = False):
         nvrtc.destroyProgram(prog)
 
 
-def _cached_binary(file: str, name: str, arch: str):
+def _cached_binary(file: str, name: str, arch: int, ptx: bool):
     from cupy.cuda import nvrtc  # noqa: PLC0415
 
     key = hashlib.sha256("\0".join(
-        [source_text(file), *nvrtc_options(), str(arch), repr(nvrtc.getVersion()), name]).encode())
+        [source_text(file), *nvrtc_options(), str(arch), str(ptx), repr(nvrtc.getVersion()),
+         name]).encode())
     stem = cache_dir() / key.hexdigest()
-    meta, binary = stem.with_suffix(".json"), stem.with_suffix(".bin")
+    meta, binary = stem.with_suffix(".json"), stem.with_suffix(".ptx" if ptx else ".cubin")
     if meta.is_file() and binary.is_file():
         return str(binary), json.loads(meta.read_text())["lowered"]
-    code, mapping = compile_instances(file, [name], arch)
+    code, mapping = compile_instances(file, [name], arch, ptx=ptx)
     lowered = mapping[name]
     stem.parent.mkdir(parents=True, exist_ok=True)
     for target, data in ((binary, code if isinstance(code, bytes) else code.encode()),
@@ -184,7 +193,7 @@ def _function(file: str, name: str):
     dev = cupy.cuda.Device().id
     fn = _FUNCTIONS.get((dev, file, name))
     if fn is None:
-        path, lowered = _cached_binary(file, name, _arch(cupy))
+        path, lowered = _cached_binary(file, name, *_target(cupy))
         module = cupy.RawModule(path=path)
         fn = (module, module.get_function(lowered))
         _FUNCTIONS[(dev, file, name)] = fn
@@ -453,13 +462,182 @@ def sum_squares(arrays) -> float:
         for ctype, (table, nchunks), nt in groups:
             if nchunks:
                 fn = _function("reduce.cu", f"fusedopt::cuda::sum_squares_partial<{ctype}>")
-                blocks = _grid(-(-nchunks * 8 // THREADS))
-                fn((blocks,), (THREADS,),
+                fn((_grid(nchunks),), (THREADS,),
                    (table, np.int64(nt), np.int64(nchunks), np.int64(chunk), partial[at:]))
             at += nchunks
         fin = _function("reduce.cu", "fusedopt::cuda::sum_squares_finish")
         fin((1,), (1,), (partial, np.int64(counts[0]), np.int64(counts[1]), out))
         return float(out.item())
+
+
+# ---- L-BFGS (the functions of _core's L-BFGS part) ----------------------------------------------
+
+def _one(name, a, *, dtype=None, like=""):
+    """One CuPy array argument: type, dtype (float32/float64, or `dtype`), C-contiguity."""
+    cupy = _cupy()
+    if not isinstance(a, cupy.ndarray):
+        raise TypeError(f"{name} must be a cupy.ndarray, got {type(a).__module__}."
+                        f"{type(a).__name__}")
+    if dtype is not None and a.dtype != dtype:
+        raise TypeError(f"{name} has dtype {a.dtype}; expected {np.dtype(dtype)}"
+                        + (f" like {like}" if like else ""))
+    if dtype is None and a.dtype not in _CTYPES:
+        raise TypeError(f"{name} has dtype {a.dtype}; expected float32 or float64")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    return a
+
+
+def _same_device(named):
+    dev = named[0][1].device.id
+    for name, a in named[1:]:
+        if a.device.id != dev:
+            raise TypeError(f"{name} is on device {a.device.id} but {named[0][0]} is on device "
+                            f"{dev}")
+    return dev
+
+
+def _no_overlap(out_name, out, in_name, a, exact_ok=False):
+    if not out.size or not a.size:
+        return
+    lo, hi = out.data.ptr, out.data.ptr + out.nbytes
+    alo, ahi = a.data.ptr, a.data.ptr + a.nbytes
+    if exact_ok and (lo, hi) == (alo, ahi):
+        return
+    if lo < ahi and alo < hi:
+        raise ValueError(f"{out_name} shares memory with {in_name}; the output must not alias "
+                         "an input")
+
+
+def _index(name, v, lo, hi, what):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    if not lo <= v <= hi:
+        raise ValueError(f"{name} must be in {what}, got {v}")
+    return int(v)
+
+
+def lbfgs_direction(out, grad, s, y, rho, head, count):
+    """out = -H grad by the two-loop recursion over the ring buffer (s, y, rho, head, count) of
+    fusedopt.lbfgs.History, with the bits of ``_core.lbfgs_direction``: 2 * count + 1 launches,
+    the scalars kept on the device, no host synchronization."""
+    out = _one("out", out)
+    grad = _one("grad", grad, dtype=out.dtype, like="out")
+    if grad.shape != out.shape:
+        raise ValueError(f"grad: shape {grad.shape} does not match out {out.shape}")
+    s = _one("s", s, dtype=out.dtype, like="out")
+    y = _one("y", y, dtype=out.dtype, like="out")
+    if s.ndim != 2 or s.shape[1] != out.size or s.shape[0] < 1:
+        raise ValueError(f"s must have shape (m, {out.size}) with m >= 1 (n = out.size), got "
+                         f"{s.shape}")
+    if y.shape != s.shape:
+        raise ValueError(f"y: shape {y.shape} does not match s {s.shape}")
+    m, n = s.shape
+    rho = _one("rho", rho, dtype=np.float64)
+    if rho.shape != (m,):
+        raise ValueError(f"rho must have shape ({m},) like s rows, got {rho.shape}")
+    head = _index("head", head, 0, m - 1, f"[0, {m})")
+    count = _index("count", count, 0, m, f"[0, {m}]")
+    dev = _same_device([("out", out), ("grad", grad), ("s", s), ("y", y), ("rho", rho)])
+    for name, a in (("grad", grad), ("s", s), ("y", y), ("rho", rho)):
+        _no_overlap("out", out, name, a)
+    if n == 0:
+        return
+    cupy = _cupy()
+    ctype = _CTYPES[out.dtype]
+    chunk = int(_core.reduce_block)
+    nchunks = -(-n // chunk)
+    with cupy.cuda.Device(dev):
+        if count == 0:
+            _function("lbfgs.cu", f"fusedopt::cuda::lbfgs_negate<{ctype}>")(
+                (_grid(-(-n // THREADS)),), (THREADS,), (out, grad, np.int64(n)))
+            return
+        D = cupy.empty(2 * m + 1, np.float64)  # alpha_k, beta_k, gamma
+        partial = cupy.empty(3 * nchunks, np.float64)
+        counter = cupy.zeros(1, np.uint32)
+        ring = lambda k: (head + k) % m  # noqa: E731 -- row of pair k, oldest first
+        i64, f64 = np.int64, np.float64
+        first = _function("lbfgs.cu", f"fusedopt::cuda::lbfgs_first<{ctype}>")
+        dot_pass = _function("lbfgs.cu", f"fusedopt::cuda::lbfgs_pass<{ctype}, true>")
+        last_pass = _function("lbfgs.cu", f"fusedopt::cuda::lbfgs_pass<{ctype}, false>")
+        grid = (_grid(nchunks),)
+        c, gamma = count, 2 * m
+        first(grid, (THREADS,), (out, grad, s[ring(c - 1)], y[ring(c - 1)], i64(n), i64(chunk),
+                                 D, rho, i64(ring(c - 1)), i64(c - 1), i64(gamma), partial,
+                                 counter))
+
+        def dot_step(x, w, ia, ib, a_sign, iscale, io, irho):
+            dot_pass(grid, (THREADS,), (out, x, w, i64(n), i64(chunk), D, rho, i64(ia), i64(ib),
+                                        f64(a_sign), i64(iscale), f64(1.0), i64(io), i64(irho),
+                                        partial, counter))
+
+        # First loop, newest to oldest: q -= alpha_k y_k, then alpha_{k-1} = rho (s_{k-1} . q).
+        for k in range(c - 1, 0, -1):
+            dot_step(y[ring(k)], s[ring(k - 1)], k, -1, -1.0, -1, k - 1, ring(k - 1))
+        # r = gamma (q - alpha_0 y_0), beta_0 = rho (y_0 . r).
+        dot_step(y[ring(0)], y[ring(0)], 0, -1, -1.0, gamma, m, ring(0))
+        # Second loop: r += (alpha_k - beta_k) s_k, beta_{k+1} = rho (y_{k+1} . r); the last pass
+        # writes -r.
+        for k in range(c - 1):
+            dot_step(s[ring(k)], y[ring(k + 1)], k, m + k, 1.0, -1, m + k + 1, ring(k + 1))
+        last_pass((_grid(-(-n // THREADS)),), (THREADS,),
+                  (out, s[ring(c - 1)], out, i64(n), i64(chunk), D, rho, i64(c - 1),
+                   i64(m + c - 1), f64(1.0), i64(-1), f64(-1.0), i64(0), i64(0), partial,
+                   counter))
+
+
+def lbfgs_dot(a, b) -> float:
+    """sum(a * b) in float64 with the bits of ``_core.lbfgs_dot`` (one host sync: the result)."""
+    a = _one("a", a)
+    b = _one("b", b, dtype=a.dtype, like="a")
+    if b.size != a.size:
+        raise ValueError(f"b has {b.size} elements but a has {a.size}")
+    dev = _same_device([("a", a), ("b", b)])
+    n = a.size
+    if n == 0:
+        return 0.0
+    cupy = _cupy()
+    chunk = int(_core.reduce_block)
+    nchunks = -(-n // chunk)
+    with cupy.cuda.Device(dev):
+        partial = cupy.empty(nchunks, np.float64)
+        counter = cupy.zeros(1, np.uint32)
+        result = cupy.empty(1, np.float64)
+        _function("lbfgs.cu", f"fusedopt::cuda::lbfgs_dot<{_CTYPES[a.dtype]}>")(
+            (_grid(nchunks),), (THREADS,),
+            (a, b, np.int64(n), np.int64(chunk), partial, counter, result))
+        return float(result.item())
+
+
+def lbfgs_axpby(out, a, x, b, y):
+    """out = a * x + b * y with a and b cast to the arrays' dtype once (out may be x or y)."""
+    out = _one("out", out)
+    x = _one("x", x, dtype=out.dtype, like="out")
+    y = _one("y", y, dtype=out.dtype, like="out")
+    for name, v in (("x", x), ("y", y)):
+        if v.size != out.size:
+            raise ValueError(f"{name} has {v.size} elements but out has {out.size}")
+    a, b = _checks.real("a", a), _checks.real("b", b)
+    dev = _same_device([("out", out), ("x", x), ("y", y)])
+    _no_overlap("out", out, "x", x, exact_ok=True)
+    _no_overlap("out", out, "y", y, exact_ok=True)
+    if not out.size:
+        return
+    cupy = _cupy()
+    with cupy.cuda.Device(dev):
+        _function("lbfgs.cu", f"fusedopt::cuda::lbfgs_axpby<{_CTYPES[out.dtype]}>")(
+            (_grid(-(-out.size // THREADS)),), (THREADS,),
+            (out, np.float64(a), x, np.float64(b), y, np.int64(out.size)))
+
+
+def lbfgs_amax(a) -> float:
+    """max |a| as a float, NaN if any element is NaN (0.0 for an empty array)."""
+    a = _one("a", a)
+    if not a.size:
+        return 0.0
+    cupy = _cupy()
+    with cupy.cuda.Device(a.device.id):
+        return float(cupy.max(cupy.abs(a)).item())
 
 
 # ---- every instance, for the build test -----------------------------------------------------------
@@ -497,4 +675,7 @@ def name_expressions(cover: bool = False) -> dict:
              + [f"fusedopt::cuda::scale_kernel<{c}>" for c in _CTYPES.values()])
     reduce = ([f"fusedopt::cuda::sum_squares_partial<{c}>" for c in _CTYPES.values()]
               + ["fusedopt::cuda::sum_squares_finish"])
-    return {"optim.cu": optim, "reduce.cu": reduce}
+    lbfgs = [f"fusedopt::cuda::{k}" for c in _CTYPES.values()
+             for k in (f"lbfgs_first<{c}>", f"lbfgs_pass<{c}, true>", f"lbfgs_pass<{c}, false>",
+                       f"lbfgs_negate<{c}>", f"lbfgs_dot<{c}>", f"lbfgs_axpby<{c}>")]
+    return {"optim.cu": optim, "reduce.cu": reduce, "lbfgs.cu": lbfgs}
