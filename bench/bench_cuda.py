@@ -137,6 +137,24 @@ def test_adam_f32_200_tensors(benchmark, impl):
           n=MODEL_N, name=impl)
 
 
+def test_lbfgs_direction_1e7_m10(benchmark):
+    """The two-loop recursion, n = 1e7 float32, m = 10 full pairs. Bytes: the first pass reads
+    grad, s, y and writes out; each of the 2m - 1 dot passes reads out and two history rows and
+    writes out; the last reads out and a row and writes out."""
+    from fusedopt import _cuda  # noqa: PLC0415
+
+    n, m = 10**7, 10
+    rng = cupy.random.default_rng(1)
+    s = rng.standard_normal((m, n), dtype=cupy.float32)
+    y = s * 1.5 + rng.standard_normal((m, n), dtype=cupy.float32) * 0.01
+    rho = 1.0 / cupy.sum(s.astype(cupy.float64) * y, axis=1)
+    g = rng.standard_normal(n, dtype=cupy.float32)
+    out = cupy.empty_like(g)
+    nbytes = 4 * n * (4 + 4 * (2 * m - 1) + 3)
+    _time(benchmark, lambda: _cuda.lbfgs_direction(out, g, s, y, rho, 3, m),
+          group="lbfgs-direction-f32-n=1e7-m=10", nbytes=nbytes, n=n, name="fusedopt")
+
+
 def test_first_call_after_cached_compile(benchmark):
     """Time to the first finished step in a fresh process state whose kernels are on disk:
     the in-memory memo is cleared, the disk cache is warm."""

@@ -36,6 +36,7 @@ json=$res/${stamp}_${tag}_bench_cuda.json
 table=$res/${stamp}_${tag}_bench_cuda.txt
 
 $PY -m pytest tests/test_cuda.py tests/test_cuda_build.py tests/test_cuda_dispatch.py \
+  tests/test_cuda_lbfgs.py \
   -q -rs -p no:cacheprovider 2>&1 | tee "$log"
 tests_rc=${PIPESTATUS[0]}
 
