@@ -84,3 +84,15 @@ def test_default_minimizer_falls_back_to_scipy(monkeypatch):
     assert "scipy" in label
     r = minimize(F.rosenbrock.value_and_grad, np.array([-1.2, 1.0]))
     assert r.success and np.allclose(r.x, 1.0, atol=1e-4)
+
+
+def test_default_minimizer_prefers_fusedopt_lbfgs(monkeypatch):
+    import sys
+    import types
+
+    import fusedopt
+    fake = types.ModuleType("fusedopt.lbfgs")
+    fake.minimize = lambda fun, x0: None
+    monkeypatch.setitem(sys.modules, "fusedopt.lbfgs", fake)
+    monkeypatch.setattr(fusedopt, "lbfgs", fake, raising=False)
+    assert default_minimizer() == (fake.minimize, "fusedopt.lbfgs")

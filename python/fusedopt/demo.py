@@ -324,9 +324,12 @@ def exp_testfunctions(cfg, figs, bar):
     minimize, mlabel = default_minimizer()
     tab = Table(f"2. First-order methods ({cfg.iters} iterations, float64, eps 1e-7) vs Newton "
                 f"and L-BFGS on 2-D test functions",
-                ["function", "start", "method", "final x", "final f", "iters", "first f<1e-6"],
+                ["function", "start", "method", "final x", "final f", "iters", "first f<1e-6",
+                 "diverged at"],
                 note=f"L-BFGS: {mlabel}. 'iters' is the iteration count run (first-order "
-                     f"methods) or used (Newton, L-BFGS). Newton is undamped: it goes to the "
+                     f"methods) or used (Newton, L-BFGS); 'first f<1e-6' the first iteration "
+                     f"(L-BFGS: function evaluation) below 1e-6; 'diverged at' the first "
+                     f"iteration whose value overflowed. Newton is undamped: it goes to the "
                      f"nearest stationary point, minimum or not.")
     for fun, starts, box, log in PROBLEMS:
         X0 = np.array(starts, dtype=np.float64)
@@ -344,14 +347,16 @@ def exp_testfunctions(cfg, figs, bar):
                     traj[t + 1] = P
                 fv = fun.value(traj)                     # (iters + 1, k)
             for j, x0 in enumerate(X0):
+                bad = np.flatnonzero(~np.isfinite(fv[:, j]))
                 tab.add(fun.name, x0, name, traj[-1, j], fv[-1, j], cfg.iters,
-                        _first_below(fv[:, j], 1e-6))
+                        _first_below(fv[:, j], 1e-6), int(bad[0]) if bad.size else None)
             paths[name] = traj
             bar.update()
         for j, x0 in enumerate(X0):
             with np.errstate(all="ignore"):
                 r = newton(fun.value_and_grad, x0, fun.hess, maxiter=100)
-            tab.add(fun.name, x0, "Newton", r.x, r.fun, r.nit, _first_below(r.fvals, 1e-6))
+            tab.add(fun.name, x0, "Newton", r.x, r.fun, r.nit, _first_below(r.fvals, 1e-6),
+                    r.nit if r.status == 3 else None)
             paths.setdefault("Newton", []).append(r.path)
             seen = []                          # every point L-BFGS evaluates, line search too
 
@@ -364,7 +369,8 @@ def exp_testfunctions(cfg, figs, bar):
                 r = minimize(recorded, x0.copy())
             first = _first_below([f for _, f in seen], 1e-6)
             tab.add(fun.name, x0, "L-BFGS", np.asarray(r.x), float(r.fun), int(r.nit),
-                    None if first is None else f"eval {first + 1}")
+                    None if first is None else f"eval {first + 1}",
+                    None if np.isfinite(r.fun) else "yes")
             paths.setdefault("L-BFGS (evaluations)", []).append(np.array([x for x, _ in seen]))
         bar.update()
         if figs.enabled:
@@ -652,6 +658,8 @@ def exp_multistart(cfg, figs, bar):
                  "runs finding x*", "median best f", "time [s]"],
                 note=f"Local minimizer: {mlabel}. 'Reaching x*': final max|x - x*| < 1e-3.")
     shown = None
+    latin_hypercube(1, [(0.0, 1.0)])           # imports SciPy before the clock starts
+    minimize(F.sphere.value_and_grad, np.ones(2))
     for fun, h in MULTISTART_PROBLEMS:
         for d, n in cfg.ms_starts:
             t0 = time.perf_counter()

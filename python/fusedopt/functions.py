@@ -145,7 +145,7 @@ class Quadratic(TestFunction):
         self.scale = float(scale)
         self.eigenvalues = np.linalg.eigvalsh(self.Q)
         self.name = f"quadratic(n={Q.shape[0]}, scale={self.scale:g})"
-        self._min_n = self._max_n = Q.shape[0]
+        self._min_n = Q.shape[0]
 
     def _check(self, x):
         a = _points(x)
