@@ -153,3 +153,16 @@ def test_main_cli(tmp_path, capsys, monkeypatch):
         demo.main(["--only", "7"])
     with pytest.raises(SystemExit):
         demo.main(["--only", "one"])
+
+
+def test_runs_without_matplotlib_and_skips_what_lacks_its_package(tmp_path, monkeypatch,
+                                                                   capsys):
+    # matplotlib absent: tables only; scikit-learn absent: items 3-4 are skipped, not crashed
+    for name in ("matplotlib", "matplotlib.figure", "sklearn", "sklearn.datasets"):
+        monkeypatch.setitem(sys.modules, name, None)
+    res = demo.run(str(tmp_path), quick=True, only=[3, 5], progress=False)
+    cap = capsys.readouterr()
+    assert res["skipped"] == {3: "scikit-learn"} and sorted(res["tables"]) == [5]
+    assert res["figures"] == [] and os.listdir(tmp_path) == ["tables.txt"]
+    assert "matplotlib is not installed" in cap.err and "skipping 3." in cap.err
+    assert "5. Exponentially weighted averages" in cap.out

@@ -701,10 +701,28 @@ def _units(cfg, which):
     return sum(n[k] for k in which)
 
 
+def _missing(k):
+    """The package experiment ``k`` needs and cannot import, else None."""
+    import importlib
+
+    needs = {3: "sklearn", 4: "sklearn", 6: "scipy"}.get(k)
+    if k == 2 and "fallback" in default_minimizer()[1]:
+        needs = "scipy"                     # L-BFGS rows: SciPy's, as fusedopt.lbfgs is absent
+    if needs is None:
+        return None
+    try:
+        importlib.import_module(needs)
+    except ImportError:
+        return {"sklearn": "scikit-learn"}.get(needs, needs)
+    return None
+
+
 def run(out="demo_out", *, quick=False, only=None, seed=0, progress=True, stream=None):
     """Run the experiments ``only`` (default all, numbers 1-6), print their tables to
-    ``stream`` (default stdout), write the figures and ``tables.txt`` into ``out``. Returns
-    ``{"tables": {number: [Table, ...]}, "figures": [paths], "seconds": {number: s}}``."""
+    ``stream`` (default stdout), write the figures and ``tables.txt`` into ``out``. An
+    experiment whose package (scikit-learn, SciPy) is missing is skipped with a note on
+    stderr. Returns ``{"tables": {number: [Table, ...]}, "figures": [paths],
+    "seconds": {number: s}, "skipped": {number: package}, "progress": (done, total)}``."""
     stream = sys.stdout if stream is None else stream
     which = sorted(set(only)) if only else sorted(EXPERIMENTS)
     bad = [k for k in which if k not in EXPERIMENTS]
@@ -716,6 +734,11 @@ def run(out="demo_out", *, quick=False, only=None, seed=0, progress=True, stream
     if not figs.enabled:
         print("matplotlib is not installed: tables only, no figures "
               "(pip install 'fusedopt[demo]')", file=sys.stderr)
+    skipped = {k: m for k in which if (m := _missing(k)) is not None}
+    for k, m in skipped.items():
+        print(f"skipping {k}. {EXPERIMENTS[k]}: it needs {m} (pip install 'fusedopt[demo]')",
+              file=sys.stderr)
+    which = [k for k in which if k not in skipped]
     bar = _progress(_units(cfg, which), "fusedopt demo", enabled=progress)
     tables, seconds, setup = {}, {}, None
     try:
@@ -738,7 +761,7 @@ def run(out="demo_out", *, quick=False, only=None, seed=0, progress=True, stream
         for k in which:
             fh.write("\n\n".join(t.format() for t in tables[k]) + "\n\n")
     return {"tables": tables, "figures": list(figs.written), "seconds": seconds,
-            "progress": (bar.n, bar.total)}
+            "skipped": skipped, "progress": (bar.n, bar.total)}
 
 
 def main(argv=None) -> int:
@@ -746,10 +769,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m fusedopt demo", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(f"  {k}. {v}" for k, v in EXPERIMENTS.items()))
-    p.add_argument("--out", default="demo_out", help="folder for the PNG figures and "
+    p.add_argument("--out", default="demo_out", metavar="DIR", help="folder for the PNG figures and "
                    "tables.txt (default: demo_out/)")
     p.add_argument("--quick", action="store_true", help="small iteration counts (seconds)")
-    p.add_argument("--only", default=None, help="comma-separated experiment numbers, e.g. 1,3")
+    p.add_argument("--only", default=None, metavar="LIST", help="comma-separated experiment numbers, e.g. 1,3")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
