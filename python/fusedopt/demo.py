@@ -769,10 +769,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m fusedopt demo", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(f"  {k}. {v}" for k, v in EXPERIMENTS.items()))
-    p.add_argument("--out", default="demo_out", metavar="DIR", help="folder for the PNG figures and "
-                   "tables.txt (default: demo_out/)")
+    p.add_argument("--out", default="demo_out", metavar="DIR",
+                   help="folder for the PNG figures and tables.txt (default: demo_out/)")
     p.add_argument("--quick", action="store_true", help="small iteration counts (seconds)")
-    p.add_argument("--only", default=None, metavar="LIST", help="comma-separated experiment numbers, e.g. 1,3")
+    p.add_argument("--only", default=None, metavar="LIST",
+                   help="comma-separated experiment numbers, e.g. 1,3")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
