@@ -79,8 +79,8 @@ void sgd(py::handle params, py::handle grads, py::handle bufs, double lr, double
          bool maximize) {
     Batches& b = scratch();
     const bool mom = momentum != 0.0;
-    std::vector<ListArg> args{{"params", params, true, -1}, {"grads", grads, false, -2}};
-    if (mom) args.push_back({"momentum_buffers", bufs, true, 0});
+    ListArgs args{{"params", params, true, -1}, {"grads", grads, false, -2}};
+    if (mom) args.add({"momentum_buffers", bufs, true, 0});
     collect(args, b);
     const SgdArgs a{lr,         momentum, dampening_complement, weight_decay, first_step,
                     nesterov,   maximize, mom, decay_mode(weight_decay, false)};
@@ -105,11 +105,11 @@ void rmsprop(py::handle params, py::handle grads, py::handle square_avgs, py::ha
              bool maximize) {
     Batches& b = scratch();
     const bool mom = momentum != 0.0;
-    std::vector<ListArg> args{{"params", params, true, -1},
+    ListArgs args{{"params", params, true, -1},
                               {"grads", grads, false, -2},
                               {"square_avgs", square_avgs, true, 0}};
-    if (centered) args.push_back({"grad_avgs", grad_avgs, true, 1});
-    if (mom) args.push_back({"momentum_buffers", bufs, true, 2});
+    if (centered) args.add({"grad_avgs", grad_avgs, true, 1});
+    if (mom) args.add({"momentum_buffers", bufs, true, 2});
     collect(args, b);
     const RmspropArgs a{lr,       alpha,    one_minus_alpha, eps, eps_root,
                         weight_decay, momentum, maximize, centered, mom,
@@ -123,11 +123,11 @@ void adam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle e
           double bias_correction2, double eps, double eps_root, double weight_decay,
           double decay, bool decoupled, bool amsgrad, bool maximize) {
     Batches& b = scratch();
-    std::vector<ListArg> args{{"params", params, true, -1},
+    ListArgs args{{"params", params, true, -1},
                               {"grads", grads, false, -2},
                               {"exp_avgs", exp_avgs, true, 0},
                               {"exp_avg_sqs", exp_avg_sqs, true, 1}};
-    if (amsgrad) args.push_back({"max_exp_avg_sqs", max_exp_avg_sqs, true, 2});
+    if (amsgrad) args.add({"max_exp_avg_sqs", max_exp_avg_sqs, true, 2});
     collect(args, b);
     const AdamArgs a{lr,  beta1,    one_minus_beta1, beta2,        one_minus_beta2,
                      bias_correction1, bias_correction2, eps, eps_root, weight_decay,
@@ -171,11 +171,11 @@ void stream(py::handle a, py::handle b_, py::handle c, py::handle d, py::handle 
     if (writes < 0 || writes > std::max(1, reads - 1))
         throw py::value_error("writes must be in 0..max(1, reads - 1): a, c, d, e are writable");
     Batches& b = scratch();
-    std::vector<ListArg> args{{"a", a, writes >= 1, -1}};
-    if (reads >= 2) args.push_back({"b", b_, false, -2});
+    ListArgs args{{"a", a, writes >= 1, -1}};
+    if (reads >= 2) args.add({"b", b_, false, -2});
     py::handle rest[3] = {c, d, e};
     for (int k = 0; k + 2 < reads; ++k)
-        args.push_back({k == 0 ? "c" : (k == 1 ? "d" : "e"), rest[k], writes >= k + 2, k});
+        args.add({k == 0 ? "c" : (k == 1 ? "d" : "e"), rest[k], writes >= k + 2, k});
     collect(args, b);
     run(b, [&](const Batch& x) { kernels().stream(x, reads, writes); });
 }
