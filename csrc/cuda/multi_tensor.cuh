@@ -3,7 +3,8 @@
 //
 // Compiled at run time by NVRTC (fusedopt/_cuda.py) and, for CI, by nvcc (tests/test_cuda_build.py).
 // NVRTC has no standard headers: only fusedopt/hd.h and what it guards are used; half and bfloat16
-// are handled here bit by bit, so cuda_fp16.h is not needed either.
+// are handled here bit by bit, so cuda_fp16.h is not needed either. Tests also compile these
+// files for the host (tests/cuda_host/, FUSEDOPT_HOST_EMULATION), each CUDA thread a host thread.
 //
 // The table (int64, built by fusedopt/_cuda.py, _table()) for `nt` tensors cut into chunks of
 // `chunk` elements:
@@ -53,9 +54,13 @@ struct MathOf<bf16_t> {
 __device__ __forceinline__ float to_math(float x) { return x; }
 __device__ __forceinline__ double to_math(double x) { return x; }
 __device__ __forceinline__ float to_math(half_t h) {
+#ifdef FUSEDOPT_HOST_EMULATION  // tests/cuda_host: the kernels run as host threads
+    return fusedopt_emulation::half_to_float(h.bits);
+#else
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h.bits));
     return f;
+#endif
 }
 __device__ __forceinline__ float to_math(bf16_t b) {
     return __uint_as_float(static_cast<unsigned>(b.bits) << 16);
@@ -68,7 +73,11 @@ __device__ __forceinline__ P from_math(typename MathOf<P>::type x) {
 template <>
 __device__ __forceinline__ half_t from_math<half_t>(float x) {
     half_t h;
+#ifdef FUSEDOPT_HOST_EMULATION
+    h.bits = fusedopt_emulation::float_to_half(x);
+#else
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.bits) : "f"(x));
+#endif
     return h;
 }
 template <>
