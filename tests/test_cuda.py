@@ -12,36 +12,16 @@ sizes, many tensors, unaligned views, any launch configuration.
 """
 from __future__ import annotations
 
-import shutil
-import types
-
 import numpy as np
 import pytest
 
 import fusedopt
 from fusedopt import _core, _cuda, ops, optim, reference
+from cuda_host.devices import dev  # noqa: F401 -- the fixture
 from cases import (CASE_IDS, CASES, DTYPES, MULTI_SHAPES, SIZES, assert_same_bits, bits,
                    grad_stream, make_params)
 
 STEPS = 10
-
-
-@pytest.fixture(params=[pytest.param("cuda", marks=pytest.mark.gpu),
-                        pytest.param("host", marks=pytest.mark.skipif(
-                            shutil.which("g++") is None, reason="no g++ for the host build"))])
-def dev(request, monkeypatch):
-    """xp (the array module), ndarray, asarray, asnumpy, sync, name."""
-    if request.param == "cuda":
-        cupy = pytest.importorskip("cupy", reason="CuPy is not installed (pip install '.[cuda]')")
-        return types.SimpleNamespace(
-            name="cuda", xp=cupy, ndarray=cupy.ndarray, asarray=cupy.asarray,
-            asnumpy=cupy.asnumpy, sync=lambda: cupy.cuda.Device().synchronize())
-    from cuda_host import emulation  # noqa: PLC0415
-
-    emulation.install(monkeypatch)
-    return types.SimpleNamespace(name="host", xp=emulation.xp, ndarray=emulation.ndarray,
-                                 asarray=emulation.asarray, asnumpy=emulation.asnumpy,
-                                 sync=lambda: None)
 
 
 def to_gpu(dev, arrays):

@@ -3,8 +3,9 @@
 Without a GPU: the host side (argument checks, the sequence of launches and the device-scalar
 indices they carry) runs against a fake ``cupy`` whose arrays are NumPy arrays and whose kernels
 are NumPy models of csrc/cuda/lbfgs.cu's documented semantics; the direction it produces must be
-the textbook two-loop recursion's. With a GPU (``gpu`` marker): the bits of the CPU kernels
-``_core.lbfgs_*`` (when this build has them).
+the textbook two-loop recursion's. Then the kernels themselves, on a GPU (``gpu`` marker) and on
+the host emulation (tests/cuda_host): the two-loop recursion to rounding, the same bits on any
+grid, and the bits of the CPU kernels ``_core.lbfgs_*`` (when this build has them).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from fusedopt import _core, _cuda
+from cuda_host.devices import dev  # noqa: F401 -- the fixture
 
 
 def two_loop(g, s, y, rho, head, count):
@@ -192,45 +194,60 @@ def test_direction_bad_input(fake_cupy, change, exc, match):
     assert np.array_equal(np.asarray(args["out"]), before)
 
 
-# ---- on a GPU: the CPU kernels' bits ----------------------------------------------------------------
+# ---- the kernels themselves: on a GPU and on the host emulation -------------------------------------
 
 needs_cpu_lbfgs = pytest.mark.skipif(not hasattr(_core, "lbfgs_direction"),
                                      reason="this build's _core has no L-BFGS kernels")
+CONFIGS = [(1, 1, 1, 0), (7, 3, 2, 2), (16384 * 3 + 5, 5, 5, 3), (278011, 10, 7, 9),
+           (100000, 4, 0, 1)]
 
 
-@pytest.mark.gpu
+def _direction(dev, n, m, count, head, dtype):
+    g, s, y, rho = _history(n, m, count, head, dtype)
+    out = dev.xp.empty(n, dtype)
+    args = [dev.asarray(a) for a in (g, s, y, rho)]
+    _cuda.lbfgs_direction(out, *args, head, count)
+    return (g, s, y, rho), args, dev.asnumpy(out)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 2e-4), (np.float64, 1e-11)],
+                         ids=["f32", "f64"])
+@pytest.mark.parametrize("n, m, count, head", CONFIGS)
+def test_kernels_compute_the_two_loop_recursion(dev, dtype, rtol, n, m, count, head):
+    (g, s, y, rho), _, out = _direction(dev, n, m, count, head, dtype)
+    expect = two_loop(g, s, y, rho, head, count)
+    np.testing.assert_allclose(out.astype(np.float64), expect, rtol=rtol,
+                               atol=rtol * np.abs(expect).max())
+
+
+@pytest.mark.parametrize("n, m, count, head", CONFIGS[1:4])
+def test_kernels_same_bits_on_any_grid(dev, n, m, count, head, monkeypatch):
+    _, args, first = _direction(dev, n, m, count, head, np.float32)
+    for blocks in (1, 5):
+        monkeypatch.setattr(_cuda, "launch_blocks", blocks)
+        _, _, again = _direction(dev, n, m, count, head, np.float32)
+        assert np.array_equal(again.view(np.uint32), first.view(np.uint32))
+    assert _cuda.lbfgs_dot(args[1][0], args[2][0]) == _cuda.lbfgs_dot(args[1][0], args[2][0])
+
+
 @needs_cpu_lbfgs
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("n, m, count, head", [(1, 1, 1, 0), (7, 3, 2, 2), (16384 * 3 + 5, 5, 5, 3),
-                                               (278011, 10, 7, 9), (100000, 4, 0, 1)])
-def test_gpu_direction_has_the_cpu_bits(dtype, n, m, count, head):
-    cupy = pytest.importorskip("cupy")
-    g, s, y, rho = _history(n, m, count, head, dtype)
+@pytest.mark.parametrize("n, m, count, head", CONFIGS)
+def test_kernels_have_the_cpu_bits(dev, dtype, n, m, count, head):
+    (g, s, y, rho), args, out = _direction(dev, n, m, count, head, dtype)
     cpu = np.empty(n, dtype)
     _core.lbfgs_direction(cpu, g, s, y, rho, head, count)
-    gpu = cupy.empty(n, dtype)
-    args = [cupy.asarray(a) for a in (g, s, y, rho)]
-    _cuda.lbfgs_direction(gpu, *args, head, count)
-    assert np.array_equal(cupy.asnumpy(gpu).view(np.uint8), cpu.view(np.uint8))
+    assert np.array_equal(out.view(np.uint8), cpu.view(np.uint8))
     assert _cuda.lbfgs_dot(args[0], args[1][0]) == _core.lbfgs_dot(g, s[0])
-    for blocks in (1, 5):  # the same bits on any grid
-        _cuda.launch_blocks = blocks
-        try:
-            again = cupy.empty(n, dtype)
-            _cuda.lbfgs_direction(again, *args, head, count)
-        finally:
-            _cuda.launch_blocks = None
-        assert np.array_equal(cupy.asnumpy(again).view(np.uint8), cpu.view(np.uint8))
 
 
-@pytest.mark.gpu
 @needs_cpu_lbfgs
-def test_gpu_axpby_and_amax_match_the_cpu():
-    cupy = pytest.importorskip("cupy")
+def test_axpby_and_amax_have_the_cpu_bits(dev):
     rng = np.random.default_rng(3)
-    x, y = rng.standard_normal(100003).astype(np.float32), rng.standard_normal(100003).astype(np.float32)
-    cpu, gpu = np.empty_like(x), cupy.empty(x.shape, x.dtype)
+    x = rng.standard_normal(100003).astype(np.float32)
+    y = rng.standard_normal(100003).astype(np.float32)
+    cpu, gpu = np.empty_like(x), dev.xp.empty(x.shape, x.dtype)
     _core.lbfgs_axpby(cpu, 0.3, x, -1.7, y)
-    _cuda.lbfgs_axpby(gpu, 0.3, cupy.asarray(x), -1.7, cupy.asarray(y))
-    assert np.array_equal(cupy.asnumpy(gpu), cpu)
-    assert _cuda.lbfgs_amax(cupy.asarray(x)) == _core.lbfgs_amax(x)
+    _cuda.lbfgs_axpby(gpu, 0.3, dev.asarray(x), -1.7, dev.asarray(y))
+    assert np.array_equal(dev.asnumpy(gpu), cpu)
+    assert _cuda.lbfgs_amax(dev.asarray(x)) == _core.lbfgs_amax(x)
