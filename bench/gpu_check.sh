@@ -35,8 +35,9 @@ log=$res/${stamp}_${tag}_tests.log
 json=$res/${stamp}_${tag}_bench_cuda.json
 table=$res/${stamp}_${tag}_bench_cuda.txt
 
+# The host emulation and the slow full NVRTC build run on any machine: leave them to CI.
 $PY -m pytest tests/test_cuda.py tests/test_cuda_build.py tests/test_cuda_dispatch.py \
-  tests/test_cuda_lbfgs.py \
+  tests/test_cuda_lbfgs.py -m "not slow" -k "not host" \
   -q -rs -p no:cacheprovider 2>&1 | tee "$log"
 tests_rc=${PIPESTATUS[0]}
 

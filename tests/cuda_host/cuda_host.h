@@ -1,8 +1,9 @@
 // tests/cuda_host/cuda_host.h -- just enough of CUDA to run csrc/cuda/*.cu on the host, for tests
 // on machines without a GPU (tests/test_cuda_host.py).
 //
-// A launch runs its blocks one after the other; each block is `blockDim.x` host threads, so that
-// __syncthreads is a real barrier and __shared__ (static here) is private to the running block.
+// A launch runs its blocks one after the other on `blockDim.x` host threads (kept between
+// launches), so that __syncthreads is a real barrier and __shared__ (static here) belongs to the
+// running block. Launches come from one Python thread at a time.
 // The rule headers see no __CUDACC__ and take their host paths (std::sqrt etc.: the same IEEE
 // operations). What this cannot show: NVRTC/PTX code generation, the device's memory system,
 // warp-level behaviour, speed. tests/test_cuda_build.py covers the compilation.
@@ -14,6 +15,9 @@
 #include <cmath>
 #include <cstddef>
 #include <cstring>
+#include <functional>
+#include <map>
+#include <mutex>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -75,23 +79,56 @@ void call(void (*kernel)(A...), void** args, std::index_sequence<I...>) {
     kernel(*static_cast<std::decay_t<A>*>(args[I])...);
 }
 
+// `n` host threads that run the blocks of launches, one block at a time, with threadIdx set once.
+class BlockThreads {
+  public:
+    explicit BlockThreads(unsigned n) : start_(n + 1), done_(n + 1), sync_(n) {
+        for (unsigned t = 0; t < n; ++t) threads_.emplace_back([this, t] { work(t); });
+    }
+    // Runs body() in every thread as block `b`; returns when all have finished.
+    void run(unsigned b, const std::function<void()>& body) {
+        block_ = b;
+        body_ = &body;
+        block_barrier = &sync_;
+        start_.arrive_and_wait();
+        done_.arrive_and_wait();
+    }
+
+  private:
+    void work(unsigned t) {
+        threadIdx.x = t;
+        for (;;) {
+            start_.arrive_and_wait();
+            blockIdx.x = block_;
+            (*body_)();
+            done_.arrive_and_wait();
+        }
+    }
+    std::barrier<> start_, done_, sync_;
+    unsigned block_ = 0;
+    const std::function<void()>* body_ = nullptr;
+    std::vector<std::thread> threads_;
+};
+
+// The threads of each block size, made on first use and kept (detached at exit with the process).
+inline BlockThreads& threads_for_block(unsigned block) {
+    static std::mutex mutex;
+    static std::map<unsigned, BlockThreads*> pools;
+    std::lock_guard<std::mutex> lock(mutex);
+    BlockThreads*& p = pools[block];
+    if (!p) p = new BlockThreads(block);
+    return *p;
+}
+
 template <typename... A>
 void launch(void (*kernel)(A...), unsigned grid, unsigned block, void** args) {
     gridDim.x = grid;
     blockDim.x = block;
-    for (unsigned b = 0; b < grid; ++b) {
-        std::barrier<> barrier(block);
-        block_barrier = &barrier;
-        std::vector<std::thread> threads;
-        threads.reserve(block);
-        for (unsigned t = 0; t < block; ++t)
-            threads.emplace_back([=] {
-                threadIdx.x = t;
-                blockIdx.x = b;
-                call(kernel, args, std::index_sequence_for<A...>{});
-            });
-        for (auto& th : threads) th.join();
-    }
+    BlockThreads& threads = threads_for_block(block);
+    const std::function<void()> body = [&] {
+        call(kernel, args, std::index_sequence_for<A...>{});
+    };
+    for (unsigned b = 0; b < grid; ++b) threads.run(b, body);
 }
 
 }  // namespace fusedopt_emulation
