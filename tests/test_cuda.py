@@ -316,3 +316,23 @@ def test_cuda_found_inf_skips_the_step_on_device(dev, dtype):
     ops.adam_(p, g, m, v, step=1, lr=0.1, master_params=master, grad_scale=scale,
               found_inf=found)
     assert not np.array_equal(dev.asnumpy(m[1]), before[len(shapes) + 1])
+
+
+@pytest.mark.parametrize("dtype16", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("bad", [None, np.inf, -np.inf, np.nan])
+def test_cuda_found_inf_check(dev, dtype16, bad):
+    """found_inf_ flags a non-finite element anywhere in the list (one at the very end of the
+    longest tensor too), and leaves found_inf alone when all are finite."""
+    dt = _dtype16(dev, dtype16) if dtype16 in ("float16", "bfloat16") else np.dtype(dtype16)
+    shapes = [(4097,), (3,), (70001,)]
+    grads = [(x * 100).astype(dt) for x in make_params(shapes, np.float32)]
+    if bad is not None:
+        grads[2][-1] = bad
+    found = dev.xp.zeros(1, np.float32)
+    _cuda.found_inf_(to_gpu(dev, grads), found)
+    assert float(dev.asnumpy(found)[0]) == (0.0 if bad is None else 1.0)
+    found[...] = 1.0  # left as it is when every value is finite
+    _cuda.found_inf_(to_gpu(dev, grads[:2]), found)
+    assert float(dev.asnumpy(found)[0]) == 1.0
+    with pytest.raises(TypeError, match=r"found_inf must hold one float32"):
+        _cuda.found_inf_(to_gpu(dev, grads), dev.xp.zeros(1, np.float64))

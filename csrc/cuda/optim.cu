@@ -145,5 +145,22 @@ __global__ void __launch_bounds__(kThreads) scale_kernel(FUSEDOPT_MT_PARAMS, FUS
 
 #undef FUSEDOPT_M
 
+// *found_inf = 1 if any element of the table's tensors (param slot) is infinite or NaN; left as
+// it is otherwise (the caller zeroes it). Every writer stores the same value: no atomics needed.
+template <typename P>
+__global__ void __launch_bounds__(kThreads)
+    found_inf_kernel(const i64* table, i64 nt, i64 nchunks, i64 chunk, float* found_inf) {
+    for (i64 c = blockIdx.x; c < nchunks; c += gridDim.x) {
+        const ChunkRef ref = chunk_ref(table, nt, chunk, c);
+        const P* g = reinterpret_cast<const P*>(ref.row[kParam]);
+        bool bad = false;
+        for (i64 i = ref.lo + threadIdx.x; i < ref.hi; i += blockDim.x) {
+            const typename MathOf<P>::type v = to_math(g[i]);
+            bad = bad || !(v - v == v - v);  // x - x is NaN exactly when x is inf or NaN
+        }
+        if (bad) *found_inf = 1.0f;
+    }
+}
+
 }  // namespace cuda
 }  // namespace fusedopt

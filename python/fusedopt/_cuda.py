@@ -36,7 +36,7 @@ import numpy as np
 from . import _checks, _core
 from ._checks import check_lists
 
-__all__ = ["sgd", "adagrad", "rmsprop", "adam", "adamax", "sum_squares", "scale_",
+__all__ = ["sgd", "adagrad", "rmsprop", "adam", "adamax", "sum_squares", "scale_", "found_inf_",
            "lbfgs_direction", "lbfgs_dot", "lbfgs_axpby", "lbfgs_amax", "OPTIONS",
            "cache_dir", "compile_instances", "name_expressions", "source_text"]
 
@@ -442,6 +442,30 @@ def scale_(arrays, factor):
                 dtype.type(float(factor))))
 
 
+def found_inf_(arrays, found_inf):
+    """Set ``found_inf`` (one float32 on the device) to 1 if any element of ``arrays`` (float16,
+    bfloat16, float32 or float64) is infinite or NaN; leave it as it is otherwise. With the
+    optimizers' ``grad_scale``/``found_inf`` this is AMP's check, without a host sync: zero
+    ``found_inf``, call this on the scaled grads, then step (the step is skipped on the device).
+    One launch per dtype present."""
+    dtypes = {**_CTYPES, **_half_dtypes()}
+    dev = _check([("arrays", arrays, False)], dtypes=tuple(dtypes))
+    _check_device_scalar("found_inf", found_inf, dev)
+    if dev is None:
+        return
+    cupy = _cupy()
+    with cupy.cuda.Device(dev):
+        for dtype, ctype in dtypes.items():
+            rows = [((a.data.ptr,) + (0,) * (SLOTS - 1), a.size) for a in arrays
+                    if a.dtype == dtype and a.size]
+            if not rows:
+                continue
+            table, nchunks = _table(rows, CHUNK)
+            fn = _function("optim.cu", f"fusedopt::cuda::found_inf_kernel<{ctype}>")
+            fn((_grid(nchunks),), (THREADS,),
+               (table, np.int64(len(rows)), np.int64(nchunks), np.int64(CHUNK), found_inf))
+
+
 def sum_squares(arrays) -> float:
     """Sum of squares of every element, float64, with the bits of ``_core.sum_squares``."""
     dev = _check([("arrays", arrays, False)])
@@ -672,7 +696,9 @@ def name_expressions(cover: bool = False) -> dict:
     optim = (names("sgd_kernel", tf, wd, tf, tf) + names("adagrad_kernel", tf, wd)
              + names("rmsprop_kernel", tf, wd, tf, tf) + names("adam_kernel", tf, wd, tf)
              + names("adamax_kernel", tf, wd)
-             + [f"fusedopt::cuda::scale_kernel<{c}>" for c in _CTYPES.values()])
+             + [f"fusedopt::cuda::scale_kernel<{c}>" for c in _CTYPES.values()]
+             + [f"fusedopt::cuda::found_inf_kernel<{c}>"
+                for c in (*_CTYPES.values(), *_HALF_CTYPES.values())])
     reduce = ([f"fusedopt::cuda::sum_squares_partial<{c}>" for c in _CTYPES.values()]
               + ["fusedopt::cuda::sum_squares_finish"])
     lbfgs = [f"fusedopt::cuda::{k}" for c in _CTYPES.values()
