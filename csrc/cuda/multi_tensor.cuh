@@ -159,6 +159,13 @@ __device__ __forceinline__ ChunkRef chunk_ref(const i64* table, i64 nt, i64 chun
     return r;
 }
 
+// Calls f(c, ref) for each chunk c of the table that this block takes (blocks loop over chunks).
+template <typename F>
+__device__ __forceinline__ void for_each_chunk(const i64* table, i64 nt, i64 nchunks, i64 chunk,
+                                               F&& f) {
+    for (i64 c = blockIdx.x; c < nchunks; c += gridDim.x) f(c, chunk_ref(table, nt, chunk, c));
+}
+
 // The arguments every elementwise kernel starts with. `grad_scale` and `found_inf` (float32
 // scalars on the device) are read only by the AMP instances; others receive any pointer.
 #define FUSEDOPT_MT_PARAMS                                                                  \
@@ -183,8 +190,7 @@ __device__ __forceinline__ void apply(const Op& op, FUSEDOPT_MT_PARAMS) {
     constexpr int S = Op::kStates;
     if (Amp && *found_inf != 0.0f) return;
     const M scale = Amp ? M(*grad_scale) : M(1);
-    for (i64 c = blockIdx.x; c < nchunks; c += gridDim.x) {
-        const ChunkRef ref = chunk_ref(table, nt, chunk, c);
+    for_each_chunk(table, nt, nchunks, chunk, [&](i64, const ChunkRef& ref) {
         P* p = reinterpret_cast<P*>(ref.row[kParam]);
         const P* g = reinterpret_cast<const P*>(ref.row[kGrad]);
         M* s0 = reinterpret_cast<M*>(ref.row[kState0]);
@@ -221,7 +227,7 @@ __device__ __forceinline__ void apply(const Op& op, FUSEDOPT_MT_PARAMS) {
             if (S >= 2) store<N>(s1, r1, i, ref.hi, full);
             if (S >= 3) store<N>(s2, r2, i, ref.hi, full);
         }
-    }
+    });
 }
 
 }  // namespace cuda

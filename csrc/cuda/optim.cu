@@ -150,8 +150,7 @@ __global__ void __launch_bounds__(kThreads) scale_kernel(FUSEDOPT_MT_PARAMS, FUS
 template <typename P>
 __global__ void __launch_bounds__(kThreads)
     found_inf_kernel(const i64* table, i64 nt, i64 nchunks, i64 chunk, float* found_inf) {
-    for (i64 c = blockIdx.x; c < nchunks; c += gridDim.x) {
-        const ChunkRef ref = chunk_ref(table, nt, chunk, c);
+    for_each_chunk(table, nt, nchunks, chunk, [&](i64, const ChunkRef& ref) {
         const P* g = reinterpret_cast<const P*>(ref.row[kParam]);
         bool bad = false;
         for (i64 i = ref.lo + threadIdx.x; i < ref.hi; i += blockDim.x) {
@@ -159,7 +158,7 @@ __global__ void __launch_bounds__(kThreads)
             bad = bad || !(v - v == v - v);  // x - x is NaN exactly when x is inf or NaN
         }
         if (bad) *found_inf = 1.0f;
-    }
+    });
 }
 
 }  // namespace cuda

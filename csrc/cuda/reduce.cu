@@ -15,8 +15,7 @@ namespace cuda {
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     sum_squares_partial(const i64* table, i64 nt, i64 nchunks, i64 chunk, double* partial) {
-    for (i64 c = blockIdx.x; c < nchunks; c += gridDim.x) {
-        const ChunkRef ref = chunk_ref(table, nt, chunk, c);
+    for_each_chunk(table, nt, nchunks, chunk, [&](i64 c, const ChunkRef& ref) {
         const T* x = reinterpret_cast<const T*>(ref.row[kParam]);
         double sum[1];
         chunk_sums<1, false>(ref.lo, ref.hi, [&](i64 i, double (&t)[1]) {
@@ -24,7 +23,7 @@ __global__ void __launch_bounds__(kThreads)
             t[0] = v * v;
         }, sum);
         if (threadIdx.x == 0) partial[c] = sum[0];
-    }
+    });
 }
 
 // One thread: sum32 over partial[0, n32), sum64 over partial[n32, n32 + n64); out = sum32 + sum64.

@@ -424,22 +424,35 @@ def adamax(params, grads, exp_avgs, exp_infs, clr, beta1, one_minus_beta1, beta2
             master_params, grad_scale, found_inf)
 
 
+def _param_rows(arrays, dtype):
+    """Table rows of the non-empty arrays of `dtype`, each in the param slot only."""
+    return [((a.data.ptr,) + (0,) * (SLOTS - 1), a.size) for a in arrays
+            if a.dtype == dtype and a.size]
+
+
+def _launch_per_dtype(kernel, arrays, dtypes, dev, extra, chunk=CHUNK, file="optim.cu"):
+    """``kernel<ctype>(table, nt, nchunks, chunk, *extra(table, dtype, at))`` once per dtype of
+    `dtypes` present in `arrays`, in that order; `at` counts the chunks of earlier launches.
+    Returns the number of chunks of each dtype."""
+    counts = []
+    with _cupy().cuda.Device(dev):
+        for dtype, ctype in dtypes.items():
+            rows = _param_rows(arrays, dtype)
+            table, nchunks = _table(rows, chunk) if rows else (None, 0)
+            if rows:
+                _function(file, f"fusedopt::cuda::{kernel}<{ctype}>")(
+                    (_grid(nchunks),), (THREADS,),
+                    (table, np.int64(len(rows)), np.int64(nchunks), np.int64(chunk),
+                     *extra(table, dtype, sum(counts))))
+            counts.append(nchunks)
+    return counts
+
+
 def scale_(arrays, factor):
     dev = _check([("arrays", arrays, True)])
-    if dev is None:
-        return
-    cupy = _cupy()
-    with cupy.cuda.Device(dev):
-        for dtype, ctype in _CTYPES.items():
-            rows = [((a.data.ptr,) + (0,) * (SLOTS - 1), a.size) for a in arrays
-                    if a.dtype == dtype and a.size]
-            if not rows:
-                continue
-            table, nchunks = _table(rows, CHUNK)
-            fn = _function("optim.cu", f"fusedopt::cuda::scale_kernel<{ctype}>")
-            fn((_grid(nchunks),), (THREADS,),
-               (table, np.int64(len(rows)), np.int64(nchunks), np.int64(CHUNK), table, table,
-                dtype.type(float(factor))))
+    if dev is not None:  # grad_scale, found_inf: not read by scale_kernel
+        _launch_per_dtype("scale_kernel", arrays, _CTYPES, dev,
+                          lambda table, dtype, _: (table, table, dtype.type(float(factor))))
 
 
 def found_inf_(arrays, found_inf):
@@ -451,19 +464,8 @@ def found_inf_(arrays, found_inf):
     dtypes = {**_CTYPES, **_half_dtypes()}
     dev = _check([("arrays", arrays, False)], dtypes=tuple(dtypes))
     _check_device_scalar("found_inf", found_inf, dev)
-    if dev is None:
-        return
-    cupy = _cupy()
-    with cupy.cuda.Device(dev):
-        for dtype, ctype in dtypes.items():
-            rows = [((a.data.ptr,) + (0,) * (SLOTS - 1), a.size) for a in arrays
-                    if a.dtype == dtype and a.size]
-            if not rows:
-                continue
-            table, nchunks = _table(rows, CHUNK)
-            fn = _function("optim.cu", f"fusedopt::cuda::found_inf_kernel<{ctype}>")
-            fn((_grid(nchunks),), (THREADS,),
-               (table, np.int64(len(rows)), np.int64(nchunks), np.int64(CHUNK), found_inf))
+    if dev is not None:
+        _launch_per_dtype("found_inf_kernel", arrays, dtypes, dev, lambda *_: (found_inf,))
 
 
 def sum_squares(arrays) -> float:
@@ -472,25 +474,15 @@ def sum_squares(arrays) -> float:
     if dev is None:
         return 0.0
     cupy = _cupy()
-    chunk = int(_core.reduce_block)
     with cupy.cuda.Device(dev):
-        groups = []
-        for dtype, ctype in _CTYPES.items():
-            rows = [((a.data.ptr,) + (0,) * (SLOTS - 1), a.size) for a in arrays
-                    if a.dtype == dtype and a.size]
-            groups.append((ctype, _table(rows, chunk) if rows else (None, 0), len(rows)))
-        counts = [g[1][1] for g in groups]
-        partial = cupy.empty(max(1, sum(counts)), np.float64)
+        nchunks = sum(-(-a.size // int(_core.reduce_block)) for a in arrays)
+        partial = cupy.empty(max(1, nchunks), np.float64)
         out = cupy.empty(1, np.float64)
-        at = 0
-        for ctype, (table, nchunks), nt in groups:
-            if nchunks:
-                fn = _function("reduce.cu", f"fusedopt::cuda::sum_squares_partial<{ctype}>")
-                fn((_grid(nchunks),), (THREADS,),
-                   (table, np.int64(nt), np.int64(nchunks), np.int64(chunk), partial[at:]))
-            at += nchunks
+        n32, n64 = _launch_per_dtype("sum_squares_partial", arrays, _CTYPES, dev,
+                                     lambda table, dtype, at: (partial[at:],),
+                                     chunk=int(_core.reduce_block), file="reduce.cu")
         fin = _function("reduce.cu", "fusedopt::cuda::sum_squares_finish")
-        fin((1,), (1,), (partial, np.int64(counts[0]), np.int64(counts[1]), out))
+        fin((1,), (1,), (partial, np.int64(n32), np.int64(n64), out))
         return float(out.item())
 
 
