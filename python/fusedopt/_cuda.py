@@ -3,7 +3,13 @@
 Every function here has the positional signature of its ``_core`` twin, so ``fusedopt.ops`` and
 ``fusedopt.optim`` call either one unchanged. Each checks all arrays (CuPy type, one device,
 dtype, shape, contiguity, aliasing) before anything is launched, then runs one kernel launch per
-dtype present for the whole list of tensors.
+dtype present for the whole list of tensors. CUDA's own additions: the update functions take
+keyword-only ``master_params``, ``grad_scale`` and ``found_inf`` (mixed precision and AMP, see
+``fusedopt.ops``); ``found_inf_`` is AMP's non-finite check; ``lbfgs_direction``, ``lbfgs_dot``,
+``lbfgs_axpby`` and ``lbfgs_amax`` mirror ``_core``'s L-BFGS kernels.
+
+Each call costs some Python time per array for the checks (about a microsecond), which a
+synchronized step of a model of many small tensors can notice.
 
 Kernels are the ``csrc/cuda/*.cu`` files (shipped in the wheel under ``fusedopt/csrc``, or read
 from the source tree of a development checkout), compiled at first use by NVRTC for the current
