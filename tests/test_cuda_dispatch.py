@@ -327,3 +327,27 @@ def test_cuda_only_arguments_refused_for_numpy():
         ops.sgd_(p, [np.ones(4, np.float32)], step=1, lr=0.1,
                  master_params=[np.zeros(4, np.float32)])
     assert not p[0].any()
+
+
+def test_grid_is_one_wave_of_resident_blocks(monkeypatch):
+    """The grid is what the device holds at once: registers (granted per warp in units of 256)
+    and shared memory (plus 1 KiB per block) limit the blocks per SM, at most BLOCKS_PER_SM."""
+    attrs = {"MultiProcessorCount": 132, "MaxRegistersPerMultiprocessor": 65536,
+             "MaxSharedMemoryPerMultiprocessor": 233472}
+
+    class Device:
+        def __init__(self, i=None):
+            self.id, self.attributes = 0, attrs
+
+    monkeypatch.setattr(_cuda, "_cupy", lambda: types.SimpleNamespace(
+        cuda=types.SimpleNamespace(Device=Device)))
+    monkeypatch.setattr(_cuda, "_RESIDENT", {})
+    monkeypatch.setattr(_cuda, "launch_blocks", None)
+    kernel = lambda regs, smem: types.SimpleNamespace(num_regs=regs,  # noqa: E731
+                                                      shared_size_bytes=smem)
+    adam = kernel(50, 0)  # 7 * 256 registers a warp, 8 warps: 4 blocks of 14336 in 65536
+    assert _cuda._grid(10**6, adam) == 132 * 4
+    assert _cuda._grid(17, adam) == 17  # fewer units than blocks
+    assert _cuda._grid(10**6, kernel(24, 0)) == 132 * 8  # capped at BLOCKS_PER_SM
+    assert _cuda._grid(10**6, kernel(32, 60000)) == 132 * 3  # 233472 // 61024
+    assert _cuda._grid(10**6, None) == 132 * 8  # nothing known about the kernel

@@ -52,7 +52,7 @@ OPTIONS = ("--std=c++17", "--fmad=false", "-ftz=false", "-prec-div=true", "-prec
 
 THREADS = 256  # kThreads in csrc/cuda/multi_tensor.cuh
 CHUNK = 8192  # elements per chunk of the elementwise kernels (a multiple of every vector width)
-BLOCKS_PER_SM = 8  # the grid is min(chunks, SMs * BLOCKS_PER_SM); blocks loop over chunks
+BLOCKS_PER_SM = 8  # at most, per SM (fewer where registers or shared memory run out)
 SLOTS = 6  # param, grad, state0, state1, state2, master (multi_tensor.cuh)
 
 # Tests set this to an int to run every kernel with that many blocks (the bits must not change).
@@ -206,17 +206,32 @@ def _function(file: str, name: str):
     return fn[1]
 
 
-_SM_COUNT: dict = {}
-
-
-def _grid(nchunks: int) -> int:
+def _grid(work: int, fn=None) -> int:
+    """Blocks for a launch of `fn` over `work` units (chunks, or blocks' worth of elements): at
+    most the blocks the device holds at once (from the kernel's registers and shared memory), so
+    that the blocks looping over the units run as one wave, not one and a bit."""
     if launch_blocks is not None:
         return int(launch_blocks)
     cupy = _cupy()
     dev = cupy.cuda.Device().id
-    if dev not in _SM_COUNT:
-        _SM_COUNT[dev] = cupy.cuda.Device(dev).attributes["MultiProcessorCount"]
-    return max(1, min(nchunks, _SM_COUNT[dev] * BLOCKS_PER_SM))
+    key = (dev, id(fn))
+    if key not in _RESIDENT:
+        attrs = cupy.cuda.Device(dev).attributes
+        per_sm = BLOCKS_PER_SM
+        regs = getattr(fn, "num_regs", 0)
+        if regs:  # registers are given to warps in units of 256
+            per_block = -(-regs * 32 // 256) * 256 * (THREADS // 32)
+            per_sm = min(per_sm, attrs.get("MaxRegistersPerMultiprocessor", 65536) // per_block)
+        smem = getattr(fn, "shared_size_bytes", 0)
+        if smem:  # plus 1 KiB the runtime reserves per block
+            per_sm = min(per_sm,
+                         attrs.get("MaxSharedMemoryPerMultiprocessor", 0) // (smem + 1024))
+        _RESIDENT[key] = (fn, attrs["MultiProcessorCount"] * max(1, per_sm))
+    return max(1, min(work, _RESIDENT[key][1]))
+
+
+# (device, id(kernel)) -> (the kernel, kept so that its id is not reused; blocks resident at once)
+_RESIDENT: dict = {}
 
 
 # ---- the table of tensors ----------------------------------------------------------------------
@@ -359,7 +374,7 @@ def _launch(kernel: str, flags: tuple, lists, scalars: tuple, master_params=None
             math = np.float32 if mixed else dtype.type
             args = (table, np.int64(len(rows)), np.int64(nchunks), np.int64(CHUNK),
                     grad_scale if amp else table, found_inf if amp else table)  # unread if not amp
-            fn((_grid(nchunks),), (THREADS,),
+            fn((_grid(nchunks, fn),), (THREADS,),
                args + tuple(np.int64(v) if isinstance(v, bool) else math(v) for v in scalars))
 
 
@@ -446,8 +461,8 @@ def _launch_per_dtype(kernel, arrays, dtypes, dev, extra, chunk=CHUNK, file="opt
             rows = _param_rows(arrays, dtype)
             table, nchunks = _table(rows, chunk) if rows else (None, 0)
             if rows:
-                _function(file, f"fusedopt::cuda::{kernel}<{ctype}>")(
-                    (_grid(nchunks),), (THREADS,),
+                fn = _function(file, f"fusedopt::cuda::{kernel}<{ctype}>")
+                fn((_grid(nchunks, fn),), (THREADS,),
                     (table, np.int64(len(rows)), np.int64(nchunks), np.int64(chunk),
                      *extra(table, dtype, sum(counts))))
             counts.append(nchunks)
@@ -571,8 +586,8 @@ def lbfgs_direction(out, grad, s, y, rho, head, count):
     nchunks = -(-n // chunk)
     with cupy.cuda.Device(dev):
         if count == 0:
-            _function("lbfgs.cu", f"fusedopt::cuda::lbfgs_negate<{ctype}>")(
-                (_grid(-(-n // THREADS)),), (THREADS,), (out, grad, np.int64(n)))
+            fn = _function("lbfgs.cu", f"fusedopt::cuda::lbfgs_negate<{ctype}>")
+            fn((_grid(-(-n // THREADS), fn),), (THREADS,), (out, grad, np.int64(n)))
             return
         D = cupy.empty(2 * m + 1, np.float64)  # alpha_k, beta_k, gamma
         partial = cupy.empty(3 * nchunks, np.float64)
@@ -582,11 +597,11 @@ def lbfgs_direction(out, grad, s, y, rho, head, count):
         first = _function("lbfgs.cu", f"fusedopt::cuda::lbfgs_first<{ctype}>")
         dot_pass = _function("lbfgs.cu", f"fusedopt::cuda::lbfgs_pass<{ctype}, true>")
         last_pass = _function("lbfgs.cu", f"fusedopt::cuda::lbfgs_pass<{ctype}, false>")
-        grid = (_grid(nchunks),)
+        grid = (_grid(nchunks, dot_pass),)
         c, gamma = count, 2 * m
-        first(grid, (THREADS,), (out, grad, s[ring(c - 1)], y[ring(c - 1)], i64(n), i64(chunk),
-                                 D, rho, i64(ring(c - 1)), i64(c - 1), i64(gamma), partial,
-                                 counter))
+        first((_grid(nchunks, first),), (THREADS,),
+              (out, grad, s[ring(c - 1)], y[ring(c - 1)], i64(n), i64(chunk), D, rho,
+               i64(ring(c - 1)), i64(c - 1), i64(gamma), partial, counter))
 
         def dot_step(x, w, ia, ib, a_sign, iscale, io, irho):
             dot_pass(grid, (THREADS,), (out, x, w, i64(n), i64(chunk), D, rho, i64(ia), i64(ib),
@@ -602,7 +617,7 @@ def lbfgs_direction(out, grad, s, y, rho, head, count):
         # writes -r.
         for k in range(c - 1):
             dot_step(s[ring(k)], y[ring(k + 1)], k, m + k, 1.0, -1, m + k + 1, ring(k + 1))
-        last_pass((_grid(-(-n // THREADS)),), (THREADS,),
+        last_pass((_grid(-(-n // THREADS), last_pass),), (THREADS,),
                   (out, s[ring(c - 1)], out, i64(n), i64(chunk), D, rho, i64(c - 1),
                    i64(m + c - 1), f64(1.0), i64(-1), f64(-1.0), i64(0), i64(0), partial,
                    counter))
@@ -625,8 +640,8 @@ def lbfgs_dot(a, b) -> float:
         partial = cupy.empty(nchunks, np.float64)
         counter = cupy.zeros(1, np.uint32)
         result = cupy.empty(1, np.float64)
-        _function("lbfgs.cu", f"fusedopt::cuda::lbfgs_dot<{_CTYPES[a.dtype]}>")(
-            (_grid(nchunks),), (THREADS,),
+        fn = _function("lbfgs.cu", f"fusedopt::cuda::lbfgs_dot<{_CTYPES[a.dtype]}>")
+        fn((_grid(nchunks, fn),), (THREADS,),
             (a, b, np.int64(n), np.int64(chunk), partial, counter, result))
         return float(result.item())
 
@@ -647,8 +662,8 @@ def lbfgs_axpby(out, a, x, b, y):
         return
     cupy = _cupy()
     with cupy.cuda.Device(dev):
-        _function("lbfgs.cu", f"fusedopt::cuda::lbfgs_axpby<{_CTYPES[out.dtype]}>")(
-            (_grid(-(-out.size // THREADS)),), (THREADS,),
+        fn = _function("lbfgs.cu", f"fusedopt::cuda::lbfgs_axpby<{_CTYPES[out.dtype]}>")
+        fn((_grid(-(-out.size // THREADS), fn),), (THREADS,),
             (out, np.float64(a), x, np.float64(b), y, np.int64(out.size)))
 
 

@@ -139,4 +139,4 @@ def install(monkeypatch, blocks=2):
     monkeypatch.setattr(_cuda, "_function", _function)
     monkeypatch.setattr(_cuda, "launch_blocks", blocks)
     monkeypatch.setattr(_cuda, "_TABLES", {})
-    monkeypatch.setattr(_cuda, "_SM_COUNT", {})
+    monkeypatch.setattr(_cuda, "_RESIDENT", {})
