@@ -47,8 +47,13 @@ bench_rc=${PIPESTATUS[0]}
 [ -f "$json" ] && $PY bench/cuda_report.py "$json" | tee "$table"
 
 $PY - "$res/${stamp}_${tag}_meta.json" <<PYEOF
-import json, subprocess, sys
-commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+import json, os, subprocess, sys
+commit = os.environ.get("FUSEDOPT_COMMIT", "")  # the tree may travel without .git
+try:
+    commit = commit or subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True,
+                                      text=True).stdout.strip()
+except OSError:  # no git there
+    pass
 json.dump({"device": "$name", "driver": "$driver", "date_utc": "$stamp", "commit": commit,
            "command": "bash bench/gpu_check.sh", "tests_rc": $tests_rc, "bench_rc": $bench_rc},
           open(sys.argv[1], "w"), indent=1)
