@@ -329,7 +329,7 @@ def test_cuda_found_inf_check(dev, dtype16, bad):
     if bad is not None:
         grads[2][-1] = bad
     found = dev.xp.zeros(1, np.float32)
-    _cuda.found_inf_(to_gpu(dev, grads), found)
+    ops.found_inf_(to_gpu(dev, grads), found)
     assert float(dev.asnumpy(found)[0]) == (0.0 if bad is None else 1.0)
     found[...] = 1.0  # left as it is when every value is finite
     _cuda.found_inf_(to_gpu(dev, grads[:2]), found)

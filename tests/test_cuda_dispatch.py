@@ -321,6 +321,11 @@ def test_master_weights_need_16_bit_params(fake_cupy):
     assert fake_cupy == []
 
 
+def test_found_inf_needs_cupy_arrays():
+    with pytest.raises(TypeError, match=r"found_inf_ needs CuPy arrays"):
+        ops.found_inf_([np.ones(3, np.float32)], np.zeros(1, np.float32))
+
+
 def test_cuda_only_arguments_refused_for_numpy():
     p = [np.zeros(4, np.float32)]
     with pytest.raises(TypeError, match=r"master_params: mixed precision .* need CuPy arrays"):

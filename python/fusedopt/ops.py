@@ -44,7 +44,7 @@ import math
 from . import _checks, _core, _scalars
 
 __all__ = ["sgd_", "adagrad_", "rmsprop_", "adam_", "adamax_", "global_norm",
-           "clip_by_global_norm_", "backend_of"]
+           "clip_by_global_norm_", "found_inf_", "backend_of"]
 
 
 def backend_of(params):
@@ -172,3 +172,14 @@ def clip_by_global_norm_(arrays, max_norm, *, eps=1e-6, error_if_nonfinite=False
     if coef < 1.0 or not math.isfinite(norm):
         impl.scale_(arrays, coef)
     return norm
+
+
+def found_inf_(arrays, found_inf) -> None:
+    """AMP's check, CuPy arrays only: set ``found_inf`` (one float32 on the device) to 1 if any
+    element of ``arrays`` (float16, bfloat16, float32, float64) is infinite or NaN, and leave it
+    as it is otherwise, without a host sync. Zero it, check the scaled grads, then pass
+    ``grad_scale``/``found_inf`` to the update: the step is skipped on the device."""
+    impl = backend_of(arrays)
+    if impl is _core:
+        raise TypeError("found_inf_ needs CuPy arrays (the CUDA backend)")
+    impl.found_inf_(arrays, found_inf)
