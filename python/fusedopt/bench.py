@@ -24,7 +24,6 @@ import importlib
 import itertools
 import math
 import statistics
-import sys
 import time
 
 import numpy as np
@@ -32,7 +31,7 @@ import numpy as np
 from . import _core, ops, optim, reference
 
 __all__ = ["Rule", "RULES", "main", "make_arrays", "fused_step", "probe_step", "torch_step",
-           "time_interleaved", "model_sizes", "format_table"]
+           "time_interleaved", "call_time", "model_sizes", "format_table", "size_label"]
 
 #: The 1-based step every timed call takes (past the first, so SGD's momentum is in its
 #: steady-state form).
@@ -124,24 +123,29 @@ def make_arrays(rule: Rule, grads):
     return params, grads, states
 
 
-def fused_step(rule: Rule, arrays, module=ops, *, alternate=True):
+def fused_step(rule: Rule, arrays, module=ops):
     """A zero-argument callable taking one step of ``rule`` with ``module`` (``fusedopt.ops`` or
     ``fusedopt.reference``).
 
-    With ``alternate`` the gradient's sign flips from call to call (``maximize`` toggled, free
-    in the fused kernels), so that over thousands of timed steps with one fixed gradient no
-    state runs off or collapses (centered RMSprop's variance would reach zero and round below
-    it). The reference, sharing the arrays, is called without it: there ``maximize`` would cost
-    an extra pass over the gradient.
+    The gradient's sign flips from call to call, so that over thousands of timed steps with one
+    fixed gradient no state runs off or collapses (centered RMSprop's variance would reach zero
+    and round below it). The fused kernels get ``maximize`` toggled (free there); the reference
+    gets a negated copy of the gradients instead (``maximize`` costs it an extra pass).
     """
     params, grads, states = arrays
     fn = getattr(module, rule.op)
-    args = (params, grads, *states)
-    if not alternate:
-        kwargs = dict(rule.kwargs, step=STEP)
-        return lambda: fn(*args, **kwargs)
-    signs = itertools.cycle([dict(rule.kwargs, step=STEP, maximize=m) for m in (True, False)])
-    return lambda: fn(*args, **next(signs))
+    kwargs = dict(rule.kwargs, step=STEP)
+    if module is ops:
+        calls = [((params, grads, *states), dict(kwargs, maximize=m)) for m in (True, False)]
+    else:
+        calls = [((params, gs, *states), kwargs) for gs in (grads, [-g for g in grads])]
+    calls = itertools.cycle(calls)
+
+    def step():
+        args, kw = next(calls)
+        fn(*args, **kw)
+
+    return step
 
 
 def probe_step(rule: Rule, sizes, dtype=np.float32):
@@ -192,6 +196,19 @@ def model_sizes(total: int, count: int = 200, seed: int = 0):
 
 
 # -- timing ----------------------------------------------------------------------------------
+def call_time(fn, *, cheap: float = 0.05) -> float:
+    """Seconds one call of ``fn`` takes after a warm-up call (the warm-up's own time where that
+    took longer than ``cheap`` seconds: a slow call needs no second warm-up)."""
+    t0 = time.perf_counter()
+    fn()
+    dt = time.perf_counter() - t0
+    if dt < cheap:
+        t0 = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t0
+    return max(dt, 1e-7)
+
+
 def time_interleaved(fns: dict, *, budget: float = 0.3, min_repeats: int = 3,
                      max_repeats: int = 25, sample: float = 2e-3) -> dict:
     """Median seconds per call of each zero-argument callable in ``fns``.
@@ -201,16 +218,7 @@ def time_interleaved(fns: dict, *, budget: float = 0.3, min_repeats: int = 3,
     of the machine affects them alike, until ``min_repeats`` rounds are done and ``budget``
     seconds have passed (or ``max_repeats`` rounds).
     """
-    numbers = {}
-    for key, fn in fns.items():
-        t0 = time.perf_counter()
-        fn()
-        dt = time.perf_counter() - t0
-        if dt < 0.05:                       # a second warm-up call where it is cheap
-            t0 = time.perf_counter()
-            fn()
-            dt = time.perf_counter() - t0
-        numbers[key] = max(1, int(sample / max(dt, 1e-7)))
+    numbers = {key: max(1, int(sample / call_time(fn))) for key, fn in fns.items()}
     samples = {key: [] for key in fns}
     start = time.perf_counter()
     for r in range(max_repeats):
@@ -240,6 +248,12 @@ def format_table(headers, rows) -> str:
     return "\n".join(out)
 
 
+def size_label(n: int) -> str:
+    """``1e7`` for powers of ten from 100 up, else the number."""
+    e = len(str(n)) - 1
+    return f"1e{e}" if n == 10**e and e > 1 else str(n)
+
+
 def _us(seconds):
     return f"{seconds * 1e6:.1f}"
 
@@ -263,7 +277,7 @@ def bench_rule(rule: Rule, sizes, *, with_torch: bool, budget: float, grads_by_s
     for n in sizes:
         arrays = make_arrays(rule, [grads_by_size[n]])
         fns = {"probe": probe_step(rule, [n]), "fused": fused_step(rule, arrays)}
-        fns["reference"] = fused_step(rule, arrays, reference, alternate=False)
+        fns["reference"] = fused_step(rule, arrays, reference)
         if with_torch:
             fns["torch"] = torch_step(rule, arrays)
         t = time_interleaved(fns, budget=budget)
@@ -367,6 +381,16 @@ def _rules(text):
     return names
 
 
+def _threads(text):
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"threads must be an integer >= 1: {text!r}")
+    return n
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m fusedopt bench",
@@ -381,7 +405,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rules", type=_rules, default=None,
                    help="comma-separated subset of: " + ", ".join(
                        [r.name for r in RULES] + list(EXTRA_SECTIONS)) + " (default: all)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=_threads, default=None,
                    help="OpenMP threads for fusedopt (and torch); default: as configured")
     p.add_argument("--no-torch", action="store_true", help="leave torch out even if installed")
     return p
@@ -394,9 +418,6 @@ def main(argv=None) -> int:
     budget = 0.1 if args.quick else 0.3
     with_torch = not args.no_torch and torch_available()
     if args.threads is not None:
-        if args.threads < 1:
-            print("--threads must be >= 1", file=sys.stderr)
-            return 2
         _core.set_num_threads(args.threads)
     if with_torch:
         import torch  # noqa: PLC0415 -- optional
