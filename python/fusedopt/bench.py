@@ -44,9 +44,9 @@ TORCH_FUSED = frozenset({"Adam", "AdamW", "SGD", "Adagrad"})  # fused CPU kernel
 class Rule:
     """One benchmarked configuration of an update rule.
 
-    ``states`` names the state lists in the order the op takes them after ``grads``; ``None``
-    marks an optional list left out. ``kwargs`` are the op's hyperparameters; the torch
-    optimizer ``torch_cls`` gets the same ones except those in ``torch_drop``.
+    ``states`` names the state lists in the order the op takes them after ``grads``.
+    ``kwargs`` are the op's hyperparameters; the torch optimizer ``torch_cls`` gets the same
+    ones (the names are torch's) except those in ``torch_drop``.
     """
 
     name: str
@@ -59,7 +59,7 @@ class Rule:
 
     @property
     def n_states(self) -> int:
-        return sum(s is not None for s in self.states)
+        return len(self.states)
 
     @property
     def reads(self) -> int:
