@@ -150,8 +150,13 @@ def fused_step(rule: Rule, arrays, module=ops):
 
 def probe_step(rule: Rule, sizes, dtype=np.float32):
     """A zero-argument callable running the bandwidth probe over fresh zero arrays of ``sizes``
-    with ``rule``'s pattern: reads param, grad, states; writes param, states."""
-    lists = [[np.zeros(int(n), dtype) for n in sizes] for _ in range(rule.reads)]
+    with ``rule``'s pattern: reads param, grad, states; writes param, states.
+
+    The arrays are written with zeros (``np.full``), not left to ``np.zeros``: calloc'd pages
+    that are never written all map the one zero page, and reading them would measure a cache,
+    not memory. Zeros stay zeros under the probe's sums.
+    """
+    lists = [[np.full(int(n), 0, dtype) for n in sizes] for _ in range(rule.reads)]
     lists += [None] * (5 - rule.reads)
     reads, writes = rule.reads, rule.writes
     return lambda: _core.stream(*lists, reads, writes)
