@@ -9,7 +9,8 @@ Prints, from the times of one run (side by side, so the machine's drift cancels 
   pattern and the fraction of it reached, the speed-up over the NumPy reference and over
   torch.optim (where it ran);
 * the 200-tensor model against one flat array (target: time / flat <= 1.10);
-* the fixed cost of ``Adam.step`` against the target of 20 us + 0.5 us per tensor.
+* the fixed cost of ``Adam.step`` against the target of 20 us + 0.5 us per tensor;
+* any other benchmarks (e.g. ``bench_lbfgs.py``), per group, against the group's fastest.
 
 GB/s = ``extra_info['bytes']`` / time, the bytes the rule must move per step.
 """
@@ -83,12 +84,30 @@ def overhead_table(benches, stat):
     return format_table(["impl", "tensors", "step us", "target us", "met"], rows)
 
 
+def other_table(benches, stat):
+    """Benchmarks of other files (e.g. bench_lbfgs.py): per group, each one's time, GB/s where
+    ``extra_info`` has ``bytes``, and its time over the group's fastest."""
+    rows = []
+    groups = defaultdict(list)
+    for b in benches:
+        groups[b.get("group") or "-"].append(b)
+    for group, members in groups.items():
+        best = min(b["stats"][stat] for b in members)
+        for b in members:
+            secs = b["stats"][stat]
+            nbytes = b["extra_info"].get("bytes")
+            rows.append([group, b["name"].split("[")[-1].rstrip("]"), _us(secs),
+                         _gbs(nbytes, secs) if nbytes else "-", f"{secs / best:.2f}"])
+    return format_table(["group", "case", "us", "GB/s", "time / fastest"], rows)
+
+
 def report(data, stat="median") -> str:
     benches = data.get("benchmarks", [])
     model = [b for b in benches if "layout" in b["extra_info"]]
     overhead = [b for b in benches if "target_s" in b["extra_info"]]
-    elementwise = [b for b in benches if "rule" in b["extra_info"]
-                   and b not in model and b not in overhead]
+    elementwise = [b for b in benches if b not in model and b not in overhead
+                   and {"rule", "impl", "n", "bytes", "torch"} <= b["extra_info"].keys()]
+    other = [b for b in benches if b not in model and b not in overhead and b not in elementwise]
     mi = data.get("machine_info", {})
     out = [f"{len(benches)} benchmarks, {data.get('datetime', '?')}, "
            f"{mi.get('cpu', {}).get('brand_raw', mi.get('processor', '?'))}; {stat} times; "
@@ -103,6 +122,8 @@ def report(data, stat="median") -> str:
     if overhead:
         out += ["", "Adam.step fixed cost on tensors of 4 elements (target: 20 us + 0.5 us per "
                 "tensor)", overhead_table(overhead, stat)]
+    if other:
+        out += ["", "other benchmarks", other_table(other, stat)]
     return "\n".join(out)
 
 

@@ -150,3 +150,35 @@ def test_rule_patterns_match_the_issue():
     assert pattern == {"sgd": (2, 1), "sgd_momentum": (3, 2), "sgd_nesterov": (3, 2),
                        "adagrad": (3, 2), "rmsprop": (3, 2), "rmsprop_centered_momentum": (5, 4),
                        "adam": (4, 3), "adamw": (4, 3), "amsgrad": (5, 4), "adamax": (4, 3)}
+
+
+REPORT = Path(__file__).resolve().parent.parent / "bench" / "report.py"
+
+
+@pytest.mark.skipif(not REPORT.exists(), reason="bench/report.py is not in this tree")
+def test_report_computes_gbs_and_ratios():
+    spec = importlib.util.spec_from_file_location("bench_report", REPORT)
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    rule = bench.RULES_BY_NAME["adam"]
+    n = 10**6
+
+    def entry(impl, seconds, **extra):
+        info = dict(rule=rule.name, impl=impl, n=n, reads=rule.reads, writes=rule.writes,
+                    bytes=rule.nbytes(n), torch=rule.torch_label, **extra)
+        return {"group": f"adam n={n}", "name": f"test[{impl}]", "extra_info": info,
+                "stats": {"median": seconds, "min": seconds / 2}}
+
+    data = {"benchmarks": [
+        entry("probe", 0.9e-3), entry("fused", 1e-3), entry("reference", 12e-3),
+        entry("torch", 2e-3),
+        entry("fused", 1.05e-3, layout="split", tensors=200),
+        entry("fused", 1e-3, layout="flat", tensors=1),
+        entry("fused", 30e-6, tensors=200, target_s=120e-6)]}
+    text = report.report(data)
+    row = next(line.split() for line in text.splitlines() if line.startswith("adam "))
+    assert row[:11] == ["adam", "1e6", "4/3", "1000.0", "28.00", "31.11", "90%", "12000.0",
+                        "12.00x", "2000.0", "2.00x"]
+    assert re.search(r"split\s+200\s+1050\.0\s+26\.67\s+1\.05", text)
+    assert re.search(r"fused\s+200\s+30\.0\s+120\.0\s+yes", text)
+    assert "500.0" in report.report(data, "min")           # the chosen statistic is used
