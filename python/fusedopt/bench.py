@@ -31,7 +31,7 @@ import numpy as np
 from . import _core, ops, optim, reference
 
 __all__ = ["Rule", "RULES", "main", "make_arrays", "fused_step", "probe_step", "torch_step",
-           "time_interleaved", "call_time", "model_sizes", "format_table", "size_label"]
+           "time_interleaved", "Timer", "call_time", "model_sizes", "format_table", "size_label"]
 
 #: The 1-based step every timed call takes (past the first, so SGD's momentum is in its
 #: steady-state form).
@@ -216,7 +216,7 @@ def call_time(fn, *, cheap: float = 0.05) -> float:
 
 def time_interleaved(fns: dict, *, budget: float = 0.3, min_repeats: int = 3,
                      max_repeats: int = 25, sample: float = 2e-3) -> dict:
-    """Median seconds per call of each zero-argument callable in ``fns``.
+    """Seconds per call of each zero-argument callable in ``fns``: ``{key: [one per repeat]}``.
 
     Each callable is warmed up, then called ``number`` times back to back per sample (enough
     for ``sample`` seconds). Samples are taken round-robin over all callables, so that a drift
@@ -235,7 +235,25 @@ def time_interleaved(fns: dict, *, budget: float = 0.3, min_repeats: int = 3,
             samples[key].append((time.perf_counter() - t0) / number)
         if r + 1 >= min_repeats and time.perf_counter() - start >= budget:
             break
-    return {key: statistics.median(v) for key, v in samples.items()}
+    return samples
+
+
+class Timer:
+    """Medians of ``time_interleaved`` with a fixed budget per call, remembering the largest
+    spread seen (upper over lower quartile of one measurement's repeats): a busy machine shows
+    there first."""
+
+    def __init__(self, budget: float):
+        self.budget = budget
+        self.spread = 1.0
+
+    def __call__(self, fns: dict, **kwargs) -> dict:
+        samples = time_interleaved(fns, budget=self.budget, **kwargs)
+        for v in samples.values():
+            if len(v) >= 4:
+                q1, _, q3 = statistics.quantiles(v, n=4)
+                self.spread = max(self.spread, q3 / q1)
+        return {key: statistics.median(v) for key, v in samples.items()}
 
 
 # -- printing --------------------------------------------------------------------------------
@@ -272,7 +290,7 @@ def _x(a, b):
 
 
 # -- the sections ----------------------------------------------------------------------------
-def bench_rule(rule: Rule, sizes, *, with_torch: bool, budget: float, grads_by_size: dict):
+def bench_rule(rule: Rule, sizes, *, with_torch: bool, timer: Timer, grads_by_size: dict):
     """One table for ``rule``; returns ``(title, table_text)``."""
     headers = ["n", "fused us", "fused GB/s", "probe GB/s", "of probe", "reference us",
                "x reference"]
@@ -285,7 +303,7 @@ def bench_rule(rule: Rule, sizes, *, with_torch: bool, budget: float, grads_by_s
         fns["reference"] = fused_step(rule, arrays, reference)
         if with_torch:
             fns["torch"] = torch_step(rule, arrays)
-        t = time_interleaved(fns, budget=budget)
+        t = timer(fns)
         nbytes = rule.nbytes(n)
         row = [n, _us(t["fused"]), _gbs(nbytes, t["fused"]), _gbs(nbytes, t["probe"]),
                f"{t['probe'] / t['fused']:.0%}", _us(t["reference"]),
@@ -301,7 +319,7 @@ def bench_rule(rule: Rule, sizes, *, with_torch: bool, budget: float, grads_by_s
     return title, format_table(headers, rows)
 
 
-def bench_model(total: int, *, with_torch: bool, budget: float):
+def bench_model(total: int, *, with_torch: bool, timer: Timer):
     """Adam over a 200-tensor model vs the same number of elements in one flat array."""
     rule = RULES_BY_NAME["adam"]
     sizes = model_sizes(total)
@@ -311,7 +329,7 @@ def bench_model(total: int, *, with_torch: bool, budget: float):
            "split": fused_step(rule, split)}
     if with_torch:
         fns["torch split"] = torch_step(rule, split)
-    t = time_interleaved(fns, budget=budget)
+    t = timer(fns)
     nbytes = rule.nbytes(total)
     labels = {"split": f"{len(sizes)} tensors", "flat": "1 flat array", "probe": "probe (flat)",
               "torch split": f"{rule.torch_label}, {len(sizes)} tensors"}
@@ -322,7 +340,7 @@ def bench_model(total: int, *, with_torch: bool, budget: float):
     return title, format_table(["layout", "us", "GB/s", "time / flat"], rows)
 
 
-def bench_overhead(*, with_torch: bool, budget: float):
+def bench_overhead(*, with_torch: bool, timer: Timer):
     """The fixed cost of ``opt.step`` (validation and dispatch) on tiny tensors."""
     rows = []
     for count in (1, 200):
@@ -333,7 +351,7 @@ def bench_overhead(*, with_torch: bool, budget: float):
         if with_torch:
             fns["torch"] = torch_step(RULES_BY_NAME["adam"],
                                       ([p.copy() for p in params], grads, []))
-        t = time_interleaved(fns, budget=budget, max_repeats=50)
+        t = timer(fns, max_repeats=50)
         target = 20e-6 + 0.5e-6 * count
         row = [count, _us(t["fused"]), _us(target), "yes" if t["fused"] <= target else "NO"]
         if with_torch:
@@ -420,7 +438,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     sizes = args.sizes or ([10**5, 10**6] if args.quick else [10**5, 10**6, 10**7])
     names = args.rules or [r.name for r in RULES] + list(EXTRA_SECTIONS)
-    budget = 0.1 if args.quick else 0.3
+    timer = Timer(0.1 if args.quick else 0.3)
     with_torch = not args.no_torch and torch_available()
     if args.threads is not None:
         _core.set_num_threads(args.threads)
@@ -440,12 +458,12 @@ def main(argv=None) -> int:
                 if n not in grads_by_size:
                     grads_by_size[n] = make_grads([n])[0]
             title, table = bench_rule(RULES_BY_NAME[name], sizes, with_torch=with_torch,
-                                      budget=budget, grads_by_size=grads_by_size)
+                                      timer=timer, grads_by_size=grads_by_size)
         elif name == "model":
             total = max(sizes) if args.sizes else (10**6 if args.quick else 10**7)
-            title, table = bench_model(max(total, 200), with_torch=with_torch, budget=budget)
+            title, table = bench_model(max(total, 200), with_torch=with_torch, timer=timer)
         elif name == "overhead":
-            title, table = bench_overhead(with_torch=with_torch, budget=budget)
+            title, table = bench_overhead(with_torch=with_torch, timer=timer)
         else:
             continue
         print(title)
@@ -455,4 +473,8 @@ def main(argv=None) -> int:
     if "lbfgs" in names:
         _print_lbfgs(args.quick)
     print(f"total {time.perf_counter() - start:.1f} s")
+    if timer.spread > 1.25:
+        print(f"note: repeats of one measurement differed by up to {timer.spread:.1f}x "
+              "(upper/lower quartile): the machine was busy or its clock unsteady; rerun "
+              "on a quiet machine before trusting these figures")
     return 0
