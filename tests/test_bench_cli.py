@@ -182,3 +182,18 @@ def test_report_computes_gbs_and_ratios():
     assert re.search(r"split\s+200\s+1050\.0\s+26\.67\s+1\.05", text)
     assert re.search(r"fused\s+200\s+30\.0\s+120\.0\s+yes", text)
     assert "500.0" in report.report(data, "min")           # the chosen statistic is used
+
+
+def test_timer_interleaves_and_takes_medians():
+    order = []
+    fns = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
+    samples = bench.time_interleaved(fns, budget=0.0, min_repeats=5, max_repeats=5,
+                                     sample=1e-4)
+    assert [len(v) for v in samples.values()] == [5, 5]
+    assert all(t > 0 for v in samples.values() for t in v)
+    # After the warm-ups, the samples alternate: a run of a's, a run of b's, five times.
+    runs = [k for i, k in enumerate(order) if i == 0 or order[i - 1] != k]
+    assert runs[-10:] == ["a", "b"] * 5
+    timer = bench.Timer(budget=0.0)
+    medians = timer({"x": lambda: None}, min_repeats=5, max_repeats=5)
+    assert set(medians) == {"x"} and medians["x"] > 0 and timer.spread >= 1.0
