@@ -5,8 +5,9 @@
 Each benchmark synchronizes the device before returning, so the times are whole steps. Bytes
 moved per Adam step: params, grads, exp_avg, exp_avg_sq read and params, exp_avg, exp_avg_sq
 written, 7 * 4 bytes per element; ``extra_info`` carries them and the element count, and the
-copy benchmark (run first, in the same session) the bandwidth it measured, so a report can
-print GB/s and % of copy bandwidth per row (bench/gpu_check.sh does).
+copy benchmark (run first, in the same session) is marked ``extra_info['copy']``, so that
+bench/report.py prints GB/s and the share of the copy bandwidth per row (bench/gpu_check.sh
+runs it).
 
 Groups: ``adam-f32-n=1e6`` / ``1e7`` / ``1e8`` (one tensor) and ``adam-f32-200tensors`` (a model
 of 200 tensors, with the same elements as one flat buffer for comparison).
@@ -72,6 +73,7 @@ def test_copy_bandwidth(benchmark):
     """Device-to-device copy of 2^28 float32 (1 GiB), counting bytes read and written."""
     n = 1 << 28
     src, dst = cupy.ones(n, cupy.float32), cupy.empty(n, cupy.float32)
+    benchmark.extra_info["copy"] = True  # bench/report.py measures the others against it
     _time(benchmark, lambda: cupy.copyto(dst, src), group="copy", nbytes=2 * 4 * n, n=n,
           name="cupy.copyto")
 

@@ -6,7 +6,7 @@
 # 3. runs the CUDA tests (gpu-marked ones included),
 # 4. runs bench/bench_cuda.py,
 # and writes under bench/results/ (and $OUT, when set): the test log, the benchmark JSON, its
-# table (bench/cuda_report.py) and a meta JSON with device name, driver, date, commit, command.
+# table (bench/report.py) and a meta JSON with device name, driver, date, commit, command.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -44,7 +44,7 @@ tests_rc=${PIPESTATUS[0]}
 $PY -m pytest bench/bench_cuda.py -q -p no:cacheprovider --benchmark-json="$json" \
   --benchmark-columns=median,iqr,rounds 2>&1 | tail -40
 bench_rc=${PIPESTATUS[0]}
-[ -f "$json" ] && $PY bench/cuda_report.py "$json" | tee "$table"
+[ -f "$json" ] && $PY bench/report.py "$json" | tee "$table"
 
 $PY - "$res/${stamp}_${tag}_meta.json" <<PYEOF
 import json, os, subprocess, sys

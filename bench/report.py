@@ -10,7 +10,8 @@ Prints, from the times of one run (side by side, so the machine's drift cancels 
   torch.optim (where it ran);
 * the 200-tensor model against one flat array (target: time / flat <= 1.10);
 * the fixed cost of ``Adam.step`` against the target of 20 us + 0.5 us per tensor;
-* any other benchmarks (e.g. ``bench_lbfgs.py``), per group, against the group's fastest.
+* any other benchmarks (e.g. ``bench_lbfgs.py``, ``bench_cuda.py``), per group, against the
+  group's fastest and, where the run measured a device copy, against its bandwidth.
 
 GB/s = ``extra_info['bytes']`` / time, the bytes the rule must move per step.
 """
@@ -84,9 +85,10 @@ def overhead_table(benches, stat):
     return format_table(["impl", "tensors", "step us", "target us", "met"], rows)
 
 
-def other_table(benches, stat):
-    """Benchmarks of other files (e.g. bench_lbfgs.py): per group, each one's time, GB/s where
-    ``extra_info`` has ``bytes``, and its time over the group's fastest."""
+def other_table(benches, stat, copy_gbs=None):
+    """Benchmarks of other files (e.g. bench_lbfgs.py, bench_cuda.py): per group, each one's
+    time, GB/s where ``extra_info`` has ``bytes``, its time over the group's fastest and, given
+    the copy bandwidth measured in the same run, the share of it that the GB/s reach."""
     rows = []
     groups = defaultdict(list)
     for b in benches:
@@ -96,9 +98,13 @@ def other_table(benches, stat):
         for b in members:
             secs = b["stats"][stat]
             nbytes = b["extra_info"].get("bytes")
-            rows.append([group, b["name"].split("[")[-1].rstrip("]"), _us(secs),
-                         _gbs(nbytes, secs) if nbytes else "-", f"{secs / best:.2f}"])
-    return format_table(["group", "case", "us", "GB/s", "time / fastest"], rows)
+            row = [group, b["name"].split("[")[-1].rstrip("]"), _us(secs),
+                   _gbs(nbytes, secs) if nbytes else "-", f"{secs / best:.2f}"]
+            if copy_gbs:
+                row.append(f"{nbytes / secs / 1e9 / copy_gbs:.0%}" if nbytes and secs else "-")
+            rows.append(row)
+    return format_table(["group", "case", "us", "GB/s", "time / fastest"]
+                        + (["of copy"] if copy_gbs else []), rows)
 
 
 def report(data, stat="median") -> str:
@@ -123,7 +129,16 @@ def report(data, stat="median") -> str:
         out += ["", "Adam.step fixed cost on tensors of 4 elements (target: 20 us + 0.5 us per "
                 "tensor)", overhead_table(overhead, stat)]
     if other:
-        out += ["", "other benchmarks", other_table(other, stat)]
+        # A device-to-device copy benchmark (extra_info["copy"], bench_cuda.py) in the same run
+        # gives the bandwidth that the others' GB/s are measured against.
+        copy = [b for b in other if b["extra_info"].get("copy")]
+        copy_gbs = copy[0]["extra_info"]["bytes"] / copy[0]["stats"][stat] / 1e9 if copy else None
+        device = next((b["extra_info"]["device"] for b in other if "device" in b["extra_info"]),
+                      None)
+        title = "other benchmarks" + (f" on {device}" if device else "")
+        if copy_gbs:
+            title += f"; device copy bandwidth {copy_gbs:.0f} GB/s (read + write)"
+        out += ["", title, other_table(other, stat, copy_gbs)]
     return "\n".join(out)
 
 

@@ -9,6 +9,9 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import pathlib
+import re
 import subprocess
 import sys
 import types
@@ -356,3 +359,26 @@ def test_grid_is_one_wave_of_resident_blocks(monkeypatch):
     assert _cuda._grid(10**6, kernel(24, 0)) == 132 * 8  # capped at BLOCKS_PER_SM
     assert _cuda._grid(10**6, kernel(32, 60000)) == 132 * 3  # 233472 // 61024
     assert _cuda._grid(10**6, None) == 132 * 8  # nothing known about the kernel
+
+
+REPORT = pathlib.Path(__file__).resolve().parent.parent / "bench" / "report.py"
+
+
+@pytest.mark.skipif(not REPORT.exists(), reason="bench/report.py is not in this tree")
+def test_report_measures_cuda_benchmarks_against_the_copy_bandwidth():
+    spec = importlib.util.spec_from_file_location("bench_report", REPORT)
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+
+    def entry(group, name, seconds, nbytes, **extra):
+        return {"group": group, "name": f"test[{name}]", "stats": {"median": seconds},
+                "extra_info": dict(bytes=nbytes, device="GPU X", **extra)}
+
+    data = {"benchmarks": [
+        entry("copy", "cupy.copyto", 1e-3, 3e9, copy=True),
+        entry("adam-f32-n=1e8", "fusedopt", 1e-3, 2.8e9),
+        entry("adam-f32-n=1e8", "torch-fused", 2e-3, 2.8e9)]}
+    text = report.report(data)
+    assert "on GPU X; device copy bandwidth 3000 GB/s" in text
+    assert re.search(r"adam-f32-n=1e8\s+fusedopt\s+1000\.0\s+2800\.00\s+1\.00\s+93%", text), text
+    assert re.search(r"torch-fused\s+2000\.0\s+1400\.00\s+2\.00\s+47%", text), text
