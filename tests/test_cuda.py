@@ -336,3 +336,27 @@ def test_cuda_found_inf_check(dev, dtype16, bad):
     assert float(dev.asnumpy(found)[0]) == 1.0
     with pytest.raises(TypeError, match=r"found_inf must hold one float32"):
         _cuda.found_inf_(to_gpu(dev, grads), dev.xp.zeros(1, np.float64))
+
+
+def test_cuda_64_bit_indexing(dev):
+    """A tensor of more than 2**31 elements: the elements around 2**31 and at the very end are
+    updated as the reference updates them (SGD with weight decay: params and grads, 17 GB)."""
+    if dev.name != "cuda":
+        pytest.skip("needs a GPU with 20 GB free (too large for the host emulation)")
+    n = 2**31 + 4099
+    if dev.xp.cuda.Device().mem_info[0] < 20 * 2**30:
+        pytest.skip("needs 20 GB of free device memory")
+    p = dev.xp.full(n, 0.25, np.float32)
+    g = dev.xp.full(n, 0.125, np.float32)
+    windows = [slice(0, 1000), slice(2**31 - 600, 2**31 + 600), slice(n - 1000, n)]
+    rng = np.random.default_rng(0)
+    for w in windows:  # distinct values where the indices cross 2**31 and at the end
+        p[w] = dev.asarray(rng.standard_normal(w.stop - w.start).astype(np.float32))
+        g[w] = dev.asarray(rng.standard_normal(w.stop - w.start).astype(np.float32))
+    before = [(dev.asnumpy(p[w]), dev.asnumpy(g[w])) for w in windows]
+    ops.sgd_([p], [g], step=1, lr=0.1, weight_decay=0.01)
+    for w, (p0, g0) in zip(windows, before):
+        reference.sgd_([p0], [g0], step=1, lr=0.1, weight_decay=0.01)
+        assert_same_bits(dev.asnumpy(p[w]), p0, f"params[{w.start}:{w.stop}]")
+    del p, g
+    dev.xp.get_default_memory_pool().free_all_blocks()
