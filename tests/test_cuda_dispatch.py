@@ -382,3 +382,11 @@ def test_report_measures_cuda_benchmarks_against_the_copy_bandwidth():
     assert "on GPU X; device copy bandwidth 3000 GB/s" in text
     assert re.search(r"adam-f32-n=1e8\s+fusedopt\s+1000\.0\s+2800\.00\s+1\.00\s+93%", text), text
     assert re.search(r"torch-fused\s+2000\.0\s+1400\.00\s+2\.00\s+47%", text), text
+
+
+def test_mixed_precision_params_are_all_16_bit(fake_cupy):
+    p, g, m, v, _ = _mixed_lists()
+    p[1], g[1] = _FakeCupyArray((5,), np.float32), _FakeCupyArray((5,), np.float32)
+    with pytest.raises(TypeError, match=r"params\[1\] has dtype float32; expected float16"):
+        ops.adam_(p, g, m, v, step=1)
+    assert fake_cupy == []
