@@ -10,6 +10,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
+
+#include <pybind11/stl.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -28,28 +31,51 @@ namespace {
 
 const KernelTable* g_kernels = nullptr;
 
-bool cpu_has_avx2() {
+bool cpu_has(const char* feature) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2");
-#else
-    return false;
+    if (!std::strcmp(feature, "avx2")) return __builtin_cpu_supports("avx2");
+    if (!std::strcmp(feature, "avx512"))
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
 #endif
+    (void)feature;
+    return false;
 }
+
+bool cpu_has_avx2() { return cpu_has("avx2"); }
 
 const KernelTable& kernels() { return *g_kernels; }
 
+// The kernel copies, best first; `auto` takes the first the CPU runs.
+struct IsaEntry {
+    const char* name;
+    const KernelTable& (*table)();
+};
+constexpr IsaEntry kIsas[] = {
+    {"avx512", &avx512::table}, {"avx2", &avx2::table}, {"generic", &generic::table}};
+
 void set_isa(const std::string& name) {
-    if (name == "generic") {
-        g_kernels = &generic::table();
-    } else if (name == "avx2") {
-        if (!cpu_has_avx2()) throw py::value_error("isa: this CPU has no AVX2");
-        g_kernels = &avx2::table();
-    } else if (name == "auto") {
-        g_kernels = cpu_has_avx2() ? &avx2::table() : &generic::table();
-    } else {
-        throw py::value_error("isa must be 'auto', 'generic' or 'avx2', got '" + name + "'");
+    for (const IsaEntry& e : kIsas) {
+        const bool runs = !std::strcmp(e.name, "generic") || cpu_has(e.name);
+        if (name == e.name) {
+            if (!runs) throw py::value_error("isa: this CPU cannot run '" + name + "'");
+            g_kernels = &e.table();
+            return;
+        }
+        if (name == "auto" && runs) {
+            g_kernels = &e.table();
+            return;
+        }
     }
+    throw py::value_error("isa must be 'auto', 'avx512', 'avx2' or 'generic', got '" + name + "'");
+}
+
+std::vector<std::string> available_isas() {
+    std::vector<std::string> out;
+    for (const IsaEntry& e : kIsas)
+        if (!std::strcmp(e.name, "generic") || cpu_has(e.name)) out.push_back(e.name);
+    return out;
 }
 
 // Runs `fn(batch)` for the float32 and the float64 tensors of a call, without the GIL.
@@ -230,9 +256,10 @@ PYBIND11_MODULE(_core, m) {
           py::arg("e"), py::arg("reads"), py::arg("writes"),
           "Bandwidth probe: reads `reads` lists elementwise, writes the first `writes`.");
     m.def("isa", []() { return std::string(kernels().name); },
-          "The instruction set of the kernels in use ('generic' or 'avx2').");
+          "The instruction set of the kernels in use ('avx512', 'avx2' or 'generic').");
     m.def("set_isa", &set_isa, py::arg("name"),
-          "Select the kernel copy: 'auto', 'generic' or 'avx2' (for tests; same bits).");
+          "Select the kernel copy: 'auto', 'avx512', 'avx2' or 'generic' (same bits).");
+    m.def("available_isas", &available_isas, "The kernel copies this CPU can run, best first.");
     m.def("cpu_has_avx2", &cpu_has_avx2);
     m.def("get_num_threads", &get_num_threads);
     m.def("set_num_threads", &set_num_threads, py::arg("n"));

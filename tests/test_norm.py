@@ -29,13 +29,13 @@ def test_global_norm_is_the_same_bits_for_any_thread_count():
         with fusedopt.num_threads(n):
             norms.append(ops.global_norm(arrays))
     assert len(set(norms)) == 1, norms
-    # ... and for both instruction sets.
-    if _core.cpu_has_avx2():
-        try:
-            _core.set_isa("generic")
-            assert ops.global_norm(arrays) == norms[0]
-        finally:
-            _core.set_isa("auto")
+    # ... and for every instruction set.
+    try:
+        for isa in _core.available_isas():
+            _core.set_isa(isa)
+            assert ops.global_norm(arrays) == norms[0], isa
+    finally:
+        _core.set_isa("auto")
 
 
 @pytest.mark.parametrize("mod", [ops, reference], ids=["fused", "reference"])

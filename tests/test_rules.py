@@ -75,21 +75,25 @@ def test_same_bits_for_any_thread_count(case):
     assert_same_state(one, three)
 
 
-@pytest.mark.skipif(not _core.cpu_has_avx2(), reason="this CPU has no AVX2")
+ISAS = [i for i in _core.available_isas() if i != "generic"]
+
+
+@pytest.mark.skipif(not ISAS, reason="this CPU runs only the generic kernels")
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_generic_and_avx2_kernels_agree(case, dtype):
-    shapes = [(4097,), (13,)]
+def test_every_instruction_set_gives_the_same_bits(case, dtype):
+    """The loops compiled for generic x86-64, AVX2 and AVX-512 (where the CPU has them)."""
+    shapes = [(4097,), (13,), (1000003,)]
+    results = {}
     try:
-        _core.set_isa("generic")
-        assert fusedopt.isa() == "generic"
-        generic = _run_fused(case, shapes, dtype, steps=10)
-        _core.set_isa("avx2")
-        assert fusedopt.isa() == "avx2"
-        avx2 = _run_fused(case, shapes, dtype, steps=10)
+        for isa in ["generic", *ISAS]:
+            _core.set_isa(isa)
+            assert fusedopt.isa() == isa
+            results[isa] = _run_fused(case, shapes, dtype, steps=8)
     finally:
         _core.set_isa("auto")
-    assert_same_state(generic, avx2)
+    for isa in ISAS:
+        assert_same_state(results["generic"], results[isa])
 
 
 @pytest.mark.parametrize("backend", ["auto", "reference"])

@@ -28,7 +28,8 @@ __all__ = ["ops", "optim", "reference", "schedules", *_LAZY, "global_norm", "cli
 
 
 def isa() -> str:
-    """The instruction set of the CPU kernels in use: 'avx2' or 'generic' (same results)."""
+    """The instruction set of the CPU kernels in use: 'avx512', 'avx2' or 'generic' (the same
+    bits; the best one the CPU runs is picked at import, or set FUSEDOPT_ISA)."""
     return _core.isa()
 
 
