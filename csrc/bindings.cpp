@@ -10,6 +10,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
+
+#include <pybind11/stl.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -28,28 +31,51 @@ namespace {
 
 const KernelTable* g_kernels = nullptr;
 
-bool cpu_has_avx2() {
+bool cpu_has(const char* feature) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2");
-#else
-    return false;
+    if (!std::strcmp(feature, "avx2")) return __builtin_cpu_supports("avx2");
+    if (!std::strcmp(feature, "avx512"))
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
 #endif
+    (void)feature;
+    return false;
 }
+
+bool cpu_has_avx2() { return cpu_has("avx2"); }
 
 const KernelTable& kernels() { return *g_kernels; }
 
+// The kernel copies, best first; `auto` takes the first the CPU runs.
+struct IsaEntry {
+    const char* name;
+    const KernelTable& (*table)();
+};
+constexpr IsaEntry kIsas[] = {
+    {"avx512", &avx512::table}, {"avx2", &avx2::table}, {"generic", &generic::table}};
+
 void set_isa(const std::string& name) {
-    if (name == "generic") {
-        g_kernels = &generic::table();
-    } else if (name == "avx2") {
-        if (!cpu_has_avx2()) throw py::value_error("isa: this CPU has no AVX2");
-        g_kernels = &avx2::table();
-    } else if (name == "auto") {
-        g_kernels = cpu_has_avx2() ? &avx2::table() : &generic::table();
-    } else {
-        throw py::value_error("isa must be 'auto', 'generic' or 'avx2', got '" + name + "'");
+    for (const IsaEntry& e : kIsas) {
+        const bool runs = !std::strcmp(e.name, "generic") || cpu_has(e.name);
+        if (name == e.name) {
+            if (!runs) throw py::value_error("isa: this CPU cannot run '" + name + "'");
+            g_kernels = &e.table();
+            return;
+        }
+        if (name == "auto" && runs) {
+            g_kernels = &e.table();
+            return;
+        }
     }
+    throw py::value_error("isa must be 'auto', 'avx512', 'avx2' or 'generic', got '" + name + "'");
+}
+
+std::vector<std::string> available_isas() {
+    std::vector<std::string> out;
+    for (const IsaEntry& e : kIsas)
+        if (!std::strcmp(e.name, "generic") || cpu_has(e.name)) out.push_back(e.name);
+    return out;
 }
 
 // Runs `fn(batch)` for the float32 and the float64 tensors of a call, without the GIL.
@@ -79,8 +105,8 @@ void sgd(py::handle params, py::handle grads, py::handle bufs, double lr, double
          bool maximize) {
     Batches& b = scratch();
     const bool mom = momentum != 0.0;
-    std::vector<ListArg> args{{"params", params, true, -1}, {"grads", grads, false, -2}};
-    if (mom) args.push_back({"momentum_buffers", bufs, true, 0});
+    ListArgs args{{"params", params, true, -1}, {"grads", grads, false, -2}};
+    if (mom) args.add({"momentum_buffers", bufs, true, 0});
     collect(args, b);
     const SgdArgs a{lr,         momentum, dampening_complement, weight_decay, first_step,
                     nesterov,   maximize, mom, decay_mode(weight_decay, false)};
@@ -105,11 +131,11 @@ void rmsprop(py::handle params, py::handle grads, py::handle square_avgs, py::ha
              bool maximize) {
     Batches& b = scratch();
     const bool mom = momentum != 0.0;
-    std::vector<ListArg> args{{"params", params, true, -1},
+    ListArgs args{{"params", params, true, -1},
                               {"grads", grads, false, -2},
                               {"square_avgs", square_avgs, true, 0}};
-    if (centered) args.push_back({"grad_avgs", grad_avgs, true, 1});
-    if (mom) args.push_back({"momentum_buffers", bufs, true, 2});
+    if (centered) args.add({"grad_avgs", grad_avgs, true, 1});
+    if (mom) args.add({"momentum_buffers", bufs, true, 2});
     collect(args, b);
     const RmspropArgs a{lr,       alpha,    one_minus_alpha, eps, eps_root,
                         weight_decay, momentum, maximize, centered, mom,
@@ -123,11 +149,11 @@ void adam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle e
           double bias_correction2, double eps, double eps_root, double weight_decay,
           double decay, bool decoupled, bool amsgrad, bool maximize) {
     Batches& b = scratch();
-    std::vector<ListArg> args{{"params", params, true, -1},
+    ListArgs args{{"params", params, true, -1},
                               {"grads", grads, false, -2},
                               {"exp_avgs", exp_avgs, true, 0},
                               {"exp_avg_sqs", exp_avg_sqs, true, 1}};
-    if (amsgrad) args.push_back({"max_exp_avg_sqs", max_exp_avg_sqs, true, 2});
+    if (amsgrad) args.add({"max_exp_avg_sqs", max_exp_avg_sqs, true, 2});
     collect(args, b);
     const AdamArgs a{lr,  beta1,    one_minus_beta1, beta2,        one_minus_beta2,
                      bias_correction1, bias_correction2, eps, eps_root, weight_decay,
@@ -171,11 +197,11 @@ void stream(py::handle a, py::handle b_, py::handle c, py::handle d, py::handle 
     if (writes < 0 || writes > std::max(1, reads - 1))
         throw py::value_error("writes must be in 0..max(1, reads - 1): a, c, d, e are writable");
     Batches& b = scratch();
-    std::vector<ListArg> args{{"a", a, writes >= 1, -1}};
-    if (reads >= 2) args.push_back({"b", b_, false, -2});
+    ListArgs args{{"a", a, writes >= 1, -1}};
+    if (reads >= 2) args.add({"b", b_, false, -2});
     py::handle rest[3] = {c, d, e};
     for (int k = 0; k + 2 < reads; ++k)
-        args.push_back({k == 0 ? "c" : (k == 1 ? "d" : "e"), rest[k], writes >= k + 2, k});
+        args.add({k == 0 ? "c" : (k == 1 ? "d" : "e"), rest[k], writes >= k + 2, k});
     collect(args, b);
     run(b, [&](const Batch& x) { kernels().stream(x, reads, writes); });
 }
@@ -230,9 +256,10 @@ PYBIND11_MODULE(_core, m) {
           py::arg("e"), py::arg("reads"), py::arg("writes"),
           "Bandwidth probe: reads `reads` lists elementwise, writes the first `writes`.");
     m.def("isa", []() { return std::string(kernels().name); },
-          "The instruction set of the kernels in use ('generic' or 'avx2').");
+          "The instruction set of the kernels in use ('avx512', 'avx2' or 'generic').");
     m.def("set_isa", &set_isa, py::arg("name"),
-          "Select the kernel copy: 'auto', 'generic' or 'avx2' (for tests; same bits).");
+          "Select the kernel copy: 'auto', 'avx512', 'avx2' or 'generic' (same bits).");
+    m.def("available_isas", &available_isas, "The kernel copies this CPU can run, best first.");
     m.def("cpu_has_avx2", &cpu_has_avx2);
     m.def("get_num_threads", &get_num_threads);
     m.def("set_num_threads", &set_num_threads, py::arg("n"));

@@ -61,14 +61,16 @@ struct Span {
 
 }  // namespace
 
-void collect(const std::vector<ListArg>& args, Batches& out) {
+void collect(const ListArgs& lists, Batches& out) {
+    const ListArg* args = lists.arg;
+    const size_t nargs = static_cast<size_t>(lists.n);
     out.segs[0].clear();
     out.segs[1].clear();
     const auto& api = py::detail::npy_api::get();
 
-    std::vector<PyObject**> items(args.size());
+    PyObject** items[kMaxLists];
     Py_ssize_t n = 0;
-    for (size_t k = 0; k < args.size(); ++k) {
+    for (size_t k = 0; k < nargs; ++k) {
         Py_ssize_t nk = 0;
         items[k] = items_of(args[k], nk);
         if (k == 0) {
@@ -86,7 +88,7 @@ void collect(const std::vector<ListArg>& args, Batches& out) {
         const py::detail::PyArray_Proxy* p0 = nullptr;
         int dtype = 0;
         Segment seg{nullptr, nullptr, {nullptr, nullptr, nullptr}, 0, 0};
-        for (size_t k = 0; k < args.size(); ++k) {
+        for (size_t k = 0; k < nargs; ++k) {
             PyObject* o = items[k][i];
             const ListArg& a = args[k];
             if (!api.PyArray_Check_(o)) {

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <initializer_list>
 #include <vector>
 
 #include "kernels.h"
@@ -36,10 +37,21 @@ struct Batches {
     }
 };
 
-// Checks the lists (the first is the params) and fills `out`. Raises TypeError / ValueError.
-void collect(const std::vector<ListArg>& args, Batches& out);
+// The lists of one call, at most kMaxLists (params, grads, three states), on the stack.
+constexpr int kMaxLists = 5;
+struct ListArgs {
+    ListArg arg[kMaxLists];
+    int n = 0;
+    ListArgs(std::initializer_list<ListArg> a) {
+        for (const ListArg& x : a) add(x);
+    }
+    void add(const ListArg& x) { arg[n++] = x; }
+};
 
-// A positive, finite, or in-range check of a scalar is done in Python; here only the lists.
+// Checks the lists (the first is the params) and fills `out` (reused buffers: no allocation once
+// grown). Raises TypeError / ValueError naming the argument. Hyperparameters are checked in
+// Python (fusedopt._scalars); here only the arrays.
+void collect(const ListArgs& args, Batches& out);
 
 }  // namespace cpu
 }  // namespace fusedopt

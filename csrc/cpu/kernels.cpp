@@ -15,6 +15,11 @@
 #error "FUSEDOPT_ISA must name the instruction set of this copy (generic, avx2)"
 #endif
 
+// The arrays of a call are checked to be disjoint before any kernel runs (csrc/cpu/arrays.cpp),
+// so the iterations of every elementwise loop are independent. GCC does not trust __restrict on
+// local pointers and would otherwise fall back to scalar code on a run-time alias test.
+#define FUSEDOPT_IVDEP _Pragma("GCC ivdep")
+
 namespace fusedopt {
 namespace cpu {
 namespace FUSEDOPT_ISA {
@@ -57,6 +62,7 @@ void sgd_plain(const Batch& b, const rules::SgdScalars<T> s0) {
         const rules::SgdScalars<T> s = s0;
         T* __restrict p = as<T>(sg.param);
         const T* __restrict g = as<T>(sg.grad);
+        FUSEDOPT_IVDEP
         for (int64_t i = lo; i < hi; ++i) {
             T pi = p[i];
             rules::sgd_update<T, Max, WD>(pi, g[i], s);
@@ -72,6 +78,7 @@ void sgd_momentum(const Batch& b, const rules::SgdScalars<T> s0) {
         T* __restrict p = as<T>(sg.param);
         const T* __restrict g = as<T>(sg.grad);
         T* __restrict buf = as<T>(sg.state[0]);
+        FUSEDOPT_IVDEP
         for (int64_t i = lo; i < hi; ++i) {
             T pi = p[i], bi = buf[i];
             rules::sgd_momentum_update<T, Max, WD, Nesterov>(pi, g[i], bi, s);
@@ -108,6 +115,7 @@ void adagrad_loop(const Batch& b, const rules::AdagradScalars<T> s0) {
         T* __restrict p = as<T>(sg.param);
         const T* __restrict g = as<T>(sg.grad);
         T* __restrict sum = as<T>(sg.state[0]);
+        FUSEDOPT_IVDEP
         for (int64_t i = lo; i < hi; ++i) {
             T pi = p[i], si = sum[i];
             rules::adagrad_update<T, Max, WD>(pi, g[i], si, s);
@@ -138,6 +146,7 @@ void rmsprop_loop(const Batch& b, const rules::RmspropScalars<T> s0) {
         T* __restrict sq = as<T>(sg.state[0]);
         T* __restrict ga = Centered ? as<T>(sg.state[1]) : nullptr;
         T* __restrict buf = Mom ? as<T>(sg.state[2]) : nullptr;
+        FUSEDOPT_IVDEP
         for (int64_t i = lo; i < hi; ++i) {
             T pi = p[i], sqi = sq[i];
             T gai = Centered ? ga[i] : T(0);
@@ -179,6 +188,7 @@ void adam_loop(const Batch& b, const rules::AdamScalars<T> s0) {
         T* __restrict m = as<T>(sg.state[0]);
         T* __restrict v = as<T>(sg.state[1]);
         T* __restrict vmax = Ams ? as<T>(sg.state[2]) : nullptr;
+        FUSEDOPT_IVDEP
         for (int64_t i = lo; i < hi; ++i) {
             T pi = p[i], mi = m[i], vi = v[i];
             T vmi = Ams ? vmax[i] : T(0);
@@ -223,6 +233,7 @@ void adamax_loop(const Batch& b, const rules::AdamaxScalars<T> s0) {
         const T* __restrict g = as<T>(sg.grad);
         T* __restrict m = as<T>(sg.state[0]);
         T* __restrict u = as<T>(sg.state[1]);
+        FUSEDOPT_IVDEP
         for (int64_t i = lo; i < hi; ++i) {
             T pi = p[i], mi = m[i], ui = u[i];
             rules::adamax_update<T, Max, WD>(pi, g[i], mi, ui, s);
@@ -302,6 +313,7 @@ void scale_typed(const Batch& b, double factor) {
     const T f = T(factor);
     parallel_for_elements(b, [&](const Segment& sg, int64_t lo, int64_t hi) {
         T* __restrict p = as<T>(sg.param);
+        FUSEDOPT_IVDEP
         for (int64_t i = lo; i < hi; ++i) p[i] = p[i] * f;
     });
 }
@@ -314,9 +326,12 @@ void stream_loop(const Batch& b) {
                           as<T>(sg.state[1]), as<T>(sg.state[2])};
         T* out[4] = {as<T>(sg.param), as<T>(sg.state[0]), as<T>(sg.state[1]),
                      as<T>(sg.state[2])};
+        FUSEDOPT_IVDEP
         for (int64_t i = lo; i < hi; ++i) {
             T acc = T(0);
+#pragma GCC unroll 8
             for (int r = 0; r < R; ++r) acc = acc + in[r][i];
+#pragma GCC unroll 8
             for (int w = 0; w < W; ++w) out[w][i] = acc;
         }
     });

@@ -74,6 +74,7 @@ struct KernelTable {
 
 namespace generic { const KernelTable& table(); }
 namespace avx2 { const KernelTable& table(); }
+namespace avx512 { const KernelTable& table(); }
 
 // Elements per block of the deterministic reductions: the partition depends on this constant
 // only, never on the number of threads.

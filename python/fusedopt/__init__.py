@@ -6,11 +6,14 @@
     >>> opt.step([2 * (w - 1)])                      # w updated in place
 
 Modules: ``ops`` (in-place multi-tensor kernels), ``optim`` (optimizer classes), ``reference``
-(the NumPy ground truth), ``schedules`` (learning-rate schedules).
+(the NumPy ground truth), ``schedules`` (learning-rate schedules); loaded on first use:
+``functions`` (test functions), ``init`` (weight initializers), ``sampling`` (Latin hypercube,
+multistart), ``newton`` (second-order references), ``demo``, ``bench``.
 """
 from __future__ import annotations
 
 import contextlib
+import importlib
 
 from . import _core, ops, optim, reference, schedules
 from ._core import get_num_threads, set_num_threads
@@ -18,12 +21,15 @@ from .ops import clip_by_global_norm_, global_norm
 
 __version__ = "0.1.0"
 
-__all__ = ["ops", "optim", "reference", "schedules", "global_norm", "clip_by_global_norm_",
+_LAZY = ("functions", "init", "sampling", "newton", "demo", "bench")
+
+__all__ = ["ops", "optim", "reference", "schedules", *_LAZY, "global_norm", "clip_by_global_norm_",
            "get_num_threads", "set_num_threads", "num_threads", "isa", "__version__"]
 
 
 def isa() -> str:
-    """The instruction set of the CPU kernels in use: 'avx2' or 'generic' (same results)."""
+    """The instruction set of the CPU kernels in use: 'avx512', 'avx2' or 'generic' (the same
+    bits; the best one the CPU runs is picked at import, or set FUSEDOPT_ISA)."""
     return _core.isa()
 
 
@@ -36,3 +42,10 @@ def num_threads(n: int):
         yield
     finally:
         _core.set_num_threads(old)
+
+
+def __getattr__(name):
+    """Submodules that need SciPy or matplotlib are imported on first access only."""
+    if name in _LAZY:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

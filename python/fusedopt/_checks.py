@@ -70,19 +70,21 @@ def _address(a) -> int:
 def check_lists(lists, *, array_type=np.ndarray, dtypes=(np.float32, np.float64)):
     """Check a multi-tensor call's lists, Python-side (the compiled path does the same in C++).
 
-    `lists` is a sequence of (name, list, written); the first is the params. Raises
+    `lists` is a sequence of (name, list, written) or (name, list, written, dtype); the first is
+    the params, whose dtypes must be among `dtypes`. Every other list must have each param's
+    dtype, or `dtype` where one is given (float32 state for float16 params, say). Raises
     TypeError/ValueError naming the first offending argument; modifies nothing.
     """
-    lists = list(lists)
-    pname, params, _ = lists[0]
-    for name, seq, _ in lists:
+    lists = [tuple(entry) + (None,) * (4 - len(entry)) for entry in lists]
+    pname, params = lists[0][:2]
+    for name, seq, _, _ in lists:
         if not isinstance(seq, (list, tuple)):
             raise TypeError(f"{name} must be a list or tuple of arrays, got {type(seq).__name__}")
         if len(seq) != len(params):
             raise ValueError(f"{name} has {len(seq)} arrays but {pname} has {len(params)}")
     spans = []
     for i, p in enumerate(params):
-        for k, (name, seq, written) in enumerate(lists):
+        for k, (name, seq, written, want) in enumerate(lists):
             a = seq[i]
             if not isinstance(a, array_type):
                 raise TypeError(
@@ -92,11 +94,13 @@ def check_lists(lists, *, array_type=np.ndarray, dtypes=(np.float32, np.float64)
             if k == 0:
                 if a.dtype not in dtypes or not a.dtype.isnative:
                     raise TypeError(
-                        f"{name}[{i}] has dtype {a.dtype}; expected float32 or float64 "
-                        "(native byte order)"
+                        f"{name}[{i}] has dtype {a.dtype}; expected "
+                        f"{' or '.join(np.dtype(d).name for d in dtypes)} (native byte order)"
                     )
             else:
-                if a.dtype != p.dtype:
+                if want is not None and a.dtype != want:
+                    raise TypeError(f"{name}[{i}] has dtype {a.dtype}; expected {np.dtype(want)}")
+                if want is None and a.dtype != p.dtype:
                     raise TypeError(
                         f"{name}[{i}] has dtype {a.dtype} but {pname}[{i}] has dtype {p.dtype}"
                     )

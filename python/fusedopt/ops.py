@@ -19,6 +19,16 @@ step : int
 maximize : bool
     Ascend the objective instead of descending.
 
+CUDA only (CuPy arrays), keyword arguments of every update function:
+
+master_params : list of float32 arrays, optional
+    Mixed precision: with float16/bfloat16 params and grads, the states are float32 and the math
+    is float32; with master_params the rule updates these float32 copies of the params and the
+    params receive the result rounded to their dtype.
+grad_scale, found_inf : float32 arrays of one element on the device, optional (both or neither)
+    AMP's loss scaling without a host sync: when ``found_inf != 0`` the step changes nothing;
+    otherwise the rule sees ``g / grad_scale``.
+
 Every argument is checked before any array is modified: a bad dtype, shape, list length, a
 read-only or non-contiguous array, two written arguments sharing memory, or a hyperparameter out
 of range raise TypeError/ValueError naming the argument, and nothing is changed.
@@ -34,8 +44,7 @@ import math
 from . import _checks, _core, _scalars
 
 __all__ = ["sgd_", "adagrad_", "rmsprop_", "adam_", "adamax_", "global_norm",
-           "clip_by_global_norm_", "backend_of",
-           "lbfgs_direction_"]
+           "clip_by_global_norm_", "found_inf_", "backend_of", "lbfgs_direction_"]
 
 
 def backend_of(params):
@@ -53,8 +62,19 @@ def backend_of(params):
     return _core
 
 
+def _cuda_only(impl, master_params, grad_scale, found_inf) -> dict:
+    """The CUDA-only keyword arguments that were given, refused for the CPU backend."""
+    kw = {k: v for k, v in (("master_params", master_params), ("grad_scale", grad_scale),
+                            ("found_inf", found_inf)) if v is not None}
+    if kw and impl is _core:
+        raise TypeError(f"{', '.join(kw)}: mixed precision and AMP scaling need CuPy arrays "
+                        "(the CUDA backend)")
+    return kw
+
+
 def sgd_(params, grads, momentum_buffers=None, *, step, lr, momentum=0.0, dampening=0.0,
-         weight_decay=0.0, nesterov=False, maximize=False):
+         weight_decay=0.0, nesterov=False, maximize=False, master_params=None, grad_scale=None,
+         found_inf=None):
     """SGD with optional momentum, dampening, Nesterov momentum and L2 weight decay.
 
     ``momentum_buffers`` is required when ``momentum != 0``. As in torch.optim.SGD the buffer is
@@ -63,55 +83,66 @@ def sgd_(params, grads, momentum_buffers=None, *, step, lr, momentum=0.0, dampen
     """
     s = _scalars.sgd(step=step, lr=lr, momentum=momentum, dampening=dampening,
                      weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
-    backend_of(params).sgd(params, grads, momentum_buffers, s.lr, s.momentum,
-                           s.one_minus_dampening, s.weight_decay, s.first_step, nesterov,
-                           maximize)
+    impl = backend_of(params)
+    impl.sgd(params, grads, momentum_buffers, s.lr, s.momentum, s.one_minus_dampening,
+             s.weight_decay, s.first_step, nesterov, maximize,
+             **_cuda_only(impl, master_params, grad_scale, found_inf))
 
 
 def adagrad_(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
-             eps=1e-10, eps_root=0.0, maximize=False):
+             eps=1e-10, eps_root=0.0, maximize=False, master_params=None, grad_scale=None,
+             found_inf=None):
     """Adagrad: ``sum += g*g; p -= clr * (g / (sqrt(sum + eps_root) + eps))``,
     ``clr = lr / (1 + (step - 1) * lr_decay)``."""
     s = _scalars.adagrad(step=step, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                          eps=eps, eps_root=eps_root, maximize=maximize)
-    backend_of(params).adagrad(params, grads, state_sums, s.clr, s.eps, s.eps_root,
-                               s.weight_decay, maximize)
+    impl = backend_of(params)
+    impl.adagrad(params, grads, state_sums, s.clr, s.eps, s.eps_root, s.weight_decay, maximize,
+                 **_cuda_only(impl, master_params, grad_scale, found_inf))
 
 
 def rmsprop_(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *, step,
              lr=1e-2, alpha=0.99, eps=1e-8, eps_root=0.0, weight_decay=0.0, momentum=0.0,
-             centered=False, maximize=False):
+             centered=False, maximize=False, master_params=None, grad_scale=None,
+             found_inf=None):
     """RMSprop; ``grad_avgs`` is required when ``centered``, ``momentum_buffers`` when
     ``momentum != 0``."""
     s = _scalars.rmsprop(step=step, lr=lr, alpha=alpha, eps=eps, eps_root=eps_root,
                          weight_decay=weight_decay, momentum=momentum, centered=centered,
                          maximize=maximize)
-    backend_of(params).rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, s.lr,
-                               s.alpha, s.one_minus_alpha, s.eps, s.eps_root, s.weight_decay,
-                               s.momentum, centered, maximize)
+    impl = backend_of(params)
+    impl.rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, s.lr, s.alpha,
+                 s.one_minus_alpha, s.eps, s.eps_root, s.weight_decay, s.momentum, centered,
+                 maximize, **_cuda_only(impl, master_params, grad_scale, found_inf))
 
 
 def adam_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, lr=1e-3,
           betas=(0.9, 0.999), eps=1e-8, eps_root=0.0, weight_decay=0.0,
-          decoupled_weight_decay=False, amsgrad=False, maximize=False):
+          decoupled_weight_decay=False, amsgrad=False, maximize=False, master_params=None,
+          grad_scale=None, found_inf=None):
     """Adam with Kingma & Ba's bias correction; AdamW with ``decoupled_weight_decay=True``;
     AMSGrad with ``amsgrad=True`` (then ``max_exp_avg_sqs`` is required)."""
     s = _scalars.adam(step=step, lr=lr, betas=betas, eps=eps, eps_root=eps_root,
                       weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
                       amsgrad=amsgrad, maximize=maximize)
-    backend_of(params).adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, s.lr,
-                            s.beta1, s.one_minus_beta1, s.beta2, s.one_minus_beta2,
-                            s.bias_correction1, s.bias_correction2, s.eps, s.eps_root,
-                            s.weight_decay, s.decay, decoupled_weight_decay, amsgrad, maximize)
+    impl = backend_of(params)
+    impl.adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, s.lr, s.beta1,
+              s.one_minus_beta1, s.beta2, s.one_minus_beta2, s.bias_correction1,
+              s.bias_correction2, s.eps, s.eps_root, s.weight_decay, s.decay,
+              decoupled_weight_decay, amsgrad, maximize,
+              **_cuda_only(impl, master_params, grad_scale, found_inf))
 
 
 def adamax_(params, grads, exp_avgs, exp_infs, *, step, lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
-            weight_decay=0.0, maximize=False):
+            weight_decay=0.0, maximize=False, master_params=None, grad_scale=None,
+            found_inf=None):
     """AdaMax: ``u = max(beta2*u, |g| + eps); p -= lr / (1 - beta1**step) * (m / u)``."""
     s = _scalars.adamax(step=step, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                         maximize=maximize)
-    backend_of(params).adamax(params, grads, exp_avgs, exp_infs, s.clr, s.beta1,
-                              s.one_minus_beta1, s.beta2, s.eps, s.weight_decay, maximize)
+    impl = backend_of(params)
+    impl.adamax(params, grads, exp_avgs, exp_infs, s.clr, s.beta1, s.one_minus_beta1, s.beta2,
+                s.eps, s.weight_decay, maximize,
+                **_cuda_only(impl, master_params, grad_scale, found_inf))
 
 
 def global_norm(arrays) -> float:
@@ -141,6 +172,17 @@ def clip_by_global_norm_(arrays, max_norm, *, eps=1e-6, error_if_nonfinite=False
     if coef < 1.0 or not math.isfinite(norm):
         impl.scale_(arrays, coef)
     return norm
+
+
+def found_inf_(arrays, found_inf) -> None:
+    """AMP's check, CuPy arrays only: set ``found_inf`` (one float32 on the device) to 1 if any
+    element of ``arrays`` (float16, bfloat16, float32, float64) is infinite or NaN, and leave it
+    as it is otherwise, without a host sync. Zero it, check the scaled grads, then pass
+    ``grad_scale``/``found_inf`` to the update: the step is skipped on the device."""
+    impl = backend_of(arrays)
+    if impl is _core:
+        raise TypeError("found_inf_ needs CuPy arrays (the CUDA backend)")
+    impl.found_inf_(arrays, found_inf)
 
 
 def lbfgs_direction_(out, grad, history):

@@ -205,8 +205,9 @@ def clip_by_global_norm_(arrays, max_norm, *, eps=1e-6, error_if_nonfinite=False
         raise ValueError(f"the global norm of arrays is {norm}; nothing was clipped")
     coef = max_norm / (norm + eps)
     if coef < 1.0 or not np.isfinite(norm):
-        for a in arrays:
-            a[...] = a * a.dtype.type(coef)
+        with np.errstate(invalid="ignore"):  # inf * 0 -> NaN, as intended
+            for a in arrays:
+                a[...] = a * a.dtype.type(coef)
     return norm
 
 

@@ -12,7 +12,7 @@ import math
 
 from ._checks import nonneg, real
 
-__all__ = ["constant", "inverse_time_decay", "exponential_decay", "inverse_sqrt_decay",
+__all__ = ["Schedule", "constant", "inverse_time_decay", "exponential_decay", "inverse_sqrt_decay",
            "step_decay", "cosine_decay", "linear_warmup", "join"]
 
 
@@ -23,35 +23,48 @@ def _t(t) -> float:
     return t
 
 
-def _named(fn, text):
-    fn.__name__ = fn.__qualname__ = text.split("(")[0]
-    fn.__doc__ = text
-    fn.__repr__ = lambda: text
-    return fn
+class Schedule:
+    """A learning-rate schedule: ``schedule(t)`` is the rate after ``t`` steps; it prints as the
+    call that made it."""
+
+    __slots__ = ("_fn", "_text")
+
+    def __init__(self, fn, text):
+        self._fn = fn
+        self._text = text
+
+    def __call__(self, t) -> float:
+        return self._fn(t)
+
+    def __repr__(self):
+        return self._text
+
+
+
 
 
 def constant(lr):
     """``lr`` at every step."""
     lr = nonneg("lr", lr)
-    return _named(lambda t: (_t(t), lr)[1], f"constant({lr})")
+    return Schedule(lambda t: (_t(t), lr)[1], f"constant({lr})")
 
 
 def inverse_time_decay(lr0, decay_rate):
     """``lr0 / (1 + decay_rate * t)``."""
     lr0, k = nonneg("lr0", lr0), nonneg("decay_rate", decay_rate)
-    return _named(lambda t: lr0 / (1.0 + k * _t(t)), f"inverse_time_decay({lr0}, {k})")
+    return Schedule(lambda t: lr0 / (1.0 + k * _t(t)), f"inverse_time_decay({lr0}, {k})")
 
 
 def exponential_decay(lr0, rate):
     """``lr0 * rate ** t``; ``rate`` in (0, 1] decays."""
     lr0, rate = nonneg("lr0", lr0), nonneg("rate", rate)
-    return _named(lambda t: lr0 * rate ** _t(t), f"exponential_decay({lr0}, {rate})")
+    return Schedule(lambda t: lr0 * rate ** _t(t), f"exponential_decay({lr0}, {rate})")
 
 
 def inverse_sqrt_decay(lr0, k=1.0):
     """``k * lr0 / sqrt(t)``, with ``t = 0`` taken as 1 (the formula has no value there)."""
     lr0, k = nonneg("lr0", lr0), nonneg("k", k)
-    return _named(lambda t: k * lr0 / math.sqrt(max(_t(t), 1.0)),
+    return Schedule(lambda t: k * lr0 / math.sqrt(max(_t(t), 1.0)),
                   f"inverse_sqrt_decay({lr0}, {k})")
 
 
@@ -60,7 +73,7 @@ def step_decay(lr0, factor, every):
     lr0, factor = nonneg("lr0", lr0), nonneg("factor", factor)
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ValueError(f"every must be an int >= 1, got {every!r}")
-    return _named(lambda t: lr0 * factor ** math.floor(_t(t) / every),
+    return Schedule(lambda t: lr0 * factor ** math.floor(_t(t) / every),
                   f"step_decay({lr0}, {factor}, {every})")
 
 
@@ -75,7 +88,7 @@ def cosine_decay(lr0, total, final=0.0):
         x = min(_t(t), total) / total
         return final + (lr0 - final) * 0.5 * (1.0 + math.cos(math.pi * x))
 
-    return _named(f, f"cosine_decay({lr0}, {total}, final={final})")
+    return Schedule(f, f"cosine_decay({lr0}, {total}, final={final})")
 
 
 def linear_warmup(peak, warmup_steps, start=0.0):
@@ -84,7 +97,7 @@ def linear_warmup(peak, warmup_steps, start=0.0):
     w = real("warmup_steps", warmup_steps)
     if w <= 0:
         raise ValueError(f"warmup_steps must be > 0, got {w}")
-    return _named(lambda t: start + (peak - start) * min(_t(t), w) / w,
+    return Schedule(lambda t: start + (peak - start) * min(_t(t), w) / w,
                   f"linear_warmup({peak}, {w}, start={start})")
 
 
@@ -108,4 +121,4 @@ def join(schedules, boundaries):
         i = bisect.bisect_right(boundaries, t)
         return schedules[i](t - (boundaries[i - 1] if i else 0.0))
 
-    return _named(f, f"join({schedules!r}, {boundaries})")
+    return Schedule(f, f"join({schedules!r}, {boundaries})")

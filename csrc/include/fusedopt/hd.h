@@ -51,10 +51,12 @@ FUSEDOPT_HD double fo_abs(double x) {
 #endif
 }
 
-// max(a, b) with NumPy's np.maximum semantics: a NaN in either operand propagates.
+// max(a, b) with NumPy's np.maximum semantics: a NaN in either operand propagates. Written
+// without branches (bitwise |, one select) so that compilers vectorize it.
 template <typename T>
 FUSEDOPT_HD T fo_max(T a, T b) {
-    return (a != a) ? a : ((b != b) ? b : (a >= b ? a : b));
+    const bool take_a = (a >= b) | (a != a);
+    return take_a ? a : b;
 }
 
 }  // namespace fusedopt

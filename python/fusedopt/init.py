@@ -1,0 +1,112 @@
+"""Weight initializers for NumPy networks, drawn from a given ``numpy.random.Generator``.
+
+    >>> rng = np.random.default_rng(0)
+    >>> W1 = glorot_uniform(rng, (64, 128))           # x @ W1: fan_in 64, fan_out 128
+    >>> W2 = he_normal(rng, (128, 10), dtype=np.float32)
+
+Fans follow the Keras convention for the kernel of ``x @ W``: shape ``(fan_in, fan_out)``; for
+more axes ``(..., in, out)`` (a convolution kernel) both fans are multiplied by the product of
+the leading axes (the receptive field); a 1-D shape has ``fan_in = fan_out = shape[0]``. Pass
+``fan_in=``/``fan_out=`` to override (for example for PyTorch's ``(out, in)`` layout).
+
+- ``glorot_uniform``: ``U(-l, l)``, ``l = gain * sqrt(6 / (fan_in + fan_out))`` (Glorot &
+  Bengio 2010; ``torch.nn.init.xavier_uniform_``).
+- ``glorot_normal``: ``N(0, s^2)``, ``s = gain * sqrt(2 / (fan_in + fan_out))``.
+- ``he_uniform``: ``U(-l, l)``, ``l = sqrt(6 / fan_in)`` (He et al. 2015, ReLU layers).
+- ``he_normal``: ``N(0, s^2)``, ``s = sqrt(2 / fan_in)`` (``torch.nn.init.kaiming_normal_``;
+  untruncated, unlike Keras' ``HeNormal``).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from ._checks import real
+
+__all__ = ["fans", "glorot_uniform", "glorot_normal", "he_uniform", "he_normal"]
+
+
+def _shape(shape):
+    if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
+        shape = (shape,)
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise TypeError(f"shape must be an int or a tuple of ints, got {type(shape).__name__}") \
+            from None
+    for s in shape:
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral):
+            raise TypeError(f"shape must be a tuple of ints, got {shape!r}")
+        if s < 1:
+            raise ValueError(f"shape must have positive sizes, got {shape!r}")
+    if not shape:
+        raise ValueError("shape must have at least one axis")
+    return tuple(int(s) for s in shape)
+
+
+def fans(shape) -> tuple[int, int]:
+    """``(fan_in, fan_out)`` of a kernel of this shape (see the module notes)."""
+    shape = _shape(shape)
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    field = math.prod(shape[:-2])
+    return shape[-2] * field, shape[-1] * field
+
+
+def _args(rng, shape, dtype, fan_in, fan_out):
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), "
+                        f"got {type(rng).__name__}")
+    shape = _shape(shape)
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    fi, fo = fans(shape)
+    for name, v in (("fan_in", fan_in), ("fan_out", fan_out)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral)):
+            raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+        if v is not None and v < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
+    return shape, dtype, int(fan_in or fi), int(fan_out or fo)
+
+
+def _gain(gain):
+    g = real("gain", gain)
+    if g <= 0:
+        raise ValueError(f"gain must be > 0, got {g}")
+    return g
+
+
+def _uniform(rng, shape, dtype, limit):
+    # Drawn in float64 and rounded once, so a float32 array is the float64 one rounded.
+    return rng.uniform(-limit, limit, size=shape).astype(dtype)
+
+
+def _normal(rng, shape, dtype, std):
+    return (std * rng.standard_normal(size=shape)).astype(dtype)
+
+
+def glorot_uniform(rng, shape, *, gain=1.0, fan_in=None, fan_out=None, dtype=np.float64):
+    """Glorot/Xavier uniform: ``U(+-gain * sqrt(6 / (fan_in + fan_out)))``."""
+    shape, dtype, fi, fo = _args(rng, shape, dtype, fan_in, fan_out)
+    return _uniform(rng, shape, dtype, _gain(gain) * math.sqrt(6.0 / (fi + fo)))
+
+
+def glorot_normal(rng, shape, *, gain=1.0, fan_in=None, fan_out=None, dtype=np.float64):
+    """Glorot/Xavier normal: ``N(0, (gain * sqrt(2 / (fan_in + fan_out)))^2)``."""
+    shape, dtype, fi, fo = _args(rng, shape, dtype, fan_in, fan_out)
+    return _normal(rng, shape, dtype, _gain(gain) * math.sqrt(2.0 / (fi + fo)))
+
+
+def he_uniform(rng, shape, *, fan_in=None, dtype=np.float64):
+    """He/Kaiming uniform: ``U(+-sqrt(6 / fan_in))``."""
+    shape, dtype, fi, _ = _args(rng, shape, dtype, fan_in, None)
+    return _uniform(rng, shape, dtype, math.sqrt(6.0 / fi))
+
+
+def he_normal(rng, shape, *, fan_in=None, dtype=np.float64):
+    """He/Kaiming normal: ``N(0, 2 / fan_in)``."""
+    shape, dtype, fi, _ = _args(rng, shape, dtype, fan_in, None)
+    return _normal(rng, shape, dtype, math.sqrt(2.0 / fi))

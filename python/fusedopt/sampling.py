@@ -1,0 +1,123 @@
+"""Latin-hypercube sampling in a box, and multi-start local minimization.
+
+    >>> from fusedopt.functions import rastrigin
+    >>> r = multistart(rastrigin.value_and_grad, [(-5.12, 5.12)] * 2, n_starts=50, rng=0)
+    >>> r.x, r.fun            # the best local minimum found (here the global one, 0 at 0)
+    >>> r.results             # every local run, in the order of r.starts
+
+Needs SciPy (``scipy.stats.qmc`` draws the Latin hypercube).
+
+``minimizer(fun, x0) -> result`` is any local minimizer taking ``fun(x) -> (f, grad)`` and
+returning an object with ``.x`` and ``.fun``. The default, ``default_minimizer()``, is
+``fusedopt.lbfgs.minimize`` where that module exists, and otherwise SciPy's L-BFGS-B with
+``jac=True`` (its ``label`` says which one ran).
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .newton import Result
+
+__all__ = ["latin_hypercube", "multistart", "default_minimizer"]
+
+
+def _bounds(bounds):
+    b = np.asarray(bounds)
+    if b.dtype.kind not in "iuf":
+        raise TypeError(f"bounds must be real (low, high) pairs, got dtype {b.dtype}")
+    b = b.astype(np.float64)
+    if b.ndim != 2 or b.shape[1] != 2 or b.shape[0] == 0:
+        raise ValueError(f"bounds must be a sequence of (low, high) pairs, one per dimension, "
+                         f"got shape {b.shape}")
+    if not np.all(np.isfinite(b)):
+        raise ValueError("bounds must be finite")
+    if np.any(b[:, 0] >= b[:, 1]):
+        raise ValueError("bounds must have low < high in every dimension")
+    return b
+
+
+def _count(name, n):
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"{name} must be >= 1, got {n}")
+    return int(n)
+
+
+def latin_hypercube(n, bounds, *, rng=None, scramble=True, optimization=None):
+    """``n`` Latin-hypercube points in the box ``bounds`` (a sequence of (low, high) pairs, one
+    per dimension), shape (n, d): in every dimension each of the n equal slices of
+    [low, high) holds exactly one point. ``rng``: a seed or a ``numpy.random.Generator``.
+    ``scramble=False`` puts the points at the centres of their cells; ``optimization``
+    ("random-cd" or "lloyd") improves the space filling (see ``scipy.stats.qmc``)."""
+    from scipy.stats import qmc
+
+    n = _count("n", n)
+    b = _bounds(bounds)
+    if not isinstance(scramble, (bool, np.bool_)):
+        raise TypeError(f"scramble must be a bool, got {type(scramble).__name__}")
+    if rng is not None and not isinstance(rng, (numbers.Integral, np.random.Generator)):
+        raise TypeError(f"rng must be None, an int seed or a numpy.random.Generator, got "
+                        f"{type(rng).__name__}")
+    try:
+        engine = qmc.LatinHypercube(b.shape[0], scramble=bool(scramble),
+                                    optimization=optimization, rng=rng)
+    except TypeError:        # SciPy < 1.15 calls it seed
+        engine = qmc.LatinHypercube(b.shape[0], scramble=bool(scramble),
+                                    optimization=optimization, seed=rng)
+    return qmc.scale(engine.random(n), b[:, 0], b[:, 1])
+
+
+def default_minimizer():
+    """The local minimizer ``multistart`` uses by default, as ``(minimize, label)``:
+    ``fusedopt.lbfgs.minimize`` if that module is present, else SciPy's L-BFGS-B."""
+    try:
+        from . import lbfgs
+    except ImportError:
+        lbfgs = None
+    if lbfgs is not None and hasattr(lbfgs, "minimize"):
+        return lbfgs.minimize, "fusedopt.lbfgs"
+
+    def scipy_lbfgsb(fun, x0):
+        from scipy.optimize import minimize
+        return minimize(fun, x0, jac=True, method="L-BFGS-B")
+
+    return scipy_lbfgsb, "scipy L-BFGS-B (fallback)"
+
+
+def multistart(fun, bounds, n_starts, minimizer=None, *, rng=None, starts=None):
+    """Run a local minimizer from ``n_starts`` Latin-hypercube points in ``bounds``.
+
+    ``fun(x) -> (f, grad)``. ``minimizer(fun, x0)`` returns an object with ``.x`` and
+    ``.fun`` (default: ``default_minimizer()``). ``starts`` (n_starts, d) replaces the
+    sampled points. Returns a ``Result``: ``x`` and ``fun`` of the best run (the lowest
+    finite ``fun``), ``best`` (that run's result), ``index`` (its position), ``results``
+    (every run's result), ``starts`` (n_starts, d), ``xs`` (n_starts, d) and ``funs``
+    (n_starts,) of the local minima, and ``minimizer`` (a label)."""
+    if not callable(fun):
+        raise TypeError(f"fun must be callable, got {type(fun).__name__}")
+    b = _bounds(bounds)
+    n_starts = _count("n_starts", n_starts)
+    if minimizer is None:
+        minimizer, label = default_minimizer()
+    elif not callable(minimizer):
+        raise TypeError(f"minimizer must be callable, got {type(minimizer).__name__}")
+    else:
+        label = getattr(minimizer, "__name__", type(minimizer).__name__)
+    if starts is None:
+        starts = latin_hypercube(n_starts, b, rng=rng)
+    else:
+        starts = np.array(starts, dtype=np.float64)
+        if starts.shape != (n_starts, b.shape[0]):
+            raise ValueError(f"starts must have shape {(n_starts, b.shape[0])}, got "
+                             f"{starts.shape}")
+    results = [minimizer(fun, x0.copy()) for x0 in starts]
+    xs = np.array([np.asarray(r.x, dtype=np.float64) for r in results])
+    funs = np.array([float(r.fun) for r in results])
+    finite = np.where(np.isfinite(funs), funs, np.inf)
+    i = int(np.argmin(finite))
+    return Result(x=xs[i].copy(), fun=funs[i], best=results[i], index=i, results=results,
+                  starts=starts, xs=xs, funs=funs, minimizer=label,
+                  success=bool(np.isfinite(funs[i])))

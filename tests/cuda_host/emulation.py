@@ -1,0 +1,142 @@
+"""Run fusedopt's CUDA kernels on the host: csrc/cuda/*.cu compiled by g++ with cuda_host.h, and
+a stand-in for CuPy whose arrays are NumPy arrays, so that fusedopt._cuda runs unchanged (checks,
+tables, launches) and its kernels' results can be compared with the reference without a GPU.
+
+Kernel arguments are passed as the CUDA driver takes them, one pointer to each value; the
+launcher accepts only what CuPy would pass with the intended C type (a device array, np.int64,
+np.float32, np.float64) and refuses Python numbers, so a wrongly typed argument fails here.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+import types
+
+import numpy as np
+
+from fusedopt import _cuda
+
+HERE = pathlib.Path(__file__).resolve().parent
+FILES = ("optim.cu", "reduce.cu", "lbfgs.cu")
+GXX = shutil.which("g++")
+
+
+class ndarray(np.ndarray):  # noqa: N801 -- named as what it stands in for
+    """A NumPy array that fusedopt._cuda takes for a cupy.ndarray on device 0."""
+
+    @property
+    def data(self):
+        return types.SimpleNamespace(ptr=self.__array_interface__["data"][0])
+
+    @property
+    def device(self):
+        return types.SimpleNamespace(id=0)
+
+
+ndarray.__module__ = "cupy"
+
+
+def asarray(a, dtype=None):
+    return np.array(a, dtype=dtype).view(ndarray)
+
+
+def asnumpy(a):
+    return np.array(a).view(np.ndarray)
+
+
+class _Device:
+    """cupy.cuda.Device of a host with one 'device' of 4 'multiprocessors'."""
+
+    attributes = {"MultiProcessorCount": 4}
+
+    def __init__(self, i=None):
+        self.id = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+xp = types.SimpleNamespace(
+    ndarray=ndarray, asarray=asarray, asnumpy=asnumpy,
+    empty=lambda shape, dtype=np.float64: np.full(shape, np.nan, dtype).view(ndarray),
+    zeros=lambda shape, dtype=np.float64: np.zeros(shape, dtype).view(ndarray),
+    ones=lambda shape, dtype=np.float64: np.ones(shape, dtype).view(ndarray),
+    arange=lambda n, dtype=None: np.arange(n, dtype=dtype).view(ndarray),
+    abs=np.abs, max=np.max,
+    cuda=types.SimpleNamespace(Device=_Device))
+
+_LIB = None
+
+
+def _names():
+    return [n for f in FILES for n in _cuda.name_expressions()[f]]
+
+
+def library():
+    """{name expression: launcher} of a shared library holding every kernel instance; built
+    once per source version (cached in the temp directory)."""
+    global _LIB
+    if _LIB is not None:
+        return _LIB
+    names = _names()
+    text = "\n".join(
+        ['#include "cuda_host.h"'] + [f'#include "{f}"' for f in FILES]
+        + [f'extern "C" void fo_run_{i}(unsigned g, unsigned b, void** a) '
+           f"{{ fusedopt_emulation::launch(&{n}, g, b, a); }}" for i, n in enumerate(names)]) + "\n"
+    cmd = [GXX, "-std=c++20", "-O1", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared",
+           "-pthread", f"-I{HERE}", *(f"-I{d}" for d in _cuda.include_dirs())]
+    key = hashlib.sha256("\0".join([text, (HERE / "cuda_host.h").read_text(),
+                                    _cuda.sources_hash(), *cmd[1:]]).encode()).hexdigest()
+    out = pathlib.Path(tempfile.gettempdir()) / "fusedopt-cuda-host" / f"{key[:32]}.so"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+            src = pathlib.Path(tmp) / "kernels.cpp"
+            src.write_text(text)
+            r = subprocess.run(cmd + [str(src), "-o", str(pathlib.Path(tmp) / "k.so")],
+                               capture_output=True, text=True, check=False)
+            if r.returncode:
+                raise RuntimeError(f"host build of the CUDA kernels failed:\n{r.stderr[-4000:]}")
+            os.replace(pathlib.Path(tmp) / "k.so", out)
+    dll = ctypes.CDLL(str(out))
+    _LIB = {n: getattr(dll, f"fo_run_{i}") for i, n in enumerate(names)}
+    return _LIB
+
+
+def _c_value(a):
+    if isinstance(a, np.ndarray):
+        return ctypes.c_void_p(a.__array_interface__["data"][0])
+    for t, c in ((np.int64, ctypes.c_longlong), (np.float32, ctypes.c_float),
+                 (np.float64, ctypes.c_double)):
+        if type(a) is t:
+            return c(a)
+    raise TypeError(f"kernel argument of type {type(a).__name__}: CuPy would not pass it as the "
+                    "kernel's C type")
+
+
+def _function(file, name):
+    fn = library()[name]
+
+    def launch(grid, block, args):
+        held = [_c_value(a) for a in args]
+        ptrs = (ctypes.c_void_p * len(held))(*[ctypes.addressof(h) for h in held])
+        fn(ctypes.c_uint(grid[0]), ctypes.c_uint(block[0]), ptrs)
+    return launch
+
+
+def install(monkeypatch, blocks=2):
+    """Point fusedopt._cuda at the host: the stand-in cupy, the host kernels, a small grid."""
+    library()
+    monkeypatch.setattr(_cuda, "_cupy", lambda: xp)
+    monkeypatch.setattr(_cuda, "_function", _function)
+    monkeypatch.setattr(_cuda, "launch_blocks", blocks)
+    monkeypatch.setattr(_cuda, "_TABLES", {})
+    monkeypatch.setattr(_cuda, "_RESIDENT", {})

@@ -1,0 +1,168 @@
+"""The demo: its pieces (MLP gradients, EWA) and a quick run of all six experiments."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from fusedopt import demo
+
+
+def test_mlp_gradients_match_finite_differences():
+    rng = np.random.default_rng(0)
+    params = demo.mlp_init(rng, sizes=(5, 7, 6, 3), dtype=np.float64)
+    for i in range(1, len(params), 2):
+        params[i] += 0.1 * rng.standard_normal(params[i].shape)    # nonzero biases
+    X = rng.standard_normal((9, 5))
+    y = rng.integers(0, 3, 9)
+    loss, grads = demo.mlp_loss_and_grads(params, X, y)
+    assert [g.shape for g in grads] == [p.shape for p in params]
+    h = 1e-6
+    for p, g in zip(params, grads):
+        fd = np.empty_like(p)
+        for idx in np.ndindex(p.shape):
+            old = p[idx]
+            p[idx] = old + h
+            lp = demo.mlp_loss_and_grads(params, X, y)[0]
+            p[idx] = old - h
+            lm = demo.mlp_loss_and_grads(params, X, y)[0]
+            p[idx] = old
+            fd[idx] = (lp - lm) / (2 * h)
+        np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-8)
+    # the loss is the mean cross-entropy of the softmax
+    z = np.maximum(np.maximum(X @ params[0] + params[1], 0) @ params[2] + params[3], 0) \
+        @ params[4] + params[5]
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    assert loss == pytest.approx(-np.mean(np.log(p[np.arange(9), y])), rel=1e-12)
+    np.testing.assert_array_equal(demo.mlp_predict(params, X), z.argmax(1))
+
+
+def test_ewa_and_its_bias_correction():
+    c = np.full(30, 7.0)
+    for beta in (0.9, 0.98):
+        v = demo.ewa(c, beta)
+        t = np.arange(1, 31)
+        np.testing.assert_allclose(v, 7.0 * (1 - beta ** t), rtol=1e-13)
+        np.testing.assert_allclose(demo.ewa(c, beta, bias_correction=True), 7.0, rtol=1e-13)
+    x = np.array([1.0, 2.0, 4.0])
+    np.testing.assert_allclose(demo.ewa(x, 0.5), [0.5, 1.25, 2.625])
+
+
+def test_quadratic_problem_of_item_1():
+    f, R, lam = demo.quadratic_problem()
+    np.testing.assert_allclose(np.linalg.eigvalsh(f.Q), [1.0, 6.0], rtol=1e-14)
+    np.testing.assert_allclose(R @ R.T, np.eye(2), atol=1e-15)
+    np.testing.assert_allclose(f.hess(np.zeros(2)), f.Q)             # f = 1/2 x^T Q x
+
+
+def test_table_formatting():
+    t = demo.Table("T", ["name", "value"], note="n")
+    t.add("a", 1.23456789)
+    t.add("bb", float("nan"))
+    t.add("c", None)
+    text = t.format()
+    assert text.splitlines()[0] == "T" and "1.235" in text and "nan" in text and "-" in text
+    with pytest.raises(ValueError, match="cells"):
+        t.add("x")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("sklearn")
+    pytest.importorskip("scipy")
+    out = tmp_path_factory.mktemp("demo_out")
+    res = demo.run(str(out), quick=True, progress=False, stream=open(os.devnull, "w"))
+    return out, res
+
+
+EXPECTED_FIGURES = {
+    "01_quadratic_trajectories.png", "01_quadratic_eigencomponents.png", "02_rosenbrock.png",
+    "02_rastrigin.png", "02_ackley.png", "03_digits_mlp.png", "04_schedules.png", "05_ewa.png",
+    "06_multistart_rastrigin.png",
+}
+
+
+def test_quick_demo_writes_its_figures(quick_run):
+    out, res = quick_run
+    names = {os.path.basename(p) for p in res["figures"]}
+    assert names == EXPECTED_FIGURES
+    for name in EXPECTED_FIGURES:
+        path = out / name
+        data = path.read_bytes()
+        assert len(data) > 1000, name
+        assert data[:8] == b"\x89PNG\r\n\x1a\n", name
+    text = (out / "tables.txt").read_text()
+    for k in range(1, 7):
+        for t in res["tables"][k]:
+            assert t.format() in text
+
+
+def test_quick_demo_tables(quick_run):
+    _, res = quick_run
+    tables = res["tables"]
+    assert sorted(tables) == [1, 2, 3, 4, 5, 6]
+    assert res["progress"][0] == res["progress"][1]            # the bar reached its total
+    # 1: the stable/unstable learning rates and the one-step inverse preconditioner
+    t1 = tables[1][0]
+    out = dict(zip(t1.column("lr"), t1.column("outcome")))
+    assert out[0.34] == "diverges" and out[2 / 7] == "converged (f < 1e-6)"
+    rows = {r[0]: r for r in t1.rows}
+    assert rows["GD, P = Q^-1"][5] <= 1e-20 and "after 1 step" in rows["GD, P = Q^-1"][7]
+    # 2: every function, start and method has a row; Newton solves Rosenbrock from (0, 0)
+    t2 = tables[2][0]
+    assert set(t2.column("function")) == {"rosenbrock", "rastrigin", "ackley"}
+    assert len(t2.rows) == 6 * 8                   # 6 starts x (GD + 5 Adam + Newton + L-BFGS)
+    newton_rows = [r for r in t2.rows if r[0] == "rosenbrock" and r[2] == "Newton"]
+    assert len(newton_rows) == 3 and all(r[4] < 1e-20 for r in newton_rows)
+    # 3: eight optimizers, all of which learned something in two epochs (10 classes: chance
+    # accuracy is 0.1)
+    t3 = tables[3][0]
+    assert t3.column("optimizer") == [n for n, _, _ in demo.MLP_OPTIMIZERS]
+    assert all(a > 0.5 for a in t3.column("val accuracy"))
+    # 4: Ng's inverse-time decay example
+    t4a = tables[4][0]
+    np.testing.assert_allclose(t4a.column("lr"), [0.1, 0.2 / 3, 0.05, 0.04])
+    assert len(tables[4][2].rows) == len(demo.epoch_schedules(2))
+    # 5: without bias correction the first value is (1 - beta) of the data
+    t5 = tables[5][0]
+    first = t5.column("v day 1")
+    assert first[0] == pytest.approx(0.1 * first[1]) and first[2] == pytest.approx(
+        0.02 * first[3])
+    # 6: Rastrigin and Ackley in 2 and 10 dimensions
+    t6 = tables[6][0]
+    assert list(zip(t6.column("function"), t6.column("dim"))) == [
+        ("rastrigin", 2), ("rastrigin", 10), ("ackley", 2), ("ackley", 10)]
+
+
+def test_main_cli(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("matplotlib")
+    # without tqdm the plain progress bar is drawn on stderr
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    assert demo.main(["--quick", "--only", "1,5", "--out", str(tmp_path)]) == 0
+    cap = capsys.readouterr()
+    assert "1. Gradient descent on f = 1/2 x^T Q x" in cap.out
+    assert "5. Exponentially weighted averages" in cap.out
+    assert "2. First-order" not in cap.out
+    assert "[" in cap.err and "#" in cap.err and "8/8" in cap.err
+    assert sorted(os.listdir(tmp_path)) == ["01_quadratic_eigencomponents.png",
+                                            "01_quadratic_trajectories.png", "05_ewa.png",
+                                            "tables.txt"]
+    with pytest.raises(SystemExit):
+        demo.main(["--only", "7"])
+    with pytest.raises(SystemExit):
+        demo.main(["--only", "one"])
+
+
+def test_runs_without_matplotlib_and_skips_what_lacks_its_package(tmp_path, monkeypatch,
+                                                                   capsys):
+    # matplotlib absent: tables only; scikit-learn absent: items 3-4 are skipped, not crashed
+    for name in ("matplotlib", "matplotlib.figure", "sklearn", "sklearn.datasets"):
+        monkeypatch.setitem(sys.modules, name, None)
+    res = demo.run(str(tmp_path), quick=True, only=[3, 5], progress=False)
+    cap = capsys.readouterr()
+    assert res["skipped"] == {3: "scikit-learn"} and sorted(res["tables"]) == [5]
+    assert res["figures"] == [] and os.listdir(tmp_path) == ["tables.txt"]
+    assert "matplotlib is not installed" in cap.err and "skipping 3." in cap.err
+    assert "5. Exponentially weighted averages" in cap.out
