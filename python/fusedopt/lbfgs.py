@@ -27,6 +27,7 @@ import numbers
 import numpy as np
 
 from . import _checks, _core, ops
+from .newton import Result as _Result  # a dict readable by attribute, as SciPy's
 
 __all__ = ["History", "two_loop", "minimize", "OptimizeResult", "LBFGS"]
 
@@ -185,24 +186,10 @@ def two_loop(grad, history):
 # Result
 
 
-class OptimizeResult(dict):
+class OptimizeResult(_Result):
     """The result of ``minimize``, with SciPy's field names, readable as attributes:
     ``x, fun, jac, nit, nfev, njev, success, status, message`` (and ``skipped``: curvature
     pairs refused). ``status``: 0 converged, 1 ``maxiter`` reached, 2 the line search failed."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    __setattr__ = dict.__setitem__
-    __delattr__ = dict.__delitem__
-
-    def __repr__(self):
-        keys = ["message", "success", "status", "fun", "x", "nit", "jac", "nfev", "njev"]
-        width = max(map(len, keys))
-        return "\n".join(f"{k.rjust(width)}: {self[k]!r}" for k in keys if k in self)
 
 
 def _real_scalar(f, who):
