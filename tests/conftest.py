@@ -1,6 +1,13 @@
 import pytest
 
 
+def pytest_configure(config):
+    # Registered here as well as in pyproject.toml, for runs from a copy of tests/ (CI's wheel
+    # stage) where pyproject.toml is not beside them.
+    config.addinivalue_line("markers", "gpu: needs a CUDA device and CuPy (skipped otherwise)")
+    config.addinivalue_line("markers", "slow: long-running")
+
+
 def pytest_collection_modifyitems(config, items):
     """Skip tests marked `gpu` with a clear reason where no CUDA device (or no CuPy) is present."""
     reason = None

@@ -6,16 +6,17 @@
     >>> opt.step([2 * (w - 1)])                      # w updated in place
 
 Modules: ``ops`` (in-place multi-tensor kernels), ``optim`` (optimizer classes), ``reference``
-(the NumPy ground truth), ``schedules`` (learning-rate schedules); loaded on first use:
-``functions`` (test functions), ``init`` (weight initializers), ``sampling`` (Latin hypercube,
-multistart), ``newton`` (second-order references), ``demo``, ``bench``.
+(the NumPy ground truth), ``schedules`` (learning-rate schedules), ``lbfgs`` (the fused two-loop
+recursion and an L-BFGS minimizer); loaded on first use: ``functions`` (test functions),
+``init`` (weight initializers), ``sampling`` (Latin hypercube, multistart), ``newton``
+(second-order references), ``demo``, ``bench``.
 """
 from __future__ import annotations
 
 import contextlib
 import importlib
 
-from . import _core, ops, optim, reference, schedules
+from . import _core, lbfgs, ops, optim, reference, schedules
 from ._core import get_num_threads, set_num_threads
 from .ops import clip_by_global_norm_, global_norm
 
@@ -23,7 +24,8 @@ __version__ = "0.1.0"
 
 _LAZY = ("functions", "init", "sampling", "newton", "demo", "bench")
 
-__all__ = ["ops", "optim", "reference", "schedules", *_LAZY, "global_norm", "clip_by_global_norm_",
+__all__ = ["ops", "optim", "reference", "schedules", "lbfgs", *_LAZY, "global_norm",
+           "clip_by_global_norm_",
            "get_num_threads", "set_num_threads", "num_threads", "isa", "__version__"]
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import _checks, _scalars, ops, reference
 
-__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax"]
+__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "LBFGS"]
 
 _BACKENDS = {"auto": ops, "reference": reference}
 
