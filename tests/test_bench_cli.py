@@ -87,14 +87,14 @@ def test_model_and_overhead_tables(quick_run):
 def test_lbfgs_hook_is_called_and_printed(monkeypatch, capsys):
     calls = []
 
-    def run(quick):
-        calls.append(quick)
+    def run(quick, full=False):
+        calls.append((quick, full))
         return ["L-BFGS TABLE ONE", "L-BFGS TABLE TWO"]
 
     monkeypatch.setitem(sys.modules, "fusedopt._bench_lbfgs", types.SimpleNamespace(run=run))
     assert bench.main(["--quick", "--sizes", "1000", "--rules", "sgd,lbfgs", "--no-torch"]) == 0
     out = capsys.readouterr().out
-    assert calls == [True]
+    assert calls == [(True, False)]
     assert out.index("sgd:") < out.index("L-BFGS TABLE ONE") < out.index("L-BFGS TABLE TWO")
 
 

@@ -365,7 +365,7 @@ def bench_overhead(*, with_torch: bool, timer: Timer):
     return title, format_table(headers, rows)
 
 
-def _print_lbfgs(quick: bool) -> None:
+def _print_lbfgs(quick: bool, full: bool = False) -> None:
     name = f"{__package__}._bench_lbfgs"
     try:
         _bench_lbfgs = importlib.import_module(name)   # written separately, may be absent
@@ -374,7 +374,7 @@ def _print_lbfgs(quick: bool) -> None:
             raise
         print("lbfgs: fusedopt._bench_lbfgs is not available; skipped\n")
         return
-    out = _bench_lbfgs.run(quick=quick)
+    out = _bench_lbfgs.run(quick=quick, full=full)
     if isinstance(out, str):
         print(out)
     elif out is not None:
@@ -431,6 +431,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_threads, default=None,
                    help="OpenMP threads for fusedopt (and torch); default: as configured")
     p.add_argument("--no-torch", action="store_true", help="leave torch out even if installed")
+    p.add_argument("--full", action="store_true",
+                   help="L-BFGS: run the chained Rosenbrock for 500 iterations (not 100)")
     return p
 
 
@@ -471,7 +473,7 @@ def main(argv=None) -> int:
         print(flush=True)
     grads_by_size.clear()
     if "lbfgs" in names:
-        _print_lbfgs(args.quick)
+        _print_lbfgs(args.quick, args.full)
     print(f"total {time.perf_counter() - start:.1f} s")
     if timer.spread > 1.25:
         print(f"note: repeats of one measurement differed by up to {timer.spread:.1f}x "
