@@ -21,18 +21,6 @@ std::string item_name(const char* list, size_t i) {
     return std::string(list) + "[" + std::to_string(i) + "]";
 }
 
-std::string shape_str(const py::detail::PyArray_Proxy* a) {
-    std::ostringstream os;
-    os << "(";
-    for (int d = 0; d < a->nd; ++d) {
-        os << a->dimensions[d];
-        if (a->nd == 1 || d + 1 < a->nd) os << ",";
-        if (d + 1 < a->nd) os << " ";
-    }
-    os << ")";
-    return os.str();
-}
-
 std::string type_name(py::handle h) {
     return std::string(Py_TYPE(h.ptr())->tp_name);
 }
@@ -51,6 +39,61 @@ PyObject** items_of(const ListArg& a, Py_ssize_t& n) {
     type_error(std::string(a.name) + " must be a list or tuple of numpy arrays, got " +
                type_name(a.list));
 }
+
+}  // namespace
+
+const char* dtype_name(DType d) { return d == DType::kFloat32 ? "float32" : "float64"; }
+
+std::string Array::shape() const {
+    std::ostringstream os;
+    os << "(";
+    for (int d = 0; d < a->nd; ++d) {
+        os << a->dimensions[d];
+        if (a->nd == 1 || d + 1 < a->nd) os << ",";
+        if (d + 1 < a->nd) os << " ";
+    }
+    os << ")";
+    return os.str();
+}
+
+std::string Array::name() const {
+    return index < 0 ? std::string(list) : item_name(list, static_cast<size_t>(index));
+}
+
+bool Array::same_shape(const Array& o) const {
+    bool same = a->nd == o.a->nd;
+    for (int d = 0; same && d < a->nd; ++d) same = a->dimensions[d] == o.a->dimensions[d];
+    return same;
+}
+
+Array check_array(PyObject* o, const char* list, int64_t index, bool written,
+                  const Array* like) {
+    Array arr{list, index, nullptr, DType::kFloat32, 0};
+    if (!py::detail::npy_api::get().PyArray_Check_(o))
+        type_error(arr.name() + " must be a numpy.ndarray, got " + type_name(o));
+    arr.a = py::detail::array_proxy(o);
+    const auto* descr = py::detail::array_descriptor_proxy(arr.a->descr);
+    const int t = descr->type_num;
+    const bool is_float = (t == kNpyFloat || t == kNpyDouble) && descr->byteorder != '>';
+    arr.dtype = t == kNpyFloat ? DType::kFloat32 : DType::kFloat64;
+    if (!is_float || (like && arr.dtype != like->dtype)) {
+        const std::string got = py::str(py::handle(arr.a->descr));
+        if (like)
+            type_error(arr.name() + " has dtype " + got + "; expected " + dtype_name(like->dtype) +
+                       " like " + like->name());
+        type_error(arr.name() + " has dtype " + got +
+                   "; expected float32 or float64 (native byte order)");
+    }
+    if (!(arr.a->flags & kCContiguous)) value_error(arr.name() + " must be C-contiguous");
+    if (!(arr.a->flags & kAligned)) value_error(arr.name() + " must be aligned to its dtype");
+    if (written && !(arr.a->flags & kWriteable))
+        value_error(arr.name() + " is read-only; it is updated in place");
+    arr.size = 1;
+    for (int d = 0; d < arr.a->nd; ++d) arr.size *= arr.a->dimensions[d];
+    return arr;
+}
+
+namespace {
 
 struct Span {
     uintptr_t lo, hi;
@@ -85,69 +128,37 @@ void collect(const ListArgs& lists, Batches& out) {
     spans.clear();
     int64_t offset[2] = {0, 0};
     for (Py_ssize_t i = 0; i < n; ++i) {
-        const py::detail::PyArray_Proxy* p0 = nullptr;
-        int dtype = 0;
+        Array first{};
         Segment seg{nullptr, nullptr, {nullptr, nullptr, nullptr}, 0, 0};
         for (size_t k = 0; k < nargs; ++k) {
-            PyObject* o = items[k][i];
             const ListArg& a = args[k];
-            if (!api.PyArray_Check_(o)) {
-                type_error(item_name(a.name, i) + " must be a numpy.ndarray, got " +
-                           type_name(o) + (k ? "" : " (CuPy arrays need every argument on the GPU)"));
+            PyObject* o = items[k][i];
+            if (k == 0 && !api.PyArray_Check_(o)) {
+                type_error(item_name(a.name, i) + " must be a numpy.ndarray, got " + type_name(o) +
+                           " (CuPy arrays need every argument on the GPU)");
             }
-            const auto* arr = py::detail::array_proxy(o);
-            const auto* descr = py::detail::array_descriptor_proxy(arr->descr);
+            const Array arr = check_array(o, a.name, i, a.written, k ? &first : nullptr);
             if (k == 0) {
-                if ((descr->type_num != kNpyFloat && descr->type_num != kNpyDouble) ||
-                    descr->byteorder == '>') {
-                    type_error(item_name(a.name, i) + " has dtype " +
-                               std::string(py::str(py::handle(arr->descr))) +
-                               "; expected float32 or float64 (native byte order)");
-                }
-                p0 = arr;
-                dtype = descr->type_num == kNpyFloat ? 0 : 1;
-            } else {
-                if (descr->type_num != (dtype == 0 ? kNpyFloat : kNpyDouble) ||
-                    descr->byteorder == '>') {
-                    type_error(item_name(a.name, i) + " has dtype " +
-                               std::string(py::str(py::handle(arr->descr))) + " but " +
-                               item_name(args[0].name, i) + " has dtype " +
-                               (dtype == 0 ? "float32" : "float64"));
-                }
-                bool same = arr->nd == p0->nd;
-                for (int d = 0; same && d < arr->nd; ++d)
-                    same = arr->dimensions[d] == p0->dimensions[d];
-                if (!same) {
-                    value_error(item_name(a.name, i) + ": shape " + shape_str(arr) +
-                                " does not match " + item_name(args[0].name, i) + " " +
-                                shape_str(p0));
-                }
+                first = arr;
+            } else if (!arr.same_shape(first)) {
+                value_error(arr.name() + ": shape " + arr.shape() + " does not match " +
+                            first.name() + " " + first.shape());
             }
-            if (!(arr->flags & kCContiguous)) {
-                value_error(item_name(a.name, i) + " must be C-contiguous");
-            }
-            if (!(arr->flags & kAligned)) {
-                value_error(item_name(a.name, i) + " must be aligned to its dtype");
-            }
-            if (a.written && !(arr->flags & kWriteable)) {
-                value_error(item_name(a.name, i) + " is read-only; it is updated in place");
-            }
-            int64_t size = 1;
-            for (int d = 0; d < arr->nd; ++d) size *= arr->dimensions[d];
+            const int64_t size = arr.size;
             if (size > 0) {
-                const uintptr_t lo = reinterpret_cast<uintptr_t>(arr->data);
-                const uintptr_t hi = lo + static_cast<uintptr_t>(size) * (dtype == 0 ? 4u : 8u);
-                spans.push_back({lo, hi, a.written, static_cast<int>(k), static_cast<size_t>(i)});
+                spans.push_back({arr.lo(), arr.hi(), a.written, static_cast<int>(k),
+                                 static_cast<size_t>(i)});
             }
             if (a.slot == -1) {
-                seg.param = arr->data;
+                seg.param = arr.data();
                 seg.size = size;
             } else if (a.slot == -2) {
-                seg.grad = arr->data;
+                seg.grad = arr.data();
             } else {
-                seg.state[a.slot] = arr->data;
+                seg.state[a.slot] = arr.data();
             }
         }
+        const int dtype = static_cast<int>(first.dtype);
         seg.offset = offset[dtype];
         offset[dtype] += seg.size;
         if (seg.size > 0) out.segs[dtype].push_back(seg);

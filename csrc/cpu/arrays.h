@@ -37,6 +37,34 @@ struct Batches {
     }
 };
 
+// One checked array argument: a float32/float64 ndarray in native byte order, C-contiguous and
+// aligned (and writeable when it is written).
+struct Array {
+    const char* list;  // the argument's name
+    int64_t index;     // the item's place in that list, or -1 for a lone array
+    const py::detail::PyArray_Proxy* a;
+    DType dtype;
+    int64_t size;
+
+    void* data() const { return a->data; }
+    int ndim() const { return a->nd; }
+    int64_t dim(int d) const { return static_cast<int64_t>(a->dimensions[d]); }
+    uintptr_t lo() const { return reinterpret_cast<uintptr_t>(a->data); }
+    uintptr_t hi() const {
+        return lo() + static_cast<uintptr_t>(size) * (dtype == DType::kFloat32 ? 4u : 8u);
+    }
+    bool same_shape(const Array& o) const;
+    std::string name() const;   // "grads[3]" or "out" (built only for messages)
+    std::string shape() const;  // "(3,)", "(2, 5)"
+};
+
+// Checks `o` as above, and that it has the dtype of `like` when that is given. Raises TypeError
+// (not an array, wrong dtype) or ValueError naming the argument; allocates nothing otherwise.
+Array check_array(PyObject* o, const char* list, int64_t index, bool written,
+                  const Array* like = nullptr);
+
+const char* dtype_name(DType d);
+
 // The lists of one call, at most kMaxLists (params, grads, three states), on the stack.
 constexpr int kMaxLists = 5;
 struct ListArgs {
