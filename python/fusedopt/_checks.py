@@ -15,6 +15,8 @@ __all__ = [
     "nonneg",
     "unit",
     "flag",
+    "integer",
+    "function",
     "step_count",
     "check_lists",
 ]
@@ -51,13 +53,26 @@ def flag(name: str, x) -> bool:
     return bool(x)
 
 
+def integer(name: str, x, minimum: int | None = None) -> int:
+    """`x` as a Python int (not a bool) that is >= `minimum` when given."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(x).__name__}")
+    if minimum is not None and x < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {x}")
+    return int(x)
+
+
+def function(name: str, f, *, optional: bool = False):
+    """`f` if it is callable (or None when `optional`), else TypeError naming `name`."""
+    if not (callable(f) or (optional and f is None)):
+        raise TypeError(
+            f"{name} must be callable{' or None' if optional else ''}, got {type(f).__name__}")
+    return f
+
+
 def step_count(x) -> int:
     """The 1-based number of the step being taken."""
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
-        raise TypeError(f"step must be an int, got {type(x).__name__}")
-    if x < 1:
-        raise ValueError(f"step must be >= 1 (the number of the step being taken), got {x}")
-    return int(x)
+    return integer("step", x, minimum=1)
 
 
 def _address(a) -> int:

@@ -23,6 +23,7 @@ import numbers
 
 import numpy as np
 
+from . import _checks
 from ._checks import real
 
 __all__ = ["fans", "glorot_uniform", "glorot_normal", "he_uniform", "he_normal"]
@@ -65,10 +66,8 @@ def _args(rng, shape, dtype, fan_in, fan_out):
         raise TypeError(f"dtype must be float32 or float64, got {dtype}")
     fi, fo = fans(shape)
     for name, v in (("fan_in", fan_in), ("fan_out", fan_out)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral)):
-            raise TypeError(f"{name} must be an int, got {type(v).__name__}")
-        if v is not None and v < 1:
-            raise ValueError(f"{name} must be >= 1, got {v}")
+        if v is not None:
+            _checks.integer(name, v, minimum=1)
     return shape, dtype, int(fan_in or fi), int(fan_out or fo)
 
 

@@ -22,7 +22,6 @@ oldest to newest are rows ``(head + k) % m`` for ``k in range(count)``.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
@@ -30,14 +29,6 @@ from . import _checks, _core, ops
 from .newton import Result as _Result  # a dict readable by attribute, as SciPy's
 
 __all__ = ["History", "two_loop", "minimize", "OptimizeResult", "LBFGS"]
-
-
-def _positive_int(name, v, *, minimum=1):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
-    if v < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {v}")
-    return int(v)
 
 
 def _float_dtype(name, dtype):
@@ -109,8 +100,8 @@ class History:
     """
 
     def __init__(self, n, m=10, dtype=np.float64, eps_curv=None):
-        self.n = _positive_int("n", n)
-        self.m = _positive_int("m", m)
+        self.n = _checks.integer("n", n, minimum=1)
+        self.m = _checks.integer("m", m, minimum=1)
         self.dtype = _float_dtype("dtype", dtype)
         if eps_curv is None:
             eps_curv = float(np.finfo(self.dtype).eps)
@@ -512,16 +503,14 @@ def minimize(fun, x0, *, m=10, maxiter=15000, gtol=1e-5, ftol=2.2e-9,
     A non-finite f or gradient at a trial point shortens the step. When the line search fails
     the history is cleared and the steepest descent is tried once before stopping (status 2).
     """
-    if not callable(fun):
-        raise TypeError(f"fun must be callable, got {type(fun).__name__}")
+    _checks.function("fun", fun)
     x0 = _check_x0(x0)
-    m = _positive_int("m", m)
-    maxiter = _positive_int("maxiter", maxiter, minimum=0)
+    m = _checks.integer("m", m, minimum=1)
+    maxiter = _checks.integer("maxiter", maxiter, minimum=0)
     gtol = _checks.nonneg("gtol", gtol)
     ftol = _checks.nonneg("ftol", ftol)
     line_search = _check_line_search(line_search)
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+    _checks.function("callback", callback, optional=True)
 
     obj = _Objective(fun, x0.shape)
     solver = _Solver(obj, x0.ravel().copy(), m, line_search)
@@ -624,9 +613,9 @@ class LBFGS:
         if len(dtypes) != 1:
             raise TypeError(f"params must share one dtype, got {sorted(d.name for d in dtypes)}")
         self.params = params
-        self.m = _positive_int("m", m)
+        self.m = _checks.integer("m", m, minimum=1)
         self.line_search = _check_line_search(line_search)
-        self.max_iter = _positive_int("max_iter", max_iter)
+        self.max_iter = _checks.integer("max_iter", max_iter, minimum=1)
         self.tolerance_grad = _checks.nonneg("tolerance_grad", tolerance_grad)
         self.tolerance_change = _checks.nonneg("tolerance_change", tolerance_change)
         self._obj = _ParamsObjective(params)
@@ -649,8 +638,7 @@ class LBFGS:
 
     def step(self, closure):
         """Up to ``max_iter`` L-BFGS iterations; returns the loss at the start."""
-        if not callable(closure):
-            raise TypeError(f"closure must be callable, got {type(closure).__name__}")
+        _checks.function("closure", closure)
         solver, obj = self._solver, self._obj
         obj.closure = closure
         obj.gather(solver.x)

@@ -16,10 +16,9 @@ singular, 3 a value or gradient became non-finite, 4 ``callback(x)`` returned Tr
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
+from . import _checks
 from ._checks import nonneg, real
 
 __all__ = ["Result", "newton", "preconditioned_gd"]
@@ -64,17 +63,6 @@ def _x0(x0):
     return x
 
 
-def _maxiter(maxiter):
-    if isinstance(maxiter, bool) or not isinstance(maxiter, numbers.Integral):
-        raise TypeError(f"maxiter must be an int, got {type(maxiter).__name__}")
-    if maxiter < 0:
-        raise ValueError(f"maxiter must be >= 0, got {maxiter}")
-    return int(maxiter)
-
-
-def _callable(name, f):
-    if not callable(f):
-        raise TypeError(f"{name} must be callable, got {type(f).__name__}")
 
 
 def _eval(fun, x):
@@ -131,15 +119,15 @@ def newton(fun, x0, hess, *, damping=0.0, step_size=1.0, maxiter=100, gtol=1e-10
     in one step). ``step_size`` < 1 shortens every step (the other common damping).
     Stops when ``max |grad| <= gtol``, after ``maxiter`` steps, or when ``callback(x)``
     returns True. Returns a ``Result`` with the iterates in ``path``."""
-    _callable("fun", fun)
-    _callable("hess", hess)
+    _checks.function("fun", fun)
+    _checks.function("hess", hess)
     x = _x0(x0)
     damping = nonneg("damping", damping)
     step_size = real("step_size", step_size)
     if step_size <= 0:
         raise ValueError(f"step_size must be > 0, got {step_size}")
     gtol = nonneg("gtol", gtol)
-    maxiter = _maxiter(maxiter)
+    maxiter = _checks.integer("maxiter", maxiter, minimum=0)
     n = x.size
     counter = {"njev": 0}
 
@@ -171,12 +159,12 @@ def preconditioned_gd(fun, x0, P=None, *, lr=1.0, maxiter=1000, gtol=1e-10, call
     ``lr = 1`` is Newton's step and lands on the minimum in one step; ``P = diag(Q)^-1`` is
     Jacobi (diagonal) preconditioning. ``gtol=0`` runs all ``maxiter`` steps (unless the
     gradient is exactly zero). Returns a ``Result`` with the iterates in ``path``."""
-    _callable("fun", fun)
+    _checks.function("fun", fun)
     x = _x0(x0)
     n = x.size
     lr = nonneg("lr", lr)
     gtol = nonneg("gtol", gtol)
-    maxiter = _maxiter(maxiter)
+    maxiter = _checks.integer("maxiter", maxiter, minimum=0)
     if P is None:
         def direction(x, g):
             return -g

@@ -18,6 +18,7 @@ import numbers
 
 import numpy as np
 
+from . import _checks
 from .newton import Result
 
 __all__ = ["latin_hypercube", "multistart", "default_minimizer"]
@@ -38,14 +39,6 @@ def _bounds(bounds):
     return b
 
 
-def _count(name, n):
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"{name} must be >= 1, got {n}")
-    return int(n)
-
-
 def latin_hypercube(n, bounds, *, rng=None, scramble=True, optimization=None):
     """``n`` Latin-hypercube points in the box ``bounds`` (a sequence of (low, high) pairs, one
     per dimension), shape (n, d): in every dimension each of the n equal slices of
@@ -54,7 +47,7 @@ def latin_hypercube(n, bounds, *, rng=None, scramble=True, optimization=None):
     ("random-cd" or "lloyd") improves the space filling (see ``scipy.stats.qmc``)."""
     from scipy.stats import qmc
 
-    n = _count("n", n)
+    n = _checks.integer("n", n, minimum=1)
     b = _bounds(bounds)
     if not isinstance(scramble, (bool, np.bool_)):
         raise TypeError(f"scramble must be a bool, got {type(scramble).__name__}")
@@ -96,15 +89,13 @@ def multistart(fun, bounds, n_starts, minimizer=None, *, rng=None, starts=None):
     finite ``fun``), ``best`` (that run's result), ``index`` (its position), ``results``
     (every run's result), ``starts`` (n_starts, d), ``xs`` (n_starts, d) and ``funs``
     (n_starts,) of the local minima, and ``minimizer`` (a label)."""
-    if not callable(fun):
-        raise TypeError(f"fun must be callable, got {type(fun).__name__}")
+    _checks.function("fun", fun)
     b = _bounds(bounds)
-    n_starts = _count("n_starts", n_starts)
+    n_starts = _checks.integer("n_starts", n_starts, minimum=1)
     if minimizer is None:
         minimizer, label = default_minimizer()
-    elif not callable(minimizer):
-        raise TypeError(f"minimizer must be callable, got {type(minimizer).__name__}")
     else:
+        _checks.function("minimizer", minimizer)
         label = getattr(minimizer, "__name__", type(minimizer).__name__)
     if starts is None:
         starts = latin_hypercube(n_starts, b, rng=rng)
