@@ -4,7 +4,7 @@ bandwidth probe, at n = 1e5, 1e6, 1e7 float32.
 Every benchmark of one rule and size shares a pytest-benchmark ``group``, and carries in
 ``extra_info`` what ``bench/report.py`` needs: the implementation, n, the rule's reads and writes
 and the bytes one step must move, ``(reads + writes) * n * itemsize``. The configurations and the
-step callables come from ``fusedopt.bench`` (the same ones ``python -m fusedopt bench`` times).
+step callables come from ``fusedopt.benchmarks`` (the same ones ``python -m fusedopt bench`` times).
 
     PYTHONPATH=python python -m pytest bench/ --benchmark-only --benchmark-json=out.json
     python bench/report.py out.json
@@ -20,8 +20,10 @@ import os
 import numpy as np
 import pytest
 
-from fusedopt import bench as fb
 from fusedopt import optim, reference
+from fusedopt.benchmarks import registry as fb
+from fusedopt.benchmarks.table import size_label
+from fusedopt.benchmarks.timing import call_time
 
 SIZES = [int(float(s)) for s in os.environ.get("FUSEDOPT_BENCH_SIZES", "1e5,1e6,1e7").split(",")]
 MODEL_TOTAL = max(SIZES)
@@ -35,7 +37,7 @@ BUDGET = 0.3        # seconds per benchmark, within 3 .. 100 rounds
 def run_pedantic(benchmark, fn):
     """``benchmark.pedantic`` after a warm-up, with iterations and rounds sized from one timed
     call: rounds of ~ROUND_S, ~BUDGET s in all (the reference at 1e7 gets 3 rounds)."""
-    t = fb.call_time(fn)
+    t = call_time(fn)
     iterations = max(1, int(ROUND_S / t))
     rounds = int(min(100, max(3, BUDGET / (t * iterations))))
     benchmark.pedantic(fn, rounds=rounds, iterations=iterations)
@@ -60,12 +62,12 @@ def info(benchmark, rule, impl, n, **extra):
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("rule", fb.RULES, ids=lambda r: r.name)
-@pytest.mark.parametrize("n", SIZES, ids=fb.size_label)
+@pytest.mark.parametrize("n", SIZES, ids=size_label)
 def test_elementwise(benchmark, grads_of, n, rule, impl, request):
     if impl == "torch":
         request.getfixturevalue("torch_or_skip")
     arrays = fb.make_arrays(rule, grads_of([n]))
-    benchmark.group = f"{rule.name} n={fb.size_label(n)}"
+    benchmark.group = f"{rule.name} n={size_label(n)}"
     info(benchmark, rule, impl, n)
     run_pedantic(benchmark, step_of(impl, rule, arrays, [n]))
     assert np.isfinite(arrays[0][0]).all(), "the params went non-finite while timed"
@@ -84,7 +86,7 @@ def test_model_vs_flat(benchmark, grads_of, layout, request):
     sizes = fb.model_sizes(MODEL_TOTAL, MODEL_TENSORS) if "split" in layout else [MODEL_TOTAL]
     arrays = fb.make_arrays(rule, grads_of(sizes, seed=1))
     impl = {"split": "fused", "flat": "fused", "probe": "probe", "torch split": "torch"}[layout]
-    benchmark.group = f"adam model n={fb.size_label(MODEL_TOTAL)} in {MODEL_TENSORS} tensors"
+    benchmark.group = f"adam model n={size_label(MODEL_TOTAL)} in {MODEL_TENSORS} tensors"
     info(benchmark, rule, impl, MODEL_TOTAL, layout=layout, tensors=len(sizes))
     run_pedantic(benchmark, step_of(impl, rule, arrays, sizes))
     assert all(np.isfinite(p).all() for p in arrays[0])

@@ -7,7 +7,7 @@ read-bandwidth probe) and whole minimizations (fusedopt, SciPy L-BFGS-B, torch.o
 Each benchmark of one size shares a ``group``; ``extra_info`` carries n, m and ``bytes``, the
 bytes of the bandwidth bound of one direction (two streams over the history,
 ``2 * 2 * m * n * itemsize``), or for a minimization its iterations, evaluations, final f and
-the seconds spent inside the objective. The callables are those of ``fusedopt._bench_lbfgs``
+the seconds spent inside the objective. The callables are those of ``fusedopt.benchmarks.lbfgs``
 (the tables of ``python -m fusedopt bench``).
 
 Sizes: the direction at n = 1e5 and 1e6, the minimizations at n = 1e4 and 1e5 by default (a few
@@ -21,7 +21,7 @@ import os
 import numpy as np
 import pytest
 
-from fusedopt import _bench_lbfgs as bl
+from fusedopt.benchmarks import lbfgs as bl
 from fusedopt import _core, ops
 
 BIG = os.environ.get("FUSEDOPT_BENCH_BIG", "") not in ("", "0")

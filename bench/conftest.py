@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from fusedopt import bench as fb
+from fusedopt.benchmarks import registry as fb
 
 
 def pytest_collect_file(file_path, parent):

@@ -22,7 +22,7 @@ import json
 import sys
 from collections import defaultdict
 
-from fusedopt.bench import format_table, size_label
+from fusedopt.benchmarks.table import format_table, size_label
 
 
 def _ratio(num, den):

@@ -1,5 +1,6 @@
 """``python -m fusedopt bench``: the command runs, prints one table per rule with sane numbers,
-and calls the L-BFGS benchmark hook. (Speed itself is judged by the benchmarks, not here.)"""
+and calls its sections (the L-BFGS one among them). (Speed itself is judged by the benchmarks,
+not here.)"""
 from __future__ import annotations
 
 import importlib.util
@@ -8,15 +9,15 @@ import os
 import re
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
 
 import fusedopt
-from fusedopt import bench
+from fusedopt.benchmarks import cli, registry, timing
+from fusedopt.benchmarks import lbfgs as lbfgs_section
 
-RULE_NAMES = [r.name for r in bench.RULES]
+RULE_NAMES = [r.name for r in registry.RULES]
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 
 
@@ -65,7 +66,7 @@ def test_one_table_per_rule_with_sane_numbers(quick_run):
             value = number(cell)
             assert math.isfinite(value) and value > 0, (name, header, cell)
         # The columns agree with each other: GB/s is the rule's bytes over the time.
-        rule = bench.RULES_BY_NAME[name]
+        rule = registry.RULES_BY_NAME[name]
         us, gbs = number(rows[0][1]), number(rows[0][2])
         assert gbs == pytest.approx(rule.nbytes(1000) / (us * 1e-6) / 1e9, rel=0.05, abs=0.01)
 
@@ -87,27 +88,53 @@ def test_model_and_overhead_tables(quick_run):
 def test_lbfgs_hook_is_called_and_printed(monkeypatch, capsys):
     calls = []
 
-    def run(quick, full=False):
-        calls.append((quick, full))
+    def section(ctx):
+        calls.append((ctx.quick, ctx.full))
         return ["L-BFGS TABLE ONE", "L-BFGS TABLE TWO"]
 
-    monkeypatch.setitem(sys.modules, "fusedopt._bench_lbfgs", types.SimpleNamespace(run=run))
-    assert bench.main(["--quick", "--sizes", "1000", "--rules", "sgd,lbfgs", "--no-torch"]) == 0
+    monkeypatch.setattr(lbfgs_section, "section", section)
+    assert cli.main(["--quick", "--sizes", "1000", "--rules", "sgd,lbfgs", "--no-torch"]) == 0
     out = capsys.readouterr().out
     assert calls == [(True, False)]
     assert out.index("sgd:") < out.index("L-BFGS TABLE ONE") < out.index("L-BFGS TABLE TWO")
+    assert cli.main(["--sizes", "1000", "--rules", "lbfgs", "--no-torch", "--full"]) == 0
+    assert calls[-1] == (False, True)
 
 
-def test_lbfgs_hook_absent_is_skipped(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "fusedopt._bench_lbfgs", None)   # import raises
-    assert bench.main(["--sizes", "1000", "--rules", "lbfgs", "--no-torch"]) == 0
-    assert "fusedopt._bench_lbfgs is not available" in capsys.readouterr().out
+def test_lbfgs_section_default_is_trimmed_and_full_has_the_long_cases():
+    # The default stays within the one-minute budget of the README's main command; --full
+    # brings back the long cases.
+    quick, default, full = (lbfgs_section.cases(quick=True), lbfgs_section.cases(),
+                            lbfgs_section.cases(full=True))
+    assert max(default["direction"]) <= 10**6 and max(default["ext_rosenbrock"]) <= 10**5
+    assert default["chained"] == (10**5, 100)
+    assert full["chained"] == (10**6, 500) and 10**7 in full["direction"]
+    assert 10**6 in full["ext_rosenbrock"]
+    assert all(max(quick[k]) <= max(default[k]) for k in ("direction", "ext_rosenbrock"))
+
+
+def test_lbfgs_section_prints_tables_through_the_shared_formatter():
+    # The real section at its --quick sizes: every block is a titled table of the one
+    # formatter, with every solver and positive numbers.
+    blocks = lbfgs_section.run(quick=True, timer=timing.Timer(0.0))
+    found = tables("\n\n".join(blocks[1:]) + "\n")
+    assert "lbfgs direction" in found
+    assert any(k.startswith("lbfgs Extended Rosenbrock n=1e+04 from (-1.2") for k in found)
+    headers, rows = found["lbfgs direction"]
+    assert headers == ["n", "fused ms", "reference ms", "speed-up", "GB/s", "read GB/s",
+                       "bound ms", "of bound"]
+    assert [r[0] for r in rows] == ["1e+05"] and all(number(c) > 0 for c in rows[0][1:])
+    headers, rows = found["lbfgs Chained Rosenbrock (scipy.optimize.rosen) n=1e+04, 100 fixed "
+                          "iterations (gtol = ftol = 0)"]
+    assert headers == ["solver", "wall s", "outside f ms/it", "nit", "nfev", "f"]
+    assert [r[0] for r in rows] == list(lbfgs_section.solvers())
+    assert all(r[3] == "100" for r in rows)
 
 
 def test_threads_option_sets_and_is_reported(capsys):
     old = fusedopt.get_num_threads()
     try:
-        assert bench.main(["--sizes", "1000", "--rules", "adam", "--threads", "1",
+        assert cli.main(["--sizes", "1000", "--rules", "adam", "--threads", "1",
                            "--no-torch"]) == 0
         assert fusedopt.get_num_threads() == 1
     finally:
@@ -119,7 +146,7 @@ def test_threads_option_sets_and_is_reported(capsys):
                                   ["--threads", "0"]])
 def test_bad_options_exit_2(args, capsys):
     with pytest.raises(SystemExit) as exc:
-        bench.main(args)
+        cli.main(args)
     assert exc.value.code == 2
     assert "error" in capsys.readouterr().err
 
@@ -133,20 +160,19 @@ def test_main_dispatch():
     assert bench_help.returncode == 0
     for option in ("--quick", "--sizes", "--rules", "--threads"):
         assert option in bench_help.stdout
-    if importlib.util.find_spec("fusedopt.demo") is None:
-        demo = run_module("demo")
-        assert demo.returncode == 2 and "fusedopt.demo" in demo.stderr
+    demo_help = run_module("demo", "--help")
+    assert demo_help.returncode == 0 and "--quick" in demo_help.stdout
 
 
 def test_model_sizes_sum_and_count():
     for total, count in [(10**7, 200), (1000, 200), (5, 200)]:
-        sizes = bench.model_sizes(total, count)
+        sizes = registry.model_sizes(total, count)
         assert sum(sizes) == total and len(sizes) == min(count, total) and min(sizes) >= 1
-    assert len(set(bench.model_sizes(10**7))) > 50        # varied, not equal parts
+    assert len(set(registry.model_sizes(10**7))) > 50        # varied, not equal parts
 
 
 def test_rule_patterns_match_the_issue():
-    pattern = {r.name: (r.reads, r.writes) for r in bench.RULES}
+    pattern = {r.name: (r.reads, r.writes) for r in registry.RULES}
     assert pattern == {"sgd": (2, 1), "sgd_momentum": (3, 2), "sgd_nesterov": (3, 2),
                        "adagrad": (3, 2), "rmsprop": (3, 2), "rmsprop_centered_momentum": (5, 4),
                        "adam": (4, 3), "adamw": (4, 3), "amsgrad": (5, 4), "adamax": (4, 3)}
@@ -160,7 +186,7 @@ def test_report_computes_gbs_and_ratios():
     spec = importlib.util.spec_from_file_location("bench_report", REPORT)
     report = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(report)
-    rule = bench.RULES_BY_NAME["adam"]
+    rule = registry.RULES_BY_NAME["adam"]
     n = 10**6
 
     def entry(impl, seconds, **extra):
@@ -187,13 +213,13 @@ def test_report_computes_gbs_and_ratios():
 def test_timer_interleaves_and_takes_medians():
     order = []
     fns = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
-    samples = bench.time_interleaved(fns, budget=0.0, min_repeats=5, max_repeats=5,
+    samples = timing.time_interleaved(fns, budget=0.0, min_repeats=5, max_repeats=5,
                                      sample=1e-4)
     assert [len(v) for v in samples.values()] == [5, 5]
     assert all(t > 0 for v in samples.values() for t in v)
     # After the warm-ups, the samples alternate: a run of a's, a run of b's, five times.
     runs = [k for i, k in enumerate(order) if i == 0 or order[i - 1] != k]
     assert runs[-10:] == ["a", "b"] * 5
-    timer = bench.Timer(budget=0.0)
+    timer = timing.Timer(budget=0.0)
     medians = timer({"x": lambda: None}, min_repeats=5, max_repeats=5)
     assert set(medians) == {"x"} and medians["x"] > 0 and timer.spread >= 1.0

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import fusedopt
-from fusedopt import _bench_lbfgs, lbfgs
+from fusedopt import lbfgs
+from fusedopt.benchmarks import lbfgs as _bench_lbfgs
 from fusedopt.optim import LBFGS
 
 scipy_optimize = pytest.importorskip("scipy.optimize")
@@ -345,3 +346,36 @@ def test_lbfgs_class_against_torch():
     np.testing.assert_allclose(w, tight.x, atol=1e-6)
     np.testing.assert_allclose(wt.detach().numpy(), w, atol=1e-4)
     assert fun(w)[0] <= fun(wt.detach().numpy())[0] + 1e-12
+
+
+def test_one_optimize_result_with_scipy_behaviour():
+    import pickle
+
+    from fusedopt import newton, sampling
+    from fusedopt.functions import sphere
+    from fusedopt.lbfgs import OptimizeResult
+
+    r = lbfgs.minimize(lambda x: (float(x @ x), 2 * x), np.ones(3))
+    rn = newton.newton(sphere.value_and_grad, np.ones(2), sphere.hess)
+    rg = newton.preconditioned_gd(sphere.value_and_grad, np.ones(2), lr=0.1)
+    assert all(type(x) is OptimizeResult for x in (r, rn, rg))
+    assert not hasattr(newton, "Result") and not hasattr(sampling, "Result")
+    # a dict readable by attribute, with SciPy's field names
+    assert r.x is r["x"] and r.fun == r["fun"] and r.success is True and r.status == 0
+    for key in ("x", "fun", "jac", "nit", "nfev", "njev", "success", "status", "message"):
+        assert key in r and key in dir(r)
+    with pytest.raises(AttributeError, match="nope"):
+        r.nope
+    r.extra = 5
+    assert r["extra"] == 5
+    del r.extra
+    assert "extra" not in r
+    # repr: one field per line, the message first, bulky arrays summarized
+    text = repr(rg)
+    lines = text.splitlines()
+    assert lines[0].strip().startswith("message:") and "success: True" in text
+    assert "path: <array of shape (" in text and len(lines) == len(rg)
+    assert repr(OptimizeResult()) == "OptimizeResult()"
+    back = pickle.loads(pickle.dumps(r))
+    assert type(back) is OptimizeResult and back.keys() == r.keys()
+    np.testing.assert_array_equal(back.x, r.x)

@@ -5,7 +5,7 @@ import pytest
 pytest.importorskip("scipy.stats")
 
 from fusedopt import functions as F               # noqa: E402
-from fusedopt.sampling import default_minimizer, latin_hypercube, multistart  # noqa: E402
+from fusedopt.sampling import DEFAULT_MINIMIZER, latin_hypercube, multistart  # noqa: E402
 
 
 def test_latin_hypercube_is_stratified():
@@ -51,7 +51,7 @@ def test_multistart_finds_the_rastrigin_global_minimum_in_2d():
     assert r.starts.shape == (200, 2) and r.xs.shape == (200, 2) and len(r.results) == 200
     assert r.funs[r.index] == r.fun == np.min(r.funs)
     assert np.mean(r.funs < 1e-10) < 0.2                   # the problem is genuinely multimodal
-    assert r.minimizer == default_minimizer()[1]
+    assert r.minimizer == DEFAULT_MINIMIZER == "fusedopt.lbfgs"
 
 
 def test_multistart_with_a_given_minimizer_and_starts():
@@ -74,25 +74,20 @@ def test_multistart_with_a_given_minimizer_and_starts():
         multistart(F.sphere.value_and_grad, [(-4, 4)] * 2, 2.0)
 
 
-def test_default_minimizer_falls_back_to_scipy(monkeypatch):
-    import sys
+def test_default_minimizer_is_fusedopt_lbfgs(monkeypatch):
+    # The default is fusedopt.lbfgs.minimize, which always ships (no SciPy fallback).
+    import fusedopt.lbfgs
+    from fusedopt.lbfgs import OptimizeResult
 
-    import fusedopt
-    monkeypatch.setitem(sys.modules, "fusedopt.lbfgs", None)     # import fails
-    monkeypatch.delattr(fusedopt, "lbfgs", raising=False)
-    minimize, label = default_minimizer()
-    assert "scipy" in label
-    r = minimize(F.rosenbrock.value_and_grad, np.array([-1.2, 1.0]))
-    assert r.success and np.allclose(r.x, 1.0, atol=1e-4)
+    calls = []
 
+    def spy(fun, x0):
+        calls.append(x0.copy())
+        return real(fun, x0)
 
-def test_default_minimizer_prefers_fusedopt_lbfgs(monkeypatch):
-    import sys
-    import types
-
-    import fusedopt
-    fake = types.ModuleType("fusedopt.lbfgs")
-    fake.minimize = lambda fun, x0: None
-    monkeypatch.setitem(sys.modules, "fusedopt.lbfgs", fake)
-    monkeypatch.setattr(fusedopt, "lbfgs", fake, raising=False)
-    assert default_minimizer() == (fake.minimize, "fusedopt.lbfgs")
+    real = fusedopt.lbfgs.minimize
+    monkeypatch.setattr(fusedopt.lbfgs, "minimize", spy)
+    r = multistart(F.sphere.value_and_grad, [(-4, 4)] * 2, 3, rng=0)
+    assert len(calls) == 3 and r.minimizer == "fusedopt.lbfgs"
+    assert isinstance(r, OptimizeResult) and all(isinstance(x, OptimizeResult) for x in r.results)
+    assert r.fun < 1e-10

@@ -4,6 +4,8 @@
     python -m fusedopt demo [...]
 
 Each command has its own ``--help``. The command modules are imported only when run.
+
+Layer: tools (the command line; names its commands' modules, imports them on demand).
 """
 from __future__ import annotations
 
@@ -11,9 +13,9 @@ import importlib
 import sys
 
 COMMANDS = {
-    "bench": ("fusedopt.bench", "time every fused kernel against the machine's bandwidth, the "
-                                "NumPy reference and torch.optim (where installed)"),
-    "demo": ("fusedopt.demo", "run the demonstrations"),
+    "bench": ("fusedopt.benchmarks.cli", "time every fused kernel against the machine's "
+              "bandwidth, the NumPy reference and torch.optim (where installed)"),
+    "demo": ("fusedopt.demo.cli", "run the demonstrations"),
 }
 
 USAGE = "usage: python -m fusedopt {" + ",".join(COMMANDS) + "} [options]\n\ncommands:\n" + \
@@ -30,15 +32,7 @@ def main(argv=None) -> int:
     if name not in COMMANDS:
         print(f"python -m fusedopt: unknown command {name!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    module_name = COMMANDS[name][0]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        print(f"python -m fusedopt {name}: {module_name} is not part of this installation",
-              file=sys.stderr)
-        return 2
+    module = importlib.import_module(COMMANDS[name][0])
     return module.main(rest) or 0
 
 

@@ -2,8 +2,8 @@
 preconditioned gradient descent.
 
 Both take ``fun(x) -> (f, grad)`` (as ``fusedopt.lbfgs.minimize`` and SciPy's ``jac=True`` do)
-and return a SciPy-like ``Result`` (a dict with attribute access: ``x, fun, jac, nit, nfev,
-success, status, message``) that also holds ``path``, the iterates ``x_0 .. x_k`` as rows, and
+and return an ``OptimizeResult`` (``fusedopt.lbfgs.OptimizeResult``: SciPy's fields ``x, fun,
+jac, nit, nfev, success, status, message``, readable as attributes) that also holds ``path``, the iterates ``x_0 .. x_k`` as rows, and
 ``fvals``, their values, for plotting trajectories and measuring convergence rates::
 
     >>> from fusedopt.functions import rosenbrock
@@ -13,6 +13,8 @@ success, status, message``) that also holds ``path``, the iterates ``x_0 .. x_k`
 
 Status codes: 0 gradient norm (inf-norm) <= gtol, 1 maxiter reached, 2 the Newton system is
 singular, 3 a value or gradient became non-finite, 4 ``callback(x)`` returned True.
+
+Layer: algorithms (plain NumPy references; no kernels).
 """
 from __future__ import annotations
 
@@ -20,8 +22,9 @@ import numpy as np
 
 from . import _checks
 from ._checks import nonneg, real
+from .lbfgs.result import OptimizeResult
 
-__all__ = ["Result", "newton", "preconditioned_gd"]
+__all__ = ["newton", "preconditioned_gd"]
 
 _MESSAGES = {
     0: "gradient norm <= gtol",
@@ -32,28 +35,6 @@ _MESSAGES = {
 }
 
 
-class Result(dict):
-    """An optimization result: a dict whose keys are also attributes (as
-    ``scipy.optimize.OptimizeResult``)."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    __setattr__ = dict.__setitem__
-    __delattr__ = dict.__delitem__
-
-    def __repr__(self):
-        keys = [k for k in ("message", "success", "status", "fun", "x", "nit", "nfev") if k in self]
-        keys += [k for k in self if k not in keys and k not in ("path", "fvals")]
-        return "\n".join(f"{k:>8}: {self[k]!r}" for k in keys)
-
-    def __dir__(self):
-        return list(self.keys())
-
-
 def _x0(x0):
     x = np.array(x0, dtype=np.float64, copy=True)
     if x.ndim != 1 or x.size == 0:
@@ -61,8 +42,6 @@ def _x0(x0):
     if not np.all(np.isfinite(x)):
         raise ValueError("x0 must be finite")
     return x
-
-
 
 
 def _eval(fun, x):
@@ -104,7 +83,7 @@ def _iterate(fun, x, direction, *, step, maxiter, gtol, callback):
         if callback is not None and callback(x.copy()) is True:
             status = 4
             break
-    return Result(x=x, fun=f, jac=g, nit=nit, nfev=nfev, status=status, success=status == 0,
+    return OptimizeResult(x=x, fun=f, jac=g, nit=nit, nfev=nfev, status=status, success=status == 0,
                   message=_MESSAGES[status], path=np.array(path), fvals=np.array(fvals))
 
 
@@ -118,7 +97,7 @@ def newton(fun, x0, hess, *, damping=0.0, step_size=1.0, maxiter=100, gtol=1e-10
     near a minimizer with a nonsingular Hessian (and lands on the minimizer of a quadratic
     in one step). ``step_size`` < 1 shortens every step (the other common damping).
     Stops when ``max |grad| <= gtol``, after ``maxiter`` steps, or when ``callback(x)``
-    returns True. Returns a ``Result`` with the iterates in ``path``."""
+    returns True. Returns an ``OptimizeResult`` with the iterates in ``path``."""
     _checks.function("fun", fun)
     _checks.function("hess", hess)
     x = _x0(x0)
@@ -158,7 +137,7 @@ def preconditioned_gd(fun, x0, P=None, *, lr=1.0, maxiter=1000, gtol=1e-10, call
     identity: plain gradient descent). For ``f = 1/2 x^T Q x`` the choice ``P = Q^-1``,
     ``lr = 1`` is Newton's step and lands on the minimum in one step; ``P = diag(Q)^-1`` is
     Jacobi (diagonal) preconditioning. ``gtol=0`` runs all ``maxiter`` steps (unless the
-    gradient is exactly zero). Returns a ``Result`` with the iterates in ``path``."""
+    gradient is exactly zero). Returns an ``OptimizeResult`` with the iterates in ``path``."""
     _checks.function("fun", fun)
     x = _x0(x0)
     n = x.size

@@ -5,12 +5,12 @@
     >>> r.x, r.fun            # the best local minimum found (here the global one, 0 at 0)
     >>> r.results             # every local run, in the order of r.starts
 
-Needs SciPy (``scipy.stats.qmc`` draws the Latin hypercube).
+Needs SciPy (``scipy.stats.qmc`` draws the Latin hypercube; imported when sampling).
 
 ``minimizer(fun, x0) -> result`` is any local minimizer taking ``fun(x) -> (f, grad)`` and
-returning an object with ``.x`` and ``.fun``. The default, ``default_minimizer()``, is
-``fusedopt.lbfgs.minimize`` where that module exists, and otherwise SciPy's L-BFGS-B with
-``jac=True`` (its ``label`` says which one ran).
+returning an object with ``.x`` and ``.fun``; the default is ``fusedopt.lbfgs.minimize``.
+
+Layer: tools (built on the algorithms layer: ``lbfgs``).
 """
 from __future__ import annotations
 
@@ -18,10 +18,13 @@ import numbers
 
 import numpy as np
 
-from . import _checks
-from .newton import Result
+from . import _checks, lbfgs
+from .lbfgs.result import OptimizeResult
 
-__all__ = ["latin_hypercube", "multistart", "default_minimizer"]
+__all__ = ["latin_hypercube", "multistart", "DEFAULT_MINIMIZER"]
+
+#: The label ``multistart`` reports for its default local minimizer, ``fusedopt.lbfgs.minimize``.
+DEFAULT_MINIMIZER = "fusedopt.lbfgs"
 
 
 def _bounds(bounds):
@@ -63,29 +66,12 @@ def latin_hypercube(n, bounds, *, rng=None, scramble=True, optimization=None):
     return qmc.scale(engine.random(n), b[:, 0], b[:, 1])
 
 
-def default_minimizer():
-    """The local minimizer ``multistart`` uses by default, as ``(minimize, label)``:
-    ``fusedopt.lbfgs.minimize`` if that module is present, else SciPy's L-BFGS-B."""
-    try:
-        from . import lbfgs
-    except ImportError:
-        lbfgs = None
-    if lbfgs is not None and hasattr(lbfgs, "minimize"):
-        return lbfgs.minimize, "fusedopt.lbfgs"
-
-    def scipy_lbfgsb(fun, x0):
-        from scipy.optimize import minimize
-        return minimize(fun, x0, jac=True, method="L-BFGS-B")
-
-    return scipy_lbfgsb, "scipy L-BFGS-B (fallback)"
-
-
 def multistart(fun, bounds, n_starts, minimizer=None, *, rng=None, starts=None):
     """Run a local minimizer from ``n_starts`` Latin-hypercube points in ``bounds``.
 
     ``fun(x) -> (f, grad)``. ``minimizer(fun, x0)`` returns an object with ``.x`` and
-    ``.fun`` (default: ``default_minimizer()``). ``starts`` (n_starts, d) replaces the
-    sampled points. Returns a ``Result``: ``x`` and ``fun`` of the best run (the lowest
+    ``.fun`` (default: ``fusedopt.lbfgs.minimize``). ``starts`` (n_starts, d) replaces the
+    sampled points. Returns an ``OptimizeResult``: ``x`` and ``fun`` of the best run (the lowest
     finite ``fun``), ``best`` (that run's result), ``index`` (its position), ``results``
     (every run's result), ``starts`` (n_starts, d), ``xs`` (n_starts, d) and ``funs``
     (n_starts,) of the local minima, and ``minimizer`` (a label)."""
@@ -93,7 +79,7 @@ def multistart(fun, bounds, n_starts, minimizer=None, *, rng=None, starts=None):
     b = _bounds(bounds)
     n_starts = _checks.integer("n_starts", n_starts, minimum=1)
     if minimizer is None:
-        minimizer, label = default_minimizer()
+        minimizer, label = lbfgs.minimize, DEFAULT_MINIMIZER
     else:
         _checks.function("minimizer", minimizer)
         label = getattr(minimizer, "__name__", type(minimizer).__name__)
@@ -109,6 +95,6 @@ def multistart(fun, bounds, n_starts, minimizer=None, *, rng=None, starts=None):
     funs = np.array([float(r.fun) for r in results])
     finite = np.where(np.isfinite(funs), funs, np.inf)
     i = int(np.argmin(finite))
-    return Result(x=xs[i].copy(), fun=funs[i], best=results[i], index=i, results=results,
+    return OptimizeResult(x=xs[i].copy(), fun=funs[i], best=results[i], index=i, results=results,
                   starts=starts, xs=xs, funs=funs, minimizer=label,
                   success=bool(np.isfinite(funs[i])))

@@ -1,29 +1,49 @@
-"""L-BFGS benchmarks: the two-loop direction against the NumPy reference and a read-bandwidth
-bound, and whole minimizations against SciPy's L-BFGS-B and torch.optim.LBFGS.
+"""Section ``lbfgs`` of ``python -m fusedopt bench``: the two-loop direction against the NumPy
+reference and the read bandwidth, and whole minimizations against SciPy's L-BFGS-B and
+torch.optim.LBFGS (each where installed).
 
-    python -c "from fusedopt import _bench_lbfgs; _bench_lbfgs.run(quick=True)"
-
-``run(quick)`` prints the tables (``python -m fusedopt bench`` calls it); ``bench/bench_lbfgs.py``
-times the same callables with pytest-benchmark.
+Layer: tools (SciPy, torch and threadpoolctl are imported only inside functions).
 
 The bound of one direction is two streams over the history, ``2 * 2 * m * n * itemsize`` bytes,
-at the read bandwidth measured here by a float64 dot over two arrays as large as the history
-(``_core.lbfgs_dot``, fixed blocks, OpenMP). The minimizations use one vectorized NumPy
-objective for every solver; "outside f" is the wall time minus the time spent in the objective,
-per iteration. SciPy's L-BFGS-B calls BLAS (OpenBLAS threads); fusedopt calls none.
+at the read bandwidth measured, interleaved with the kernel, by a float64 dot over two arrays as
+large as the history (``_core.lbfgs_dot``, fixed blocks, OpenMP). The minimizations use one
+vectorized NumPy objective for every solver; "outside f" is the wall time minus the time spent
+in the objective, per iteration. SciPy's L-BFGS-B calls BLAS (OpenBLAS threads); fusedopt calls
+none.
+
+By default the section fits the one-minute budget of ``python -m fusedopt bench`` on 2 cores:
+directions at n = 1e5 and 1e6, Extended Rosenbrock at 1e4 and 1e5, the chained Rosenbrock at
+1e5 for 100 iterations. ``--full`` adds the long cases (directions at 1e7, Extended Rosenbrock
+at 1e6, the chained Rosenbrock at 1e6 for 500 iterations); ``--quick`` keeps the smallest.
+``bench/bench_lbfgs.py`` times the same callables with pytest-benchmark.
 """
 from __future__ import annotations
 
 import contextlib
 import os
-import time
 
 import numpy as np
 
-from . import _core, lbfgs, ops, reference
+from .. import _core, ops, reference
+from ..lbfgs import History, minimize
+from .registry import Context
+from .table import format_table
+from .timing import Timer, stopwatch
 
-__all__ = ["run", "direction_case", "ext_rosenbrock", "ext_rosenbrock_x0", "chained_rosenbrock",
-           "solvers", "timed_objective", "read_bandwidth"]
+__all__ = ["section", "run", "cases", "direction_case", "history_bytes", "reference_direction",
+           "ext_rosenbrock", "ext_rosenbrock_x0", "chained_rosenbrock", "solvers",
+           "timed_objective", "solve_timed"]
+
+
+def cases(quick: bool = False, full: bool = False) -> dict:
+    """The sizes of each table: ``direction`` (n), ``ext_rosenbrock`` (n) and ``chained``
+    ((n, iterations))."""
+    if quick:
+        return dict(direction=(10**5,), ext_rosenbrock=(10**4,), chained=(10**4, 100))
+    if full:
+        return dict(direction=(10**5, 10**6, 10**7), ext_rosenbrock=(10**4, 10**5, 10**6),
+                    chained=(10**6, 500))
+    return dict(direction=(10**5, 10**6), ext_rosenbrock=(10**4, 10**5), chained=(10**5, 100))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -33,7 +53,7 @@ __all__ = ["run", "direction_case", "ext_rosenbrock", "ext_rosenbrock_x0", "chai
 def direction_case(n, m=10, dtype=np.float64, seed=0):
     """A full, wrapped history of m pairs and a gradient: (history, grad, out)."""
     rng = np.random.default_rng(seed)
-    h = lbfgs.History(n, m, dtype)
+    h = History(n, m, dtype)
     for _ in range(m + 3):
         s = rng.standard_normal(n).astype(dtype)
         h.push(s, (1.5 * s + 0.01).astype(dtype))
@@ -47,30 +67,29 @@ def history_bytes(h) -> int:
 
 
 def reference_direction(h, g):
+    """The NumPy two-loop of ``fusedopt.reference`` over the history's pairs."""
     pairs = h.pairs()
     return reference.lbfgs_direction(g, [p[0] for p in pairs], [p[1] for p in pairs])
 
 
-def best_time(fn, reps, min_time=0.0):
-    """Best of `reps` calls (more while the total is under min_time), after one warm-up."""
-    fn()
-    best, total, k = float("inf"), 0.0, 0
-    while k < reps or total < min_time:
-        t0 = time.perf_counter()
-        fn()
-        dt = time.perf_counter() - t0
-        best, total, k = min(best, dt), total + dt, k + 1
-        if k >= 10 * max(reps, 1):
-            break
-    return best
-
-
-def read_bandwidth(h, reps=10) -> float:
-    """Bytes/s of a float64-accumulating dot over the two history arrays (read only); the best
-    of at least `reps` calls and 0.2 s, as one slow call on a shared machine is common."""
-    s, y = h.s.reshape(-1), h.y.reshape(-1)
-    t = best_time(lambda: _core.lbfgs_dot(s, y), max(reps, 10), min_time=0.2)
-    return (s.nbytes + y.nbytes) / t
+def _direction_table(sizes, timer):
+    rows = []
+    for n in sizes:
+        h, g, out = direction_case(n)
+        s, y = h.s.reshape(-1), h.y.reshape(-1)
+        t = timer({"fused": lambda: ops.lbfgs_direction_(out, g, h),
+                   "reference": lambda: reference_direction(h, g),
+                   "read": lambda: _core.lbfgs_dot(s, y)})
+        nbytes, bw = history_bytes(h), (s.nbytes + y.nbytes) / t["read"]
+        rows.append([f"{n:.0e}", f"{t['fused'] * 1e3:.2f}", f"{t['reference'] * 1e3:.2f}",
+                     f"{t['reference'] / t['fused']:.1f}x", f"{nbytes / t['fused'] / 1e9:.1f}",
+                     f"{bw / 1e9:.1f}", f"{nbytes / bw * 1e3:.2f}",
+                     f"{nbytes / bw / t['fused']:.0%}"])
+        del h, g, out, s, y
+    title = ("lbfgs direction: the two-loop, m=10, float64, fused vs fusedopt.reference; bound = "
+             "2 streams over the history at the measured read bandwidth")
+    return title, format_table(["n", "fused ms", "reference ms", "speed-up", "GB/s",
+                                "read GB/s", "bound ms", "of bound"], rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -112,9 +131,9 @@ class timed_objective:  # noqa: N801 -- used like a function
         self.fun, self.calls, self.seconds = fun, 0, 0.0
 
     def __call__(self, x):
-        t0 = time.perf_counter()
+        t0 = stopwatch()
         out = self.fun(x)
-        self.seconds += time.perf_counter() - t0
+        self.seconds += stopwatch() - t0
         self.calls += 1
         return out
 
@@ -124,16 +143,16 @@ class timed_objective:  # noqa: N801 -- used like a function
 
 
 def run_fusedopt(fun, x0, maxiter, gtol, ftol, m=10):
-    r = lbfgs.minimize(fun, x0, m=m, maxiter=maxiter, gtol=gtol, ftol=ftol)
+    r = minimize(fun, x0, m=m, maxiter=maxiter, gtol=gtol, ftol=ftol)
     return r.fun, r.nit, r.nfev
 
 
 def run_scipy(fun, x0, maxiter, gtol, ftol, m=10):
-    from scipy.optimize import minimize  # noqa: PLC0415 -- optional
+    from scipy.optimize import minimize as scipy_minimize  # noqa: PLC0415 -- optional
 
-    r = minimize(fun, x0, jac=True, method="L-BFGS-B",
-                 options={"maxcor": m, "maxiter": maxiter, "gtol": gtol, "ftol": ftol,
-                          "maxfun": 100 * maxiter + 100})
+    r = scipy_minimize(fun, x0, jac=True, method="L-BFGS-B",
+                       options={"maxcor": m, "maxiter": maxiter, "gtol": gtol, "ftol": ftol,
+                                "maxfun": 100 * maxiter + 100})
     return float(r.fun), int(r.nit), int(r.nfev)
 
 
@@ -144,12 +163,10 @@ def run_torch(fun, x0, maxiter, gtol, ftol, m=10):
     opt = torch.optim.LBFGS([w], lr=1, max_iter=maxiter, max_eval=100 * maxiter + 100,
                             tolerance_grad=gtol, tolerance_change=ftol, history_size=m,
                             line_search_fn="strong_wolfe")
-    last = [0.0]
 
     def closure():
         f, g = fun(w.detach().numpy())
         w.grad = torch.from_numpy(g)
-        last[0] = f
         return torch.tensor(f, dtype=torch.float64)
 
     opt.step(closure)
@@ -178,30 +195,10 @@ def solvers():
 def solve_timed(runner, objective, x0, maxiter, gtol, ftol):
     """(wall s, s outside the objective, f, nit, nfev)."""
     fun = timed_objective(objective)
-    t0 = time.perf_counter()
+    t0 = stopwatch()
     f, nit, nfev = runner(fun, x0, maxiter, gtol, ftol)
-    wall = time.perf_counter() - t0
+    wall = stopwatch() - t0
     return wall, wall - fun.seconds, f, nit, nfev
-
-
-# ---------------------------------------------------------------------------------------------
-# Tables
-
-
-def _direction_table(sizes, reps):
-    print("L-BFGS direction (two-loop, m=10, float64): bound = 2 streams over the history at "
-          "the measured read bandwidth")
-    print(f"{'n':>10} {'fused ms':>9} {'ref ms':>9} {'speedup':>8} {'GB/s':>7} "
-          f"{'read GB/s':>10} {'bound ms':>9} {'of bound':>9}")
-    for n in sizes:
-        h, g, out = direction_case(n)
-        t = best_time(lambda: ops.lbfgs_direction_(out, g, h), reps)
-        tr = best_time(lambda: reference_direction(h, g), max(1, reps // 4))
-        bw = read_bandwidth(h, reps)
-        nbytes = history_bytes(h)
-        print(f"{n:>10.0e} {t * 1e3:9.2f} {tr * 1e3:9.2f} {tr / t:7.1f}x {nbytes / t / 1e9:7.1f} "
-              f"{bw / 1e9:10.1f} {nbytes / bw * 1e3:9.2f} {nbytes / bw / t:8.0%}")
-        del h, g, out
 
 
 def _warm_up():
@@ -211,13 +208,16 @@ def _warm_up():
 
 
 def _minimize_table(title, objective, x0, maxiter, gtol, ftol):
-    print(title)
-    print(f"{'solver':>16} {'wall s':>8} {'outside f ms/it':>16} {'nit':>6} {'nfev':>6} "
-          f"{'f':>12}")
+    rows = []
     for name, runner in solvers().items():
         wall, outside, f, nit, nfev = solve_timed(runner, objective, x0, maxiter, gtol, ftol)
-        print(f"{name:>16} {wall:8.3f} {outside / max(nit, 1) * 1e3:16.2f} {nit:6d} {nfev:6d} "
-              f"{f:12.4e}")
+        rows.append([name, f"{wall:.3f}", f"{outside / max(nit, 1) * 1e3:.2f}", nit, nfev,
+                     f"{f:.4e}"])
+    return title, format_table(["solver", "wall s", "outside f ms/it", "nit", "nfev", "f"], rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# The section
 
 
 @contextlib.contextmanager
@@ -257,33 +257,39 @@ def _blas_note():
         return "threadpoolctl not installed: BLAS pools at their defaults"
 
 
-def run(quick: bool = False, threads: int | None = None, full: bool = False) -> None:
-    """Print the direction and minimization tables (quick: smaller sizes, ~10 s on 2 cores;
-    default ~35 s; full: the chained Rosenbrock for 500 iterations instead of 100, ~70 s).
+def run(quick: bool = False, full: bool = False, threads: int | None = None,
+        timer: Timer | None = None) -> list:
+    """The direction and minimization tables as text blocks (title, then table).
 
     ``threads`` sets the thread count of every solver (fusedopt, torch, BLAS where threadpoolctl
     is installed); default: fusedopt's current count. On a machine shared with other work,
     ``threads=1`` avoids OpenMP barriers waiting for descheduled threads."""
     threads = _core.get_num_threads() if threads is None else int(threads)
+    timer = Timer(0.1 if quick else 0.3) if timer is None else timer
     load = ", load average %.1f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
-    print(f"L-BFGS benchmarks: {threads} thread(s) per solver, {os.cpu_count()} CPUs{load}; "
-          f"{_blas_note()}")
+    note = (f"lbfgs: {threads} thread(s) per solver, {os.cpu_count()} CPUs{load}; "
+            f"{_blas_note()}" + ("" if full else "; --full adds the long cases"))
+    size = cases(quick, full)
+    blocks = [note]
     with _same_threads(threads):
-        _run(quick, full)
+        title, table = _direction_table(size["direction"], timer)
+        blocks.append(f"{title}\n{table}")
+        _warm_up()
+        for n in size["ext_rosenbrock"]:
+            title, table = _minimize_table(
+                f"lbfgs Extended Rosenbrock n={n:.0e} from (-1.2, 1, ...), gtol=1e-5, "
+                "ftol=2.2e-9, m=10", ext_rosenbrock, ext_rosenbrock_x0(n), 15000, 1e-5, 2.2e-9)
+            blocks.append(f"{title}\n{table}")
+        # Fixed iterations compare the cost per iteration.
+        n, iters = size["chained"]
+        title, table = _minimize_table(
+            f"lbfgs Chained Rosenbrock (scipy.optimize.rosen) n={n:.0e}, {iters} fixed "
+            "iterations (gtol = ftol = 0)", chained_rosenbrock, ext_rosenbrock_x0(n), iters,
+            0.0, 0.0)
+        blocks.append(f"{title}\n{table}")
+    return blocks
 
 
-def _run(quick, full):
-    sizes = (10**5, 10**6) if quick else (10**5, 10**6, 10**7)
-    _direction_table(sizes, reps=5)
-    print()
-    _warm_up()
-    for n in ((10**4, 10**5) if quick else (10**4, 10**5, 10**6)):
-        _minimize_table(f"Extended Rosenbrock n={n:.0e} from (-1.2, 1, ...), gtol=1e-5, "
-                        "ftol=2.2e-9, m=10", ext_rosenbrock, ext_rosenbrock_x0(n), 15000, 1e-5,
-                        2.2e-9)
-        print()
-    # Fixed iterations compare the cost per iteration; 100 show it as well as 500 (--full).
-    n, iters = (10**5, 100) if quick else (10**6, 500 if full else 100)
-    _minimize_table(f"Chained Rosenbrock (scipy.optimize.rosen) n={n:.0e}, {iters} fixed "
-                    "iterations (gtol = ftol = 0)", chained_rosenbrock, ext_rosenbrock_x0(n),
-                    iters, 0.0, 0.0)
+def section(ctx: Context):
+    """``python -m fusedopt bench``'s hook: the blocks of ``run`` with the run's options."""
+    return run(quick=ctx.quick, full=ctx.full, timer=ctx.timer)

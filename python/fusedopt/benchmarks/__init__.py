@@ -1,0 +1,14 @@
+"""fusedopt's benchmarks: ``python -m fusedopt bench`` and the helpers of ``bench/``.
+
+Layer: tools (the only tools that touch ``_core``: the bandwidth probe and the L-BFGS dots).
+
+* ``registry``: the benchmarked rules and the callables that take one step of each
+  implementation (fused, probe, reference, torch);
+* ``timing``: the one timer (interleaved repeats, medians, spread);
+* ``table``: the one table formatter (also the demo's);
+* sections, each ``section(ctx) -> [text block]``: ``elementwise`` (one table per rule),
+  ``model``, ``overhead``, ``lbfgs``;
+* ``cli``: the command line, with the registry of sections (``cli.SECTIONS``).
+
+Importing this package imports none of its modules: the demo imports ``table`` alone.
+"""

@@ -1,0 +1,58 @@
+"""The vector operations of the L-BFGS solver, each one call into the C++/OpenMP kernels.
+
+Layer: algorithms (touches ``_core`` directly: the only L-BFGS module that does).
+
+Every array operation of an iteration (the direction, the dots, the trial point) goes through
+``CoreVec``: reductions give the same bits for any thread count, and no BLAS is called (two
+BLAS thread pools fighting over few cores can cost 100x on small vectors). The solver takes the
+backend as an argument, so a CuPy backend with the same five methods can drive the same
+iteration. There is no NumPy copy of the two-loop recursion here: ``direction`` is the fused
+kernel, whose ground truth is ``fusedopt.reference.lbfgs_direction``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _core, ops
+
+__all__ = ["CoreVec"]
+
+
+class CoreVec:
+    """Vector operations on flat, C-contiguous NumPy arrays, in ``fusedopt._core``."""
+
+    empty = staticmethod(np.empty)
+
+    @staticmethod
+    def dot(a, b) -> float:
+        """sum(a * b), accumulated in float64 by fixed blocks."""
+        return _core.lbfgs_dot(a, b)
+
+    @staticmethod
+    def axpby(out, a, x, b, y):
+        """out = a * x + b * y (out may be x or y)."""
+        _core.lbfgs_axpby(out, a, x, b, y)
+
+    @staticmethod
+    def amax(a) -> float:
+        """max |a_i| (NaN if any is NaN)."""
+        return _core.lbfgs_amax(a)
+
+    @staticmethod
+    def scale(out, a, x):
+        """out = a * x, with a cast to the dtype once (a = 1: an exact copy)."""
+        _core.lbfgs_axpby(out, a, x)
+
+    @staticmethod
+    def copy(out, x):
+        _core.lbfgs_axpby(out, 1.0, x)
+
+    @staticmethod
+    def sub_dots(out, a, b, c):
+        """out = a - b (out may be a or b); returns (c . out, out . out)."""
+        return _core.lbfgs_sub_dots(out, a, b, c)
+
+    @staticmethod
+    def direction(out, grad, history) -> float:
+        """out = -H grad; returns grad . out."""
+        return ops.lbfgs_direction_(out, grad, history)

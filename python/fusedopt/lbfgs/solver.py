@@ -1,0 +1,258 @@
+"""The L-BFGS solver: one iteration over a flat vector, and ``minimize``.
+
+Layer: algorithms.
+
+``minimize`` follows ``scipy.optimize.minimize(method="L-BFGS-B", jac=True)`` (without bounds):
+the same stopping rules (``gtol`` on the largest gradient component, ``ftol`` on the relative
+reduction of f) and the same result fields. Nocedal & Wright, Algorithm 7.5 (L-BFGS): the
+direction by the two-loop recursion (``History``, the fused kernel), a line search
+(``line_search``), the new pair stored if it satisfies the curvature condition. The array work
+of an iteration runs in the kernels through ``CoreVec``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import _checks
+from ._vector import CoreVec
+from .history import History
+from .line_search import LineSearch, Point, check_line_search
+from .result import OptimizeResult
+
+__all__ = ["minimize", "Solver"]
+
+
+def _real_scalar(f, who):
+    f = np.asarray(f)
+    if f.size != 1 or not (np.issubdtype(f.dtype, np.floating)
+                           or np.issubdtype(f.dtype, np.integer)):
+        raise ValueError(f"{who} must return a real scalar, got an array of shape {f.shape} and "
+                         f"dtype {f.dtype}")
+    return float(f.reshape(()))
+
+
+def _copy_gradient(out, g, shape, who):
+    g = np.asarray(g)
+    if g.shape != shape:
+        raise ValueError(f"{who} returned a gradient of shape {g.shape}; expected {shape}")
+    if not (np.issubdtype(g.dtype, np.floating) or np.issubdtype(g.dtype, np.integer)):
+        raise TypeError(f"{who} returned a gradient of dtype {g.dtype}; expected a real dtype")
+    if (g.dtype == out.dtype and g.flags.c_contiguous and g.flags.aligned
+            and not np.may_share_memory(g, out)):
+        CoreVec.copy(out, g)  # the same bits as np.copyto, in parallel when large
+    else:
+        np.copyto(out.reshape(shape), g, casting="unsafe")
+
+
+def _pair(out, who):
+    if not isinstance(out, tuple) or len(out) != 2:
+        raise TypeError(f"{who} must return a tuple (f, grad), got {type(out).__name__}")
+    return out
+
+
+class _Objective:
+    """Calls ``fun(x)`` at a flat buffer (seen as a read-only array of x0's shape), checks what
+    it returns and copies the gradient into a flat buffer. Counts evaluations."""
+
+    def __init__(self, fun, shape):
+        self.fun = fun
+        self.shape = shape
+        self.nfev = 0
+
+    def __call__(self, x, g_out):
+        """f at x (a float); the gradient is written to g_out."""
+        view = x.reshape(self.shape)
+        view.flags.writeable = False
+        f, g = _pair(self.fun(view), "fun")
+        self.nfev += 1
+        f = _real_scalar(f, "fun")
+        _copy_gradient(g_out, g, self.shape, "fun (x0's shape)")
+        return f
+
+
+class Solver:
+    """The state of an L-BFGS run over a flat vector: x, f, g, the history and the buffers.
+
+    ``iterate()`` takes one iteration: the direction, a line search (retried once along the
+    steepest descent, with the history cleared, when it fails), the new pair. It returns None
+    on success or the message of a failure.
+    """
+
+    def __init__(self, objective, x, m, line_search, vec=CoreVec):
+        self.obj = objective
+        self.vec = vec
+        self.line_search = line_search
+        n, dt = x.size, x.dtype
+        self.x = x
+        self.g = vec.empty(n, dt)
+        self.d = vec.empty(n, dt)
+        self.slots = [(vec.empty(n, dt), vec.empty(n, dt)) for _ in range(2)]
+        self.history = History(n, m, dt)
+        self.nit = 0
+        self.f = math.nan
+        self.f_prev = math.nan
+        self._search = LineSearch(self._evaluate)
+
+    def evaluate_start(self):
+        """f and g at x; raises ValueError if either is not finite."""
+        self.f = self.obj(self.x, self.g)
+        if not math.isfinite(self.f):
+            raise ValueError(f"fun(x0) returned f = {self.f}; the starting point must have a "
+                             "finite value")
+        if not math.isfinite(self.vec.amax(self.g)):
+            raise ValueError("fun(x0) returned a non-finite gradient")
+
+    def gnorm_inf(self) -> float:
+        return self.vec.amax(self.g)
+
+    def _evaluate(self, t, slot):
+        xt, gt = self.slots[slot]
+        self.vec.axpby(xt, 1.0, self.x, t, self.d)
+        f = self.obj(xt, gt)
+        dg = self.vec.dot(gt, self.d) if math.isfinite(f) else math.nan
+        return Point(t, f, dg, slot)
+
+    def _search_along(self, dg0, d_is_steepest):
+        vec, d = self.vec, self.d
+        if d_is_steepest or self.history.count == 0:
+            t1 = min(1.0, 1.0 / math.sqrt(-dg0))  # ||d|| = ||g||: the first step is scaled
+        else:
+            t1 = 1.0
+        cache = []
+
+        def tmin():
+            """The step below which no component of x changes: no resolution left (computed
+            only when a search backtracks or zooms)."""
+            if not cache:
+                eps = float(np.finfo(d.dtype).eps)
+                cache.append(eps * max(1.0, vec.amax(self.x)) / max(vec.amax(d), 1e-300))
+            return cache[0]
+
+        search = self._search.strong_wolfe if self.line_search == "strong_wolfe" \
+            else self._search.armijo
+        return search(self.f, dg0, t1, tmin)
+
+    def _steepest(self):
+        """d = -g; returns g.d."""
+        self.vec.scale(self.d, -1.0, self.g)
+        return -self.vec.dot(self.g, self.g)
+
+    def iterate(self):
+        """One iteration of Nocedal & Wright, Algorithm 7.5."""
+        vec, h = self.vec, self.history
+        steepest = h.count == 0
+        if not steepest:
+            dg0 = vec.direction(self.d, self.g, h)
+            if not dg0 < 0.0:  # not a descent direction (or NaN): start again from -g
+                h.clear()
+                steepest = True
+        if steepest:
+            dg0 = self._steepest()
+        point = self._search_along(dg0, steepest)
+        along = "the steepest descent"
+        if point is None and not steepest:
+            h.clear()
+            point = self._search_along(self._steepest(), True)
+            along = "the L-BFGS direction nor, with the history cleared, along " + along
+        if point is None:
+            return (f"the line search found no point of sufficient decrease along {along} "
+                    "(the objective may be non-smooth, noisy or non-finite near x, its "
+                    "gradient wrong, or gtol too small for the precision)")
+        xt, gt = self.slots[point.slot]
+        # y = g_new - g, written over the old gradient; s = t d is written by the history.
+        y = self.g
+        dy, yy = vec.sub_dots(y, gt, self.g, self.d)
+        h._store(self.d, y, point.t * dy, yy, vec, step=point.t)
+        self.slots[point.slot] = (self.x, self.g)
+        self.x, self.g = xt, gt
+        self.f_prev, self.f = self.f, point.f
+        self.nit += 1
+        return None
+
+
+def _check_x0(x0):
+    try:
+        x = np.asarray(x0)
+    except Exception as e:  # e.g. a CuPy array (no implicit conversion)
+        raise TypeError(f"x0 must be a NumPy array of float32 or float64: {e}") from None
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"x0 must have dtype float32 or float64, got {x.dtype}")
+    if x.size == 0:
+        raise ValueError("x0 is empty")
+    if not np.isfinite(x).all():
+        raise ValueError("x0 has non-finite values")
+    return x
+
+
+def minimize(fun, x0, *, m=10, maxiter=15000, gtol=1e-5, ftol=2.2e-9,
+             line_search="strong_wolfe", callback=None):
+    """Minimize ``fun`` by L-BFGS from ``x0``.
+
+    Parameters
+    ----------
+    fun : callable
+        ``fun(x) -> (f, grad)``: ``x`` has the shape and dtype of ``x0`` and is read-only (a
+        view of the solver's buffer: copy it to keep it); ``grad`` must have ``x0``'s shape.
+    x0 : ndarray, float32 or float64, any shape, finite, not empty
+        The computation runs in x0's dtype (dots in float64).
+    m : int
+        Number of curvature pairs kept.
+    maxiter : int
+        Most iterations.
+    gtol : float
+        Stop when ``max |grad_i| <= gtol`` (SciPy's ``pgtol``).
+    ftol : float
+        Stop when ``(f_k - f_{k+1}) / max(|f_k|, |f_{k+1}|, 1) <= ftol`` (SciPy's test).
+    line_search : "strong_wolfe" or "armijo"
+        Strong-Wolfe conditions with c1 = 1e-4, c2 = 0.9 (Nocedal & Wright Alg. 3.5/3.6,
+        cubic interpolation), or backtracking until sufficient decrease. The first trial step
+        is 1, or ``1 / ||grad||`` when there is no history (first iteration, after a reset).
+    callback : callable, optional
+        ``callback(xk)`` after each iteration, with a copy of x.
+
+    Returns
+    -------
+    OptimizeResult with ``x`` (x0's shape and dtype), ``fun``, ``jac``, ``nit``, ``nfev``,
+    ``njev``, ``success``, ``status`` (0 converged, 1 maxiter, 2 line search failure),
+    ``message``.
+
+    A non-finite f or gradient at a trial point shortens the step. When the line search fails
+    the history is cleared and the steepest descent is tried once before stopping (status 2).
+    """
+    _checks.function("fun", fun)
+    x0 = _check_x0(x0)
+    m = _checks.integer("m", m, minimum=1)
+    maxiter = _checks.integer("maxiter", maxiter, minimum=0)
+    gtol = _checks.nonneg("gtol", gtol)
+    ftol = _checks.nonneg("ftol", ftol)
+    line_search = check_line_search(line_search)
+    _checks.function("callback", callback, optional=True)
+
+    obj = _Objective(fun, x0.shape)
+    solver = Solver(obj, x0.ravel().copy(), m, line_search)
+    solver.evaluate_start()
+
+    status, message = None, None
+    if solver.gnorm_inf() <= gtol:
+        status, message = 0, "CONVERGENCE: max |grad| <= gtol"
+    while status is None:
+        if solver.nit >= maxiter:
+            status, message = 1, "STOP: the number of iterations reached maxiter"
+            break
+        failure = solver.iterate()
+        if failure is not None:
+            status, message = 2, "ABNORMAL: " + failure
+            break
+        if callback is not None:
+            callback(solver.x.reshape(x0.shape).copy())
+        if solver.gnorm_inf() <= gtol:
+            status, message = 0, "CONVERGENCE: max |grad| <= gtol"
+        elif solver.f_prev - solver.f <= ftol * max(abs(solver.f_prev), abs(solver.f), 1.0):
+            status, message = 0, "CONVERGENCE: relative reduction of f <= ftol"
+    return OptimizeResult(
+        x=solver.x.reshape(x0.shape).copy(), fun=solver.f,
+        jac=solver.g.reshape(x0.shape).copy(), nit=solver.nit, nfev=obj.nfev, njev=obj.nfev,
+        success=status == 0, status=status, message=message,
+        skipped=solver.history.skipped)
