@@ -9,7 +9,7 @@ Modules: ``ops`` (in-place multi-tensor kernels), ``optim`` (optimizer classes),
 (the NumPy ground truth), ``schedules`` (learning-rate schedules), ``lbfgs`` (the fused two-loop
 recursion and an L-BFGS minimizer); loaded on first use: ``functions`` (test functions),
 ``init`` (weight initializers), ``sampling`` (Latin hypercube, multistart), ``newton``
-(second-order references), ``demo``, ``bench``.
+(second-order references), ``demo``, ``benchmarks``.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from .ops import clip_by_global_norm_, global_norm
 
 __version__ = "0.1.0"
 
-_LAZY = ("functions", "init", "sampling", "newton", "demo", "bench")
+_LAZY = ("functions", "init", "sampling", "newton", "demo", "benchmarks")
 
 __all__ = ["ops", "optim", "reference", "schedules", "lbfgs", *_LAZY, "global_norm",
            "clip_by_global_norm_",

@@ -3,8 +3,9 @@ preconditioned gradient descent.
 
 Both take ``fun(x) -> (f, grad)`` (as ``fusedopt.lbfgs.minimize`` and SciPy's ``jac=True`` do)
 and return an ``OptimizeResult`` (``fusedopt.lbfgs.OptimizeResult``: SciPy's fields ``x, fun,
-jac, nit, nfev, success, status, message``, readable as attributes) that also holds ``path``, the iterates ``x_0 .. x_k`` as rows, and
-``fvals``, their values, for plotting trajectories and measuring convergence rates::
+jac, nit, nfev, success, status, message``, readable as attributes) that also holds ``path``,
+the iterates ``x_0 .. x_k`` as rows, and ``fvals``, their values, for plotting trajectories
+and measuring convergence rates::
 
     >>> from fusedopt.functions import rosenbrock
     >>> r = newton(rosenbrock.value_and_grad, [-1.2, 1.0], rosenbrock.hess)

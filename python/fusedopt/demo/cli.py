@@ -57,8 +57,8 @@ def _missing(k):
 
 
 def run(out="demo_out", *, quick=False, only=None, seed=0, progress=True, stream=None):
-    """Run the experiments ``only`` (default all: the numbers of ``EXPERIMENTS``), print their tables to
-    ``stream`` (default stdout), write the figures and ``tables.txt`` into ``out``. An
+    """Run the experiments ``only`` (default all: the numbers of ``EXPERIMENTS``), print their
+    tables to ``stream`` (default stdout), write the figures and ``tables.txt`` into ``out``. An
     experiment whose package (scikit-learn, SciPy) is missing is skipped with a note on
     stderr. Returns ``{"tables": {number: [Table, ...]}, "figures": [paths],
     "seconds": {number: s}, "skipped": {number: package}, "progress": (done, total)}``."""

@@ -33,7 +33,8 @@ def run(ctx):
     tab = Table("6. Multi-start: Latin-hypercube starts + L-BFGS in the standard box",
                 ["function", "dim", "box", "starts/run", "runs", "starts reaching x*",
                  "runs finding x*", "median best f", "time [s]"],
-                note=f"Local minimizer: {DEFAULT_MINIMIZER}. 'Reaching x*': final max|x - x*| < 1e-3.")
+                note=f"Local minimizer: {DEFAULT_MINIMIZER}. 'Reaching x*': final "
+                     "max|x - x*| < 1e-3.")
     shown = None
     latin_hypercube(1, [(0.0, 1.0)])           # imports SciPy before the clock starts
     minimize(F.sphere.value_and_grad, np.ones(2))
