@@ -6,7 +6,7 @@ import pytest
 
 import fusedopt
 from fusedopt import lbfgs
-from fusedopt.benchmarks import lbfgs as _bench_lbfgs
+from fusedopt.benchmarks import lbfgs as lbfgs_bench
 from fusedopt.optim import LBFGS
 
 scipy_optimize = pytest.importorskip("scipy.optimize")
@@ -33,8 +33,8 @@ def rosen_fun(x):
     return scipy_optimize.rosen(x), scipy_optimize.rosen_der(x)
 
 
-ext_rosen = _bench_lbfgs.ext_rosenbrock  # Extended Rosenbrock (More, Garbow & Hillstrom)
-ext_rosen_x0 = _bench_lbfgs.ext_rosenbrock_x0
+ext_rosen = lbfgs_bench.ext_rosenbrock  # Extended Rosenbrock (More, Garbow & Hillstrom)
+ext_rosen_x0 = lbfgs_bench.ext_rosenbrock_x0
 
 
 def logistic_problem(n_samples=300, n_features=20, lam=1e-2, seed=1):
