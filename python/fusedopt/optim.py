@@ -1,10 +1,10 @@
 """Optimizer classes with torch.optim's names and defaults, over lists of NumPy/CuPy arrays
-(user-facing layer: calls ``fusedopt.ops`` or ``fusedopt.reference``, never ``_core``).
+(user-facing layer: calls ``fusedopt.ops`` or ``fusedopt.reference``, never ``_core``)::
 
-    >>> opt = fusedopt.optim.Adam(params, lr=1e-3)
-    >>> for batch in data:
-    ...     grads = compute_grads(params, batch)    # arrays aligned with params
-    ...     opt.step(grads)                          # params updated in place
+    opt = fusedopt.optim.Adam(params, lr=1e-3)
+    for batch in data:
+        grads = compute_grads(params, batch)    # arrays aligned with params
+        opt.step(grads)                          # params updated in place
 
 Differences from torch.optim: ``step`` takes the gradients (NumPy arrays carry no ``.grad``);
 there are no parameter groups; ``lr`` may be a float or a schedule, a callable of the number of
