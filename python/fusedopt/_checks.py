@@ -38,8 +38,9 @@ def real(name: str, x) -> float:
     try:
         v = float(x)
     except OverflowError:  # an int beyond float range
-        raise ValueError(f"{name} must be finite, got an int of {int(x).bit_length()} bits, "
-                         "beyond float range") from None
+        bits = x.bit_length() if isinstance(x, int) else "?"
+        raise ValueError(f"{name} must be finite, got an int of {bits} bits, beyond float "
+                         "range") from None
     if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {v!r}")
     return v

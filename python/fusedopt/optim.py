@@ -29,7 +29,7 @@ import importlib
 import numbers
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import numpy as np
 
@@ -40,6 +40,8 @@ __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", 
 
 #: A learning rate: a float, or a schedule (a callable of the number of steps taken).
 LearningRate = Union[float, Callable[[int], float]]
+#: The backends: the fused kernels or the NumPy reference.
+Backend = Literal["auto", "reference"]
 
 _BACKENDS = {"auto": ops, "reference": reference}
 
@@ -167,7 +169,7 @@ class Optimizer:
     ``pickle`` and ``copy.deepcopy`` (the copy holds copies of the params).
     """
 
-    def __init__(self, params: Any, lr: LearningRate, backend: str = "auto",
+    def __init__(self, params: Any, lr: LearningRate, backend: Backend = "auto",
                  **hyperparams: Any) -> None:
         if backend not in _BACKENDS:
             raise ValueError(f"backend must be 'auto' or 'reference', got {backend!r}")
@@ -361,6 +363,15 @@ def flatten_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
     ``"state.<name>.<i>"`` for the i-th array of each state list (CuPy arrays are copied to the
     host). ``unflatten_state_dict`` inverts it; nothing needs ``allow_pickle``.
 
+    Parameters
+    ----------
+    state_dict : dict
+        What ``Optimizer.state_dict()`` returns.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+
     Examples
     --------
     >>> np.savez("ckpt.npz", **flatten_state_dict(opt.state_dict()))    # doctest: +SKIP
@@ -380,7 +391,29 @@ def flatten_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
 def unflatten_state_dict(flat: Mapping[str, Any]) -> dict[str, Any]:
     """The nested ``state_dict`` of a flat one (``flatten_state_dict``, or the ``np.load`` of
     its ``np.savez``): scalars as Python scalars, ``betas`` as a tuple, arrays as they are.
-    Raises ValueError on a key it does not know or a state list with a gap."""
+
+    Parameters
+    ----------
+    flat : mapping of str to arrays
+        A dict, or the ``NpzFile`` that ``np.load`` returns (read it before closing it).
+
+    Returns
+    -------
+    dict
+        For ``Optimizer.load_state_dict``.
+
+    Raises ValueError on a key it does not know, a missing ``step`` or a state list with a gap.
+
+    Examples
+    --------
+    >>> opt = Adam([np.zeros(2)], lr=0.1)
+    >>> opt.step([np.ones(2)])
+    >>> flat = flatten_state_dict(opt.state_dict())
+    >>> sorted(flat)[:4]
+    ['hyperparams.amsgrad', 'hyperparams.betas', 'hyperparams.eps', 'hyperparams.eps_root']
+    >>> unflatten_state_dict(flat)["step"]
+    1
+    """
     if not hasattr(flat, "keys"):
         raise TypeError(f"flat must be a dict of arrays, got {type(flat).__name__}")
     out: dict[str, Any] = {"lr": None, "hyperparams": {}}
@@ -450,7 +483,7 @@ class SGD(Optimizer):
 
     def __init__(self, params: Any, lr: LearningRate = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, *,
-                 maximize: bool = False, backend: str = "auto") -> None:
+                 maximize: bool = False, backend: Backend = "auto") -> None:
         super().__init__(params, lr, backend, momentum=momentum, dampening=dampening,
                          weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
 
@@ -507,7 +540,7 @@ class Adagrad(Optimizer):
     def __init__(self, params: Any, lr: LearningRate = 1e-2, lr_decay: float = 0.0,
                  weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
                  eps: float = 1e-10, *, eps_root: float = 0.0, maximize: bool = False,
-                 backend: str = "auto") -> None:
+                 backend: Backend = "auto") -> None:
         self._init_acc = _checks.nonneg("initial_accumulator_value", initial_accumulator_value)
         super().__init__(params, lr, backend, lr_decay=lr_decay, weight_decay=weight_decay,
                          eps=eps, eps_root=eps_root, maximize=maximize)
@@ -575,7 +608,7 @@ class RMSprop(Optimizer):
     def __init__(self, params: Any, lr: LearningRate = 1e-2, alpha: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
                  centered: bool = False, *, eps_root: float = 0.0, maximize: bool = False,
-                 backend: str = "auto") -> None:
+                 backend: Backend = "auto") -> None:
         super().__init__(params, lr, backend, alpha=alpha, eps=eps, eps_root=eps_root,
                          weight_decay=weight_decay, momentum=momentum, centered=centered,
                          maximize=maximize)
@@ -647,7 +680,7 @@ class Adam(Optimizer):
     def __init__(self, params: Any, lr: LearningRate = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *, eps_root: float = 0.0,
-                 maximize: bool = False, backend: str = "auto") -> None:
+                 maximize: bool = False, backend: Backend = "auto") -> None:
         if isinstance(betas, list):
             betas = tuple(betas)  # type: ignore[assignment]
         super().__init__(params, lr, backend, betas=betas, eps=eps, eps_root=eps_root,
@@ -715,7 +748,7 @@ class AdamW(Adam):
     def __init__(self, params: Any, lr: LearningRate = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, eps_root: float = 0.0,
-                 maximize: bool = False, backend: str = "auto") -> None:
+                 maximize: bool = False, backend: Backend = "auto") -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, eps_root=eps_root,
                          maximize=maximize, backend=backend)
 
@@ -759,7 +792,7 @@ class Adamax(Optimizer):
     def __init__(self, params: Any, lr: LearningRate = 2e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, *, maximize: bool = False,
-                 backend: str = "auto") -> None:
+                 backend: Backend = "auto") -> None:
         if isinstance(betas, list):
             betas = tuple(betas)  # type: ignore[assignment]
         super().__init__(params, lr, backend, betas=betas, eps=eps, weight_decay=weight_decay,
