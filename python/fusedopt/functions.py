@@ -504,14 +504,12 @@ def gabor_loss_and_grad(phi: ArrayLike, x: ArrayLike,
 
 
 def gabor_loss(phi: ArrayLike, x: ArrayLike, y: ArrayLike) -> Any:
-    """The least-squares loss of the Gabor model (see ``gabor_loss_and_grad``).
+    """The least-squares loss of the Gabor model.
 
     Parameters
     ----------
-    phi : array_like, shape (..., 2)
-        The parameters, or a batch of them.
-    x, y : array_like, shape (m,)
-        The inputs and the targets.
+    phi, x, y : array_like
+        As in ``gabor_loss_and_grad``.
 
     Examples
     --------

@@ -45,32 +45,61 @@ Backend = Literal["auto", "reference"]
 
 _BACKENDS = {"auto": ops, "reference": reference}
 
-_SHARED_PARAMETERS = """\
-maximize : bool, default False
-        Ascend the objective instead of descending (``g`` is negated first). Keyword only.
-    backend : {"auto", "reference"}, default "auto"
-        ``"auto"``: the fused kernels of ``fusedopt.ops``; ``"reference"``: the NumPy
-        equations of ``fusedopt.reference``. The same bits. Keyword only.
-
-    See ``Optimizer`` for ``step`` (AMP's ``grad_scale``/``found_inf``), ``state_dict``,
-    checkpoints, threads and non-finite gradients."""
-
-_PARAMS_AND_LR = """\
+# Documentation that several optimizers share, written once: ``_doc`` fills the placeholders
+# ``<name>`` of a class docstring (continuation lines carry the docstring's 4-space indent).
+_DOC_PIECES = {
+    "params and lr": """\
 params : array or list of arrays
         NumPy or CuPy arrays, float32 or float64, C-contiguous, writeable; updated in place by
         ``step``. One array may be given alone.
     lr : float or callable, default {lr}
         The learning rate, >= 0; or a schedule (``fusedopt.schedules``), called with the number
-        of steps already taken."""
+        of steps already taken.""",
+    "weight_decay": """\
+weight_decay : float, default 0.0
+        L2 penalty (added to ``g``), >= 0.""",
+    "betas": """\
+betas : tuple of 2 floats, default (0.9, 0.999)
+        ``(beta1, beta2)``, each in [0, 1).""",
+    "eps": """\
+eps : float, default {eps}
+        Added to the square root, >= 0.""",
+    "eps_root": """\
+eps_root : float, default 0.0
+        Added inside the square root (optax), >= 0. Keyword only.""",
+    "amsgrad": """\
+amsgrad : bool, default False
+        Use the running maximum of ``exp_avg_sq``.""",
+    "adam moments": """\
+exp_avg        <- beta1 * exp_avg + (1 - beta1) * g
+        exp_avg_sq     <- beta2 * exp_avg_sq + (1 - beta2) * g * g
+        max_exp_avg_sq <- max(max_exp_avg_sq, exp_avg_sq)   (amsgrad: used for exp_avg_sq below)
+        p              <- p - lr * (exp_avg / (1 - beta1^t))
+                                 / (sqrt(exp_avg_sq / (1 - beta2^t) + eps_root) + eps)
+
+    State: ``exp_avg``, ``exp_avg_sq``, and ``max_exp_avg_sq`` with amsgrad, zeros at first.""",
+    "shared parameters": """\
+maximize : bool, default False
+        Ascend the objective instead of descending (``g`` is negated first). Keyword only.
+    backend : {{"auto", "reference"}}, default "auto"
+        ``"auto"``: the fused kernels of ``fusedopt.ops``; ``"reference"``: the NumPy
+        equations of ``fusedopt.reference``. The same bits. Keyword only.
+
+    See ``Optimizer`` for ``step`` (AMP's ``grad_scale``/``found_inf``), ``state_dict``,
+    checkpoints, threads and non-finite gradients.""",
+}
 
 
-def _doc(lr: str) -> Callable[[type], type]:
-    """Fill in the parameters every optimizer shares (written once, here)."""
+def _doc(**defaults: str) -> Callable[[type], type]:
+    """Fill in a class docstring's shared pieces, with the class's ``lr`` and ``eps``
+    defaults."""
 
     def fill(cls: type) -> type:
         doc = cls.__doc__ or ""
-        doc = doc.replace("<params and lr>", _PARAMS_AND_LR.format(lr=lr))
-        cls.__doc__ = doc.replace("<shared parameters>", _SHARED_PARAMETERS)
+        for name, text in _DOC_PIECES.items():
+            if f"<{name}>" in doc:
+                doc = doc.replace(f"<{name}>", text.format(**defaults))
+        cls.__doc__ = doc
         return cls
 
     return fill
@@ -464,19 +493,15 @@ class SGD(Optimizer):
         >= 0.
     dampening : float, default 0.0
         In [0, 1].
-    weight_decay : float, default 0.0
-        L2 penalty, >= 0.
+    <weight_decay>
     nesterov : bool, default False
         Nesterov momentum; needs ``momentum > 0`` and ``dampening == 0``.
     <shared parameters>
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from fusedopt.optim import SGD
     >>> w = np.zeros(3)
-    >>> opt = SGD([w], lr=0.1, momentum=0.9)
-    >>> opt.step([w - 1.0])
+    >>> SGD([w], lr=0.1, momentum=0.9).step([w - 1.0])
     >>> w
     array([0.1, 0.1, 0.1])
     """
@@ -498,7 +523,7 @@ class SGD(Optimizer):
                         **self.hyperparams, **amp)
 
 
-@_doc(lr="1e-2")
+@_doc(lr="1e-2", eps="1e-10")
 class Adagrad(Optimizer):
     """Adagrad (``torch.optim.Adagrad``; Duchi, Hazan & Singer 2011), with optax's
     ``eps_root`` inside the square root.
@@ -516,25 +541,19 @@ class Adagrad(Optimizer):
     <params and lr>
     lr_decay : float, default 0.0
         >= 0.
-    weight_decay : float, default 0.0
-        L2 penalty, >= 0.
+    <weight_decay>
     initial_accumulator_value : float, default 0.0
         The first value of ``sum``, >= 0.
-    eps : float, default 1e-10
-        Added to the square root, >= 0.
-    eps_root : float, default 0.0
-        Added inside the square root, >= 0. Keyword only.
+    <eps>
+    <eps_root>
     <shared parameters>
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from fusedopt.optim import Adagrad
-    >>> w = np.zeros(3)
-    >>> opt = Adagrad([w], lr=0.5)
-    >>> opt.step([w - 1.0])
-    >>> w
-    array([0.5, 0.5, 0.5])
+    >>> opt = Adagrad([np.zeros(2)], lr=0.5, initial_accumulator_value=3.0)
+    >>> opt.step([np.ones(2)])           # sum = 3 + 1: a step of 0.5 / 2
+    >>> opt.params[0], opt.state["sum"][0]
+    (array([-0.25, -0.25]), array([4., 4.]))
     """
 
     def __init__(self, params: Any, lr: LearningRate = 1e-2, lr_decay: float = 0.0,
@@ -559,7 +578,7 @@ class Adagrad(Optimizer):
                             **self.hyperparams, **amp)
 
 
-@_doc(lr="1e-2")
+@_doc(lr="1e-2", eps="1e-8")
 class RMSprop(Optimizer):
     """RMSprop (``torch.optim.RMSprop``; Hinton, lecture 6e): the centered variant (Graves
     2013), momentum, optax's ``eps_root``.
@@ -582,27 +601,20 @@ class RMSprop(Optimizer):
     <params and lr>
     alpha : float, default 0.99
         Smoothing constant, in [0, 1].
-    eps : float, default 1e-8
-        Added to the square root, >= 0.
-    weight_decay : float, default 0.0
-        L2 penalty, >= 0.
+    <eps>
+    <weight_decay>
     momentum : float, default 0.0
         >= 0.
     centered : bool, default False
         Divide by an estimate of the variance instead of the second moment.
-    eps_root : float, default 0.0
-        Added inside the square root, >= 0. Keyword only.
+    <eps_root>
     <shared parameters>
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from fusedopt.optim import RMSprop
-    >>> w = np.zeros(3)
-    >>> opt = RMSprop([w], lr=0.01, alpha=0.75)
-    >>> opt.step([w - 1.0])
-    >>> np.round(w, 6)
-    array([0.02, 0.02, 0.02])
+    >>> opt = RMSprop([np.zeros(2)], lr=0.01, alpha=0.75, centered=True)
+    >>> sorted(opt.state)
+    ['grad_avg', 'square_avg']
     """
 
     def __init__(self, params: Any, lr: LearningRate = 1e-2, alpha: float = 0.99,
@@ -631,7 +643,7 @@ class RMSprop(Optimizer):
                             **amp)
 
 
-@_doc(lr="1e-3")
+@_doc(lr="1e-3", eps="1e-8")
 class Adam(Optimizer):
     """Adam (``torch.optim.Adam``; Kingma & Ba 2015): bias correction, L2 ``weight_decay``,
     AMSGrad (Reddi et al. 2018) and optax's ``eps_root``.
@@ -639,40 +651,25 @@ class Adam(Optimizer):
     At step ``t``, for every element, with ``beta1, beta2 = betas``::
 
         g              <- (-g if maximize else g) + weight_decay * p
-        exp_avg        <- beta1 * exp_avg + (1 - beta1) * g
-        exp_avg_sq     <- beta2 * exp_avg_sq + (1 - beta2) * g * g
-        max_exp_avg_sq <- max(max_exp_avg_sq, exp_avg_sq)   (amsgrad: used for exp_avg_sq below)
-        p              <- p - lr * (exp_avg / (1 - beta1^t))
-                                 / (sqrt(exp_avg_sq / (1 - beta2^t) + eps_root) + eps)
-
-    State: ``exp_avg``, ``exp_avg_sq``, and ``max_exp_avg_sq`` with amsgrad, zeros at first.
+        <adam moments>
 
     Parameters
     ----------
     <params and lr>
-    betas : tuple of 2 floats, default (0.9, 0.999)
-        ``(beta1, beta2)``, each in [0, 1).
-    eps : float, default 1e-8
-        Added to the square root, >= 0.
-    weight_decay : float, default 0.0
-        L2 penalty (added to ``g``), >= 0. See ``AdamW`` for the decoupled form.
-    amsgrad : bool, default False
-        Use the running maximum of ``exp_avg_sq``.
-    eps_root : float, default 0.0
-        Added inside the square root (optax), >= 0. Keyword only.
+    <betas>
+    <eps>
+    <weight_decay> See ``AdamW`` for the decoupled form.
+    <amsgrad>
+    <eps_root>
     <shared parameters>
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from fusedopt.optim import Adam
     >>> w = np.zeros(3, np.float32)
     >>> opt = Adam([w], lr=0.1)
     >>> opt.step([w - 1.0])          # the first step moves each element by about lr
-    >>> w
-    array([0.1, 0.1, 0.1], dtype=float32)
-    >>> opt.step_count
-    1
+    >>> w, opt.step_count
+    (array([0.1, 0.1, 0.1], dtype=float32), 1)
     """
 
     _decoupled = False
@@ -681,8 +678,6 @@ class Adam(Optimizer):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *, eps_root: float = 0.0,
                  maximize: bool = False, backend: Backend = "auto") -> None:
-        if isinstance(betas, list):
-            betas = tuple(betas)  # type: ignore[assignment]
         super().__init__(params, lr, backend, betas=betas, eps=eps, eps_root=eps_root,
                          weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize)
 
@@ -700,7 +695,7 @@ class Adam(Optimizer):
                          decoupled_weight_decay=self._decoupled, **self.hyperparams, **amp)
 
 
-@_doc(lr="1e-3")
+@_doc(lr="1e-3", eps="1e-8")
 class AdamW(Adam):
     """AdamW (``torch.optim.AdamW``; Loshchilov & Hutter 2019): Adam with decoupled weight
     decay, default ``weight_decay=1e-2``.
@@ -709,36 +704,23 @@ class AdamW(Adam):
 
         g              <- -g if maximize else g
         p              <- p * (1 - lr * weight_decay)
-        exp_avg        <- beta1 * exp_avg + (1 - beta1) * g
-        exp_avg_sq     <- beta2 * exp_avg_sq + (1 - beta2) * g * g
-        max_exp_avg_sq <- max(max_exp_avg_sq, exp_avg_sq)   (amsgrad: used for exp_avg_sq below)
-        p              <- p - lr * (exp_avg / (1 - beta1^t))
-                                 / (sqrt(exp_avg_sq / (1 - beta2^t) + eps_root) + eps)
-
-    State: ``exp_avg``, ``exp_avg_sq``, and ``max_exp_avg_sq`` with amsgrad, zeros at first.
+        <adam moments>
 
     Parameters
     ----------
     <params and lr>
-    betas : tuple of 2 floats, default (0.9, 0.999)
-        ``(beta1, beta2)``, each in [0, 1).
-    eps : float, default 1e-8
-        Added to the square root, >= 0.
+    <betas>
+    <eps>
     weight_decay : float, default 1e-2
         Decoupled decay (the params shrink by ``lr * weight_decay`` each step), >= 0.
-    amsgrad : bool, default False
-        Use the running maximum of ``exp_avg_sq``.
-    eps_root : float, default 0.0
-        Added inside the square root (optax), >= 0. Keyword only.
+    <amsgrad>
+    <eps_root>
     <shared parameters>
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from fusedopt.optim import AdamW
     >>> w = np.ones(3)
-    >>> opt = AdamW([w], lr=0.1, weight_decay=0.5)
-    >>> opt.step([np.zeros(3)])      # zero gradient: only the decay, 1 - 0.1 * 0.5
+    >>> AdamW([w], lr=0.1, weight_decay=0.5).step([np.zeros(3)])  # only the decay, 1 - 0.05
     >>> w
     array([0.95, 0.95, 0.95])
     """
@@ -770,31 +752,24 @@ class Adamax(Optimizer):
     Parameters
     ----------
     <params and lr>
-    betas : tuple of 2 floats, default (0.9, 0.999)
-        ``(beta1, beta2)``, each in [0, 1).
+    <betas>
     eps : float, default 1e-8
         Keeps ``exp_inf > 0``, >= 0.
-    weight_decay : float, default 0.0
-        L2 penalty, >= 0.
+    <weight_decay>
     <shared parameters>
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from fusedopt.optim import Adamax
-    >>> w = np.zeros(3, np.float32)
-    >>> opt = Adamax([w], lr=0.1)
-    >>> opt.step([w - 1.0])
-    >>> w
-    array([0.1, 0.1, 0.1], dtype=float32)
+    >>> opt = Adamax([np.zeros(2, np.float32)], lr=0.1, betas=(0.5, 0.9))
+    >>> opt.step([np.full(2, -4.0, np.float32)])
+    >>> opt.state["exp_inf"][0]
+    array([4., 4.], dtype=float32)
     """
 
     def __init__(self, params: Any, lr: LearningRate = 2e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, *, maximize: bool = False,
                  backend: Backend = "auto") -> None:
-        if isinstance(betas, list):
-            betas = tuple(betas)  # type: ignore[assignment]
         super().__init__(params, lr, backend, betas=betas, eps=eps, weight_decay=weight_decay,
                          maximize=maximize)
 
