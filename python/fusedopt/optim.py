@@ -16,8 +16,8 @@ give the same bits.
 
 Notation: in the update equations of each class, ``t`` is the number of the step being taken
 (1 for the first), ``p`` a param, ``g`` its gradient, and every other name is a hyperparameter
-(``beta1, beta2 = betas``) or a state array, named as its key in ``opt.state`` — the same names
-as the rules in ``csrc/include/fusedopt/rules`` and the arguments of ``fusedopt.ops``.
+(``beta1, beta2 = betas``) or a state array, named as its key in ``opt.state``; the rule
+headers (``csrc/include/fusedopt/rules``) and ``fusedopt.ops`` use the same names.
 
 Checkpoints: ``np.savez(f, **flatten_state_dict(opt.state_dict()))`` and
 ``opt.load_state_dict(unflatten_state_dict(np.load(f)))`` (no pickle); or ``pickle`` the
@@ -26,7 +26,6 @@ optimizer itself.
 from __future__ import annotations
 
 import importlib
-import numbers
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Union
