@@ -230,6 +230,9 @@ def test_huge_ints_raise_value_errors_naming_the_argument():
     assert opt.step_count == 0
     with pytest.raises(ValueError, match="max_norm"):
         ops.clip_by_global_norm_(g, huge)
+    sd = optim.SGD(p, lr=0.1).state_dict()
+    with pytest.raises(ValueError, match=r"state_dict\['step'\]"):
+        optim.SGD(p, lr=0.1).load_state_dict({**sd, "step": huge})
 
 
 # -- threads ----------------------------------------------------------------------------------

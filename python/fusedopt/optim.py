@@ -323,6 +323,8 @@ class Optimizer:
         if missing:
             raise ValueError(f"state_dict lacks {sorted(missing)}")
         step = _checks.integer("state_dict['step']", state_dict["step"], minimum=0)
+        if step >= _checks.STEP_MAX:
+            raise ValueError(f"state_dict['step'] must be < 2**63 - 1, got {step}")
         lr = _plain(state_dict["lr"])
         if lr is not None:
             lr = _checks.nonneg("state_dict['lr']", lr)
