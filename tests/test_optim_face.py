@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from cases import CASE_IDS, CASES, assert_same_bits, assert_same_state, grad_stream, make_params
 from cuda_host.devices import dev  # noqa: F401 -- the fixture: CuPy on a GPU, or the host double
+from test_cuda import assert_same_gpu_state, to_gpu
 
 import fusedopt
 from fusedopt import functions, init, optim, ops, schedules
@@ -340,20 +341,6 @@ def test_amp_arguments_are_checked_before_anything_changes():
 
 
 # -- the same on the CUDA backend (a GPU, or the host double of tests/cuda_host) -------------
-def _on(dev, arrays):
-    return [dev.asarray(a) for a in arrays]
-
-
-def _assert_same_on_host(dev, opt, ref):
-    for i, (p, q) in enumerate(zip(opt.params, ref.params)):
-        assert isinstance(p, dev.ndarray)
-        assert_same_bits(dev.asnumpy(p), q, f"params[{i}]")
-    for name in ref.state:
-        for i, (x, y) in enumerate(zip(opt.state[name], ref.state[name])):
-            assert isinstance(x, dev.ndarray), name
-            assert_same_bits(dev.asnumpy(x), y, f"state[{name!r}][{i}]")
-
-
 @pytest.mark.parametrize("case", [c for c in CASES if c.id in ("adam-wd-amsgrad", "sgd-momentum",
                                                                "rmsprop-centered-momentum")],
                          ids=lambda c: c.id)
@@ -363,29 +350,29 @@ def test_cuda_amp_skip_scale_and_checkpoint(dev, case, tmp_path):
     with the CPU fused path."""
     grads = _grads(6)
     ref = case.make(make_params(SHAPES, np.float32))
-    opt = case.make(_on(dev, make_params(SHAPES, np.float32)))
+    opt = case.make(to_gpu(dev, make_params(SHAPES, np.float32)))
     one = dev.asarray(np.ones(1, np.float32))
     zero = dev.asarray(np.zeros(1, np.float32))
     scale = dev.asarray(np.full(1, 256.0, np.float32))
     for k, g in enumerate(grads[:3]):
         ref.step(g)
-        opt.step(_on(dev, [np.full_like(x, np.nan) for x in g]), grad_scale=scale, found_inf=one)
-        opt.step(_on(dev, [x * np.float32(256.0) for x in g]), grad_scale=scale, found_inf=zero)
+        opt.step(to_gpu(dev, [np.full_like(x, np.nan) for x in g]), grad_scale=scale, found_inf=one)
+        opt.step(to_gpu(dev, [x * np.float32(256.0) for x in g]), grad_scale=scale, found_inf=zero)
         assert opt.step_count == k + 1
-    _assert_same_on_host(dev, opt, ref)
+    assert_same_gpu_state(dev, opt, ref)
 
     np.savez(tmp_path / "ckpt.npz", **optim.flatten_state_dict(opt.state_dict()))
-    resumed = case.make(_on(dev, [dev.asnumpy(p) for p in opt.params]))
+    resumed = case.make(to_gpu(dev, [dev.asnumpy(p) for p in opt.params]))
     with np.load(tmp_path / "ckpt.npz") as f:
         resumed.load_state_dict(optim.unflatten_state_dict(f))
     # (the host double's array class, named cupy.ndarray, cannot be pickled: deepcopy there)
     twin = pickle.loads(pickle.dumps(opt)) if dev.name == "cuda" else copy.deepcopy(opt)
     for g in grads[3:]:
         ref.step(g)
-        resumed.step(_on(dev, g))
-        twin.step(_on(dev, g))
-    _assert_same_on_host(dev, resumed, ref)
-    _assert_same_on_host(dev, twin, ref)
+        resumed.step(to_gpu(dev, g))
+        twin.step(to_gpu(dev, g))
+    assert_same_gpu_state(dev, resumed, ref)
+    assert_same_gpu_state(dev, twin, ref)
 
 
 # -- the package's face -------------------------------------------------------------------------
