@@ -41,3 +41,21 @@ def test_agrees_with_torch_optim(case, dtype):
                                        err_msg=f"state {name}")
     # Every state array we keep is one torch keeps too, under the same name.
     assert set(ours.state) <= set(topt.state[tparams[0]])
+
+
+@pytest.mark.parametrize("name", sorted(TORCH_CLASS))
+def test_names_and_defaults_are_torch_optims(name):
+    """A user switching from torch.optim keeps the argument names and defaults: every argument
+    of ours (but params, backend and optax's eps_root) is torch's, with torch's default."""
+    import inspect
+
+    from fusedopt import optim
+
+    ours = inspect.signature(getattr(optim, name)).parameters
+    theirs = inspect.signature(getattr(torch.optim, TORCH_CLASS[name])).parameters
+    for arg, p in ours.items():
+        if arg in ("params", "backend", "eps_root"):
+            continue
+        assert arg in theirs, f"{name}: {arg} is not torch's"
+        assert p.default == theirs[arg].default, \
+            f"{name}: {arg} defaults to {p.default!r}, torch's to {theirs[arg].default!r}"

@@ -1,5 +1,8 @@
 """fusedopt: fused, bit-exact optimizer kernels for NumPy (C++/OpenMP) and CuPy (CUDA).
 
+The package's front door (user-facing layer): re-exports the public modules and a few functions;
+``dir(fusedopt)`` lists exactly ``__all__``.
+
     >>> import numpy as np, fusedopt
     >>> w = np.zeros(1000, np.float32)
     >>> opt = fusedopt.optim.Adam([w], lr=1e-2)
@@ -9,12 +12,14 @@ Modules: ``ops`` (in-place multi-tensor kernels), ``optim`` (optimizer classes),
 (the NumPy ground truth), ``schedules`` (learning-rate schedules), ``lbfgs`` (the fused two-loop
 recursion and an L-BFGS minimizer); loaded on first use: ``functions`` (test functions),
 ``init`` (weight initializers), ``sampling`` (Latin hypercube, multistart), ``newton``
-(second-order references), ``demo``, ``benchmarks``.
+(second-order references), ``demo`` (the demonstrations), ``benchmarks`` (the benchmark
+behind ``python -m fusedopt bench``).
 """
 from __future__ import annotations
 
-import contextlib
-import importlib
+import contextlib as _contextlib
+import importlib as _importlib
+from collections.abc import Iterator as _Iterator
 
 from . import _core, lbfgs, ops, optim, reference, schedules
 from ._core import get_num_threads, set_num_threads
@@ -35,8 +40,8 @@ def isa() -> str:
     return _core.isa()
 
 
-@contextlib.contextmanager
-def num_threads(n: int):
+@_contextlib.contextmanager
+def num_threads(n: int) -> _Iterator[None]:
     """Run the CPU kernels with ``n`` OpenMP threads inside a ``with`` block."""
     old = _core.get_num_threads()
     _core.set_num_threads(n)
@@ -46,8 +51,13 @@ def num_threads(n: int):
         _core.set_num_threads(old)
 
 
-def __getattr__(name):
+def __getattr__(name: str):
     """Submodules that need SciPy or matplotlib are imported on first access only."""
     if name in _LAZY:
-        return importlib.import_module(f"{__name__}.{name}")
+        return _importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The public API only (``__all__``): no private modules, no imported helpers."""
+    return sorted(__all__)

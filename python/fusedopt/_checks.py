@@ -1,4 +1,6 @@
-"""Checks of hyperparameters and array lists, shared by every backend.
+"""Checks of hyperparameters and array lists, shared by every backend (internal layer, pure
+Python: used by ``ops``, ``reference``, ``optim``, ``schedules`` and the rest; imports nothing of
+fusedopt).
 
 Every public function checks all of its arguments with these helpers *before* it modifies
 anything, so a call either happens whole or raises. Messages name the argument.
@@ -22,17 +24,30 @@ __all__ = [
 ]
 
 
+def _unwrap(x):
+    """A 0-d NumPy array as its scalar (what ``np.load`` gives back for a saved scalar)."""
+    return x[()] if isinstance(x, np.ndarray) and x.ndim == 0 else x
+
+
 def real(name: str, x) -> float:
-    """`x` as a finite Python float, else TypeError/ValueError naming `name`."""
+    """`x` as a finite Python float, else TypeError/ValueError naming `name`. A 0-d NumPy
+    array is taken as its scalar."""
+    x = _unwrap(x)
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
-    v = float(x)
+    try:
+        v = float(x)
+    except OverflowError:  # an int beyond float range
+        bits = x.bit_length() if isinstance(x, int) else "?"
+        raise ValueError(f"{name} must be finite, got an int of {bits} bits, beyond float "
+                         "range") from None
     if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {v!r}")
     return v
 
 
 def nonneg(name: str, x) -> float:
+    """`x` as a finite Python float >= 0."""
     v = real(name, x)
     if v < 0.0:
         raise ValueError(f"{name} must be >= 0, got {v!r}")
@@ -48,13 +63,17 @@ def unit(name: str, x, *, closed: bool = False) -> float:
 
 
 def flag(name: str, x) -> bool:
+    """`x` as a Python bool (a Python or NumPy bool, or a 0-d bool array; not 0/1)."""
+    x = _unwrap(x)
     if not isinstance(x, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {type(x).__name__}")
     return bool(x)
 
 
 def integer(name: str, x, minimum: int | None = None) -> int:
-    """`x` as a Python int (not a bool) that is >= `minimum` when given."""
+    """`x` as a Python int (not a bool; a 0-d integer array is taken as its scalar) that is
+    >= `minimum` when given."""
+    x = _unwrap(x)
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(x).__name__}")
     if minimum is not None and x < minimum:
@@ -70,9 +89,15 @@ def function(name: str, f, *, optional: bool = False):
     return f
 
 
+STEP_MAX = 2**63 - 1
+
+
 def step_count(x) -> int:
-    """The 1-based number of the step being taken."""
-    return integer("step", x, minimum=1)
+    """The 1-based number of the step being taken, at most ``STEP_MAX`` (an int64)."""
+    step = integer("step", x, minimum=1)
+    if step > STEP_MAX:
+        raise ValueError(f"step must be <= 2**63 - 1, got an int of {step.bit_length()} bits")
+    return step
 
 
 def _address(a) -> int:

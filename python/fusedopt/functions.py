@@ -1,4 +1,5 @@
-"""Classic test functions for optimizers: value, gradient and Hessian, over a batch of points.
+"""Classic test functions for optimizers: value, gradient and Hessian, over a batch of points
+(user-facing layer, pure NumPy: no kernels).
 
 Every function object works on an array ``x`` of shape ``(..., n)``: the last axis is the point,
 the leading axes are a batch (a contour grid, a set of starts). ``value`` returns shape ``(...)``,
@@ -6,7 +7,7 @@ the leading axes are a batch (a contour grid, a set of starts). ``value`` return
 ``(f, g)``, the form minimizers take (``fusedopt.lbfgs.minimize``, SciPy's ``jac=True``)::
 
     >>> from fusedopt.functions import rosenbrock
-    >>> rosenbrock.value([1.0, 1.0, 1.0])
+    >>> float(rosenbrock.value([1.0, 1.0, 1.0]))
     0.0
     >>> xx, yy = np.meshgrid(np.linspace(-2, 2, 200), np.linspace(-1, 3, 200))
     >>> zz = rosenbrock.value(np.stack([xx, yy], axis=-1))       # (200, 200) for a contour plot
@@ -21,8 +22,10 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 __all__ = ["TestFunction", "Sphere", "Quadratic", "Rosenbrock", "Rastrigin", "Ackley",
            "sphere", "quadratic", "rosenbrock", "rosenbrock_extended", "rastrigin", "ackley",
@@ -67,8 +70,20 @@ def _scalar_out(v):
 
 
 class TestFunction:
-    """Base class. Subclasses implement ``_value``, ``_grad`` and ``_hess`` on a checked float
-    array of shape ``(..., n)``."""
+    """Base class of the test functions: ``value`` (also the call), ``grad``, ``hess`` and
+    ``value_and_grad`` over points ``x`` of shape ``(..., n)``, and ``minimizer(n)``,
+    ``minimum``.
+
+    Subclasses implement ``_value``, ``_grad`` and ``_hess`` on a checked float array of shape
+    ``(..., n)``.
+
+    Examples
+    --------
+    >>> f, g = sphere.value_and_grad(np.array([[1.0, 2.0], [0.0, 0.0]]))
+    >>> f, g
+    (array([5., 0.]), array([[2., 4.],
+           [0., 0.]]))
+    """
 
     __test__ = False          # not a pytest test class despite the name
     name = "function"
@@ -79,35 +94,50 @@ class TestFunction:
     def _check(self, x):
         return _points(x, min_n=self._min_n, even=self._even)
 
-    def value(self, x):
-        """f(x), shape ``x.shape[:-1]``."""
+    def _value(self, x: NDArray[np.floating]) -> Any:
+        raise NotImplementedError
+
+    def _grad(self, x: NDArray[np.floating]) -> NDArray[np.floating]:
+        raise NotImplementedError
+
+    def _hess(self, x: NDArray[np.floating]) -> NDArray[np.floating]:
+        raise NotImplementedError
+
+    def value(self, x: ArrayLike) -> Any:
+        """f(x), shape ``x.shape[:-1]`` (a NumPy scalar for one point)."""
         return _scalar_out(self._value(self._check(x)))
 
     __call__ = value
 
-    def grad(self, x):
+    def grad(self, x: ArrayLike) -> NDArray[np.floating]:
         """The gradient, shape ``x.shape``."""
         return self._grad(self._check(x))
 
-    def hess(self, x):
+    def hess(self, x: ArrayLike) -> NDArray[np.floating]:
         """The Hessian, shape ``x.shape + (n,)``. Dense: meant for n up to a few hundred."""
         return self._hess(self._check(x))
 
-    def value_and_grad(self, x):
+    def value_and_grad(self, x: ArrayLike) -> tuple[Any, NDArray[np.floating]]:
         """``(f(x), grad f(x))``, the ``fun`` a minimizer takes."""
         a = self._check(x)
         return _scalar_out(self._value(a)), self._grad(a)
 
-    def minimizer(self, n):
+    def minimizer(self, n: int) -> NDArray[np.float64]:
         """The global minimizer in ``n`` dimensions (float64)."""
         return np.zeros(_dim(n, min_n=self._min_n, even=self._even))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return self.name
 
 
 class Sphere(TestFunction):
-    """``f(x) = sum x_i^2``; minimum 0 at 0."""
+    """``f(x) = sum x_i^2``; minimum 0 at 0. The instance is ``sphere``.
+
+    Examples
+    --------
+    >>> sphere([3.0, 4.0])
+    np.float64(25.0)
+    """
 
     name = "sphere"
 
@@ -127,25 +157,39 @@ class Quadratic(TestFunction):
     ``2 scale Q``. ``scale=0.5`` gives the form ``1/2 x^T Q x`` whose Hessian is Q itself (so
     gradient descent is stable for ``lr < 2 / lambda_max(Q)`` and ``lr = 1`` with the
     preconditioner ``Q^-1`` reaches the minimum in one step). The minimizer is 0 when Q is
-    positive semidefinite; with a negative eigenvalue the function has no minimum."""
+    positive semidefinite; with a negative eigenvalue the function has no minimum.
 
-    def __init__(self, Q, scale=1.0):
-        Q = _as_float_array("Q", Q).astype(np.float64)
-        if Q.ndim != 2 or Q.shape[0] != Q.shape[1] or Q.shape[0] == 0:
-            raise ValueError(f"Q must be a non-empty square matrix, got shape {Q.shape}")
-        if not np.all(np.isfinite(Q)):
+    Parameters
+    ----------
+    Q : array_like, shape (n, n)
+        Symmetric, finite (stored symmetrized, as float64; ``eigenvalues`` holds its spectrum).
+    scale : float, default 1.0
+        > 0.
+
+    Examples
+    --------
+    >>> f = Quadratic(np.diag([1.0, 4.0]), scale=0.5)
+    >>> f([1.0, 1.0]), f.grad([1.0, 1.0])
+    (np.float64(2.5), array([1., 4.]))
+    """
+
+    def __init__(self, Q: ArrayLike, scale: float = 1.0) -> None:
+        q = _as_float_array("Q", Q).astype(np.float64)
+        if q.ndim != 2 or q.shape[0] != q.shape[1] or q.shape[0] == 0:
+            raise ValueError(f"Q must be a non-empty square matrix, got shape {q.shape}")
+        if not np.all(np.isfinite(q)):
             raise ValueError("Q must be finite")
-        if not np.allclose(Q, Q.T, rtol=1e-12, atol=1e-12 * max(1.0, np.abs(Q).max())):
+        if not np.allclose(q, q.T, rtol=1e-12, atol=1e-12 * max(1.0, np.abs(q).max())):
             raise ValueError("Q must be symmetric")
         if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
             raise TypeError(f"scale must be a real number, got {type(scale).__name__}")
         if not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be finite and > 0, got {scale!r}")
-        self.Q = 0.5 * (Q + Q.T)
+        self.Q: NDArray[np.float64] = 0.5 * (q + q.T)
         self.scale = float(scale)
-        self.eigenvalues = np.linalg.eigvalsh(self.Q)
-        self.name = f"quadratic(n={Q.shape[0]}, scale={self.scale:g})"
-        self._min_n = Q.shape[0]
+        self.eigenvalues: NDArray[np.float64] = np.linalg.eigvalsh(self.Q)
+        self.name = f"quadratic(n={q.shape[0]}, scale={self.scale:g})"
+        self._min_n = q.shape[0]
 
     def _check(self, x):
         a = _points(x)
@@ -165,7 +209,7 @@ class Quadratic(TestFunction):
         H = (2 * self.scale * self.Q).astype(x.dtype)
         return np.broadcast_to(H, x.shape + (x.shape[-1],)).copy()
 
-    def minimizer(self, n=None):
+    def minimizer(self, n: int | None = None) -> NDArray[np.float64]:
         if n is not None and n != self.Q.shape[0]:
             raise ValueError(f"n must be {self.Q.shape[0]} (the size of Q), got {n!r}")
         if self.eigenvalues[0] < -1e-12 * max(1.0, abs(self.eigenvalues[-1])):
@@ -180,9 +224,20 @@ class Rosenbrock(TestFunction):
     ``sum_{i<n-1} 100 (x[i+1] - x[i]^2)^2 + (1 - x[i])^2``.
     ``form="extended"`` (Moré, Garbow & Hillstrom 1981, even n): the same term on the
     independent pairs ``(x[0], x[1]), (x[2], x[3]), ...``.
+
+    The instances are ``rosenbrock`` and ``rosenbrock_extended``.
+
+    Parameters
+    ----------
+    form : {"chained", "extended"}, default "chained"
+
+    Examples
+    --------
+    >>> rosenbrock([0.0, 0.0]), rosenbrock.grad([0.0, 0.0])
+    (np.float64(1.0), array([-2.,  0.]))
     """
 
-    def __init__(self, form="chained"):
+    def __init__(self, form: str = "chained") -> None:
         if form not in ("chained", "extended"):
             raise ValueError(f"form must be 'chained' or 'extended', got {form!r}")
         self.form = form
@@ -233,9 +288,21 @@ class Rosenbrock(TestFunction):
 
 class Rastrigin(TestFunction):
     """``f(x) = A n + sum(x_i^2 - A cos(2 pi x_i))``, A = 10; minimum 0 at 0, a local minimum
-    near every integer point. The usual search box is [-5.12, 5.12]^n."""
+    near every integer point. The usual search box is [-5.12, 5.12]^n. The instance with
+    A = 10 is ``rastrigin``.
 
-    def __init__(self, A=10.0):
+    Parameters
+    ----------
+    A : float, default 10.0
+        The height of the ripples, >= 0.
+
+    Examples
+    --------
+    >>> float(rastrigin([0.0, 0.0])), float(Rastrigin(A=0.0)([1.0, 2.0]))
+    (0.0, 5.0)
+    """
+
+    def __init__(self, A: float = 10.0) -> None:
         if isinstance(A, bool) or not isinstance(A, numbers.Real) or not math.isfinite(A):
             raise TypeError(f"A must be a finite real number, got {A!r}")
         if A < 0:
@@ -266,9 +333,23 @@ class Ackley(TestFunction):
     b = 0.2, c = 2 pi; minimum 0 at 0. The usual box is [-32.768, 32.768]^n.
 
     At x = 0 the first term is a cone (not differentiable): ``grad`` returns 0 there (0 is in
-    the subdifferential) and ``hess`` returns NaN (the Hessian is unbounded nearby)."""
+    the subdifferential) and ``hess`` returns NaN (the Hessian is unbounded nearby). The
+    instance with the defaults is ``ackley``.
 
-    def __init__(self, a=20.0, b=0.2, c=2 * math.pi):
+    Parameters
+    ----------
+    a : float, default 20.0
+    b : float, default 0.2
+    c : float, default 2 * math.pi
+        Finite real numbers.
+
+    Examples
+    --------
+    >>> float(ackley([0.0, 0.0])), ackley.grad([0.0, 0.0])
+    (0.0, array([0., 0.]))
+    """
+
+    def __init__(self, a: float = 20.0, b: float = 0.2, c: float = 2 * math.pi) -> None:
         for k, v in (("a", a), ("b", b), ("c", c)):
             if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
                 raise TypeError(f"{k} must be a finite real number, got {v!r}")
@@ -320,8 +401,21 @@ rastrigin = Rastrigin()
 ackley = Ackley()
 
 
-def quadratic(Q, scale=1.0) -> Quadratic:
-    """The function ``scale * x^T Q x`` for a symmetric matrix Q (see ``Quadratic``)."""
+def quadratic(Q: ArrayLike, scale: float = 1.0) -> Quadratic:
+    """The function ``scale * x^T Q x`` for a symmetric matrix Q (see ``Quadratic``).
+
+    Parameters
+    ----------
+    Q : array_like, shape (n, n)
+        Symmetric and finite.
+    scale : float, default 1.0
+        > 0.
+
+    Examples
+    --------
+    >>> quadratic(np.eye(2))([1.0, 2.0])
+    np.float64(5.0)
+    """
     return Quadratic(Q, scale)
 
 
@@ -349,30 +443,77 @@ def _gabor_u(phi, x):
     return phi[..., 0, None] + _GABOR_K * phi[..., 1, None] * x     # shape (..., m)
 
 
-def gabor(x, phi):
+def gabor(x: ArrayLike, phi: ArrayLike) -> NDArray[np.floating]:
     """The Gabor model ``f(x, phi) = sin(u) exp(-u^2 / 8)`` with ``u = phi0 + 0.06 phi1 x``.
 
-    ``x``: 1-D inputs (m,); ``phi``: parameters (..., 2). Returns shape (..., m)."""
-    phi, x, _ = _gabor_args(phi, x)
-    u = _gabor_u(phi, x)
+    Parameters
+    ----------
+    x : array_like, shape (m,)
+        The inputs.
+    phi : array_like, shape (..., 2)
+        The parameters ``(phi0, phi1)``, or a batch of them.
+
+    Returns
+    -------
+    ndarray, shape (..., m)
+
+    Examples
+    --------
+    >>> gabor([0.0, 10.0], [0.0, 0.0])
+    array([0., 0.])
+    """
+    p, xs, _ = _gabor_args(phi, x)
+    u = _gabor_u(p, xs)
     return np.sin(u) * np.exp(-u * u / 8)
 
 
-def gabor_loss_and_grad(phi, x, y):
-    """The least-squares loss ``L(phi) = mean_i (f(x_i, phi) - y_i)^2`` and its gradient in
-    ``phi``. ``phi`` may be a batch (..., 2): returns shapes (...) and (..., 2)."""
-    phi, x, y = _gabor_args(phi, x, y)
-    u = _gabor_u(phi, x)
+def gabor_loss_and_grad(phi: ArrayLike, x: ArrayLike,
+                        y: ArrayLike) -> tuple[Any, NDArray[np.floating]]:
+    """The least-squares loss ``L(phi) = mean_i (f(x_i, phi) - y_i)^2`` of the Gabor model
+    and its gradient in ``phi``.
+
+    Parameters
+    ----------
+    phi : array_like, shape (..., 2)
+        The parameters, or a batch of them.
+    x, y : array_like, shape (m,)
+        The inputs and the targets.
+
+    Returns
+    -------
+    loss : float or ndarray, shape (...)
+    grad : ndarray, shape (..., 2)
+
+    Examples
+    --------
+    >>> x = np.linspace(-5, 5, 11)
+    >>> loss, grad = gabor_loss_and_grad([0.5, 1.0], x, gabor(x, [0.5, 1.0]))
+    >>> float(loss), grad
+    (0.0, array([0., 0.]))
+    """
+    p, xs, ys = _gabor_args(phi, x, y)
+    u = _gabor_u(p, xs)
     e = np.exp(-u * u / 8)
     s = np.sin(u)
-    r = s * e - y
+    r = s * e - ys
     dfdu = (np.cos(u) - u * s / 4) * e
-    m = x.shape[0]
+    m = xs.shape[0]
     w = (2 / m) * r * dfdu
-    grad = np.stack([np.sum(w, axis=-1), _GABOR_K * np.sum(w * x, axis=-1)], axis=-1)
+    grad = np.stack([np.sum(w, axis=-1), _GABOR_K * np.sum(w * xs, axis=-1)], axis=-1)
     return _scalar_out(np.mean(r * r, axis=-1)), grad
 
 
-def gabor_loss(phi, x, y):
-    """The least-squares loss of the Gabor model (see ``gabor_loss_and_grad``)."""
+def gabor_loss(phi: ArrayLike, x: ArrayLike, y: ArrayLike) -> Any:
+    """The least-squares loss of the Gabor model.
+
+    Parameters
+    ----------
+    phi, x, y : array_like
+        As in ``gabor_loss_and_grad``.
+
+    Examples
+    --------
+    >>> float(gabor_loss([0.0, 0.0], [1.0, 2.0], [1.0, 1.0]))
+    1.0
+    """
     return gabor_loss_and_grad(phi, x, y)[0]

@@ -1,4 +1,5 @@
-"""Weight initializers for NumPy networks, drawn from a given ``numpy.random.Generator``.
+"""Weight initializers for NumPy networks, drawn from a given ``numpy.random.Generator``
+(user-facing layer, pure NumPy: no kernels).
 
     >>> rng = np.random.default_rng(0)
     >>> W1 = glorot_uniform(rng, (64, 128))           # x @ W1: fan_in 64, fan_out 128
@@ -20,8 +21,11 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
 from . import _checks
 from ._checks import real
@@ -47,13 +51,24 @@ def _shape(shape):
     return tuple(int(s) for s in shape)
 
 
-def fans(shape) -> tuple[int, int]:
-    """``(fan_in, fan_out)`` of a kernel of this shape (see the module notes)."""
-    shape = _shape(shape)
-    if len(shape) == 1:
-        return shape[0], shape[0]
-    field = math.prod(shape[:-2])
-    return shape[-2] * field, shape[-1] * field
+def fans(shape: int | tuple[int, ...]) -> tuple[int, int]:
+    """``(fan_in, fan_out)`` of a kernel of this shape (see the module notes).
+
+    Parameters
+    ----------
+    shape : int or tuple of int
+        Positive sizes, at least one axis.
+
+    Examples
+    --------
+    >>> fans((64, 128)), fans((3, 3, 16, 32)), fans(7)
+    ((64, 128), (144, 288), (7, 7))
+    """
+    s = _shape(shape)
+    if len(s) == 1:
+        return s[0], s[0]
+    field = math.prod(s[:-2])
+    return s[-2] * field, s[-1] * field
 
 
 def _args(rng, shape, dtype, fan_in, fan_out):
@@ -87,25 +102,106 @@ def _normal(rng, shape, dtype, std):
     return (std * rng.standard_normal(size=shape)).astype(dtype)
 
 
-def glorot_uniform(rng, shape, *, gain=1.0, fan_in=None, fan_out=None, dtype=np.float64):
-    """Glorot/Xavier uniform: ``U(+-gain * sqrt(6 / (fan_in + fan_out)))``."""
+_PARAMETERS = """\
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The source of randomness (``np.random.default_rng(seed)``).
+    shape : int or tuple of int
+        The shape of the kernel, ``(fan_in, fan_out)`` for ``x @ W`` (see the module notes).
+{gain}    fan_in : int, optional, default None
+        Overrides the fan-in of ``shape``.
+{fan_out}    dtype : {{np.float32, np.float64}}, default np.float64
+        Drawn in float64 and rounded once to ``dtype``.
+
+    Returns
+    -------
+    ndarray of shape ``shape`` and dtype ``dtype``
+"""
+_GAIN = """\
+    gain : float, default 1.0
+        A factor of the bound or the standard deviation, > 0 (``sqrt(2)`` for ReLU layers).
+"""
+_FAN_OUT = """\
+    fan_out : int, optional, default None
+        Overrides the fan-out of ``shape``.
+"""
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _documented(f: _F) -> _F:
+    """Fill in the parameters the initializers share (written once, above)."""
+    glorot = "gain" in f.__code__.co_varnames
+    f.__doc__ = (f.__doc__ or "").replace("    <parameters>\n", _PARAMETERS.format(
+        gain=_GAIN if glorot else "", fan_out=_FAN_OUT if glorot else ""))
+    return f
+
+
+@_documented
+def glorot_uniform(rng: np.random.Generator, shape: int | tuple[int, ...], *, gain: float = 1.0,
+                   fan_in: int | None = None, fan_out: int | None = None,
+                   dtype: DTypeLike = np.float64) -> NDArray[Any]:
+    """Glorot/Xavier uniform: ``U(+-gain * sqrt(6 / (fan_in + fan_out)))``.
+
+    <parameters>
+
+    Examples
+    --------
+    >>> W = glorot_uniform(np.random.default_rng(0), (64, 128))
+    >>> bool(abs(W).max() <= math.sqrt(6 / (64 + 128)))
+    True
+    """
     shape, dtype, fi, fo = _args(rng, shape, dtype, fan_in, fan_out)
     return _uniform(rng, shape, dtype, _gain(gain) * math.sqrt(6.0 / (fi + fo)))
 
 
-def glorot_normal(rng, shape, *, gain=1.0, fan_in=None, fan_out=None, dtype=np.float64):
-    """Glorot/Xavier normal: ``N(0, (gain * sqrt(2 / (fan_in + fan_out)))^2)``."""
+@_documented
+def glorot_normal(rng: np.random.Generator, shape: int | tuple[int, ...], *, gain: float = 1.0,
+                  fan_in: int | None = None, fan_out: int | None = None,
+                  dtype: DTypeLike = np.float64) -> NDArray[Any]:
+    """Glorot/Xavier normal: ``N(0, (gain * sqrt(2 / (fan_in + fan_out)))^2)``.
+
+    <parameters>
+
+    Examples
+    --------
+    >>> glorot_normal(np.random.default_rng(0), (3, 3, 16, 32), dtype=np.float32).dtype
+    dtype('float32')
+    """
     shape, dtype, fi, fo = _args(rng, shape, dtype, fan_in, fan_out)
     return _normal(rng, shape, dtype, _gain(gain) * math.sqrt(2.0 / (fi + fo)))
 
 
-def he_uniform(rng, shape, *, fan_in=None, dtype=np.float64):
-    """He/Kaiming uniform: ``U(+-sqrt(6 / fan_in))``."""
+@_documented
+def he_uniform(rng: np.random.Generator, shape: int | tuple[int, ...], *,
+               fan_in: int | None = None, dtype: DTypeLike = np.float64) -> NDArray[Any]:
+    """He/Kaiming uniform: ``U(+-sqrt(6 / fan_in))``.
+
+    <parameters>
+
+    Examples
+    --------
+    >>> he_uniform(np.random.default_rng(0), 5, fan_in=2).shape
+    (5,)
+    """
     shape, dtype, fi, _ = _args(rng, shape, dtype, fan_in, None)
     return _uniform(rng, shape, dtype, math.sqrt(6.0 / fi))
 
 
-def he_normal(rng, shape, *, fan_in=None, dtype=np.float64):
-    """He/Kaiming normal: ``N(0, 2 / fan_in)``."""
+@_documented
+def he_normal(rng: np.random.Generator, shape: int | tuple[int, ...], *,
+              fan_in: int | None = None, dtype: DTypeLike = np.float64) -> NDArray[Any]:
+    """He/Kaiming normal: ``N(0, 2 / fan_in)``.
+
+    <parameters>
+
+    Examples
+    --------
+    >>> W = he_normal(np.random.default_rng(0), (1000, 100))
+    >>> round(float(W.std()), 3), round(math.sqrt(2 / 1000), 3)
+    (0.045, 0.045)
+    """
     shape, dtype, fi, _ = _args(rng, shape, dtype, fan_in, None)
     return _normal(rng, shape, dtype, math.sqrt(2.0 / fi))
