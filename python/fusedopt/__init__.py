@@ -1,6 +1,6 @@
 """fusedopt: fused, bit-exact optimizer kernels for NumPy (C++/OpenMP) and CuPy (CUDA).
 
-The package's front door (user-facing layer): re-exports the public modules and a few functions;
+Layer: package (the front door): re-exports the public modules and a few functions;
 ``dir(fusedopt)`` lists exactly ``__all__``.
 
     >>> import numpy as np, fusedopt

@@ -1,5 +1,6 @@
-"""Checks of hyperparameters and array lists, shared by every backend (internal layer, pure
-Python: used by ``ops``, ``reference``, ``optim``, ``schedules`` and the rest; imports nothing of
+"""Checks of hyperparameters and array lists, shared by every backend.
+
+Layer: support (pure Python: used by ``ops``, ``reference``, ``optim``, ``schedules`` and the rest; imports nothing of
 fusedopt).
 
 Every public function checks all of its arguments with these helpers *before* it modifies

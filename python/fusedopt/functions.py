@@ -1,5 +1,6 @@
-"""Classic test functions for optimizers: value, gradient and Hessian, over a batch of points
-(user-facing layer, pure NumPy: no kernels).
+"""Classic test functions for optimizers: value, gradient and Hessian, over a batch of points.
+
+Layer: tools (pure NumPy: no kernels).
 
 Every function object works on an array ``x`` of shape ``(..., n)``: the last axis is the point,
 the leading axes are a batch (a contour grid, a set of starts). ``value`` returns shape ``(...)``,

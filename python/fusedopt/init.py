@@ -1,5 +1,6 @@
-"""Weight initializers for NumPy networks, drawn from a given ``numpy.random.Generator``
-(user-facing layer, pure NumPy: no kernels).
+"""Weight initializers for NumPy networks, drawn from a given ``numpy.random.Generator``.
+
+Layer: tools (pure NumPy: no kernels).
 
     >>> rng = np.random.default_rng(0)
     >>> W1 = glorot_uniform(rng, (64, 128))           # x @ W1: fan_in 64, fan_out 128

@@ -1,5 +1,6 @@
-"""Optimizer classes with torch.optim's names and defaults, over lists of NumPy/CuPy arrays
-(user-facing layer: calls ``fusedopt.ops`` or ``fusedopt.reference``, never ``_core``)::
+"""Optimizer classes with torch.optim's names and defaults, over lists of NumPy/CuPy arrays.
+
+Layer: algorithms (calls ``fusedopt.ops`` or ``fusedopt.reference``, never ``_core``)::
 
     opt = fusedopt.optim.Adam(params, lr=1e-3)
     for batch in data:

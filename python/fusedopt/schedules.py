@@ -1,5 +1,6 @@
-"""Learning-rate schedules (user-facing layer, pure Python): each is a small object, a callable
-``schedule(t) -> float``.
+"""Learning-rate schedules: each is a small object, a callable ``schedule(t) -> float``.
+
+Layer: algorithms (pure Python).
 
 ``t`` is the number of steps (or epochs) already taken: an optimizer calls ``schedule(0)`` for
 its first step, as optax does. Pass a schedule as ``lr`` to any ``fusedopt.optim`` class; the
