@@ -26,7 +26,9 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -49,6 +51,11 @@ constexpr uint64_t kIdle = 0xffffffffu;  // chunk index of the state between job
 constexpr int kSpin = 4000;
 constexpr int kYieldEvery = 16;
 constexpr int kWaitSpin = 64;
+// Stall detection and back-off (Pool::note_wait).
+constexpr int64_t kStallNs = 1000000;          // 1 ms
+constexpr int64_t kBackoffMinNs = 10000000;    // 10 ms
+constexpr int64_t kBackoffMaxNs = 1000000000;  // 1 s
+constexpr int64_t kBackoffResetNs = 10000000000;  // 10 s
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -63,8 +70,10 @@ inline uint64_t index_of(uint64_t s) { return s & 0xffffffffu; }
 
 class Pool {
   public:
-    // Runs the job on this thread and the workers; false (nothing run) when the pool is busy.
+    // Runs the job on this thread and the workers; false (nothing run) when the pool is busy or
+    // backing off after a stall.
     bool run(int64_t nchunks, int threads, Fn fn, void* ctx) {
+        if (now_ns() < serial_until_.load(std::memory_order_relaxed)) return false;
         std::unique_lock<std::mutex> job(job_mutex_, std::try_to_lock);
         if (!job.owns_lock()) return false;
         const int workers = spawn(threads - 1);
@@ -82,17 +91,40 @@ class Pool {
         }
         drain(gen);
         // Every chunk is claimed; wait for those that workers are still running.
+        int64_t waiting_since = 0;
         for (int spin = 0; done_.load(std::memory_order_acquire) < nchunks; ++spin) {
-            if (spin < kWaitSpin)
+            if (spin < kWaitSpin) {
                 cpu_relax();
-            else
+            } else {
+                if (spin == kWaitSpin) waiting_since = now_ns();
                 std::this_thread::yield();
+            }
         }
         state_.store((uint64_t(gen) << 32) | kIdle, std::memory_order_seq_cst);
+        if (waiting_since) note_wait(now_ns() - waiting_since);
         return true;
     }
 
   private:
+    static int64_t now_ns() {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(
+                   std::chrono::steady_clock::now().time_since_epoch())
+            .count();
+    }
+
+    // A wait of kStallNs or more for a claimed chunk means that its worker was descheduled
+    // (a chunk takes 0.1 ms or less): the next calls run on the calling thread alone for a
+    // back-off time that doubles with each stall (kBackoffMinNs to kBackoffMaxNs) and returns to
+    // the minimum once no stall has been seen for kBackoffResetNs. Called with job_mutex_ held.
+    void note_wait(int64_t waited) {
+        if (waited < kStallNs) return;
+        const int64_t now = now_ns();
+        if (now - last_stall_ > kBackoffResetNs) backoff_ = kBackoffMinNs;
+        else backoff_ = std::min(2 * backoff_, kBackoffMaxNs);
+        last_stall_ = now;
+        serial_until_.store(now + backoff_, std::memory_order_relaxed);
+    }
+
     // Makes sure that `n` workers exist (fewer if the system refuses threads); returns how many.
     // Called with job_mutex_ held.
     int spawn(int n) {
@@ -154,6 +186,10 @@ class Pool {
 
     std::mutex job_mutex_;  // held by the caller of the running job
     int count_ = 0;         // workers started (under job_mutex_)
+    // Stall back-off (see note_wait): calls before serial_until_ (steady clock, ns) run serially.
+    std::atomic<int64_t> serial_until_{0};
+    int64_t backoff_ = kBackoffMinNs;  // under job_mutex_
+    int64_t last_stall_ = 0;           // under job_mutex_
     // Generation << 32 | next chunk to claim (kIdle between jobs).
     std::atomic<uint64_t> state_{kIdle};
     // The running job, written before its state is published.
