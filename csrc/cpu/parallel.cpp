@@ -12,9 +12,11 @@
 // only after kIdle is stored, with release/acquire, so reading a newer field means that the
 // claim's compare-and-swap fails. The caller returns when every claimed chunk has reported done.
 //
-// Waiting: an idle worker spins briefly (kSpin pause loops, some tens of microseconds, so that
-// back-to-back steps find it awake), then sleeps on a condition variable; the caller never waits
-// for a worker to wake (it starts on the chunks itself), only for chunks a worker has claimed.
+// Waiting: an idle worker polls briefly (see kSpin, yielding its CPU between polls so that
+// whatever shares the core runs first), then sleeps on a condition variable; the caller never
+// waits for a worker to wake (it starts on the chunks itself), only for chunks a worker has
+// claimed. If that wait shows a stall (a claimed chunk not done after kStallNs: its worker was
+// descheduled), the next calls run on the calling thread alone for a back-off time.
 // No environment variable is read or set (the pool is not OpenMP's; OMP_WAIT_POLICY and
 // GOMP_SPINCOUNT do not apply); the thread count is OpenMP's setting (omp_get_max_threads:
 // OMP_NUM_THREADS, fusedopt.set_num_threads).
@@ -45,8 +47,8 @@ using Fn = void (*)(void*, int64_t);
 
 constexpr uint64_t kIdle = 0xffffffffu;  // chunk index of the state between jobs
 // An idle worker polls for the next job kSpin times, yielding the CPU every kYieldEvery polls
-// (so that a thread of ours or anyone's that shares its core runs first), about 0.1-0.3 ms in
-// all, then sleeps. The caller, once every chunk is claimed, polls kWaitSpin times, then yields
+// (so that a thread of ours or anyone's that shares its core runs first): on the order of 0.1 ms
+// on a free core, so that back-to-back steps find it awake, then it sleeps. The caller, once every chunk is claimed, polls kWaitSpin times, then yields
 // between polls: on a shared core the thread it waits for may need that very CPU.
 constexpr int kSpin = 4000;
 constexpr int kYieldEvery = 16;
