@@ -20,6 +20,7 @@
 
 #include "cpu/arrays.h"
 #include "cpu/kernels.h"
+#include "cpu/nogil.h"
 #include "fusedopt/rules/common.h"
 
 namespace py = pybind11;
@@ -84,7 +85,7 @@ void run(const Batches& b, Fn&& fn) {
     const Batch b32 = b.batch(DType::kFloat32);
     const Batch b64 = b.batch(DType::kFloat64);
     if (b32.total == 0 && b64.total == 0) return;
-    py::gil_scoped_release nogil;
+    fusedopt::NoGil nogil;
     if (b32.total) fn(b32);
     if (b64.total) fn(b64);
 }
@@ -180,7 +181,7 @@ double sum_squares(py::handle arrays) {
     collect({{"arrays", arrays, false, -1}}, b);
     const Batch b32 = b.batch(DType::kFloat32);
     const Batch b64 = b.batch(DType::kFloat64);
-    py::gil_scoped_release nogil;
+    fusedopt::NoGil nogil;
     // float32 tensors first, then float64: a fixed order whatever the list order.
     return kernels().sum_squares(b32) + kernels().sum_squares(b64);
 }

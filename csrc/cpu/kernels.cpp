@@ -7,6 +7,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "fusedopt/blocked_sum.h"
 #include "fusedopt/rules.h"
 #include "kernels.h"
 #include "parallel.h"
@@ -257,23 +258,13 @@ void adamax_typed(const Batch& b, const AdamaxArgs& a) {
 // ---------------------------------------------------------------------------------------------
 // Reductions and helpers
 
-// Sum of squares of x[lo:hi] in float64 with eight interleaved partial sums combined pairwise:
-// a fixed order of operations that the compiler may vectorize but not reorder.
+// Sum of squares of x[lo:hi] in float64: the one blocked sum of fusedopt/blocked_sum.h.
 template <typename T>
 double block_sum_squares(const T* __restrict x, int64_t lo, int64_t hi) {
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t i = lo;
-    for (; i + 8 <= hi; i += 8) {
-        for (int j = 0; j < 8; ++j) {
-            const double v = static_cast<double>(x[i + j]);
-            acc[j] = acc[j] + v * v;
-        }
-    }
-    for (int j = 0; i < hi; ++i, ++j) {
+    return block_sum(lo, hi, [&](int64_t i) {
         const double v = static_cast<double>(x[i]);
-        acc[j] = acc[j] + v * v;
-    }
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+        return v * v;
+    });
 }
 
 struct BlockRef {
@@ -293,16 +284,12 @@ double sum_squares_typed(const Batch& b) {
     partial.resize(static_cast<size_t>(nb));
     const BlockRef* bl = blocks.data();
     double* part = partial.data();
-    const int nt = threads_for(b.total);
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
-    for (int64_t k = 0; k < nb; ++k) {
+    // One block per chunk, any thread; the partials are then added in block order.
+    parallel_chunks(nb, threads_for(b.total), [&](int64_t k) {
         const Segment& s = b.segs[bl[k].seg];
         const int64_t hi = std::min(s.size, bl[k].begin + kReduceBlock);
         part[k] = block_sum_squares(as<T>(s.param), bl[k].begin, hi);
-    }
-    (void)nt;
+    });
     double total = 0.0;
     for (int64_t k = 0; k < nb; ++k) total = total + part[k];
     return total;

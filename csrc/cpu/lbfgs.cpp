@@ -1,20 +1,17 @@
 // csrc/cpu/lbfgs.cpp -- the L-BFGS loops (see lbfgs.h).
 //
-// The two-loop recursion runs in one OpenMP parallel region. Each pass walks the blocks of the
-// vector with a static schedule, updates out = (out + a * x) * scale and, in the same sweep,
-// takes the float64 dot of the updated out with the next history row; after the pass's barrier
-// every thread adds the block sums in block order and computes the next scalar. The block
-// partition depends on n only, so any thread count gives the same bits. One barrier per pass:
-// on a loaded machine a barrier can cost a scheduler time slice.
+// The two-loop recursion is 2 * count + 1 passes over the vector. Each pass runs the blocks of
+// the vector as chunks of the worker pool (parallel.h): it updates out = (out + a * x) * scale
+// and, in the same sweep, takes the float64 dot of the updated out with the next history row;
+// the calling thread then adds the block sums in block order and computes the next scalar. Every
+// dot is the blocked sum of fusedopt/blocked_sum.h over blocks fixed by n alone, so any thread
+// count and any schedule give the same bits.
 #include "lbfgs.h"
 
 #include <cmath>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
+#include "fusedopt/blocked_sum.h"
 #include "kernels.h"
 #include "parallel.h"
 
@@ -23,53 +20,34 @@ namespace cpu {
 namespace lbfgs {
 namespace {
 
-// Independent accumulators per block: a fixed summation order that the compiler may vectorize.
-constexpr int kLanes = 8;
-
 // Threads for a vector of n elements. Below kParallelMin elements the loops run on one thread:
-// each OpenMP barrier (the direction has 2m + 1 of them) costs little on an idle machine but can
-// cost a scheduler time slice when the cores are shared with other work, which at these sizes
-// is far more than the parallel loop saves (measured here: 0.65 ms serial vs 0.41 ms on 2
-// threads for the direction at n = 1e5, m = 10, idle; 100+ ms on 2 threads when loaded).
+// the direction is 2m + 1 short passes, each a job of the pool, and at these sizes waking the
+// workers 2m + 1 times saves little (measured with the former OpenMP barriers: 0.65 ms serial vs
+// 0.41 ms on 2 threads for the direction at n = 1e5, m = 10, idle).
 constexpr int64_t kParallelMin = int64_t(1) << 18;
 inline int lbfgs_threads(int64_t n) { return n < kParallelMin ? 1 : threads_for(n); }
 
 inline int64_t num_blocks(int64_t n) { return (n + kReduceBlock - 1) / kReduceBlock; }
 
-inline double combine(const double* acc) {
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-}
-
 // q[i] = (q[i] + a * x[i]) * scale over [lo, hi); returns sum w[i] * q[i] (new q) when Dot.
 template <typename T, bool Dot>
 double update_block(T* __restrict q, const T a, const T* __restrict x, const T scale,
                     const T* __restrict w, int64_t lo, int64_t hi) {
-    double acc[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t i = lo;
-    for (; i + kLanes <= hi; i += kLanes) {
-        for (int j = 0; j < kLanes; ++j) {
-            const T v = (q[i + j] + a * x[i + j]) * scale;
-            q[i + j] = v;
-            if (Dot) acc[j] = acc[j] + static_cast<double>(w[i + j]) * static_cast<double>(v);
-        }
+    if (!Dot) {
+        for (int64_t i = lo; i < hi; ++i) q[i] = (q[i] + a * x[i]) * scale;
+        return 0.0;
     }
-    for (; i < hi; ++i) {
+    return block_sum(lo, hi, [&](int64_t i) {
         const T v = (q[i] + a * x[i]) * scale;
         q[i] = v;
-        if (Dot) acc[0] = acc[0] + static_cast<double>(w[i]) * static_cast<double>(v);
-    }
-    return Dot ? combine(acc) : 0.0;
+        return static_cast<double>(w[i]) * static_cast<double>(v);
+    });
 }
 
 template <typename T>
 double dot_block(const T* __restrict a, const T* __restrict b, int64_t lo, int64_t hi) {
-    double acc[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t i = lo;
-    for (; i + kLanes <= hi; i += kLanes)
-        for (int j = 0; j < kLanes; ++j)
-            acc[j] = acc[j] + static_cast<double>(a[i + j]) * static_cast<double>(b[i + j]);
-    for (; i < hi; ++i) acc[0] = acc[0] + static_cast<double>(a[i]) * static_cast<double>(b[i]);
-    return combine(acc);
+    return block_sum(lo, hi,
+                     [&](int64_t i) { return static_cast<double>(a[i]) * static_cast<double>(b[i]); });
 }
 
 // The first pass: out = grad, and the dots s.grad, s.y, y.y of the newest pair.
@@ -96,13 +74,9 @@ const double* block_results(int64_t n, Block&& block) {
     thread_local std::vector<double> part_store;
     part_store.assign(static_cast<size_t>(K * nb), 0.0);
     double* part = part_store.data();
-    const int nt = lbfgs_threads(n);
-    (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
-    for (int64_t b = 0; b < nb; ++b)
+    parallel_chunks(nb, lbfgs_threads(n), [&](int64_t b) {
         block(b * kReduceBlock, std::min(n, (b + 1) * kReduceBlock), part + K * b);
+    });
     return part;
 }
 
@@ -111,90 +85,56 @@ const double* block_results(int64_t n, Block&& block) {
 template <typename T>
 double direction(T* out, const T* grad, const Ring<T>& h) {
     const int64_t n = h.n, nb = num_blocks(n), count = h.count;
-    // Block sums: 3 per block for the first pass, then two buffers of one per block used by
-    // alternate passes, so that one barrier per pass suffices (see below).
-    thread_local std::vector<double> part_store;
-    part_store.assign(static_cast<size_t>(5 * nb), 0.0);
-    double* const first = part_store.data();
-    double* const bufs[2] = {first + 3 * nb, first + 4 * nb};
+    const int nt = lbfgs_threads(n);
     auto row = [&](const T* base, int64_t k) { return base + ((h.head + k) % h.m) * n; };
     auto rho = [&](int64_t k) { return h.rho[(h.head + k) % h.m]; };
-    const int nt = lbfgs_threads(n);
-    (void)nt;
-    double grad_dot_out = 0.0;
+    auto lo_of = [&](int64_t b) { return b * kReduceBlock; };
+    auto hi_of = [&](int64_t b) { return std::min(n, (b + 1) * kReduceBlock); };
+    // Block sums: 3 per block for the first pass, one per block for the others.
+    thread_local std::vector<double> part_store;
+    part_store.assign(static_cast<size_t>(3 * nb), 0.0);
+    double* const part = part_store.data();
 
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt) if (nt > 1)
-#endif
-    {
-        double result = 0.0;
-        // Each thread computes every scalar itself from the block sums, in the same order, so
-        // all threads hold the same values; the only barrier of a pass is the one that ends its
-        // loop. Pass p writes bufs[p % 2]: a thread can reach pass p + 2 (which overwrites it)
-        // only after every thread has passed the barrier of pass p + 1, hence read it.
-        int parity = 0;
-        auto pass = [&](T a, const T* x, T scale, const T* w) -> double {
-            double* part = bufs[parity];
-            parity ^= 1;
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-            for (int64_t b = 0; b < nb; ++b) {
-                const int64_t lo = b * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
-                if (w)
-                    part[b] = update_block<T, true>(out, a, x, scale, w, lo, hi);
-                else
-                    update_block<T, false>(out, a, x, scale, nullptr, lo, hi);
-            }
-            return w ? sum_in_order(part, nb, 1) : 0.0;
-        };
-
-        if (count == 0) {
-            // out = (0 + 0 * grad) * -1 would not give -grad for a non-finite grad.
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-            for (int64_t b = 0; b < nb; ++b) {
-                const int64_t lo = b * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
-                for (int64_t i = lo; i < hi; ++i) out[i] = -grad[i];
-                bufs[0][b] = dot_block(grad, out, lo, hi);
-            }
-            result = sum_in_order(bufs[0], nb, 1);
-        } else {
-            std::vector<double> alpha(static_cast<size_t>(count)), beta(alpha.size());
-            const T* s_new = row(h.s, count - 1);
-            const T* y_new = row(h.y, count - 1);
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-            for (int64_t b = 0; b < nb; ++b) {
-                const int64_t lo = b * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
-                first_block(out, grad, s_new, y_new, lo, hi, first + 3 * b);
-            }
-            alpha[count - 1] = rho(count - 1) * sum_in_order(first, nb, 3);
-            const double gamma = sum_in_order(first + 1, nb, 3) / sum_in_order(first + 2, nb, 3);
-            // First loop, newest to oldest: q -= alpha_k y_k, then the dot for step k - 1
-            // (s_{k-1}.q), or at k = 0 the scaling r = gamma q and the dot y_0.r.
-            for (int64_t k = count - 1; k > 0; --k)
-                alpha[k - 1] = rho(k - 1) * pass(static_cast<T>(-alpha[k]), row(h.y, k), T(1),
-                                                 row(h.s, k - 1));
-            beta[0] = rho(0) * pass(static_cast<T>(-alpha[0]), row(h.y, 0),
-                                    static_cast<T>(gamma), row(h.y, 0));
-            // Second loop, oldest to newest: r += (alpha_k - beta_k) s_k, then the dot for step
-            // k + 1 (y_{k+1}.r); the last pass writes -r instead, and takes grad.(-r).
-            for (int64_t k = 0; k + 1 < count; ++k)
-                beta[k + 1] = rho(k + 1) * pass(static_cast<T>(alpha[k] - beta[k]), row(h.s, k),
-                                                T(1), row(h.y, k + 1));
-            result = pass(static_cast<T>(alpha[count - 1] - beta[count - 1]),
-                          row(h.s, count - 1), T(-1), grad);
-        }
-#ifdef _OPENMP
-        if (omp_get_thread_num() == 0) grad_dot_out = result;  // the same in every thread
-#else
-        grad_dot_out = result;
-#endif
+    if (count == 0) {
+        // out = (0 + 0 * grad) * -1 would not give -grad for a non-finite grad.
+        parallel_chunks(nb, nt, [&](int64_t b) {
+            for (int64_t i = lo_of(b); i < hi_of(b); ++i) out[i] = -grad[i];
+            part[b] = dot_block(grad, out, lo_of(b), hi_of(b));
+        });
+        return sum_in_order(part, nb, 1);
     }
-    return grad_dot_out;
+    // One pass: out = (out + a * x) * scale, and returns w.out (new out) when w is given.
+    auto pass = [&](T a, const T* x, T scale, const T* w) -> double {
+        parallel_chunks(nb, nt, [&](int64_t b) {
+            if (w)
+                part[b] = update_block<T, true>(out, a, x, scale, w, lo_of(b), hi_of(b));
+            else
+                update_block<T, false>(out, a, x, scale, nullptr, lo_of(b), hi_of(b));
+        });
+        return w ? sum_in_order(part, nb, 1) : 0.0;
+    };
+    std::vector<double> alpha(static_cast<size_t>(count)), beta(alpha.size());
+    const T* s_new = row(h.s, count - 1);
+    const T* y_new = row(h.y, count - 1);
+    parallel_chunks(nb, nt, [&](int64_t b) {
+        first_block(out, grad, s_new, y_new, lo_of(b), hi_of(b), part + 3 * b);
+    });
+    alpha[count - 1] = rho(count - 1) * sum_in_order(part, nb, 3);
+    const double gamma = sum_in_order(part + 1, nb, 3) / sum_in_order(part + 2, nb, 3);
+    // First loop, newest to oldest: q -= alpha_k y_k, then the dot for step k - 1 (s_{k-1}.q),
+    // or at k = 0 the scaling r = gamma q and the dot y_0.r.
+    for (int64_t k = count - 1; k > 0; --k)
+        alpha[k - 1] =
+            rho(k - 1) * pass(static_cast<T>(-alpha[k]), row(h.y, k), T(1), row(h.s, k - 1));
+    beta[0] = rho(0) * pass(static_cast<T>(-alpha[0]), row(h.y, 0), static_cast<T>(gamma),
+                            row(h.y, 0));
+    // Second loop, oldest to newest: r += (alpha_k - beta_k) s_k, then the dot for step k + 1
+    // (y_{k+1}.r); the last pass writes -r instead, and takes grad.(-r).
+    for (int64_t k = 0; k + 1 < count; ++k)
+        beta[k + 1] = rho(k + 1) * pass(static_cast<T>(alpha[k] - beta[k]), row(h.s, k), T(1),
+                                        row(h.y, k + 1));
+    return pass(static_cast<T>(alpha[count - 1] - beta[count - 1]), row(h.s, count - 1), T(-1),
+                grad);
 }
 
 template <typename T>
@@ -219,26 +159,15 @@ void sub_dots(T* out, const T* a, const T* b, const T* c, int64_t n, double* dot
 template <typename T>
 void axpby(T* out, double a, const T* x, double b, const T* y, int64_t n) {
     const T ta = static_cast<T>(a), tb = static_cast<T>(b);
-    const int nt = lbfgs_threads(n);
-    (void)nt;
     // out may be x or y itself (each element is read before it is written), so no __restrict.
     // Without y: out = a * x (with a = 1 or -1 an exact copy or negation, inf and NaN kept).
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt) if (nt > 1)
-#endif
-    {
-        if (y) {
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-            for (int64_t i = 0; i < n; ++i) out[i] = ta * x[i] + tb * y[i];
-        } else {
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-            for (int64_t i = 0; i < n; ++i) out[i] = ta * x[i];
-        }
-    }
+    parallel_chunks(num_blocks(n), lbfgs_threads(n), [&](int64_t blk) {
+        const int64_t lo = blk * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
+        if (y)
+            for (int64_t i = lo; i < hi; ++i) out[i] = ta * x[i] + tb * y[i];
+        else
+            for (int64_t i = lo; i < hi; ++i) out[i] = ta * x[i];
+    });
 }
 
 template <typename T>

@@ -3,7 +3,7 @@
 //
 // Every reduction cuts the vector into blocks of kReduceBlock elements (a partition fixed by n
 // alone), sums each block in one fixed order in float64 and adds the block sums in block order,
-// so the results have the same bits for any number of OpenMP threads.
+// so the results have the same bits for any number of threads and any schedule.
 #pragma once
 #include <cstdint>
 

@@ -12,6 +12,7 @@
 
 #include "arrays.h"
 #include "lbfgs.h"
+#include "nogil.h"
 
 namespace py = pybind11;
 namespace lb = fusedopt::cpu::lbfgs;
@@ -76,7 +77,7 @@ double direction(py::handle out_h, py::handle grad_h, py::handle s_h, py::handle
         using T = decltype(zero);
         const lb::Ring<T> ring{static_cast<const T*>(s.data()), static_cast<const T*>(y.data()),
                                static_cast<const double*>(rho.data()), m, out.size, head, count};
-        py::gil_scoped_release nogil;
+        fusedopt::NoGil nogil;
         return lb::direction(static_cast<T*>(out.data()), static_cast<const T*>(grad.data()),
                              ring);
     });
@@ -95,7 +96,7 @@ double dot(py::handle a_h, py::handle b_h) {
     same_size(b, a);
     return by_dtype(a, [&](auto zero) {
         using T = decltype(zero);
-        py::gil_scoped_release nogil;
+        fusedopt::NoGil nogil;
         return lb::dot(static_cast<const T*>(a.data()), static_cast<const T*>(b.data()), a.size);
     });
 }
@@ -111,7 +112,7 @@ void axpby(py::handle out_h, double a, py::handle x_h, double b, py::handle y_h)
     no_overlap(out, y, true);
     by_dtype(out, [&](auto zero) {
         using T = decltype(zero);
-        py::gil_scoped_release nogil;
+        fusedopt::NoGil nogil;
         lb::axpby(static_cast<T*>(out.data()), a, static_cast<const T*>(x.data()), b,
                   has_y ? static_cast<const T*>(y.data()) : nullptr, out.size);
     });
@@ -129,7 +130,7 @@ py::tuple sub_dots(py::handle out_h, py::handle a_h, py::handle b_h, py::handle 
     double dots[2] = {0.0, 0.0};
     by_dtype(out, [&](auto zero) {
         using T = decltype(zero);
-        py::gil_scoped_release nogil;
+        fusedopt::NoGil nogil;
         lb::sub_dots(static_cast<T*>(out.data()), static_cast<const T*>(a.data()),
                      static_cast<const T*>(b.data()), static_cast<const T*>(c.data()), out.size,
                      dots);
@@ -141,7 +142,7 @@ double amax(py::handle a_h) {
     const Array a = array_arg(a_h, "a", false);
     return by_dtype(a, [&](auto zero) {
         using T = decltype(zero);
-        py::gil_scoped_release nogil;
+        fusedopt::NoGil nogil;
         return lb::amax(static_cast<const T*>(a.data()), a.size);
     });
 }

@@ -1,33 +1,56 @@
-// csrc/cpu/parallel.h -- split the global element range of a multi-tensor batch over threads.
+// csrc/cpu/parallel.h -- how the CPU loops use threads: fixed chunks claimed one at a time.
 //
-// One parallel region per call, whatever the number of tensors: thread k gets one contiguous
-// slice of the concatenated index space (static schedule) and walks the tensors that overlap it.
-// Elementwise rules give the same bits whatever the slicing, so the thread count never matters.
+// A call cuts its work into fixed chunks (kChunk elements of the concatenated index space, or one
+// reduction block) and runs them on the calling thread and up to threads - 1 workers of a small
+// persistent pool (parallel.cpp). Each thread claims the next unclaimed chunk through one atomic
+// counter; the caller works too and waits only for chunks that were actually claimed. A thread
+// that the OS has descheduled (other processes keeping the cores busy) therefore holds at most
+// the one chunk it claimed, and a worker that wakes late finds nothing left: on a loaded machine
+// the call costs at most one chunk more than on one thread, where a static split (an OpenMP
+// parallel region) waits for the slowest thread's whole slice and for its join barrier.
+//
+// Elementwise rules give the same bits whatever the split, and every reduction writes one
+// partial per fixed block and adds the partials in block order on the calling thread, so neither
+// the thread count nor which thread ran which chunk ever changes a result.
 #pragma once
 #include <algorithm>
 #include <cstdint>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include <type_traits>
 
 #include "kernels.h"
 
 namespace fusedopt {
 namespace cpu {
 
-// Below this many elements a parallel region costs more than it saves.
+// Below this many elements a call runs on the calling thread alone: waking a worker costs more
+// than it saves.
 constexpr int64_t kSerialCutoff = 1 << 15;
 
-inline int threads_for(int64_t work) {
-#ifdef _OPENMP
-    if (work < kSerialCutoff) return 1;
-    const int64_t most = std::max<int64_t>(1, work / (kSerialCutoff / 2));
-    return static_cast<int>(std::min<int64_t>(omp_get_max_threads(), most));
-#else
-    (void)work;
-    return 1;
-#endif
+// Elements per chunk of the elementwise loops (a multiple of 64, so that no two threads share a
+// cache line): 16384 elements are 20-100 us of work, small enough that a stalled thread holds
+// little, large enough that the claim (one atomic add) is noise.
+constexpr int64_t kChunk = 16384;
+
+// Threads for `work` elements: 1 below kSerialCutoff, else at most the thread count set by
+// fusedopt.set_num_threads / OMP_NUM_THREADS, and at most one per kSerialCutoff / 2 elements.
+int threads_for(int64_t work);
+
+// Runs fn(ctx, k) exactly once for every k in [0, nchunks), on the calling thread and at most
+// threads - 1 pool workers; returns when all have run. If another thread's call holds the pool,
+// this one runs its chunks itself. Safe from any thread; the pool is re-created after fork().
+void run_chunks(int64_t nchunks, int threads, void (*fn)(void*, int64_t), void* ctx);
+
+// f(k) for every k in [0, nchunks), as run_chunks.
+template <typename F>
+inline void parallel_chunks(int64_t nchunks, int threads, F&& f) {
+    if (threads <= 1 || nchunks <= 1) {
+        for (int64_t k = 0; k < nchunks; ++k) f(k);
+        return;
+    }
+    using Fn = std::remove_reference_t<F>;
+    run_chunks(
+        nchunks, threads, [](void* c, int64_t k) { (*static_cast<Fn*>(c))(k); },
+        const_cast<void*>(static_cast<const void*>(&f)));
 }
 
 // Calls body(segment, begin, end) for the part [begin, end) of each segment that falls in
@@ -46,33 +69,18 @@ inline void for_range(const Batch& b, int64_t lo, int64_t hi, Body&& body) {
     }
 }
 
+// body(segment, lo, hi) over the whole batch, chunk by chunk on the threads of threads_for.
 template <typename Body>
 inline void parallel_for_elements(const Batch& b, Body&& body) {
     const int nt = threads_for(b.total);
-    if (nt <= 1) {
+    const int64_t nchunks = (b.total + kChunk - 1) / kChunk;
+    if (nt <= 1 || nchunks <= 1) {
         for_range(b, 0, b.total, body);
         return;
     }
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt)
-    {
-        const int64_t t = omp_get_thread_num();
-        const int64_t n = omp_get_num_threads();
-        // Slices rounded to 64 elements so that no two threads share a cache line.
-        int64_t chunk = (b.total + n - 1) / n;
-        chunk = (chunk + 63) / 64 * 64;
-        const int64_t lo = std::min(b.total, t * chunk);
-        const int64_t hi = std::min(b.total, lo + chunk);
-        for_range(b, lo, hi, body);
-    }
-#endif
-}
-
-// Number of reduction blocks of a batch (each segment is cut into blocks of kReduceBlock).
-inline int64_t count_blocks(const Batch& b) {
-    int64_t nb = 0;
-    for (int64_t i = 0; i < b.nsegs; ++i) nb += (b.segs[i].size + kReduceBlock - 1) / kReduceBlock;
-    return nb;
+    parallel_chunks(nchunks, nt, [&](int64_t k) {
+        for_range(b, k * kChunk, std::min(b.total, (k + 1) * kChunk), body);
+    });
 }
 
 }  // namespace cpu

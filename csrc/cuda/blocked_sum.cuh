@@ -1,34 +1,29 @@
-// csrc/cuda/blocked_sum.cuh -- float64 sums in the CPU kernels' order, so that the CUDA
-// reductions have the very bits of fusedopt._core's (csrc/cpu/kernels.cpp, csrc/cpu/lbfgs.cpp).
+// csrc/cuda/blocked_sum.cuh -- the blocked float64 sum of fusedopt/blocked_sum.h on the GPU, so
+// that the CUDA reductions have the very bits of fusedopt._core's (global_norm, the L-BFGS dots).
 //
-// The CPU cuts a vector into chunks of kReduceBlock elements; each chunk is summed by 8 lanes,
-// lane j taking elements lo + j, lo + j + 8, ... in order, the lanes combined as
-// ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)); the chunk sums are added in chunk order.
-// Two conventions exist for the last (hi - lo) % 8 elements: sum_squares gives tail element i to
-// lane (i - lo) % 8 like the others; the L-BFGS dots give the whole tail to lane 0, after its own
-// elements (TailToLane0).
-//
-// Here a block takes a chunk: all its threads compute the terms of a tile of the chunk (coalesced
-// loads, stores in place), park them in shared memory, and 8 threads add them up as the CPU's
-// lanes do. No atomics on floats: the grid writes one partial per chunk, and a single thread
-// (a later launch, or the block that finishes last, see last_block) adds them in chunk order.
+// A CUDA block takes one chunk (one block of the blocked sum, _core.reduce_block elements): all
+// its threads compute the terms of a tile of the chunk (coalesced loads, stores in place), park
+// them in shared memory, and 8 threads add them up as the lanes of blocked_sum.h (lane_sum, then
+// combine_lanes). No atomics on floats: the grid writes one partial per chunk, and a single
+// thread (a later launch, or the block that finishes last, see last_block) adds them in chunk
+// order.
 #pragma once
+#include "fusedopt/blocked_sum.h"
 #include "multi_tensor.cuh"
 
 namespace fusedopt {
 namespace cuda {
 
-constexpr int kLanes = 8;
+constexpr int kLanes = kSumLanes;
 constexpr int kTile = 1024;  // elements per tile (a multiple of kLanes)
 
 // For the chunk [lo, hi): term(i, t) fills t[0..NV) with the NV float64 terms of element i (and
-// may store to element i); thread 0 receives in sums[v] the CPU's blocked sum of terms v. Every
-// thread of the block must call it (it synchronizes the block).
-template <int NV, bool TailToLane0, typename F>
+// may store to element i); thread 0 receives in sums[v] the blocked sum of terms v. Every thread
+// of the block must call it (it synchronizes the block).
+template <int NV, typename F>
 __device__ __forceinline__ void chunk_sums(i64 lo, i64 hi, F&& term, double (&sums)[NV]) {
     __shared__ double terms[NV][kTile];
     __shared__ double lanes[NV][kLanes];
-    const i64 main_end = TailToLane0 ? lo + (hi - lo) / kLanes * kLanes : hi;
     const int j = static_cast<int>(threadIdx.x);  // the lane, for threads 0..7
     double acc[NV];
 #pragma unroll
@@ -43,15 +38,10 @@ __device__ __forceinline__ void chunk_sums(i64 lo, i64 hi, F&& term, double (&su
         }
         __syncthreads();
         if (j < kLanes) {
-            // t0 - lo is a multiple of 8: lane j's elements are t0 + j, t0 + j + 8, ...
-            const i64 m1 = t1 < main_end ? t1 : main_end;
-            for (i64 i = t0 + j; i < m1; i += kLanes)
+            // t0 - lo is a multiple of 8: lane j's elements of this tile are t0 + j, t0 + j + 8...
 #pragma unroll
-                for (int v = 0; v < NV; ++v) acc[v] = acc[v] + terms[v][i - t0];
-            if (TailToLane0 && j == 0)  // the tail lies in the last tile, after main_end
-                for (i64 i = main_end > t0 ? main_end : t0; i < t1; ++i)
-#pragma unroll
-                    for (int v = 0; v < NV; ++v) acc[v] = acc[v] + terms[v][i - t0];
+            for (int v = 0; v < NV; ++v)
+                acc[v] = lane_sum(acc[v], t0 + j, t1, [&](i64 i) { return terms[v][i - t0]; });
         }
         __syncthreads();
     }
@@ -61,10 +51,7 @@ __device__ __forceinline__ void chunk_sums(i64 lo, i64 hi, F&& term, double (&su
     __syncthreads();
     if (j == 0)
 #pragma unroll
-        for (int v = 0; v < NV; ++v) {
-            const double* a = lanes[v];
-            sums[v] = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-        }
+        for (int v = 0; v < NV; ++v) sums[v] = combine_lanes(lanes[v]);
     __syncthreads();
 }
 

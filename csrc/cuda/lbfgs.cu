@@ -1,6 +1,6 @@
 // csrc/cuda/lbfgs.cu -- the L-BFGS two-loop recursion and vector helpers on the GPU, with the
 // bits of the CPU kernels (csrc/cpu/lbfgs.cpp): the same passes, the same values in T, the same
-// float64 dots in the same order (blocked_sum.cuh, TailToLane0).
+// float64 dots in the same order (fusedopt/blocked_sum.h, through blocked_sum.cuh).
 //
 // direction: out = -H grad over the ring (s, y, rho, head, count) of fusedopt.lbfgs.History, in
 // 2 * count + 1 launches and no host synchronization. The scalars live on the device in
@@ -28,7 +28,7 @@ __global__ void __launch_bounds__(kThreads)
     const i64 nchunks = (n + chunk - 1) / chunk;
     for (i64 c = blockIdx.x; c < nchunks; c += gridDim.x) {
         double sums[3];
-        chunk_sums<3, true>(c * chunk, chunk_end(c, chunk, n), [&](i64 i, double (&t)[3]) {
+        chunk_sums<3>(c * chunk, chunk_end(c, chunk, n), [&](i64 i, double (&t)[3]) {
             out[i] = grad[i];
             t[0] = static_cast<double>(s[i]) * static_cast<double>(grad[i]);
             t[1] = static_cast<double>(s[i]) * static_cast<double>(y[i]);
@@ -54,7 +54,7 @@ __global__ void __launch_bounds__(kThreads)
     if (Dot) {
         for (i64 c = blockIdx.x; c < nchunks; c += gridDim.x) {
             double sum[1];
-            chunk_sums<1, true>(c * chunk, chunk_end(c, chunk, n), [&](i64 i, double (&t)[1]) {
+            chunk_sums<1>(c * chunk, chunk_end(c, chunk, n), [&](i64 i, double (&t)[1]) {
                 const T v = (out[i] + a * x[i]) * scale;
                 out[i] = v;
                 t[0] = static_cast<double>(w[i]) * static_cast<double>(v);
@@ -86,7 +86,7 @@ __global__ void __launch_bounds__(kThreads)
     const i64 nchunks = (n + chunk - 1) / chunk;
     for (i64 c = blockIdx.x; c < nchunks; c += gridDim.x) {
         double sum[1];
-        chunk_sums<1, true>(c * chunk, chunk_end(c, chunk, n), [&](i64 i, double (&t)[1]) {
+        chunk_sums<1>(c * chunk, chunk_end(c, chunk, n), [&](i64 i, double (&t)[1]) {
             t[0] = static_cast<double>(a[i]) * static_cast<double>(b[i]);
         }, sum);
         if (threadIdx.x == 0) partial[c] = sum[0];

@@ -1,7 +1,7 @@
 // csrc/cuda/reduce.cu -- deterministic sum of squares over a table of tensors (global_norm).
 //
-// The partition and the order of every addition are those of the CPU kernel
-// (csrc/cpu/kernels.cpp, block_sum_squares / sum_squares_typed; see blocked_sum.cuh), so the
+// The partition and the order of every addition are those of fusedopt/blocked_sum.h, which the
+// CPU kernel (csrc/cpu/kernels.cpp, sum_squares_typed) uses too (see blocked_sum.cuh), so the
 // result has the bits of fusedopt._core.sum_squares, on any grid, every run; no atomics:
 //   stage 1  partial[c] = the float64 sum of squares of chunk c (chunk == _core.reduce_block);
 //   stage 2  one thread adds the partials of the float32 tensors in order, then those of the
@@ -18,7 +18,7 @@ __global__ void __launch_bounds__(kThreads)
     for_each_chunk(table, nt, nchunks, chunk, [&](i64 c, const ChunkRef& ref) {
         const T* x = reinterpret_cast<const T*>(ref.row[kParam]);
         double sum[1];
-        chunk_sums<1, false>(ref.lo, ref.hi, [&](i64 i, double (&t)[1]) {
+        chunk_sums<1>(ref.lo, ref.hi, [&](i64 i, double (&t)[1]) {
             const double v = static_cast<double>(x[i]);
             t[0] = v * v;
         }, sum);

@@ -30,6 +30,8 @@ __all__ = ["main", "parser", "SECTIONS"]
 #: The sections after the per-rule tables, in order: name -> module (in this package) whose
 #: ``section(ctx)`` returns text blocks. A new section is one module plus one entry here.
 SECTIONS = {"model": "model", "overhead": "overhead", "lbfgs": "lbfgs"}
+#: Sections run only when named in ``--rules`` (they take long or load the machine on purpose).
+NAMED_SECTIONS = {"load": "load"}
 
 
 def _section(name):
@@ -38,7 +40,8 @@ def _section(name):
     if name in RULES_BY_NAME:
         module = importlib.import_module(f"{__package__}.elementwise")
         return lambda ctx: module.section(ctx, name)
-    return importlib.import_module(f"{__package__}.{SECTIONS[name]}").section
+    module = SECTIONS.get(name) or NAMED_SECTIONS[name]
+    return importlib.import_module(f"{__package__}.{module}").section
 
 
 # -- command line ----------------------------------------------------------------------------
@@ -55,7 +58,7 @@ def _sizes(text):
 
 def _rules(text):
     names = [s.strip() for s in text.split(",") if s.strip()]
-    known = [r.name for r in RULES] + list(SECTIONS)
+    known = [r.name for r in RULES] + list(SECTIONS) + list(NAMED_SECTIONS)
     bad = [s for s in names if s not in known]
     if bad or not names:
         raise argparse.ArgumentTypeError(f"unknown rule(s) {bad}; choose from {known}")
@@ -85,9 +88,10 @@ def parser() -> argparse.ArgumentParser:
                    help="comma-separated element counts (default 1e5,1e6,1e7)")
     p.add_argument("--rules", type=_rules, default=None,
                    help="comma-separated subset of: " + ", ".join(
-                       [r.name for r in RULES] + list(SECTIONS)) + " (default: all)")
+                       [r.name for r in RULES] + list(SECTIONS)) + " (default: all of these); "
+                   "named only: " + ", ".join(NAMED_SECTIONS))
     p.add_argument("--threads", type=_threads, default=None,
-                   help="OpenMP threads for fusedopt (and torch); default: as configured")
+                   help="threads for fusedopt (and torch); default: as configured")
     p.add_argument("--no-torch", action="store_true", help="leave torch out even if installed")
     p.add_argument("--full", action="store_true",
                    help="L-BFGS: add the long cases (directions at 1e7, Extended Rosenbrock at "
@@ -113,7 +117,8 @@ def main(argv=None) -> int:
           f"times are medians per step, GB/s = (reads + writes) * n * 4 bytes / time; probe = "
           f"fusedopt._core.stream with the same pattern, timed interleaved; torch "
           f"{'included (optional)' if with_torch else 'not installed or left out'}\n")
-    rules_first = [n for n in names if n in RULES_BY_NAME] + [n for n in names if n in SECTIONS]
+    rules_first = [n for n in names if n in RULES_BY_NAME] + [n for n in names if n not in
+                                                              RULES_BY_NAME]
     for name in rules_first:
         if name == "lbfgs":
             ctx.grads_by_size.clear()           # the L-BFGS section needs the memory

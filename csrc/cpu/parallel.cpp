@@ -1,0 +1,244 @@
+// csrc/cpu/parallel.cpp -- the worker pool behind run_chunks (see parallel.h).
+//
+// Compiled once (not per instruction set): nothing here is vector code.
+//
+// One job at a time: a call that finds the pool busy (another Python thread's call, the GIL being
+// released) runs its chunks on its own thread. A job is published in `state_`, one 64-bit word
+// holding the job's generation (high 32 bits) and the next chunk to claim (low 32 bits); a chunk
+// is claimed by a compare-and-swap on that word, so a claim can only succeed for the generation
+// the claimer read, and only while that job still has unclaimed chunks. Between jobs the index is
+// kIdle, so a worker that wakes late (or was descheduled between reading the job and claiming)
+// finds nothing to claim and never touches a finished call's data: the job's fields are written
+// only after kIdle is stored, with release/acquire, so reading a newer field means that the
+// claim's compare-and-swap fails. The caller returns when every claimed chunk has reported done.
+//
+// Waiting: an idle worker polls briefly (see kSpin, yielding its CPU between polls so that
+// whatever shares the core runs first), then sleeps on a condition variable; the caller never
+// waits for a worker to wake (it starts on the chunks itself), only for chunks a worker has
+// claimed. If that wait shows a stall (a claimed chunk not done after kStallNs: its worker was
+// descheduled), the next calls run on the calling thread alone for a back-off time.
+// No environment variable is read or set (the pool is not OpenMP's; OMP_WAIT_POLICY and
+// GOMP_SPINCOUNT do not apply); the thread count is OpenMP's setting (omp_get_max_threads:
+// OMP_NUM_THREADS, fusedopt.set_num_threads).
+//
+// fork(): the child gets a fresh, empty pool (the parent's workers do not exist there; the old
+// pool is left allocated, untouched). Exit: workers are detached and the pool is never destroyed,
+// so interpreter shutdown neither joins nor frees anything a worker may still use.
+#include "parallel.h"
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace fusedopt {
+namespace cpu {
+namespace {
+
+using Fn = void (*)(void*, int64_t);
+
+constexpr uint64_t kIdle = 0xffffffffu;  // chunk index of the state between jobs
+// An idle worker polls for the next job kSpin times, yielding the CPU every kYieldEvery polls
+// (so that a thread of ours or anyone's that shares its core runs first): on the order of 0.1 ms
+// on a free core, so that back-to-back steps find it awake, then it sleeps. The caller, once every chunk is claimed, polls kWaitSpin times, then yields
+// between polls: on a shared core the thread it waits for may need that very CPU.
+constexpr int kSpin = 4000;
+constexpr int kYieldEvery = 16;
+constexpr int kWaitSpin = 64;
+// Stall detection and back-off (Pool::note_wait).
+constexpr int64_t kStallNs = 1000000;          // 1 ms
+constexpr int64_t kBackoffMinNs = 10000000;    // 10 ms
+constexpr int64_t kBackoffMaxNs = 1000000000;  // 1 s
+constexpr int64_t kBackoffResetNs = 10000000000;  // 10 s
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+}
+
+inline uint32_t generation(uint64_t s) { return static_cast<uint32_t>(s >> 32); }
+inline uint64_t index_of(uint64_t s) { return s & 0xffffffffu; }
+
+class Pool {
+  public:
+    // Runs the job on this thread and the workers; false (nothing run) when the pool is busy or
+    // backing off after a stall.
+    bool run(int64_t nchunks, int threads, Fn fn, void* ctx) {
+        if (now_ns() < serial_until_.load(std::memory_order_relaxed)) return false;
+        std::unique_lock<std::mutex> job(job_mutex_, std::try_to_lock);
+        if (!job.owns_lock()) return false;
+        const int workers = spawn(threads - 1);
+        if (workers == 0) return false;
+        const uint32_t gen = generation(state_.load(std::memory_order_relaxed)) + 1;
+        fn_.store(fn, std::memory_order_release);
+        ctx_.store(ctx, std::memory_order_release);
+        nchunks_.store(nchunks, std::memory_order_release);
+        wanted_.store(workers, std::memory_order_release);
+        done_.store(0, std::memory_order_relaxed);
+        state_.store(uint64_t(gen) << 32, std::memory_order_seq_cst);
+        if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+            { std::lock_guard<std::mutex> lock(sleep_mutex_); }
+            wake_.notify_all();
+        }
+        drain(gen);
+        // Every chunk is claimed; wait for those that workers are still running.
+        int64_t waiting_since = 0;
+        for (int spin = 0; done_.load(std::memory_order_acquire) < nchunks; ++spin) {
+            if (spin < kWaitSpin) {
+                cpu_relax();
+            } else {
+                if (spin == kWaitSpin) waiting_since = now_ns();
+                std::this_thread::yield();
+            }
+        }
+        state_.store((uint64_t(gen) << 32) | kIdle, std::memory_order_seq_cst);
+        if (waiting_since) note_wait(now_ns() - waiting_since);
+        return true;
+    }
+
+  private:
+    static int64_t now_ns() {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(
+                   std::chrono::steady_clock::now().time_since_epoch())
+            .count();
+    }
+
+    // A wait of kStallNs or more for a claimed chunk means that its worker was descheduled
+    // (a chunk takes 0.1 ms or less): the next calls run on the calling thread alone for a
+    // back-off time that doubles with each stall (kBackoffMinNs to kBackoffMaxNs) and returns to
+    // the minimum once no stall has been seen for kBackoffResetNs. Called with job_mutex_ held.
+    void note_wait(int64_t waited) {
+        if (waited < kStallNs) return;
+        const int64_t now = now_ns();
+        if (now - last_stall_ > kBackoffResetNs) backoff_ = kBackoffMinNs;
+        else backoff_ = std::min(2 * backoff_, kBackoffMaxNs);
+        last_stall_ = now;
+        serial_until_.store(now + backoff_, std::memory_order_relaxed);
+    }
+
+    // Makes sure that `n` workers exist (fewer if the system refuses threads); returns how many.
+    // Called with job_mutex_ held.
+    int spawn(int n) {
+        while (count_ < n) {
+            try {
+                std::thread([this, id = count_] { work(id); }).detach();
+            } catch (...) {
+                break;
+            }
+            ++count_;
+        }
+        return std::min(n, count_);
+    }
+
+    // Claims and runs chunks of generation gen while any is left.
+    void drain(uint32_t gen) {
+        uint64_t s = state_.load(std::memory_order_acquire);
+        for (;;) {
+            if (generation(s) != gen || index_of(s) == kIdle) return;
+            const Fn fn = fn_.load(std::memory_order_acquire);
+            void* const ctx = ctx_.load(std::memory_order_acquire);
+            const int64_t n = nchunks_.load(std::memory_order_acquire);
+            const int64_t k = static_cast<int64_t>(index_of(s));
+            if (k >= n) return;
+            if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
+                                             std::memory_order_acquire)) {
+                fn(ctx, k);
+                done_.fetch_add(1, std::memory_order_release);
+                s = state_.load(std::memory_order_acquire);
+            }
+        }
+    }
+
+    // Returns the state once its generation differs from `seen`.
+    uint64_t next_job(uint32_t seen) {
+        for (int spin = 0; spin < kSpin; ++spin) {
+            const uint64_t s = state_.load(std::memory_order_acquire);
+            if (generation(s) != seen) return s;
+            if (spin % kYieldEvery == kYieldEvery - 1)
+                std::this_thread::yield();
+            else
+                cpu_relax();
+        }
+        std::unique_lock<std::mutex> lock(sleep_mutex_);
+        sleepers_.fetch_add(1, std::memory_order_seq_cst);
+        uint64_t s;
+        while (generation(s = state_.load(std::memory_order_seq_cst)) == seen) wake_.wait(lock);
+        sleepers_.fetch_sub(1, std::memory_order_relaxed);
+        return s;
+    }
+
+    void work(int id) {
+        uint32_t seen = generation(state_.load(std::memory_order_acquire));
+        for (;;) {
+            seen = generation(next_job(seen));
+            if (id < wanted_.load(std::memory_order_acquire)) drain(seen);
+        }
+    }
+
+    std::mutex job_mutex_;  // held by the caller of the running job
+    int count_ = 0;         // workers started (under job_mutex_)
+    // Stall back-off (see note_wait): calls before serial_until_ (steady clock, ns) run serially.
+    std::atomic<int64_t> serial_until_{0};
+    int64_t backoff_ = kBackoffMinNs;  // under job_mutex_
+    int64_t last_stall_ = 0;           // under job_mutex_
+    // Generation << 32 | next chunk to claim (kIdle between jobs).
+    std::atomic<uint64_t> state_{kIdle};
+    // The running job, written before its state is published.
+    std::atomic<Fn> fn_{nullptr};
+    std::atomic<void*> ctx_{nullptr};
+    std::atomic<int64_t> nchunks_{0};
+    std::atomic<int> wanted_{0};     // workers with a smaller id take part
+    std::atomic<int64_t> done_{0};   // chunks of the running job that have finished
+    std::mutex sleep_mutex_;
+    std::condition_variable wake_;
+    std::atomic<int> sleepers_{0};
+};
+
+std::atomic<Pool*> the_pool{nullptr};
+
+void forget_pool_in_child() { the_pool.store(nullptr, std::memory_order_relaxed); }
+
+Pool& pool() {
+    Pool* p = the_pool.load(std::memory_order_acquire);
+    if (p) return *p;
+    static const bool registered = (pthread_atfork(nullptr, nullptr, forget_pool_in_child), true);
+    (void)registered;
+    Pool* fresh = new Pool();
+    if (the_pool.compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) return *fresh;
+    delete fresh;  // another thread installed one first (it has no workers yet)
+    return *p;
+}
+
+}  // namespace
+
+int threads_for(int64_t work) {
+#ifdef _OPENMP
+    if (work < kSerialCutoff) return 1;
+    const int64_t most = std::max<int64_t>(1, work / (kSerialCutoff / 2));
+    return static_cast<int>(std::min<int64_t>(omp_get_max_threads(), most));
+#else
+    (void)work;
+    return 1;
+#endif
+}
+
+void run_chunks(int64_t nchunks, int threads, Fn fn, void* ctx) {
+    if (threads > 1 && nchunks > 1 && uint64_t(nchunks) < kIdle &&
+        pool().run(nchunks, threads, fn, ctx))
+        return;
+    for (int64_t k = 0; k < nchunks; ++k) fn(ctx, k);
+}
+
+}  // namespace cpu
+}  // namespace fusedopt
