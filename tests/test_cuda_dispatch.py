@@ -112,10 +112,10 @@ def fake_cupy(monkeypatch):
                                  device=current[0]))
         return launch
 
-    monkeypatch.setattr(_cuda, "_cupy", lambda: fake)
-    monkeypatch.setattr(_cuda, "_function", function)
-    monkeypatch.setattr(_cuda, "launch_blocks", 4)
-    monkeypatch.setattr(_cuda, "_TABLES", {})
+    monkeypatch.setattr(_cuda.runtime, "cupy", lambda: fake)
+    monkeypatch.setattr(_cuda.runtime, "function", function)
+    monkeypatch.setattr(_cuda.runtime, "launch_blocks", 4)
+    monkeypatch.setattr(_cuda.runtime, "TABLES", {})
     return launches
 
 
@@ -347,18 +347,18 @@ def test_grid_is_one_wave_of_resident_blocks(monkeypatch):
         def __init__(self, i=None):
             self.id, self.attributes = 0, attrs
 
-    monkeypatch.setattr(_cuda, "_cupy", lambda: types.SimpleNamespace(
+    monkeypatch.setattr(_cuda.runtime, "cupy", lambda: types.SimpleNamespace(
         cuda=types.SimpleNamespace(Device=Device)))
-    monkeypatch.setattr(_cuda, "_RESIDENT", {})
-    monkeypatch.setattr(_cuda, "launch_blocks", None)
+    monkeypatch.setattr(_cuda.runtime, "RESIDENT", {})
+    monkeypatch.setattr(_cuda.runtime, "launch_blocks", None)
     kernel = lambda regs, smem: types.SimpleNamespace(num_regs=regs,  # noqa: E731
                                                       shared_size_bytes=smem)
     adam = kernel(50, 0)  # 7 * 256 registers a warp, 8 warps: 4 blocks of 14336 in 65536
-    assert _cuda._grid(10**6, adam) == 132 * 4
-    assert _cuda._grid(17, adam) == 17  # fewer units than blocks
-    assert _cuda._grid(10**6, kernel(24, 0)) == 132 * 8  # capped at BLOCKS_PER_SM
-    assert _cuda._grid(10**6, kernel(32, 60000)) == 132 * 3  # 233472 // 61024
-    assert _cuda._grid(10**6, None) == 132 * 8  # nothing known about the kernel
+    assert _cuda.runtime.grid(10**6, adam) == 132 * 4
+    assert _cuda.runtime.grid(17, adam) == 17  # fewer units than blocks
+    assert _cuda.runtime.grid(10**6, kernel(24, 0)) == 132 * 8  # capped at BLOCKS_PER_SM
+    assert _cuda.runtime.grid(10**6, kernel(32, 60000)) == 132 * 3  # 233472 // 61024
+    assert _cuda.runtime.grid(10**6, None) == 132 * 8  # nothing known about the kernel
 
 
 REPORT = pathlib.Path(__file__).resolve().parent.parent / "bench" / "report.py"

@@ -1,12 +1,12 @@
 // csrc/cuda/multi_tensor.cuh -- the multi-tensor driver of the CUDA kernels: a device-side table
 // of tensors, blocks mapped to fixed-size chunks, load -> rule -> store.
 //
-// Compiled at run time by NVRTC (fusedopt/_cuda.py) and, for CI, by nvcc (tests/test_cuda_build.py).
+// Compiled at run time by NVRTC (fusedopt/_cuda/) and, for CI, by nvcc (tests/test_cuda_build.py).
 // NVRTC has no standard headers: only fusedopt/hd.h and what it guards are used; half and bfloat16
 // are handled here bit by bit, so cuda_fp16.h is not needed either. Tests also compile these
 // files for the host (tests/cuda_host/, FUSEDOPT_HOST_EMULATION), each CUDA thread a host thread.
 //
-// The table (int64, built by fusedopt/_cuda.py, _table()) for `nt` tensors cut into chunks of
+// The table (int64, built by fusedopt/_cuda/runtime.py, table()) for `nt` tensors cut into chunks of
 // `chunk` elements:
 //   table[k], k = 0..nt              index of the first chunk of tensor k; table[nt] == nchunks
 //   table[nt + 1 + k * 7 + s], s < 6 pointer of slot s of tensor k (0 when the slot is unused)

@@ -135,8 +135,8 @@ def _function(file, name):
 def install(monkeypatch, blocks=2):
     """Point fusedopt._cuda at the host: the stand-in cupy, the host kernels, a small grid."""
     library()
-    monkeypatch.setattr(_cuda, "_cupy", lambda: xp)
-    monkeypatch.setattr(_cuda, "_function", _function)
-    monkeypatch.setattr(_cuda, "launch_blocks", blocks)
-    monkeypatch.setattr(_cuda, "_TABLES", {})
-    monkeypatch.setattr(_cuda, "_RESIDENT", {})
+    monkeypatch.setattr(_cuda.runtime, "cupy", lambda: xp)
+    monkeypatch.setattr(_cuda.runtime, "function", _function)
+    monkeypatch.setattr(_cuda.runtime, "launch_blocks", blocks)
+    monkeypatch.setattr(_cuda.runtime, "TABLES", {})
+    monkeypatch.setattr(_cuda.runtime, "RESIDENT", {})
