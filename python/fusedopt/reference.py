@@ -6,7 +6,11 @@ in its docstring. The per-step scalars come from ``fusedopt._scalars`` (float64,
 array dtype), exactly as the compiled kernels receive them, so the fused kernels are expected to
 reproduce these results bit for bit.
 
-Signatures match ``fusedopt.ops``; see there for the argument documentation.
+Signatures match ``fusedopt.ops``; see there for the argument documentation, the notation and
+the AMP pair ``grad_scale``/``found_inf`` (when ``found_inf[0] != 0`` nothing changes; otherwise
+the rule sees ``g / grad_scale``, the scale cast once to the array dtype, as the kernels do).
+
+Layer: the reference (NumPy only); it imports nothing compiled.
 """
 from __future__ import annotations
 
@@ -15,8 +19,41 @@ import numpy as np
 from . import _checks, _scalars
 
 __all__ = ["sgd_", "adagrad_", "rmsprop_", "adam_", "adamax_", "global_norm",
-           "clip_by_global_norm_",
+           "clip_by_global_norm_", "found_inf_",
            "lbfgs_direction"]
+
+
+def _amp_scalar(name, a):
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray (one float32), got "
+                        f"{type(a).__module__}.{type(a).__name__}")
+    if a.dtype != np.float32 or a.size != 1:
+        raise TypeError(f"{name} must hold one float32, got dtype {a.dtype} and size {a.size}")
+
+
+def _amp(grad_scale, found_inf):
+    """(skip the step, the grad scale or None) of AMP's optional pair."""
+    if (grad_scale is None) != (found_inf is None):
+        raise ValueError("grad_scale and found_inf go together: give both or neither")
+    if grad_scale is None:
+        return False, None
+    _amp_scalar("grad_scale", grad_scale)
+    _amp_scalar("found_inf", found_inf)
+    return bool(found_inf.reshape(-1)[0] != 0), grad_scale.reshape(-1)[0]
+
+
+def _unscaled(g, p, scale):
+    """g / grad_scale, the scale cast once to the dtype (the kernels' AMP instance)."""
+    return g if scale is None else g / p.dtype.type(scale)
+
+
+def found_inf_(arrays, found_inf):
+    """``found_inf[0] = 1`` if any element of ``arrays`` is infinite or NaN; left as it is
+    otherwise."""
+    _checks.check_lists([("arrays", arrays, False)])
+    _amp_scalar("found_inf", found_inf)
+    if any(not np.isfinite(a).all() for a in arrays):
+        found_inf.reshape(-1)[0] = 1.0
 
 
 def _grad(g, p, k, maximize, weight_decay):
@@ -29,7 +66,8 @@ def _grad(g, p, k, maximize, weight_decay):
 
 
 def sgd_(params, grads, momentum_buffers=None, *, step, lr, momentum=0.0, dampening=0.0,
-         weight_decay=0.0, nesterov=False, maximize=False):
+         weight_decay=0.0, nesterov=False, maximize=False,
+         grad_scale=None, found_inf=None):
     r"""SGD, heavy-ball momentum, dampening and Nesterov momentum (Sutskever et al. 2013).
 
     .. math::
@@ -44,9 +82,12 @@ def sgd_(params, grads, momentum_buffers=None, *, step, lr, momentum=0.0, dampen
     if s.momentum != 0:
         lists.append(("momentum_buffers", momentum_buffers, True))
     _checks.check_lists(lists)
+    skip, scale = _amp(grad_scale, found_inf)
+    if skip:
+        return
     for i, (p, g) in enumerate(zip(params, grads)):
         k = _scalars.cast(s, p.dtype)
-        g = _grad(g, p, k, maximize, weight_decay)
+        g = _grad(_unscaled(g, p, scale), p, k, maximize, weight_decay)
         if s.momentum != 0:
             buf = momentum_buffers[i]
             if s.first_step:
@@ -58,7 +99,8 @@ def sgd_(params, grads, momentum_buffers=None, *, step, lr, momentum=0.0, dampen
 
 
 def adagrad_(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
-             eps=1e-10, eps_root=0.0, maximize=False):
+             eps=1e-10, eps_root=0.0, maximize=False,
+             grad_scale=None, found_inf=None):
     r"""Adagrad (Duchi, Hazan & Singer 2011).
 
     .. math::
@@ -70,17 +112,21 @@ def adagrad_(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_d
                          eps=eps, eps_root=eps_root, maximize=maximize)
     _checks.check_lists([("params", params, True), ("grads", grads, False),
                          ("state_sums", state_sums, True)])
-    for p, g, G in zip(params, grads, state_sums):
+    skip, scale = _amp(grad_scale, found_inf)
+    if skip:
+        return
+    for p, g, sum_ in zip(params, grads, state_sums):
         k = _scalars.cast(s, p.dtype)
-        g = _grad(g, p, k, maximize, weight_decay)
-        G[...] = G + g * g
-        denom = np.sqrt(G + k.eps_root) + k.eps
-        p[...] = p - k.clr * (g / denom)
+        g = _grad(_unscaled(g, p, scale), p, k, maximize, weight_decay)
+        sum_[...] = sum_ + g * g
+        denom = np.sqrt(sum_ + k.eps_root) + k.eps
+        p[...] = p - k.lr_t * (g / denom)
 
 
 def rmsprop_(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *, step,
              lr=1e-2, alpha=0.99, eps=1e-8, eps_root=0.0, weight_decay=0.0, momentum=0.0,
-             centered=False, maximize=False):
+             centered=False, maximize=False,
+             grad_scale=None, found_inf=None):
     r"""RMSProp (Hinton, Coursera lecture 6e), centered form (Graves 2013), with momentum.
 
     .. math::
@@ -100,15 +146,18 @@ def rmsprop_(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, 
     if s.momentum != 0:
         lists.append(("momentum_buffers", momentum_buffers, True))
     _checks.check_lists(lists)
-    for i, (p, g, S) in enumerate(zip(params, grads, square_avgs)):
+    skip, scale = _amp(grad_scale, found_inf)
+    if skip:
+        return
+    for i, (p, g, square_avg) in enumerate(zip(params, grads, square_avgs)):
         k = _scalars.cast(s, p.dtype)
-        g = _grad(g, p, k, maximize, weight_decay)
-        S[...] = k.alpha * S + k.one_minus_alpha * (g * g)
-        var = S
+        g = _grad(_unscaled(g, p, scale), p, k, maximize, weight_decay)
+        square_avg[...] = k.alpha * square_avg + k.one_minus_alpha * (g * g)
+        var = square_avg
         if centered:
-            ga = grad_avgs[i]
-            ga[...] = k.alpha * ga + k.one_minus_alpha * g
-            var = S - ga * ga
+            grad_avg = grad_avgs[i]
+            grad_avg[...] = k.alpha * grad_avg + k.one_minus_alpha * g
+            var = square_avg - grad_avg * grad_avg
         denom = np.sqrt(var + k.eps_root) + k.eps
         if s.momentum != 0:
             buf = momentum_buffers[i]
@@ -120,7 +169,8 @@ def rmsprop_(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, 
 
 def adam_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, lr=1e-3,
           betas=(0.9, 0.999), eps=1e-8, eps_root=0.0, weight_decay=0.0,
-          decoupled_weight_decay=False, amsgrad=False, maximize=False):
+          decoupled_weight_decay=False, amsgrad=False, maximize=False,
+          grad_scale=None, found_inf=None):
     r"""Adam (Kingma & Ba 2015), AdamW (Loshchilov & Hutter 2019), AMSGrad (Reddi et al. 2018).
 
     .. math::
@@ -139,24 +189,30 @@ def adam_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, l
     if amsgrad:
         lists.append(("max_exp_avg_sqs", max_exp_avg_sqs, True))
     _checks.check_lists(lists)
+    skip, scale = _amp(grad_scale, found_inf)
+    if skip:
+        return
     decoupled = decoupled_weight_decay and weight_decay != 0
-    for i, (p, g, m, v) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs)):
+    for i, (p, g, exp_avg, exp_avg_sq) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs)):
         k = _scalars.cast(s, p.dtype)
-        g = _grad(g, p, k, maximize, 0 if decoupled_weight_decay else weight_decay)
+        g = _grad(_unscaled(g, p, scale), p, k, maximize,
+                  0 if decoupled_weight_decay else weight_decay)
         if decoupled:
             p[...] = p * k.decay
-        m[...] = k.beta1 * m + k.one_minus_beta1 * g
-        v[...] = k.beta2 * v + k.one_minus_beta2 * (g * g)
+        exp_avg[...] = k.beta1 * exp_avg + k.one_minus_beta1 * g
+        exp_avg_sq[...] = k.beta2 * exp_avg_sq + k.one_minus_beta2 * (g * g)
+        v = exp_avg_sq
         if amsgrad:
-            np.maximum(max_exp_avg_sqs[i], v, out=max_exp_avg_sqs[i])
+            np.maximum(max_exp_avg_sqs[i], exp_avg_sq, out=max_exp_avg_sqs[i])
             v = max_exp_avg_sqs[i]
-        m_hat = m / k.bias_correction1
+        m_hat = exp_avg / k.bias_correction1
         v_hat = v / k.bias_correction2
         p[...] = p - k.lr * m_hat / (np.sqrt(v_hat + k.eps_root) + k.eps)
 
 
 def adamax_(params, grads, exp_avgs, exp_infs, *, step, lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
-            weight_decay=0.0, maximize=False):
+            weight_decay=0.0, maximize=False,
+            grad_scale=None, found_inf=None):
     r"""AdaMax (Kingma & Ba 2015, section 7.1), the infinity-norm variant of Adam.
 
     .. math::
@@ -168,12 +224,15 @@ def adamax_(params, grads, exp_avgs, exp_infs, *, step, lr=2e-3, betas=(0.9, 0.9
                         maximize=maximize)
     _checks.check_lists([("params", params, True), ("grads", grads, False),
                          ("exp_avgs", exp_avgs, True), ("exp_infs", exp_infs, True)])
-    for p, g, m, u in zip(params, grads, exp_avgs, exp_infs):
+    skip, scale = _amp(grad_scale, found_inf)
+    if skip:
+        return
+    for p, g, exp_avg, exp_inf in zip(params, grads, exp_avgs, exp_infs):
         k = _scalars.cast(s, p.dtype)
-        g = _grad(g, p, k, maximize, weight_decay)
-        m[...] = k.beta1 * m + k.one_minus_beta1 * g
-        u[...] = np.maximum(k.beta2 * u, np.abs(g) + k.eps)
-        p[...] = p - k.clr * (m / u)
+        g = _grad(_unscaled(g, p, scale), p, k, maximize, weight_decay)
+        exp_avg[...] = k.beta1 * exp_avg + k.one_minus_beta1 * g
+        exp_inf[...] = np.maximum(k.beta2 * exp_inf, np.abs(g) + k.eps)
+        p[...] = p - k.step_size * (exp_avg / exp_inf)
 
 
 def global_norm(arrays):
@@ -203,6 +262,8 @@ def clip_by_global_norm_(arrays, max_norm, *, eps=1e-6, error_if_nonfinite=False
     norm = global_norm(arrays)
     if error_if_nonfinite and not np.isfinite(norm):
         raise ValueError(f"the global norm of arrays is {norm}; nothing was clipped")
+    if norm + eps == 0.0:  # a zero norm (empty or all-zero arrays, eps == 0): nothing to clip
+        return norm
     coef = max_norm / (norm + eps)
     if coef < 1.0 or not np.isfinite(norm):
         with np.errstate(invalid="ignore"):  # inf * 0 -> NaN, as intended

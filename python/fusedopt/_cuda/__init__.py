@@ -1,12 +1,14 @@
 """The CUDA backend: ``fusedopt._core``'s functions for CuPy arrays.
 
-Every function of this package has the positional signature of its ``_core`` twin, so ``fusedopt.ops`` and
-``fusedopt.optim`` call either one unchanged. Each checks all arrays (CuPy type, one device,
-dtype, shape, contiguity, aliasing) before anything is launched, then runs one kernel launch per
-dtype present for the whole list of tensors. CUDA's own additions: the update functions take
-keyword-only ``master_params``, ``grad_scale`` and ``found_inf`` (mixed precision and AMP, see
-``fusedopt.ops``); ``found_inf_`` is AMP's non-finite check; ``lbfgs_direction``, ``lbfgs_dot``,
-``lbfgs_axpby`` and ``lbfgs_amax`` mirror ``_core``'s L-BFGS kernels.
+Layer: kernel-facing backend (the CUDA twin of ``fusedopt._core``). Every function of this
+package has the signature of its ``_core`` twin (the update rules take the lists and the
+``fusedopt._scalars`` record), so ``fusedopt.ops`` calls either one unchanged. Each checks all
+arrays (CuPy type, one device, dtype, shape, contiguity, aliasing) before anything is launched,
+then runs one kernel launch per dtype present for the whole list of tensors. CUDA's own
+addition: the update functions take keyword-only ``master_params`` (mixed precision, see
+``fusedopt.ops``), besides AMP's ``grad_scale`` and ``found_inf`` as on the CPU; ``found_inf_``
+is AMP's non-finite check; ``lbfgs_direction``, ``lbfgs_dot``, ``lbfgs_axpby`` and
+``lbfgs_amax`` mirror ``_core``'s L-BFGS kernels.
 
 Each call costs some Python time per array for the checks (about a microsecond), which a
 synchronized step of a model of many small tensors can notice.

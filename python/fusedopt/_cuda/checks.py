@@ -1,5 +1,5 @@
-"""CUDA backend, argument checks: every CuPy array argument is checked (type, one device,
-dtype, shape, contiguity, aliasing) before anything is launched.
+"""Layer: kernel-facing CUDA backend. Argument checks: every CuPy array argument is checked (type,
+one device, dtype, shape, contiguity, aliasing) before anything is launched.
 """
 from __future__ import annotations
 

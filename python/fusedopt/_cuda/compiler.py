@@ -1,5 +1,5 @@
-"""CUDA backend, compilation: NVRTC through CuPy's binding and the disk cache of compiled
-kernels (see the package docstring for why not ``cupy.RawModule(code=...)``).
+"""Layer: kernel-facing CUDA backend. Compilation: NVRTC through CuPy's binding and the disk cache
+of compiled kernels (see the package docstring for why not ``cupy.RawModule(code=...)``).
 """
 from __future__ import annotations
 
@@ -65,7 +65,8 @@ def _cached_binary(file: str, name: str, arch: int, ptx: bool):
     from cupy.cuda import nvrtc  # noqa: PLC0415
 
     key = hashlib.sha256("\0".join(
-        [sources.source_text(file), *sources.nvrtc_options(), str(arch), str(ptx), repr(nvrtc.getVersion()),
+        [sources.source_text(file), *sources.nvrtc_options(), str(arch), str(ptx),
+         repr(nvrtc.getVersion()),
          name]).encode())
     stem = cache_dir() / key.hexdigest()
     meta, binary = stem.with_suffix(".json"), stem.with_suffix(".ptx" if ptx else ".cubin")

@@ -1,5 +1,5 @@
-"""CUDA backend, every kernel instance (NVRTC name expressions), for the build tests and the
-host emulation.
+"""Layer: kernel-facing CUDA backend. Every kernel instance (NVRTC name expressions), for the build
+tests and the host emulation.
 """
 from __future__ import annotations
 

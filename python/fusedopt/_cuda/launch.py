@@ -1,17 +1,31 @@
-"""CUDA backend, launches: the table of a call's tensors, then one launch per dtype.
+"""Layer: kernel-facing CUDA backend. Launches: the table of a call's tensors, then one launch per
+dtype.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .. import _scalars
 from . import runtime
 from .checks import _CTYPES, _check, _check_device_scalar, _half_dtypes
 
 
-def _decay_mode(weight_decay: float, decoupled: bool) -> int:
-    if weight_decay == 0.0:
-        return 0  # rules::kNone
-    return 2 if decoupled else 1  # rules::kDecoupled, rules::kL2
+def scalar_struct(record, math):
+    """The kernel argument ``rules::XScalars<M>`` built from a ``fusedopt._scalars`` record: a
+    NumPy structured scalar whose fields are the record's scalar fields, by name and in order,
+    each cast once to the math type ``M`` (bools stay bool), laid out as the C++ compiler lays
+    out the struct (``align=True``). CuPy passes it to the kernel by value."""
+    n = record.n_scalars
+    key = (type(record), np.dtype(math))
+    dt = _STRUCTS.get(key)
+    if dt is None:
+        dt = np.dtype([(name, np.bool_ if isinstance(v, bool) else math)
+                       for name, v in zip(record._fields[:n], record)], align=True)
+        _STRUCTS[key] = dt
+    return np.array(tuple(record[:n]), dt)[()]
+
+
+_STRUCTS: dict = {}
 
 
 def _flags(*values) -> str:
@@ -19,14 +33,15 @@ def _flags(*values) -> str:
                      for v in values)
 
 
-def _launch(kernel: str, flags: tuple, lists, scalars: tuple, master_params=None,
-            grad_scale=None, found_inf=None) -> None:
+def _launch(kernel: str, record, lists, master_params=None, grad_scale=None,
+            found_inf=None) -> None:
     """Check everything, then one launch per dtype of params of
-    ``kernel<ctype, flags..., Master, Amp>``.
+    ``kernel<ctype, flags..., Master, Amp>(table..., scalars)``.
 
-    ``lists`` = [(name, arrays, written, slot)]: params (slot 0), grads (1), the rule's states
-    (2, 3, 4) in the order of multi_tensor.cuh. ``scalars`` are float64 values, cast once to the
-    dtype of each group's math (bools go as int64). float16/bfloat16 params ("mixed precision")
+    ``record`` is the rule's ``fusedopt._scalars`` record: its flag fields give the template
+    flags in order, its scalar fields the kernel argument (``scalar_struct``). ``lists`` =
+    [(name, arrays, written, slot)], slots of fusedopt/slots.h: params (0), grads (1), the
+    rule's states (2, 3, 4). float16/bfloat16 params ("mixed precision")
     take float32 states, optional float32 ``master_params``, and compute in float32.
     ``grad_scale``/``found_inf`` (one float32 each, on the device) turn on the AMP instance.
     """
@@ -66,13 +81,13 @@ def _launch(kernel: str, flags: tuple, lists, scalars: tuple, master_params=None
                 continue
             table, nchunks = runtime.table(rows, runtime.CHUNK)
             name = (f"fusedopt::cuda::{kernel}<{ctype}, "
-                    f"{_flags(*flags, master_params is not None, amp)}>")
+                    f"{_flags(*_scalars.flags(record), master_params is not None, amp)}>")
             fn = runtime.function("optim.cu", name)
             math = np.float32 if mixed else dtype.type
             args = (table, np.int64(len(rows)), np.int64(nchunks), np.int64(runtime.CHUNK),
                     grad_scale if amp else table, found_inf if amp else table)  # unread if not amp
             fn((runtime.grid(nchunks, fn),), (runtime.THREADS,),
-               args + tuple(np.int64(v) if isinstance(v, bool) else math(v) for v in scalars))
+               args + (scalar_struct(record, math),))
 
 
 def _param_rows(arrays, dtype):
@@ -81,7 +96,8 @@ def _param_rows(arrays, dtype):
             if a.dtype == dtype and a.size]
 
 
-def _launch_per_dtype(kernel, arrays, dtypes, dev, extra, chunk=runtime.CHUNK, file="optim.cu"):
+def _launch_per_dtype(kernel, arrays, dtypes, dev, extra, chunk=runtime.CHUNK,
+                      file="optim.cu"):
     """``kernel<ctype>(table, nt, nchunks, chunk, *extra(table, dtype, at))`` once per dtype of
     `dtypes` present in `arrays`, in that order; `at` counts the chunks of earlier launches.
     Returns the number of chunks of each dtype."""

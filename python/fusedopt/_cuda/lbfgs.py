@@ -1,4 +1,5 @@
-"""CUDA backend, L-BFGS: the functions of ``_core``'s L-BFGS part for CuPy arrays.
+"""Layer: kernel-facing CUDA backend. L-BFGS: the functions of ``_core``'s L-BFGS part for CuPy
+arrays.
 """
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def lbfgs_direction(out, grad, s, y, rho, head, count):
     with cp.cuda.Device(dev):
         if count == 0:
             fn = runtime.function("lbfgs.cu", f"fusedopt::cuda::lbfgs_negate<{ctype}>")
-            fn((runtime.grid(-(-n // runtime.THREADS), fn),), (runtime.THREADS,), (out, grad, np.int64(n)))
+            fn((runtime.grid(-(-n // runtime.THREADS), fn),), (runtime.THREADS,),
+               (out, grad, np.int64(n)))
             return
         D = cp.empty(2 * m + 1, np.float64)  # alpha_k, beta_k, gamma
         partial = cp.empty(3 * nchunks, np.float64)
@@ -59,7 +61,8 @@ def lbfgs_direction(out, grad, s, y, rho, head, count):
                i64(ring(c - 1)), i64(c - 1), i64(gamma), partial, counter))
 
         def dot_step(x, w, ia, ib, a_sign, iscale, io, irho):
-            dot_pass(grid, (runtime.THREADS,), (out, x, w, i64(n), i64(chunk), D, rho, i64(ia), i64(ib),
+            dot_pass(grid, (runtime.THREADS,), (out, x, w, i64(n), i64(chunk), D, rho, i64(ia),
+                                                i64(ib),
                                         f64(a_sign), i64(iscale), f64(1.0), i64(io), i64(irho),
                                         partial, counter))
 

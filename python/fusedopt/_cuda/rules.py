@@ -1,5 +1,5 @@
-"""CUDA backend, the functions of ``fusedopt._core`` for CuPy arrays: the update rules,
-``scale_``, ``sum_squares`` and AMP's ``found_inf_``.
+"""Layer: kernel-facing CUDA backend. The functions of ``fusedopt._core`` for CuPy arrays: the
+update rules, ``scale_``, ``sum_squares`` and AMP's ``found_inf_``.
 """
 from __future__ import annotations
 
@@ -8,73 +8,59 @@ import numpy as np
 from .. import _core
 from . import runtime
 from .checks import _CTYPES, _check, _check_device_scalar, _half_dtypes
-from .launch import _decay_mode, _launch, _launch_per_dtype
+from .launch import _launch, _launch_per_dtype
 
 
-# Each takes _core's positional arguments; the keyword-only ones are CUDA's own:
+# Each takes _core's arguments: the lists and the fusedopt._scalars record; the keyword-only
+# ones are, besides AMP's pair (as on the CPU), CUDA's own master_params:
 #   master_params  float32 master weights of float16/bfloat16 params (updated; params receive
 #                  the rounded result)
 #   grad_scale, found_inf  one float32 each on the device: the step is skipped when
 #                  found_inf != 0, and the grads are divided by grad_scale (AMP's loss scaling)
+# List slots follow fusedopt/slots.h; a state keeps its slot whatever the flags.
 
-def sgd(params, grads, momentum_buffers, lr, momentum, one_minus_dampening, weight_decay,
-        first_step, nesterov, maximize, *, master_params=None, grad_scale=None, found_inf=None):
-    mom = momentum != 0.0
-    lists = [("params", params, True, 0), ("grads", grads, False, 1)]
-    if mom:
-        lists.append(("momentum_buffers", momentum_buffers, True, 2))
-    _launch("sgd_kernel",
-            (bool(maximize), _decay_mode(weight_decay, False), mom, bool(nesterov)), lists,
-            (lr, momentum, one_minus_dampening, weight_decay, bool(first_step)),
+def _rule(kernel, lists, record, master_params, grad_scale, found_inf):
+    _launch(kernel, record, [(name, seq, name != "grads", slot)
+                             for name, seq, slot, used in lists if used],
             master_params, grad_scale, found_inf)
 
 
-def adagrad(params, grads, state_sums, clr, eps, eps_root, weight_decay, maximize, *,
+def sgd(params, grads, momentum_buffers, scalars, *, master_params=None, grad_scale=None,
+        found_inf=None):
+    _rule("sgd_kernel", [("params", params, 0, True), ("grads", grads, 1, True),
+                         ("momentum_buffers", momentum_buffers, 2, scalars.has_momentum)],
+          scalars, master_params, grad_scale, found_inf)
+
+
+def adagrad(params, grads, state_sums, scalars, *, master_params=None, grad_scale=None,
+            found_inf=None):
+    _rule("adagrad_kernel", [("params", params, 0, True), ("grads", grads, 1, True),
+                             ("state_sums", state_sums, 2, True)],
+          scalars, master_params, grad_scale, found_inf)
+
+
+def rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, scalars, *,
             master_params=None, grad_scale=None, found_inf=None):
-    lists = [("params", params, True, 0), ("grads", grads, False, 1),
-             ("state_sums", state_sums, True, 2)]
-    _launch("adagrad_kernel", (bool(maximize), _decay_mode(weight_decay, False)), lists,
-            (clr, eps, eps_root, weight_decay), master_params, grad_scale, found_inf)
+    _rule("rmsprop_kernel", [("params", params, 0, True), ("grads", grads, 1, True),
+                             ("square_avgs", square_avgs, 2, True),
+                             ("grad_avgs", grad_avgs, 3, scalars.centered),
+                             ("momentum_buffers", momentum_buffers, 4, scalars.has_momentum)],
+          scalars, master_params, grad_scale, found_inf)
 
 
-def rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha,
-            one_minus_alpha, eps, eps_root, weight_decay, momentum, centered, maximize, *,
-            master_params=None, grad_scale=None, found_inf=None):
-    mom = momentum != 0.0
-    lists = [("params", params, True, 0), ("grads", grads, False, 1),
-             ("square_avgs", square_avgs, True, 2)]
-    if centered:
-        lists.append(("grad_avgs", grad_avgs, True, 3))
-    if mom:
-        lists.append(("momentum_buffers", momentum_buffers, True, len(lists)))
-    _launch("rmsprop_kernel",
-            (bool(maximize), _decay_mode(weight_decay, False), bool(centered), mom), lists,
-            (lr, alpha, one_minus_alpha, eps, eps_root, weight_decay, momentum),
-            master_params, grad_scale, found_inf)
-
-
-def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, lr, beta1, one_minus_beta1,
-         beta2, one_minus_beta2, bias_correction1, bias_correction2, eps, eps_root,
-         weight_decay, decay, decoupled, amsgrad, maximize, *, master_params=None,
+def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, scalars, *, master_params=None,
          grad_scale=None, found_inf=None):
-    lists = [("params", params, True, 0), ("grads", grads, False, 1),
-             ("exp_avgs", exp_avgs, True, 2), ("exp_avg_sqs", exp_avg_sqs, True, 3)]
-    if amsgrad:
-        lists.append(("max_exp_avg_sqs", max_exp_avg_sqs, True, 4))
-    _launch("adam_kernel",
-            (bool(maximize), _decay_mode(weight_decay, bool(decoupled)), bool(amsgrad)), lists,
-            (lr, beta1, one_minus_beta1, beta2, one_minus_beta2, bias_correction1,
-             bias_correction2, eps, eps_root, weight_decay, decay),
-            master_params, grad_scale, found_inf)
+    _rule("adam_kernel", [("params", params, 0, True), ("grads", grads, 1, True),
+                          ("exp_avgs", exp_avgs, 2, True), ("exp_avg_sqs", exp_avg_sqs, 3, True),
+                          ("max_exp_avg_sqs", max_exp_avg_sqs, 4, scalars.amsgrad)],
+          scalars, master_params, grad_scale, found_inf)
 
 
-def adamax(params, grads, exp_avgs, exp_infs, clr, beta1, one_minus_beta1, beta2, eps,
-           weight_decay, maximize, *, master_params=None, grad_scale=None, found_inf=None):
-    lists = [("params", params, True, 0), ("grads", grads, False, 1),
-             ("exp_avgs", exp_avgs, True, 2), ("exp_infs", exp_infs, True, 3)]
-    _launch("adamax_kernel", (bool(maximize), _decay_mode(weight_decay, False)), lists,
-            (clr, beta1, one_minus_beta1, beta2, eps, weight_decay),
-            master_params, grad_scale, found_inf)
+def adamax(params, grads, exp_avgs, exp_infs, scalars, *, master_params=None, grad_scale=None,
+           found_inf=None):
+    _rule("adamax_kernel", [("params", params, 0, True), ("grads", grads, 1, True),
+                            ("exp_avgs", exp_avgs, 2, True), ("exp_infs", exp_infs, 3, True)],
+          scalars, master_params, grad_scale, found_inf)
 
 
 def scale_(arrays, factor):

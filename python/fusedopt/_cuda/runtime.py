@@ -1,5 +1,5 @@
-"""CUDA backend, run-time state of the process: CuPy (imported on first use), the compiled
-kernels memoized per device, the grid of a launch, the device tables of tensors.
+"""Layer: kernel-facing CUDA backend. Run-time state of the process: CuPy (imported on first use),
+the compiled kernels memoized per device, the grid of a launch, the device tables of tensors.
 
 Everything a test replaces lives here and is reached as ``runtime.<name>`` by the other
 modules, so that one ``monkeypatch.setattr(runtime, ...)`` takes effect everywhere: ``cupy``
@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _core
 from . import compiler
 
-THREADS = 256  # kThreads in csrc/cuda/multi_tensor.cuh
+THREADS = int(_core.THREADS)  # threads per block (fusedopt/slots.h, kCudaThreads)
 CHUNK = 8192  # elements per chunk of the elementwise kernels (a multiple of every vector width)
 BLOCKS_PER_SM = 8  # at most, per SM (fewer where registers or shared memory run out)
-SLOTS = 6  # param, grad, state0, state1, state2, master (multi_tensor.cuh)
+SLOTS = int(_core.SLOTS)  # param, grad, state0, state1, state2, master (fusedopt/slots.h)
 
 # Tests set this to an int to run every kernel with that many blocks (the bits must not change).
 launch_blocks = None

@@ -1,5 +1,5 @@
-"""CUDA backend, sources: where the kernel files are, their hash, the text and options given
-to NVRTC.
+"""Layer: kernel-facing CUDA backend. Sources: where the kernel files are, their hash, the text and
+options given to NVRTC.
 """
 from __future__ import annotations
 
