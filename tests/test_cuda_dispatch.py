@@ -157,7 +157,9 @@ def test_one_launch_per_dtype_with_the_table_and_typed_scalars(fake_cupy):
         # order, each cast once to the dtype.
         (scalars,) = launch["args"][6:]
         n = s.n_scalars
-        assert type(scalars) is np.void and scalars.dtype.isalignedstruct
+        assert type(scalars) is np.ndarray and scalars.shape == (1,)  # by value, as CuPy does
+        assert scalars.dtype.isalignedstruct
+        scalars = scalars[0]
         assert scalars.dtype.names == s._fields[:n]
         assert [scalars.dtype[k].type for k in range(n)] == [dtype] * n
         assert [float(scalars[k]) for k in range(n)] == [float(dtype(v)) for v in s[:n]]
@@ -202,7 +204,7 @@ def test_rmsprop_and_sgd_slots(fake_cupy):
                                                                ptr(buf))
     assert _decode(fake_cupy[2]["args"][0], 1)[1][0][0][:3] == (ptr(p), ptr(g), ptr(buf))
     sgd_scalars = fake_cupy[2]["args"][-1]  # rules::SgdScalars<double>, first_step a C++ bool
-    assert sgd_scalars.dtype["first_step"] == np.bool_ and sgd_scalars["first_step"]
+    assert sgd_scalars.dtype["first_step"] == np.bool_ and sgd_scalars["first_step"][0]
 
 
 def test_sum_squares_launches_partials_then_one_finish(fake_cupy):
@@ -269,6 +271,7 @@ def test_mixed_precision_master_weights_and_amp_launch(fake_cupy):
     assert launch["name"] in _cuda.name_expressions()["optim.cu"]
     assert launch["args"][4] is gs and launch["args"][5] is fi
     (scalars,) = launch["args"][6:]  # rules::AdamScalars<float>: float32 math
+    assert type(scalars) is np.ndarray and scalars.shape == (1,)
     assert all(scalars.dtype[k].type is np.float32 for k in range(len(scalars.dtype)))
     _, rows = _decode(launch["args"][0], 2)
     for i, (ptrs, size) in enumerate(rows):

@@ -4,7 +4,7 @@ tables, launches) and its kernels' results can be compared with the reference wi
 
 Kernel arguments are passed as the CUDA driver takes them, one pointer to each value; the
 launcher accepts only what CuPy would pass with the intended C type (a device array, np.int64,
-np.float32, np.float64, an aligned NumPy structured scalar for a struct argument) and refuses
+np.float32, np.float64, a one-element aligned structured NumPy array for a struct) and refuses
 Python numbers, so a wrongly typed argument fails here.
 """
 from __future__ import annotations
@@ -113,9 +113,10 @@ def library():
 
 
 def _c_value(a):
-    if isinstance(a, np.ndarray):
+    if isinstance(a, ndarray):  # a device array: its pointer
         return ctypes.c_void_p(a.__array_interface__["data"][0])
-    if type(a) is np.void and a.dtype.isalignedstruct:  # a struct by value, as CuPy passes it
+    if type(a) is np.ndarray and a.size == 1 and a.dtype.isalignedstruct:
+        # A one-element host array goes by value, as CuPy passes it: here a struct.
         return ctypes.create_string_buffer(a.tobytes(), a.dtype.itemsize)
     for t, c in ((np.int64, ctypes.c_longlong), (np.float32, ctypes.c_float),
                  (np.float64, ctypes.c_double)):

@@ -12,9 +12,10 @@ from .checks import _CTYPES, _check, _check_device_scalar, _half_dtypes
 
 def scalar_struct(record, math):
     """The kernel argument ``rules::XScalars<M>`` built from a ``fusedopt._scalars`` record: a
-    NumPy structured scalar whose fields are the record's scalar fields, by name and in order,
-    each cast once to the math type ``M`` (bools stay bool), laid out as the C++ compiler lays
-    out the struct (``align=True``). CuPy passes it to the kernel by value."""
+    one-element NumPy structured array whose fields are the record's scalar fields, by name and
+    in order, each cast once to the math type ``M`` (bools stay bool), laid out as the C++
+    compiler lays out the struct (``align=True``). CuPy passes a one-element NumPy array to a
+    kernel by value (its bytes: the documented way to pass a struct)."""
     n = record.n_scalars
     key = (type(record), np.dtype(math))
     dt = _STRUCTS.get(key)
@@ -22,7 +23,7 @@ def scalar_struct(record, math):
         dt = np.dtype([(name, np.bool_ if isinstance(v, bool) else math)
                        for name, v in zip(record._fields[:n], record)], align=True)
         _STRUCTS[key] = dt
-    return np.array(tuple(record[:n]), dt)[()]
+    return np.array([tuple(record[:n])], dt)
 
 
 _STRUCTS: dict = {}
