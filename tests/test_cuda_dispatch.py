@@ -156,7 +156,7 @@ def test_one_launch_per_dtype_with_the_table_and_typed_scalars(fake_cupy):
         # One struct argument, rules::AdamScalars<M>: the record's scalar fields by name and in
         # order, each cast once to the dtype.
         (scalars,) = launch["args"][6:]
-        n = s.n_scalars
+        n = _scalars.n_scalars(s)
         assert type(scalars) is np.ndarray and scalars.shape == (1,)  # by value, as CuPy does
         assert scalars.dtype.isalignedstruct
         scalars = scalars[0]

@@ -10,16 +10,8 @@
 
 #include "fusedopt/functors.h"
 #include "kernels.h"
+#include "loops.h"
 #include "parallel.h"
-
-#ifndef FUSEDOPT_ISA
-#error "FUSEDOPT_ISA must name the instruction set of this copy (generic, avx2)"
-#endif
-
-// The arrays of a call are checked to be disjoint before any kernel runs (csrc/cpu/arrays.cpp),
-// so the iterations of every elementwise loop are independent. GCC does not trust __restrict on
-// local pointers and would otherwise fall back to scalar code on a run-time alias test.
-#define FUSEDOPT_IVDEP _Pragma("GCC ivdep")
 
 namespace fusedopt {
 namespace cpu {
@@ -48,11 +40,6 @@ inline void with_decay(int mode, F&& f) {
         default: f(std::integral_constant<int, kNone>{}); break;
     }
 }
-
-template <typename T>
-inline T* as(void* p) { return static_cast<T*>(p); }
-template <typename T>
-inline const T* as(const void* p) { return static_cast<const T*>(p); }
 
 // ---------------------------------------------------------------------------------------------
 // The one loop: load the slots the functor uses, call it, store them (as apply<> in

@@ -4,23 +4,13 @@
 #include <cstdint>
 
 #include "kernels.h"
+#include "loops.h"
 #include "parallel.h"
-
-#ifndef FUSEDOPT_ISA
-#error "FUSEDOPT_ISA must name the instruction set of this copy (generic, avx2, avx512)"
-#endif
-
-#define FUSEDOPT_IVDEP _Pragma("GCC ivdep")
 
 namespace fusedopt {
 namespace cpu {
 namespace FUSEDOPT_ISA {
 namespace {
-
-template <typename T>
-inline T* as(void* p) { return static_cast<T*>(p); }
-template <typename T>
-inline const T* as(const void* p) { return static_cast<const T*>(p); }
 
 // Reads R streams (param, grad, state0, state1, state2) and writes W of (param, state0, ...).
 template <typename T, int R, int W>

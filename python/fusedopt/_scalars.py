@@ -17,10 +17,11 @@ from . import _checks as c
 
 
 # Each record is the fields of the C++ struct rules::XScalars<T> (csrc/include/fusedopt/rules/),
-# in the same order, then the flags of rules::XFlags that select the kernel instance;
-# ``n_scalars`` counts the former. The record goes whole from fusedopt.ops to the backend: _core
-# converts it in one place (csrc/bindings.cpp), fusedopt._cuda builds the kernel argument from
-# it; tests/test_rules.py checks the names against _core.scalar_fields().
+# in the same order, then the flags of rules::XFlags that select the kernel instance, which
+# always start with ``maximize`` (n_scalars() counts the former). The record goes whole from
+# fusedopt.ops to the backend: _core converts it in one place (csrc/bindings.cpp),
+# fusedopt._cuda builds the kernel argument from it; tests/test_rules.py checks the names
+# against _core.scalar_fields().
 # weight_decay_mode: 0 none (weight_decay == 0), 1 L2, 2 decoupled (rules::WeightDecay).
 
 class SgdScalars(NamedTuple):
@@ -33,7 +34,6 @@ class SgdScalars(NamedTuple):
     weight_decay_mode: int
     has_momentum: bool
     nesterov: bool
-    n_scalars = 5
 
 
 class AdagradScalars(NamedTuple):
@@ -43,7 +43,6 @@ class AdagradScalars(NamedTuple):
     weight_decay: float
     maximize: bool
     weight_decay_mode: int
-    n_scalars = 4
 
 
 class RmspropScalars(NamedTuple):
@@ -58,7 +57,6 @@ class RmspropScalars(NamedTuple):
     weight_decay_mode: int
     centered: bool
     has_momentum: bool
-    n_scalars = 7
 
 
 class AdamScalars(NamedTuple):
@@ -76,7 +74,6 @@ class AdamScalars(NamedTuple):
     maximize: bool
     weight_decay_mode: int
     amsgrad: bool
-    n_scalars = 11
 
 
 class AdamaxScalars(NamedTuple):
@@ -88,7 +85,6 @@ class AdamaxScalars(NamedTuple):
     weight_decay: float
     maximize: bool
     weight_decay_mode: int
-    n_scalars = 6
 
 
 RECORDS = (SgdScalars, AdagradScalars, RmspropScalars, AdamScalars, AdamaxScalars)
@@ -175,19 +171,24 @@ def adamax(*, step, lr, betas, eps, weight_decay, maximize) -> AdamaxScalars:
                          maximize, _decay_mode(weight_decay))
 
 
+def n_scalars(record) -> int:
+    """How many of the record's fields are the C++ struct's scalars (the flags follow)."""
+    return type(record)._fields.index("maximize")
+
+
 def cast(record, dtype):
     """The record with its scalars as NumPy scalars of `dtype` (one rounding each, as the kernels
     do); bools and the flags stay as they are."""
     t = np.dtype(dtype).type
-    n = record.n_scalars
+    n = n_scalars(record)
     return type(record)(*(v if isinstance(v, bool) else t(v) for v in record[:n]), *record[n:])
 
 
 def scalars(record) -> tuple:
     """The scalar fields of a record (as the C++ struct holds them), without the flags."""
-    return tuple(record[:record.n_scalars])
+    return tuple(record[:n_scalars(record)])
 
 
 def flags(record) -> tuple:
     """The flag fields of a record (they select the kernel instance)."""
-    return tuple(record[record.n_scalars:])
+    return tuple(record[n_scalars(record):])

@@ -70,11 +70,13 @@ def sgd_(params, grads, momentum_buffers=None, *, step, lr, momentum=0.0, dampen
          grad_scale=None, found_inf=None):
     r"""SGD, heavy-ball momentum, dampening and Nesterov momentum (Sutskever et al. 2013).
 
-    .. math::
-        g &\leftarrow \pm g + \lambda p \\
-        b &\leftarrow g \text{ (first step)}, \quad b \leftarrow \mu b + (1-\tau) g \\
-        g &\leftarrow g + \mu b \text{ (Nesterov)}, \quad g \leftarrow b \\
-        p &\leftarrow p - \eta g
+    In the notation of ``fusedopt.ops`` and ``rules/sgd.h``::
+
+        g               <- (maximize ? -g : g) + weight_decay * p
+        momentum_buffer <- g                                         (first step)
+        momentum_buffer <- momentum * momentum_buffer + (1 - dampening) * g
+        g               <- g + momentum * momentum_buffer  (nesterov)  or  momentum_buffer
+        p               <- p - lr * g
     """
     s = _scalars.sgd(step=step, lr=lr, momentum=momentum, dampening=dampening,
                      weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
@@ -89,12 +91,12 @@ def sgd_(params, grads, momentum_buffers=None, *, step, lr, momentum=0.0, dampen
         k = _scalars.cast(s, p.dtype)
         g = _grad(_unscaled(g, p, scale), p, k, maximize, weight_decay)
         if s.momentum != 0:
-            buf = momentum_buffers[i]
+            momentum_buffer = momentum_buffers[i]
             if s.first_step:
-                buf[...] = g
+                momentum_buffer[...] = g
             else:
-                buf[...] = k.momentum * buf + k.one_minus_dampening * g
-            g = g + k.momentum * buf if nesterov else buf
+                momentum_buffer[...] = k.momentum * momentum_buffer + k.one_minus_dampening * g
+            g = g + k.momentum * momentum_buffer if nesterov else momentum_buffer
         p[...] = p - k.lr * g
 
 
@@ -103,10 +105,11 @@ def adagrad_(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_d
              grad_scale=None, found_inf=None):
     r"""Adagrad (Duchi, Hazan & Singer 2011).
 
-    .. math::
-        \eta_t &= \eta / (1 + (t-1) \delta) \\
-        G &\leftarrow G + g \odot g \\
-        p &\leftarrow p - \eta_t \, g / (\sqrt{G + \epsilon_{root}} + \epsilon)
+    In the notation of ``fusedopt.ops`` and ``rules/adagrad.h``::
+
+        lr_t = lr / (1 + (t - 1) * lr_decay)
+        sum  <- sum + g * g
+        p    <- p - lr_t * (g / (sqrt(sum + eps_root) + eps))
     """
     s = _scalars.adagrad(step=step, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                          eps=eps, eps_root=eps_root, maximize=maximize)
@@ -129,12 +132,13 @@ def rmsprop_(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, 
              grad_scale=None, found_inf=None):
     r"""RMSProp (Hinton, Coursera lecture 6e), centered form (Graves 2013), with momentum.
 
-    .. math::
-        S &\leftarrow \alpha S + (1-\alpha)\, g \odot g \\
-        \bar g &\leftarrow \alpha \bar g + (1-\alpha) g \quad \text{(centered)} \\
-        d &= \sqrt{S - \bar g \odot \bar g + \epsilon_{root}} + \epsilon \\
-        b &\leftarrow \mu b + g / d, \quad p \leftarrow p - \eta b
-        \quad \text{or} \quad p \leftarrow p - \eta\, (g / d)
+    In the notation of ``fusedopt.ops`` and ``rules/rmsprop.h``::
+
+        square_avg      <- alpha * square_avg + (1 - alpha) * (g * g)
+        grad_avg        <- alpha * grad_avg + (1 - alpha) * g                   (centered)
+        denom            = sqrt(square_avg - grad_avg * grad_avg + eps_root) + eps
+        momentum_buffer <- momentum * momentum_buffer + g / denom;  p <- p - lr * momentum_buffer
+        p               <- p - lr * (g / denom)                                 (momentum == 0)
     """
     s = _scalars.rmsprop(step=step, lr=lr, alpha=alpha, eps=eps, eps_root=eps_root,
                          weight_decay=weight_decay, momentum=momentum, centered=centered,
@@ -160,9 +164,9 @@ def rmsprop_(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, 
             var = square_avg - grad_avg * grad_avg
         denom = np.sqrt(var + k.eps_root) + k.eps
         if s.momentum != 0:
-            buf = momentum_buffers[i]
-            buf[...] = k.momentum * buf + g / denom
-            p[...] = p - k.lr * buf
+            momentum_buffer = momentum_buffers[i]
+            momentum_buffer[...] = k.momentum * momentum_buffer + g / denom
+            p[...] = p - k.lr * momentum_buffer
         else:
             p[...] = p - k.lr * (g / denom)
 
@@ -173,13 +177,15 @@ def adam_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, l
           grad_scale=None, found_inf=None):
     r"""Adam (Kingma & Ba 2015), AdamW (Loshchilov & Hutter 2019), AMSGrad (Reddi et al. 2018).
 
-    .. math::
-        p &\leftarrow p (1 - \eta\lambda) \quad \text{(decoupled weight decay)} \\
-        m &\leftarrow \beta_1 m + (1-\beta_1) g \\
-        v &\leftarrow \beta_2 v + (1-\beta_2)\, g \odot g \\
-        \hat v_{max} &\leftarrow \max(\hat v_{max}, v) \quad \text{(AMSGrad; replaces } v) \\
-        \hat m &= m / (1-\beta_1^t), \quad \hat v = v / (1-\beta_2^t) \\
-        p &\leftarrow p - \eta \hat m / (\sqrt{\hat v + \epsilon_{root}} + \epsilon)
+    In the notation of ``fusedopt.ops`` and ``rules/adam.h``::
+
+        p              <- p * decay,  decay = 1 - lr * weight_decay   (decoupled weight decay)
+        exp_avg        <- beta1 * exp_avg + (1 - beta1) * g
+        exp_avg_sq     <- beta2 * exp_avg_sq + (1 - beta2) * (g * g)
+        max_exp_avg_sq <- max(max_exp_avg_sq, exp_avg_sq)    (amsgrad; replaces exp_avg_sq below)
+        m_hat = exp_avg / bias_correction1,     bias_correction1 = 1 - beta1**t
+        v_hat = exp_avg_sq / bias_correction2,  bias_correction2 = 1 - beta2**t
+        p              <- p - lr * m_hat / (sqrt(v_hat + eps_root) + eps)
     """
     s = _scalars.adam(step=step, lr=lr, betas=betas, eps=eps, eps_root=eps_root,
                       weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
@@ -215,10 +221,11 @@ def adamax_(params, grads, exp_avgs, exp_infs, *, step, lr=2e-3, betas=(0.9, 0.9
             grad_scale=None, found_inf=None):
     r"""AdaMax (Kingma & Ba 2015, section 7.1), the infinity-norm variant of Adam.
 
-    .. math::
-        m &\leftarrow \beta_1 m + (1-\beta_1) g \\
-        u &\leftarrow \max(\beta_2 u, |g| + \epsilon) \\
-        p &\leftarrow p - \frac{\eta}{1-\beta_1^t}\, (m / u)
+    In the notation of ``fusedopt.ops`` and ``rules/adamax.h``::
+
+        exp_avg <- beta1 * exp_avg + (1 - beta1) * g
+        exp_inf <- max(beta2 * exp_inf, |g| + eps)
+        p       <- p - step_size * (exp_avg / exp_inf),   step_size = lr / (1 - beta1**t)
     """
     s = _scalars.adamax(step=step, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                         maximize=maximize)

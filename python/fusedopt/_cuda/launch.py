@@ -16,7 +16,7 @@ def scalar_struct(record, math):
     in order, each cast once to the math type ``M`` (bools stay bool), laid out as the C++
     compiler lays out the struct (``align=True``). CuPy passes a one-element NumPy array to a
     kernel by value (its bytes: the documented way to pass a struct)."""
-    n = record.n_scalars
+    n = _scalars.n_scalars(record)
     key = (type(record), np.dtype(math))
     dt = _STRUCTS.get(key)
     if dt is None:
