@@ -167,8 +167,8 @@ def test_first_call_after_cached_compile(benchmark):
     _sync()
 
     def first():
-        _cuda._FUNCTIONS.clear()
-        _cuda._TABLES.clear()
+        _cuda.runtime.FUNCTIONS.clear()
+        _cuda.runtime.TABLES.clear()
         fn()
         _sync()
 

@@ -1,9 +1,9 @@
 // csrc/bindings.cpp -- the pybind11 module fusedopt._core.
 //
-// Only argument checks, the choice of instruction set and the GIL release live here; the math is
-// in csrc/include/fusedopt/rules/, the loops in csrc/cpu/. Per-step scalars arrive as float64,
-// already computed by fusedopt._scalars (the same numbers the NumPy reference uses), and are
-// checked there too; this layer checks the arrays.
+// Only argument checks, the conversion of the scalar records, the choice of instruction set and
+// the GIL release live here; the math is in csrc/include/fusedopt/rules/, the loop in csrc/cpu/.
+// Per-step scalars arrive as one fusedopt._scalars record (float64, computed and checked there:
+// the same numbers the NumPy reference uses); this layer checks the arrays.
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
@@ -21,7 +21,8 @@
 #include "cpu/arrays.h"
 #include "cpu/kernels.h"
 #include "cpu/nogil.h"
-#include "fusedopt/rules/common.h"
+#include "fusedopt/rules.h"
+#include "fusedopt/slots.h"
 
 namespace py = pybind11;
 using namespace fusedopt::cpu;
@@ -31,6 +32,7 @@ void register_lbfgs(py::module_& m);  // csrc/cpu/lbfgs_bindings.cpp
 namespace {
 
 const KernelTable* g_kernels = nullptr;
+StreamFn g_stream = nullptr;  // the bandwidth probe of the same instruction set
 
 bool cpu_has(const char* feature) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -44,17 +46,17 @@ bool cpu_has(const char* feature) {
     return false;
 }
 
-bool cpu_has_avx2() { return cpu_has("avx2"); }
-
 const KernelTable& kernels() { return *g_kernels; }
 
 // The kernel copies, best first; `auto` takes the first the CPU runs.
 struct IsaEntry {
     const char* name;
     const KernelTable& (*table)();
+    StreamFn (*stream)();
 };
-constexpr IsaEntry kIsas[] = {
-    {"avx512", &avx512::table}, {"avx2", &avx2::table}, {"generic", &generic::table}};
+constexpr IsaEntry kIsas[] = {{"avx512", &avx512::table, &avx512::stream},
+                              {"avx2", &avx2::table, &avx2::stream},
+                              {"generic", &generic::table, &generic::stream}};
 
 void set_isa(const std::string& name) {
     for (const IsaEntry& e : kIsas) {
@@ -62,10 +64,12 @@ void set_isa(const std::string& name) {
         if (name == e.name) {
             if (!runs) throw py::value_error("isa: this CPU cannot run '" + name + "'");
             g_kernels = &e.table();
+            g_stream = e.stream();
             return;
         }
         if (name == "auto" && runs) {
             g_kernels = &e.table();
+            g_stream = e.stream();
             return;
         }
     }
@@ -79,117 +83,235 @@ std::vector<std::string> available_isas() {
     return out;
 }
 
-// Runs `fn(batch)` for the float32 and the float64 tensors of a call, without the GIL.
+// ---- the scalar records ------------------------------------------------------------------------
+// A fusedopt._scalars record is a NamedTuple: the fields of rules::XScalars in order, then those
+// of rules::XFlags. It is converted here, in one place for every rule, by visiting the structs'
+// field lists (fusedopt/scalars.h); scalar_fields() exports the same lists for the test that
+// compares them with the Python records.
+
+template <template <typename> class S, typename F>
+struct Record {
+    S<double> scalars;
+    F flags;
+};
+
+// Reads the items of the record tuple in order into the visited fields.
+struct FieldReader {
+    PyObject* tuple;
+    const char* type;
+    Py_ssize_t i = 0;
+
+    PyObject* next(const char* name) {
+        PyObject* o = PyTuple_GET_ITEM(tuple, i++);
+        (void)name;
+        return o;
+    }
+    [[noreturn]] void bad(const char* name, const char* what) {
+        PyErr_Clear();
+        throw py::type_error(std::string("scalars.") + name + " of " + type + " must be " + what);
+    }
+    void operator()(const char* name, double& v) {
+        v = PyFloat_AsDouble(next(name));
+        if (v == -1.0 && PyErr_Occurred()) bad(name, "a float");
+    }
+    void operator()(const char* name, bool& v) {
+        const int r = PyObject_IsTrue(next(name));
+        if (r < 0) bad(name, "a bool");
+        v = r != 0;
+    }
+    void operator()(const char* name, int& v) {
+        const long r = PyLong_AsLong(next(name));
+        if (r == -1 && PyErr_Occurred()) bad(name, "an int");
+        v = static_cast<int>(r);
+    }
+};
+
+template <typename V>
+Py_ssize_t count_fields(V& v) {
+    Py_ssize_t n = 0;
+    v.visit([&](const char*, auto&) { ++n; });
+    return n;
+}
+
+template <template <typename> class S, typename F>
+Record<S, F> from_python(py::handle record, const char* type) {
+    Record<S, F> r{};
+    PyObject* o = record.ptr();
+    const Py_ssize_t n = count_fields(r.scalars) + count_fields(r.flags);
+    if (!PyTuple_Check(o) || std::strcmp(Py_TYPE(o)->tp_name, type) != 0 ||
+        PyTuple_GET_SIZE(o) != n)
+        throw py::type_error(std::string("scalars must be a fusedopt._scalars.") + type +
+                             " record, got " + Py_TYPE(o)->tp_name);
+    FieldReader read{o, type};
+    r.scalars.visit(read);
+    r.flags.visit(read);
+    return r;
+}
+
+template <template <typename> class S, typename F>
+std::vector<std::string> field_names() {
+    Record<S, F> r{};
+    std::vector<std::string> out;
+    const auto add = [&](const char* name, auto&) { out.push_back(name); };
+    r.scalars.visit(add);
+    r.flags.visit(add);
+    return out;
+}
+
+py::dict scalar_fields() {
+    namespace R = fusedopt::rules;
+    py::dict d;
+    d["SgdScalars"] = field_names<R::SgdScalars, R::SgdFlags>();
+    d["AdagradScalars"] = field_names<R::AdagradScalars, R::AdagradFlags>();
+    d["RmspropScalars"] = field_names<R::RmspropScalars, R::RmspropFlags>();
+    d["AdamScalars"] = field_names<R::AdamScalars, R::AdamFlags>();
+    d["AdamaxScalars"] = field_names<R::AdamaxScalars, R::AdamaxFlags>();
+    return d;
+}
+
+// ---- calls --------------------------------------------------------------------------------------
+
+// AMP's optional pair: grad_scale and found_inf, one float32 each (NumPy arrays of one element).
+struct Amp {
+    bool on = false;
+    bool skip = false;  // found_inf != 0: the step changes nothing
+    float grad_scale = 1.0f;
+};
+
+const Array check_amp_scalar(py::handle h, const char* name, bool written) {
+    const Array a = check_array(h.ptr(), name, -1, written);
+    if (a.dtype != DType::kFloat32 || a.size != 1)
+        throw py::type_error(std::string(name) + " must hold one float32, got dtype " +
+                             dtype_name(a.dtype) + " and size " + std::to_string(a.size));
+    return a;
+}
+
+Amp amp_of(py::handle grad_scale, py::handle found_inf) {
+    Amp amp;
+    const bool gs = !grad_scale.is_none(), fi = !found_inf.is_none();
+    if (gs != fi)
+        throw py::value_error("grad_scale and found_inf go together: give both or neither");
+    if (!gs) return amp;
+    const Array s = check_amp_scalar(grad_scale, "grad_scale", false);
+    const Array f = check_amp_scalar(found_inf, "found_inf", false);
+    amp.on = true;
+    amp.grad_scale = *static_cast<const float*>(s.data());
+    amp.skip = *static_cast<const float*>(f.data()) != 0.0f;
+    return amp;
+}
+
+// Checks the lists, then runs `fn(batch, grad_scale)` for the float32 and the float64 tensors
+// without the GIL. The arrays stay referenced until the call returns.
 template <typename Fn>
-void run(const Batches& b, Fn&& fn) {
-    const Batch b32 = b.batch(DType::kFloat32);
-    const Batch b64 = b.batch(DType::kFloat64);
-    if (b32.total == 0 && b64.total == 0) return;
+void run(const ListArgs& args, const Amp& amp, Fn&& fn) {
+    CallBatches b;
+    collect(args, *b);
+    const Batch b32 = b->batch(DType::kFloat32);
+    const Batch b64 = b->batch(DType::kFloat64);
+    if (amp.skip || (b32.total == 0 && b64.total == 0)) return;
+    const float* gs = amp.on ? &amp.grad_scale : nullptr;
     fusedopt::NoGil nogil;
-    if (b32.total) fn(b32);
-    if (b64.total) fn(b64);
+    if (b32.total) fn(b32, gs);
+    if (b64.total) fn(b64, gs);
 }
 
-int decay_mode(double weight_decay, bool decoupled) {
-    if (weight_decay == 0.0) return fusedopt::rules::kNone;
-    return decoupled ? fusedopt::rules::kDecoupled : fusedopt::rules::kL2;
+namespace R = fusedopt::rules;
+
+void sgd(py::handle params, py::handle grads, py::handle momentum_buffers, py::handle scalars,
+         py::handle grad_scale, py::handle found_inf) {
+    const auto r = from_python<R::SgdScalars, R::SgdFlags>(scalars, "SgdScalars");
+    ListArgs args{{"params", params, true, fusedopt::kParam},
+                  {"grads", grads, false, fusedopt::kGrad}};
+    if (r.flags.has_momentum)
+        args.add({"momentum_buffers", momentum_buffers, true, fusedopt::kState0});
+    run(args, amp_of(grad_scale, found_inf),
+        [&](const Batch& x, const float* gs) { kernels().sgd(x, r.scalars, r.flags, gs); });
 }
 
-// Reused between calls: no allocation once grown.
-Batches& scratch() {
-    thread_local Batches b;
-    return b;
-}
-
-void sgd(py::handle params, py::handle grads, py::handle bufs, double lr, double momentum,
-         double dampening_complement, double weight_decay, bool first_step, bool nesterov,
-         bool maximize) {
-    Batches& b = scratch();
-    const bool mom = momentum != 0.0;
-    ListArgs args{{"params", params, true, -1}, {"grads", grads, false, -2}};
-    if (mom) args.add({"momentum_buffers", bufs, true, 0});
-    collect(args, b);
-    const SgdArgs a{lr,         momentum, dampening_complement, weight_decay, first_step,
-                    nesterov,   maximize, mom, decay_mode(weight_decay, false)};
-    run(b, [&](const Batch& x) { kernels().sgd(x, a); });
-}
-
-void adagrad(py::handle params, py::handle grads, py::handle sums, double clr, double eps,
-             double eps_root, double weight_decay, bool maximize) {
-    Batches& b = scratch();
-    collect({{"params", params, true, -1},
-             {"grads", grads, false, -2},
-             {"state_sums", sums, true, 0}},
-            b);
-    const AdagradArgs a{clr, eps, eps_root, weight_decay, maximize,
-                        decay_mode(weight_decay, false)};
-    run(b, [&](const Batch& x) { kernels().adagrad(x, a); });
+void adagrad(py::handle params, py::handle grads, py::handle state_sums, py::handle scalars,
+             py::handle grad_scale, py::handle found_inf) {
+    const auto r = from_python<R::AdagradScalars, R::AdagradFlags>(scalars, "AdagradScalars");
+    run({{"params", params, true, fusedopt::kParam},
+         {"grads", grads, false, fusedopt::kGrad},
+         {"state_sums", state_sums, true, fusedopt::kState0}},
+        amp_of(grad_scale, found_inf),
+        [&](const Batch& x, const float* gs) { kernels().adagrad(x, r.scalars, r.flags, gs); });
 }
 
 void rmsprop(py::handle params, py::handle grads, py::handle square_avgs, py::handle grad_avgs,
-             py::handle bufs, double lr, double alpha, double one_minus_alpha, double eps,
-             double eps_root, double weight_decay, double momentum, bool centered,
-             bool maximize) {
-    Batches& b = scratch();
-    const bool mom = momentum != 0.0;
-    ListArgs args{{"params", params, true, -1},
-                              {"grads", grads, false, -2},
-                              {"square_avgs", square_avgs, true, 0}};
-    if (centered) args.add({"grad_avgs", grad_avgs, true, 1});
-    if (mom) args.add({"momentum_buffers", bufs, true, 2});
-    collect(args, b);
-    const RmspropArgs a{lr,       alpha,    one_minus_alpha, eps, eps_root,
-                        weight_decay, momentum, maximize, centered, mom,
-                        decay_mode(weight_decay, false)};
-    run(b, [&](const Batch& x) { kernels().rmsprop(x, a); });
+             py::handle momentum_buffers, py::handle scalars, py::handle grad_scale,
+             py::handle found_inf) {
+    const auto r = from_python<R::RmspropScalars, R::RmspropFlags>(scalars, "RmspropScalars");
+    ListArgs args{{"params", params, true, fusedopt::kParam},
+                  {"grads", grads, false, fusedopt::kGrad},
+                  {"square_avgs", square_avgs, true, fusedopt::kState0}};
+    if (r.flags.centered) args.add({"grad_avgs", grad_avgs, true, fusedopt::kState1});
+    if (r.flags.has_momentum)
+        args.add({"momentum_buffers", momentum_buffers, true, fusedopt::kState2});
+    run(args, amp_of(grad_scale, found_inf),
+        [&](const Batch& x, const float* gs) { kernels().rmsprop(x, r.scalars, r.flags, gs); });
 }
 
 void adam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs,
-          py::handle max_exp_avg_sqs, double lr, double beta1, double one_minus_beta1,
-          double beta2, double one_minus_beta2, double bias_correction1,
-          double bias_correction2, double eps, double eps_root, double weight_decay,
-          double decay, bool decoupled, bool amsgrad, bool maximize) {
-    Batches& b = scratch();
-    ListArgs args{{"params", params, true, -1},
-                              {"grads", grads, false, -2},
-                              {"exp_avgs", exp_avgs, true, 0},
-                              {"exp_avg_sqs", exp_avg_sqs, true, 1}};
-    if (amsgrad) args.add({"max_exp_avg_sqs", max_exp_avg_sqs, true, 2});
-    collect(args, b);
-    const AdamArgs a{lr,  beta1,    one_minus_beta1, beta2,        one_minus_beta2,
-                     bias_correction1, bias_correction2, eps, eps_root, weight_decay,
-                     decay, maximize, amsgrad, decay_mode(weight_decay, decoupled)};
-    run(b, [&](const Batch& x) { kernels().adam(x, a); });
+          py::handle max_exp_avg_sqs, py::handle scalars, py::handle grad_scale,
+          py::handle found_inf) {
+    const auto r = from_python<R::AdamScalars, R::AdamFlags>(scalars, "AdamScalars");
+    ListArgs args{{"params", params, true, fusedopt::kParam},
+                  {"grads", grads, false, fusedopt::kGrad},
+                  {"exp_avgs", exp_avgs, true, fusedopt::kState0},
+                  {"exp_avg_sqs", exp_avg_sqs, true, fusedopt::kState1}};
+    if (r.flags.amsgrad) args.add({"max_exp_avg_sqs", max_exp_avg_sqs, true, fusedopt::kState2});
+    run(args, amp_of(grad_scale, found_inf),
+        [&](const Batch& x, const float* gs) { kernels().adam(x, r.scalars, r.flags, gs); });
 }
 
 void adamax(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_infs,
-            double clr, double beta1, double one_minus_beta1, double beta2, double eps,
-            double weight_decay, bool maximize) {
-    Batches& b = scratch();
-    collect({{"params", params, true, -1},
-             {"grads", grads, false, -2},
-             {"exp_avgs", exp_avgs, true, 0},
-             {"exp_infs", exp_infs, true, 1}},
-            b);
-    const AdamaxArgs a{clr, beta1, one_minus_beta1, beta2, eps, weight_decay, maximize,
-                       decay_mode(weight_decay, false)};
-    run(b, [&](const Batch& x) { kernels().adamax(x, a); });
+            py::handle scalars, py::handle grad_scale, py::handle found_inf) {
+    const auto r = from_python<R::AdamaxScalars, R::AdamaxFlags>(scalars, "AdamaxScalars");
+    run({{"params", params, true, fusedopt::kParam},
+         {"grads", grads, false, fusedopt::kGrad},
+         {"exp_avgs", exp_avgs, true, fusedopt::kState0},
+         {"exp_infs", exp_infs, true, fusedopt::kState1}},
+        amp_of(grad_scale, found_inf),
+        [&](const Batch& x, const float* gs) { kernels().adamax(x, r.scalars, r.flags, gs); });
 }
 
 double sum_squares(py::handle arrays) {
-    Batches& b = scratch();
-    collect({{"arrays", arrays, false, -1}}, b);
-    const Batch b32 = b.batch(DType::kFloat32);
-    const Batch b64 = b.batch(DType::kFloat64);
+    CallBatches b;
+    collect({{"arrays", arrays, false, fusedopt::kParam}}, *b);
+    const Batch b32 = b->batch(DType::kFloat32);
+    const Batch b64 = b->batch(DType::kFloat64);
     fusedopt::NoGil nogil;
     // float32 tensors first, then float64: a fixed order whatever the list order.
     return kernels().sum_squares(b32) + kernels().sum_squares(b64);
 }
 
 void scale(py::handle arrays, double factor) {
-    Batches& b = scratch();
-    collect({{"arrays", arrays, true, -1}}, b);
-    run(b, [&](const Batch& x) { kernels().scale(x, factor); });
+    run({{"arrays", arrays, true, fusedopt::kParam}}, Amp{},
+        [&](const Batch& x, const float*) { kernels().scale(x, factor); });
+}
+
+// found_inf[0] = 1 if any element of `arrays` is infinite or NaN; left as it is otherwise.
+void found_inf(py::handle arrays, py::handle found) {
+    const Array f = check_amp_scalar(found, "found_inf", true);
+    CallBatches b;
+    collect({{"arrays", arrays, false, fusedopt::kParam}}, *b);
+    for (int d = 0; d < 2; ++d) {
+        const Batch x = b->batch(static_cast<DType>(d));
+        for (const Segment* s = x.segs; s != x.segs + x.nsegs; ++s)
+            if (f.lo() < reinterpret_cast<uintptr_t>(s->param) + s->size * (d ? 8 : 4) &&
+                reinterpret_cast<uintptr_t>(s->param) < f.hi())
+                throw py::value_error("found_inf shares memory with an array of arrays");
+    }
+    bool bad = false;
+    {
+        fusedopt::NoGil nogil;
+        for (int d = 0; d < 2 && !bad; ++d) {
+            const Batch x = b->batch(static_cast<DType>(d));
+            if (x.total) bad = kernels().nonfinite(x);
+        }
+    }
+    if (bad) *static_cast<float*>(f.data()) = 1.0f;
 }
 
 void stream(py::handle a, py::handle b_, py::handle c, py::handle d, py::handle e, int reads,
@@ -197,14 +319,15 @@ void stream(py::handle a, py::handle b_, py::handle c, py::handle d, py::handle 
     if (reads < 1 || reads > 5) throw py::value_error("reads must be in 1..5");
     if (writes < 0 || writes > std::max(1, reads - 1))
         throw py::value_error("writes must be in 0..max(1, reads - 1): a, c, d, e are writable");
-    Batches& b = scratch();
-    ListArgs args{{"a", a, writes >= 1, -1}};
-    if (reads >= 2) args.add({"b", b_, false, -2});
+    ListArgs args{{"a", a, writes >= 1, fusedopt::kParam}};
+    if (reads >= 2) args.add({"b", b_, false, fusedopt::kGrad});
     py::handle rest[3] = {c, d, e};
+    const char* names[3] = {"c", "d", "e"};
     for (int k = 0; k + 2 < reads; ++k)
-        args.add({k == 0 ? "c" : (k == 1 ? "d" : "e"), rest[k], writes >= k + 2, k});
-    collect(args, b);
-    run(b, [&](const Batch& x) { kernels().stream(x, reads, writes); });
+        args.add({names[k], rest[k], writes >= k + 2,
+                  static_cast<fusedopt::Slot>(fusedopt::kState0 + k)});
+    const StreamFn fn = g_stream;
+    run(args, Amp{}, [&](const Batch& x, const float*) { fn(x, reads, writes); });
 }
 
 int get_num_threads() {
@@ -225,31 +348,30 @@ void set_num_threads(int n) {
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
-    m.doc() = "fusedopt compiled kernels (OpenMP); use fusedopt.ops, not this module";
+    m.doc() = "fusedopt compiled kernels (C++, a worker pool); use fusedopt.ops, not this module";
     const char* env = std::getenv("FUSEDOPT_ISA");
     set_isa(env && *env ? std::string(env) : std::string("auto"));
 
+    // The update rules: the lists, the fusedopt._scalars record, AMP's optional pair.
     m.def("sgd", &sgd, py::arg("params"), py::arg("grads"), py::arg("momentum_buffers"),
-          py::arg("lr"), py::arg("momentum"), py::arg("one_minus_dampening"),
-          py::arg("weight_decay"), py::arg("first_step"), py::arg("nesterov"),
-          py::arg("maximize"));
+          py::arg("scalars"), py::kw_only(), py::arg("grad_scale") = py::none(),
+          py::arg("found_inf") = py::none());
     m.def("adagrad", &adagrad, py::arg("params"), py::arg("grads"), py::arg("state_sums"),
-          py::arg("clr"), py::arg("eps"), py::arg("eps_root"), py::arg("weight_decay"),
-          py::arg("maximize"));
+          py::arg("scalars"), py::kw_only(), py::arg("grad_scale") = py::none(),
+          py::arg("found_inf") = py::none());
     m.def("rmsprop", &rmsprop, py::arg("params"), py::arg("grads"), py::arg("square_avgs"),
-          py::arg("grad_avgs"), py::arg("momentum_buffers"), py::arg("lr"), py::arg("alpha"),
-          py::arg("one_minus_alpha"), py::arg("eps"), py::arg("eps_root"),
-          py::arg("weight_decay"), py::arg("momentum"), py::arg("centered"),
-          py::arg("maximize"));
+          py::arg("grad_avgs"), py::arg("momentum_buffers"), py::arg("scalars"), py::kw_only(),
+          py::arg("grad_scale") = py::none(), py::arg("found_inf") = py::none());
     m.def("adam", &adam, py::arg("params"), py::arg("grads"), py::arg("exp_avgs"),
-          py::arg("exp_avg_sqs"), py::arg("max_exp_avg_sqs"), py::arg("lr"), py::arg("beta1"),
-          py::arg("one_minus_beta1"), py::arg("beta2"), py::arg("one_minus_beta2"),
-          py::arg("bias_correction1"), py::arg("bias_correction2"), py::arg("eps"),
-          py::arg("eps_root"), py::arg("weight_decay"), py::arg("decay"),
-          py::arg("decoupled"), py::arg("amsgrad"), py::arg("maximize"));
+          py::arg("exp_avg_sqs"), py::arg("max_exp_avg_sqs"), py::arg("scalars"), py::kw_only(),
+          py::arg("grad_scale") = py::none(), py::arg("found_inf") = py::none());
     m.def("adamax", &adamax, py::arg("params"), py::arg("grads"), py::arg("exp_avgs"),
-          py::arg("exp_infs"), py::arg("clr"), py::arg("beta1"), py::arg("one_minus_beta1"),
-          py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"), py::arg("maximize"));
+          py::arg("exp_infs"), py::arg("scalars"), py::kw_only(),
+          py::arg("grad_scale") = py::none(), py::arg("found_inf") = py::none());
+    m.def("found_inf_", &found_inf, py::arg("arrays"), py::arg("found_inf"),
+          "found_inf[0] = 1 if any element of arrays is infinite or NaN (AMP's check).");
+    m.def("scalar_fields", &scalar_fields,
+          "{record name: field names} of the C++ scalar and flag structs, in order.");
     m.def("sum_squares", &sum_squares, py::arg("arrays"),
           "Sum of squares of every element of a list of arrays, float64, deterministic.");
     m.def("scale_", &scale, py::arg("arrays"), py::arg("factor"));
@@ -261,9 +383,10 @@ PYBIND11_MODULE(_core, m) {
     m.def("set_isa", &set_isa, py::arg("name"),
           "Select the kernel copy: 'auto', 'avx512', 'avx2' or 'generic' (same bits).");
     m.def("available_isas", &available_isas, "The kernel copies this CPU can run, best first.");
-    m.def("cpu_has_avx2", &cpu_has_avx2);
     m.def("get_num_threads", &get_num_threads);
     m.def("set_num_threads", &set_num_threads, py::arg("n"));
     m.attr("reduce_block") = kReduceBlock;
+    m.attr("SLOTS") = fusedopt::kSlots;
+    m.attr("THREADS") = fusedopt::kCudaThreads;
     register_lbfgs(m);
 }

@@ -79,17 +79,17 @@ def test_cuda_many_tensors_mixed_dtypes(dev, case):
     params = [p.astype(np.float32 if i % 3 else np.float64)
               for i, p in enumerate(make_params(shapes, np.float64))]
     launches = []
-    real = _cuda._function
+    real = _cuda.runtime.function
 
     def counting(file, name):
         fn = real(file, name)
         return lambda *a, **k: (launches.append(name), fn(*a, **k))
 
-    _cuda._function = counting
+    _cuda.runtime.function = counting
     try:
         gpu, ref = run_gpu_and_reference(dev, case, params, steps=3)
     finally:
-        _cuda._function = real
+        _cuda.runtime.function = real
     assert_same_gpu_state(dev, gpu, ref)
     assert len(launches) == 3 * 2, launches  # 3 steps, a float32 and a float64 launch each
 
@@ -122,7 +122,7 @@ def test_cuda_unaligned_views(dev, case):
 def test_cuda_same_bits_for_any_grid(dev, case, blocks, monkeypatch):
     params = make_params([(278011,), (70001,), (5,)], np.float32)
     gpu_default, ref = run_gpu_and_reference(dev, case, params, steps=4)
-    monkeypatch.setattr(_cuda, "launch_blocks", blocks)
+    monkeypatch.setattr(_cuda.runtime, "launch_blocks", blocks)
     gpu_other, _ = run_gpu_and_reference(dev, case, params, steps=4)
     assert_same_gpu_state(dev, gpu_other, ref)
     assert_same_gpu_state(dev, gpu_default, ref)
@@ -150,7 +150,7 @@ def test_cuda_sum_squares_same_bits_any_grid_mixed_dtypes(dev, blocks, monkeypat
     rng = np.random.default_rng(2)
     arrays = [rng.standard_normal(n).astype(np.float32) * 1e3 for n in (3_000_001, 17, 65537)]
     arrays.insert(1, rng.standard_normal(400_000))
-    monkeypatch.setattr(_cuda, "launch_blocks", blocks)
+    monkeypatch.setattr(_cuda.runtime, "launch_blocks", blocks)
     assert _cuda.sum_squares(to_gpu(dev, arrays)) == _core.sum_squares(arrays)
 
 

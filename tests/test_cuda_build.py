@@ -128,8 +128,8 @@ def test_disk_cache_is_keyed_by_the_sources(tmp_path, monkeypatch):
     def no_compile(*a, **k):
         raise AssertionError("compiled again although cached")
 
-    monkeypatch.setattr(_cuda, "compile_instances", no_compile)
+    monkeypatch.setattr(_cuda.compiler, "compile_instances", no_compile)
     assert _cuda._cached_binary("optim.cu", name, 80, False) == (path, lowered)
-    monkeypatch.setattr(_cuda, "_SOURCES_HASH", "0" * 64)  # as if a header had changed
+    monkeypatch.setattr(_cuda.sources, "_SOURCES_HASH", "0" * 64)  # as if a header had changed
     with pytest.raises(AssertionError, match="compiled again"):
         _cuda._cached_binary("optim.cu", name, 80, False)

@@ -112,10 +112,10 @@ def fake_cupy(monkeypatch):
                                  device=current[0]))
         return launch
 
-    monkeypatch.setattr(_cuda, "_cupy", lambda: fake)
-    monkeypatch.setattr(_cuda, "_function", function)
-    monkeypatch.setattr(_cuda, "launch_blocks", 4)
-    monkeypatch.setattr(_cuda, "_TABLES", {})
+    monkeypatch.setattr(_cuda.runtime, "cupy", lambda: fake)
+    monkeypatch.setattr(_cuda.runtime, "function", function)
+    monkeypatch.setattr(_cuda.runtime, "launch_blocks", 4)
+    monkeypatch.setattr(_cuda.runtime, "TABLES", {})
     return launches
 
 
@@ -153,9 +153,16 @@ def test_one_launch_per_dtype_with_the_table_and_typed_scalars(fake_cupy):
         assert launch["file"] == "optim.cu" and launch["block"] == (_cuda.THREADS,)
         table, nt, nchunks, chunk = launch["args"][:4]
         assert all(type(x) is np.int64 for x in (nt, nchunks, chunk))
-        scalars = launch["args"][6:]
-        assert [type(x) for x in scalars] == [dtype] * len(s)
-        assert [float(x) for x in scalars] == [float(dtype(v)) for v in s]
+        # One struct argument, rules::AdamScalars<M>: the record's scalar fields by name and in
+        # order, each cast once to the dtype.
+        (scalars,) = launch["args"][6:]
+        n = _scalars.n_scalars(s)
+        assert type(scalars) is np.ndarray and scalars.shape == (1,)  # by value, as CuPy does
+        assert scalars.dtype.isalignedstruct
+        scalars = scalars[0]
+        assert scalars.dtype.names == s._fields[:n]
+        assert [scalars.dtype[k].type for k in range(n)] == [dtype] * n
+        assert [float(scalars[k]) for k in range(n)] == [float(dtype(v)) for v in s[:n]]
         # The table: only this dtype's non-empty tensors, in list order, every slot in place.
         idx = [i for i, (sh, d) in enumerate(zip(shapes, dtypes))
                if d == dtype and np.prod(sh) > 0]
@@ -191,9 +198,13 @@ def test_rmsprop_and_sgd_slots(fake_cupy):
                      "fusedopt::cuda::sgd_kernel<double, false, 1, true, true, false, false>"]
     ptr = lambda a: a[0].data.ptr  # noqa: E731
     assert _decode(fake_cupy[0]["args"][0], 1)[1][0][0][:5] == tuple(map(ptr, (p, g, sq, ga, buf)))
-    assert _decode(fake_cupy[1]["args"][0], 1)[1][0][0][:5] == (ptr(p), ptr(g), ptr(sq), ptr(buf), 0)
+    # One RMSprop state layout on both backends (fusedopt/slots.h): the momentum buffer keeps
+    # state slot 2 when grad_avgs is unused.
+    assert _decode(fake_cupy[1]["args"][0], 1)[1][0][0][:5] == (ptr(p), ptr(g), ptr(sq), 0,
+                                                               ptr(buf))
     assert _decode(fake_cupy[2]["args"][0], 1)[1][0][0][:3] == (ptr(p), ptr(g), ptr(buf))
-    assert type(fake_cupy[2]["args"][-1]) is np.int64 and fake_cupy[2]["args"][-1] == 1  # first
+    sgd_scalars = fake_cupy[2]["args"][-1]  # rules::SgdScalars<double>, first_step a C++ bool
+    assert sgd_scalars.dtype["first_step"] == np.bool_ and sgd_scalars["first_step"][0]
 
 
 def test_sum_squares_launches_partials_then_one_finish(fake_cupy):
@@ -259,7 +270,9 @@ def test_mixed_precision_master_weights_and_amp_launch(fake_cupy):
         "fusedopt::cuda::adam_kernel<fusedopt::cuda::half_t, false, 0, false, true, true>"
     assert launch["name"] in _cuda.name_expressions()["optim.cu"]
     assert launch["args"][4] is gs and launch["args"][5] is fi
-    assert all(type(x) is np.float32 for x in launch["args"][6:])  # float32 math
+    (scalars,) = launch["args"][6:]  # rules::AdamScalars<float>: float32 math
+    assert type(scalars) is np.ndarray and scalars.shape == (1,)
+    assert all(scalars.dtype[k].type is np.float32 for k in range(len(scalars.dtype)))
     _, rows = _decode(launch["args"][0], 2)
     for i, (ptrs, size) in enumerate(rows):
         assert ptrs == (p[i].data.ptr, g[i].data.ptr, m[i].data.ptr, v[i].data.ptr, 0,
@@ -324,9 +337,13 @@ def test_master_weights_need_16_bit_params(fake_cupy):
     assert fake_cupy == []
 
 
-def test_found_inf_needs_cupy_arrays():
-    with pytest.raises(TypeError, match=r"found_inf_ needs CuPy arrays"):
-        ops.found_inf_([np.ones(3, np.float32)], np.zeros(1, np.float32))
+def test_found_inf_of_numpy_arrays_runs_on_the_cpu(fake_cupy):
+    """Issue 8: found_inf_ has a CPU kernel now (it used to need CuPy arrays); NumPy arrays
+    never reach the CUDA backend."""
+    found = np.zeros(1, np.float32)
+    ops.found_inf_([np.ones(3, np.float32), np.array([np.nan])], found)
+    assert found[0] == 1.0
+    assert fake_cupy == []
 
 
 def test_cuda_only_arguments_refused_for_numpy():
@@ -347,18 +364,18 @@ def test_grid_is_one_wave_of_resident_blocks(monkeypatch):
         def __init__(self, i=None):
             self.id, self.attributes = 0, attrs
 
-    monkeypatch.setattr(_cuda, "_cupy", lambda: types.SimpleNamespace(
+    monkeypatch.setattr(_cuda.runtime, "cupy", lambda: types.SimpleNamespace(
         cuda=types.SimpleNamespace(Device=Device)))
-    monkeypatch.setattr(_cuda, "_RESIDENT", {})
-    monkeypatch.setattr(_cuda, "launch_blocks", None)
+    monkeypatch.setattr(_cuda.runtime, "RESIDENT", {})
+    monkeypatch.setattr(_cuda.runtime, "launch_blocks", None)
     kernel = lambda regs, smem: types.SimpleNamespace(num_regs=regs,  # noqa: E731
                                                       shared_size_bytes=smem)
     adam = kernel(50, 0)  # 7 * 256 registers a warp, 8 warps: 4 blocks of 14336 in 65536
-    assert _cuda._grid(10**6, adam) == 132 * 4
-    assert _cuda._grid(17, adam) == 17  # fewer units than blocks
-    assert _cuda._grid(10**6, kernel(24, 0)) == 132 * 8  # capped at BLOCKS_PER_SM
-    assert _cuda._grid(10**6, kernel(32, 60000)) == 132 * 3  # 233472 // 61024
-    assert _cuda._grid(10**6, None) == 132 * 8  # nothing known about the kernel
+    assert _cuda.runtime.grid(10**6, adam) == 132 * 4
+    assert _cuda.runtime.grid(17, adam) == 17  # fewer units than blocks
+    assert _cuda.runtime.grid(10**6, kernel(24, 0)) == 132 * 8  # capped at BLOCKS_PER_SM
+    assert _cuda.runtime.grid(10**6, kernel(32, 60000)) == 132 * 3  # 233472 // 61024
+    assert _cuda.runtime.grid(10**6, None) == 132 * 8  # nothing known about the kernel
 
 
 REPORT = pathlib.Path(__file__).resolve().parent.parent / "bench" / "report.py"

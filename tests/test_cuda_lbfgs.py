@@ -115,9 +115,9 @@ def fake_cupy(monkeypatch):
             model(grid, block, args)
         return launch
 
-    monkeypatch.setattr(_cuda, "_cupy", lambda: fake)
-    monkeypatch.setattr(_cuda, "_function", function)
-    monkeypatch.setattr(_cuda, "launch_blocks", 3)
+    monkeypatch.setattr(_cuda.runtime, "cupy", lambda: fake)
+    monkeypatch.setattr(_cuda.runtime, "function", function)
+    monkeypatch.setattr(_cuda.runtime, "launch_blocks", 3)
     return types.SimpleNamespace(wrap=wrap, launches=launches)
 
 
@@ -224,7 +224,7 @@ def test_kernels_compute_the_two_loop_recursion(dev, dtype, rtol, n, m, count, h
 def test_kernels_same_bits_on_any_grid(dev, n, m, count, head, monkeypatch):
     _, args, first = _direction(dev, n, m, count, head, np.float32)
     for blocks in (1, 5):
-        monkeypatch.setattr(_cuda, "launch_blocks", blocks)
+        monkeypatch.setattr(_cuda.runtime, "launch_blocks", blocks)
         _, _, again = _direction(dev, n, m, count, head, np.float32)
         assert np.array_equal(again.view(np.uint32), first.view(np.uint32))
     assert _cuda.lbfgs_dot(args[1][0], args[2][0]) == _cuda.lbfgs_dot(args[1][0], args[2][0])

@@ -66,13 +66,6 @@ CORE_IMPORTERS = ("fusedopt", "fusedopt.ops", "fusedopt.lbfgs", "fusedopt._cuda"
 OPTIONAL = ("torch", "scipy", "matplotlib", "cupy", "sklearn", "tqdm", "threadpoolctl",
             "ml_dtypes", "mpi4py")
 
-#: Modules (prefixes) whose docstring does not name its layer yet (owned by other parts of the
-#: work). Their check is an expected failure (strict: it fails once the line is there, so that
-#: the entry is removed).
-PENDING_LAYER_LINE = ("fusedopt._scalars", "fusedopt._cuda", "fusedopt.ops",
-                      "fusedopt.reference")
-
-
 # ---------------------------------------------------------------------------------------------
 # The checker
 
@@ -199,10 +192,7 @@ def test_imports_follow_the_layer_map():
 
 
 @pytest.mark.parametrize("name", sorted(SOURCES))
-def test_docstring_names_the_layer(name, request):
-    if owner(name, PENDING_LAYER_LINE) is not None:
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="layer line not written yet (module of another part)"))
+def test_docstring_names_the_layer(name):
     expected = LAYERS[owner(name, LAYERS)]
     assert layer_line(SOURCES[name][0]) == expected, (
         f"{name}: the docstring must have a line 'Layer: {expected}'")

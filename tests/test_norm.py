@@ -78,3 +78,22 @@ def test_clip_bad_input(mod):
     with pytest.raises(ValueError, match="read-only"):
         mod.clip_by_global_norm_([ro * 10, ro], 1.0)
     np.testing.assert_array_equal(a[0], np.ones(3))
+
+
+@pytest.mark.parametrize("mod", [ops, reference], ids=["fused", "reference"])
+def test_clip_zero_norm_with_eps_zero(mod):
+    """A zero norm needs no clipping: no ZeroDivisionError with eps=0, nothing scaled."""
+    assert mod.clip_by_global_norm_([], 1.0, eps=0.0) == 0.0
+    zeros = [np.zeros(4, np.float32), np.zeros(0)]
+    assert mod.clip_by_global_norm_(zeros, 1.0, eps=0.0) == 0.0
+    assert not zeros[0].any() and not np.signbit(zeros[0]).any()
+    assert mod.clip_by_global_norm_([np.zeros(3)], 0.0, eps=0.0) == 0.0
+    a = [np.array([3.0, 4.0])]
+    assert mod.clip_by_global_norm_(a, 1.0, eps=0.0) == 5.0
+    np.testing.assert_array_equal(a[0], [3.0 * 0.2, 4.0 * 0.2])
+
+
+def test_lbfgs_direction_without_history_is_a_type_error():
+    g = np.ones(3)
+    with pytest.raises(TypeError, match="history"):
+        ops.lbfgs_direction_(np.empty_like(g), g, None)

@@ -160,3 +160,51 @@ def test_ops_direct_call_matches_reference_for_each_rule():
             mod_b.sgd_([pb], [g], None, step=1, lr=0.1)
             np.testing.assert_array_equal(pa, pb)
             np.testing.assert_array_equal(pa, p0 - dtype(0.1) * g)
+
+
+def test_scalar_records_match_the_cpp_structs():
+    """Each fusedopt._scalars record names the fields of rules::XScalars then rules::XFlags, in
+    the same order, as the C++ structs list them (csrc/include/fusedopt/rules/*.h): a field
+    added, dropped or swapped on one side only fails here."""
+    from fusedopt import _scalars
+
+    cpp = _core.scalar_fields()
+    assert set(cpp) == {r.__name__ for r in _scalars.RECORDS}
+    for record in _scalars.RECORDS:
+        assert list(record._fields) == cpp[record.__name__], record.__name__
+        n = record._fields.index("maximize")
+        assert 0 < n < len(record._fields)
+        # The flags come last and are what _scalars computes them to be (no backend derives).
+        assert record._fields[n:][:2] == ("maximize", "weight_decay_mode")
+
+
+def test_core_refuses_a_wrong_record():
+    from fusedopt import _scalars
+
+    p, g = [np.ones(3)], [np.ones(3)]
+    s = _scalars.sgd(step=1, lr=0.1, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                     nesterov=False, maximize=False)
+    with pytest.raises(TypeError, match="SgdScalars"):
+        _core.adam(p, g, [np.zeros(3)], [np.zeros(3)], None, s)
+    with pytest.raises(TypeError, match="SgdScalars"):
+        _core.sgd(p, g, None, tuple(s))
+    with pytest.raises(TypeError, match="lr"):
+        _core.sgd(p, g, None, s._replace(lr="x"))
+    assert (p[0] == 1).all()
+
+
+def test_weight_decay_mode_is_set_once_in_scalars():
+    from fusedopt import _scalars
+
+    kw = dict(step=1, lr=0.1, betas=(0.9, 0.99), eps=1e-8, eps_root=0.0, amsgrad=False,
+              maximize=False)
+    for wd, decoupled, mode in ((0.0, True, 0), (0.1, False, 1), (0.1, True, 2)):
+        s = _scalars.adam(weight_decay=wd, decoupled_weight_decay=decoupled, **kw)
+        assert s.weight_decay_mode == mode
+
+
+def test_slots_and_threads_come_from_the_module():
+    from fusedopt import _cuda
+
+    assert _cuda.SLOTS == _core.SLOTS == 6
+    assert _cuda.THREADS == _core.THREADS == 256

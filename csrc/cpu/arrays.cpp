@@ -109,6 +109,7 @@ void collect(const ListArgs& lists, Batches& out) {
     const size_t nargs = static_cast<size_t>(lists.n);
     out.segs[0].clear();
     out.segs[1].clear();
+    out.release();
     const auto& api = py::detail::npy_api::get();
 
     PyObject** items[kMaxLists];
@@ -116,6 +117,7 @@ void collect(const ListArgs& lists, Batches& out) {
     for (size_t k = 0; k < nargs; ++k) {
         Py_ssize_t nk = 0;
         items[k] = items_of(args[k], nk);
+        out.hold(args[k].list.ptr());
         if (k == 0) {
             n = nk;
         } else if (nk != n) {
@@ -138,6 +140,7 @@ void collect(const ListArgs& lists, Batches& out) {
                            " (CuPy arrays need every argument on the GPU)");
             }
             const Array arr = check_array(o, a.name, i, a.written, k ? &first : nullptr);
+            out.hold(o);
             if (k == 0) {
                 first = arr;
             } else if (!arr.same_shape(first)) {
@@ -149,14 +152,8 @@ void collect(const ListArgs& lists, Batches& out) {
                 spans.push_back({arr.lo(), arr.hi(), a.written, static_cast<int>(k),
                                  static_cast<size_t>(i)});
             }
-            if (a.slot == -1) {
-                seg.param = arr.data();
-                seg.size = size;
-            } else if (a.slot == -2) {
-                seg.grad = arr.data();
-            } else {
-                seg.state[a.slot] = arr.data();
-            }
+            seg.set(a.slot, arr.data());
+            if (a.slot == kParam) seg.size = size;
         }
         const int dtype = static_cast<int>(first.dtype);
         seg.offset = offset[dtype];
@@ -177,6 +174,27 @@ void collect(const ListArgs& lists, Batches& out) {
                             "; arrays that are updated in place must not alias");
             }
         }
+    }
+}
+
+namespace {
+// One Batches per nesting depth of this thread: a call made while another call of this thread is
+// collecting (a callback from check_array's __array__-free checks cannot happen, but a kernel
+// call from a destructor run by Py_DECREF could) gets a fresh one instead of clobbering it.
+thread_local Batches t_batches;
+thread_local bool t_busy = false;
+}  // namespace
+
+CallBatches::CallBatches() : b_(t_busy ? new Batches() : &t_batches), outer_(!t_busy) {
+    t_busy = true;
+}
+
+CallBatches::~CallBatches() {
+    b_->release();
+    if (outer_) {
+        t_busy = false;
+    } else {
+        delete b_;
     }
 }
 

@@ -19,17 +19,31 @@ namespace cpu {
 namespace py = pybind11;
 
 // A list argument of a multi-tensor call: its name for messages, the Python list, whether the
-// kernel writes it, and which pointer of a Segment receives it (-1: param, -2: grad, k: state[k]).
+// kernel writes it, and the slot (fusedopt/slots.h) of a Segment that receives it.
 struct ListArg {
     const char* name;
     py::handle list;
     bool written;
-    int slot;
+    Slot slot;
 };
 
-// The float32 and float64 tensors of a call, each a batch of its own.
+// The float32 and float64 tensors of a call, each a batch of its own, and a strong reference to
+// every list and array of the call: the kernels run without the GIL, and another thread may
+// clear or replace the lists meanwhile; the arrays (hence their memory) stay alive until the
+// Batches are released (release(), with the GIL held).
 struct Batches {
     std::vector<Segment> segs[2];
+    std::vector<PyObject*> refs;
+
+    void hold(PyObject* o) {
+        Py_INCREF(o);
+        refs.push_back(o);
+    }
+    // Drops the references (GIL held). Reused buffers: nothing is freed or allocated once grown.
+    void release() {
+        for (PyObject* o : refs) Py_DECREF(o);
+        refs.clear();
+    }
     Batch batch(DType d) const {
         const auto& v = segs[static_cast<int>(d)];
         const int64_t total = v.empty() ? 0 : v.back().offset + v.back().size;
@@ -77,9 +91,26 @@ struct ListArgs {
 };
 
 // Checks the lists (the first is the params) and fills `out` (reused buffers: no allocation once
-// grown). Raises TypeError / ValueError naming the argument. Hyperparameters are checked in
-// Python (fusedopt._scalars); here only the arrays.
+// grown), holding a reference to every list and array. Raises TypeError / ValueError naming the
+// argument. Hyperparameters are checked in Python (fusedopt._scalars); here only the arrays.
 void collect(const ListArgs& args, Batches& out);
+
+// The Batches of one call on this thread (reused between calls), released when the call ends
+// (normally or by an exception): construct it before collect(), and before any GIL release so
+// that it is destroyed with the GIL held.
+class CallBatches {
+  public:
+    CallBatches();
+    ~CallBatches();
+    CallBatches(const CallBatches&) = delete;
+    CallBatches& operator=(const CallBatches&) = delete;
+    Batches& operator*() { return *b_; }
+    Batches* operator->() { return b_; }
+
+  private:
+    Batches* b_;
+    bool outer_;
+};
 
 }  // namespace cpu
 }  // namespace fusedopt

@@ -4,19 +4,34 @@
 #pragma once
 #include <cstdint>
 
+#include "fusedopt/rules.h"
+#include "fusedopt/slots.h"
+
 namespace fusedopt {
 namespace cpu {
 
 enum class DType : int { kFloat32 = 0, kFloat64 = 1 };
 
 // One tensor of a multi-tensor call: its arrays and its place in the global element range.
-// Unused state pointers are null. `offset` is the number of elements in all earlier tensors.
+// The pointers are the slots of fusedopt/slots.h in that order (kParam, kGrad, kState0..2; the
+// CPU has no master slot). Unused state pointers are null. `offset` is the number of elements in
+// all earlier tensors.
 struct Segment {
     void* param;
     const void* grad;
     void* state[3];
     int64_t size;
     int64_t offset;
+
+    void set(Slot slot, void* p) {
+        if (slot == kParam) {
+            param = p;
+        } else if (slot == kGrad) {
+            grad = p;
+        } else {
+            state[slot - kState0] = p;
+        }
+    }
 };
 
 struct Batch {
@@ -26,55 +41,36 @@ struct Batch {
     DType dtype;
 };
 
-// Per-step scalars as float64, computed once by the caller; the loops cast each once to the
-// array dtype. Flags select the template instance.
-struct SgdArgs {
-    double lr, momentum, one_minus_dampening, weight_decay;
-    bool first_step, nesterov, maximize, has_momentum;
-    int weight_decay_mode;
-};
-struct AdagradArgs {
-    double clr, eps, eps_root, weight_decay;
-    bool maximize;
-    int weight_decay_mode;
-};
-struct RmspropArgs {
-    double lr, alpha, one_minus_alpha, eps, eps_root, weight_decay, momentum;
-    bool maximize, centered, has_momentum;
-    int weight_decay_mode;
-};
-struct AdamArgs {
-    double lr, beta1, one_minus_beta1, beta2, one_minus_beta2, bias_correction1, bias_correction2,
-        eps, eps_root, weight_decay, decay;
-    bool maximize, amsgrad;
-    int weight_decay_mode;
-};
-struct AdamaxArgs {
-    double clr, beta1, one_minus_beta1, beta2, eps, weight_decay;
-    bool maximize;
-    int weight_decay_mode;
-};
+// One update function per rule: the record's scalars as float64 (cast once to the array dtype
+// inside), its flags (they select the template instance), and the AMP grad scale: when not null
+// the rule sees g / (T)*grad_scale, as CUDA's Amp instance does.
+template <typename Scalars, typename Flags>
+using RuleFn = void (*)(const Batch&, const Scalars&, const Flags&, const float* grad_scale);
 
 // The kernel set of one instruction set.
 struct KernelTable {
     const char* name;
-    void (*sgd)(const Batch&, const SgdArgs&);
-    void (*adagrad)(const Batch&, const AdagradArgs&);
-    void (*rmsprop)(const Batch&, const RmspropArgs&);
-    void (*adam)(const Batch&, const AdamArgs&);
-    void (*adamax)(const Batch&, const AdamaxArgs&);
+    RuleFn<rules::SgdScalars<double>, rules::SgdFlags> sgd;
+    RuleFn<rules::AdagradScalars<double>, rules::AdagradFlags> adagrad;
+    RuleFn<rules::RmspropScalars<double>, rules::RmspropFlags> rmsprop;
+    RuleFn<rules::AdamScalars<double>, rules::AdamFlags> adam;
+    RuleFn<rules::AdamaxScalars<double>, rules::AdamaxFlags> adamax;
     // Sum of squares of every element (params only), float64, fixed blocks in a fixed order.
     double (*sum_squares)(const Batch&);
     // params[i] *= (T)factor.
     void (*scale)(const Batch&, double factor);
-    // Bandwidth probe: reads `reads` streams (param, grad, state[0..]) and writes the first
-    // `writes` of the writable ones, with one add per element.
-    void (*stream)(const Batch&, int reads, int writes);
+    // Whether any element (params slot) is infinite or NaN (AMP's check).
+    bool (*nonfinite)(const Batch&);
 };
 
-namespace generic { const KernelTable& table(); }
-namespace avx2 { const KernelTable& table(); }
-namespace avx512 { const KernelTable& table(); }
+// The bandwidth probe of the benchmarks (csrc/cpu/stream.cpp), outside the production table:
+// reads `reads` streams (param, grad, state[0..]) and writes the first `writes` of the writable
+// ones, with one add per element.
+using StreamFn = void (*)(const Batch&, int reads, int writes);
+
+namespace generic { const KernelTable& table(); StreamFn stream(); }
+namespace avx2 { const KernelTable& table(); StreamFn stream(); }
+namespace avx512 { const KernelTable& table(); StreamFn stream(); }
 
 // Elements per block of the deterministic reductions: the partition depends on this constant
 // only, never on the number of threads.

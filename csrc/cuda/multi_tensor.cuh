@@ -1,31 +1,31 @@
 // csrc/cuda/multi_tensor.cuh -- the multi-tensor driver of the CUDA kernels: a device-side table
 // of tensors, blocks mapped to fixed-size chunks, load -> rule -> store.
 //
-// Compiled at run time by NVRTC (fusedopt/_cuda.py) and, for CI, by nvcc (tests/test_cuda_build.py).
+// Compiled at run time by NVRTC (fusedopt/_cuda/) and, for CI, by nvcc (tests/test_cuda_build.py).
 // NVRTC has no standard headers: only fusedopt/hd.h and what it guards are used; half and bfloat16
 // are handled here bit by bit, so cuda_fp16.h is not needed either. Tests also compile these
 // files for the host (tests/cuda_host/, FUSEDOPT_HOST_EMULATION), each CUDA thread a host thread.
 //
-// The table (int64, built by fusedopt/_cuda.py, _table()) for `nt` tensors cut into chunks of
-// `chunk` elements:
+// The table (int64, built by fusedopt/_cuda/runtime.py, table()) for `nt` tensors cut into
+// chunks of `chunk` elements:
 //   table[k], k = 0..nt              index of the first chunk of tensor k; table[nt] == nchunks
 //   table[nt + 1 + k * 7 + s], s < 6 pointer of slot s of tensor k (0 when the slot is unused)
 //   table[nt + 1 + k * 7 + 6]        number of elements of tensor k (> 0)
-// The slots are param, grad, state0, state1, state2, master (float32 master weights).
+// The slots are those of fusedopt/slots.h: param, grad, state0, state1, state2, master (float32
+// master weights).
 // Every element is computed by one thread from its own values only, so the bits do not depend on
 // the grid, the block size or the chunk size.
 #pragma once
 #include "fusedopt/hd.h"
+#include "fusedopt/slots.h"
 
 namespace fusedopt {
 namespace cuda {
 
 typedef long long i64;
 
-constexpr int kThreads = 256;  // threads per block of every kernel (see __launch_bounds__)
+constexpr int kThreads = kCudaThreads;  // threads per block of every kernel (__launch_bounds__)
 
-enum Slot : int { kParam = 0, kGrad = 1, kState0 = 2, kState1 = 3, kState2 = 4, kMaster = 5 };
-constexpr int kSlots = 6;
 constexpr int kStride = kSlots + 1;  // table entries per tensor
 
 // ---- storage types -------------------------------------------------------------------------
@@ -174,20 +174,18 @@ __device__ __forceinline__ void for_each_chunk(const i64* table, i64 nt, i64 nch
         const float *found_inf
 #define FUSEDOPT_MT_ARGS table, nt, nchunks, chunk, grad_scale, found_inf
 
-// Runs `op` over every element of every tensor of the table.
-//
-// Op provides: param_t (storage type of params and grads), math_t (type of the math and of the
-// state), kStates (how many of state0..state2 it uses) and
-//   void operator()(math_t& p, math_t g, math_t& s0, math_t& s1, math_t& s2) const
-// Reads is false for an op that ignores the grad (scale). Master: params are read from and written
-// to the float32 master slot, and the param slot receives the rounded result. Amp: the step is
-// skipped when *found_inf != 0, and g is divided by *grad_scale before the rule sees it.
-template <bool Master, bool Amp, bool ReadsGrad, typename Op>
+// Runs `op` (a functor of fusedopt/functors.h over the math type of P) over every element of
+// every tensor of the table: loads the slots it uses, calls it, stores them (as elementwise<> in
+// csrc/cpu/kernels.cpp). P is the storage type of params and grads. Master: params are read from
+// and written to the float32 master slot, and the param slot receives the rounded result. Amp:
+// the step is skipped when *found_inf != 0, and g is divided by *grad_scale before the functor
+// sees it.
+template <typename P, bool Master, bool Amp, typename Op>
 __device__ __forceinline__ void apply(const Op& op, FUSEDOPT_MT_PARAMS) {
-    typedef typename Op::param_t P;
-    typedef typename Op::math_t M;
+    typedef typename MathOf<P>::type M;
     constexpr int N = 16 / sizeof(M);  // one 16-byte vector of state per thread and step
-    constexpr int S = Op::kStates;
+    constexpr unsigned S = Op::kStates;
+    constexpr bool G = Op::kReadsGrad;
     if (Amp && *found_inf != 0.0f) return;
     const M scale = Amp ? M(*grad_scale) : M(1);
     for_each_chunk(table, nt, nchunks, chunk, [&](i64, const ChunkRef& ref) {
@@ -197,10 +195,10 @@ __device__ __forceinline__ void apply(const Op& op, FUSEDOPT_MT_PARAMS) {
         M* s1 = reinterpret_cast<M*>(ref.row[kState1]);
         M* s2 = reinterpret_cast<M*>(ref.row[kState2]);
         float* mw = reinterpret_cast<float*>(ref.row[kMaster]);
-        const bool vec = aligned(p, N * sizeof(P)) && (!ReadsGrad || aligned(g, N * sizeof(P))) &&
-                         (S < 1 || aligned(s0, N * sizeof(M))) &&
-                         (S < 2 || aligned(s1, N * sizeof(M))) &&
-                         (S < 3 || aligned(s2, N * sizeof(M))) &&
+        const bool vec = aligned(p, N * sizeof(P)) && (!G || aligned(g, N * sizeof(P))) &&
+                         (!(S & state_bit(0)) || aligned(s0, N * sizeof(M))) &&
+                         (!(S & state_bit(1)) || aligned(s1, N * sizeof(M))) &&
+                         (!(S & state_bit(2)) || aligned(s2, N * sizeof(M))) &&
                          (!Master || aligned(mw, N * sizeof(float)));
         for (i64 i = ref.lo + static_cast<i64>(threadIdx.x) * N; i < ref.hi;
              i += static_cast<i64>(blockDim.x) * N) {
@@ -211,21 +209,21 @@ __device__ __forceinline__ void apply(const Op& op, FUSEDOPT_MT_PARAMS) {
             } else {
                 load<N>(rp, p, i, ref.hi, full);
             }
-            if (ReadsGrad) load<N>(rg, g, i, ref.hi, full);
-            if (S >= 1) load<N>(r0, s0, i, ref.hi, full);
-            if (S >= 2) load<N>(r1, s1, i, ref.hi, full);
-            if (S >= 3) load<N>(r2, s2, i, ref.hi, full);
+            if (G) load<N>(rg, g, i, ref.hi, full);
+            if (S & state_bit(0)) load<N>(r0, s0, i, ref.hi, full);
+            if (S & state_bit(1)) load<N>(r1, s1, i, ref.hi, full);
+            if (S & state_bit(2)) load<N>(r2, s2, i, ref.hi, full);
 #pragma unroll
             for (int j = 0; j < N; ++j) {
-                M gj = ReadsGrad ? rg[j] : M(0);
+                M gj = G ? rg[j] : M(0);
                 if (Amp) gj = gj / scale;
                 op(rp[j], gj, r0[j], r1[j], r2[j]);
             }
             if (Master) store<N>(mw, rp, i, ref.hi, full);
             store<N>(p, rp, i, ref.hi, full);
-            if (S >= 1) store<N>(s0, r0, i, ref.hi, full);
-            if (S >= 2) store<N>(s1, r1, i, ref.hi, full);
-            if (S >= 3) store<N>(s2, r2, i, ref.hi, full);
+            if (S & state_bit(0)) store<N>(s0, r0, i, ref.hi, full);
+            if (S & state_bit(1)) store<N>(s1, r1, i, ref.hi, full);
+            if (S & state_bit(2)) store<N>(s2, r2, i, ref.hi, full);
         }
     });
 }

@@ -1,9 +1,21 @@
 """Fused in-place update kernels over lists of arrays.
 
+Layer: kernels (the kernel-facing functions). Each one checks its hyperparameters (``fusedopt._scalars``),
+builds the rule's scalar record once, and hands it whole to the backend: the C++/OpenMP kernels
+of ``fusedopt._core`` for NumPy arrays, the CUDA kernels of ``fusedopt._cuda`` for CuPy arrays
+(compiled on first use). A mix of NumPy and CuPy arrays raises TypeError.
+
 Each function updates every tensor of a model in one call: one pass over memory, one parallel
-region over the total element count, the GIL released. NumPy arrays run the C++/OpenMP kernels of
-``fusedopt._core``; CuPy arrays run the CUDA kernels of ``fusedopt._cuda`` (compiled on first
-use). A mix of NumPy and CuPy arrays raises TypeError.
+region over the total element count, the GIL released.
+
+Notation
+--------
+The equations use the names of the rule headers (``csrc/include/fusedopt/rules/``) and of
+``fusedopt.reference``: ``p`` a param, ``g`` its grad, ``t`` the step, ``wd`` the weight decay,
+``b1, b2`` the betas; the states are named as the optimizers' state keys (``exp_avg``,
+``exp_avg_sq``, ``max_exp_avg_sq``, ``momentum_buffer``, ``sum``, ``square_avg``, ``grad_avg``,
+``exp_inf``); every update first forms ``g <- (maximize ? -g : g) + wd * p`` (the L2 term only
+when ``wd != 0``; Adam's decoupled form multiplies ``p`` by ``1 - lr * wd`` instead).
 
 Shared arguments
 ----------------
@@ -16,19 +28,27 @@ state lists (exp_avgs, momentum_buffers, ...) : list of arrays
     ``initial_accumulator_value`` for Adagrad) and keep them between steps.
 step : int
     The 1-based number of the step being taken (bias corrections, lr decay, first momentum step).
-maximize : bool
+maximize : bool, default False
     Ascend the objective instead of descending.
-
-CUDA only (CuPy arrays), keyword arguments of every update function:
-
-master_params : list of float32 arrays, optional
+grad_scale, found_inf : float32 arrays of one element, optional (both or neither)
+    AMP's loss scaling, NumPy and CuPy alike (on the device for CuPy, without a host sync): when
+    ``found_inf != 0`` the step changes nothing; otherwise the rule sees ``g / grad_scale`` in
+    the same pass (the scale cast once to the array dtype). Zero ``found_inf``, call
+    :func:`found_inf_` on the scaled grads, then step.
+master_params : list of float32 arrays, optional, CUDA only
     Mixed precision: with float16/bfloat16 params and grads, the states are float32 and the math
     is float32; with master_params the rule updates these float32 copies of the params and the
     params receive the result rounded to their dtype.
-grad_scale, found_inf : float32 arrays of one element on the device, optional (both or neither)
-    AMP's loss scaling without a host sync: when ``found_inf != 0`` the step changes nothing;
-    otherwise the rule sees ``g / grad_scale``.
 
+Non-finite gradients
+--------------------
+A NaN or infinite gradient poisons the params and the states permanently (every later step
+keeps the NaN). Nothing checks for it by default, since a check is a second pass over memory;
+to skip such a step, pass ``grad_scale``/``found_inf`` after :func:`found_inf_` (use a
+``grad_scale`` of 1 without loss scaling).
+
+Errors
+------
 Every argument is checked before any array is modified: a bad dtype, shape, list length, a
 read-only or non-contiguous array, two written arguments sharing memory, or a hyperparameter out
 of range raise TypeError/ValueError naming the argument, and nothing is changed.
@@ -40,18 +60,29 @@ bit.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 from . import _checks, _core, _scalars
 
 __all__ = ["sgd_", "adagrad_", "rmsprop_", "adam_", "adamax_", "global_norm",
            "clip_by_global_norm_", "found_inf_", "backend_of", "lbfgs_direction_"]
 
+Arrays = Sequence[Any]  # a list of NumPy or CuPy arrays
 
-def backend_of(params):
+
+def backend_of(params: Arrays):
     """The kernel module for a list of arrays: ``_core`` for NumPy, ``_cuda`` for CuPy.
 
     Only the first array picks; every other array is then checked to be of the same kind by the
     kernel module itself, which raises TypeError naming the first one that is not.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fusedopt import ops
+    >>> ops.backend_of([np.zeros(3)]).__name__
+    'fusedopt._core'
     """
     if isinstance(params, (list, tuple)) and params:
         mod = type(params[0]).__module__
@@ -62,104 +93,306 @@ def backend_of(params):
     return _core
 
 
-def _cuda_only(impl, master_params, grad_scale, found_inf) -> dict:
-    """The CUDA-only keyword arguments that were given, refused for the CPU backend."""
-    kw = {k: v for k, v in (("master_params", master_params), ("grad_scale", grad_scale),
-                            ("found_inf", found_inf)) if v is not None}
-    if kw and impl is _core:
-        raise TypeError(f"{', '.join(kw)}: mixed precision and AMP scaling need CuPy arrays "
+def _extra(impl, master_params, grad_scale, found_inf) -> dict:
+    """The optional keyword arguments that were given; master_params refused for the CPU."""
+    if master_params is not None and impl is _core:
+        raise TypeError("master_params: mixed precision and master weights need CuPy arrays "
                         "(the CUDA backend)")
-    return kw
+    return {k: v for k, v in (("master_params", master_params), ("grad_scale", grad_scale),
+                              ("found_inf", found_inf)) if v is not None}
 
 
-def sgd_(params, grads, momentum_buffers=None, *, step, lr, momentum=0.0, dampening=0.0,
-         weight_decay=0.0, nesterov=False, maximize=False, master_params=None, grad_scale=None,
-         found_inf=None):
-    """SGD with optional momentum, dampening, Nesterov momentum and L2 weight decay.
+def sgd_(params: Arrays, grads: Arrays, momentum_buffers: Arrays | None = None, *, step: int,
+         lr: float, momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
+         nesterov: bool = False, maximize: bool = False, master_params: Arrays | None = None,
+         grad_scale=None, found_inf=None) -> None:
+    """SGD with optional momentum, dampening, Nesterov momentum and L2 weight decay, in place.
 
-    ``momentum_buffers`` is required when ``momentum != 0``. As in torch.optim.SGD the buffer is
-    set to the gradient on the first step (``step == 1``) and decayed after that:
-    ``buf = momentum * buf + (1 - dampening) * g``.
+    As torch.optim.SGD::
+
+        momentum_buffer <- g                                            (step == 1)
+        momentum_buffer <- momentum * momentum_buffer + (1 - dampening) * g   (after)
+        g <- g + momentum * momentum_buffer   (nesterov)   or   g <- momentum_buffer
+        p <- p - lr * g
+
+    Parameters
+    ----------
+    params, grads
+        See the module docstring.
+    momentum_buffers : list of arrays, optional
+        Required when ``momentum != 0``.
+    step : int
+        The 1-based step (the buffer is set to ``g`` on step 1).
+    lr : float
+        Learning rate, >= 0.
+    momentum : float, default 0.0
+    dampening : float, default 0.0
+        In [0, 1].
+    weight_decay : float, default 0.0
+        L2 penalty.
+    nesterov : bool, default False
+        Needs ``momentum > 0`` and ``dampening == 0``.
+    maximize : bool, default False
+    master_params, grad_scale, found_inf
+        See the module docstring.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fusedopt import ops
+    >>> p, g = [np.ones(3, np.float32)], [np.full(3, 0.5, np.float32)]
+    >>> ops.sgd_(p, g, step=1, lr=0.1)
+    >>> p[0]
+    array([0.95, 0.95, 0.95], dtype=float32)
     """
     s = _scalars.sgd(step=step, lr=lr, momentum=momentum, dampening=dampening,
                      weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
     impl = backend_of(params)
-    impl.sgd(params, grads, momentum_buffers, s.lr, s.momentum, s.one_minus_dampening,
-             s.weight_decay, s.first_step, nesterov, maximize,
-             **_cuda_only(impl, master_params, grad_scale, found_inf))
+    impl.sgd(params, grads, momentum_buffers, s,
+             **_extra(impl, master_params, grad_scale, found_inf))
 
 
-def adagrad_(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
-             eps=1e-10, eps_root=0.0, maximize=False, master_params=None, grad_scale=None,
-             found_inf=None):
-    """Adagrad: ``sum += g*g; p -= clr * (g / (sqrt(sum + eps_root) + eps))``,
-    ``clr = lr / (1 + (step - 1) * lr_decay)``."""
+def adagrad_(params: Arrays, grads: Arrays, state_sums: Arrays, *, step: int, lr: float = 1e-2,
+             lr_decay: float = 0.0, weight_decay: float = 0.0, eps: float = 1e-10,
+             eps_root: float = 0.0, maximize: bool = False, master_params: Arrays | None = None,
+             grad_scale=None, found_inf=None) -> None:
+    """Adagrad (Duchi, Hazan & Singer 2011), in place::
+
+        sum <- sum + g * g
+        p   <- p - lr_t * (g / (sqrt(sum + eps_root) + eps)),   lr_t = lr / (1 + (t - 1) * lr_decay)
+
+    Parameters
+    ----------
+    params, grads
+        See the module docstring.
+    state_sums : list of arrays
+        The ``sum`` state (torch's name), initialised with ``initial_accumulator_value``.
+    step : int
+    lr : float, default 1e-2
+    lr_decay : float, default 0.0
+    weight_decay : float, default 0.0
+    eps : float, default 1e-10
+        Added to the square root.
+    eps_root : float, default 0.0
+        Added inside the square root (optax).
+    maximize : bool, default False
+    master_params, grad_scale, found_inf
+        See the module docstring.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fusedopt import ops
+    >>> p, g, s = [np.ones(2)], [np.full(2, 2.0)], [np.zeros(2)]
+    >>> ops.adagrad_(p, g, s, step=1, lr=0.5, eps=0.0)
+    >>> s[0], p[0]
+    (array([4., 4.]), array([0.5, 0.5]))
+    """
     s = _scalars.adagrad(step=step, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                          eps=eps, eps_root=eps_root, maximize=maximize)
     impl = backend_of(params)
-    impl.adagrad(params, grads, state_sums, s.clr, s.eps, s.eps_root, s.weight_decay, maximize,
-                 **_cuda_only(impl, master_params, grad_scale, found_inf))
+    impl.adagrad(params, grads, state_sums, s,
+                 **_extra(impl, master_params, grad_scale, found_inf))
 
 
-def rmsprop_(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *, step,
-             lr=1e-2, alpha=0.99, eps=1e-8, eps_root=0.0, weight_decay=0.0, momentum=0.0,
-             centered=False, maximize=False, master_params=None, grad_scale=None,
-             found_inf=None):
-    """RMSprop; ``grad_avgs`` is required when ``centered``, ``momentum_buffers`` when
-    ``momentum != 0``."""
+def rmsprop_(params: Arrays, grads: Arrays, square_avgs: Arrays, grad_avgs: Arrays | None = None,
+             momentum_buffers: Arrays | None = None, *, step: int, lr: float = 1e-2,
+             alpha: float = 0.99, eps: float = 1e-8, eps_root: float = 0.0,
+             weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False,
+             maximize: bool = False, master_params: Arrays | None = None, grad_scale=None,
+             found_inf=None) -> None:
+    """RMSprop (Hinton), centered (Graves 2013), with momentum, in place::
+
+        square_avg <- alpha * square_avg + (1 - alpha) * (g * g)
+        grad_avg   <- alpha * grad_avg + (1 - alpha) * g                      (centered)
+        denom       = sqrt(square_avg - grad_avg * grad_avg + eps_root) + eps  (centered)
+        denom       = sqrt(square_avg + eps_root) + eps                        (otherwise)
+        momentum_buffer <- momentum * momentum_buffer + g / denom;  p <- p - lr * momentum_buffer
+        p <- p - lr * (g / denom)                                              (momentum == 0)
+
+    Parameters
+    ----------
+    params, grads
+        See the module docstring.
+    square_avgs : list of arrays
+    grad_avgs : list of arrays, optional
+        Required when ``centered``.
+    momentum_buffers : list of arrays, optional
+        Required when ``momentum != 0``.
+    step : int
+    lr : float, default 1e-2
+    alpha : float, default 0.99
+        In [0, 1].
+    eps : float, default 1e-8
+    eps_root : float, default 0.0
+    weight_decay : float, default 0.0
+    momentum : float, default 0.0
+    centered : bool, default False
+    maximize : bool, default False
+    master_params, grad_scale, found_inf
+        See the module docstring.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fusedopt import ops
+    >>> p, g, sq = [np.ones(2)], [np.ones(2)], [np.zeros(2)]
+    >>> ops.rmsprop_(p, g, sq, step=1, lr=0.1, alpha=0.75, eps=0.0)
+    >>> sq[0], p[0]
+    (array([0.25, 0.25]), array([0.8, 0.8]))
+    """
     s = _scalars.rmsprop(step=step, lr=lr, alpha=alpha, eps=eps, eps_root=eps_root,
                          weight_decay=weight_decay, momentum=momentum, centered=centered,
                          maximize=maximize)
     impl = backend_of(params)
-    impl.rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, s.lr, s.alpha,
-                 s.one_minus_alpha, s.eps, s.eps_root, s.weight_decay, s.momentum, centered,
-                 maximize, **_cuda_only(impl, master_params, grad_scale, found_inf))
+    impl.rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, s,
+                 **_extra(impl, master_params, grad_scale, found_inf))
 
 
-def adam_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, lr=1e-3,
-          betas=(0.9, 0.999), eps=1e-8, eps_root=0.0, weight_decay=0.0,
-          decoupled_weight_decay=False, amsgrad=False, maximize=False, master_params=None,
-          grad_scale=None, found_inf=None):
-    """Adam with Kingma & Ba's bias correction; AdamW with ``decoupled_weight_decay=True``;
-    AMSGrad with ``amsgrad=True`` (then ``max_exp_avg_sqs`` is required)."""
+def adam_(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_avg_sqs: Arrays,
+          max_exp_avg_sqs: Arrays | None = None, *, step: int, lr: float = 1e-3,
+          betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, eps_root: float = 0.0,
+          weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
+          amsgrad: bool = False, maximize: bool = False, master_params: Arrays | None = None,
+          grad_scale=None, found_inf=None) -> None:
+    """Adam (Kingma & Ba 2015); AdamW with ``decoupled_weight_decay=True``; AMSGrad, in place::
+
+        p              <- p * (1 - lr * wd)                       (decoupled weight decay)
+        exp_avg        <- b1 * exp_avg + (1 - b1) * g
+        exp_avg_sq     <- b2 * exp_avg_sq + (1 - b2) * (g * g)
+        max_exp_avg_sq <- max(max_exp_avg_sq, exp_avg_sq)         (amsgrad: used below instead)
+        m_hat = exp_avg / (1 - b1^t),  v_hat = exp_avg_sq / (1 - b2^t)
+        p              <- p - lr * m_hat / (sqrt(v_hat + eps_root) + eps)
+
+    Parameters
+    ----------
+    params, grads
+        See the module docstring.
+    exp_avgs, exp_avg_sqs : list of arrays
+    max_exp_avg_sqs : list of arrays, optional
+        Required when ``amsgrad``.
+    step : int
+    lr : float, default 1e-3
+    betas : (float, float), default (0.9, 0.999)
+        Each in [0, 1).
+    eps : float, default 1e-8
+    eps_root : float, default 0.0
+        Added inside the square root (optax).
+    weight_decay : float, default 0.0
+    decoupled_weight_decay : bool, default False
+        AdamW's form instead of the L2 penalty.
+    amsgrad : bool, default False
+    maximize : bool, default False
+    master_params, grad_scale, found_inf
+        See the module docstring.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fusedopt import ops
+    >>> p, g = [np.ones(2)], [np.ones(2)]
+    >>> m, v = [np.zeros(2)], [np.zeros(2)]
+    >>> ops.adam_(p, g, m, v, step=1, lr=0.1, eps=0.0)
+    >>> p[0]
+    array([0.9, 0.9])
+    """
     s = _scalars.adam(step=step, lr=lr, betas=betas, eps=eps, eps_root=eps_root,
                       weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
                       amsgrad=amsgrad, maximize=maximize)
     impl = backend_of(params)
-    impl.adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, s.lr, s.beta1,
-              s.one_minus_beta1, s.beta2, s.one_minus_beta2, s.bias_correction1,
-              s.bias_correction2, s.eps, s.eps_root, s.weight_decay, s.decay,
-              decoupled_weight_decay, amsgrad, maximize,
-              **_cuda_only(impl, master_params, grad_scale, found_inf))
+    impl.adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, s,
+              **_extra(impl, master_params, grad_scale, found_inf))
 
 
-def adamax_(params, grads, exp_avgs, exp_infs, *, step, lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
-            weight_decay=0.0, maximize=False, master_params=None, grad_scale=None,
-            found_inf=None):
-    """AdaMax: ``u = max(beta2*u, |g| + eps); p -= lr / (1 - beta1**step) * (m / u)``."""
+def adamax_(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_infs: Arrays, *, step: int,
+            lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+            weight_decay: float = 0.0, maximize: bool = False,
+            master_params: Arrays | None = None, grad_scale=None, found_inf=None) -> None:
+    """AdaMax (Kingma & Ba 2015, section 7.1), in place::
+
+        exp_avg <- b1 * exp_avg + (1 - b1) * g
+        exp_inf <- max(b2 * exp_inf, |g| + eps)
+        p       <- p - step_size * (exp_avg / exp_inf),   step_size = lr / (1 - b1^t)
+
+    Parameters
+    ----------
+    params, grads
+        See the module docstring.
+    exp_avgs, exp_infs : list of arrays
+    step : int
+    lr : float, default 2e-3
+    betas : (float, float), default (0.9, 0.999)
+    eps : float, default 1e-8
+    weight_decay : float, default 0.0
+    maximize : bool, default False
+    master_params, grad_scale, found_inf
+        See the module docstring.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fusedopt import ops
+    >>> p, g, m, u = [np.ones(2)], [np.ones(2)], [np.zeros(2)], [np.zeros(2)]
+    >>> ops.adamax_(p, g, m, u, step=1, lr=0.5, betas=(0.5, 0.5), eps=0.0)
+    >>> p[0]
+    array([0.5, 0.5])
+    """
     s = _scalars.adamax(step=step, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                         maximize=maximize)
     impl = backend_of(params)
-    impl.adamax(params, grads, exp_avgs, exp_infs, s.clr, s.beta1, s.one_minus_beta1, s.beta2,
-                s.eps, s.weight_decay, maximize,
-                **_cuda_only(impl, master_params, grad_scale, found_inf))
+    impl.adamax(params, grads, exp_avgs, exp_infs, s,
+                **_extra(impl, master_params, grad_scale, found_inf))
 
 
-def global_norm(arrays) -> float:
+def global_norm(arrays: Arrays) -> float:
     """L2 norm over every element of a list of arrays, accumulated in float64.
 
     Deterministic: fixed blocks of ``_core.reduce_block`` elements, partial sums added in a fixed
     order, so the result has the same bits for any number of threads.
+
+    Parameters
+    ----------
+    arrays : list of arrays
+        float32 or float64 (NumPy or CuPy).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fusedopt import ops
+    >>> ops.global_norm([np.array([3.0]), np.array([4.0], np.float32)])
+    5.0
     """
     return math.sqrt(backend_of(arrays).sum_squares(arrays))
 
 
-def clip_by_global_norm_(arrays, max_norm, *, eps=1e-6, error_if_nonfinite=False) -> float:
+def clip_by_global_norm_(arrays: Arrays, max_norm: float, *, eps: float = 1e-6,
+                         error_if_nonfinite: bool = False) -> float:
     """Scale every array in place by ``min(1, max_norm / (norm + eps))`` (as
     ``torch.nn.utils.clip_grad_norm_``). Returns the global norm before clipping.
 
-    With ``error_if_nonfinite=True`` a NaN or infinite norm raises ValueError and nothing is
-    scaled.
+    A zero norm (all zeros, or an empty list) needs no clipping and scales nothing, whatever
+    ``eps``. A non-finite norm scales by NaN (or 0), as torch does, unless ``error_if_nonfinite``.
+
+    Parameters
+    ----------
+    arrays : list of arrays
+        Updated in place.
+    max_norm : float
+        >= 0.
+    eps : float, default 1e-6
+        >= 0.
+    error_if_nonfinite : bool, default False
+        A NaN or infinite norm raises ValueError and nothing is scaled.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fusedopt import ops
+    >>> g = [np.array([3.0, 4.0])]
+    >>> ops.clip_by_global_norm_(g, 1.0, eps=0.0)
+    5.0
+    >>> g[0]
+    array([0.6, 0.8])
     """
     max_norm = _checks.nonneg("max_norm", max_norm)
     eps = _checks.nonneg("eps", eps)
@@ -168,24 +401,42 @@ def clip_by_global_norm_(arrays, max_norm, *, eps=1e-6, error_if_nonfinite=False
     norm = math.sqrt(impl.sum_squares(arrays))
     if error_if_nonfinite and not math.isfinite(norm):
         raise ValueError(f"the global norm of arrays is {norm}; nothing was clipped")
+    if norm + eps == 0.0:  # norm == 0 and eps == 0: nothing to clip, and no 0 / 0
+        return norm
     coef = max_norm / (norm + eps)
     if coef < 1.0 or not math.isfinite(norm):
         impl.scale_(arrays, coef)
     return norm
 
 
-def found_inf_(arrays, found_inf) -> None:
-    """AMP's check, CuPy arrays only: set ``found_inf`` (one float32 on the device) to 1 if any
-    element of ``arrays`` (float16, bfloat16, float32, float64) is infinite or NaN, and leave it
-    as it is otherwise, without a host sync. Zero it, check the scaled grads, then pass
-    ``grad_scale``/``found_inf`` to the update: the step is skipped on the device."""
-    impl = backend_of(arrays)
-    if impl is _core:
-        raise TypeError("found_inf_ needs CuPy arrays (the CUDA backend)")
-    impl.found_inf_(arrays, found_inf)
+def found_inf_(arrays: Arrays, found_inf) -> None:
+    """AMP's check: set ``found_inf[0]`` to 1 if any element of ``arrays`` is infinite or NaN,
+    and leave it as it is otherwise.
+
+    NumPy: float32/float64 arrays and a one-element float32 NumPy ``found_inf`` (one fused
+    parallel scan). CuPy: float16, bfloat16, float32, float64 arrays and ``found_inf`` on the
+    device, without a host sync. Zero ``found_inf``, check the (scaled) grads, then pass
+    ``grad_scale``/``found_inf`` to the update: a step with a non-finite grad changes nothing.
+
+    Parameters
+    ----------
+    arrays : list of arrays
+    found_inf : float32 array of one element
+        Written (set to 1) when a non-finite element is found.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fusedopt import ops
+    >>> found = np.zeros(1, np.float32)
+    >>> ops.found_inf_([np.array([1.0, np.inf])], found)
+    >>> found
+    array([1.], dtype=float32)
+    """
+    backend_of(arrays).found_inf_(arrays, found_inf)
 
 
-def lbfgs_direction_(out, grad, history):
+def lbfgs_direction_(out, grad, history) -> float:
     """``out = -H grad``: the L-BFGS two-loop recursion (Nocedal & Wright, Algorithm 7.4) over a
     ``fusedopt.lbfgs.History``, in one fused call.
 
@@ -195,7 +446,24 @@ def lbfgs_direction_(out, grad, history):
     dot of the next); its float64 reductions use fixed blocks in a fixed order, so the result has
     the same bits for any number of threads. With an empty history, ``out = -grad``.
 
-    Returns ``grad . out`` (float64), taken in the last pass (the line search needs it).
+    Parameters
+    ----------
+    out : array
+        Receives the direction.
+    grad : array
+    history : fusedopt.lbfgs.History
+        The pairs (s, y) in a ring buffer.
+
+    Returns
+    -------
+    float
+        ``grad . out`` (float64), taken in the last pass (the line search needs it).
     """
-    return backend_of([out]).lbfgs_direction(out, grad, history.s, history.y, history.rho,
-                                             history.head, history.count)
+    try:
+        s, y, rho, head, count = (history.s, history.y, history.rho, history.head,
+                                  history.count)
+    except AttributeError:
+        raise TypeError("history must be a fusedopt.lbfgs.History (with s, y, rho, head, "
+                        f"count), got {type(history).__module__}.{type(history).__name__}"
+                        ) from None
+    return backend_of([out]).lbfgs_direction(out, grad, s, y, rho, head, count)

@@ -280,17 +280,10 @@ class Optimizer:
         if grad_scale is not None or found_inf is not None:
             if grad_scale is None or found_inf is None:
                 raise ValueError("grad_scale and found_inf go together: give both or neither")
-            scale = _amp_value("grad_scale", grad_scale)
+            _amp_value("grad_scale", grad_scale)
             skip = _amp_value("found_inf", found_inf) != 0.0
-            if self.backend == "reference":
-                # The reference has no AMP arguments: the same checks and the same division.
-                _checks.check_lists([("params", self.params, True), ("grads", grads, False)],
-                                    array_type=type(self.params[0]))
-                if skip:
-                    return
-                grads = [g / g.dtype.type(scale) for g in grads]
-            else:
-                amp = {"grad_scale": grad_scale, "found_inf": found_inf}
+            # Both backends take the pair: the step is skipped, or g / grad_scale, in one pass.
+            amp = {"grad_scale": grad_scale, "found_inf": found_inf}
         with self._lock:
             lr = self.current_lr()
             self._update(grads, self._step + 1, lr, **amp)

@@ -1,12 +1,18 @@
 """The NumPy reference: every update rule written out as the textbook has it.
 
+Layer: kernels (the NumPy twin of the kernels; imports no kernels).
+
 This module is the ground truth of fusedopt. Each function updates lists of arrays in place,
 one tensor at a time, with plain NumPy expressions in the order of operations of the equations
 in its docstring. The per-step scalars come from ``fusedopt._scalars`` (float64, cast once to the
 array dtype), exactly as the compiled kernels receive them, so the fused kernels are expected to
 reproduce these results bit for bit.
 
-Signatures match ``fusedopt.ops``; see there for the argument documentation.
+Signatures match ``fusedopt.ops``; see there for the argument documentation, the notation and
+the AMP pair ``grad_scale``/``found_inf`` (when ``found_inf[0] != 0`` nothing changes; otherwise
+the rule sees ``g / grad_scale``, the scale cast once to the array dtype, as the kernels do).
+
+Layer: the reference (NumPy only); it imports nothing compiled.
 """
 from __future__ import annotations
 
@@ -15,8 +21,41 @@ import numpy as np
 from . import _checks, _scalars
 
 __all__ = ["sgd_", "adagrad_", "rmsprop_", "adam_", "adamax_", "global_norm",
-           "clip_by_global_norm_",
+           "clip_by_global_norm_", "found_inf_",
            "lbfgs_direction"]
+
+
+def _amp_scalar(name, a):
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray (one float32), got "
+                        f"{type(a).__module__}.{type(a).__name__}")
+    if a.dtype != np.float32 or a.size != 1:
+        raise TypeError(f"{name} must hold one float32, got dtype {a.dtype} and size {a.size}")
+
+
+def _amp(grad_scale, found_inf):
+    """(skip the step, the grad scale or None) of AMP's optional pair."""
+    if (grad_scale is None) != (found_inf is None):
+        raise ValueError("grad_scale and found_inf go together: give both or neither")
+    if grad_scale is None:
+        return False, None
+    _amp_scalar("grad_scale", grad_scale)
+    _amp_scalar("found_inf", found_inf)
+    return bool(found_inf.reshape(-1)[0] != 0), grad_scale.reshape(-1)[0]
+
+
+def _unscaled(g, p, scale):
+    """g / grad_scale, the scale cast once to the dtype (the kernels' AMP instance)."""
+    return g if scale is None else g / p.dtype.type(scale)
+
+
+def found_inf_(arrays, found_inf):
+    """``found_inf[0] = 1`` if any element of ``arrays`` is infinite or NaN; left as it is
+    otherwise."""
+    _checks.check_lists([("arrays", arrays, False)])
+    _amp_scalar("found_inf", found_inf)
+    if any(not np.isfinite(a).all() for a in arrays):
+        found_inf.reshape(-1)[0] = 1.0
 
 
 def _grad(g, p, k, maximize, weight_decay):
@@ -29,14 +68,17 @@ def _grad(g, p, k, maximize, weight_decay):
 
 
 def sgd_(params, grads, momentum_buffers=None, *, step, lr, momentum=0.0, dampening=0.0,
-         weight_decay=0.0, nesterov=False, maximize=False):
+         weight_decay=0.0, nesterov=False, maximize=False,
+         grad_scale=None, found_inf=None):
     r"""SGD, heavy-ball momentum, dampening and Nesterov momentum (Sutskever et al. 2013).
 
-    .. math::
-        g &\leftarrow \pm g + \lambda p \\
-        b &\leftarrow g \text{ (first step)}, \quad b \leftarrow \mu b + (1-\tau) g \\
-        g &\leftarrow g + \mu b \text{ (Nesterov)}, \quad g \leftarrow b \\
-        p &\leftarrow p - \eta g
+    In the notation of ``fusedopt.ops`` and ``rules/sgd.h``::
+
+        g               <- (maximize ? -g : g) + weight_decay * p
+        momentum_buffer <- g                                         (first step)
+        momentum_buffer <- momentum * momentum_buffer + (1 - dampening) * g
+        g               <- g + momentum * momentum_buffer  (nesterov)  or  momentum_buffer
+        p               <- p - lr * g
     """
     s = _scalars.sgd(step=step, lr=lr, momentum=momentum, dampening=dampening,
                      weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
@@ -44,51 +86,61 @@ def sgd_(params, grads, momentum_buffers=None, *, step, lr, momentum=0.0, dampen
     if s.momentum != 0:
         lists.append(("momentum_buffers", momentum_buffers, True))
     _checks.check_lists(lists)
+    skip, scale = _amp(grad_scale, found_inf)
+    if skip:
+        return
     for i, (p, g) in enumerate(zip(params, grads)):
         k = _scalars.cast(s, p.dtype)
-        g = _grad(g, p, k, maximize, weight_decay)
+        g = _grad(_unscaled(g, p, scale), p, k, maximize, weight_decay)
         if s.momentum != 0:
-            buf = momentum_buffers[i]
+            momentum_buffer = momentum_buffers[i]
             if s.first_step:
-                buf[...] = g
+                momentum_buffer[...] = g
             else:
-                buf[...] = k.momentum * buf + k.one_minus_dampening * g
-            g = g + k.momentum * buf if nesterov else buf
+                momentum_buffer[...] = k.momentum * momentum_buffer + k.one_minus_dampening * g
+            g = g + k.momentum * momentum_buffer if nesterov else momentum_buffer
         p[...] = p - k.lr * g
 
 
 def adagrad_(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
-             eps=1e-10, eps_root=0.0, maximize=False):
+             eps=1e-10, eps_root=0.0, maximize=False,
+             grad_scale=None, found_inf=None):
     r"""Adagrad (Duchi, Hazan & Singer 2011).
 
-    .. math::
-        \eta_t &= \eta / (1 + (t-1) \delta) \\
-        G &\leftarrow G + g \odot g \\
-        p &\leftarrow p - \eta_t \, g / (\sqrt{G + \epsilon_{root}} + \epsilon)
+    In the notation of ``fusedopt.ops`` and ``rules/adagrad.h``::
+
+        lr_t = lr / (1 + (t - 1) * lr_decay)
+        sum  <- sum + g * g
+        p    <- p - lr_t * (g / (sqrt(sum + eps_root) + eps))
     """
     s = _scalars.adagrad(step=step, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                          eps=eps, eps_root=eps_root, maximize=maximize)
     _checks.check_lists([("params", params, True), ("grads", grads, False),
                          ("state_sums", state_sums, True)])
-    for p, g, G in zip(params, grads, state_sums):
+    skip, scale = _amp(grad_scale, found_inf)
+    if skip:
+        return
+    for p, g, sum_ in zip(params, grads, state_sums):
         k = _scalars.cast(s, p.dtype)
-        g = _grad(g, p, k, maximize, weight_decay)
-        G[...] = G + g * g
-        denom = np.sqrt(G + k.eps_root) + k.eps
-        p[...] = p - k.clr * (g / denom)
+        g = _grad(_unscaled(g, p, scale), p, k, maximize, weight_decay)
+        sum_[...] = sum_ + g * g
+        denom = np.sqrt(sum_ + k.eps_root) + k.eps
+        p[...] = p - k.lr_t * (g / denom)
 
 
 def rmsprop_(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *, step,
              lr=1e-2, alpha=0.99, eps=1e-8, eps_root=0.0, weight_decay=0.0, momentum=0.0,
-             centered=False, maximize=False):
+             centered=False, maximize=False,
+             grad_scale=None, found_inf=None):
     r"""RMSProp (Hinton, Coursera lecture 6e), centered form (Graves 2013), with momentum.
 
-    .. math::
-        S &\leftarrow \alpha S + (1-\alpha)\, g \odot g \\
-        \bar g &\leftarrow \alpha \bar g + (1-\alpha) g \quad \text{(centered)} \\
-        d &= \sqrt{S - \bar g \odot \bar g + \epsilon_{root}} + \epsilon \\
-        b &\leftarrow \mu b + g / d, \quad p \leftarrow p - \eta b
-        \quad \text{or} \quad p \leftarrow p - \eta\, (g / d)
+    In the notation of ``fusedopt.ops`` and ``rules/rmsprop.h``::
+
+        square_avg      <- alpha * square_avg + (1 - alpha) * (g * g)
+        grad_avg        <- alpha * grad_avg + (1 - alpha) * g                   (centered)
+        denom            = sqrt(square_avg - grad_avg * grad_avg + eps_root) + eps
+        momentum_buffer <- momentum * momentum_buffer + g / denom;  p <- p - lr * momentum_buffer
+        p               <- p - lr * (g / denom)                                 (momentum == 0)
     """
     s = _scalars.rmsprop(step=step, lr=lr, alpha=alpha, eps=eps, eps_root=eps_root,
                          weight_decay=weight_decay, momentum=momentum, centered=centered,
@@ -100,36 +152,42 @@ def rmsprop_(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, 
     if s.momentum != 0:
         lists.append(("momentum_buffers", momentum_buffers, True))
     _checks.check_lists(lists)
-    for i, (p, g, S) in enumerate(zip(params, grads, square_avgs)):
+    skip, scale = _amp(grad_scale, found_inf)
+    if skip:
+        return
+    for i, (p, g, square_avg) in enumerate(zip(params, grads, square_avgs)):
         k = _scalars.cast(s, p.dtype)
-        g = _grad(g, p, k, maximize, weight_decay)
-        S[...] = k.alpha * S + k.one_minus_alpha * (g * g)
-        var = S
+        g = _grad(_unscaled(g, p, scale), p, k, maximize, weight_decay)
+        square_avg[...] = k.alpha * square_avg + k.one_minus_alpha * (g * g)
+        var = square_avg
         if centered:
-            ga = grad_avgs[i]
-            ga[...] = k.alpha * ga + k.one_minus_alpha * g
-            var = S - ga * ga
+            grad_avg = grad_avgs[i]
+            grad_avg[...] = k.alpha * grad_avg + k.one_minus_alpha * g
+            var = square_avg - grad_avg * grad_avg
         denom = np.sqrt(var + k.eps_root) + k.eps
         if s.momentum != 0:
-            buf = momentum_buffers[i]
-            buf[...] = k.momentum * buf + g / denom
-            p[...] = p - k.lr * buf
+            momentum_buffer = momentum_buffers[i]
+            momentum_buffer[...] = k.momentum * momentum_buffer + g / denom
+            p[...] = p - k.lr * momentum_buffer
         else:
             p[...] = p - k.lr * (g / denom)
 
 
 def adam_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, lr=1e-3,
           betas=(0.9, 0.999), eps=1e-8, eps_root=0.0, weight_decay=0.0,
-          decoupled_weight_decay=False, amsgrad=False, maximize=False):
+          decoupled_weight_decay=False, amsgrad=False, maximize=False,
+          grad_scale=None, found_inf=None):
     r"""Adam (Kingma & Ba 2015), AdamW (Loshchilov & Hutter 2019), AMSGrad (Reddi et al. 2018).
 
-    .. math::
-        p &\leftarrow p (1 - \eta\lambda) \quad \text{(decoupled weight decay)} \\
-        m &\leftarrow \beta_1 m + (1-\beta_1) g \\
-        v &\leftarrow \beta_2 v + (1-\beta_2)\, g \odot g \\
-        \hat v_{max} &\leftarrow \max(\hat v_{max}, v) \quad \text{(AMSGrad; replaces } v) \\
-        \hat m &= m / (1-\beta_1^t), \quad \hat v = v / (1-\beta_2^t) \\
-        p &\leftarrow p - \eta \hat m / (\sqrt{\hat v + \epsilon_{root}} + \epsilon)
+    In the notation of ``fusedopt.ops`` and ``rules/adam.h``::
+
+        p              <- p * decay,  decay = 1 - lr * weight_decay   (decoupled weight decay)
+        exp_avg        <- beta1 * exp_avg + (1 - beta1) * g
+        exp_avg_sq     <- beta2 * exp_avg_sq + (1 - beta2) * (g * g)
+        max_exp_avg_sq <- max(max_exp_avg_sq, exp_avg_sq)    (amsgrad; replaces exp_avg_sq below)
+        m_hat = exp_avg / bias_correction1,     bias_correction1 = 1 - beta1**t
+        v_hat = exp_avg_sq / bias_correction2,  bias_correction2 = 1 - beta2**t
+        p              <- p - lr * m_hat / (sqrt(v_hat + eps_root) + eps)
     """
     s = _scalars.adam(step=step, lr=lr, betas=betas, eps=eps, eps_root=eps_root,
                       weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
@@ -139,41 +197,51 @@ def adam_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, l
     if amsgrad:
         lists.append(("max_exp_avg_sqs", max_exp_avg_sqs, True))
     _checks.check_lists(lists)
+    skip, scale = _amp(grad_scale, found_inf)
+    if skip:
+        return
     decoupled = decoupled_weight_decay and weight_decay != 0
-    for i, (p, g, m, v) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs)):
+    for i, (p, g, exp_avg, exp_avg_sq) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs)):
         k = _scalars.cast(s, p.dtype)
-        g = _grad(g, p, k, maximize, 0 if decoupled_weight_decay else weight_decay)
+        g = _grad(_unscaled(g, p, scale), p, k, maximize,
+                  0 if decoupled_weight_decay else weight_decay)
         if decoupled:
             p[...] = p * k.decay
-        m[...] = k.beta1 * m + k.one_minus_beta1 * g
-        v[...] = k.beta2 * v + k.one_minus_beta2 * (g * g)
+        exp_avg[...] = k.beta1 * exp_avg + k.one_minus_beta1 * g
+        exp_avg_sq[...] = k.beta2 * exp_avg_sq + k.one_minus_beta2 * (g * g)
+        v = exp_avg_sq
         if amsgrad:
-            np.maximum(max_exp_avg_sqs[i], v, out=max_exp_avg_sqs[i])
+            np.maximum(max_exp_avg_sqs[i], exp_avg_sq, out=max_exp_avg_sqs[i])
             v = max_exp_avg_sqs[i]
-        m_hat = m / k.bias_correction1
+        m_hat = exp_avg / k.bias_correction1
         v_hat = v / k.bias_correction2
         p[...] = p - k.lr * m_hat / (np.sqrt(v_hat + k.eps_root) + k.eps)
 
 
 def adamax_(params, grads, exp_avgs, exp_infs, *, step, lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
-            weight_decay=0.0, maximize=False):
+            weight_decay=0.0, maximize=False,
+            grad_scale=None, found_inf=None):
     r"""AdaMax (Kingma & Ba 2015, section 7.1), the infinity-norm variant of Adam.
 
-    .. math::
-        m &\leftarrow \beta_1 m + (1-\beta_1) g \\
-        u &\leftarrow \max(\beta_2 u, |g| + \epsilon) \\
-        p &\leftarrow p - \frac{\eta}{1-\beta_1^t}\, (m / u)
+    In the notation of ``fusedopt.ops`` and ``rules/adamax.h``::
+
+        exp_avg <- beta1 * exp_avg + (1 - beta1) * g
+        exp_inf <- max(beta2 * exp_inf, |g| + eps)
+        p       <- p - step_size * (exp_avg / exp_inf),   step_size = lr / (1 - beta1**t)
     """
     s = _scalars.adamax(step=step, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                         maximize=maximize)
     _checks.check_lists([("params", params, True), ("grads", grads, False),
                          ("exp_avgs", exp_avgs, True), ("exp_infs", exp_infs, True)])
-    for p, g, m, u in zip(params, grads, exp_avgs, exp_infs):
+    skip, scale = _amp(grad_scale, found_inf)
+    if skip:
+        return
+    for p, g, exp_avg, exp_inf in zip(params, grads, exp_avgs, exp_infs):
         k = _scalars.cast(s, p.dtype)
-        g = _grad(g, p, k, maximize, weight_decay)
-        m[...] = k.beta1 * m + k.one_minus_beta1 * g
-        u[...] = np.maximum(k.beta2 * u, np.abs(g) + k.eps)
-        p[...] = p - k.clr * (m / u)
+        g = _grad(_unscaled(g, p, scale), p, k, maximize, weight_decay)
+        exp_avg[...] = k.beta1 * exp_avg + k.one_minus_beta1 * g
+        exp_inf[...] = np.maximum(k.beta2 * exp_inf, np.abs(g) + k.eps)
+        p[...] = p - k.step_size * (exp_avg / exp_inf)
 
 
 def global_norm(arrays):
@@ -203,6 +271,8 @@ def clip_by_global_norm_(arrays, max_norm, *, eps=1e-6, error_if_nonfinite=False
     norm = global_norm(arrays)
     if error_if_nonfinite and not np.isfinite(norm):
         raise ValueError(f"the global norm of arrays is {norm}; nothing was clipped")
+    if norm + eps == 0.0:  # a zero norm (empty or all-zero arrays, eps == 0): nothing to clip
+        return norm
     coef = max_norm / (norm + eps)
     if coef < 1.0 or not np.isfinite(norm):
         with np.errstate(invalid="ignore"):  # inf * 0 -> NaN, as intended

@@ -4,7 +4,8 @@ tables, launches) and its kernels' results can be compared with the reference wi
 
 Kernel arguments are passed as the CUDA driver takes them, one pointer to each value; the
 launcher accepts only what CuPy would pass with the intended C type (a device array, np.int64,
-np.float32, np.float64) and refuses Python numbers, so a wrongly typed argument fails here.
+np.float32, np.float64, a one-element aligned structured NumPy array for a struct) and refuses
+Python numbers, so a wrongly typed argument fails here.
 """
 from __future__ import annotations
 
@@ -112,8 +113,11 @@ def library():
 
 
 def _c_value(a):
-    if isinstance(a, np.ndarray):
+    if isinstance(a, ndarray):  # a device array: its pointer
         return ctypes.c_void_p(a.__array_interface__["data"][0])
+    if type(a) is np.ndarray and a.size == 1 and a.dtype.isalignedstruct:
+        # A one-element host array goes by value, as CuPy passes it: here a struct.
+        return ctypes.create_string_buffer(a.tobytes(), a.dtype.itemsize)
     for t, c in ((np.int64, ctypes.c_longlong), (np.float32, ctypes.c_float),
                  (np.float64, ctypes.c_double)):
         if type(a) is t:
@@ -135,8 +139,8 @@ def _function(file, name):
 def install(monkeypatch, blocks=2):
     """Point fusedopt._cuda at the host: the stand-in cupy, the host kernels, a small grid."""
     library()
-    monkeypatch.setattr(_cuda, "_cupy", lambda: xp)
-    monkeypatch.setattr(_cuda, "_function", _function)
-    monkeypatch.setattr(_cuda, "launch_blocks", blocks)
-    monkeypatch.setattr(_cuda, "_TABLES", {})
-    monkeypatch.setattr(_cuda, "_RESIDENT", {})
+    monkeypatch.setattr(_cuda.runtime, "cupy", lambda: xp)
+    monkeypatch.setattr(_cuda.runtime, "function", _function)
+    monkeypatch.setattr(_cuda.runtime, "launch_blocks", blocks)
+    monkeypatch.setattr(_cuda.runtime, "TABLES", {})
+    monkeypatch.setattr(_cuda.runtime, "RESIDENT", {})

@@ -1,48 +1,50 @@
 // fusedopt/rules/adam.h -- Adam (Kingma & Ba 2015) with bias correction, AdamW's decoupled weight
 // decay (Loshchilov & Hutter 2019), AMSGrad (Reddi et al. 2018), optax's eps_root.
 //
-//   g     <- (maximize ? -g : g) + wd * p          (Adam's L2 form)
-//   p     <- p * (1 - lr * wd)                      (AdamW's decoupled form, instead)
-//   m     <- b1 * m + (1 - b1) * g
-//   v     <- b2 * v + (1 - b2) * (g * g)
-//   vmax  <- max(vmax, v)                           (amsgrad; vmax replaces v below)
-//   m_hat  = m / (1 - b1^t),  v_hat = v / (1 - b2^t)
-//   p     <- p - lr * m_hat / (sqrt(v_hat + eps_root) + eps)
+//   g              <- (maximize ? -g : g) + wd * p        (Adam's L2 form)
+//   p              <- p * decay,  decay = 1 - lr * wd     (AdamW's decoupled form, instead)
+//   exp_avg        <- b1 * exp_avg + (1 - b1) * g
+//   exp_avg_sq     <- b2 * exp_avg_sq + (1 - b2) * (g * g)
+//   max_exp_avg_sq <- max(max_exp_avg_sq, exp_avg_sq)     (amsgrad; it replaces exp_avg_sq below)
+//   m_hat = exp_avg / bias_correction1,       bias_correction1 = 1 - b1^t
+//   v_hat = exp_avg_sq / bias_correction2,    bias_correction2 = 1 - b2^t
+//   p              <- p - lr * m_hat / (sqrt(v_hat + eps_root) + eps)
 #pragma once
 #include "common.h"
 
 namespace fusedopt {
 namespace rules {
 
+// decay: 1 - lr * weight_decay (decoupled weight decay only, else 1).
+#define FUSEDOPT_ADAM_SCALARS(X)                                                                \
+    X(T, lr) X(T, beta1) X(T, one_minus_beta1) X(T, beta2) X(T, one_minus_beta2)                \
+    X(T, bias_correction1) X(T, bias_correction2) X(T, eps) X(T, eps_root) X(T, weight_decay) \
+    X(T, decay)
+#define FUSEDOPT_ADAM_FLAGS(X) X(bool, maximize) X(int, weight_decay_mode) X(bool, amsgrad)
+
 template <typename T>
 struct AdamScalars {
-    T lr;
-    T beta1;
-    T one_minus_beta1;
-    T beta2;
-    T one_minus_beta2;
-    T bias_correction1;  // 1 - beta1^t
-    T bias_correction2;  // 1 - beta2^t
-    T eps;
-    T eps_root;
-    T weight_decay;
-    T decay;  // 1 - lr * weight_decay (decoupled only)
+    FUSEDOPT_SCALARS(AdamScalars, FUSEDOPT_ADAM_SCALARS)
+};
+struct AdamFlags {
+    FUSEDOPT_FLAGS(FUSEDOPT_ADAM_FLAGS)
 };
 
-// `vmax` is read and written only when AMSGrad.
+// `max_exp_avg_sq` is read and written only when AMSGrad.
 template <typename T, bool Maximize, int WD, bool AMSGrad>
-FUSEDOPT_HD void adam_update(T& p, T g, T& m, T& v, T& vmax, const AdamScalars<T>& s) {
+FUSEDOPT_HD void adam_update(T& p, T g, T& exp_avg, T& exp_avg_sq, T& max_exp_avg_sq,
+                             const AdamScalars<T>& s) {
     g = effective_grad<T, Maximize, WD>(g, p, s.weight_decay);
     if (WD == kDecoupled) p = p * s.decay;
-    m = s.beta1 * m + s.one_minus_beta1 * g;
-    v = s.beta2 * v + s.one_minus_beta2 * (g * g);
-    T v_used = v;
+    exp_avg = s.beta1 * exp_avg + s.one_minus_beta1 * g;
+    exp_avg_sq = s.beta2 * exp_avg_sq + s.one_minus_beta2 * (g * g);
+    T v = exp_avg_sq;
     if (AMSGrad) {
-        vmax = fo_max(vmax, v);
-        v_used = vmax;
+        max_exp_avg_sq = fo_max(max_exp_avg_sq, exp_avg_sq);
+        v = max_exp_avg_sq;
     }
-    const T m_hat = m / s.bias_correction1;
-    const T v_hat = v_used / s.bias_correction2;
+    const T m_hat = exp_avg / s.bias_correction1;
+    const T v_hat = v / s.bias_correction2;
     p = p - s.lr * m_hat / (fo_sqrt(v_hat + s.eps_root) + s.eps);
 }
 
