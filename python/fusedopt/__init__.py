@@ -17,13 +17,11 @@ behind ``python -m fusedopt bench``).
 """
 from __future__ import annotations
 
-import contextlib as _contextlib
 import importlib as _importlib
-from collections.abc import Iterator as _Iterator
 
 from . import _core, lbfgs, ops, optim, reference, schedules
 from ._core import get_num_threads, set_num_threads
-from .ops import clip_by_global_norm_, global_norm
+from .ops import clip_by_global_norm_, global_norm, num_threads
 
 __version__ = "0.1.0"
 
@@ -38,17 +36,6 @@ def isa() -> str:
     """The instruction set of the CPU kernels in use: 'avx512', 'avx2' or 'generic' (the same
     bits; the best one the CPU runs is picked at import, or set FUSEDOPT_ISA)."""
     return _core.isa()
-
-
-@_contextlib.contextmanager
-def num_threads(n: int) -> _Iterator[None]:
-    """Run the CPU kernels with ``n`` OpenMP threads inside a ``with`` block."""
-    old = _core.get_num_threads()
-    _core.set_num_threads(n)
-    try:
-        yield
-    finally:
-        _core.set_num_threads(old)
 
 
 def __getattr__(name: str):

@@ -59,16 +59,34 @@ bit.
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from . import _checks, _core, _scalars
 
-__all__ = ["sgd_", "adagrad_", "rmsprop_", "adam_", "adamax_", "global_norm",
+__all__ = ["num_threads", "sgd_", "adagrad_", "rmsprop_", "adam_", "adamax_", "global_norm",
            "clip_by_global_norm_", "found_inf_", "backend_of", "lbfgs_direction_"]
 
 Arrays = Sequence[Any]  # a list of NumPy or CuPy arrays
+
+
+@contextlib.contextmanager
+def num_threads(n: int) -> Iterator[None]:
+    """Run the CPU kernels with ``n`` threads inside a ``with`` block (the calling thread and
+    ``n - 1`` workers of the pool); the previous count is restored on the way out.
+
+    >>> from fusedopt import ops
+    >>> with ops.num_threads(1):
+    ...     pass
+    """
+    old = _core.get_num_threads()
+    _core.set_num_threads(n)
+    try:
+        yield
+    finally:
+        _core.set_num_threads(old)
 
 
 def backend_of(params: Arrays):

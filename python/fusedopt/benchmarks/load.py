@@ -14,7 +14,6 @@ more than 1.25x the 1-thread step; without load, threads still pay off at large 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import multiprocessing
 import statistics
 import time
@@ -66,16 +65,6 @@ class Spinners:
         return False
 
 
-@contextlib.contextmanager
-def _threads(n):
-    old = _core.get_num_threads()
-    _core.set_num_threads(n)
-    try:
-        yield
-    finally:
-        _core.set_num_threads(old)
-
-
 def _adam_state(n, seed=0):
     rng = np.random.default_rng(seed)
     p = rng.standard_normal(n).astype(np.float32)
@@ -91,14 +80,14 @@ def time_adam(n, threads=(1, 2), repeats=15, min_time=2e-3):
     def step():
         ops.adam_(params, grads, ms, vs, step=1, lr=1e-6)
 
-    with _threads(max(threads)):
+    with ops.num_threads(max(threads)):
         t0 = time.perf_counter()
         step()
         number = max(1, int(min_time / max(time.perf_counter() - t0, 1e-7)))
     samples = {t: [] for t in threads}
     for _ in range(repeats):
         for t in threads:
-            with _threads(t):
+            with ops.num_threads(t):
                 step()  # warm: pages, the pool's workers
                 t0 = time.perf_counter()
                 for _ in range(number):
