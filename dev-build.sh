@@ -6,4 +6,4 @@ cd "$(dirname "$0")"
 cmake -S . -B build/dev -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" -DPython_EXECUTABLE="$(command -v python3)" >/dev/null
 cmake --build build/dev
-ln -sf "$PWD"/build/dev/_core*.so python/fusedopt/
+ln -sf "$PWD"/build/dev/csrc/_core*.so python/fusedopt/
