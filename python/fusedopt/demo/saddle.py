@@ -159,7 +159,8 @@ def _animation(figs, cfg, result):
     lines, dots = [], []
     for k, (opt_name, path, steps) in enumerate(runs):
         lines.append(ax.plot([], [], "-", lw=1.2, color=f"C{k}",
-                             label=f"{opt_name} (escapes at step {steps})")[0])
+                             label=f"{opt_name} (escapes at step "
+                                   f"{steps if steps else f'>{MAX_STEPS}'})")[0])
         dots.append(ax.plot([], [], "o", ms=5, color=f"C{k}")[0])
     legend_outside(ax, fontsize=7)
     last = max(len(path) for _, path, _ in runs) - 1
