@@ -60,9 +60,11 @@ def run(ctx):
         ax = ax[0, 0]
         ax.plot(days, temp, ".", ms=3, color="0.6", label="daily values")
         ax.plot(days, truth, "k-", lw=0.8, label="signal")
+        # the dashed uncorrected curves above the corrected ones: visible where the two agree
+        # (after ~1/(1-beta) days)
         for (beta, bc), v in series.items():
-            ax.plot(days, v, "-" if bc else "--", label=f"beta={beta}" + (" corrected" if bc
-                                                                          else ""))
+            ax.plot(days, v, "-" if bc else "--", zorder=2.5 if bc else 3,
+                    label=f"beta={beta}" + (" corrected" if bc else ""))
         ax.set_xlabel("day")
         ax.set_ylabel("value (signal + noise)")
         legend_outside(ax)

@@ -73,7 +73,7 @@ def run(ctx):
             axes[0, 0].plot(e, [s(v) for v in e], ".-", label=name)
             vl = curves[name][1]
             axes[0, 1].semilogy(np.arange(len(vl)) * cfg.eval_every, vl, label=name)
-        axes[0, 0].set_title("learning rate by epoch")
+        axes[0, 0].set_title("learning rate by epoch (legend on the right)")
         axes[0, 0].set_xlabel("epoch")
         axes[0, 0].set_ylabel("learning rate")
         axes[0, 1].set_title("SGD on item 3's MLP: validation loss")

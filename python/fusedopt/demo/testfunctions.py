@@ -95,6 +95,7 @@ def run(ctx):
                 contour(ax, fun, box, cfg.grid, log=log)
                 for name, traj in paths.items():
                     trajectory(ax, traj[j] if isinstance(traj, list) else traj[:, j], name)
+                ax.plot(*x0, "ko", ms=6, mfc="none", mew=1.5, label="start")
                 ax.plot(*fun.minimizer(2), "k*", ms=10, label="global minimum")
                 ax.set_title(f"{fun.name} from {tuple(float(v) for v in x0)}")
                 legend_outside(ax, where="below", ncol=2, fontsize=6.5)
