@@ -74,30 +74,31 @@ def contour(ax, fun, box, grid, *, log=False, levels=30, labels=("x", "y")):
     ax.set_ylabel(labels[1])
 
 
-def trajectory(ax, path, label, **kw):
+def trajectory(ax, path, label, *, diverges=False, **kw):
     """Draw a trajectory (rows: iterates) on axes whose limits are set (by ``contour``).
 
     A run that diverged (a non-finite point, or beyond 1e6) is drawn up to the last point
     before it left the axes for good, that point marked with an ``x``, and ``(diverged at
-    step k)`` added to its label, k the first non-finite (or beyond 1e6) step. Long runs are
-    thinned to their first 500 points and 1500 more spread evenly (the picture is the same).
-    Returns the step of divergence, or None."""
+    step k)`` added to its label, k the first non-finite (or beyond 1e6) step. ``diverges``
+    (the caller knows the run grows without bound, still finite) does the same with
+    ``(diverges)``. Long runs are thinned to their first 500 points and 1500 more spread
+    evenly (the picture is the same). Returns the step of divergence, or None."""
     p = np.asarray(path, dtype=np.float64)
     ok = np.all(np.isfinite(p), axis=1) & np.all(np.abs(p) < 1e6, axis=1)
     diverged = None if ok.all() else int(np.argmin(ok))
-    if diverged is not None:
+    if diverged is not None or diverges:
         p = p[:diverged]
         (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
         inside = (p[:, 0] >= x0) & (p[:, 0] <= x1) & (p[:, 1] >= y0) & (p[:, 1] <= y1)
         last_in = np.flatnonzero(inside)
         p = p[: last_in[-1] + 1] if last_in.size else p[:1]
-        label = f"{label} (diverged at step {diverged})"
+        label += " (diverges)" if diverged is None else f" (diverged at step {diverged})"
     if len(p) > 2000:
         p = p[np.unique(np.r_[np.arange(500), np.linspace(0, len(p) - 1, 1500).astype(int)])]
     if len(p):
         kw = {"ms": 2, "lw": 0.8, **kw}
         (line,) = ax.plot(p[:, 0], p[:, 1], ".-" if len(p) <= 200 else "-", label=label, **kw)
-        if diverged is not None:
+        if diverged is not None or diverges:
             ax.plot(p[-1, 0], p[-1, 1], "x", ms=9, mew=2, color=line.get_color())
     return diverged
 

@@ -150,8 +150,10 @@ def run(ctx):
                     labels=("w1", "w2") if j else ("x", "y"))
             for k, (label, path, _) in enumerate(runs):
                 if "CG" not in label:          # the same points as Cholesky's
-                    trajectory(ax, path, label, color=f"C{k}",
-                               lw=2.0 if label.startswith(("GD", "Adam")) else 1.0)
+                    # Adam a wide pale band under GD, which follows the same valley
+                    style = ({"lw": 4.0, "alpha": 0.5} if label.startswith("Adam") else
+                             {"lw": 1.6, "zorder": 3} if label.startswith("GD") else {"lw": 1.0})
+                    trajectory(ax, path, label, color=f"C{k}", **style)
             ax.plot(*x0, "ko", ms=6)
             ax.plot(*xstar, "k*", ms=11)
             ax.set_title(f"{name}: from the dot to the star (legend below)")
