@@ -90,8 +90,10 @@ def _axes_facts(fig):
             w = min(a.x1, b.x1) - max(a.x0, b.x0)
             h = min(a.y1, b.y1) - max(a.y0, b.y0)
             overlap = max(w, 0) * max(h, 0) / (b.width * b.height)
+        title = ax.title.get_window_extent(renderer)
+        fits = bool(0 <= title.x0 and title.x1 <= fig.bbox.width)   # not cut off at an edge
         facts.append({"xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(),
-                      "legend_overlap": overlap,
+                      "legend_overlap": overlap, "title_fits": fits,
                       "labels": [ln.get_label() for ln in ax.get_lines()]})
     return facts
 
@@ -171,6 +173,7 @@ def test_every_figure_has_axis_labels_and_legends_off_the_data(quick_run):
     for name, axes in res["axes"].items():
         for i, ax in enumerate(axes):
             assert ax["xlabel"] and ax["ylabel"], (name, i, ax)
+            assert ax["title_fits"], (name, i)
             assert ax["legend_overlap"] in (None, 0.0), (name, i, ax["legend_overlap"])
     legends = sum(ax["legend_overlap"] is not None for axes in res["axes"].values()
                   for ax in axes)

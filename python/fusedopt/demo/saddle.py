@@ -129,8 +129,8 @@ def _figure(figs, cfg, results):
         else:
             t = np.linspace(0, 2 * np.pi, 200)
             ax.plot(np.cos(t), np.sin(t), color="0.3", lw=0.8, ls=(0, (6, 3)))
-        ax.set_title(f"{name}: paths from {tuple(x0)} (square) to escape (dots)\n"
-                     f"dashed: {when}; colours: legend below", fontsize=10)
+        ax.set_title(f"{name}\npaths from {tuple(x0)} (square) to escape (dots)\n"
+                     f"dashed: {when}; colours: legend below", fontsize=9.5)
         ax.set_aspect("equal")
         ax = axes[1, j]
         for k, (opt_name, path, steps) in enumerate(runs):
