@@ -156,7 +156,7 @@ def run(ctx):
                     trajectory(ax, path, label, color=f"C{k}", **style)
             ax.plot(*x0, "ko", ms=6)
             ax.plot(*xstar, "k*", ms=11)
-            ax.set_title(f"{name}: from the dot to the star (legend below)")
+            ax.set_title(f"{name}: paths from the dot to the star\n(colours: legend below)")
             ax = axes[1, j]
             for k, (label, path, gap) in enumerate(runs):
                 it = np.arange(1, len(gap) + 1)
