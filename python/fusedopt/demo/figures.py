@@ -50,7 +50,7 @@ class Figures:
             return False
         path = os.path.join(self.out, name)
         writer = PillowWriter(fps=fps)
-        with writer.saving(fig, path, dpi=self.dpi):
+        with writer.saving(fig, path, dpi=min(self.dpi, 80)):
             for i in range(frames):
                 draw(i)
                 writer.grab_frame()

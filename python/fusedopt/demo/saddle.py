@@ -149,7 +149,7 @@ def _animation(figs, cfg, result):
     """08_saddle.gif: the runs on x^2 - y^2 moving together, frames at steps spaced
     geometrically (the fast ones escape in tens of steps, Adagrad in over a thousand)."""
     name, f, x0, when, runs = result
-    fig, axes = figs.new(1, 1, (5.6, 4.6))
+    fig, axes = figs.new(1, 1, (6.4, 4.6))
     ax = axes[0, 0]
     contour(ax, f, ((-1.5, 1.5), (-1.5, 1.5)), min(cfg.grid, 120),
             levels=np.linspace(-3, 3, 25))
@@ -164,7 +164,7 @@ def _animation(figs, cfg, result):
         dots.append(ax.plot([], [], "o", ms=5, color=f"C{k}")[0])
     legend_outside(ax, fontsize=7)
     last = max(len(path) for _, path, _ in runs) - 1
-    frames = np.unique(np.geomspace(1, last, 10 if cfg.quick else 48).astype(int))
+    frames = np.unique(np.geomspace(1, last, 8 if cfg.quick else 24).astype(int))
 
     def draw(i):
         t = frames[i]
