@@ -304,6 +304,28 @@ def test_main_cli(tmp_path, capsys, monkeypatch):
         demo.main(["--only", "one"])
 
 
+@pytest.mark.parametrize("bar", ["plain", "tqdm"])
+def test_progress_bar_does_not_interleave_with_the_tables(tmp_path, monkeypatch, bar):
+    # stdout and stderr into one terminal-like stream: what a reader sees on each line is the
+    # text after its last carriage return
+    import io
+
+    if bar == "plain":
+        monkeypatch.setitem(sys.modules, "tqdm", None)
+    else:
+        pytest.importorskip("tqdm")
+    screen = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", screen)
+    res = demo.run(str(tmp_path), quick=True, only=[1, 5], stream=screen)
+    visible = [line.rsplit("\r", 1)[-1] for line in screen.getvalue().split("\n")]
+    for k in (1, 5):
+        for t in res["tables"][k]:
+            lines = t.format().split("\n")
+            i = visible.index(lines[0])                  # the title is a line of its own...
+            assert visible[i:i + len(lines)] == lines    # ...and so is every line after it
+    assert "#" in screen.getvalue() or "%" in screen.getvalue()   # a bar was drawn
+
+
 def test_runs_without_matplotlib_and_skips_what_lacks_its_package(tmp_path, monkeypatch,
                                                                    capsys):
     # matplotlib absent: tables only; scikit-learn absent: items 3-4 are skipped, not crashed
