@@ -1,4 +1,5 @@
 """The demo: its pieces (MLP gradients, EWA) and a quick run of all six experiments."""
+import math
 import os
 import sys
 
@@ -67,42 +68,164 @@ def test_table_formatting():
         t.add("x")
 
 
+def _renderer(fig):
+    """An Agg renderer of the figure, drawn (layout done)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def _axes_facts(fig):
+    """For every axes of a drawn figure that shows data: its labels and whether its legend
+    (if any) overlaps the axes' area, and every line's label."""
+    renderer = _renderer(fig)
+    facts = []
+    for ax in fig.axes:
+        leg = ax.get_legend()
+        overlap = None
+        if leg is not None:
+            a, b = ax.get_window_extent(renderer), leg.get_window_extent(renderer)
+            w = min(a.x1, b.x1) - max(a.x0, b.x0)
+            h = min(a.y1, b.y1) - max(a.y0, b.y0)
+            overlap = max(w, 0) * max(h, 0) / (b.width * b.height)
+        title = ax.title.get_window_extent(renderer)
+        fits = bool(0 <= title.x0 and title.x1 <= fig.bbox.width)   # not cut off at an edge
+        facts.append({"xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(),
+                      "legend_overlap": overlap, "title_fits": fits,
+                      "labels": [ln.get_label() for ln in ax.get_lines()]})
+    return facts
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     pytest.importorskip("matplotlib")
     pytest.importorskip("sklearn")
     pytest.importorskip("scipy")
+    from fusedopt.demo.figures import Figures
+
     out = tmp_path_factory.mktemp("demo_out")
-    res = demo.run(str(out), quick=True, progress=False, stream=open(os.devnull, "w"))
+    facts = {}
+    save = Figures.save
+
+    def recording_save(self, fig, name):
+        save(self, fig, name)
+        facts[name] = _axes_facts(fig)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Figures, "save", recording_save)
+        res = demo.run(str(out), quick=True, progress=False, stream=open(os.devnull, "w"))
+    res["axes"] = facts
     return out, res
 
 
 EXPECTED_FIGURES = {
     "01_quadratic_trajectories.png", "01_quadratic_eigencomponents.png", "02_rosenbrock.png",
     "02_rastrigin.png", "02_ackley.png", "03_digits_mlp.png", "04_schedules.png", "05_ewa.png",
-    "06_multistart_rastrigin.png",
+    "06_multistart_rastrigin.png", "07_natural_gradient.png", "08_saddle.png",
 }
+
+
+def _has_pillow():
+    try:
+        import PIL  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def test_quick_demo_writes_its_figures(quick_run):
     out, res = quick_run
     names = {os.path.basename(p) for p in res["figures"]}
-    assert names == EXPECTED_FIGURES
+    assert names == EXPECTED_FIGURES | ({"08_saddle.gif"} if _has_pillow() else set())
     for name in EXPECTED_FIGURES:
         path = out / name
         data = path.read_bytes()
         assert len(data) > 1000, name
         assert data[:8] == b"\x89PNG\r\n\x1a\n", name
     text = (out / "tables.txt").read_text()
-    for k in range(1, 7):
+    for k in range(1, 9):
         for t in res["tables"][k]:
             assert t.format() in text
+
+
+def test_quick_demo_gif_is_animated():
+    if not _has_pillow():
+        pytest.skip("Pillow is not installed: no GIF")
+    from PIL import Image
+
+    pytest.importorskip("matplotlib")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as out:
+        res = demo.run(out, quick=True, only=[8], progress=False,
+                       stream=open(os.devnull, "w"))
+        path = os.path.join(out, "08_saddle.gif")
+        assert path in res["figures"]
+        with Image.open(path) as im:
+            assert im.format == "GIF" and im.n_frames >= 5
+
+
+def test_every_figure_has_axis_labels_and_legends_off_the_data(quick_run):
+    _, res = quick_run
+    assert set(res["axes"]) == EXPECTED_FIGURES
+    for name, axes in res["axes"].items():
+        for i, ax in enumerate(axes):
+            assert ax["xlabel"] and ax["ylabel"], (name, i, ax)
+            assert ax["title_fits"], (name, i)
+            assert ax["legend_overlap"] in (None, 0.0), (name, i, ax["legend_overlap"])
+    legends = sum(ax["legend_overlap"] is not None for axes in res["axes"].values()
+                  for ax in axes)
+    assert legends >= len(EXPECTED_FIGURES)          # the check above looked at legends
+    # the MLP plot explains its threshold line; with torch, torch.optim.Adam is drawn too
+    labels = res["axes"]["03_digits_mlp.png"][1]["labels"]
+    assert any(lb.startswith("threshold 0.15") for lb in labels)
+    assert ("Adam (torch.optim)" in labels) == _has_torch()
+    # Rosenbrock from (3, 0) and (5, 0): GD diverges and says so
+    rosen = res["axes"]["02_rosenbrock.png"]
+    gd = [next(lb for lb in ax["labels"] if lb.startswith("GD")) for ax in rosen]
+    assert "diverged" not in gd[0] and all("(diverged at step" in lb for lb in gd[1:])
+
+
+def _has_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_trajectory_stops_at_divergence_and_marks_it():
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from fusedopt.demo.figures import legend_outside, trajectory
+
+    ax = Figure(layout="constrained").subplots()
+    ax.set_xlim(-1, 1)
+    ax.set_ylim(-1, 1)
+    path = np.array([[0.0, 0.0], [0.5, 0.5], [0.9, -0.2], [3.0, 0.0], [0.5, 0.5],
+                     [40.0, 1e3], [np.nan, np.inf], [0.0, 0.0]])
+    assert trajectory(ax, path, "GD") == 6
+    line, mark = ax.get_lines()
+    assert line.get_label() == "GD (diverged at step 6)"
+    # up to the last point inside the axes before the non-finite one (step 4), not beyond
+    np.testing.assert_array_equal(line.get_xydata(), path[:5])
+    np.testing.assert_array_equal(mark.get_xydata(), [[0.5, 0.5]])
+    assert mark.get_marker() == "x" and mark.get_color() == line.get_color()
+    assert trajectory(ax, path[:3], "fine") is None
+    assert ax.get_lines()[-1].get_label() == "fine" and len(ax.get_lines()) == 3
+    # a legend beside the axes does not cover them
+    leg = legend_outside(ax)
+    r = _renderer(ax.figure)
+    assert leg.get_window_extent(r).x0 >= ax.get_window_extent(r).x1
 
 
 def test_quick_demo_tables(quick_run):
     _, res = quick_run
     tables = res["tables"]
-    assert sorted(tables) == [1, 2, 3, 4, 5, 6]
+    assert sorted(tables) == [1, 2, 3, 4, 5, 6, 7, 8]
     assert res["progress"][0] == res["progress"][1]            # the bar reached its total
     # 1: the stable/unstable learning rates and the one-step inverse preconditioner
     t1 = tables[1][0]
@@ -119,8 +242,13 @@ def test_quick_demo_tables(quick_run):
     # 3: eight optimizers, all of which learned something in two epochs (10 classes: chance
     # accuracy is 0.1)
     t3 = tables[3][0]
-    assert t3.column("optimizer") == [n for n, _, _ in demo.MLP_OPTIMIZERS]
+    names = [n for n, _, _ in demo.MLP_OPTIMIZERS]
+    assert t3.column("optimizer") == names + (["Adam (torch.optim)"] if _has_torch() else [])
     assert all(a > 0.5 for a in t3.column("val accuracy"))
+    if _has_torch():                 # torch's Adam from the same start: the same curve
+        loss = dict(zip(t3.column("optimizer"), t3.column("final val loss")))
+        assert loss["Adam (torch.optim)"] == pytest.approx(loss["Adam"], rel=1e-3)
+        assert "max |w_fusedopt - w_torch|" in t3.note
     # 4: Ng's inverse-time decay example
     t4a = tables[4][0]
     np.testing.assert_allclose(t4a.column("lr"), [0.1, 0.2 / 3, 0.05, 0.04])
@@ -134,6 +262,27 @@ def test_quick_demo_tables(quick_run):
     t6 = tables[6][0]
     assert list(zip(t6.column("function"), t6.column("dim"))) == [
         ("rastrigin", 2), ("rastrigin", 10), ("ackley", 2), ("ackley", 10)]
+    # 7: natural gradient reaches the tolerance in a few steps, GD not in the quick 300;
+    # Cholesky and CG take the same steps on the logistic Fisher
+    t7 = tables[7][0]
+    rows = {(r[0], r[1], r[2]): r for r in t7.rows}
+    to_tol = t7.headers.index("iters to f-f*<1e-08")
+    for problem in ("Rosenbrock", "logistic regression"):
+        assert rows[(problem, "GD", "-")][to_tol] is None
+        ng = [r for r in t7.rows if r[0] == problem and r[1] == "NG"]
+        assert len(ng) == 3 and all(r[to_tol] is not None and r[to_tol] <= 40 for r in ng)
+    chol = rows[("logistic regression", "NG", "Fisher (Cholesky)")]
+    cg = rows[("logistic regression", "NG", "Fisher (CG on F v)")]
+    assert chol[to_tol] == cg[to_tol] and chol[-1] == 0 and cg[-1] > 0
+    # 8: every optimizer escapes both saddles; the adaptive ones (but Adagrad) before GD
+    t8 = tables[8][0]
+    steps = {(r[0], r[3]): r[4] for r in t8.rows}
+    assert len(steps) == 12 and all(isinstance(v, int) for v in steps.values())
+    for f in ("x^2 - y^2", "monkey saddle x^3 - 3xy^2"):
+        for name in ("momentum 0.9", "Nesterov 0.9", "RMSprop", "Adam"):
+            assert steps[(f, name)] < steps[(f, "GD")], (f, name)
+    # on x^2 - y^2 GD's |y| grows by (1 + 2 lr) per step: escape after ln(1000)/ln(1.02)
+    assert steps[("x^2 - y^2", "GD")] == math.ceil(math.log(1e3) / math.log(1.02))
 
 
 def test_main_cli(tmp_path, capsys, monkeypatch):
@@ -150,9 +299,31 @@ def test_main_cli(tmp_path, capsys, monkeypatch):
                                             "01_quadratic_trajectories.png", "05_ewa.png",
                                             "tables.txt"]
     with pytest.raises(SystemExit):
-        demo.main(["--only", "7"])
+        demo.main(["--only", str(max(demo.EXPERIMENTS) + 1)])
     with pytest.raises(SystemExit):
         demo.main(["--only", "one"])
+
+
+@pytest.mark.parametrize("bar", ["plain", "tqdm"])
+def test_progress_bar_does_not_interleave_with_the_tables(tmp_path, monkeypatch, bar):
+    # stdout and stderr into one terminal-like stream: what a reader sees on each line is the
+    # text after its last carriage return
+    import io
+
+    if bar == "plain":
+        monkeypatch.setitem(sys.modules, "tqdm", None)
+    else:
+        pytest.importorskip("tqdm")
+    screen = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", screen)
+    res = demo.run(str(tmp_path), quick=True, only=[1, 5], stream=screen)
+    visible = [line.rsplit("\r", 1)[-1] for line in screen.getvalue().split("\n")]
+    for k in (1, 5):
+        for t in res["tables"][k]:
+            lines = t.format().split("\n")
+            i = visible.index(lines[0])                  # the title is a line of its own...
+            assert visible[i:i + len(lines)] == lines    # ...and so is every line after it
+    assert "#" in screen.getvalue() or "%" in screen.getvalue()   # a bar was drawn
 
 
 def test_runs_without_matplotlib_and_skips_what_lacks_its_package(tmp_path, monkeypatch,

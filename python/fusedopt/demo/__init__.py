@@ -8,18 +8,25 @@ Layer: tools (matplotlib, scikit-learn, SciPy and tqdm are imported only inside 
 4. Learning-rate schedules, and their effect on item 3's SGD.
 5. Exponentially weighted averages, with and without bias correction.
 6. Multi-start L-BFGS from Latin-hypercube points on Rastrigin and Ackley in 2-D and 10-D.
+7. Natural gradient vs GD vs Adam: Rosenbrock with a damped Hessian metric, logistic regression
+   with its Fisher (Cholesky and CG) and its empirical Fisher.
+8. Escaping saddle points (x^2 - y^2 and the monkey saddle): GD, momentum, Nesterov, Adagrad,
+   RMSprop and Adam at one learning rate; steps to escape, and an animated GIF (Pillow).
 
 Each experiment prints its tables (also written to ``DIR/tables.txt``) and writes PNG figures
 to ``DIR`` (default ``demo_out/``). Needs the ``demo`` extra: matplotlib (figures; without it
 the tables are still printed), scikit-learn (the digits, items 3-4), SciPy (Latin hypercube,
-item 6), tqdm (progress bar; a plain one otherwise). ``--quick`` runs everything with small
-iteration counts in seconds (used by the tests).
+item 6), tqdm (progress bar; a plain one otherwise); optional: torch (item 3 also trains with
+``torch.optim.Adam``), Pillow (item 8's GIF). ``--quick`` runs everything with small iteration
+counts in seconds (used by the tests).
 
 Layout: shared infrastructure in ``config`` (iteration counts, the context an experiment gets),
 ``figures`` (PNGs, contour and trajectory helpers), ``progress`` (the bar); tables through the
 one formatter of ``fusedopt.benchmarks.table``; one module per experiment (``quadratic``,
-``testfunctions``, ``mlp``, ``lr_schedules``, ``averages``, ``multistart``), registered in
-``cli.MODULES``.
+``testfunctions``, ``mlp``, ``lr_schedules``, ``averages``, ``multistart``,
+``natural_gradient``, ``saddle``), registered in ``cli.MODULES``. Figures label both axes, keep
+legends off the data (``figures.legend_outside``) and mark a diverged run where it leaves the
+plot (``figures.trajectory``).
 """
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..benchmarks.table import Table
+from .figures import legend_outside
 
 __all__ = ["TITLE", "NEEDS", "units", "run", "ewa"]
 
@@ -55,15 +56,18 @@ def run(ctx):
                     rms(v[:50], truth[:50]), rms(v[199:], truth[199:]))
     bar.update()
     if figs.enabled:
-        fig, ax = figs.new(1, 1, (9, 4.5))
+        fig, ax = figs.new(1, 1, (10, 4.5))
         ax = ax[0, 0]
         ax.plot(days, temp, ".", ms=3, color="0.6", label="daily values")
         ax.plot(days, truth, "k-", lw=0.8, label="signal")
+        # the dashed uncorrected curves above the corrected ones: visible where the two agree
+        # (after ~1/(1-beta) days)
         for (beta, bc), v in series.items():
-            ax.plot(days, v, "-" if bc else "--", label=f"beta={beta}" + (" corrected" if bc
-                                                                          else ""))
+            ax.plot(days, v, "-" if bc else "--", zorder=2.5 if bc else 3,
+                    label=f"beta={beta}" + (" corrected" if bc else ""))
         ax.set_xlabel("day")
-        ax.legend(fontsize=7)
+        ax.set_ylabel("value (signal + noise)")
+        legend_outside(ax)
         ax.set_title("Exponentially weighted averages")
         figs.save(fig, "05_ewa.png")
     return [tab]

@@ -30,6 +30,8 @@ MODULES = {
     4: "lr_schedules",
     5: "averages",
     6: "multistart",
+    7: "natural_gradient",
+    8: "saddle",
 }
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import optim, schedules
 from ..benchmarks.table import Table
+from .figures import legend_outside
 from .mlp import setup, table_row, train
 
 __all__ = ["TITLE", "NEEDS", "units", "run", "epoch_schedules"]
@@ -66,17 +67,18 @@ def run(ctx):
         curves[name] = res
         bar.update()
     if figs.enabled:
-        fig, axes = figs.new(1, 2, (6, 4.2))
+        fig, axes = figs.new(1, 2, (5.2, 4.2))
         e = np.arange(cfg.epochs + 1)
         for name, s in sch:
             axes[0, 0].plot(e, [s(v) for v in e], ".-", label=name)
             vl = curves[name][1]
             axes[0, 1].semilogy(np.arange(len(vl)) * cfg.eval_every, vl, label=name)
-        axes[0, 0].set_title("learning rate by epoch")
+        axes[0, 0].set_title("learning rate by epoch (legend on the right)")
         axes[0, 0].set_xlabel("epoch")
-        axes[0, 1].set_title("SGD validation loss")
+        axes[0, 0].set_ylabel("learning rate")
+        axes[0, 1].set_title("SGD on item 3's MLP: validation loss")
         axes[0, 1].set_xlabel("iteration")
-        for ax in axes[0]:
-            ax.legend(fontsize=7)
+        axes[0, 1].set_ylabel("mean cross-entropy, validation set")
+        legend_outside(axes[0, 1])
         figs.save(fig, "04_schedules.png")
     return [t1, t2, t3]

@@ -6,24 +6,47 @@ Layer: tools (scikit-learn and threadpoolctl are imported only inside functions)
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
 
 import numpy as np
 
 from .. import init, optim
 from ..benchmarks.table import Table
-from .figures import first_below
+from .figures import first_below, legend_outside
 
 __all__ = ["TITLE", "NEEDS", "units", "run", "setup", "train", "table_row", "load_digits_split",
-           "mlp_init", "mlp_loss_and_grads", "mlp_predict", "MLP_OPTIMIZERS"]
+           "mlp_init", "mlp_loss_and_grads", "mlp_predict", "MLP_OPTIMIZERS", "TorchAdam"]
 
 TITLE = "optimizers on an MLP (digits)"
 NEEDS = "sklearn"
 
 
 def units(cfg):
-    """Progress units: one per optimizer."""
-    return len(MLP_OPTIMIZERS)
+    """Progress units: one per optimizer, one more for torch.optim.Adam where torch is."""
+    return len(MLP_OPTIMIZERS) + _has_torch()
+
+
+def _has_torch():
+    """Whether torch is installed (found without importing it)."""
+    return importlib.util.find_spec("torch") is not None
+
+
+class TorchAdam:
+    """``torch.optim.Adam`` behind the demo's ``step(grads)``: the NumPy params are shared
+    with torch tensors (``torch.from_numpy``), so torch updates them in place."""
+
+    def __init__(self, params, lr):
+        import torch  # noqa: PLC0415 -- optional
+
+        self._torch = torch
+        self.tensors = [torch.from_numpy(p) for p in params]
+        self.opt = torch.optim.Adam(self.tensors, lr=lr)
+
+    def step(self, grads):
+        for t, g in zip(self.tensors, grads):
+            t.grad = self._torch.from_numpy(np.ascontiguousarray(g, dtype=g.dtype))
+        self.opt.step()
 
 
 def load_digits_split(seed=0, dtype=np.float32):
@@ -92,6 +115,9 @@ def _blas_one_thread():
 
 
 def train(cfg, data, make_opt, params0, order):
+    """Train from copies of ``params0`` over the batches of ``order`` with the optimizer
+    ``make_opt(params)``: ``(train losses, validation losses, validation accuracy, final
+    params)``."""
     with _blas_one_thread():
         return _train_loop(cfg, data, make_opt, params0, order)
 
@@ -113,7 +139,7 @@ def _train_loop(cfg, data, make_opt, params0, order):
                 if it % cfg.eval_every == 0:
                     val_loss.append(mlp_loss_and_grads(params, Xva, yva)[0])
     acc = float(np.mean(mlp_predict(params, Xva) == yva))
-    return np.array(train_loss), np.array(val_loss), acc
+    return np.array(train_loss), np.array(val_loss), acc, params
 
 
 MLP_OPTIMIZERS = (
@@ -145,40 +171,79 @@ def _setup(cfg):
 
 
 def table_row(tab, cfg, name, lr, res):
-    tl, vl, acc = res
+    tl, vl, acc, _ = res
     tab.add(name, lr, first_below(vl, cfg.threshold, cfg.eval_every), float(tl[-1]),
             float(vl[-1]), acc)
+
+
+def _torch_adam(params):
+    return TorchAdam(params, lr=1e-3)
+
+
+@contextlib.contextmanager
+def _torch_one_thread():
+    """torch on one thread for the while (these tiny tensors run several times faster so on a
+    busy machine), its setting restored after."""
+    import torch  # noqa: PLC0415 -- optional
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+#: Line styles of the loss plots: curves that lie on each other (Adam, AdamW and torch's Adam)
+#: stay visible, dashed and dotted over a wide pale band.
+_STYLES = {"Adam": dict(lw=4.5, alpha=0.45), "AdamW": dict(ls="--", lw=1.3),
+           "Adam (torch.optim)": dict(ls=":", lw=1.6, color="k")}
 
 
 def run(ctx):
     cfg, figs, bar = ctx.cfg, ctx.figs, ctx.bar
     data, params0, order = setup(ctx)
     n_iter = sum(math.ceil(len(o) / cfg.batch) for o in order)
+    runs = list(MLP_OPTIMIZERS)
+    if _has_torch():
+        runs.append(("Adam (torch.optim)", 1e-3, _torch_adam))
+    curves = {}
+    for name, lr, make in runs:
+        with _torch_one_thread() if make is _torch_adam else contextlib.nullcontext():
+            curves[name] = (lr, train(cfg, data, make, params0, order))
+        bar.update()
+    note = (f"Validation loss evaluated every {cfg.eval_every} iterations; momentum/Nesterov: "
+            f"SGD with momentum 0.9; AdamW: weight decay 1e-2.")
+    if "Adam (torch.optim)" in curves:
+        dw = max(float(np.max(np.abs(a - b))) for a, b in
+                 zip(curves["Adam"][1][3], curves["Adam (torch.optim)"][1][3]))
+        note += (f" Adam (torch.optim): torch.optim.Adam, same lr, init and batches: after "
+                 f"{n_iter} float32 steps max |w_fusedopt - w_torch| = {dw:.3g} (torch "
+                 f"computes the step in another order, so rounding differs).")
     tab = Table(f"3. MLP 64-64-32-10 (ReLU, He init) on the digits: {len(data[0])} train / "
                 f"{len(data[1])} validation, batch {cfg.batch}, {cfg.epochs} epochs = "
                 f"{n_iter} iterations, same init and batches for all",
                 ["optimizer", "lr", f"first iter val loss < {cfg.threshold:g}",
-                 "final train loss", "final val loss", "val accuracy"],
-                note=f"Validation loss evaluated every {cfg.eval_every} iterations; "
-                     f"momentum/Nesterov: SGD with momentum 0.9; AdamW: weight decay 1e-2.")
-    curves = {}
-    for name, lr, make in MLP_OPTIMIZERS:
-        res = train(cfg, data, make, params0, order)
+                 "final train loss", "final val loss", "val accuracy"], note=note)
+    for name, (lr, res) in curves.items():
         table_row(tab, cfg, name, lr, res)
-        curves[name] = res
-        bar.update()
     if figs.enabled:
-        fig, axes = figs.new(1, 2, (6, 4.2))
-        for name, (tl, vl, _) in curves.items():
+        fig, axes = figs.new(1, 2, (5.2, 4.2))
+        for name, (_, (tl, vl, _, _)) in curves.items():
             k = max(1, len(tl) // 100)
             smooth = np.convolve(tl, np.ones(k) / k, mode="valid")
-            axes[0, 0].semilogy(np.arange(len(smooth)) + k, smooth, label=name)
-            axes[0, 1].semilogy(np.arange(len(vl)) * cfg.eval_every, vl, label=name)
-        axes[0, 0].set_title("training loss (moving average)")
+            style = _STYLES.get(name, {})
+            axes[0, 0].semilogy(np.arange(len(smooth)) + k, smooth, label=name, **style)
+            axes[0, 1].semilogy(np.arange(len(vl)) * cfg.eval_every, vl, label=name, **style)
+        axes[0, 0].set_title(f"training loss (moving average of {k} batches)")
+        axes[0, 0].set_ylabel("mean cross-entropy of the batch")
         axes[0, 1].set_title("validation loss")
-        axes[0, 1].axhline(cfg.threshold, color="k", lw=0.6, ls="--")
+        axes[0, 1].set_ylabel("mean cross-entropy, validation set")
+        axes[0, 1].axhline(cfg.threshold, color="0.3", lw=0.8, ls=(0, (6, 3)),
+                           label=f"threshold {cfg.threshold:g} (table column)")
         for ax in axes[0]:
             ax.set_xlabel("iteration")
-            ax.legend(fontsize=7)
+        legend_outside(axes[0, 1], title="Adam (wide band), AdamW\n(dashed) and torch's Adam\n"
+                       "(dotted) lie on each other", title_fontsize=7)
         figs.save(fig, "03_digits_mlp.png")
     return [tab]

@@ -12,7 +12,7 @@ from ..benchmarks.table import Table
 from ..benchmarks.timing import stopwatch
 from ..lbfgs import minimize
 from ..sampling import DEFAULT_MINIMIZER, latin_hypercube, multistart
-from .figures import contour
+from .figures import contour, legend_outside
 
 __all__ = ["TITLE", "NEEDS", "units", "run", "MULTISTART_PROBLEMS"]
 
@@ -57,15 +57,16 @@ def run(ctx):
                     stopwatch() - t0)
             bar.update()
     if figs.enabled and shown is not None:
-        fig, ax = figs.new(1, 1, (6, 5.5))
+        fig, ax = figs.new(1, 1, (7.6, 5.5))
         ax = ax[0, 0]
-        contour(ax, F.rastrigin, ((-5.12, 5.12), (-5.12, 5.12)), cfg.grid, levels=20)
+        contour(ax, F.rastrigin, ((-5.12, 5.12), (-5.12, 5.12)), cfg.grid, levels=20,
+                labels=("x1", "x2"))
         for a, b in zip(shown.starts, shown.xs):
             ax.plot([a[0], b[0]], [a[1], b[1]], "-", color="0.5", lw=0.6)
         ax.plot(*shown.starts.T, "o", ms=3, label="Latin-hypercube starts")
         ax.plot(*shown.xs.T, "x", ms=5, label="local minima found")
         ax.plot(0, 0, "k*", ms=12, label="global minimum")
         ax.set_title(f"Multi-start on Rastrigin 2-D ({len(shown.starts)} starts)")
-        ax.legend(fontsize=7, loc="upper right")
+        legend_outside(ax)
         figs.save(fig, "06_multistart_rastrigin.png")
     return [tab]

@@ -13,7 +13,7 @@ from .. import functions as F
 from .. import optim
 from ..benchmarks.table import Table
 from ..newton import preconditioned_gd
-from .figures import contour, first_below, trajectory
+from .figures import contour, first_below, legend_outside, trajectory
 
 __all__ = ["TITLE", "NEEDS", "units", "run", "quadratic_problem"]
 
@@ -62,7 +62,7 @@ def run(ctx):
         name = "GD" if lr != lr_opt else "GD (optimal lr)"
         tab.add(name, lr, rates[0], rates[1], f.value(x0), fin, np.linalg.norm(path[-1]),
                 outcome)
-        runs.append((f"GD lr={lr:.4g}", path))
+        runs.append((f"GD lr={lr:.4g}", path, bool(rates.max() > 1)))
         bar.update()
     # Preconditioning: Jacobi (diagonal) and the exact inverse.
     d = 1 / np.diag(f.Q)
@@ -75,26 +75,32 @@ def run(ctx):
         first = first_below(r.fvals, 1e-20)
         tab.add(name, lr, rates[0], rates[1], f.value(x0), r.fun, np.linalg.norm(r.x),
                 f"f < 1e-20 after {first} step(s)" if first is not None else "converges")
-        runs.append((name, r.path))
+        runs.append((name, r.path, False))
         bar.update()
     if figs.enabled:
-        fig, ax = figs.new(1, 1, (7, 5))
+        fig, ax = figs.new(1, 1, (8.4, 5))
         ax = ax[0, 0]
-        contour(ax, f, ((-10, 10), (-6, 6)), cfg.grid, levels=np.geomspace(0.05, 300, 25))
-        for name, p in runs:
-            trajectory(ax, p, name)
+        contour(ax, f, ((-10, 10), (-6, 6)), cfg.grid, levels=np.geomspace(0.05, 300, 25),
+                labels=("x1", "x2"))
+        for name, p, diverges in runs:
+            # a rate above 1 grows without bound: drawn until it leaves the plot, marked
+            trajectory(ax, p, name, diverges=diverges)
+        ax.plot(0, 0, "k*", ms=10, label="minimum")
         ax.set_title("Gradient descent on 1/2 x^T Q x: trajectories")
-        ax.legend(fontsize=7)
+        legend_outside(ax)
         figs.save(fig, "01_quadratic_trajectories.png")
-        fig, axes = figs.new(1, 2, (5.5, 4))
-        for (name, p), style in zip(runs[:5], ("-", "--", "-.", ":", "-")):
+        fig, axes = figs.new(1, 2, (5.2, 4))
+        for (name, p, diverges), style in zip(runs[:5], ("-", "--", "-.", ":", "-")):
             z = p @ R                         # coordinates in the eigenbasis
             for k, (ax, l) in enumerate(zip(axes[0], lam)):
-                ax.semilogy(0.5 * l * z[:, k] ** 2 + 1e-300, style, label=name)
+                ax.semilogy(0.5 * l * z[:, k] ** 2 + 1e-300, style,
+                            label=name + (" (diverges)" if diverges else ""))
         for k, (ax, l) in enumerate(zip(axes[0], lam)):
-            ax.set_title(f"loss of eigencomponent {k + 1} (lambda = {l:g})")
+            ax.set_title(f"eigencomponent {k + 1} (lambda = {l:g})")
             ax.set_xlabel("step")
+            ax.set_ylabel(rf"loss of the component, $\frac{{1}}{{2}}\lambda_{k + 1} z_{k + 1}^2$"
+                          r"  ($z = R^T x$)")
             ax.set_ylim(1e-30, 1e6)
-            ax.legend(fontsize=7)
+        legend_outside(axes[0, 1])
         figs.save(fig, "01_quadratic_eigencomponents.png")
     return [tab]

@@ -12,7 +12,7 @@ from .. import optim
 from ..benchmarks.table import Table
 from ..lbfgs import minimize
 from ..newton import newton
-from .figures import contour, first_below, trajectory
+from .figures import contour, first_below, legend_outside, trajectory
 
 __all__ = ["TITLE", "NEEDS", "units", "run", "PROBLEMS"]
 
@@ -89,15 +89,16 @@ def run(ctx):
             paths.setdefault("L-BFGS (evaluations)", []).append(np.array([x for x, _ in seen]))
         bar.update()
         if figs.enabled:
-            fig, axes = figs.new(1, len(X0), (5, 4.2))
+            fig, axes = figs.new(1, len(X0), (4.6, 5.4))
             for j, x0 in enumerate(X0):
                 ax = axes[0, j]
                 contour(ax, fun, box, cfg.grid, log=log)
                 for name, traj in paths.items():
                     trajectory(ax, traj[j] if isinstance(traj, list) else traj[:, j], name)
-                ax.plot(*fun.minimizer(2), "k*", ms=10)
+                ax.plot(*x0, "ko", ms=6, mfc="none", mew=1.5, label="start")
+                ax.plot(*fun.minimizer(2), "k*", ms=10, label="global minimum")
                 ax.set_title(f"{fun.name} from {tuple(float(v) for v in x0)}")
-                ax.legend(fontsize=6)
+                legend_outside(ax, where="below", ncol=2, fontsize=6.5)
             figs.save(fig, f"02_{fun.name}.png")
     return [tab]
 
