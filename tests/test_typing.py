@@ -65,6 +65,7 @@ def test_mypy_sees_real_types_in_a_user_script(tmp_path):
 
 
 def test_user_facing_modules_type_check(tmp_path):
-    mods = ["optim.py", "schedules.py", "_checks.py", "functions.py", "init.py"]
+    mods = ["optim.py", "schedules.py", "_checks.py", "functions.py", "init.py", "ops.py",
+            "natural.py"]
     out = _mypy([str(PACKAGE / m) for m in mods], tmp_path)
     assert out.returncode == 0, textwrap.shorten(out.stdout + out.stderr, 4000)
