@@ -2,13 +2,13 @@
 
 * importing fusedopt never imports CuPy, and NumPy work runs with CuPy unimportable;
 * arrays of the wrong kind are refused with TypeError naming the argument;
-* fusedopt._cuda, driven through a fake ``cupy`` module, checks every list before launching,
+* fusedopt._cuda, driven through the tests' CuPy double (tests/cuda_host/emulation.py, kernels
+  recorded, not run), checks every list before launching,
   builds the device table the kernels read (csrc/cuda/multi_tensor.cuh) and requests only kernel
   instances that tests/test_cuda_build.py compiles, with explicitly typed scalars.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import pathlib
 import re
@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from fusedopt import _cuda, _scalars, ops
+from cuda_host import emulation
 
 
 def _run_python(code):
@@ -59,63 +60,16 @@ def test_cupy_arrays_without_cupy_say_so():
     assert out.startswith("ImportError:") and "CuPy" in out, out
 
 
-class _FakeCupyArray:
-    """Just enough of a cupy.ndarray for fusedopt._cuda's checks and tables."""
-
-    __module__ = "cupy"
-    _next = 1 << 20
-
-    def __init__(self, shape, dtype, device=0, offset_bytes=0):
-        self.shape = tuple(shape)
-        self.dtype = np.dtype(dtype)
-        self.size = int(np.prod(self.shape))
-        self.nbytes = self.size * self.dtype.itemsize
-        self.flags = types.SimpleNamespace(c_contiguous=True)
-        self.device = types.SimpleNamespace(id=device)
-        self.data = types.SimpleNamespace(ptr=_FakeCupyArray._next + offset_bytes)
-        _FakeCupyArray._next += (self.nbytes + offset_bytes + 255) // 256 * 256 + 256
-
-
-_FakeCupyArray.__name__ = _FakeCupyArray.__qualname__ = "ndarray"
+def _arr(shape, dtype, device=0):
+    """A stand-in cupy.ndarray of zeros (tests/cuda_host/emulation.py) on ``device``."""
+    return emulation.on_device(np.zeros(shape, dtype), device)
 
 
 @pytest.fixture
 def fake_cupy(monkeypatch):
-    """fusedopt._cuda on a fake cupy; launches are recorded instead of run."""
-    current = [0]
-
-    @contextlib.contextmanager
-    def device_ctx(i):
-        old, current[0] = current[0], i
-        yield
-        current[0] = old
-
-    class Device:
-        def __init__(self, i=None):
-            self.id = current[0] if i is None else i
-
-        def __enter__(self):
-            self._ctx = device_ctx(self.id)
-            return self._ctx.__enter__()
-
-        def __exit__(self, *exc):
-            return self._ctx.__exit__(*exc)
-
-    fake = types.SimpleNamespace(ndarray=_FakeCupyArray, asarray=np.array,
-                                 empty=lambda n, dtype: np.empty(n, dtype),
-                                 cuda=types.SimpleNamespace(Device=Device))
+    """fusedopt._cuda on the tests' CuPy double; launches are recorded, not run."""
     launches = []
-
-    def function(file, name):
-        def launch(grid, block, args):
-            launches.append(dict(file=file, name=name, grid=grid, block=block, args=args,
-                                 device=current[0]))
-        return launch
-
-    monkeypatch.setattr(_cuda.runtime, "cupy", lambda: fake)
-    monkeypatch.setattr(_cuda.runtime, "function", function)
-    monkeypatch.setattr(_cuda.runtime, "launch_blocks", 4)
-    monkeypatch.setattr(_cuda.runtime, "TABLES", {})
+    emulation.install(monkeypatch, blocks=4, kernels=emulation.not_run, record=launches)
     return launches
 
 
@@ -128,7 +82,7 @@ def _decode(table, nt):
 
 
 def _adam_lists(shapes, dtypes, amsgrad=False):
-    mk = [[_FakeCupyArray(s, d) for s, d in zip(shapes, dtypes)] for _ in range(5)]
+    mk = [[_arr(s, d) for s, d in zip(shapes, dtypes)] for _ in range(5)]
     return mk if amsgrad else mk[:4] + [None]
 
 
@@ -187,7 +141,7 @@ def test_table_is_cached_by_content(fake_cupy):
 
 
 def test_rmsprop_and_sgd_slots(fake_cupy):
-    mk = lambda: [_FakeCupyArray((9,), np.float64)]  # noqa: E731
+    mk = lambda: [_arr((9,), np.float64)]  # noqa: E731
     p, g, sq, ga, buf = mk(), mk(), mk(), mk(), mk()
     ops.rmsprop_(p, g, sq, ga, buf, step=1, momentum=0.9, centered=True)
     ops.rmsprop_(p, g, sq, None, buf, step=1, momentum=0.9)
@@ -208,8 +162,8 @@ def test_rmsprop_and_sgd_slots(fake_cupy):
 
 
 def test_sum_squares_launches_partials_then_one_finish(fake_cupy):
-    arrays = [_FakeCupyArray((40000,), np.float64), _FakeCupyArray((5,), np.float32),
-              _FakeCupyArray((16384,), np.float32)]
+    arrays = [_arr((40000,), np.float64), _arr((5,), np.float32),
+              _arr((16384,), np.float32)]
     _cuda.sum_squares(arrays)  # the fake 'out' holds garbage; only the launches are checked
     names = [x["name"] for x in fake_cupy]
     assert names == ["fusedopt::cuda::sum_squares_partial<float>",
@@ -225,11 +179,11 @@ def test_sum_squares_launches_partials_then_one_finish(fake_cupy):
 @pytest.mark.parametrize("bad, match, exc", [
     (lambda L: L[1].__setitem__(0, np.ones((10,), np.float32)),
      r"grads\[0\] must be a cupy\.ndarray, got numpy\.ndarray", TypeError),
-    (lambda L: L[3].__setitem__(1, _FakeCupyArray((20,), np.float32, device=1)),
+    (lambda L: L[3].__setitem__(1, _arr((20,), np.float32, device=1)),
      r"exp_avg_sqs\[1\] is on device 1 but params\[0\] is on device 0", TypeError),
-    (lambda L: L[2].__setitem__(0, _FakeCupyArray((10,), np.float64)),
+    (lambda L: L[2].__setitem__(0, _arr((10,), np.float64)),
      r"exp_avgs\[0\] has dtype float64 but params\[0\] has dtype float32", TypeError),
-    (lambda L: L[2].__setitem__(1, _FakeCupyArray((21,), np.float32)),
+    (lambda L: L[2].__setitem__(1, _arr((21,), np.float32)),
      r"exp_avgs\[1\]: shape \(21,\) does not match params\[1\] \(20,\)", ValueError),
     (lambda L: L[3].__setitem__(0, L[2][0]),
      r"shares memory", ValueError),
@@ -255,15 +209,15 @@ def test_numpy_param_with_a_cupy_grad_is_refused_by_the_cpu_path():
 # ---- mixed precision and AMP ---------------------------------------------------------------------
 
 def _mixed_lists(dtype=np.float16, n=(12, 5)):
-    p = [_FakeCupyArray((k,), dtype) for k in n]
-    g = [_FakeCupyArray((k,), dtype) for k in n]
-    m, v, w = ([_FakeCupyArray((k,), np.float32) for k in n] for _ in range(3))
+    p = [_arr((k,), dtype) for k in n]
+    g = [_arr((k,), dtype) for k in n]
+    m, v, w = ([_arr((k,), np.float32) for k in n] for _ in range(3))
     return p, g, m, v, w
 
 
 def test_mixed_precision_master_weights_and_amp_launch(fake_cupy):
     p, g, m, v, w = _mixed_lists()
-    gs, fi = _FakeCupyArray((1,), np.float32), _FakeCupyArray((1,), np.float32)
+    gs, fi = _arr((1,), np.float32), _arr((1,), np.float32)
     ops.adam_(p, g, m, v, step=2, lr=0.01, master_params=w, grad_scale=gs, found_inf=fi)
     (launch,) = fake_cupy
     assert launch["name"] == \
@@ -297,32 +251,32 @@ def test_bfloat16_when_ml_dtypes_is_there(fake_cupy):
 
 def test_amp_with_float32_params(fake_cupy):
     p, g, m, v, _ = _mixed_lists(np.float32)
-    gs, fi = _FakeCupyArray((1,), np.float32), _FakeCupyArray((1,), np.float32)
+    gs, fi = _arr((1,), np.float32), _arr((1,), np.float32)
     ops.sgd_(p, g, m, step=3, lr=0.1, momentum=0.9, grad_scale=gs, found_inf=fi)
     assert fake_cupy[0]["name"] == \
         "fusedopt::cuda::sgd_kernel<float, false, 0, true, false, false, true>"
 
 
 @pytest.mark.parametrize("change, match, exc", [
-    (lambda L: L.update(m=[_FakeCupyArray((12,), np.float16), L["m"][1]]),
+    (lambda L: L.update(m=[_arr((12,), np.float16), L["m"][1]]),
      r"exp_avgs\[0\] has dtype float16; expected float32", TypeError),
-    (lambda L: L.update(g=[_FakeCupyArray((12,), np.float32), L["g"][1]]),
+    (lambda L: L.update(g=[_arr((12,), np.float32), L["g"][1]]),
      r"grads\[0\] has dtype float32 but params\[0\] has dtype float16", TypeError),
-    (lambda L: L.update(w=[L["w"][0], _FakeCupyArray((5,), np.float16)]),
+    (lambda L: L.update(w=[L["w"][0], _arr((5,), np.float16)]),
      r"master_params\[1\] has dtype float16; expected float32", TypeError),
     (lambda L: L.update(w=[L["w"][0], L["m"][1]]), r"shares memory", ValueError),
     (lambda L: L.update(gs=None), r"grad_scale and found_inf go together", ValueError),
-    (lambda L: L.update(gs=_FakeCupyArray((2,), np.float32)),
+    (lambda L: L.update(gs=_arr((2,), np.float32)),
      r"grad_scale must hold one float32", TypeError),
     (lambda L: L.update(fi=np.zeros(1, np.float32)), r"found_inf must be a cupy\.ndarray",
      TypeError),
-    (lambda L: L.update(fi=_FakeCupyArray((1,), np.float32, device=3)),
+    (lambda L: L.update(fi=_arr((1,), np.float32, device=3)),
      r"found_inf is on device 3", TypeError),
 ])
 def test_mixed_precision_bad_input(fake_cupy, change, match, exc):
     p, g, m, v, w = _mixed_lists()
-    L = dict(p=p, g=g, m=m, v=v, w=w, gs=_FakeCupyArray((1,), np.float32),
-             fi=_FakeCupyArray((1,), np.float32))
+    L = dict(p=p, g=g, m=m, v=v, w=w, gs=_arr((1,), np.float32),
+             fi=_arr((1,), np.float32))
     change(L)
     with pytest.raises(exc, match=match):
         ops.adam_(L["p"], L["g"], L["m"], L["v"], step=1, master_params=L["w"],
@@ -403,7 +357,7 @@ def test_report_measures_cuda_benchmarks_against_the_copy_bandwidth():
 
 def test_mixed_precision_params_are_all_16_bit(fake_cupy):
     p, g, m, v, _ = _mixed_lists()
-    p[1], g[1] = _FakeCupyArray((5,), np.float32), _FakeCupyArray((5,), np.float32)
+    p[1], g[1] = _arr((5,), np.float32), _arr((5,), np.float32)
     with pytest.raises(TypeError, match=r"params\[1\] has dtype float32; expected float16"):
         ops.adam_(p, g, m, v, step=1)
     assert fake_cupy == []

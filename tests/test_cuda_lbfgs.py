@@ -1,15 +1,14 @@
 """The GPU two-loop recursion (fusedopt._cuda.lbfgs_*).
 
 Without a GPU: the host side (argument checks, the sequence of launches and the device-scalar
-indices they carry) runs against a fake ``cupy`` whose arrays are NumPy arrays and whose kernels
-are NumPy models of csrc/cuda/lbfgs.cu's documented semantics; the direction it produces must be
+indices they carry) runs against the tests' CuPy double (tests/cuda_host/emulation.py) with NumPy
+models of csrc/cuda/lbfgs.cu's documented semantics; the direction it produces must be
 the textbook two-loop recursion's. Then the kernels themselves, on a GPU (``gpu`` marker) and on
 the host emulation (tests/cuda_host): the two-loop recursion to rounding, the same bits on any
 grid, and the bits of the CPU kernels ``_core.lbfgs_*`` (when this build has them).
 """
 from __future__ import annotations
 
-import contextlib
 import re
 import types
 
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 
 from fusedopt import _core, _cuda
+from cuda_host import emulation
 from cuda_host.devices import dev  # noqa: F401 -- the fixture
 
 
@@ -39,21 +39,6 @@ def two_loop(g, s, y, rho, head, count):
         beta = rho[j] * (y[j].astype(np.float64) @ r)
         r += (alpha[k] - beta) * s[j]
     return -r
-
-
-class _Arr(np.ndarray):
-    """A NumPy array that looks like a cupy.ndarray to fusedopt._cuda."""
-
-    @property
-    def data(self):
-        return types.SimpleNamespace(ptr=self.__array_interface__["data"][0])
-
-    @property
-    def device(self):
-        return types.SimpleNamespace(id=getattr(self, "_dev", 0))
-
-
-_Arr.__module__, _Arr.__name__, _Arr.__qualname__ = "cupy", "ndarray", "ndarray"
 
 
 def _model(name):
@@ -95,29 +80,14 @@ def _model(name):
 
 @pytest.fixture
 def fake_cupy(monkeypatch):
-    @contextlib.contextmanager
-    def device(i=None):
-        yield
-
-    wrap = lambda a: np.asarray(a).view(_Arr)  # noqa: E731
-    fake = types.SimpleNamespace(
-        ndarray=_Arr, empty=lambda n, dt: wrap(np.full(n, np.nan, dt)),
-        zeros=lambda n, dt: wrap(np.zeros(n, dt)), abs=np.abs, max=np.max,
-        cuda=types.SimpleNamespace(Device=device))
-    launches = []
-
-    def function(file, name):
+    """fusedopt._cuda on the tests' CuPy double, its kernels the NumPy models above."""
+    def models(file, name):
         assert file == "lbfgs.cu" and name in _cuda.name_expressions()["lbfgs.cu"], name
-        model = _model(name)
+        return _model(name)
 
-        def launch(grid, block, args):
-            launches.append(name)
-            model(grid, block, args)
-        return launch
-
-    monkeypatch.setattr(_cuda.runtime, "cupy", lambda: fake)
-    monkeypatch.setattr(_cuda.runtime, "function", function)
-    monkeypatch.setattr(_cuda.runtime, "launch_blocks", 3)
+    launches = []
+    emulation.install(monkeypatch, blocks=3, kernels=models, record=launches)
+    wrap = lambda a: np.asarray(a).view(emulation.ndarray)  # noqa: E731 -- no copy
     return types.SimpleNamespace(wrap=wrap, launches=launches)
 
 

@@ -1,6 +1,8 @@
 """Run fusedopt's CUDA kernels on the host: csrc/cuda/*.cu compiled by g++ with cuda_host.h, and
 a stand-in for CuPy whose arrays are NumPy arrays, so that fusedopt._cuda runs unchanged (checks,
 tables, launches) and its kernels' results can be compared with the reference without a GPU.
+This is the tests' one CuPy double: ``install`` can also record the launches and run NumPy models
+of the kernels, or nothing, in place of the host build.
 
 Kernel arguments are passed as the CUDA driver takes them, one pointer to each value; the
 launcher accepts only what CuPy would pass with the intended C type (a device array, np.int64,
@@ -28,7 +30,13 @@ GXX = shutil.which("g++")
 
 
 class ndarray(np.ndarray):  # noqa: N801 -- named as what it stands in for
-    """A NumPy array that fusedopt._cuda takes for a cupy.ndarray on device 0."""
+    """A NumPy array that fusedopt._cuda takes for a cupy.ndarray (on device 0, or the one
+    ``on_device`` gives it; views keep their base's device)."""
+
+    _device = 0
+
+    def __array_finalize__(self, obj):
+        self._device = getattr(obj, "_device", 0)
 
     @property
     def data(self):
@@ -36,7 +44,7 @@ class ndarray(np.ndarray):  # noqa: N801 -- named as what it stands in for
 
     @property
     def device(self):
-        return types.SimpleNamespace(id=0)
+        return types.SimpleNamespace(id=self._device)
 
 
 ndarray.__module__ = "cupy"
@@ -50,18 +58,31 @@ def asnumpy(a):
     return np.array(a).view(np.ndarray)
 
 
+def on_device(a, device):
+    """``a`` (copied) as an array of device ``device``: for the checks that refuse a mix."""
+    out = asarray(a)
+    out._device = int(device)
+    return out
+
+
+_CURRENT = [0]  # the current device, as ``with cupy.cuda.Device(i):`` sets it
+
+
 class _Device:
-    """cupy.cuda.Device of a host with one 'device' of 4 'multiprocessors'."""
+    """cupy.cuda.Device of a host whose 'devices' have 4 'multiprocessors' each."""
 
     attributes = {"MultiProcessorCount": 4}
 
     def __init__(self, i=None):
-        self.id = 0
+        self.id = _CURRENT[0] if i is None else int(i)
 
     def __enter__(self):
+        self._previous = _CURRENT[0]
+        _CURRENT[0] = self.id
         return self
 
     def __exit__(self, *exc):
+        _CURRENT[0] = self._previous
         return False
 
 
@@ -136,11 +157,33 @@ def _function(file, name):
     return launch
 
 
-def install(monkeypatch, blocks=2):
-    """Point fusedopt._cuda at the host: the stand-in cupy, the host kernels, a small grid."""
-    library()
+def not_run(file, name):
+    """Kernels that do nothing: for tests that only look at what was launched."""
+    return lambda grid, block, args: None
+
+
+def install(monkeypatch, blocks=2, kernels=None, record=None):
+    """Point fusedopt._cuda at the host: the stand-in cupy, a small grid, and as kernels the host
+    build of csrc/cuda (default), or ``kernels(file, name) -> run(grid, block, args)`` (a model
+    of the kernels, or ``not_run``). With a list ``record``, every launch is appended to it as
+    ``dict(file, name, grid, block, args, device)`` before it runs. This is the tests' one CuPy
+    double."""
+    if kernels is None:
+        library()
+        kernels = _function
+
+    def function(file, name):
+        run = kernels(file, name)
+
+        def launch(grid, block, args):
+            if record is not None:
+                record.append(dict(file=file, name=name, grid=grid, block=block, args=args,
+                                   device=_CURRENT[0]))
+            run(grid, block, args)
+        return launch
+
     monkeypatch.setattr(_cuda.runtime, "cupy", lambda: xp)
-    monkeypatch.setattr(_cuda.runtime, "function", _function)
+    monkeypatch.setattr(_cuda.runtime, "function", function)
     monkeypatch.setattr(_cuda.runtime, "launch_blocks", blocks)
     monkeypatch.setattr(_cuda.runtime, "TABLES", {})
     monkeypatch.setattr(_cuda.runtime, "RESIDENT", {})
