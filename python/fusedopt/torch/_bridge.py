@@ -58,7 +58,7 @@ def check_param(p: Any, where: str) -> None:
 
 def check_group_devices(params: list, where: str) -> None:
     """All params of one group on one device (one kernel call per group)."""
-    devices = {local(p).device for p in params}
+    devices = {local(p).device for p in params if isinstance(p, torch.Tensor)}
     if len(devices) > 1:
         raise ValueError(f"{where}: params on different devices in one group "
                          f"({', '.join(sorted(map(str, devices)))}); put them in separate groups")

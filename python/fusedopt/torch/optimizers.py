@@ -93,12 +93,12 @@ class _FusedOptimizer(torch.optim.Optimizer):
         group = self.param_groups[n]
         try:
             params = group["params"]
+            _bridge.check_group_devices(params, f"param_groups[{n}]['params']")
             for i, p in enumerate(params):
                 _bridge.check_param(p, f"param_groups[{n}]['params'][{i}]")
             if len({id(p) for p in params}) != len(params):
                 raise ValueError(f"param_groups[{n}]['params']: a param appears twice in one "
                                  "group")
-            _bridge.check_group_devices(params, f"param_groups[{n}]['params']")
             self._check_hyperparameters(group, n)
         except (TypeError, ValueError):
             self.param_groups.pop()
