@@ -90,20 +90,6 @@ def array(t: torch.Tensor) -> Any:
     return cupy.from_dlpack(t.detach())
 
 
-def fast_grad_array(g: torch.Tensor, pview: Any) -> Any:
-    """The grad's NumPy view when it plainly matches the param's view, else None (the caller
-    then takes the checked path, ``grad_array``)."""
-    if type(g) is not torch.Tensor or g.requires_grad:
-        return None
-    try:
-        gv = g.numpy()
-    except (TypeError, RuntimeError):
-        return None
-    if gv.shape == pview.shape and gv.dtype == pview.dtype and gv.flags.c_contiguous:
-        return gv
-    return None
-
-
 _NUMPY_AMP: list = []
 
 

@@ -41,32 +41,34 @@ __all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax"]
 class _Record:
     """What a param's step needs, cached: its view and its state tensors' views.
 
-    Valid while ``p`` keeps its memory (``ptr``) and ``state`` holds the very tensors in
-    ``tensors`` under ``keys``."""
+    Valid while ``p`` keeps its memory (``ptr``; DTensors are looked up afresh each step) and
+    ``state`` holds the very tensors of ``pairs`` under the same ``keys``."""
 
-    __slots__ = ("p", "ptr", "pview", "state", "keys", "tensors", "views", "step_view", "cuda")
+    __slots__ = ("p", "ptr", "pview", "state", "keys", "pairs", "views", "step_view", "cuda")
 
-    def __init__(self, p: torch.Tensor, ptr: int, pview: Any) -> None:
-        self.p, self.ptr, self.pview = p, ptr, pview
+    def __init__(self, p: torch.Tensor, pview: Any) -> None:
+        plain = type(p) in (torch.Tensor, torch.nn.Parameter)
+        self.p, self.pview = p, pview
+        self.ptr = p.data_ptr() if plain else -1
         self.state: dict | None = None
         self.keys: tuple = ()
-        self.tensors: tuple = ()
+        self.pairs: tuple = ()
         self.views: tuple = ()
-        self.step_view: Any = None
+        self.step_view: Any = None  # 0-d float array: the steps taken (a view of state["step"])
         self.cuda = pview.__class__.__module__.startswith("cupy")
 
-
-def _ptr(p: torch.Tensor) -> int:
-    return p.data_ptr() if type(p) in (torch.Tensor, torch.nn.Parameter) else \
-        _bridge.local(p).data_ptr()
+    def current(self) -> bool:
+        state = self.state
+        for k, t in self.pairs:
+            if state.get(k) is not t:
+                return False
+        return True
 
 
 class _FusedOptimizer(torch.optim.Optimizer):
     """The shared machinery; subclasses name their state keys and call their kernel."""
 
     _step_supports_amp_scaling = True
-    #: whether the state keeps a ``step`` tensor (SGD does not)
-    _counts_steps = True
 
     def __init__(self, params: Any, defaults: dict) -> None:
         self._records: dict[int, _Record] = {}
@@ -121,32 +123,14 @@ class _FusedOptimizer(torch.optim.Optimizer):
         self._records = {}  # load_state_dict and unpickling replace the state tensors
 
     # -- state --------------------------------------------------------------------------------
-    def _record(self, p: torch.Tensor, where: str) -> _Record:
-        rec = self._records.get(id(p))
-        if rec is not None and rec.p is p and rec.ptr == _ptr(p):
-            return rec
+    def _refresh(self, p: torch.Tensor, group: dict, keys: tuple, where: str) -> _Record:
+        """A new record for ``p``: the param checked, its state found or created (at the first
+        step, as torch does) and checked, the views taken."""
         _bridge.check_param(p, where)
-        t = _bridge.local(p)
-        rec = _Record(p, t.data_ptr(), _bridge.array(t))
-        self._records[id(p)] = rec
-        return rec
-
-    def _attach(self, rec: _Record, group: dict, keys: tuple, where: str) -> None:
-        """Make sure ``rec`` holds the views of the param's state under ``keys`` (creating
-        the state at the first step, as torch does)."""
-        state = self.state[rec.p]
-        if rec.state is state and rec.keys == keys and \
-                all(state.get(k) is t for k, t in zip(keys, rec.tensors)):
-            return
-        p = rec.p
-        if self._counts_steps:
-            s = state.get("step")
-            if not (isinstance(s, torch.Tensor) and s.device.type == "cpu" and s.dim() == 0
-                    and s.dtype in (torch.float32, torch.float64)):
-                s = torch.tensor(0.0 if s is None else float(s), dtype=_get_scalar_dtype())
-                state["step"] = s
-            rec.step_view = s.numpy()
         local = _bridge.local(p)
+        rec = _Record(p, _bridge.array(local))
+        state = self.state[p]
+        rec.step_view = self._step_view(state, keys)
         for k in keys:
             t = state.get(k)
             if t is None:
@@ -159,16 +143,23 @@ class _FusedOptimizer(torch.optim.Optimizer):
                                  f"{lt.dtype}, device {lt.device}; the param "
                                  f"{tuple(local.shape)}, {local.dtype}, {local.device}")
             if not lt.is_contiguous():
-                t = state[k] = t.contiguous()
+                state[k] = t.contiguous()
         rec.state, rec.keys = state, keys
-        rec.tensors = tuple(state[k] for k in keys)
-        rec.views = tuple(_bridge.array(_bridge.local(t)) for t in rec.tensors)
+        rec.pairs = tuple((k, state[k]) for k in keys)
+        rec.views = tuple(_bridge.array(_bridge.local(t)) for _, t in rec.pairs)
+        if rec.ptr != -1:
+            self._records[id(p)] = rec
+        return rec
 
-    def _steps_taken(self, rec: _Record) -> int:
-        return int(rec.step_view[()])
-
-    def _count(self, rec: _Record, step: int) -> None:
-        rec.step_view[()] = step
+    def _step_view(self, state: dict, keys: tuple) -> Any:
+        """A 0-d array holding the steps taken: a view of ``state["step"]`` (made a CPU float
+        tensor if it came as something else)."""
+        s = state.get("step")
+        if not (isinstance(s, torch.Tensor) and s.device.type == "cpu" and s.dim() == 0
+                and s.dtype in (torch.float32, torch.float64)):
+            s = state["step"] = torch.tensor(0.0 if s is None else float(s),
+                                             dtype=_get_scalar_dtype())
+        return s.numpy()
 
     # -- the step -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -185,6 +176,8 @@ class _FusedOptimizer(torch.optim.Optimizer):
             return loss  # GradScaler found an inf or NaN: nothing changes
         # Phase 1: every check and every view, before any kernel runs.
         plans = []
+        get = self._records.get
+        plain = torch.Tensor
         for n, group in enumerate(self.param_groups):
             keys = self._state_keys(group)
             recs, grads = [], []
@@ -192,12 +185,23 @@ class _FusedOptimizer(torch.optim.Optimizer):
                 g = p.grad
                 if g is None:
                     continue
-                where = f"param_groups[{n}]['params'][{i}]"
-                rec = self._record(p, where)
-                gv = _bridge.fast_grad_array(g, rec.pview)
+                rec = get(id(p))
+                if rec is None or rec.p is not p or rec.ptr != p.data_ptr() or \
+                        rec.keys != keys or not rec.current():
+                    rec = self._refresh(p, group, keys, f"param_groups[{n}]['params'][{i}]")
+                gv = None
+                if type(g) is plain and not g.requires_grad:
+                    try:
+                        gv = g.numpy()
+                    except (TypeError, RuntimeError):  # sparse, CUDA...: the checked path
+                        pass
+                    else:
+                        pv = rec.pview
+                        if gv.shape != pv.shape or gv.dtype != pv.dtype or \
+                                not gv.flags.c_contiguous:
+                            gv = None
                 if gv is None:
-                    gv = _bridge.grad_array(p, rec.pview, where)
-                self._attach(rec, group, keys, where)
+                    gv = _bridge.grad_array(p, rec.pview, f"param_groups[{n}]['params'][{i}]")
                 recs.append(rec)
                 grads.append(gv)
             if recs:
@@ -207,39 +211,48 @@ class _FusedOptimizer(torch.optim.Optimizer):
                 self._check_hyperparameters(group, n)
         # Phase 2: one kernel call per group (and step count), then the counts.
         for _, group, keys, recs, grads in plans:
-            buckets: dict[int, list] = {}
-            for rec, gv in zip(recs, grads):
-                buckets.setdefault(self._steps_taken(rec), []).append((rec, gv))
-            for taken, items in buckets.items():
-                self._launch(group, keys, items, taken + 1, grad_scale)
-                for rec, _ in items:
-                    self._count(rec, taken + 1)
+            taken = [rec.step_view.item() for rec in recs]
+            first = taken[0]
+            if taken.count(first) == len(taken):
+                self._launch(group, keys, recs, grads, int(first) + 1, grad_scale)
+                continue
+            buckets: dict[float, tuple[list, list]] = {}
+            for rec, gv, t in zip(recs, grads, taken):
+                b = buckets.setdefault(t, ([], []))
+                b[0].append(rec)
+                b[1].append(gv)
+            for t, (brecs, bgrads) in buckets.items():
+                self._launch(group, keys, brecs, bgrads, int(t) + 1, grad_scale)
         return loss
 
-    def _launch(self, group: dict, keys: tuple, items: list, step: int, grad_scale: Any) -> None:
-        params = [rec.pview for rec, _ in items]
-        grads = [gv for _, gv in items]
-        states = [[rec.views[j] for rec, _ in items] for j in range(len(keys))]
+    def _launch(self, group: dict, keys: tuple, recs: list, grads: list, step: int,
+                grad_scale: Any) -> None:
+        """One kernel call for ``recs`` (params with ``step - 1`` steps taken), then their
+        counts advance."""
+        params = [rec.pview for rec in recs]
+        states = [[rec.views[j] for rec in recs] for j in range(len(keys))]
         amp: dict[str, Any] = {}
-        cuda = items[0][0].cuda
+        cuda = recs[0].cuda
         if grad_scale is not None:
-            scale = grad_scale
+            scale = float(grad_scale)
             if cuda:
                 import cupy  # noqa: PLC0415
 
-                amp = {"grad_scale": cupy.asarray([float(scale)], dtype=cupy.float32),
+                amp = {"grad_scale": cupy.asarray([scale], dtype=cupy.float32),
                        "found_inf": cupy.zeros(1, dtype=cupy.float32)}
             elif _bridge.numpy_amp():
-                amp = {"grad_scale": np.array([float(scale)], np.float32),
+                amp = {"grad_scale": np.array([scale], np.float32),
                        "found_inf": np.zeros(1, np.float32)}
             else:  # CPU kernels without AMP arguments: the same division, into temporaries
-                s32 = np.float32(float(scale))
+                s32 = np.float32(scale)
                 grads = [g / g.dtype.type(s32) for g in grads]
         if cuda:
-            with _bridge.cuda_stream(items[0][0].p):
+            with _bridge.cuda_stream(recs[0].p):
                 self._kernel(group, params, grads, states, step, **amp)
         else:
             self._kernel(group, params, grads, states, step, **amp)
+        for rec in recs:
+            rec.step_view[()] = step
 
 
 def _betas(group: dict) -> tuple[float, float]:
@@ -251,8 +264,6 @@ class SGD(_FusedOptimizer):
     """``torch.optim.SGD`` on the fused kernel: ``momentum_buffer`` is the gradient at the
     first step, then ``momentum * buf + (1 - dampening) * g`` (Nesterov: ``g + momentum *
     buf``). No state without momentum, and no ``step`` in the state (as torch)."""
-
-    _counts_steps = False
 
     def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0,
                  dampening: float = 0, weight_decay: float = 0, nesterov: bool = False, *,
@@ -266,16 +277,11 @@ class SGD(_FusedOptimizer):
     def _state_keys(self, group: dict) -> tuple[str, ...]:
         return ("momentum_buffer",) if group["momentum"] != 0 else ()
 
-    def _attach(self, rec: _Record, group: dict, keys: tuple, where: str) -> None:
-        fresh = keys and "momentum_buffer" not in self.state[rec.p]
-        super()._attach(rec, group, keys, where)
-        rec.step_view = 0 if fresh else 1  # the buffer is set to g at the first step
-
-    def _steps_taken(self, rec: _Record) -> int:
-        return rec.step_view
-
-    def _count(self, rec: _Record, step: int) -> None:
-        rec.step_view = 1
+    def _step_view(self, state: dict, keys: tuple) -> Any:
+        # Not kept in the state (torch keeps none): only the first step matters, where the
+        # buffer is set to the gradient; a buffer found in the state means it is past.
+        fresh = bool(keys) and "momentum_buffer" not in state
+        return np.array(0.0 if fresh else 1.0)
 
     def _kernel(self, group: dict, params: list, grads: list, states: list, step: int,
                 **amp: Any) -> None:
