@@ -410,6 +410,28 @@ def test_bad_grads_raise_naming_the_param_and_change_nothing():
     assert_unchanged(model, opt, snap)
 
 
+def test_bad_grads_in_a_single_kernel_call_are_named_too():
+    """One group, one kernel call: the kernel's own checks refuse the call before it changes
+    anything, and the param is then named."""
+    model, opt = trained(groups_of=lambda m, o: m.parameters())
+    snap = snapshot(model, opt)
+    w = opt.param_groups[0]["params"][2]
+    good = w.grad
+    w.grad = good.clone()
+    w.grad.data = good.double()
+    with pytest.raises(TypeError, match=r"param_groups\[0\]\['params'\]\[2\].*dtype"):
+        opt.step()
+    w.grad.data = torch.zeros(3)
+    with pytest.raises(TypeError, match=r"param_groups\[0\]\['params'\]\[2\].*shape"):
+        opt.step()
+    assert_unchanged(model, opt, snap)
+    w.grad = good
+    opt.param_groups[0]["eps"] = -1.0
+    with pytest.raises(ValueError, match="eps"):
+        opt.step()
+    assert_unchanged(model, opt, snap)
+
+
 @pytest.mark.parametrize("make, exc, match", [
     (lambda: [torch.zeros(4, 3).t()], ValueError, "not contiguous"),
     (lambda: [torch.zeros(3, device="meta")], ValueError, "meta"),

@@ -174,13 +174,13 @@ class _FusedOptimizer(torch.optim.Optimizer):
         found_inf = getattr(self, "found_inf", None)
         if found_inf is not None and float(found_inf) != 0.0:
             return loss  # GradScaler found an inf or NaN: nothing changes
-        # Phase 1: every check and every view, before any kernel runs.
+        # Phase 1: the views (the params and the state checked once, when first seen or
+        # replaced), before any kernel runs.
         plans = []
         get = self._records.get
-        plain = torch.Tensor
         for n, group in enumerate(self.param_groups):
             keys = self._state_keys(group)
-            recs, grads = [], []
+            recs, grads, index = [], [], []
             for i, p in enumerate(group["params"]):
                 g = p.grad
                 if g is None:
@@ -189,33 +189,36 @@ class _FusedOptimizer(torch.optim.Optimizer):
                 if rec is None or rec.p is not p or rec.ptr != p.data_ptr() or \
                         rec.keys != keys or not rec.current():
                     rec = self._refresh(p, group, keys, f"param_groups[{n}]['params'][{i}]")
-                gv = None
-                if type(g) is plain and not g.requires_grad:
-                    try:
-                        gv = g.numpy()
-                    except (TypeError, RuntimeError):  # sparse, CUDA...: the checked path
-                        pass
-                    else:
-                        pv = rec.pview
-                        if gv.shape != pv.shape or gv.dtype != pv.dtype or \
-                                not gv.flags.c_contiguous:
-                            gv = None
-                if gv is None:
+                try:
+                    gv = g.numpy()  # checked by the kernel, or by _check_grads
+                except (TypeError, RuntimeError):  # sparse, CUDA, requires_grad...
                     gv = _bridge.grad_array(p, rec.pview, f"param_groups[{n}]['params'][{i}]")
                 recs.append(rec)
                 grads.append(gv)
+                index.append(i)
             if recs:
-                plans.append((n, group, keys, recs, grads))
-        if len(plans) > 1:
-            for n, group, *_ in plans:
+                taken = [rec.step_view.item() for rec in recs]
+                plans.append((n, group, keys, recs, grads, index, taken))
+        if not plans:
+            return loss
+        if len(plans) > 1 or plans[0][6].count(plans[0][6][0]) != len(plans[0][6]):
+            # Several kernel calls: everything is checked before the first one.
+            for n, group, keys, recs, grads, index, _ in plans:
                 self._check_hyperparameters(group, n)
-        # Phase 2: one kernel call per group (and step count), then the counts.
-        for _, group, keys, recs, grads in plans:
-            taken = [rec.step_view.item() for rec in recs]
-            first = taken[0]
-            if taken.count(first) == len(taken):
-                self._launch(group, keys, recs, grads, int(first) + 1, grad_scale)
-                continue
+                self._check_grads(n, recs, grads, index)
+        else:
+            # One kernel call, which checks every array before it changes any: on an error,
+            # the grads are checked here to name the param (and non-contiguous ones copied).
+            n, group, keys, recs, grads, index, taken = plans[0]
+            try:
+                self._launch(group, keys, recs, grads, int(taken[0]) + 1, grad_scale)
+                return loss
+            except (TypeError, ValueError):
+                self._check_grads(n, recs, grads, index)
+                self._launch(group, keys, recs, grads, int(taken[0]) + 1, grad_scale)
+                return loss
+        # Phase 2: one kernel call per group and step count, then the counts.
+        for _, group, keys, recs, grads, _, taken in plans:
             buckets: dict[float, tuple[list, list]] = {}
             for rec, gv, t in zip(recs, grads, taken):
                 b = buckets.setdefault(t, ([], []))
@@ -224,6 +227,16 @@ class _FusedOptimizer(torch.optim.Optimizer):
             for t, (brecs, bgrads) in buckets.items():
                 self._launch(group, keys, brecs, bgrads, int(t) + 1, grad_scale)
         return loss
+
+    @staticmethod
+    def _check_grads(n: int, recs: list, grads: list, index: list) -> None:
+        """Every grad checked against its param (TypeError/ValueError naming the param); the
+        views of non-contiguous grads replaced by views of contiguous copies."""
+        for j, (rec, gv) in enumerate(zip(recs, grads)):
+            pv = rec.pview
+            if type(rec.p.grad) is not torch.Tensor or gv.shape != pv.shape or \
+                    gv.dtype != pv.dtype or not gv.flags.c_contiguous:
+                grads[j] = _bridge.grad_array(rec.p, pv, f"param_groups[{n}]['params'][{index[j]}]")
 
     def _launch(self, group: dict, keys: tuple, recs: list, grads: list, step: int,
                 grad_scale: Any) -> None:
