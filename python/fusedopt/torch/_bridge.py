@@ -18,10 +18,11 @@ import torch
 
 from .. import ops
 
+_DTensor: Any = None
 try:  # DTensor (FSDP2's sharded params) exists where torch.distributed does
-    from torch.distributed.tensor import DTensor
+    from torch.distributed.tensor import DTensor as _DTensor
 except ImportError:  # pragma: no cover - torch built without distributed
-    DTensor = None
+    pass
 
 #: The dtypes the kernels take today.
 DTYPES = (torch.float32, torch.float64)
@@ -30,7 +31,7 @@ _HALF = (torch.float16, torch.bfloat16)
 
 def local(t: torch.Tensor) -> torch.Tensor:
     """The tensor itself, or the local shard of a DTensor."""
-    if DTensor is not None and isinstance(t, DTensor):
+    if _DTensor is not None and isinstance(t, _DTensor):
         return t.to_local()
     return t
 
@@ -67,7 +68,7 @@ def check_group_devices(params: list, where: str) -> None:
 def grad_array(p: torch.Tensor, pview: Any, where: str) -> Any:
     """A read-only array view of ``p.grad`` (a contiguous copy of a non-contiguous grad),
     checked against the param's view."""
-    g = p.grad
+    g: Any = p.grad
     if g.layout != torch.strided:
         raise TypeError(f"{where}: sparse gradients are not supported (got {g.layout})")
     g = local(g)

@@ -50,7 +50,7 @@ class _Record:
         plain = type(p) in (torch.Tensor, torch.nn.Parameter)
         self.p, self.pview = p, pview
         self.ptr = p.data_ptr() if plain else -1
-        self.state: dict | None = None
+        self.state: dict = {}
         self.keys: tuple = ()
         self.pairs: tuple = ()
         self.views: tuple = ()
