@@ -226,13 +226,18 @@ def test_import_fusedopt_loads_no_optional_package_and_no_tool():
     code = ("import sys, fusedopt; print(' '.join(sorted(m for m in sys.modules "
             "if m.split('.')[0] in %r or m.startswith(('fusedopt.demo', 'fusedopt.benchmarks',"
             " 'fusedopt.sampling', 'fusedopt.functions', 'fusedopt.torch')))))" % (OPTIONAL,))
+    assert python_prints(code) == []
+
+
+def python_prints(code: str) -> list:
+    """The words ``code`` prints, run in a fresh interpreter that imports this package."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_DIR.parent),
                                                       env.get("PYTHONPATH")]))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == []
+    return proc.stdout.split()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,14 +305,8 @@ def test_allowed_imports_are_not_flagged(name, code):
 def test_import_fusedopt_torch_loads_torch():
     """The front door itself imports torch (where installed): the exception is real."""
     pytest.importorskip("torch")
-    code = "import sys, fusedopt.torch; print('torch' in sys.modules)"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_DIR.parent),
-                                                      env.get("PYTHONPATH")]))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["True"]
+    assert python_prints("import sys, fusedopt.torch; print('torch' in sys.modules)") == \
+        ["True"]
 
 
 def test_a_wrong_layer_line_is_caught():

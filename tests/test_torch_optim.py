@@ -385,49 +385,33 @@ def trained(cls=ft.Adam, groups_of=groups, **kw):
     return model, opt
 
 
-def test_bad_grads_raise_naming_the_param_and_change_nothing():
-    model, opt = trained()
+@pytest.mark.parametrize("n, i, hyper", [(1, 1, "lr"), (0, 2, "eps")],
+                         ids=["two-groups", "one-group"])
+def test_bad_grads_raise_naming_the_param_and_change_nothing(n, i, hyper):
+    """Two groups: every grad and group is checked before the first kernel call. One group,
+    one kernel call: the kernel's own checks refuse the call before it changes anything, and
+    the param is then named."""
+    model, opt = trained(groups_of=groups if n else (lambda m, o: m.parameters()))
     snap = snapshot(model, opt)
-    bias = opt.param_groups[1]["params"][1]
-    good = bias.grad
-    bias.grad = good.to_sparse()
-    with pytest.raises(TypeError, match=r"param_groups\[1\]\['params'\]\[1\].*sparse"):
+    where = rf"param_groups\[{n}\]\['params'\]\[{i}\]"
+    p = opt.param_groups[n]["params"][i]
+    good = p.grad
+    p.grad = good.to_sparse()
+    with pytest.raises(TypeError, match=where + ".*sparse"):
         opt.step()
     assert_unchanged(model, opt, snap)
-    bias.grad = good.clone()
-    bias.grad.data = good.double()                 # torch checks dtype only on assignment
-    with pytest.raises(TypeError, match=r"param_groups\[1\]\['params'\]\[1\].*dtype"):
+    p.grad = good.clone()
+    p.grad.data = good.double()                 # torch checks dtype only on assignment
+    with pytest.raises(TypeError, match=where + ".*dtype"):
         opt.step()
-    bias.grad.data = torch.zeros(3)
-    with pytest.raises(TypeError, match=r"param_groups\[1\]\['params'\]\[1\].*shape"):
-        opt.step()
-    assert_unchanged(model, opt, snap)
-    # a hyperparameter made bad in the second group: the first group is not stepped either
-    bias.grad = good
-    opt.param_groups[1]["lr"] = -1.0
-    with pytest.raises(ValueError, match="lr"):
+    p.grad.data = torch.zeros(3)
+    with pytest.raises(TypeError, match=where + ".*shape"):
         opt.step()
     assert_unchanged(model, opt, snap)
-
-
-def test_bad_grads_in_a_single_kernel_call_are_named_too():
-    """One group, one kernel call: the kernel's own checks refuse the call before it changes
-    anything, and the param is then named."""
-    model, opt = trained(groups_of=lambda m, o: m.parameters())
-    snap = snapshot(model, opt)
-    w = opt.param_groups[0]["params"][2]
-    good = w.grad
-    w.grad = good.clone()
-    w.grad.data = good.double()
-    with pytest.raises(TypeError, match=r"param_groups\[0\]\['params'\]\[2\].*dtype"):
-        opt.step()
-    w.grad.data = torch.zeros(3)
-    with pytest.raises(TypeError, match=r"param_groups\[0\]\['params'\]\[2\].*shape"):
-        opt.step()
-    assert_unchanged(model, opt, snap)
-    w.grad = good
-    opt.param_groups[0]["eps"] = -1.0
-    with pytest.raises(ValueError, match="eps"):
+    # a hyperparameter made bad in the last group: the first group is not stepped either
+    p.grad = good
+    opt.param_groups[n][hyper] = -1.0
+    with pytest.raises(ValueError, match=hyper):
         opt.step()
     assert_unchanged(model, opt, snap)
 
