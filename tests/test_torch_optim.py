@@ -216,6 +216,22 @@ def test_resume_is_bit_identical(case):
             assert_same_bits(opt.state[p][k].numpy(), opt_b.state[q][k].numpy(), k)
 
 
+def test_sgd_state_with_a_none_buffer_starts_the_momentum_afresh():
+    """Older torch checkpoints hold momentum_buffer None before the first step: the buffer is
+    then set to the gradient, as torch does."""
+    runs = []
+    for module in (ft, torch.optim):
+        p = torch.nn.Parameter(torch.ones(4))
+        opt = module.SGD([p], lr=0.1, momentum=0.9)
+        opt.load_state_dict({"state": {0: {"momentum_buffer": None}},
+                             "param_groups": [dict(opt.state_dict()["param_groups"][0])]})
+        for _ in range(3):
+            p.grad = torch.full((4,), 2.0)
+            opt.step()
+        runs.append(p.detach().clone())
+    torch.testing.assert_close(runs[0], runs[1])
+
+
 def test_pickle_and_deepcopy_keep_training_identically():
     x, y = digits(torch.float32)
     model = mlp(torch.float32)

@@ -293,7 +293,7 @@ class SGD(_FusedOptimizer):
     def _step_view(self, state: dict, keys: tuple) -> Any:
         # Not kept in the state (torch keeps none): only the first step matters, where the
         # buffer is set to the gradient; a buffer found in the state means it is past.
-        fresh = bool(keys) and "momentum_buffer" not in state
+        fresh = bool(keys) and state.get("momentum_buffer") is None  # None: older torch
         return np.array(0.0 if fresh else 1.0)
 
     def _kernel(self, group: dict, params: list, grads: list, states: list, step: int,
