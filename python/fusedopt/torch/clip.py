@@ -4,7 +4,6 @@ Layer: algorithms (the torch front door; imports torch at its top level).
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -65,5 +64,4 @@ def clip_grad_norm_(parameters: Any, max_norm: float, norm_type: float = 2.0,
             f"cannot be clipped ({e}). To disable this error and scale the gradients by the "
             "non-finite norm anyway, set `error_if_nonfinite=False`") from None
     dtype = grads[0].dtype if all(g.dtype == grads[0].dtype for g in grads) else torch.float32
-    return torch.tensor(norm if math.isfinite(norm) else norm, dtype=dtype,
-                        device=grads[0].device)
+    return torch.tensor(norm, dtype=dtype, device=grads[0].device)
