@@ -14,7 +14,10 @@ and, whatever the layer:
 
 * only the modules in ``CORE_IMPORTERS`` import ``_core``;
 * the optional packages in ``OPTIONAL`` are imported only inside functions (lazily), never at
-  a module's top level (``import fusedopt`` must work with NumPy alone);
+  a module's top level (``import fusedopt`` must work with NumPy alone); except that the
+  front doors in ``OPTIONAL_FRONT_DOORS`` (``fusedopt.torch``) may import their own package at
+  their top level, because no other module imports them at its top level (so ``import
+  fusedopt`` never loads them);
 * each module's docstring has a line ``Layer: <name>`` naming its layer in ``LAYERS``.
 
 A new module must be entered in ``LAYERS`` (an entry covers a package and its submodules; the
@@ -57,6 +60,7 @@ LAYERS = {
     "fusedopt.demo": "tools",
     "fusedopt.benchmarks": "tools",
     "fusedopt.__main__": "tools",
+    "fusedopt.torch": "algorithms",
 }
 
 #: The only modules (or packages) that import the compiled extension.
@@ -66,6 +70,11 @@ CORE_IMPORTERS = ("fusedopt", "fusedopt.ops", "fusedopt.lbfgs", "fusedopt._cuda"
 #: Optional packages: imported lazily, inside the functions that need them.
 OPTIONAL = ("torch", "scipy", "matplotlib", "cupy", "sklearn", "tqdm", "threadpoolctl",
             "ml_dtypes", "mpi4py")
+
+#: Front doors for one optional package (covering their submodules): they may import that
+#: package at their top level; every other module imports them lazily only.
+OPTIONAL_FRONT_DOORS = {"fusedopt.torch": "torch"}
+
 
 # ---------------------------------------------------------------------------------------------
 # The checker
@@ -153,12 +162,18 @@ def violations(sources: dict) -> list:
                     out.append(f"{where}: imports {target}, which is not in the layer map")
                     continue
                 tlayer = LAYERS[tentry]
-                if target == "fusedopt._core" and owner(name, CORE_IMPORTERS) is None:
+                door = owner(target, OPTIONAL_FRONT_DOORS)
+                if door is not None and top_level and owner(name, OPTIONAL_FRONT_DOORS) != door:
+                    out.append(f"{where}: imports {target} at the top level; it imports "
+                               f"{OPTIONAL_FRONT_DOORS[door]}, so import it lazily")
+                elif target == "fusedopt._core" and owner(name, CORE_IMPORTERS) is None:
                     out.append(f"{where}: imports fusedopt._core; only {CORE_IMPORTERS} may")
                 elif RANKS[tlayer] > RANKS[layer] and tentry != entry:
                     out.append(f"{where}: {layer} module imports {target} ({tlayer}), a "
                                "higher layer")
-            elif target.split(".")[0] in OPTIONAL and top_level:
+            elif target.split(".")[0] in OPTIONAL and top_level and \
+                    OPTIONAL_FRONT_DOORS.get(owner(name, OPTIONAL_FRONT_DOORS)) != \
+                    target.split(".")[0]:
                 out.append(f"{where}: imports the optional package {target} at the top level "
                            "(import it inside the function that needs it)")
     return out
@@ -202,14 +217,19 @@ def test_docstring_names_the_layer(name):
 def test_import_fusedopt_loads_no_optional_package_and_no_tool():
     code = ("import sys, fusedopt; print(' '.join(sorted(m for m in sys.modules "
             "if m.split('.')[0] in %r or m.startswith(('fusedopt.demo', 'fusedopt.benchmarks',"
-            " 'fusedopt.sampling', 'fusedopt.functions')))))" % (OPTIONAL,))
+            " 'fusedopt.sampling', 'fusedopt.functions', 'fusedopt.torch')))))" % (OPTIONAL,))
+    assert python_prints(code) == []
+
+
+def python_prints(code: str) -> list:
+    """The words ``code`` prints, run in a fresh interpreter that imports this package."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_DIR.parent),
                                                       env.get("PYTHONPATH")]))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == []
+    return proc.stdout.split()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,6 +255,13 @@ PLANTED = [
      "optional package matplotlib at the top level"),
     ("fusedopt.lbfgs.new_module", "x = 1\n", None),     # allowed: covered by fusedopt.lbfgs
     ("fusedopt.brand_new", "x = 1\n", "fusedopt.brand_new: not in the layer map"),
+    # the torch front door: only it imports torch at the top level, and nothing imports it so
+    ("fusedopt.optim", "import fusedopt.torch\n", "imports fusedopt.torch at the top level"),
+    ("fusedopt.benchmarks.registry", "from ..torch import optimizers\n",
+     "imports fusedopt.torch.optimizers at the top level"),
+    ("fusedopt.torch.clip", "import scipy\n", "optional package scipy at the top level"),
+    ("fusedopt.torch.optimizers", "from .. import demo\n",
+     "algorithms module imports fusedopt.demo (tools)"),
 ]
 
 
@@ -257,11 +284,21 @@ def test_a_planted_import_is_flagged(name, code, message):
                            "    import scipy\n"),
     ("fusedopt.benchmarks.registry", "from .. import _core, optim\n"),  # tools: may
     ("fusedopt.lbfgs.solver", "from .. import ops\nfrom . import history\n"),
+    ("fusedopt.torch.clip", "import torch.distributed\n"),            # its own package
+    ("fusedopt.torch", "from . import _bridge\n"),                     # its own modules
+    ("fusedopt.benchmarks.registry", "def f():\n    import fusedopt.torch\n"),  # lazily
 ])
 def test_allowed_imports_are_not_flagged(name, code):
     sources = dict(SOURCES)
     sources[name] = (sources[name][0] + "\n" + code, sources[name][1])
     assert violations(sources) == []
+
+
+def test_import_fusedopt_torch_loads_torch():
+    """The front door itself imports torch (where installed): the exception is real."""
+    pytest.importorskip("torch")
+    assert python_prints("import sys, fusedopt.torch; print('torch' in sys.modules)") == \
+        ["True"]
 
 
 def test_a_wrong_layer_line_is_caught():

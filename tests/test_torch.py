@@ -18,6 +18,19 @@ TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-9, atol=
 SHARED = [c for c in CASES if c.options.get("eps_root", 0.0) == 0.0]
 
 
+def step_both(ours, tparams, topt, shapes, dtype, steps=25):
+    """The same gradients to both optimizers for ``steps`` steps; then the params agree."""
+    grads = grad_stream(shapes, dtype)
+    for _ in range(steps):
+        g = next(grads)
+        ours.step(g)
+        for tp, gi in zip(tparams, g):
+            tp.grad = torch.tensor(gi)
+        topt.step()
+    for p, tp in zip(ours.params, tparams):
+        np.testing.assert_allclose(p, tp.detach().numpy(), **TOL[dtype])
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("case", SHARED, ids=[c.id for c in SHARED])
 def test_agrees_with_torch_optim(case, dtype):
@@ -26,15 +39,7 @@ def test_agrees_with_torch_optim(case, dtype):
     ours = case.make([p.copy() for p in params])
     tparams = [torch.tensor(p.copy()) for p in params]
     topt = getattr(torch.optim, TORCH_CLASS[case.cls.__name__])(tparams, **case.options)
-    grads = grad_stream(shapes, dtype)
-    for _ in range(25):
-        g = next(grads)
-        ours.step(g)
-        for tp, gi in zip(tparams, g):
-            tp.grad = torch.tensor(gi)
-        topt.step()
-    for p, tp in zip(ours.params, tparams):
-        np.testing.assert_allclose(p, tp.detach().numpy(), **TOL[dtype])
+    step_both(ours, tparams, topt, shapes, dtype)
     for name, arrs in ours.state.items():
         for a, tp in zip(arrs, tparams):
             np.testing.assert_allclose(a, topt.state[tp][name].numpy(), **TOL[dtype],
@@ -59,3 +64,23 @@ def test_names_and_defaults_are_torch_optims(name):
         assert arg in theirs, f"{name}: {arg} is not torch's"
         assert p.default == theirs[arg].default, \
             f"{name}: {arg} defaults to {p.default!r}, torch's to {theirs[arg].default!r}"
+
+
+@pytest.mark.parametrize("case", SHARED, ids=[c.id for c in SHARED])
+def test_parameter_groups_agree_with_torch_optims(case):
+    """fusedopt.optim's parameter groups mean what torch.optim's do: each group's values
+    override the constructor's."""
+    from test_optim_groups import SHAPES, SPLIT, overrides
+
+    dtype = np.float64
+    params = make_params(SHAPES, dtype)
+    group1 = overrides(case)
+    # torch.optim.Adagrad fills every group's sum with the constructor's
+    # initial_accumulator_value, ignoring a group's own (fusedopt uses the group's)
+    group1.pop("initial_accumulator_value", None)
+    ours = case.cls([{"params": [p.copy() for p in params[:SPLIT]]},
+                     {"params": [p.copy() for p in params[SPLIT:]], **group1}], **case.options)
+    tparams = [torch.tensor(p.copy()) for p in params]
+    topt = getattr(torch.optim, TORCH_CLASS[case.cls.__name__])(
+        [{"params": tparams[:SPLIT]}, {"params": tparams[SPLIT:], **group1}], **case.options)
+    step_both(ours, tparams, topt, SHAPES, dtype)

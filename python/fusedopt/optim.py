@@ -8,8 +8,24 @@ Layer: algorithms (calls ``fusedopt.ops`` or ``fusedopt.reference``, never ``_co
         opt.step(grads)                          # params updated in place
 
 Differences from torch.optim: ``step`` takes the gradients (NumPy arrays carry no ``.grad``);
-there are no parameter groups; ``lr`` may be a float or a schedule, a callable of the number of
-steps already taken (0 for the first step, as optax counts) returning the learning rate.
+``lr`` may be a float or a schedule, a callable of the number of steps already taken (0 for the
+first step, as optax counts) returning the learning rate.
+
+Parameter groups, as torch.optim's: ``params`` may be a list of dicts, each with ``"params"``
+(arrays) and any of ``lr`` and the class's hyperparameters (Adagrad: also
+``initial_accumulator_value``), which override the constructor's for that group::
+
+    opt = fusedopt.optim.AdamW([{"params": weights}, {"params": biases, "weight_decay": 0.0}],
+                               lr=1e-3, weight_decay=0.01)
+    opt.step(weight_grads + bias_grads)          # grads aligned with opt.params, all groups
+
+``opt.params`` lists every group's params in order; ``opt.param_groups[i]`` holds the group's
+params and the values it sets, and may be changed between steps (``opt.param_groups[1]["lr"] =
+...``); a value a group does not set is the optimizer's (``opt.lr``, ``opt.hyperparams``). One
+kernel call per group; with several groups, every group's lists and hyperparameters are checked
+before the first call. Each state array (``opt.state[name]``, aligned with ``opt.params``)
+exists for every param when any group's options use it. ``state_dict()`` then has
+``"param_groups"``: per group its ``"size"`` and the values it sets.
 
 ``backend="auto"`` runs the fused kernels of ``fusedopt.ops`` (C++ for NumPy arrays, CUDA for
 CuPy arrays); ``backend="reference"`` runs ``fusedopt.reference``, the plain NumPy equations. Both
@@ -125,6 +141,11 @@ def _param_list(params: Any) -> list[Any]:
     return params
 
 
+def _is_groups(params: Any) -> bool:
+    """Whether ``params`` is a list of parameter groups (dicts) rather than of arrays."""
+    return isinstance(params, (list, tuple)) and any(isinstance(g, Mapping) for g in params)
+
+
 def _plain(v: Any) -> Any:
     """A value as state_dict() holds it: 0-d arrays and NumPy scalars as Python scalars, 1-d
     arrays and lists (``betas``) as tuples of Python scalars."""
@@ -202,19 +223,30 @@ class Optimizer:
                  **hyperparams: Any) -> None:
         if backend not in _BACKENDS:
             raise ValueError(f"backend must be 'auto' or 'reference', got {backend!r}")
-        self.params: list[Any] = _param_list(params)
         self.backend = backend
         if not callable(lr):
             lr = _checks.nonneg("lr", lr)
         self.lr: LearningRate = lr
         self.hyperparams: dict[str, Any] = {k: _plain(v) for k, v in hyperparams.items()}
+        self._grouped = _is_groups(params)
+        if self._grouped:
+            self.param_groups: list[dict[str, Any]] = [
+                self._group(g, f"params[{j}]") for j, g in enumerate(params)]
+            self.params: list[Any] = [p for g in self.param_groups for p in g["params"]]
+            _checks.check_lists([("params", self.params, True)],
+                                array_type=type(self.params[0]))
+        else:
+            self.params = _param_list(params)
+            self.param_groups = [{"params": list(self.params)}]
         self._step = 0
         self._lock = threading.Lock()
         # Checks every hyperparameter now rather than at the first step.
-        self._scalars(1, 0.0 if callable(lr) else lr, self.hyperparams)
+        for g in self.param_groups:
+            glr = self._group_lr_value(g)
+            self._scalars(1, 0.0 if callable(glr) else glr, self._group_hp(g))
         self.state: dict[str, list[Any]] = {
-            name: [self._new_state(p, name) for p in self.params]
-            for name in self._state_names(self.hyperparams)}
+            name: [self._new_state(p, name, g) for g in self.param_groups for p in g["params"]]
+            for name in self._all_state_names(self.param_groups)}
 
     # -- to be provided by subclasses ---------------------------------------------------------
     def _state_names(self, hp: Mapping[str, Any]) -> tuple[str, ...]:
@@ -224,11 +256,85 @@ class Optimizer:
         """Checks the hyperparameters (raises) for the given step and lr."""
         raise NotImplementedError
 
-    def _update(self, grads: list[Any], step: int, lr: float, **amp: Any) -> None:
+    def _update(self, params: list[Any], grads: list[Any], state: Mapping[str, list[Any]],
+                step: int, lr: float, hp: Mapping[str, Any], **amp: Any) -> None:
+        """One kernel call for ``params`` (one group) with its state lists and
+        hyperparameters."""
         raise NotImplementedError
 
-    def _initial_value(self, name: str) -> float:
+    def _initial_value(self, name: str, group: Mapping[str, Any]) -> float:
         return 0.0
+
+    #: Keys a parameter group may set besides ``params``, ``lr`` and the hyperparameters.
+    _GROUP_EXTRA: tuple[str, ...] = ()
+
+    # -- parameter groups ---------------------------------------------------------------------
+    def _group(self, g: Any, where: str) -> dict[str, Any]:
+        """A checked parameter group: ``{"params": [arrays], <the values it sets>}``."""
+        if not isinstance(g, Mapping) or "params" not in g:
+            raise TypeError(f"{where} must be a dict with a 'params' key (a parameter group), "
+                            f"got {type(g).__name__}")
+        out: dict[str, Any] = {"params": _param_list(g["params"])}
+        for k, v in g.items():
+            if k == "params":
+                continue
+            if k != "lr" and k not in self.hyperparams and k not in self._GROUP_EXTRA:
+                raise ValueError(f"{where}: {k!r} is not a hyperparameter of "
+                                 f"{type(self).__name__}")
+            if k == "lr":
+                out[k] = v if callable(v) else _checks.nonneg(f"{where}['lr']", v)
+            elif k in self._GROUP_EXTRA:
+                out[k] = _checks.nonneg(f"{where}[{k!r}]", v)
+            else:
+                out[k] = _plain(v)
+        return out
+
+    def _group_hp(self, group: Mapping[str, Any],
+                  base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The hyperparameters of a group: its own values over the optimizer's (or
+        ``base``)."""
+        hp = dict(self.hyperparams if base is None else base)
+        hp.update((k, v) for k, v in group.items() if k in hp)
+        return hp
+
+    def _group_lr_value(self, group: Mapping[str, Any]) -> LearningRate:
+        return group.get("lr", self.lr)
+
+    def _group_lr(self, group: Mapping[str, Any]) -> float:
+        """The learning rate a group's next step uses (its own, else the optimizer's)."""
+        lr = self._group_lr_value(group)
+        if callable(lr):
+            return _checks.nonneg("lr (the schedule's value)", lr(self._step))
+        return lr
+
+    def _all_state_names(self, groups: Sequence[Mapping[str, Any]],
+                         base: Mapping[str, Any] | None = None) -> tuple[str, ...]:
+        """The state arrays of every group (each param has them all; a group whose options
+        do not use one keeps it untouched)."""
+        names: dict[str, None] = {}
+        for g in groups:
+            names.update(dict.fromkeys(self._state_names(self._group_hp(g, base))))
+        return tuple(names)
+
+    def _loaded_groups(self, saved: Any) -> list[dict[str, Any]]:
+        """The parameter groups of ``state_dict["param_groups"]``, checked against ours (one
+        entry per group, the same sizes; an ``lr`` of None keeps our schedule)."""
+        where = "state_dict['param_groups']"
+        if not isinstance(saved, (list, tuple)) or len(saved) != len(self.param_groups):
+            raise ValueError(f"{where} must be a list of {len(self.param_groups)} groups")
+        out = []
+        for j, (g, ours) in enumerate(zip(saved, self.param_groups)):
+            if not isinstance(g, Mapping) or _plain(g.get("size")) != len(ours["params"]):
+                raise ValueError(f"{where}[{j}] must be a dict with 'size' "
+                                 f"{len(ours['params'])}")
+            values = {k: v for k, v in g.items() if k not in ("size", "lr")}
+            new = self._group({"params": ours["params"], **values}, f"{where}[{j}]")
+            if "lr" in g and _plain(g["lr"]) is not None:
+                new["lr"] = _checks.nonneg(f"{where}[{j}]['lr']", _plain(g["lr"]))
+            elif callable(ours.get("lr")):
+                new["lr"] = ours["lr"]
+            out.append(new)
+        return out
 
     # -----------------------------------------------------------------------------------------
     @property
@@ -236,8 +342,8 @@ class Optimizer:
         """The backend module (looked up, not stored: an optimizer pickles without modules)."""
         return _BACKENDS[self.backend]
 
-    def _new_state(self, p: Any, name: str) -> Any:
-        v = self._initial_value(name)
+    def _new_state(self, p: Any, name: str, group: Mapping[str, Any]) -> Any:
+        v = self._initial_value(name, group)
         return np.zeros_like(p) if v == 0.0 else np.full_like(p, v)
 
     @property
@@ -246,10 +352,9 @@ class Optimizer:
         return self._step
 
     def current_lr(self) -> float:
-        """The learning rate the next step will use (a schedule's value at ``step_count``)."""
-        if callable(self.lr):
-            return _checks.nonneg("lr (the schedule's value)", self.lr(self._step))
-        return self.lr
+        """The learning rate the next step will use (a schedule's value at ``step_count``);
+        with parameter groups, the first group's."""
+        return self._group_lr(self.param_groups[0])
 
     def _grad_list(self, grads: Any) -> list[Any]:
         if isinstance(grads, (list, tuple)):
@@ -285,22 +390,50 @@ class Optimizer:
             # Both backends take the pair: the step is skipped, or g / grad_scale, in one pass.
             amp = {"grad_scale": grad_scale, "found_inf": found_inf}
         with self._lock:
-            lr = self.current_lr()
-            self._update(grads, self._step + 1, lr, **amp)
+            self._step_groups(grads, amp)
             if not skip:
                 self._step += 1
+
+    def _step_groups(self, grads: list[Any], amp: dict[str, Any]) -> None:
+        """One kernel call per parameter group; with several, every list, hyperparameter and
+        learning rate is checked before the first call."""
+        step = self._step + 1
+        if len(self.param_groups) == 1:
+            g = self.param_groups[0]
+            self._update(self.params, grads, self.state, step, self._group_lr(g),
+                         self._group_hp(g), **amp)
+            return
+        _checks.check_lists([("params", self.params, True), ("grads", grads, False)] +
+                            [(f"state['{k}']", v, True) for k, v in self.state.items()],
+                            array_type=type(self.params[0]))
+        calls, lo = [], 0
+        for g in self.param_groups:
+            hi = lo + len(g["params"])
+            lr, hp = self._group_lr(g), self._group_hp(g)
+            self._scalars(step, lr, hp)
+            calls.append((self.params[lo:hi], grads[lo:hi],
+                          {k: v[lo:hi] for k, v in self.state.items()}, lr, hp))
+            lo = hi
+        for params, gs, state, lr, hp in calls:
+            self._update(params, gs, state, step, lr, hp, **amp)
 
     def state_dict(self) -> dict[str, Any]:
         """A copy of the optimizer's state: ``{"step": int, "lr": float, or None when lr is a
         schedule, "hyperparams": dict, "state": {name: list of arrays}}``. See
         ``flatten_state_dict`` to save it with ``np.savez``."""
         with self._lock:
-            return {
+            out: dict[str, Any] = {
                 "step": self._step,
                 "lr": None if callable(self.lr) else self.lr,
                 "hyperparams": dict(self.hyperparams),
                 "state": {k: [a.copy() for a in v] for k, v in self.state.items()},
             }
+            if self._grouped:
+                out["param_groups"] = [
+                    {"size": len(g["params"]),
+                     **{k: None if callable(v) else v for k, v in g.items() if k != "params"}}
+                    for g in self.param_groups]
+            return out
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a ``state_dict()``: a resumed run continues bit for bit, and a schedule
@@ -327,8 +460,14 @@ class Optimizer:
             raise ValueError(
                 f"state_dict['hyperparams'] must have the keys {sorted(self.hyperparams)}")
         hp = {k: _plain(hp[k]) for k in self.hyperparams}
-        self._scalars(1, 0.0 if lr is None else lr, hp)
-        names = self._state_names(hp)
+        groups = self.param_groups
+        if self._grouped or "param_groups" in state_dict:
+            groups = self._loaded_groups(state_dict.get("param_groups"))
+        for g in groups:
+            glr = g.get("lr", lr)
+            self._scalars(1, 0.0 if glr is None or callable(glr) else glr,
+                          self._group_hp(g, hp))
+        names = self._all_state_names(groups, hp)
         st = state_dict["state"]
         if not isinstance(st, Mapping) or set(st) != set(names):
             raise ValueError(f"state_dict['state'] must have the arrays {sorted(names)}")
@@ -338,6 +477,7 @@ class Optimizer:
             self.hyperparams = hp
             if lr is not None and not callable(self.lr):
                 self.lr = lr
+            self.param_groups = groups
             self.state = state
             self._step = step
 
@@ -409,6 +549,10 @@ def flatten_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
     for k, arrs in state_dict["state"].items():
         for i, a in enumerate(arrs):
             flat[f"state.{k}.{i}"] = a if isinstance(a, np.ndarray) else a.get()
+    for j, g in enumerate(state_dict.get("param_groups", ())):
+        for k, v in g.items():
+            if v is not None:
+                flat[f"param_groups.{j}.{k}"] = np.asarray(v)
     return flat
 
 
@@ -442,13 +586,17 @@ def unflatten_state_dict(flat: Mapping[str, Any]) -> dict[str, Any]:
         raise TypeError(f"flat must be a dict of arrays, got {type(flat).__name__}")
     out: dict[str, Any] = {"lr": None, "hyperparams": {}}
     lists: dict[str, dict[int, Any]] = {}
+    groups: dict[int, dict[str, Any]] = {}
     for key in flat.keys():
         v = flat[key]
         head, _, rest = key.partition(".")
+        j, _, name = rest.partition(".")
         if key in ("step", "lr"):
             out[key] = _plain(v)
         elif head == "hyperparams" and rest:
             out["hyperparams"][rest] = _plain(v)
+        elif head == "param_groups" and j.isdigit() and name:
+            groups.setdefault(int(j), {})[name] = _plain(v)
         elif head == "state" and rest.rpartition(".")[2].isdigit():
             name, _, i = rest.rpartition(".")
             lists.setdefault(name, {})[int(i)] = v
@@ -461,6 +609,10 @@ def unflatten_state_dict(flat: Mapping[str, Any]) -> dict[str, Any]:
         if sorted(by_index) != list(range(len(by_index))):
             raise ValueError(f"flat's state.{name}.<i> are not numbered 0..n-1")
         out["state"][name] = [by_index[i] for i in range(len(by_index))]
+    if groups:
+        if sorted(groups) != list(range(len(groups))):
+            raise ValueError("flat's param_groups.<j> are not numbered 0..n-1")
+        out["param_groups"] = [{"lr": None, **groups[j]} for j in range(len(groups))]
     return out
 
 
@@ -513,9 +665,9 @@ class SGD(Optimizer):
     def _scalars(self, step, lr, hp):
         return _scalars.sgd(step=step, lr=lr, **hp)
 
-    def _update(self, grads, step, lr, **amp):
-        self._impl.sgd_(self.params, grads, self.state.get("momentum_buffer"), step=step, lr=lr,
-                        **self.hyperparams, **amp)
+    def _update(self, params, grads, state, step, lr, hp, **amp):
+        self._impl.sgd_(params, grads, state.get("momentum_buffer"), step=step, lr=lr, **hp,
+                        **amp)
 
 
 @_doc(lr="1e-2", eps="1e-10")
@@ -559,8 +711,10 @@ class Adagrad(Optimizer):
         super().__init__(params, lr, backend, lr_decay=lr_decay, weight_decay=weight_decay,
                          eps=eps, eps_root=eps_root, maximize=maximize)
 
-    def _initial_value(self, name):
-        return self._init_acc
+    _GROUP_EXTRA = ("initial_accumulator_value",)
+
+    def _initial_value(self, name, group):
+        return group.get("initial_accumulator_value", self._init_acc)
 
     def _state_names(self, hp):
         return ("sum",)
@@ -568,9 +722,8 @@ class Adagrad(Optimizer):
     def _scalars(self, step, lr, hp):
         return _scalars.adagrad(step=step, lr=lr, **hp)
 
-    def _update(self, grads, step, lr, **amp):
-        self._impl.adagrad_(self.params, grads, self.state["sum"], step=step, lr=lr,
-                            **self.hyperparams, **amp)
+    def _update(self, params, grads, state, step, lr, hp, **amp):
+        self._impl.adagrad_(params, grads, state["sum"], step=step, lr=lr, **hp, **amp)
 
 
 @_doc(lr="1e-2", eps="1e-8")
@@ -631,11 +784,9 @@ class RMSprop(Optimizer):
     def _scalars(self, step, lr, hp):
         return _scalars.rmsprop(step=step, lr=lr, **hp)
 
-    def _update(self, grads, step, lr, **amp):
-        st = self.state
-        self._impl.rmsprop_(self.params, grads, st["square_avg"], st.get("grad_avg"),
-                            st.get("momentum_buffer"), step=step, lr=lr, **self.hyperparams,
-                            **amp)
+    def _update(self, params, grads, state, step, lr, hp, **amp):
+        self._impl.rmsprop_(params, grads, state["square_avg"], state.get("grad_avg"),
+                            state.get("momentum_buffer"), step=step, lr=lr, **hp, **amp)
 
 
 @_doc(lr="1e-3", eps="1e-8")
@@ -683,11 +834,10 @@ class Adam(Optimizer):
     def _scalars(self, step, lr, hp):
         return _scalars.adam(step=step, lr=lr, decoupled_weight_decay=self._decoupled, **hp)
 
-    def _update(self, grads, step, lr, **amp):
-        st = self.state
-        self._impl.adam_(self.params, grads, st["exp_avg"], st["exp_avg_sq"],
-                         st.get("max_exp_avg_sq"), step=step, lr=lr,
-                         decoupled_weight_decay=self._decoupled, **self.hyperparams, **amp)
+    def _update(self, params, grads, state, step, lr, hp, **amp):
+        self._impl.adam_(params, grads, state["exp_avg"], state["exp_avg_sq"],
+                         state.get("max_exp_avg_sq"), step=step, lr=lr,
+                         decoupled_weight_decay=self._decoupled, **hp, **amp)
 
 
 @_doc(lr="1e-3", eps="1e-8")
@@ -774,10 +924,9 @@ class Adamax(Optimizer):
     def _scalars(self, step, lr, hp):
         return _scalars.adamax(step=step, lr=lr, **hp)
 
-    def _update(self, grads, step, lr, **amp):
-        st = self.state
-        self._impl.adamax_(self.params, grads, st["exp_avg"], st["exp_inf"], step=step, lr=lr,
-                           **self.hyperparams, **amp)
+    def _update(self, params, grads, state, step, lr, hp, **amp):
+        self._impl.adamax_(params, grads, state["exp_avg"], state["exp_inf"], step=step, lr=lr,
+                           **hp, **amp)
 
 
 from .lbfgs import LBFGS  # noqa: E402 -- re-exported here; defined with the L-BFGS solver

@@ -1,0 +1,114 @@
+"""How torch tensors reach the kernels of ``fusedopt.ops``: zero-copy array views, checks.
+
+Layer: algorithms (the torch front door; imports torch at its top level, which is allowed here
+alone because ``import fusedopt`` never imports ``fusedopt.torch``).
+
+CPU tensors become NumPy arrays with ``Tensor.numpy()`` (a view of the same memory, no copy);
+CUDA tensors become CuPy arrays with ``cupy.from_dlpack`` (also a view). DTensor params (FSDP2)
+are stepped through their local shard. Everything a kernel would refuse is refused here first,
+with the param named, so that a step with several kernel calls changes nothing when one of them
+would fail.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import ops
+
+_DTensor: Any = None
+try:  # DTensor (FSDP2's sharded params) exists where torch.distributed does
+    from torch.distributed.tensor import DTensor as _DTensor
+except ImportError:  # pragma: no cover - torch built without distributed
+    pass
+
+#: The dtypes the kernels take today.
+DTYPES = (torch.float32, torch.float64)
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def local(t: torch.Tensor) -> torch.Tensor:
+    """The tensor itself, or the local shard of a DTensor."""
+    if _DTensor is not None and isinstance(t, _DTensor):
+        return t.to_local()
+    return t
+
+
+def check_param(p: Any, where: str) -> None:
+    """Refuse what the kernels cannot update in place (TypeError/ValueError naming ``where``)."""
+    if not isinstance(p, torch.Tensor):
+        raise TypeError(f"{where}: must be a torch.Tensor, got {type(p).__name__}")
+    t = local(p)
+    if t.layout != torch.strided:
+        raise TypeError(f"{where}: {t.layout} params are not supported (dense tensors only)")
+    if t.device.type == "meta":
+        raise ValueError(f"{where}: is a meta tensor (no data to update); materialize it first")
+    if t.dtype in _HALF:
+        raise TypeError(f"{where}: {t.dtype} params are not supported yet (the 16-bit kernels "
+                        "have not landed); use float32 or float64 params")
+    if t.dtype not in DTYPES:
+        raise TypeError(f"{where}: dtype {t.dtype} is not supported (float32 or float64)")
+    if t.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{where}: device {t.device} is not supported (cpu or cuda)")
+    if not t.is_contiguous():
+        raise ValueError(f"{where}: is not contiguous (its stride is {t.stride()}); the "
+                         "kernels update contiguous tensors in place")
+
+
+def check_group_devices(params: list, where: str) -> None:
+    """All params of one group on one device (one kernel call per group)."""
+    devices = {local(p).device for p in params if isinstance(p, torch.Tensor)}
+    if len(devices) > 1:
+        raise ValueError(f"{where}: params on different devices in one group "
+                         f"({', '.join(sorted(map(str, devices)))}); put them in separate groups")
+
+
+def grad_array(p: torch.Tensor, pview: Any, where: str) -> Any:
+    """A read-only array view of ``p.grad`` (a contiguous copy of a non-contiguous grad),
+    checked against the param's view."""
+    g: Any = p.grad
+    if g.layout != torch.strided:
+        raise TypeError(f"{where}: sparse gradients are not supported (got {g.layout})")
+    g = local(g)
+    if g.dtype != p.dtype or g.shape != local(p).shape:
+        raise TypeError(f"{where}: its grad has dtype {g.dtype} and shape {tuple(g.shape)}, "
+                        f"the param {p.dtype} and {tuple(local(p).shape)}")
+    if g.device != local(p).device:
+        raise ValueError(f"{where}: its grad is on {g.device}, the param on {local(p).device}")
+    if not g.is_contiguous():
+        g = g.contiguous()
+    return array(g)
+
+
+def array(t: torch.Tensor) -> Any:
+    """A NumPy (CPU) or CuPy (CUDA) array sharing ``t``'s memory."""
+    if t.device.type == "cpu":
+        return t.detach().numpy()
+    import cupy  # noqa: PLC0415 -- only CUDA tensors need CuPy
+
+    return cupy.from_dlpack(t.detach())
+
+
+_NUMPY_AMP: list = []
+
+
+def numpy_amp() -> bool:
+    """Whether the CPU kernels take ``grad_scale``/``found_inf`` (probed once, on one element)."""
+    if not _NUMPY_AMP:
+        one = np.zeros(1, np.float32)
+        try:
+            ops.sgd_([one.copy()], [one.copy()], step=1, lr=0.0, grad_scale=np.ones(1, np.float32),
+                     found_inf=np.zeros(1, np.float32))
+            _NUMPY_AMP.append(True)
+        except TypeError:
+            _NUMPY_AMP.append(False)
+    return _NUMPY_AMP[0]
+
+
+def cuda_stream(t: torch.Tensor) -> Any:
+    """A context in which CuPy launches on torch's current stream of ``t``'s device."""
+    import cupy  # noqa: PLC0415
+
+    return cupy.cuda.ExternalStream(torch.cuda.current_stream(t.device).cuda_stream)

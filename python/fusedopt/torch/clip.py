@@ -1,0 +1,67 @@
+"""``clip_grad_norm_`` with torch's semantics on fusedopt's fused, deterministic global norm.
+
+Layer: algorithms (the torch front door; imports torch at its top level).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .. import ops
+from . import _bridge
+
+__all__ = ["clip_grad_norm_", "NonFiniteNormError"]
+
+
+class NonFiniteNormError(RuntimeError, ValueError):
+    """The total norm is NaN or infinite and ``error_if_nonfinite=True``: torch raises
+    RuntimeError, fusedopt ValueError; this is both. Nothing was scaled."""
+
+
+def clip_grad_norm_(parameters: Any, max_norm: float, norm_type: float = 2.0,
+                    error_if_nonfinite: bool = False, foreach: bool | None = None
+                    ) -> torch.Tensor:
+    """``torch.nn.utils.clip_grad_norm_``, fused: one pass for the norm, one for the scaling.
+
+    The L2 norm of all the gradients, as one vector, is accumulated in float64 in fixed blocks
+    added in a fixed order (``fusedopt.ops.global_norm``): the same bits for any number of
+    threads. If it exceeds ``max_norm`` every gradient is scaled in place by
+    ``max_norm / (norm + 1e-6)``. Returns the norm as a 0-d tensor of the gradients' dtype
+    (float32 if they mix float32 and float64). ``error_if_nonfinite=True`` raises
+    ``NonFiniteNormError`` (a RuntimeError, as torch raises, and a ValueError) on a NaN or
+    infinite norm, scaling nothing.
+
+    Only ``norm_type=2`` is fused. Other norm types, gradients that are not dense float32 or
+    float64 CPU/CUDA tensors, and DTensor gradients (whose norm needs a collective) fall back
+    to ``torch.nn.utils.clip_grad_norm_``. ``foreach`` is accepted for torch's signature and
+    only passed on to that fallback.
+    """
+    if isinstance(parameters, torch.Tensor):
+        parameters = [parameters]
+    parameters = list(parameters)
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.tensor(0.0)
+    fused = float(norm_type) == 2.0 and all(
+        type(g) is torch.Tensor and g.layout == torch.strided and g.dtype in _bridge.DTYPES
+        and g.is_contiguous() and g.device == grads[0].device
+        and g.device.type in ("cpu", "cuda") for g in grads)
+    if not fused:
+        return torch.nn.utils.clip_grad_norm_(parameters, max_norm, norm_type,
+                                              error_if_nonfinite, foreach)
+    if not float(max_norm) >= 0.0:
+        raise ValueError(f"max_norm must be >= 0, got {max_norm}")
+    arrays = [_bridge.array(g) for g in grads]
+    try:
+        norm = ops.clip_by_global_norm_(arrays, float(max_norm), eps=1e-6,
+                                        error_if_nonfinite=bool(error_if_nonfinite))
+    except ValueError as e:
+        if "nothing was clipped" not in str(e):
+            raise
+        raise NonFiniteNormError(
+            f"The total norm of order 2.0 for gradients from `parameters` is non-finite, so it "
+            f"cannot be clipped ({e}). To disable this error and scale the gradients by the "
+            "non-finite norm anyway, set `error_if_nonfinite=False`") from None
+    dtype = grads[0].dtype if all(g.dtype == grads[0].dtype for g in grads) else torch.float32
+    return torch.tensor(norm, dtype=dtype, device=grads[0].device)

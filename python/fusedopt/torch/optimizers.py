@@ -1,0 +1,439 @@
+"""``torch.optim`` optimizers whose step is one fused kernel call per parameter group.
+
+Layer: algorithms (torch.optim.Optimizer subclasses over ``fusedopt.ops``; imports torch at its
+top level, which only ``fusedopt.torch`` may do).
+
+Each class has torch.optim's signature and defaults (plus ``eps_root`` where the rule has one),
+parameter groups, ``step(closure=None)``, ``zero_grad``, ``add_param_group``, the base class's
+hooks and torch's ``state_dict`` format: the state tensors carry torch's names (``step``,
+``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``, ``momentum_buffer``, ``sum``, ``square_avg``,
+``grad_avg``, ``exp_inf``), so a checkpoint of ``torch.optim.AdamW`` loads into
+``fusedopt.torch.AdamW`` and back. The update equations are those of ``fusedopt.reference``.
+
+A step, per group: the params whose ``.grad`` is not None, bucketed by their step count (one
+bucket unless some params missed steps), one ``fusedopt.ops`` call per bucket for all their
+tensors (float32 and float64 alike), through zero-copy views (``Tensor.numpy()``; CuPy's
+``from_dlpack`` for CUDA tensors). Views of the params and of the state are cached per param and
+rebuilt when a tensor is replaced (``p.data = ...``, ``load_state_dict``). Everything is checked
+before the first kernel runs: a bad input raises TypeError/ValueError naming the param and
+changes nothing.
+
+AMP: ``torch.amp.GradScaler`` sees ``_step_supports_amp_scaling`` and hands the optimizer
+``grad_scale`` and ``found_inf``; ``found_inf`` is read on the host (one float: a sync for CUDA
+tensors) and a step with an inf or NaN gradient changes nothing, its count included; otherwise
+the kernels see ``g / grad_scale`` in the same pass (the CPU kernels once they take
+``grad_scale``; until then the grads are divided into a temporary first).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.optim.optimizer import _get_scalar_dtype
+
+from .. import ops
+from . import _bridge
+
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax"]
+
+
+class _Record:
+    """What a param's step needs, cached: its view and its state tensors' views.
+
+    Valid while ``p`` keeps its memory (``ptr``; DTensors are looked up afresh each step) and
+    ``state`` holds the very tensors of ``pairs`` under the same ``keys``."""
+
+    __slots__ = ("p", "ptr", "pview", "state", "keys", "pairs", "views", "step_view", "cuda")
+
+    def __init__(self, p: torch.Tensor, pview: Any) -> None:
+        plain = type(p) in (torch.Tensor, torch.nn.Parameter)
+        self.p, self.pview = p, pview
+        self.ptr = p.data_ptr() if plain else -1
+        self.state: dict = {}
+        self.keys: tuple = ()
+        self.pairs: tuple = ()
+        self.views: tuple = ()
+        self.step_view: Any = None  # 0-d float array: the steps taken (a view of state["step"])
+        self.cuda = pview.__class__.__module__.startswith("cupy")
+
+    def current(self) -> bool:
+        state = self.state
+        for k, t in self.pairs:
+            if state.get(k) is not t:
+                return False
+        return True
+
+
+class _FusedOptimizer(torch.optim.Optimizer):
+    """The shared machinery; subclasses name their state keys and call their kernel."""
+
+    _step_supports_amp_scaling = True
+
+    def __init__(self, params: Any, defaults: dict) -> None:
+        self._records: dict[int, _Record] = {}
+        super().__init__(params, defaults)
+
+    # -- to be provided by subclasses ---------------------------------------------------------
+    def _state_keys(self, group: dict) -> tuple[str, ...]:
+        """The state tensors of a param under ``group``'s options, in the kernel's order."""
+        raise NotImplementedError
+
+    def _initial(self, key: str, group: dict) -> float:
+        return 0.0
+
+    def _kernel(self, group: dict, params: list, grads: list, states: list, step: int,
+                **amp: Any) -> None:
+        raise NotImplementedError
+
+    # -- groups -------------------------------------------------------------------------------
+    def add_param_group(self, param_group: dict) -> None:
+        """torch's ``add_param_group``, then the group is checked (params, devices,
+        hyperparameters) and taken back out if anything is wrong."""
+        super().add_param_group(param_group)
+        n = len(self.param_groups) - 1
+        group = self.param_groups[n]
+        try:
+            params = group["params"]
+            _bridge.check_group_devices(params, f"param_groups[{n}]['params']")
+            for i, p in enumerate(params):
+                _bridge.check_param(p, f"param_groups[{n}]['params'][{i}]")
+            if len({id(p) for p in params}) != len(params):
+                raise ValueError(f"param_groups[{n}]['params']: a param appears twice in one "
+                                 "group")
+            self._check_hyperparameters(group, n)
+        except (TypeError, ValueError):
+            self.param_groups.pop()
+            raise
+
+    def _check_hyperparameters(self, group: dict, n: int) -> None:
+        for flag in ("capturable", "differentiable"):
+            if group.get(flag):
+                raise ValueError(f"param_groups[{n}]['{flag}']: {flag}=True is not supported "
+                                 "by fusedopt.torch")
+        # The kernel on empty lists checks every hyperparameter and updates nothing.
+        keys = self._state_keys(group)
+        self._kernel(group, [], [], [[] for _ in keys], 1)
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for k, v in self.defaults.items():
+                group.setdefault(k, v)
+        self._records = {}  # load_state_dict and unpickling replace the state tensors
+
+    # -- state --------------------------------------------------------------------------------
+    def _refresh(self, p: torch.Tensor, group: dict, keys: tuple, where: str) -> _Record:
+        """A new record for ``p``: the param checked, its state found or created (at the first
+        step, as torch does) and checked, the views taken."""
+        _bridge.check_param(p, where)
+        local = _bridge.local(p)
+        rec = _Record(p, _bridge.array(local))
+        state = self.state[p]
+        rec.step_view = self._step_view(state, keys)
+        for k in keys:
+            t = state.get(k)
+            if t is None:
+                v = self._initial(k, group)
+                t = torch.zeros_like(p) if v == 0.0 else torch.full_like(p, v)
+                state[k] = t
+            lt = _bridge.local(t)
+            if lt.shape != local.shape or lt.dtype != local.dtype or lt.device != local.device:
+                raise ValueError(f"{where}: state['{k}'] has shape {tuple(lt.shape)}, dtype "
+                                 f"{lt.dtype}, device {lt.device}; the param "
+                                 f"{tuple(local.shape)}, {local.dtype}, {local.device}")
+            if not lt.is_contiguous():
+                state[k] = t.contiguous()
+        rec.state, rec.keys = state, keys
+        rec.pairs = tuple((k, state[k]) for k in keys)
+        rec.views = tuple(_bridge.array(_bridge.local(t)) for _, t in rec.pairs)
+        if rec.ptr != -1:
+            self._records[id(p)] = rec
+        return rec
+
+    def _step_view(self, state: dict, keys: tuple) -> Any:
+        """A 0-d array holding the steps taken: a view of ``state["step"]`` (made a CPU float
+        tensor if it came as something else)."""
+        s = state.get("step")
+        if not (isinstance(s, torch.Tensor) and s.device.type == "cpu" and s.dim() == 0
+                and s.dtype in (torch.float32, torch.float64)):
+            s = state["step"] = torch.tensor(0.0 if s is None else float(s),
+                                             dtype=_get_scalar_dtype())
+        return s.numpy()
+
+    # -- the step -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        """One update of every param that has a ``.grad``; ``closure`` (re-evaluating the
+        loss) is called first, with gradients enabled, and its value returned."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        grad_scale = getattr(self, "grad_scale", None)
+        found_inf = getattr(self, "found_inf", None)
+        if found_inf is not None and float(found_inf) != 0.0:
+            return loss  # GradScaler found an inf or NaN: nothing changes
+        # Phase 1: the views (the params and the state checked once, when first seen or
+        # replaced), before any kernel runs.
+        plans = []
+        get = self._records.get
+        for n, group in enumerate(self.param_groups):
+            keys = self._state_keys(group)
+            recs, grads, index = [], [], []
+            for i, p in enumerate(group["params"]):
+                g = p.grad
+                if g is None:
+                    continue
+                rec = get(id(p))
+                if rec is None or rec.p is not p or rec.ptr != p.data_ptr() or \
+                        rec.keys != keys or not rec.current():
+                    rec = self._refresh(p, group, keys, f"param_groups[{n}]['params'][{i}]")
+                try:
+                    gv = g.numpy()  # checked by the kernel, or by _check_grads
+                except (TypeError, RuntimeError):  # sparse, CUDA, requires_grad...
+                    gv = _bridge.grad_array(p, rec.pview, f"param_groups[{n}]['params'][{i}]")
+                recs.append(rec)
+                grads.append(gv)
+                index.append(i)
+            if recs:
+                taken = [rec.step_view.item() for rec in recs]
+                plans.append((n, group, keys, recs, grads, index, taken))
+        if not plans:
+            return loss
+        if len(plans) > 1 or plans[0][6].count(plans[0][6][0]) != len(plans[0][6]):
+            # Several kernel calls: everything is checked before the first one.
+            for n, group, keys, recs, grads, index, _ in plans:
+                self._check_hyperparameters(group, n)
+                self._check_grads(n, recs, grads, index)
+        else:
+            # One kernel call, which checks every array before it changes any: on an error,
+            # the grads are checked here to name the param (and non-contiguous ones copied).
+            n, group, keys, recs, grads, index, taken = plans[0]
+            try:
+                self._launch(group, keys, recs, grads, int(taken[0]) + 1, grad_scale)
+                return loss
+            except (TypeError, ValueError):
+                self._check_grads(n, recs, grads, index)
+                self._launch(group, keys, recs, grads, int(taken[0]) + 1, grad_scale)
+                return loss
+        # Phase 2: one kernel call per group and step count, then the counts.
+        for _, group, keys, recs, grads, _, taken in plans:
+            buckets: dict[float, tuple[list, list]] = {}
+            for rec, gv, t in zip(recs, grads, taken):
+                b = buckets.setdefault(t, ([], []))
+                b[0].append(rec)
+                b[1].append(gv)
+            for t, (brecs, bgrads) in buckets.items():
+                self._launch(group, keys, brecs, bgrads, int(t) + 1, grad_scale)
+        return loss
+
+    @staticmethod
+    def _check_grads(n: int, recs: list, grads: list, index: list) -> None:
+        """Every grad checked against its param (TypeError/ValueError naming the param); the
+        views of non-contiguous grads replaced by views of contiguous copies."""
+        for j, (rec, gv) in enumerate(zip(recs, grads)):
+            pv = rec.pview
+            if type(rec.p.grad) is not torch.Tensor or gv.shape != pv.shape or \
+                    gv.dtype != pv.dtype or not gv.flags.c_contiguous:
+                grads[j] = _bridge.grad_array(rec.p, pv, f"param_groups[{n}]['params'][{index[j]}]")
+
+    def _launch(self, group: dict, keys: tuple, recs: list, grads: list, step: int,
+                grad_scale: Any) -> None:
+        """One kernel call for ``recs`` (params with ``step - 1`` steps taken), then their
+        counts advance."""
+        params = [rec.pview for rec in recs]
+        states = [[rec.views[j] for rec in recs] for j in range(len(keys))]
+        amp: dict[str, Any] = {}
+        cuda = recs[0].cuda
+        if grad_scale is not None:
+            scale = float(grad_scale)
+            if cuda:
+                import cupy  # noqa: PLC0415
+
+                amp = {"grad_scale": cupy.asarray([scale], dtype=cupy.float32),
+                       "found_inf": cupy.zeros(1, dtype=cupy.float32)}
+            elif _bridge.numpy_amp():
+                amp = {"grad_scale": np.array([scale], np.float32),
+                       "found_inf": np.zeros(1, np.float32)}
+            else:  # CPU kernels without AMP arguments: the same division, into temporaries
+                s32 = np.float32(scale)
+                grads = [g / g.dtype.type(s32) for g in grads]
+        if cuda:
+            with _bridge.cuda_stream(recs[0].p):
+                self._kernel(group, params, grads, states, step, **amp)
+        else:
+            self._kernel(group, params, grads, states, step, **amp)
+        for rec in recs:
+            rec.step_view[()] = step
+
+
+def _betas(group: dict) -> tuple[float, float]:
+    b1, b2 = group["betas"]
+    return float(b1), float(b2)
+
+
+class SGD(_FusedOptimizer):
+    """``torch.optim.SGD`` on the fused kernel: ``momentum_buffer`` is the gradient at the
+    first step, then ``momentum * buf + (1 - dampening) * g`` (Nesterov: ``g + momentum *
+    buf``). No state without momentum, and no ``step`` in the state (as torch)."""
+
+    def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0,
+                 dampening: float = 0, weight_decay: float = 0, nesterov: bool = False, *,
+                 maximize: bool = False, foreach: bool | None = None,
+                 differentiable: bool = False, fused: bool | None = None) -> None:
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov,
+                                      maximize=maximize, foreach=foreach,
+                                      differentiable=differentiable, fused=fused))
+
+    def _state_keys(self, group: dict) -> tuple[str, ...]:
+        return ("momentum_buffer",) if group["momentum"] != 0 else ()
+
+    def _step_view(self, state: dict, keys: tuple) -> Any:
+        # Not kept in the state (torch keeps none): only the first step matters, where the
+        # buffer is set to the gradient; a buffer found in the state means it is past.
+        fresh = bool(keys) and state.get("momentum_buffer") is None  # None: older torch
+        return np.array(0.0 if fresh else 1.0)
+
+    def _kernel(self, group: dict, params: list, grads: list, states: list, step: int,
+                **amp: Any) -> None:
+        ops.sgd_(params, grads, states[0] if states else None, step=step,
+                 lr=float(group["lr"]), momentum=group["momentum"],
+                 dampening=group["dampening"], weight_decay=float(group["weight_decay"]),
+                 nesterov=group["nesterov"], maximize=group["maximize"], **amp)
+
+
+class Adagrad(_FusedOptimizer):
+    """``torch.optim.Adagrad`` on the fused kernel; the state ``sum`` starts at
+    ``initial_accumulator_value`` (created in the constructor, as torch does)."""
+
+    def __init__(self, params: Any, lr: float = 1e-2, lr_decay: float = 0,
+                 weight_decay: float = 0, initial_accumulator_value: float = 0,
+                 eps: float = 1e-10, foreach: bool | None = None, *, maximize: bool = False,
+                 differentiable: bool = False, fused: bool | None = None,
+                 eps_root: float = 0.0) -> None:
+        if not initial_accumulator_value >= 0.0:
+            raise ValueError("initial_accumulator_value must be >= 0, got "
+                             f"{initial_accumulator_value}")
+        super().__init__(params, dict(lr=lr, lr_decay=lr_decay, eps=eps,
+                                      weight_decay=weight_decay,
+                                      initial_accumulator_value=initial_accumulator_value,
+                                      foreach=foreach, maximize=maximize,
+                                      differentiable=differentiable, fused=fused,
+                                      eps_root=eps_root))
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state[p]
+                state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
+                state["sum"] = torch.full_like(p, group["initial_accumulator_value"])
+
+    def _state_keys(self, group: dict) -> tuple[str, ...]:
+        return ("sum",)
+
+    def _initial(self, key: str, group: dict) -> float:
+        return float(group["initial_accumulator_value"])
+
+    def _kernel(self, group: dict, params: list, grads: list, states: list, step: int,
+                **amp: Any) -> None:
+        ops.adagrad_(params, grads, states[0], step=step, lr=float(group["lr"]),
+                     lr_decay=group["lr_decay"], weight_decay=float(group["weight_decay"]),
+                     eps=group["eps"], eps_root=group["eps_root"], maximize=group["maximize"],
+                     **amp)
+
+
+class RMSprop(_FusedOptimizer):
+    """``torch.optim.RMSprop`` on the fused kernel: ``square_avg``, ``grad_avg`` when
+    ``centered``, ``momentum_buffer`` when ``momentum > 0``."""
+
+    def __init__(self, params: Any, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0, momentum: float = 0, centered: bool = False,
+                 capturable: bool = False, foreach: bool | None = None,
+                 maximize: bool = False, differentiable: bool = False, *,
+                 eps_root: float = 0.0) -> None:
+        super().__init__(params, dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps,
+                                      centered=centered, weight_decay=weight_decay,
+                                      capturable=capturable, foreach=foreach,
+                                      maximize=maximize, differentiable=differentiable,
+                                      eps_root=eps_root))
+
+    def _state_keys(self, group: dict) -> tuple[str, ...]:
+        return ("square_avg",) + (("grad_avg",) if group["centered"] else ()) + \
+            (("momentum_buffer",) if group["momentum"] > 0 else ())
+
+    def _kernel(self, group: dict, params: list, grads: list, states: list, step: int,
+                **amp: Any) -> None:
+        it = iter(states[1:])
+        grad_avgs = next(it) if group["centered"] else None
+        bufs = next(it) if group["momentum"] > 0 else None
+        ops.rmsprop_(params, grads, states[0], grad_avgs, bufs, step=step,
+                     lr=float(group["lr"]), alpha=group["alpha"], eps=group["eps"],
+                     eps_root=group["eps_root"], weight_decay=float(group["weight_decay"]),
+                     momentum=group["momentum"], centered=group["centered"],
+                     maximize=group["maximize"], **amp)
+
+
+class Adam(_FusedOptimizer):
+    """``torch.optim.Adam`` on the fused kernel (AdamW with ``decoupled_weight_decay=True``,
+    AMSGrad with ``amsgrad=True``)."""
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0, amsgrad: bool = False, *,
+                 foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None,
+                 decoupled_weight_decay: bool = False, eps_root: float = 0.0) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      amsgrad=amsgrad, maximize=maximize, foreach=foreach,
+                                      capturable=capturable, differentiable=differentiable,
+                                      fused=fused,
+                                      decoupled_weight_decay=decoupled_weight_decay,
+                                      eps_root=eps_root))
+
+    def _state_keys(self, group: dict) -> tuple[str, ...]:
+        return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ())
+
+    def _kernel(self, group: dict, params: list, grads: list, states: list, step: int,
+                **amp: Any) -> None:
+        ops.adam_(params, grads, states[0], states[1],
+                  states[2] if group["amsgrad"] else None, step=step, lr=float(group["lr"]),
+                  betas=_betas(group), eps=group["eps"], eps_root=group["eps_root"],
+                  weight_decay=float(group["weight_decay"]),
+                  decoupled_weight_decay=group["decoupled_weight_decay"],
+                  amsgrad=group["amsgrad"], maximize=group["maximize"], **amp)
+
+
+class AdamW(Adam):
+    """``torch.optim.AdamW`` on the fused kernel: Adam with decoupled weight decay
+    (``p <- p * (1 - lr * weight_decay)`` before the update)."""
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
+                 maximize: bool = False, foreach: bool | None = None, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None,
+                 eps_root: float = 0.0) -> None:
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         amsgrad=amsgrad, foreach=foreach, maximize=maximize,
+                         capturable=capturable, differentiable=differentiable, fused=fused,
+                         decoupled_weight_decay=True, eps_root=eps_root)
+
+
+class Adamax(_FusedOptimizer):
+    """``torch.optim.Adamax`` on the fused kernel: ``exp_avg`` and ``exp_inf``."""
+
+    def __init__(self, params: Any, lr: float = 2e-3, betas: tuple = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0, foreach: bool | None = None, *,
+                 maximize: bool = False, differentiable: bool = False,
+                 capturable: bool = False) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      foreach=foreach, maximize=maximize,
+                                      differentiable=differentiable, capturable=capturable))
+
+    def _state_keys(self, group: dict) -> tuple[str, ...]:
+        return ("exp_avg", "exp_inf")
+
+    def _kernel(self, group: dict, params: list, grads: list, states: list, step: int,
+                **amp: Any) -> None:
+        ops.adamax_(params, grads, states[0], states[1], step=step, lr=float(group["lr"]),
+                    betas=_betas(group), eps=group["eps"],
+                    weight_decay=float(group["weight_decay"]), maximize=group["maximize"],
+                    **amp)
