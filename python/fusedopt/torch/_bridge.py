@@ -13,10 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
-from .. import ops
 
 _DTensor: Any = None
 try:  # DTensor (FSDP2's sharded params) exists where torch.distributed does
@@ -89,22 +87,6 @@ def array(t: torch.Tensor) -> Any:
     import cupy  # noqa: PLC0415 -- only CUDA tensors need CuPy
 
     return cupy.from_dlpack(t.detach())
-
-
-_NUMPY_AMP: list = []
-
-
-def numpy_amp() -> bool:
-    """Whether the CPU kernels take ``grad_scale``/``found_inf`` (probed once, on one element)."""
-    if not _NUMPY_AMP:
-        one = np.zeros(1, np.float32)
-        try:
-            ops.sgd_([one.copy()], [one.copy()], step=1, lr=0.0, grad_scale=np.ones(1, np.float32),
-                     found_inf=np.zeros(1, np.float32))
-            _NUMPY_AMP.append(True)
-        except TypeError:
-            _NUMPY_AMP.append(False)
-    return _NUMPY_AMP[0]
 
 
 def cuda_stream(t: torch.Tensor) -> Any:

@@ -253,12 +253,9 @@ class _FusedOptimizer(torch.optim.Optimizer):
 
                 amp = {"grad_scale": cupy.asarray([scale], dtype=cupy.float32),
                        "found_inf": cupy.zeros(1, dtype=cupy.float32)}
-            elif _bridge.numpy_amp():
+            else:
                 amp = {"grad_scale": np.array([scale], np.float32),
                        "found_inf": np.zeros(1, np.float32)}
-            else:  # CPU kernels without AMP arguments: the same division, into temporaries
-                s32 = np.float32(scale)
-                grads = [g / g.dtype.type(s32) for g in grads]
         if cuda:
             with _bridge.cuda_stream(recs[0].p):
                 self._kernel(group, params, grads, states, step, **amp)
