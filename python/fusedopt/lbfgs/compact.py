@@ -1,0 +1,156 @@
+"""The limited-memory BFGS matrix in compact form, for L-BFGS-B.
+
+Layer: algorithms (its products over the history run in the kernels through ``CoreVec``; the
+small 2k x 2k algebra is NumPy in float64).
+
+Byrd, Nocedal & Schnabel (1994), Theorem 2.3, as used by Byrd, Lu, Nocedal & Zhu (1995), eq.
+(3.2)-(3.4): with the last k pairs as the columns of S and Y (n x k, oldest first),
+
+    B = theta I - W M W^T,   W = [Y, theta S]  (n x 2k),
+    M = K^{-1},              K = [[-D, L^T], [L, theta S^T S]],
+
+D = diag(s_i . y_i), L the strictly lower triangle of S^T Y (L_ij = s_i . y_j, i > j) and
+theta = y . y / s . y of the newest pair (1 with no pair). The pairs live in a ring buffer of
+rows (``s``, ``y``: ``(m, n)``, C-contiguous); the Gram matrices S^T S, S^T Y, Y^T Y are kept
+in ring order and updated by one row and column per new pair (4k dots), so no product over the
+history is ever recomputed.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._vector import CoreVec
+
+__all__ = ["CompactForm"]
+
+
+class CompactForm:
+    """B = theta I - W M W^T over the last ``m`` pairs (see the module docstring).
+
+    Attributes
+    ----------
+    s, y : ndarray (m, n) of the iterate's dtype
+        Ring buffer; the valid rows oldest to newest are ``order()``.
+    ss, sy, yy : ndarray (m, m) float64
+        Gram matrices in ring indexing: ``sy[i, j] = s_i . y_j``.
+    theta : float
+        The scaling of B's initial matrix (``y.y / s.y`` of the newest pair).
+    head, count : int
+        Ring index of the oldest pair (the next overwritten when full); number of pairs.
+    """
+
+    def __init__(self, n, m, dtype, vec=CoreVec):
+        self.n, self.m, self.vec = n, m, vec
+        self.s = np.zeros((m, n), dtype)
+        self.y = np.zeros((m, n), dtype)
+        self.ss = np.zeros((m, m))
+        self.sy = np.zeros((m, m))
+        self.yy = np.zeros((m, m))
+        self.theta = 1.0
+        self.head = 0       # 0 <= head < m: the row of the oldest pair
+        self.count = 0      # 0 <= count <= m: valid rows head .. head + count - 1 (mod m)
+        self._mid = None    # cached M (2k x 2k), None when stale
+
+    def clear(self):
+        """Forget every pair (SciPy's "refresh the memory"): B = I."""
+        self.head = self.count = 0
+        self.theta = 1.0
+        self._mid = None
+
+    def order(self):
+        """Ring rows of the valid pairs, oldest first."""
+        return [(self.head + k) % self.m for k in range(self.count)]
+
+    def _rows_dot(self, rows, v):
+        """[a_r . v for r in rows] with a = s or y rows given as arrays (float64 dots)."""
+        return np.array([self.vec.dot(a, v) for a in rows], dtype=np.float64)
+
+    def push(self, s, y, sy):
+        """Append the pair (s, y) with s . y = sy > 0 (the caller tests the curvature)."""
+        if self.count < self.m:
+            r = (self.head + self.count) % self.m
+            self.count += 1
+        else:
+            r = self.head
+            self.head = (self.head + 1) % self.m
+        self.vec.copy(self.s[r], s)
+        self.vec.copy(self.y[r], y)
+        rows = self.order()
+        for i in rows:
+            si, yi = self.s[i], self.y[i]
+            self.ss[i, r] = self.ss[r, i] = self.vec.dot(si, self.s[r])
+            self.yy[i, r] = self.yy[r, i] = self.vec.dot(yi, self.y[r])
+            self.sy[i, r] = self.vec.dot(si, self.y[r])
+            self.sy[r, i] = self.vec.dot(self.s[r], yi)
+        self.sy[r, r] = sy
+        self.theta = self.yy[r, r] / sy
+        self._mid = None
+
+    # --- the 2k x 2k algebra (chronological order) ---------------------------------------------
+
+    def middle(self):
+        """M = K^{-1} (2k x 2k, float64); raises numpy.linalg.LinAlgError if K is singular."""
+        if self._mid is None:
+            o = self.order()
+            k = len(o)
+            sy = self.sy[np.ix_(o, o)]
+            low = np.tril(sy, -1)
+            kk = np.empty((2 * k, 2 * k))
+            kk[:k, :k] = -np.diag(np.diag(sy))
+            kk[:k, k:] = low.T
+            kk[k:, :k] = low
+            kk[k:, k:] = self.theta * self.ss[np.ix_(o, o)]
+            self._mid = np.linalg.inv(kk) if k else kk
+            if not np.isfinite(self._mid).all():
+                raise np.linalg.LinAlgError("the middle matrix of the compact form is singular")
+        return self._mid
+
+    def gram_w(self):
+        """W^T W (2k x 2k)."""
+        o = self.order()
+        t = self.theta
+        ys = self.sy[np.ix_(o, o)].T
+        return np.block([[self.yy[np.ix_(o, o)], t * ys],
+                         [t * ys.T, t * t * self.ss[np.ix_(o, o)]]])
+
+    def w_rows(self, idx):
+        """Rows ``idx`` of W (len(idx) x 2k, float64)."""
+        o = self.order()
+        if not o:
+            return np.zeros((len(idx), 0))
+        ys = [self.y[r][idx] for r in o]
+        ss = [self.theta * self.s[r][idx].astype(np.float64) for r in o]
+        return np.stack(ys + ss, axis=1).astype(np.float64)
+
+    def w_row(self, i):
+        """Row i of W (2k, float64): (y_1[i] .. y_k[i], theta s_1[i] .. theta s_k[i])."""
+        o = self.order()
+        return np.concatenate([self.y[o, i], self.theta * self.s[o, i]]).astype(np.float64)
+
+    # --- products over the history (passes over n) ---------------------------------------------
+
+    def wt_dot(self, v):
+        """W^T v (2k, float64): 2k dots accumulated in float64."""
+        o = self.order()
+        return np.concatenate([self._rows_dot([self.y[r] for r in o], v),
+                               self.theta * self._rows_dot([self.s[r] for r in o], v)])
+
+    def w_times(self, out, a):
+        """out = W a for a of length 2k (out has the iterate's dtype)."""
+        o = self.order()
+        k = len(o)
+        if k == 0:
+            out.fill(0)
+            return out
+        coef = list(zip([self.y[r] for r in o], a[:k])) + \
+            list(zip([self.s[r] for r in o], self.theta * a[k:]))
+        (r0, c0), (r1, c1) = coef[0], coef[1]
+        self.vec.axpby(out, float(c0), r0, float(c1), r1)
+        for r, c in coef[2:]:
+            self.vec.axpby(out, 1.0, out, float(c), r)
+        return out
+
+    def pairs(self):
+        """(S, Y) as (k, n) float64 copies, oldest first (for ``hess_inv``)."""
+        o = self.order()
+        return self.s[o].astype(np.float64), self.y[o].astype(np.float64)
