@@ -50,6 +50,7 @@ LAYERS = {
     "fusedopt.schedules": "algorithms",
     "fusedopt.lbfgs": "algorithms",
     "fusedopt.newton": "algorithms",
+    "fusedopt.optimize": "algorithms",
     "fusedopt.functions": "tools",
     "fusedopt.init": "tools",
     "fusedopt.sampling": "tools",
