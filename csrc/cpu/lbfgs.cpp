@@ -190,6 +190,113 @@ double amax(const T* a, int64_t n) {
     return m;
 }
 
+template <typename T>
+void rows_dots(double* out, const T* s, const T* y, const T* v, int64_t rows, int64_t n) {
+    const int64_t nb = num_blocks(n), k = 2 * rows;
+    if (rows == 0) return;
+    thread_local std::vector<double> part_store;
+    part_store.assign(static_cast<size_t>(k * nb), 0.0);
+    double* part = part_store.data();
+    parallel_chunks(nb, lbfgs_threads(n), [&](int64_t b) {
+        const int64_t lo = b * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
+        for (int64_t j = 0; j < rows; ++j) {
+            part[k * b + j] = dot_block(s + j * n, v, lo, hi);
+            part[k * b + rows + j] = dot_block(y + j * n, v, lo, hi);
+        }
+    });
+    for (int64_t j = 0; j < k; ++j) out[j] = sum_in_order(part + j, nb, k);
+}
+
+template <typename T>
+void rows_axpy(T* out, const T* s, const T* y, const double* a, const double* b, int64_t rows,
+               int64_t n) {
+    std::vector<T> ta(static_cast<size_t>(rows)), tb(ta.size());
+    for (int64_t j = 0; j < rows; ++j) {
+        ta[j] = static_cast<T>(a[j]);
+        tb[j] = static_cast<T>(b[j]);
+    }
+    parallel_chunks(num_blocks(n), lbfgs_threads(n), [&](int64_t blk) {
+        const int64_t lo = blk * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
+        T* __restrict o = out;
+        for (int64_t i = lo; i < hi; ++i) o[i] = T(0);
+        for (int64_t j = 0; j < rows; ++j) {
+            const T* __restrict sj = s + j * n;
+            const T* __restrict yj = y + j * n;
+            const T aj = ta[j], bj = tb[j];
+            for (int64_t i = lo; i < hi; ++i) o[i] = (o[i] + aj * sj[i]) + bj * yj[i];
+        }
+    });
+}
+
+template <typename T>
+double cauchy_start(T* d, T* t, const T* x, const T* g, const T* lo, const T* hi, int64_t n) {
+    const double inf = HUGE_VAL;
+    const double* part = block_results<1>(n, [&](int64_t b0, int64_t b1, double* r) {
+        r[0] = block_sum(b0, b1, [&](int64_t i) {
+            const T xi = x[i], gi = g[i], l = lo[i], h = hi[i];
+            const bool held = (xi <= l && gi >= T(0)) || (xi >= h && gi <= T(0)) || l == h;
+            T di = held ? T(0) : -gi;
+            T ti = held ? T(-1) : static_cast<T>(inf);
+            if (!held && gi > T(0) && l > static_cast<T>(-inf)) ti = (xi - l) / gi;
+            if (!held && gi < T(0) && h < static_cast<T>(inf)) ti = (xi - h) / gi;
+            d[i] = di;
+            t[i] = ti;
+            return static_cast<double>(di) * static_cast<double>(di);
+        });
+    });
+    return sum_in_order(part, num_blocks(n), 1);
+}
+
+template <typename T>
+double projected_amax(const T* x, const T* g, const T* lo, const T* hi, int64_t n) {
+    const double* part = block_results<1>(n, [&](int64_t b0, int64_t b1, double* r) {
+        T m = T(0);
+        bool nan = false;
+        for (int64_t i = b0; i < b1; ++i) {
+            const T gi = g[i];
+            T p = gi;
+            if (gi < T(0)) {
+                const T e = x[i] - hi[i];
+                p = e > gi ? e : gi;
+            } else {
+                const T e = x[i] - lo[i];
+                p = e < gi ? e : gi;
+            }
+            const T v = std::fabs(p);
+            m = v > m ? v : m;
+            nan = nan || (v != v);
+        }
+        r[0] = nan ? std::nan("") : static_cast<double>(m);
+    });
+    double m = 0.0;
+    for (int64_t b = 0; b < num_blocks(n); ++b) {
+        if (std::isnan(part[b])) return part[b];
+        m = part[b] > m ? part[b] : m;
+    }
+    return m;
+}
+
+template <typename T>
+double max_step(const T* x, const T* d, const T* lo, const T* hi, int64_t n) {
+    const double inf = HUGE_VAL;
+    const double* part = block_results<1>(n, [&](int64_t b0, int64_t b1, double* r) {
+        double t = inf;
+        for (int64_t i = b0; i < b1; ++i) {
+            const T di = d[i];
+            double ti = inf;
+            if (di < T(0) && lo[i] > static_cast<T>(-inf))
+                ti = static_cast<double>(lo[i] - x[i]) / static_cast<double>(di);
+            else if (di > T(0) && hi[i] < static_cast<T>(inf))
+                ti = static_cast<double>(hi[i] - x[i]) / static_cast<double>(di);
+            t = ti < t ? ti : t;
+        }
+        r[0] = t;
+    });
+    double t = inf;
+    for (int64_t b = 0; b < num_blocks(n); ++b) t = part[b] < t ? part[b] : t;
+    return t > 0.0 ? t : 0.0;
+}
+
 int64_t parallel_min() { return kParallelMin; }
 
 #define FUSEDOPT_LBFGS_INSTANTIATE(T)                                                   \
@@ -197,7 +304,13 @@ int64_t parallel_min() { return kParallelMin; }
     template void sub_dots<T>(T*, const T*, const T*, const T*, int64_t, double*);      \
     template double dot<T>(const T*, const T*, int64_t);                                \
     template void axpby<T>(T*, double, const T*, double, const T*, int64_t);            \
-    template double amax<T>(const T*, int64_t);
+    template double amax<T>(const T*, int64_t);                                          \
+    template void rows_dots<T>(double*, const T*, const T*, const T*, int64_t, int64_t);  \
+    template void rows_axpy<T>(T*, const T*, const T*, const double*, const double*,      \
+                               int64_t, int64_t);                                         \
+    template double cauchy_start<T>(T*, T*, const T*, const T*, const T*, const T*, int64_t); \
+    template double projected_amax<T>(const T*, const T*, const T*, const T*, int64_t);      \
+    template double max_step<T>(const T*, const T*, const T*, const T*, int64_t);
 FUSEDOPT_LBFGS_INSTANTIATE(float)
 FUSEDOPT_LBFGS_INSTANTIATE(double)
 #undef FUSEDOPT_LBFGS_INSTANTIATE

@@ -43,6 +43,36 @@ void sub_dots(T* out, const T* a, const T* b, const T* c, int64_t n, double* dot
 template <typename T>
 void axpby(T* out, double a, const T* x, double b, const T* y, int64_t n);
 
+// The products of the compact form of L-BFGS-B over the first `rows` rows of the C-contiguous
+// (m x n) arrays s and y (the ring buffer's storage order), each one pass over the history:
+//
+// rows_dots: out[j] = s_j . v and out[rows + j] = y_j . v for j < rows, float64, every dot the
+// blocked sum of blocked_sum.h (2 * rows dots while v's block is in cache).
+template <typename T>
+void rows_dots(double* out, const T* s, const T* y, const T* v, int64_t rows, int64_t n);
+
+// rows_axpy: out[i] = sum_j (a[j] s_j[i] + b[j] y_j[i]), accumulated in T from 0 in the order
+// j = 0 .. rows - 1, s term before y term (a and b cast to T once).
+template <typename T>
+void rows_axpy(T* out, const T* s, const T* y, const double* a, const double* b, int64_t rows,
+               int64_t n);
+
+// The start of the generalized Cauchy point of L-BFGS-B (Byrd, Lu, Nocedal & Zhu 1995,
+// Algorithm CP) in one pass: d[i] = 0 where x[i] is held at a bound by the gradient (at lo with
+// g >= 0, at hi with g <= 0, or lo == hi), else -g[i]; t[i] = the breakpoint where x[i] - t g[i]
+// reaches its bound (inf if none), -1 where held. Returns d . d (float64, blocked sum).
+template <typename T>
+double cauchy_start(T* d, T* t, const T* x, const T* g, const T* lo, const T* hi, int64_t n);
+
+// L-BFGS-B's projected-gradient norm (SciPy's projgr): max |p_i| with p_i = max(x - hi, g) for
+// g < 0 and min(x - lo, g) otherwise, as float64; NaN if any p_i is NaN.
+template <typename T>
+double projected_amax(const T* x, const T* g, const T* lo, const T* hi, int64_t n);
+
+// The largest t >= 0 with lo <= x + t d <= hi (inf if no bound limits d), as float64.
+template <typename T>
+double max_step(const T* x, const T* d, const T* lo, const T* hi, int64_t n);
+
 // max |a[i]| as float64; NaN if any element is NaN.
 template <typename T>
 double amax(const T* a, int64_t n);

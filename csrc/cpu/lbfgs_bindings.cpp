@@ -147,6 +147,109 @@ double amax(py::handle a_h) {
     });
 }
 
+// s and y of a compact form: (m, n) like each other, n = like.size; rows in [0, m].
+int64_t history_rows(const Array& s, const Array& y, const Array& like, int64_t rows) {
+    if (s.ndim() != 2 || s.dim(1) != like.size || s.dim(0) < 1)
+        throw py::value_error("s must have shape (m, " + std::to_string(like.size) + ") with m >= 1 (n = " +
+                              like.name() + ".size), got " + s.shape());
+    same_shape(y, s);
+    if (rows < 0 || rows > s.dim(0))
+        throw py::value_error("rows must be in [0, " + std::to_string(s.dim(0)) + "], got " +
+                              std::to_string(rows));
+    return rows;
+}
+
+py::array_t<double> rows_dots(py::handle s_h, py::handle y_h, py::handle v_h, int64_t rows) {
+    const Array v = array_arg(v_h, "v", false);
+    const Array s = array_arg(s_h, "s", false, &v);
+    const Array y = array_arg(y_h, "y", false, &v);
+    history_rows(s, y, v, rows);
+    py::array_t<double> out(2 * rows);
+    double* o = out.mutable_data();
+    by_dtype(v, [&](auto zero) {
+        using T = decltype(zero);
+        fusedopt::NoGil nogil;
+        lb::rows_dots(o, static_cast<const T*>(s.data()), static_cast<const T*>(y.data()),
+                      static_cast<const T*>(v.data()), rows, v.size);
+    });
+    return out;
+}
+
+void rows_axpy(py::handle out_h, py::handle s_h, py::handle y_h, py::handle a_h, py::handle b_h,
+               int64_t rows) {
+    const Array out = array_arg(out_h, "out", true);
+    const Array s = array_arg(s_h, "s", false, &out);
+    const Array y = array_arg(y_h, "y", false, &out);
+    history_rows(s, y, out, rows);
+    const Array a = array_arg(a_h, "a", false);
+    const Array b = array_arg(b_h, "b", false);
+    for (const Array* c : {&a, &b}) {
+        if (c->dtype != DType::kFloat64)
+            throw py::type_error(c->name() + " has dtype float32; expected float64");
+        if (c->ndim() != 1 || c->dim(0) < rows)
+            throw py::value_error(c->name() + " must be 1-D with at least rows = " +
+                                  std::to_string(rows) + " elements, got " + c->shape());
+    }
+    for (const Array* in : {&s, &y, &a, &b}) no_overlap(out, *in);
+    by_dtype(out, [&](auto zero) {
+        using T = decltype(zero);
+        fusedopt::NoGil nogil;
+        lb::rows_axpy(static_cast<T*>(out.data()), static_cast<const T*>(s.data()),
+                      static_cast<const T*>(y.data()), static_cast<const double*>(a.data()),
+                      static_cast<const double*>(b.data()), rows, out.size);
+    });
+}
+
+double cauchy_start(py::handle d_h, py::handle t_h, py::handle x_h, py::handle g_h,
+                    py::handle lo_h, py::handle hi_h) {
+    const Array d = array_arg(d_h, "d", true);
+    const Array t = array_arg(t_h, "t", true, &d);
+    same_size(t, d);
+    no_overlap(t, d);
+    const Array x = array_arg(x_h, "x", false, &d);
+    const Array g = array_arg(g_h, "g", false, &d);
+    const Array lo = array_arg(lo_h, "lo", false, &d);
+    const Array hi = array_arg(hi_h, "hi", false, &d);
+    for (const Array* in : {&x, &g, &lo, &hi}) {
+        same_size(*in, d);
+        no_overlap(d, *in);
+        no_overlap(t, *in);
+    }
+    return by_dtype(d, [&](auto zero) {
+        using T = decltype(zero);
+        fusedopt::NoGil nogil;
+        return lb::cauchy_start(static_cast<T*>(d.data()), static_cast<T*>(t.data()),
+                                static_cast<const T*>(x.data()), static_cast<const T*>(g.data()),
+                                static_cast<const T*>(lo.data()), static_cast<const T*>(hi.data()),
+                                d.size);
+    });
+}
+
+// Four read-only vectors of one size and dtype (x, g or d, lo, hi).
+template <typename Fn>
+double box_reduce(py::handle x_h, py::handle g_h, py::handle lo_h, py::handle hi_h,
+                  const char* gname, Fn&& fn) {
+    const Array x = array_arg(x_h, "x", false);
+    const Array g = array_arg(g_h, gname, false, &x);
+    const Array lo = array_arg(lo_h, "lo", false, &x);
+    const Array hi = array_arg(hi_h, "hi", false, &x);
+    for (const Array* in : {&g, &lo, &hi}) same_size(*in, x);
+    return by_dtype(x, [&](auto zero) {
+        using T = decltype(zero);
+        fusedopt::NoGil nogil;
+        return fn(static_cast<const T*>(x.data()), static_cast<const T*>(g.data()),
+                  static_cast<const T*>(lo.data()), static_cast<const T*>(hi.data()), x.size);
+    });
+}
+
+double projected_amax(py::handle x, py::handle g, py::handle lo, py::handle hi) {
+    return box_reduce(x, g, lo, hi, "g", [](auto... a) { return lb::projected_amax(a...); });
+}
+
+double max_step(py::handle x, py::handle d, py::handle lo, py::handle hi) {
+    return box_reduce(x, d, lo, hi, "d", [](auto... a) { return lb::max_step(a...); });
+}
+
 }  // namespace
 
 void register_lbfgs(py::module_& m) {
@@ -163,5 +266,21 @@ void register_lbfgs(py::module_& m) {
           py::arg("b") = 0.0, py::arg("y") = py::none(),
           "out = a * x + b * y, or out = a * x without y (out may be x or y itself).");
     m.attr("lbfgs_parallel_min") = lb::parallel_min();
+    m.def("lbfgsb_rows_dots", &rows_dots, py::arg("s"), py::arg("y"), py::arg("v"),
+          py::arg("rows"),
+          "[s_j . v for j < rows] + [y_j . v for j < rows] over the first rows rows of the (m, n)"
+          " arrays s, y, in one pass (float64 blocked sums: same bits for any thread count).");
+    m.def("lbfgsb_rows_axpy", &rows_axpy, py::arg("out"), py::arg("s"), py::arg("y"),
+          py::arg("a"), py::arg("b"), py::arg("rows"),
+          "out = sum_j (a[j] s_j + b[j] y_j) over the first rows rows, in one pass (a, b float64,"
+          " accumulated in out's dtype in the order j = 0, 1, ...).");
+    m.def("lbfgsb_cauchy_start", &cauchy_start, py::arg("d"), py::arg("t"), py::arg("x"),
+          py::arg("g"), py::arg("lo"), py::arg("hi"),
+          "L-BFGS-B's Cauchy point start: d = -g or 0 where held at a bound, t = breakpoints "
+          "(inf: none, -1: held); returns d.d (float64).");
+    m.def("lbfgsb_projected_amax", &projected_amax, py::arg("x"), py::arg("g"), py::arg("lo"),
+          py::arg("hi"), "L-BFGS-B's projected-gradient norm (SciPy's projgr) in one pass.");
+    m.def("lbfgsb_max_step", &max_step, py::arg("x"), py::arg("d"), py::arg("lo"), py::arg("hi"),
+          "The largest t >= 0 with lo <= x + t d <= hi (inf if unlimited), in one pass.");
     m.def("lbfgs_amax", &amax, py::arg("a"), "max |a| as a float (NaN if any element is NaN).");
 }

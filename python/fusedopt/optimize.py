@@ -33,7 +33,7 @@ import numpy as np
 
 from . import _checks
 from .lbfgs import lbfgsb as _lbfgsb
-from .lbfgs.bounds import parse_bounds
+from .lbfgs.bounds import Box, parse_bounds
 from .lbfgs.result import OptimizeResult as _OwnResult
 
 __all__ = ["minimize", "lbfgsb"]
@@ -162,7 +162,7 @@ def _callback_caller(callback):
     except (TypeError, ValueError):
         params = set()
     if params == {"intermediate_result"}:
-        return lambda x, f: callback(intermediate_result=_result_type()(x=x, fun=f))
+        return lambda x, f: callback(intermediate_result=_result_type()(x=x.copy(), fun=f))
     return lambda x, f: callback(np.copy(x))
 
 
@@ -225,7 +225,7 @@ def lbfgsb(fun, x0, args=(), jac=None, bounds=None, callback=None, *, hess=None,
     call_back = _callback_caller(callback)
 
     if box is None:
-        box = parse_bounds([(None, None)] * x0.size, x0.shape, np.float64)
+        box = Box(np.full(x0.size, -np.inf), np.full(x0.size, np.inf))
     x = box.project(np.empty_like(x0), x0)
     solver = _lbfgsb.BoundedSolver(_Objective(fg), x, box, m, maxls)
     solver.evaluate_start()

@@ -53,6 +53,32 @@ class CoreVec:
         return _core.lbfgs_sub_dots(out, a, b, c)
 
     @staticmethod
+    def rows_dots(s, y, v, rows):
+        """[s_j . v] + [y_j . v] (float64, 2 rows) over the first ``rows`` rows, one pass."""
+        return _core.lbfgsb_rows_dots(s, y, v, rows)
+
+    @staticmethod
+    def rows_axpy(out, s, y, a, b, rows):
+        """out = sum_j a[j] s_j + b[j] y_j over the first ``rows`` rows, one pass."""
+        _core.lbfgsb_rows_axpy(out, s, y, a, b, rows)
+
+    @staticmethod
+    def cauchy_start(d, t, x, g, lo, hi) -> float:
+        """L-BFGS-B: d = -g (0 where held at a bound), t = breakpoints (inf none, -1 held);
+        returns d . d."""
+        return _core.lbfgsb_cauchy_start(d, t, x, g, lo, hi)
+
+    @staticmethod
+    def projected_amax(x, g, lo, hi) -> float:
+        """L-BFGS-B's projected-gradient norm (SciPy's ``projgr``), one pass."""
+        return _core.lbfgsb_projected_amax(x, g, lo, hi)
+
+    @staticmethod
+    def max_step(x, d, lo, hi) -> float:
+        """The largest t >= 0 with lo <= x + t d <= hi (inf if unlimited), one pass."""
+        return _core.lbfgsb_max_step(x, d, lo, hi)
+
+    @staticmethod
     def direction(out, grad, history) -> float:
         """out = -H grad; returns grad . out."""
         return ops.lbfgs_direction_(out, grad, history)

@@ -1,7 +1,7 @@
 """Bounds of L-BFGS-B: every form SciPy accepts, checked and turned into two flat arrays.
 
-Layer: algorithms (NumPy only; ``scipy.optimize.Bounds`` is recognized by its attributes, so
-SciPy is never imported).
+Layer: algorithms (``scipy.optimize.Bounds`` is recognized by its attributes, so SciPy is never
+imported; the one-pass reductions over the box run in the kernels through ``CoreVec``).
 
 Accepted: a sequence of ``(lo, hi)`` pairs, one per element of x0 in C order, with None for
 "no bound"; an object with ``lb`` and ``ub`` attributes (``scipy.optimize.Bounds``), each a
@@ -11,6 +11,8 @@ size (or scalars). ``-inf`` / ``+inf`` mean no bound; ``lo == hi`` fixes a varia
 from __future__ import annotations
 
 import numpy as np
+
+from ._vector import CoreVec
 
 __all__ = ["Box", "parse_bounds"]
 
@@ -22,7 +24,7 @@ class Box:
     ``boxed``: every variable bounded on both sides (SciPy's ``boxed``)."""
 
     def __init__(self, lo, hi):
-        self.lo, self.hi = lo, hi
+        self.lo, self.hi = np.ascontiguousarray(lo), np.ascontiguousarray(hi)
         self.has_lo = np.isfinite(lo)
         self.has_hi = np.isfinite(hi)
         self.constrained = bool(self.has_lo.any() or self.has_hi.any())
@@ -35,17 +37,12 @@ class Box:
 
     def projected_gradient_norm(self, x, g) -> float:
         """max_i |P(x - g)_i - x_i| in SciPy's form (``projgr``): a negative g_i is cut at
-        x_i - hi_i, a positive one at x_i - lo_i."""
-        pg = np.where(g < 0, np.maximum(x - self.hi, g), np.minimum(x - self.lo, g))
-        return float(np.max(np.abs(pg))) if pg.size else 0.0
+        x_i - hi_i, a positive one at x_i - lo_i (NaN if any is NaN)."""
+        return CoreVec.projected_amax(x, g, self.lo, self.hi)
 
     def max_step(self, x, d) -> float:
         """The largest t with x + t d in the box (inf when no bound limits d)."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t_lo = np.where((d < 0) & self.has_lo, (self.lo - x) / d, np.inf)
-            t_hi = np.where((d > 0) & self.has_hi, (self.hi - x) / d, np.inf)
-        t = min(float(t_lo.min(initial=np.inf)), float(t_hi.min(initial=np.inf)))
-        return max(t, 0.0)
+        return CoreVec.max_step(x, d, self.lo, self.hi)
 
 
 def _as_bound_array(name, value, shape, size, fill):

@@ -61,12 +61,9 @@ class CompactForm:
         """Ring rows of the valid pairs, oldest first."""
         return [(self.head + k) % self.m for k in range(self.count)]
 
-    def _rows_dot(self, rows, v):
-        """[a_r . v for r in rows] with a = s or y rows given as arrays (float64 dots)."""
-        return np.array([self.vec.dot(a, v) for a in rows], dtype=np.float64)
-
     def push(self, s, y, sy):
-        """Append the pair (s, y) with s . y = sy > 0 (the caller tests the curvature)."""
+        """Append the pair (s, y) with s . y = sy > 0 (the caller tests the curvature); its
+        Gram row and column are two passes over the history (``rows_dots``)."""
         if self.count < self.m:
             r = (self.head + self.count) % self.m
             self.count += 1
@@ -75,13 +72,13 @@ class CompactForm:
             self.head = (self.head + 1) % self.m
         self.vec.copy(self.s[r], s)
         self.vec.copy(self.y[r], y)
-        rows = self.order()
-        for i in rows:
-            si, yi = self.s[i], self.y[i]
-            self.ss[i, r] = self.ss[r, i] = self.vec.dot(si, self.s[r])
-            self.yy[i, r] = self.yy[r, i] = self.vec.dot(yi, self.y[r])
-            self.sy[i, r] = self.vec.dot(si, self.y[r])
-            self.sy[r, i] = self.vec.dot(self.s[r], yi)
+        k = self.count          # rows 0 .. k - 1 are valid (k < m only while head == 0)
+        ds = self.vec.rows_dots(self.s, self.y, self.s[r], k)   # S s_r, Y s_r
+        dy = self.vec.rows_dots(self.s, self.y, self.y[r], k)   # S y_r, Y y_r
+        self.ss[:k, r] = self.ss[r, :k] = ds[:k]
+        self.sy[r, :k] = ds[k:]
+        self.sy[:k, r] = dy[:k]
+        self.yy[:k, r] = self.yy[r, :k] = dy[k:]
         self.sy[r, r] = sy
         self.theta = self.yy[r, r] / sy
         self._mid = None
@@ -130,24 +127,19 @@ class CompactForm:
     # --- products over the history (passes over n) ---------------------------------------------
 
     def wt_dot(self, v):
-        """W^T v (2k, float64): 2k dots accumulated in float64."""
-        o = self.order()
-        return np.concatenate([self._rows_dot([self.y[r] for r in o], v),
-                               self.theta * self._rows_dot([self.s[r] for r in o], v)])
+        """W^T v (2k, float64): 2k dots in one pass (float64 blocked sums)."""
+        o, k = self.order(), self.count
+        d = self.vec.rows_dots(self.s, self.y, v, k)
+        return np.concatenate([d[k:][o], self.theta * d[:k][o]])
 
     def w_times(self, out, a):
-        """out = W a for a of length 2k (out has the iterate's dtype)."""
-        o = self.order()
-        k = len(o)
-        if k == 0:
-            out.fill(0)
-            return out
-        coef = list(zip([self.y[r] for r in o], a[:k])) + \
-            list(zip([self.s[r] for r in o], self.theta * a[k:]))
-        (r0, c0), (r1, c1) = coef[0], coef[1]
-        self.vec.axpby(out, float(c0), r0, float(c1), r1)
-        for r, c in coef[2:]:
-            self.vec.axpby(out, 1.0, out, float(c), r)
+        """out = W a for a of length 2k (out has the iterate's dtype), in one pass."""
+        o, k = self.order(), self.count
+        cs = np.zeros(k)
+        cy = np.zeros(k)
+        cy[o] = a[:k]
+        cs[o] = self.theta * np.asarray(a[k:], np.float64)
+        self.vec.rows_axpy(out, self.s, self.y, cs, cy, k)
         return out
 
     def pairs(self):

@@ -28,6 +28,7 @@ import math
 
 import numpy as np
 
+from ._vector import CoreVec
 from .compact import CompactForm
 from .line_search import LineSearch, Point
 
@@ -64,7 +65,12 @@ class Breakpoints:
         return self._chunk.pop()
 
 
-def cauchy_point(x, g, box, cf):
+def _f64(a):
+    """a as float64 (no copy when it already is)."""
+    return np.asarray(a, dtype=np.float64)
+
+
+def cauchy_point(x, g, box, cf, vec=CoreVec):
     """The generalized Cauchy point (Byrd et al. 1995, Algorithm CP, as in SciPy's ``cauchy``).
 
     Returns ``(xc, c, free)``: x^c (a new array), c = W^T (x^c - x) (2k, float64) and the boolean
@@ -73,47 +79,37 @@ def cauchy_point(x, g, box, cf):
     """
     theta = cf.theta
     lo, hi = box.lo, box.hi
-    at_lo = box.has_lo & (x <= lo)
-    at_hi = box.has_hi & (x >= hi)
-    held = (at_lo & (g >= 0)) | (at_hi & (g <= 0)) | (lo == hi)
-    d = np.where(held, 0, -g).astype(x.dtype)
-    xc = x.copy()
-    free = ~held
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where((d < 0) & box.has_lo, (x - lo) / g,
-                     np.where((d > 0) & box.has_hi, (x - hi) / g, np.inf))
-    moving = d != 0
-    cand = moving & np.isfinite(t)
-    bounded_path = not bool((moving & ~cand).any())   # SciPy's bnded
-    idx = np.flatnonzero(cand)
-    bp = Breakpoints(t[idx].astype(np.float64), idx)
+    d = np.empty_like(x)
+    t = np.empty_like(x)
+    dd = vec.cauchy_start(d, t, x, g, lo, hi)      # one pass: d, breakpoints, d . d
+    free = t >= 0                                  # t = -1: held at a bound (or lo == hi)
     k2 = 2 * cf.count
     c = np.zeros(k2)
-    if not moving.any():
-        return xc, c, free
+    if dd == 0.0:
+        return x.copy(), c, free
+    finite = np.isfinite(t)
+    idx = np.flatnonzero(finite & free)
+    # SciPy's bnded: every moving variable has a breakpoint
+    bounded_path = not bool(((~finite) & (d != 0)).any())
+    bp = Breakpoints(_f64(t[idx]), idx)
     mid = cf.middle()
     p = cf.wt_dot(d)
-    d64 = d.astype(np.float64)
-    f1 = -float(d64 @ d64)
+    f1 = -dd
     f2 = -theta * f1 - float(p @ (mid @ p))
     f2_org = f2
     eps = float(np.finfo(np.float64).eps)
     dtm = -f1 / f2
     t_old = 0.0
+    hits = []
     while len(bp):
         tj, b = bp.pop()
         dt = tj - t_old
         if dtm < dt:
             break
         db = float(d[b])
-        if db > 0:
-            zb = float(hi[b]) - float(x[b])
-            xc[b] = hi[b]
-        else:
-            zb = float(lo[b]) - float(x[b])
-            xc[b] = lo[b]
+        zb = (float(hi[b]) if db > 0 else float(lo[b])) - float(x[b])
+        hits.append(b)
         d[b] = 0
-        free[b] = False
         f1 = f1 + dt * f2 + db * db - theta * db * zb
         f2 = f2 - theta * db * db
         if k2:
@@ -134,25 +130,34 @@ def cauchy_point(x, g, box, cf):
             dtm = -f1 / f2
     dtm = max(dtm, 0.0)
     tsum = t_old + dtm
-    rest = d != 0
-    xc[rest] = x[rest] + (tsum * d[rest].astype(np.float64)).astype(x.dtype)
+    xc = np.empty_like(x)
+    vec.axpby(xc, 1.0, x, tsum, d)                 # d = 0 at the variables already at a bound
+    if hits:
+        hits = np.array(hits)
+        free[hits] = False
+        xc[hits] = np.where(g[hits] < 0, hi[hits], lo[hits])   # d = -g > 0: the upper
     box.project(xc, xc)
     if k2:
         c += dtm * p
     return xc, c, free
 
 
-def subspace_step(x, g, box, cf, xc, c, free):
+def subspace_step(x, g, box, cf, xc, c, free, vec=CoreVec):
     """The end point xbar of the search direction d = xbar - x: the minimizer of the model over
     the free variables from x^c (Byrd et al., section 5.1), projected on the box (Morales &
     Nocedal 2011); when the projected point is not a descent direction, the minimizer truncated
-    to the box along the line from x^c instead. Returns a new array."""
+    to the box along the line from x^c instead. Returns a new array. Vector work in x's dtype
+    (dots in float64)."""
     theta = cf.theta
     mid = cf.middle()
-    wmc = cf.w_times(np.empty_like(x), mid @ c)
-    # reduced gradient of the model at x^c: Z^T (g + theta (x^c - x) - W M c)
-    r = (g.astype(np.float64) + theta * (xc.astype(np.float64) - x) - wmc)
-    r[~free] = 0.0
+    dt = x.dtype.type
+    # r = Z^T (g + theta (x^c - x) - W M c): the reduced gradient of the model at x^c
+    r = cf.w_times(np.empty_like(x), mid @ c)
+    np.negative(r, out=r)
+    tmp = np.subtract(xc, x)
+    vec.axpby(r, 1.0, r, theta, tmp)
+    r += g
+    r *= free
     fixed = np.flatnonzero(~free)
     gram = cf.gram_w()
     if fixed.size:
@@ -160,31 +165,40 @@ def subspace_step(x, g, box, cf, xc, c, free):
         gram = gram - wa.T @ wa
     k2 = gram.shape[0]
     # (theta I - A M A^T)^{-1} = I/theta + A (I - M A^T A / theta)^{-1} M A^T / theta^2
-    v = mid @ cf.wt_dot(r.astype(x.dtype))
+    v = mid @ cf.wt_dot(r)
     v = np.linalg.solve(np.eye(k2) - (mid @ gram) / theta, v)
-    wv = cf.w_times(np.empty_like(x), v).astype(np.float64)
-    du = -r / theta - wv / theta ** 2
-    du[~free] = 0.0
-    xbar = box.project(np.empty_like(x), xc + du.astype(x.dtype))
-    if float(g.astype(np.float64) @ (xbar.astype(np.float64) - x)) <= 0.0:
+    du = cf.w_times(np.empty_like(x), v)
+    vec.axpby(du, -1.0 / theta ** 2, du, -1.0 / theta, r)
+    du *= free
+    xbar = np.add(xc, du)
+    box.project(xbar, xbar)
+    np.subtract(xbar, x, out=tmp)
+    if vec.dot(g, tmp) <= 0.0:
         return xbar
-    alpha = min(1.0, box.max_step(xc, du.astype(x.dtype)))
-    out = xc + (alpha * du).astype(x.dtype)
-    return box.project(out, out)
+    alpha = min(1.0, box.max_step(xc, du))
+    vec.axpby(xbar, 1.0, xc, dt(alpha), du)
+    return box.project(xbar, xbar)
 
 
 class BoundedSolver:
     """The state of an L-BFGS-B run over a flat vector: x, f, g, the compact form.
 
     ``iterate()`` takes one iteration and returns None, or the message of a failure (after the
-    one restart with the memory cleared). The box is a ``bounds.Box``."""
+    one restart with the memory cleared). The box is a ``bounds.Box``. Trial points are written
+    to one of two slots (x, g), so that the best point of a line search is never copied."""
 
-    def __init__(self, objective, x, box, m, maxls=20):
+    def __init__(self, objective, x, box, m, maxls=20, vec=CoreVec):
         self.obj = objective
         self.box = box
+        self.vec = vec
+        n, dt = x.size, x.dtype
         self.x = x
-        self.g = np.empty_like(x)
-        self.cf = CompactForm(x.size, m, x.dtype)
+        self.g = vec.empty(n, dt)
+        self.d = vec.empty(n, dt)
+        self._s = vec.empty(n, dt)
+        self._y = vec.empty(n, dt)
+        self.slots = [(vec.empty(n, dt), vec.empty(n, dt)) for _ in range(2)]
+        self.cf = CompactForm(n, m, dt, vec)
         self.nit = 0
         self.f = math.nan
         self.f_prev = math.nan
@@ -192,28 +206,25 @@ class BoundedSolver:
         self._search = LineSearch(self._evaluate)
         self._search.c1 = 1e-3                # SciPy's (dcsrch ftol)
         self._search.max_evals = maxls
-        self._trial = None
 
     def evaluate_start(self):
         self.f = self.obj(self.x, self.g)
         if not math.isfinite(self.f):
             raise ValueError(f"fun(x0) returned f = {self.f}; the starting point must have a "
                              "finite value")
-        if not np.isfinite(self.g).all():
+        if not math.isfinite(self.vec.amax(self.g)):
             raise ValueError("fun(x0) returned a non-finite gradient")
 
     def projected_gradient_norm(self) -> float:
         return self.box.projected_gradient_norm(self.x, self.g)
 
     def _evaluate(self, t, slot):
-        xt = self.x + (t * self.d.astype(np.float64)).astype(self.x.dtype) \
-            if self.x.dtype != np.float64 else self.x + t * self.d
-        self.box.project(xt, xt)
-        gt = np.empty_like(self.x)
+        xt, gt = self.slots[slot]
+        self.vec.axpby(xt, 1.0, self.x, t, self.d)
+        if self.box.constrained:
+            self.box.project(xt, xt)          # exact feasibility under rounding
         f = self.obj(xt, gt)
-        self._slots[slot] = (xt, gt)
-        dg = float(gt.astype(np.float64) @ self.d) if math.isfinite(f) and \
-            np.isfinite(gt).all() else math.nan
+        dg = self.vec.dot(gt, self.d) if math.isfinite(f) else math.nan
         return Point(t, f, dg, slot)
 
     def _direction(self):
@@ -222,43 +233,45 @@ class BoundedSolver:
         if not box.constrained and cf.count:
             xc, c, free = x, np.zeros(2 * cf.count), np.ones(x.size, bool)
         else:
-            xc, c, free = cauchy_point(x, g, box, cf)
+            xc, c, free = cauchy_point(x, g, box, cf, self.vec)
         if cf.count and free.any():
-            xbar = subspace_step(x, g, box, cf, xc, c, free)
+            xbar = subspace_step(x, g, box, cf, xc, c, free, self.vec)
         else:
             xbar = xc
-        return xbar - x
+        np.subtract(xbar, x, out=self.d)
 
     def _search_along(self):
-        d64 = self.d.astype(np.float64)
-        dg0 = float(self.g.astype(np.float64) @ d64)
+        vec, d = self.vec, self.d
+        dg0 = vec.dot(self.g, d)
         if not dg0 < 0.0:
             return None
-        tmax = self.box.max_step(self.x, self.d) if self.box.constrained else math.inf
+        tmax = self.box.max_step(self.x, d) if self.box.constrained else math.inf
         if self.nit == 0 and self.box.constrained:
             tmax = 1.0
         tmax = max(tmax, 1.0)        # x + d is in the box by construction (rounding aside)
         if self.nit == 0 and not self.box.boxed:
-            t1 = min(1.0 / math.sqrt(float(d64 @ d64)), tmax)
+            t1 = min(1.0 / math.sqrt(vec.dot(d, d)), tmax)
         else:
             t1 = 1.0
-        eps = float(np.finfo(self.x.dtype).eps)
-        dmax = float(np.max(np.abs(d64)))
+        cache = []
 
         def tmin():
-            return eps * max(1.0, float(np.max(np.abs(self.x)))) / max(dmax, 1e-300)
+            """The step below which no component of x changes (computed only when needed)."""
+            if not cache:
+                eps = float(np.finfo(d.dtype).eps)
+                cache.append(eps * max(1.0, vec.amax(self.x)) / max(vec.amax(d), 1e-300))
+            return cache[0]
 
-        self._slots = [None, None]
         return self._search.strong_wolfe(self.f, dg0, t1, tmin, tmax=tmax), dg0
 
     def iterate(self):
         """One iteration; None on success, else the message of the failure."""
-        for attempt in range(2):
+        for _ in range(2):
             try:
-                self.d = self._direction()
+                self._direction()
+                found = self._search_along()
             except np.linalg.LinAlgError:
-                self.d = None
-            found = self._search_along() if self.d is not None else None
+                found = None
             if found is not None and found[0] is not None:
                 break
             if self.cf.count == 0:
@@ -268,15 +281,17 @@ class BoundedSolver:
                         "precision)")
             self.cf.clear()
         point, dg0 = found
-        xt, gt = self._slots[point.slot]
-        s = xt.astype(np.float64) - self.x
-        y = gt.astype(np.float64) - self.g
-        sy = float(s @ y)
+        vec = self.vec
+        xt, gt = self.slots[point.slot]
+        s, y = self._s, self._y
+        np.subtract(xt, self.x, out=s)
+        sy, yy = vec.sub_dots(y, gt, self.g, s)     # y = g_new - g; (s . y, y . y)
         eps = float(np.finfo(self.x.dtype).eps)
-        if sy > eps * (-point.t * dg0) and math.isfinite(sy) and sy > 0.0:
-            self.cf.push(s.astype(self.x.dtype), y.astype(self.x.dtype), sy)
+        if math.isfinite(sy) and math.isfinite(yy) and sy > eps * (-point.t * dg0) and sy > 0:
+            self.cf.push(s, y, sy)
         else:
             self.skipped += 1
+        self.slots[point.slot] = (self.x, self.g)
         self.x, self.g = xt, gt
         self.f_prev, self.f = self.f, point.f
         self.nit += 1
