@@ -8,7 +8,7 @@ import pytest
 from fusedopt import lbfgs
 from fusedopt.lbfgs.bounds import parse_bounds
 from fusedopt.lbfgs.compact import CompactForm
-from fusedopt.lbfgs.lbfgsb import Breakpoints, cauchy_point
+from fusedopt.lbfgs.lbfgsb import cauchy_point
 
 so = pytest.importorskip("scipy.optimize")
 
@@ -288,18 +288,6 @@ def test_compact_form_equals_bfgs_recursion(count):
     assert np.array_equal(cf.w_rows(idx), w[idx])
 
 
-def test_breakpoints_come_in_order():
-    rng = np.random.default_rng(0)
-    t = rng.uniform(size=1000)
-    t[::7] = t[3]                                 # ties
-    bp = Breakpoints(t.copy(), np.arange(1000), size=4)
-    got = [bp.pop() for _ in range(1000)]
-    assert len(bp) == 0
-    assert [g[0] for g in got] == sorted(t.tolist())
-    assert sorted(g[1] for g in got) == list(range(1000))
-    assert all(t[i] == ti for ti, i in got)
-
-
 def model(g, b_dense, x, z):
     dz = z - x
     return g @ dz + 0.5 * dz @ b_dense @ dz
@@ -324,10 +312,10 @@ def path_first_minimizer(x, g, lo, hi, b_dense):
     raise AssertionError("unbounded model")
 
 
-@pytest.mark.parametrize("count", [0, 2, 6])
-def test_cauchy_point_against_dense_path_search(count):
-    n = 12
-    rng = np.random.default_rng(10 + count)
+@pytest.mark.parametrize("count, n", [(0, 12), (2, 12), (6, 12), (0, 200), (4, 200)])
+def test_cauchy_point_against_dense_path_search(count, n):
+    """Many breakpoints (n = 200, ties included) come off the heap in order."""
+    rng = np.random.default_rng(10 + count + n)
     cf = CompactForm(n, 5, np.float64)
     for s, y in random_pairs(n, count, seed=20 + count):
         cf.push(s, y, float(s @ y))
@@ -338,6 +326,9 @@ def test_cauchy_point_against_dense_path_search(count):
     x = np.clip(rng.uniform(-0.3, 0.3, n), lo, hi)
     x[1] = lo[1] if np.isfinite(lo[1]) else x[1]   # one at its bound
     g = 5 * rng.standard_normal(n)
+    if n > 12:                                     # ties: equal breakpoints
+        lo[10:20], hi[10:20], x[10:20], g[10:20] = -0.5, 0.5, 0.0, 2.0
+        box = parse_bounds((lo, hi), (n,), np.float64)
     b_dense = compact_dense(cf) if count else np.eye(n)
     xc, c, free = cauchy_point(x, g, box, cf)
     g_eff = np.where((lo == hi), 0.0, g)
@@ -391,3 +382,133 @@ def test_subspace_step_against_dense_minimizer():
             alpha = min(1.0, ratios.min())
             assert np.allclose(got, xc + alpha * du, rtol=1e-9, atol=1e-12)
     assert projected > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The kernels of L-BFGS-B (_core.lbfgsb_*): NumPy ground truths, same bits for any thread count
+
+N_PAR = (1 << 18) + 12345        # above lbfgs_parallel_min: the loops run on the pool
+
+
+def _threads(fn, counts=(1, 2, 3)):
+    from fusedopt import _core
+    old = _core.get_num_threads()
+    try:
+        out = []
+        for t in counts:
+            _core.set_num_threads(t)
+            out.append(fn())
+        return out
+    finally:
+        _core.set_num_threads(old)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rows_kernels_against_numpy_any_thread_count(dtype):
+    from fusedopt import _core
+    rng = np.random.default_rng(0)
+    m, rows, n = 6, 4, N_PAR
+    s = rng.standard_normal((m, n)).astype(dtype)
+    y = rng.standard_normal((m, n)).astype(dtype)
+    v = rng.standard_normal(n).astype(dtype)
+    runs = _threads(lambda: _core.lbfgsb_rows_dots(s, y, v, rows))
+    for r in runs[1:]:
+        assert r.tobytes() == runs[0].tobytes()
+    ref = np.concatenate([s[:rows].astype(np.float64) @ v.astype(np.float64),
+                          y[:rows].astype(np.float64) @ v.astype(np.float64)])
+    assert np.allclose(runs[0], ref, rtol=1e-12, atol=1e-9)
+    a = rng.standard_normal(m)
+    b = rng.standard_normal(m)
+
+    def axpy():
+        out = np.empty(n, dtype)
+        _core.lbfgsb_rows_axpy(out, s, y, a, b, rows)
+        return out
+
+    runs = _threads(axpy)
+    expect = np.zeros(n, dtype)
+    for j in range(rows):          # the kernel's order, in the array's dtype
+        expect = (expect + dtype(a[j]) * s[j]) + dtype(b[j]) * y[j]
+    for r in runs:
+        assert r.tobytes() == expect.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_box_kernels_against_numpy(dtype):
+    from fusedopt import _core
+    rng = np.random.default_rng(1)
+    n = N_PAR
+    lo = np.where(rng.uniform(size=n) < 0.7, -rng.uniform(0, 1, n), -np.inf).astype(dtype)
+    hi = np.where(rng.uniform(size=n) < 0.7, rng.uniform(0, 1, n), np.inf).astype(dtype)
+    hi[:100] = lo[:100] = dtype(0.25)
+    x = np.clip(rng.uniform(-1, 1, n), lo, hi).astype(dtype)
+    x[100:200] = np.where(np.isfinite(lo[100:200]), lo[100:200], x[100:200])
+    x[200:300] = np.where(np.isfinite(hi[200:300]), hi[200:300], x[200:300])
+    g = rng.standard_normal(n).astype(dtype)
+    g[300:310] = 0
+
+    def start():
+        d, t = np.empty(n, dtype), np.empty(n, dtype)
+        dd = _core.lbfgsb_cauchy_start(d, t, x, g, lo, hi)
+        return d, t, dd
+
+    runs = _threads(start)
+    for d, t, dd in runs[1:]:
+        assert d.tobytes() == runs[0][0].tobytes() and t.tobytes() == runs[0][1].tobytes()
+        assert dd == runs[0][2]
+    d, t, dd = runs[0]
+    held = ((x <= lo) & (g >= 0)) | ((x >= hi) & (g <= 0)) | (lo == hi)
+    assert np.array_equal(d, np.where(held, 0, -g).astype(dtype))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tref = np.where(held, -1, np.where((g > 0) & np.isfinite(lo), (x - lo) / g,
+                                           np.where((g < 0) & np.isfinite(hi), (x - hi) / g,
+                                                    np.inf))).astype(dtype)
+    assert np.array_equal(t, tref)
+    assert dd == pytest.approx(float(d.astype(np.float64) @ d.astype(np.float64)), rel=1e-12)
+    pg = np.where(g < 0, np.maximum(x - hi, g), np.minimum(x - lo, g))
+    got = _threads(lambda: _core.lbfgsb_projected_amax(x, g, lo, hi))
+    assert got == [float(np.abs(pg).max())] * 3
+    dvec = -g
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ts = np.concatenate([((lo.astype(np.float64) - x) / dvec)[(dvec < 0) & np.isfinite(lo)],
+                             ((hi.astype(np.float64) - x) / dvec)[(dvec > 0) & np.isfinite(hi)]])
+    got = _threads(lambda: _core.lbfgsb_max_step(x, dvec, lo, hi))
+    assert got == [max(float(ts.min()), 0.0)] * 3
+    assert _core.lbfgsb_max_step(x, dvec, np.full(n, -np.inf, dtype),
+                                 np.full(n, np.inf, dtype)) == np.inf
+
+
+def test_kernel_argument_checks():
+    from fusedopt import _core
+    s = np.zeros((3, 10))
+    with pytest.raises(ValueError, match="rows"):
+        _core.lbfgsb_rows_dots(s, s, np.zeros(10), 4)
+    with pytest.raises(ValueError, match="shape"):
+        _core.lbfgsb_rows_dots(s, s, np.zeros(11), 1)
+    with pytest.raises(TypeError, match="a has dtype float32"):
+        _core.lbfgsb_rows_axpy(np.zeros(10), s, s, np.zeros(3, np.float32), np.zeros(3), 1)
+    with pytest.raises(ValueError, match="alias|shares"):
+        _core.lbfgsb_rows_axpy(s[0], s, s, np.zeros(3), np.zeros(3), 1)
+    with pytest.raises(TypeError):
+        _core.lbfgsb_cauchy_start(np.zeros(10), np.zeros(10, np.float32), np.zeros(10),
+                                  np.zeros(10), np.zeros(10), np.zeros(10))
+
+
+def test_cauchy_point_same_bits_any_thread_count():
+    n = N_PAR
+    rng = np.random.default_rng(5)
+    cf = CompactForm(n, 4, np.float64)
+    for _ in range(3):
+        s_ = rng.standard_normal(n)
+        y_ = 2.0 * s_ + 0.1 * rng.standard_normal(n)
+        cf.push(s_, y_, float(s_ @ y_))
+    lo, hi = np.full(n, -0.5), np.full(n, 0.5)
+    hi[::5] = np.inf
+    box = parse_bounds((lo, hi), (n,), np.float64)
+    x = rng.uniform(-0.4, 0.4, n)
+    g = rng.standard_normal(n)
+    runs = _threads(lambda: cauchy_point(x, g, box, cf))
+    for xc, c, free in runs[1:]:
+        assert xc.tobytes() == runs[0][0].tobytes() and np.array_equal(free, runs[0][2])
+        assert c.tobytes() == runs[0][1].tobytes()
+    assert (~runs[0][2]).sum() > 0      # the path passed breakpoints

@@ -8,7 +8,11 @@
 // count and any schedule give the same bits.
 #include "lbfgs.h"
 
+#include <algorithm>
+#include <cfloat>
 #include <cmath>
+#include <functional>
+#include <utility>
 #include <vector>
 
 #include "fusedopt/blocked_sum.h"
@@ -248,6 +252,78 @@ double cauchy_start(T* d, T* t, const T* x, const T* g, const T* lo, const T* hi
 }
 
 template <typename T>
+double cauchy_path(T* xc, T* d, T* t, const T* x, const T* lo, const T* hi, const T* s,
+                   const T* y, const int64_t* order, int64_t k, double theta, const double* mid,
+                   double* p, double* c, double f1, double f2, bool bounded, int64_t n) {
+    const int64_t k2 = 2 * k;
+    // Candidates (t_i, i) in a min-heap: greater<> makes the heap's front the smallest.
+    std::vector<std::pair<double, int64_t>> heap;
+    for (int64_t i = 0; i < n; ++i)
+        if (t[i] >= T(0) && t[i] < static_cast<T>(HUGE_VAL) && d[i] != T(0))
+            heap.emplace_back(static_cast<double>(t[i]), i);
+    std::greater<std::pair<double, int64_t>> later;
+    std::make_heap(heap.begin(), heap.end(), later);
+    std::vector<double> wb(static_cast<size_t>(k2)), v(wb.size());
+    std::vector<std::pair<int64_t, T>> hits;
+    const double f2_org = f2;
+    double dtm = -f1 / f2, t_old = 0.0;
+    while (!heap.empty()) {
+        const double tj = heap.front().first;
+        const int64_t b = heap.front().second;
+        const double dt = tj - t_old;
+        if (dtm < dt) break;
+        std::pop_heap(heap.begin(), heap.end(), later);
+        heap.pop_back();
+        const double db = static_cast<double>(d[b]);
+        const double zb = (db > 0.0 ? static_cast<double>(hi[b]) : static_cast<double>(lo[b])) -
+                          static_cast<double>(x[b]);
+        hits.emplace_back(b, db > 0.0 ? hi[b] : lo[b]);
+        d[b] = T(0);
+        t[b] = T(-1);
+        f1 = f1 + dt * f2 + db * db - theta * db * zb;
+        f2 = f2 - theta * db * db;
+        if (k2) {
+            for (int64_t j = 0; j < k; ++j) {
+                wb[j] = static_cast<double>(y[order[j] * n + b]);
+                wb[k + j] = theta * static_cast<double>(s[order[j] * n + b]);
+            }
+            double wmc = 0.0, wmp = 0.0, wmw = 0.0;
+            for (int64_t r = 0; r < k2; ++r) {
+                c[r] = c[r] + dt * p[r];
+                double vr = 0.0;
+                for (int64_t q = 0; q < k2; ++q) vr = vr + mid[r * k2 + q] * wb[q];
+                v[r] = vr;
+            }
+            for (int64_t r = 0; r < k2; ++r) {
+                wmc = wmc + c[r] * v[r];
+                wmp = wmp + p[r] * v[r];
+                wmw = wmw + wb[r] * v[r];
+            }
+            for (int64_t r = 0; r < k2; ++r) p[r] = p[r] - db * wb[r];
+            f1 = f1 + db * wmc;
+            f2 = f2 + 2.0 * db * wmp - db * db * wmw;
+        }
+        f2 = std::max(DBL_EPSILON * f2_org, f2);
+        t_old = tj;
+        dtm = (heap.empty() && bounded) ? 0.0 : -f1 / f2;
+    }
+    dtm = std::max(dtm, 0.0);
+    const double tsum = t_old + dtm;
+    const T ts = static_cast<T>(tsum);
+    parallel_chunks(num_blocks(n), lbfgs_threads(n), [&](int64_t blk) {
+        const int64_t b0 = blk * kReduceBlock, b1 = std::min(n, b0 + kReduceBlock);
+        for (int64_t i = b0; i < b1; ++i) {
+            T v = x[i] + ts * d[i];
+            v = v < lo[i] ? lo[i] : v;
+            xc[i] = v > hi[i] ? hi[i] : v;
+        }
+    });
+    for (const auto& h : hits) xc[h.first] = h.second;   // passed: at the bound reached
+    for (int64_t r = 0; r < k2; ++r) c[r] = c[r] + dtm * p[r];
+    return tsum;
+}
+
+template <typename T>
 double projected_amax(const T* x, const T* g, const T* lo, const T* hi, int64_t n) {
     const double* part = block_results<1>(n, [&](int64_t b0, int64_t b1, double* r) {
         T m = T(0);
@@ -310,7 +386,10 @@ int64_t parallel_min() { return kParallelMin; }
                                int64_t, int64_t);                                         \
     template double cauchy_start<T>(T*, T*, const T*, const T*, const T*, const T*, int64_t); \
     template double projected_amax<T>(const T*, const T*, const T*, const T*, int64_t);      \
-    template double max_step<T>(const T*, const T*, const T*, const T*, int64_t);
+    template double max_step<T>(const T*, const T*, const T*, const T*, int64_t);          \
+    template double cauchy_path<T>(T*, T*, T*, const T*, const T*, const T*, const T*,        \
+                                   const T*, const int64_t*, int64_t, double, const double*,  \
+                                   double*, double*, double, double, bool, int64_t);
 FUSEDOPT_LBFGS_INSTANTIATE(float)
 FUSEDOPT_LBFGS_INSTANTIATE(double)
 #undef FUSEDOPT_LBFGS_INSTANTIATE

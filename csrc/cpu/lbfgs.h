@@ -64,6 +64,20 @@ void rows_axpy(T* out, const T* s, const T* y, const double* a, const double* b,
 template <typename T>
 double cauchy_start(T* d, T* t, const T* x, const T* g, const T* lo, const T* hi, int64_t n);
 
+// The path of the generalized Cauchy point (Byrd, Lu, Nocedal & Zhu 1995, Algorithm CP; SciPy's
+// cauchy) after cauchy_start: the breakpoints t[i] >= 0 (finite) are taken in increasing order
+// from a binary heap (built in O(n), each pop O(log n): no sort of all n up front) while the
+// minimizer of the model on the current segment lies beyond the next breakpoint; each one fixes
+// its variable at the bound (d[b] = 0, t[b] = -1) and updates the slope f1, the curvature f2
+// and the 2k-vectors p = W^T d and c = W^T (x(t) - x) in O(k^2), with W = [Y, theta S] taken
+// from the rows order[0..k) of s and y (oldest first) and mid = M (2k x 2k, row-major). Then
+// xc = x + tsum d, with the variables passed at their bounds. bounded: every moving variable
+// has a breakpoint. Returns tsum; p and c are updated in place (c += dtm p at the end).
+template <typename T>
+double cauchy_path(T* xc, T* d, T* t, const T* x, const T* lo, const T* hi, const T* s,
+                   const T* y, const int64_t* order, int64_t k, double theta, const double* mid,
+                   double* p, double* c, double f1, double f2, bool bounded, int64_t n);
+
 // L-BFGS-B's projected-gradient norm (SciPy's projgr): max |p_i| with p_i = max(x - hi, g) for
 // g < 0 and min(x - lo, g) otherwise, as float64; NaN if any p_i is NaN.
 template <typename T>

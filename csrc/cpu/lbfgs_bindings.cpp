@@ -6,6 +6,7 @@
 // head/count out of range raise TypeError/ValueError naming the argument.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
 #include <string>
@@ -250,6 +251,49 @@ double max_step(py::handle x, py::handle d, py::handle lo, py::handle hi) {
     return box_reduce(x, d, lo, hi, "d", [](auto... a) { return lb::max_step(a...); });
 }
 
+// Returns (tsum, p, c): see lbfgs.h. xc, d, t written; s, y the (m, n) ring storage.
+py::tuple cauchy_path(py::handle xc_h, py::handle d_h, py::handle t_h, py::handle x_h,
+                      py::handle lo_h, py::handle hi_h, py::handle s_h, py::handle y_h,
+                      std::vector<int64_t> order, double theta,
+                      py::array_t<double, py::array::c_style | py::array::forcecast> mid,
+                      std::vector<double> p, std::vector<double> c, double f1, double f2,
+                      bool bounded) {
+    const Array xc = array_arg(xc_h, "xc", true);
+    const Array d = array_arg(d_h, "d", true, &xc);
+    const Array t = array_arg(t_h, "t", true, &xc);
+    const Array x = array_arg(x_h, "x", false, &xc);
+    const Array lo = array_arg(lo_h, "lo", false, &xc);
+    const Array hi = array_arg(hi_h, "hi", false, &xc);
+    for (const Array* a : {&d, &t, &x, &lo, &hi}) same_size(*a, xc);
+    const Array s = array_arg(s_h, "s", false, &xc);
+    const Array y = array_arg(y_h, "y", false, &xc);
+    const int64_t k = static_cast<int64_t>(order.size());
+    history_rows(s, y, xc, k);
+    for (int64_t r : order)
+        if (r < 0 || r >= s.dim(0)) throw py::value_error("order: row out of range");
+    if (mid.ndim() != 2 || mid.shape(0) != 2 * k || mid.shape(1) != 2 * k ||
+        static_cast<int64_t>(p.size()) != 2 * k || static_cast<int64_t>(c.size()) != 2 * k)
+        throw py::value_error("mid must be (2k, 2k) and p, c of length 2k, k = len(order)");
+    const Array* outs[] = {&xc, &d, &t};
+    for (const Array* o : outs)
+        for (const Array* in : {&x, &lo, &hi, &s, &y}) no_overlap(*o, *in);
+    no_overlap(xc, d);
+    no_overlap(xc, t);
+    no_overlap(d, t);
+    const double* m = mid.data();
+    const double tsum = by_dtype(xc, [&](auto zero) {
+        using T = decltype(zero);
+        fusedopt::NoGil nogil;
+        return lb::cauchy_path(static_cast<T*>(xc.data()), static_cast<T*>(d.data()),
+                               static_cast<T*>(t.data()), static_cast<const T*>(x.data()),
+                               static_cast<const T*>(lo.data()), static_cast<const T*>(hi.data()),
+                               static_cast<const T*>(s.data()), static_cast<const T*>(y.data()),
+                               order.data(), k, theta, m, p.data(), c.data(), f1, f2, bounded,
+                               xc.size);
+    });
+    return py::make_tuple(tsum, p, c);
+}
+
 }  // namespace
 
 void register_lbfgs(py::module_& m) {
@@ -282,5 +326,11 @@ void register_lbfgs(py::module_& m) {
           py::arg("hi"), "L-BFGS-B's projected-gradient norm (SciPy's projgr) in one pass.");
     m.def("lbfgsb_max_step", &max_step, py::arg("x"), py::arg("d"), py::arg("lo"), py::arg("hi"),
           "The largest t >= 0 with lo <= x + t d <= hi (inf if unlimited), in one pass.");
+    m.def("lbfgsb_cauchy_path", &cauchy_path, py::arg("xc"), py::arg("d"), py::arg("t"),
+          py::arg("x"), py::arg("lo"), py::arg("hi"), py::arg("s"), py::arg("y"),
+          py::arg("order"), py::arg("theta"), py::arg("mid"), py::arg("p"), py::arg("c"),
+          py::arg("f1"), py::arg("f2"), py::arg("bounded"),
+          "L-BFGS-B: the generalized Cauchy point's path, breakpoints from a heap; returns "
+          "(tsum, p, c).");
     m.def("lbfgs_amax", &amax, py::arg("a"), "max |a| as a float (NaN if any element is NaN).");
 }

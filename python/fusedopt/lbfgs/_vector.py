@@ -69,6 +69,12 @@ class CoreVec:
         return _core.lbfgsb_cauchy_start(d, t, x, g, lo, hi)
 
     @staticmethod
+    def cauchy_path(xc, d, t, x, lo, hi, s, y, order, theta, mid, p, c, f1, f2, bounded):
+        """L-BFGS-B: the Cauchy point's path, breakpoints from a heap; (tsum, p, c)."""
+        return _core.lbfgsb_cauchy_path(xc, d, t, x, lo, hi, s, y, order, theta, mid, p, c,
+                                        f1, f2, bounded)
+
+    @staticmethod
     def projected_amax(x, g, lo, hi) -> float:
         """L-BFGS-B's projected-gradient norm (SciPy's ``projgr``), one pass."""
         return _core.lbfgsb_projected_amax(x, g, lo, hi)

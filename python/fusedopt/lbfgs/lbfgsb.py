@@ -8,8 +8,9 @@ An iteration (Byrd et al., section 2):
 
 1. the generalized Cauchy point x^c: the first local minimizer of the quadratic model along the
    projected steepest-descent path x(t) = P(x - t g), its breakpoints taken in increasing order
-   (``Breakpoints``: chunks selected with ``argpartition``, never a sort of all n up front) and
-   the model's slope and curvature updated per breakpoint in O(k^2) (section 4, Algorithm CP);
+   from a binary heap (built in O(n), one O(log n) pop per breakpoint passed: never a sort of
+   all n up front) and the model's slope and curvature updated per breakpoint in O(k^2)
+   (section 4, Algorithm CP); the loop is the kernel ``_core.lbfgsb_cauchy_path``;
 2. subspace minimization over the variables still free at x^c (section 5.1, the direct primal
    method, through the Sherman-Morrison-Woodbury form of the reduced matrix), the minimizer
    projected on the box (Morales & Nocedal 2011) and, if that is not a descent direction,
@@ -32,37 +33,7 @@ from ._vector import CoreVec
 from .compact import CompactForm
 from .line_search import LineSearch, Point
 
-__all__ = ["BoundedSolver", "Breakpoints", "cauchy_point", "subspace_step", "run"]
-
-
-class Breakpoints:
-    """The breakpoints t_i of the path, handed out in increasing order: each chunk is the
-    ``size`` smallest left (``np.argpartition``, O(n)), sorted; the chunk size doubles, so k
-    breakpoints cost O(n log k) and no full sort of n happens unless the path crosses them all.
-    """
-
-    def __init__(self, t, idx, size=64):
-        self.t, self.idx = t, idx    # candidate times and their variable indices
-        self.size = size
-        self._chunk = []             # (t, index) pairs, ascending, popped from the end reversed
-
-    def __len__(self):
-        return len(self._chunk) + self.t.size
-
-    def pop(self):
-        """(t_b, b), the smallest breakpoint left."""
-        if not self._chunk:
-            k = min(self.size, self.t.size)
-            if k < self.t.size:
-                part = np.argpartition(self.t, k - 1)
-                take, rest = part[:k], part[k:]
-            else:
-                take, rest = np.arange(self.t.size), np.empty(0, np.intp)
-            order = take[np.argsort(self.t[take], kind="stable")]
-            self._chunk = list(zip(self.t[order].tolist(), self.idx[order].tolist()))[::-1]
-            self.t, self.idx = self.t[rest], self.idx[rest]
-            self.size *= 2
-        return self._chunk.pop()
+__all__ = ["BoundedSolver", "cauchy_point", "subspace_step", "run"]
 
 
 def _f64(a):
@@ -87,59 +58,18 @@ def cauchy_point(x, g, box, cf, vec=CoreVec):
     c = np.zeros(k2)
     if dd == 0.0:
         return x.copy(), c, free
-    finite = np.isfinite(t)
-    idx = np.flatnonzero(finite & free)
     # SciPy's bnded: every moving variable has a breakpoint
-    bounded_path = not bool(((~finite) & (d != 0)).any())
-    bp = Breakpoints(_f64(t[idx]), idx)
+    bounded_path = not bool((np.isinf(t) & (d != 0)).any())
     mid = cf.middle()
     p = cf.wt_dot(d)
     f1 = -dd
     f2 = -theta * f1 - float(p @ (mid @ p))
-    f2_org = f2
-    eps = float(np.finfo(np.float64).eps)
-    dtm = -f1 / f2
-    t_old = 0.0
-    hits = []
-    while len(bp):
-        tj, b = bp.pop()
-        dt = tj - t_old
-        if dtm < dt:
-            break
-        db = float(d[b])
-        zb = (float(hi[b]) if db > 0 else float(lo[b])) - float(x[b])
-        hits.append(b)
-        d[b] = 0
-        f1 = f1 + dt * f2 + db * db - theta * db * zb
-        f2 = f2 - theta * db * db
-        if k2:
-            c += dt * p
-            wb = cf.w_row(b)
-            v = mid @ wb
-            wmc, wmp, wmw = float(c @ v), float(p @ v), float(wb @ v)
-            p -= db * wb
-            f1 += db * wmc
-            f2 += 2.0 * db * wmp - db * db * wmw
-        f2 = max(eps * f2_org, f2)
-        t_old = tj
-        if len(bp):
-            dtm = -f1 / f2
-        elif bounded_path:
-            dtm = 0.0
-        else:
-            dtm = -f1 / f2
-    dtm = max(dtm, 0.0)
-    tsum = t_old + dtm
     xc = np.empty_like(x)
-    vec.axpby(xc, 1.0, x, tsum, d)                 # d = 0 at the variables already at a bound
-    if hits:
-        hits = np.array(hits)
-        free[hits] = False
-        xc[hits] = np.where(g[hits] < 0, hi[hits], lo[hits])   # d = -g > 0: the upper
-    box.project(xc, xc)
-    if k2:
-        c += dtm * p
-    return xc, c, free
+    _, p, c = vec.cauchy_path(xc, d, t, x, lo, hi, cf.s, cf.y, cf.order(), theta,
+                              np.ascontiguousarray(mid), p.tolist(), c.tolist(), f1, f2,
+                              bounded_path)
+    free = t >= 0          # the kernel marks each variable passed on the path with t = -1
+    return xc, np.asarray(c), free
 
 
 def subspace_step(x, g, box, cf, xc, c, free, vec=CoreVec):
