@@ -512,3 +512,17 @@ def test_cauchy_point_same_bits_any_thread_count():
         assert xc.tobytes() == runs[0][0].tobytes() and np.array_equal(free, runs[0][2])
         assert c.tobytes() == runs[0][1].tobytes()
     assert (~runs[0][2]).sum() > 0      # the path passed breakpoints
+
+
+def test_bench_bounded_table():
+    from fusedopt.benchmarks import lbfgs as lbfgs_bench
+    lo, hi = lbfgs_bench.ext_rosenbrock_bounds(1000)
+    assert (hi == 0.5).sum() == 200 and np.isinf(lo).all()
+    title, table = lbfgs_bench._bounded_table(1000)
+    assert "bound-constrained Extended Rosenbrock n=1e+03" in title
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["solver", "wall", "s"]
+    names = [ln.split("  ")[0].strip() for ln in lines[2:]]
+    assert names == list(lbfgs_bench.bounded_solvers())
+    fs = [float(ln.split()[-1]) for ln in lines[2:]]
+    assert max(fs) - min(fs) <= 1e-3 * max(fs)     # the same minimum for every solver
