@@ -195,41 +195,105 @@ double amax(const T* a, int64_t n) {
 }
 
 template <typename T>
-void rows_dots(double* out, const T* s, const T* y, const T* v, int64_t rows, int64_t n) {
-    const int64_t nb = num_blocks(n), k = 2 * rows;
+void rows_dots(double* out, const T* s, const T* y, const T* v, const T* w, int64_t rows,
+               int64_t n) {
+    const int64_t nb = num_blocks(n), k = (w ? 4 : 2) * rows;
     if (rows == 0) return;
     thread_local std::vector<double> part_store;
     part_store.assign(static_cast<size_t>(k * nb), 0.0);
     double* part = part_store.data();
     parallel_chunks(nb, lbfgs_threads(n), [&](int64_t b) {
         const int64_t lo = b * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
+        double* pb = part + k * b;
         for (int64_t j = 0; j < rows; ++j) {
-            part[k * b + j] = dot_block(s + j * n, v, lo, hi);
-            part[k * b + rows + j] = dot_block(y + j * n, v, lo, hi);
+            pb[j] = dot_block(s + j * n, v, lo, hi);
+            pb[rows + j] = dot_block(y + j * n, v, lo, hi);
+            if (w) {
+                pb[2 * rows + j] = dot_block(s + j * n, w, lo, hi);
+                pb[3 * rows + j] = dot_block(y + j * n, w, lo, hi);
+            }
+        }
+    });
+    for (int64_t j = 0; j < k; ++j) out[j] = sum_in_order(part + j, nb, k);
+}
+
+namespace {
+// o[lo, hi) = sum_j (ta[j] s_j + tb[j] y_j), accumulated from 0 in T, j = 0, 1, ...
+template <typename T>
+void combine_block(T* __restrict o, const T* s, const T* y, const T* ta, const T* tb,
+                   int64_t rows, int64_t n, int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) o[i] = T(0);
+    for (int64_t j = 0; j < rows; ++j) {
+        const T* __restrict sj = s + j * n;
+        const T* __restrict yj = y + j * n;
+        const T aj = ta[j], bj = tb[j];
+        for (int64_t i = lo; i < hi; ++i) o[i] = (o[i] + aj * sj[i]) + bj * yj[i];
+    }
+}
+
+template <typename T>
+std::vector<T> cast_all(const double* a, int64_t k) {
+    std::vector<T> out(static_cast<size_t>(k));
+    for (int64_t j = 0; j < k; ++j) out[j] = static_cast<T>(a[j]);
+    return out;
+}
+}  // namespace
+
+template <typename T>
+void rows_axpy(T* out, const T* s, const T* y, const double* a, const double* b, int64_t rows,
+               int64_t n) {
+    const std::vector<T> ta = cast_all<T>(a, rows), tb = cast_all<T>(b, rows);
+    parallel_chunks(num_blocks(n), lbfgs_threads(n), [&](int64_t blk) {
+        const int64_t lo = blk * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
+        combine_block(out, s, y, ta.data(), tb.data(), rows, n, lo, hi);
+    });
+}
+
+template <typename T>
+void reduced_gradient(double* out, T* r, const T* s, const T* y, const double* a,
+                      const double* b, int64_t rows, const T* xc, const T* x, const T* g,
+                      const T* t, double theta, int64_t n) {
+    const std::vector<T> ta = cast_all<T>(a, rows), tb = cast_all<T>(b, rows);
+    const T th = static_cast<T>(theta);
+    const int64_t nb = num_blocks(n), k = 2 * rows;
+    thread_local std::vector<double> part_store;
+    part_store.assign(static_cast<size_t>(k * nb + 1), 0.0);
+    double* part = part_store.data();
+    parallel_chunks(nb, lbfgs_threads(n), [&](int64_t blk) {
+        const int64_t lo = blk * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
+        combine_block(r, s, y, ta.data(), tb.data(), rows, n, lo, hi);
+        for (int64_t i = lo; i < hi; ++i) {
+            const bool free = !t || t[i] >= T(0);
+            r[i] = free ? (g[i] + th * (xc[i] - x[i])) - r[i] : T(0);
+        }
+        for (int64_t j = 0; j < rows; ++j) {
+            part[k * blk + j] = dot_block(s + j * n, r, lo, hi);
+            part[k * blk + rows + j] = dot_block(y + j * n, r, lo, hi);
         }
     });
     for (int64_t j = 0; j < k; ++j) out[j] = sum_in_order(part + j, nb, k);
 }
 
 template <typename T>
-void rows_axpy(T* out, const T* s, const T* y, const double* a, const double* b, int64_t rows,
-               int64_t n) {
-    std::vector<T> ta(static_cast<size_t>(rows)), tb(ta.size());
-    for (int64_t j = 0; j < rows; ++j) {
-        ta[j] = static_cast<T>(a[j]);
-        tb[j] = static_cast<T>(b[j]);
-    }
-    parallel_chunks(num_blocks(n), lbfgs_threads(n), [&](int64_t blk) {
-        const int64_t lo = blk * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
-        T* __restrict o = out;
-        for (int64_t i = lo; i < hi; ++i) o[i] = T(0);
-        for (int64_t j = 0; j < rows; ++j) {
-            const T* __restrict sj = s + j * n;
-            const T* __restrict yj = y + j * n;
-            const T aj = ta[j], bj = tb[j];
-            for (int64_t i = lo; i < hi; ++i) o[i] = (o[i] + aj * sj[i]) + bj * yj[i];
-        }
+double subspace_point(T* xbar, T* du, const T* s, const T* y, const double* a, const double* b,
+                      int64_t rows, const T* r, const T* xc, const T* x, const T* g, const T* t,
+                      const T* lo, const T* hi, double theta, int64_t n) {
+    const std::vector<T> ta = cast_all<T>(a, rows), tb = cast_all<T>(b, rows);
+    const T c1 = static_cast<T>(-1.0 / theta), c2 = static_cast<T>(-1.0 / (theta * theta));
+    const double* part = block_results<1>(n, [&](int64_t b0, int64_t b1, double* res) {
+        combine_block(du, s, y, ta.data(), tb.data(), rows, n, b0, b1);
+        res[0] = block_sum(b0, b1, [&](int64_t i) {
+            const bool free = !t || t[i] >= T(0);
+            const T u = free ? c1 * r[i] + c2 * du[i] : T(0);
+            du[i] = u;
+            T v = xc[i] + u;
+            v = v < lo[i] ? lo[i] : v;
+            v = v > hi[i] ? hi[i] : v;
+            xbar[i] = v;
+            return static_cast<double>(g[i]) * static_cast<double>(v - x[i]);
+        });
     });
+    return sum_in_order(part, num_blocks(n), 1);
 }
 
 template <typename T>
@@ -381,7 +445,15 @@ int64_t parallel_min() { return kParallelMin; }
     template double dot<T>(const T*, const T*, int64_t);                                \
     template void axpby<T>(T*, double, const T*, double, const T*, int64_t);            \
     template double amax<T>(const T*, int64_t);                                          \
-    template void rows_dots<T>(double*, const T*, const T*, const T*, int64_t, int64_t);  \
+    template void rows_dots<T>(double*, const T*, const T*, const T*, const T*, int64_t,   \
+                               int64_t);                                                  \
+    template void reduced_gradient<T>(double*, T*, const T*, const T*, const double*,       \
+                                      const double*, int64_t, const T*, const T*, const T*, \
+                                      const T*, double, int64_t);                           \
+    template double subspace_point<T>(T*, T*, const T*, const T*, const double*,            \
+                                      const double*, int64_t, const T*, const T*, const T*, \
+                                      const T*, const T*, const T*, const T*, double,       \
+                                      int64_t);                                             \
     template void rows_axpy<T>(T*, const T*, const T*, const double*, const double*,      \
                                int64_t, int64_t);                                         \
     template double cauchy_start<T>(T*, T*, const T*, const T*, const T*, const T*, int64_t); \

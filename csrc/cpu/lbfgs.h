@@ -48,8 +48,10 @@ void axpby(T* out, double a, const T* x, double b, const T* y, int64_t n);
 //
 // rows_dots: out[j] = s_j . v and out[rows + j] = y_j . v for j < rows, float64, every dot the
 // blocked sum of blocked_sum.h (2 * rows dots while v's block is in cache).
+// With w (not null), out[2 rows + j] = s_j . w and out[3 rows + j] = y_j . w in the same pass.
 template <typename T>
-void rows_dots(double* out, const T* s, const T* y, const T* v, int64_t rows, int64_t n);
+void rows_dots(double* out, const T* s, const T* y, const T* v, const T* w, int64_t rows,
+               int64_t n);
 
 // rows_axpy: out[i] = sum_j (a[j] s_j[i] + b[j] y_j[i]), accumulated in T from 0 in the order
 // j = 0 .. rows - 1, s term before y term (a and b cast to T once).
@@ -77,6 +79,24 @@ template <typename T>
 double cauchy_path(T* xc, T* d, T* t, const T* x, const T* lo, const T* hi, const T* s,
                    const T* y, const int64_t* order, int64_t k, double theta, const double* mid,
                    double* p, double* c, double f1, double f2, bool bounded, int64_t n);
+
+// The subspace minimization of L-BFGS-B (Byrd et al. 1995, section 5.1), two fused passes over
+// the history; free[i]: t == null or t[i] >= 0 (t as left by cauchy_path).
+//
+// reduced_gradient: r[i] = free ? (g[i] + theta (xc[i] - x[i])) - (W a)[i] : 0 with
+// (W a)[i] = sum_j (a[j] s_j[i] + b[j] y_j[i]) accumulated as in rows_axpy; out = the 2 rows
+// dots [s_j . r] + [y_j . r] (float64, blocked).
+template <typename T>
+void reduced_gradient(double* out, T* r, const T* s, const T* y, const double* a,
+                      const double* b, int64_t rows, const T* xc, const T* x, const T* g,
+                      const T* t, double theta, int64_t n);
+
+// subspace_point: du[i] = free ? -(r[i] / theta) - (W v)[i] / theta^2 : 0 (W v as above, a and
+// b the coefficients), xbar = min(max(xc + du, lo), hi); returns g . (xbar - x) (float64).
+template <typename T>
+double subspace_point(T* xbar, T* du, const T* s, const T* y, const double* a, const double* b,
+                      int64_t rows, const T* r, const T* xc, const T* x, const T* g, const T* t,
+                      const T* lo, const T* hi, double theta, int64_t n);
 
 // L-BFGS-B's projected-gradient norm (SciPy's projgr): max |p_i| with p_i = max(x - hi, g) for
 // g < 0 and min(x - lo, g) otherwise, as float64; NaN if any p_i is NaN.

@@ -160,20 +160,34 @@ int64_t history_rows(const Array& s, const Array& y, const Array& like, int64_t 
     return rows;
 }
 
-py::array_t<double> rows_dots(py::handle s_h, py::handle y_h, py::handle v_h, int64_t rows) {
+py::array_t<double> rows_dots(py::handle s_h, py::handle y_h, py::handle v_h, int64_t rows,
+                              py::handle w_h) {
     const Array v = array_arg(v_h, "v", false);
     const Array s = array_arg(s_h, "s", false, &v);
     const Array y = array_arg(y_h, "y", false, &v);
     history_rows(s, y, v, rows);
-    py::array_t<double> out(2 * rows);
+    const bool has_w = !w_h.is_none();
+    const Array w = has_w ? array_arg(w_h, "w", false, &v) : v;
+    same_size(w, v);
+    py::array_t<double> out((has_w ? 4 : 2) * rows);
     double* o = out.mutable_data();
     by_dtype(v, [&](auto zero) {
         using T = decltype(zero);
         fusedopt::NoGil nogil;
         lb::rows_dots(o, static_cast<const T*>(s.data()), static_cast<const T*>(y.data()),
-                      static_cast<const T*>(v.data()), rows, v.size);
+                      static_cast<const T*>(v.data()),
+                      has_w ? static_cast<const T*>(w.data()) : nullptr, rows, v.size);
     });
     return out;
+}
+
+// The coefficient vectors of a combination of history rows: float64, 1-D, >= rows elements.
+void coefficients(const Array& c, int64_t rows) {
+    if (c.dtype != DType::kFloat64)
+        throw py::type_error(c.name() + " has dtype float32; expected float64");
+    if (c.ndim() != 1 || c.dim(0) < rows)
+        throw py::value_error(c.name() + " must be 1-D with at least rows = " +
+                              std::to_string(rows) + " elements, got " + c.shape());
 }
 
 void rows_axpy(py::handle out_h, py::handle s_h, py::handle y_h, py::handle a_h, py::handle b_h,
@@ -184,13 +198,8 @@ void rows_axpy(py::handle out_h, py::handle s_h, py::handle y_h, py::handle a_h,
     history_rows(s, y, out, rows);
     const Array a = array_arg(a_h, "a", false);
     const Array b = array_arg(b_h, "b", false);
-    for (const Array* c : {&a, &b}) {
-        if (c->dtype != DType::kFloat64)
-            throw py::type_error(c->name() + " has dtype float32; expected float64");
-        if (c->ndim() != 1 || c->dim(0) < rows)
-            throw py::value_error(c->name() + " must be 1-D with at least rows = " +
-                                  std::to_string(rows) + " elements, got " + c->shape());
-    }
+    coefficients(a, rows);
+    coefficients(b, rows);
     for (const Array* in : {&s, &y, &a, &b}) no_overlap(out, *in);
     by_dtype(out, [&](auto zero) {
         using T = decltype(zero);
@@ -249,6 +258,82 @@ double projected_amax(py::handle x, py::handle g, py::handle lo, py::handle hi) 
 
 double max_step(py::handle x, py::handle d, py::handle lo, py::handle hi) {
     return box_reduce(x, d, lo, hi, "d", [](auto... a) { return lb::max_step(a...); });
+}
+
+py::array_t<double> reduced_gradient(py::handle r_h, py::handle s_h, py::handle y_h,
+                                     py::handle a_h, py::handle b_h, int64_t rows,
+                                     py::handle xc_h, py::handle x_h, py::handle g_h,
+                                     py::handle t_h, double theta) {
+    const Array r = array_arg(r_h, "r", true);
+    const Array s = array_arg(s_h, "s", false, &r);
+    const Array y = array_arg(y_h, "y", false, &r);
+    history_rows(s, y, r, rows);
+    const Array a = array_arg(a_h, "a", false);
+    const Array b = array_arg(b_h, "b", false);
+    coefficients(a, rows);
+    coefficients(b, rows);
+    const Array xc = array_arg(xc_h, "xc", false, &r);
+    const Array x = array_arg(x_h, "x", false, &r);
+    const Array g = array_arg(g_h, "g", false, &r);
+    const bool has_t = !t_h.is_none();
+    const Array t = has_t ? array_arg(t_h, "t", false, &r) : x;
+    for (const Array* in : {&xc, &x, &g, &t}) same_size(*in, r);
+    for (const Array* in : {&s, &y, &a, &b, &xc, &x, &g, &t}) no_overlap(r, *in);
+    py::array_t<double> out(2 * rows);
+    double* o = out.mutable_data();
+    by_dtype(r, [&](auto zero) {
+        using T = decltype(zero);
+        fusedopt::NoGil nogil;
+        lb::reduced_gradient(o, static_cast<T*>(r.data()), static_cast<const T*>(s.data()),
+                             static_cast<const T*>(y.data()), static_cast<const double*>(a.data()),
+                             static_cast<const double*>(b.data()), rows,
+                             static_cast<const T*>(xc.data()), static_cast<const T*>(x.data()),
+                             static_cast<const T*>(g.data()),
+                             has_t ? static_cast<const T*>(t.data()) : nullptr, theta, r.size);
+    });
+    return out;
+}
+
+double subspace_point(py::handle xbar_h, py::handle du_h, py::handle s_h, py::handle y_h,
+                      py::handle a_h, py::handle b_h, int64_t rows, py::handle r_h,
+                      py::handle xc_h, py::handle x_h, py::handle g_h, py::handle t_h,
+                      py::handle lo_h, py::handle hi_h, double theta) {
+    const Array xbar = array_arg(xbar_h, "xbar", true);
+    const Array du = array_arg(du_h, "du", true, &xbar);
+    const Array s = array_arg(s_h, "s", false, &xbar);
+    const Array y = array_arg(y_h, "y", false, &xbar);
+    history_rows(s, y, xbar, rows);
+    const Array a = array_arg(a_h, "a", false);
+    const Array b = array_arg(b_h, "b", false);
+    coefficients(a, rows);
+    coefficients(b, rows);
+    const Array r = array_arg(r_h, "r", false, &xbar);
+    const Array xc = array_arg(xc_h, "xc", false, &xbar);
+    const Array x = array_arg(x_h, "x", false, &xbar);
+    const Array g = array_arg(g_h, "g", false, &xbar);
+    const bool has_t = !t_h.is_none();
+    const Array t = has_t ? array_arg(t_h, "t", false, &xbar) : x;
+    const Array lo = array_arg(lo_h, "lo", false, &xbar);
+    const Array hi = array_arg(hi_h, "hi", false, &xbar);
+    same_size(du, xbar);
+    for (const Array* in : {&r, &xc, &x, &g, &t, &lo, &hi}) same_size(*in, xbar);
+    no_overlap(xbar, du);
+    for (const Array* in : {&s, &y, &a, &b, &r, &xc, &x, &g, &t, &lo, &hi}) {
+        no_overlap(xbar, *in);
+        no_overlap(du, *in);
+    }
+    return by_dtype(xbar, [&](auto zero) {
+        using T = decltype(zero);
+        fusedopt::NoGil nogil;
+        return lb::subspace_point(
+            static_cast<T*>(xbar.data()), static_cast<T*>(du.data()),
+            static_cast<const T*>(s.data()), static_cast<const T*>(y.data()),
+            static_cast<const double*>(a.data()), static_cast<const double*>(b.data()), rows,
+            static_cast<const T*>(r.data()), static_cast<const T*>(xc.data()),
+            static_cast<const T*>(x.data()), static_cast<const T*>(g.data()),
+            has_t ? static_cast<const T*>(t.data()) : nullptr, static_cast<const T*>(lo.data()),
+            static_cast<const T*>(hi.data()), theta, xbar.size);
+    });
 }
 
 // Returns (tsum, p, c): see lbfgs.h. xc, d, t written; s, y the (m, n) ring storage.
@@ -311,9 +396,21 @@ void register_lbfgs(py::module_& m) {
           "out = a * x + b * y, or out = a * x without y (out may be x or y itself).");
     m.attr("lbfgs_parallel_min") = lb::parallel_min();
     m.def("lbfgsb_rows_dots", &rows_dots, py::arg("s"), py::arg("y"), py::arg("v"),
-          py::arg("rows"),
-          "[s_j . v for j < rows] + [y_j . v for j < rows] over the first rows rows of the (m, n)"
-          " arrays s, y, in one pass (float64 blocked sums: same bits for any thread count).");
+          py::arg("rows"), py::arg("w") = py::none(),
+          "[s_j . v for j < rows] + [y_j . v for j < rows] (+ the same with w) over the first rows"
+          " rows of the (m, n) arrays s, y, in one pass (float64 blocked sums: same bits for any"
+          " thread count).");
+    m.def("lbfgsb_reduced_gradient", &reduced_gradient, py::arg("r"), py::arg("s"),
+          py::arg("y"), py::arg("a"), py::arg("b"), py::arg("rows"), py::arg("xc"), py::arg("x"),
+          py::arg("g"), py::arg("t"), py::arg("theta"),
+          "L-BFGS-B: r = free ? g + theta (xc - x) - (sum a_j s_j + b_j y_j) : 0; returns "
+          "[s_j . r] + [y_j . r] (one pass over the history).");
+    m.def("lbfgsb_subspace_point", &subspace_point, py::arg("xbar"), py::arg("du"),
+          py::arg("s"), py::arg("y"), py::arg("a"), py::arg("b"), py::arg("rows"), py::arg("r"),
+          py::arg("xc"), py::arg("x"), py::arg("g"), py::arg("t"), py::arg("lo"), py::arg("hi"),
+          py::arg("theta"),
+          "L-BFGS-B: du = free ? -r/theta - (sum a_j s_j + b_j y_j)/theta^2 : 0, xbar = clip(xc +"
+          " du); returns g . (xbar - x) (one pass over the history).");
     m.def("lbfgsb_rows_axpy", &rows_axpy, py::arg("out"), py::arg("s"), py::arg("y"),
           py::arg("a"), py::arg("b"), py::arg("rows"),
           "out = sum_j (a[j] s_j + b[j] y_j) over the first rows rows, in one pass (a, b float64,"

@@ -53,9 +53,22 @@ class CoreVec:
         return _core.lbfgs_sub_dots(out, a, b, c)
 
     @staticmethod
-    def rows_dots(s, y, v, rows):
-        """[s_j . v] + [y_j . v] (float64, 2 rows) over the first ``rows`` rows, one pass."""
-        return _core.lbfgsb_rows_dots(s, y, v, rows)
+    def rows_dots(s, y, v, rows, w=None):
+        """[s_j . v] + [y_j . v] (+ [s_j . w] + [y_j . w]) (float64) over the first ``rows``
+        rows, one pass."""
+        return _core.lbfgsb_rows_dots(s, y, v, rows, w)
+
+    @staticmethod
+    def reduced_gradient(r, s, y, a, b, rows, xc, x, g, t, theta):
+        """L-BFGS-B: r = (t >= 0) ? g + theta (xc - x) - (W a) : 0; returns [S r] + [Y r]."""
+        return _core.lbfgsb_reduced_gradient(r, s, y, a, b, rows, xc, x, g, t, theta)
+
+    @staticmethod
+    def subspace_point(xbar, du, s, y, a, b, rows, r, xc, x, g, t, lo, hi, theta) -> float:
+        """L-BFGS-B: du = (t >= 0) ? -r/theta - (W v)/theta^2 : 0, xbar = clip(xc + du);
+        returns g . (xbar - x)."""
+        return _core.lbfgsb_subspace_point(xbar, du, s, y, a, b, rows, r, xc, x, g, t, lo, hi,
+                                           theta)
 
     @staticmethod
     def rows_axpy(out, s, y, a, b, rows):

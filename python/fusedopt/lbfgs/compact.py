@@ -73,8 +73,8 @@ class CompactForm:
         self.vec.copy(self.s[r], s)
         self.vec.copy(self.y[r], y)
         k = self.count          # rows 0 .. k - 1 are valid (k < m only while head == 0)
-        ds = self.vec.rows_dots(self.s, self.y, self.s[r], k)   # S s_r, Y s_r
-        dy = self.vec.rows_dots(self.s, self.y, self.y[r], k)   # S y_r, Y y_r
+        both = self.vec.rows_dots(self.s, self.y, self.s[r], k, self.y[r])  # one pass
+        ds, dy = both[:2 * k], both[2 * k:]     # (S s_r, Y s_r), (S y_r, Y y_r)
         self.ss[:k, r] = self.ss[r, :k] = ds[:k]
         self.sy[r, :k] = ds[k:]
         self.sy[:k, r] = dy[:k]
@@ -126,21 +126,43 @@ class CompactForm:
 
     # --- products over the history (passes over n) ---------------------------------------------
 
-    def wt_dot(self, v):
-        """W^T v (2k, float64): 2k dots in one pass (float64 blocked sums)."""
+    def _w_order(self, d):
+        """The dots [S v] + [Y v] of the storage rows as W^T v in chronological order."""
         o, k = self.order(), self.count
-        d = self.vec.rows_dots(self.s, self.y, v, k)
         return np.concatenate([d[k:][o], self.theta * d[:k][o]])
 
-    def w_times(self, out, a):
-        """out = W a for a of length 2k (out has the iterate's dtype), in one pass."""
+    def _coefficients(self, a):
+        """W a = S cs + Y cy over the storage rows: (cs, cy) for a chronological a (2k)."""
         o, k = self.order(), self.count
         cs = np.zeros(k)
         cy = np.zeros(k)
         cy[o] = a[:k]
         cs[o] = self.theta * np.asarray(a[k:], np.float64)
-        self.vec.rows_axpy(out, self.s, self.y, cs, cy, k)
+        return cs, cy
+
+    def wt_dot(self, v):
+        """W^T v (2k, float64): 2k dots in one pass (float64 blocked sums)."""
+        return self._w_order(self.vec.rows_dots(self.s, self.y, v, self.count))
+
+    def w_times(self, out, a):
+        """out = W a for a of length 2k (out has the iterate's dtype), in one pass."""
+        cs, cy = self._coefficients(a)
+        self.vec.rows_axpy(out, self.s, self.y, cs, cy, self.count)
         return out
+
+    def reduced_gradient(self, r, a, xc, x, g, t):
+        """r = Z^T (g + theta (xc - x) - W a) (0 where t < 0; t None: all free) and returns
+        W^T r, in one pass over the history."""
+        cs, cy = self._coefficients(a)
+        return self._w_order(self.vec.reduced_gradient(r, self.s, self.y, cs, cy, self.count,
+                                                       xc, x, g, t, self.theta))
+
+    def subspace_point(self, xbar, du, v, r, xc, x, g, t, box):
+        """du = Z^T (-r / theta - W v / theta^2), xbar = P(xc + du); returns g . (xbar - x),
+        in one pass over the history."""
+        cs, cy = self._coefficients(v)
+        return self.vec.subspace_point(xbar, du, self.s, self.y, cs, cy, self.count, r, xc, x,
+                                       g, t, box.lo, box.hi, self.theta)
 
     def pairs(self):
         """(S, Y) as (k, n) float64 copies, oldest first (for ``hess_inv``)."""

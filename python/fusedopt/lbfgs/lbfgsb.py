@@ -44,20 +44,19 @@ def _f64(a):
 def cauchy_point(x, g, box, cf, vec=CoreVec):
     """The generalized Cauchy point (Byrd et al. 1995, Algorithm CP, as in SciPy's ``cauchy``).
 
-    Returns ``(xc, c, free)``: x^c (a new array), c = W^T (x^c - x) (2k, float64) and the boolean
-    mask of the variables free at x^c (not at a bound reached on the path, not held at a bound
-    by the gradient, not fixed by lo == hi).
+    Returns ``(xc, c, t)``: x^c (a new array), c = W^T (x^c - x) (2k, float64) and t, whose
+    entries are >= 0 at the variables free at x^c (the others: at a bound reached on the path,
+    held at a bound by the gradient, or fixed by lo == hi).
     """
     theta = cf.theta
     lo, hi = box.lo, box.hi
     d = np.empty_like(x)
     t = np.empty_like(x)
     dd = vec.cauchy_start(d, t, x, g, lo, hi)      # one pass: d, breakpoints, d . d
-    free = t >= 0                                  # t = -1: held at a bound (or lo == hi)
     k2 = 2 * cf.count
     c = np.zeros(k2)
-    if dd == 0.0:
-        return x.copy(), c, free
+    if dd == 0.0:                                  # t = -1: held at a bound (or lo == hi)
+        return x.copy(), c, t
     # SciPy's bnded: every moving variable has a breakpoint
     bounded_path = not bool((np.isinf(t) & (d != 0)).any())
     mid = cf.middle()
@@ -68,45 +67,36 @@ def cauchy_point(x, g, box, cf, vec=CoreVec):
     _, p, c = vec.cauchy_path(xc, d, t, x, lo, hi, cf.s, cf.y, cf.order(), theta,
                               np.ascontiguousarray(mid), p.tolist(), c.tolist(), f1, f2,
                               bounded_path)
-    free = t >= 0          # the kernel marks each variable passed on the path with t = -1
-    return xc, np.asarray(c), free
+    return xc, np.asarray(c), t   # the kernel marks each variable passed on the path: t = -1
 
 
-def subspace_step(x, g, box, cf, xc, c, free, vec=CoreVec):
+def subspace_step(x, g, box, cf, xc, c, t, vec=CoreVec):
     """The end point xbar of the search direction d = xbar - x: the minimizer of the model over
     the free variables from x^c (Byrd et al., section 5.1), projected on the box (Morales &
     Nocedal 2011); when the projected point is not a descent direction, the minimizer truncated
-    to the box along the line from x^c instead. Returns a new array. Vector work in x's dtype
-    (dots in float64)."""
+    to the box along the line from x^c instead. The free variables are those with t >= 0 (t as
+    ``cauchy_point`` leaves it; None: all free). Returns a new array. Two passes over the
+    history (``CompactForm.reduced_gradient``, ``subspace_point``); vector work in x's dtype,
+    dots in float64."""
     theta = cf.theta
     mid = cf.middle()
-    dt = x.dtype.type
-    # r = Z^T (g + theta (x^c - x) - W M c): the reduced gradient of the model at x^c
-    r = cf.w_times(np.empty_like(x), mid @ c)
-    np.negative(r, out=r)
-    tmp = np.subtract(xc, x)
-    vec.axpby(r, 1.0, r, theta, tmp)
-    r += g
-    r *= free
-    fixed = np.flatnonzero(~free)
+    r = np.empty_like(x)
+    wtr = cf.reduced_gradient(r, mid @ c, xc, x, g, t)
     gram = cf.gram_w()
-    if fixed.size:
-        wa = cf.w_rows(fixed)
-        gram = gram - wa.T @ wa
+    if t is not None:
+        fixed = np.flatnonzero(t < 0)
+        if fixed.size:
+            wa = cf.w_rows(fixed)
+            gram = gram - wa.T @ wa
     k2 = gram.shape[0]
     # (theta I - A M A^T)^{-1} = I/theta + A (I - M A^T A / theta)^{-1} M A^T / theta^2
-    v = mid @ cf.wt_dot(r)
-    v = np.linalg.solve(np.eye(k2) - (mid @ gram) / theta, v)
-    du = cf.w_times(np.empty_like(x), v)
-    vec.axpby(du, -1.0 / theta ** 2, du, -1.0 / theta, r)
-    du *= free
-    xbar = np.add(xc, du)
-    box.project(xbar, xbar)
-    np.subtract(xbar, x, out=tmp)
-    if vec.dot(g, tmp) <= 0.0:
+    v = np.linalg.solve(np.eye(k2) - (mid @ gram) / theta, mid @ wtr)
+    xbar = np.empty_like(x)
+    du = np.empty_like(x)
+    if cf.subspace_point(xbar, du, v, r, xc, x, g, t, box) <= 0.0:
         return xbar
     alpha = min(1.0, box.max_step(xc, du))
-    vec.axpby(xbar, 1.0, xc, dt(alpha), du)
+    vec.axpby(xbar, 1.0, xc, alpha, du)
     return box.project(xbar, xbar)
 
 
@@ -161,11 +151,11 @@ class BoundedSolver:
         """d = xbar - x (Cauchy point, then subspace minimization)."""
         cf, box, x, g = self.cf, self.box, self.x, self.g
         if not box.constrained and cf.count:
-            xc, c, free = x, np.zeros(2 * cf.count), np.ones(x.size, bool)
+            xc, c, t = x, np.zeros(2 * cf.count), None
         else:
-            xc, c, free = cauchy_point(x, g, box, cf, self.vec)
-        if cf.count and free.any():
-            xbar = subspace_step(x, g, box, cf, xc, c, free, self.vec)
+            xc, c, t = cauchy_point(x, g, box, cf, self.vec)
+        if cf.count and (t is None or (t >= 0).any()):
+            xbar = subspace_step(x, g, box, cf, xc, c, t, self.vec)
         else:
             xbar = xc
         np.subtract(xbar, x, out=self.d)
