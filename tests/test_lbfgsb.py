@@ -528,3 +528,59 @@ def test_bench_bounded_table():
     assert names == list(lbfgs_bench.bounded_solvers())
     fs = [float(ln.split()[-1]) for ln in lines[2:]]
     assert max(fs) - min(fs) <= 1e-3 * max(fs)     # the same minimum for every solver
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_subspace_kernels_against_numpy_any_thread_count(dtype):
+    from fusedopt import _core
+    rng = np.random.default_rng(7)
+    m, rows, n = 5, 3, N_PAR
+    s = rng.standard_normal((m, n)).astype(dtype)
+    y = rng.standard_normal((m, n)).astype(dtype)
+    a, b = rng.standard_normal(m), rng.standard_normal(m)
+    x = rng.uniform(-1, 1, n).astype(dtype)
+    xc = (x + rng.uniform(-0.1, 0.1, n)).astype(dtype)
+    g = rng.standard_normal(n).astype(dtype)
+    t = np.where(rng.uniform(size=n) < 0.2, -1, 1).astype(dtype)
+    lo, hi = np.full(n, -0.9, dtype), np.full(n, 0.9, dtype)
+    theta = 1.7
+    # the second vector of rows_dots
+    both = _core.lbfgsb_rows_dots(s, y, x, rows, g)
+    assert both[:2 * rows].tobytes() == _core.lbfgsb_rows_dots(s, y, x, rows).tobytes()
+    assert both[2 * rows:].tobytes() == _core.lbfgsb_rows_dots(s, y, g, rows).tobytes()
+
+    wa = np.zeros(n, dtype)
+    for j in range(rows):
+        wa = (wa + dtype(a[j]) * s[j]) + dtype(b[j]) * y[j]
+    r_ref = np.where(t >= 0, (g + dtype(theta) * (xc - x)) - wa, 0).astype(dtype)
+
+    def reduced():
+        r = np.empty(n, dtype)
+        dots = _core.lbfgsb_reduced_gradient(r, s, y, a, b, rows, xc, x, g, t, theta)
+        return r, dots
+
+    runs = _threads(reduced)
+    for r, dots in runs:
+        assert r.tobytes() == r_ref.tobytes()
+        assert dots.tobytes() == runs[0][1].tobytes()
+        assert dots.tobytes() == _core.lbfgsb_rows_dots(s, y, r, rows).tobytes()
+    r = runs[0][0]
+    r_all = np.empty(n, dtype)
+    _core.lbfgsb_reduced_gradient(r_all, s, y, a, b, rows, xc, x, g, None, theta)
+    assert np.array_equal(r_all, ((g + dtype(theta) * (xc - x)) - wa).astype(dtype))
+
+    def point():
+        xbar, du = np.empty(n, dtype), np.empty(n, dtype)
+        gd = _core.lbfgsb_subspace_point(xbar, du, s, y, a, b, rows, r, xc, x, g, t, lo, hi,
+                                         theta)
+        return xbar, du, gd
+
+    runs = _threads(point)
+    du_ref = np.where(t >= 0, dtype(-1 / theta) * r + dtype(-1 / theta ** 2) * wa, 0)
+    du_ref = du_ref.astype(dtype)
+    xbar_ref = np.clip(xc + du_ref, lo, hi)
+    for xbar, du, gd in runs:
+        assert du.tobytes() == du_ref.tobytes() and xbar.tobytes() == xbar_ref.tobytes()
+        assert gd == runs[0][2]
+    assert runs[0][2] == pytest.approx(float(g.astype(np.float64) @ (xbar_ref - x)
+                                             .astype(np.float64)), rel=1e-6, abs=1e-6)
