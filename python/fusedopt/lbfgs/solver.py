@@ -2,8 +2,8 @@
 
 Layer: algorithms.
 
-``minimize`` follows ``scipy.optimize.minimize(method="L-BFGS-B", jac=True)`` (without bounds):
-the same stopping rules (``gtol`` on the largest gradient component, ``ftol`` on the relative
+``minimize`` follows ``scipy.optimize.minimize(method="L-BFGS-B", jac=True)``: without bounds
+the two-loop L-BFGS below, with ``bounds`` the L-BFGS-B of ``lbfgsb``; the same stopping rules (``gtol`` on the largest gradient component, ``ftol`` on the relative
 reduction of f) and the same result fields. Nocedal & Wright, Algorithm 7.5 (L-BFGS): the
 direction by the two-loop recursion (``History``, the fused kernel), a line search
 (``line_search``), the new pair stored if it satisfies the curvature condition. The array work
