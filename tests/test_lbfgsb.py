@@ -41,19 +41,11 @@ def nnls(m_rows=80, n=30, seed=2):
     return fun, np.ones(n), [(0.0, None)] * n
 
 
-def logistic_nonneg(n_samples=300, n_features=25, lam=1e-2, seed=3):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n_samples, n_features))
-    w_true = rng.standard_normal(n_features)
-    labels = (rng.uniform(size=n_samples) < 1 / (1 + np.exp(-X @ w_true))).astype(float)
-
-    def fun(w):
-        z = X @ w
-        f = np.sum(np.logaddexp(0.0, z) - labels * z) / n_samples + 0.5 * lam * (w @ w)
-        p = 1.0 / (1.0 + np.exp(-z))
-        return f, X.T @ (p - labels) / n_samples + lam * w
-
-    return fun, np.full(n_features, 0.5), [(0.0, np.inf)] * n_features
+def logistic_nonneg():
+    """test_lbfgs_minimize's logistic regression, its weights kept nonnegative."""
+    from test_lbfgs_minimize import logistic_problem
+    fun, _, _ = logistic_problem(n_samples=300, n_features=25, seed=3)
+    return fun, np.full(25, 0.5), [(0.0, np.inf)] * 25
 
 
 def fixed_variables():

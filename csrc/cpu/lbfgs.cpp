@@ -174,13 +174,15 @@ void axpby(T* out, double a, const T* x, double b, const T* y, int64_t n) {
     });
 }
 
-template <typename T>
-double amax(const T* a, int64_t n) {
+namespace {
+// max |val(i)| over [0, n) as float64, NaN if any is NaN: blocks in parallel, then in order.
+template <typename T, typename Val>
+double abs_max(int64_t n, Val&& val) {
     const double* part = block_results<1>(n, [&](int64_t lo, int64_t hi, double* r) {
         T m = T(0);
         bool nan = false;
         for (int64_t i = lo; i < hi; ++i) {
-            const T v = std::fabs(a[i]);
+            const T v = std::fabs(val(i));
             m = v > m ? v : m;
             nan = nan || (v != v);
         }
@@ -192,6 +194,12 @@ double amax(const T* a, int64_t n) {
         m = part[b] > m ? part[b] : m;
     }
     return m;
+}
+}  // namespace
+
+template <typename T>
+double amax(const T* a, int64_t n) {
+    return abs_max<T>(n, [&](int64_t i) { return a[i]; });
 }
 
 template <typename T>
@@ -389,31 +397,15 @@ double cauchy_path(T* xc, T* d, T* t, const T* x, const T* lo, const T* hi, cons
 
 template <typename T>
 double projected_amax(const T* x, const T* g, const T* lo, const T* hi, int64_t n) {
-    const double* part = block_results<1>(n, [&](int64_t b0, int64_t b1, double* r) {
-        T m = T(0);
-        bool nan = false;
-        for (int64_t i = b0; i < b1; ++i) {
-            const T gi = g[i];
-            T p = gi;
-            if (gi < T(0)) {
-                const T e = x[i] - hi[i];
-                p = e > gi ? e : gi;
-            } else {
-                const T e = x[i] - lo[i];
-                p = e < gi ? e : gi;
-            }
-            const T v = std::fabs(p);
-            m = v > m ? v : m;
-            nan = nan || (v != v);
+    return abs_max<T>(n, [&](int64_t i) {
+        const T gi = g[i];
+        if (gi < T(0)) {
+            const T e = x[i] - hi[i];
+            return e > gi ? e : gi;
         }
-        r[0] = nan ? std::nan("") : static_cast<double>(m);
+        const T e = x[i] - lo[i];
+        return e < gi ? e : gi;
     });
-    double m = 0.0;
-    for (int64_t b = 0; b < num_blocks(n); ++b) {
-        if (std::isnan(part[b])) return part[b];
-        m = part[b] > m ? part[b] : m;
-    }
-    return m;
 }
 
 template <typename T>

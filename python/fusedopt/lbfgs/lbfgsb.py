@@ -33,7 +33,18 @@ from ._vector import CoreVec
 from .compact import CompactForm
 from .line_search import LineSearch, Point
 
-__all__ = ["BoundedSolver", "cauchy_point", "subspace_step", "run"]
+__all__ = ["BoundedSolver", "first_evaluation", "cauchy_point", "subspace_step", "run"]
+
+
+def first_evaluation(obj, x, g, vec=CoreVec) -> float:
+    """f = obj(x, g) at the start point of a run (L-BFGS or L-BFGS-B); raises ValueError if f or
+    the gradient is not finite."""
+    f = obj(x, g)
+    if not math.isfinite(f):
+        raise ValueError(f"fun(x0) returned f = {f}; the starting point must have a finite value")
+    if not math.isfinite(vec.amax(g)):
+        raise ValueError("fun(x0) returned a non-finite gradient")
+    return f
 
 
 def _f64(a):
@@ -128,12 +139,7 @@ class BoundedSolver:
         self._search.max_evals = maxls
 
     def evaluate_start(self):
-        self.f = self.obj(self.x, self.g)
-        if not math.isfinite(self.f):
-            raise ValueError(f"fun(x0) returned f = {self.f}; the starting point must have a "
-                             "finite value")
-        if not math.isfinite(self.vec.amax(self.g)):
-            raise ValueError("fun(x0) returned a non-finite gradient")
+        self.f = first_evaluation(self.obj, self.x, self.g, self.vec)
 
     def projected_gradient_norm(self) -> float:
         return self.box.projected_gradient_norm(self.x, self.g)

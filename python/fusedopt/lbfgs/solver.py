@@ -99,12 +99,7 @@ class Solver:
 
     def evaluate_start(self):
         """f and g at x; raises ValueError if either is not finite."""
-        self.f = self.obj(self.x, self.g)
-        if not math.isfinite(self.f):
-            raise ValueError(f"fun(x0) returned f = {self.f}; the starting point must have a "
-                             "finite value")
-        if not math.isfinite(self.vec.amax(self.g)):
-            raise ValueError("fun(x0) returned a non-finite gradient")
+        self.f = lbfgsb.first_evaluation(self.obj, self.x, self.g, self.vec)
 
     def gnorm_inf(self) -> float:
         return self.vec.amax(self.g)
