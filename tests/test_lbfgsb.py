@@ -277,7 +277,7 @@ def test_compact_form_equals_bfgs_recursion(count):
     assert np.allclose(cf.w_times(np.empty(n), a), w @ a, rtol=1e-12, atol=1e-12)
     assert np.allclose(cf.gram_w(), w.T @ w, rtol=1e-12, atol=1e-12)
     idx = np.array([0, 3, 7])
-    assert np.array_equal(cf.w_rows(idx), w[idx])
+    assert np.allclose(cf.gram_w_at(idx), w[idx].T @ w[idx], rtol=1e-12, atol=1e-12)
 
 
 def model(g, b_dense, x, z):
@@ -419,6 +419,12 @@ def test_rows_kernels_against_numpy_any_thread_count(dtype):
         _core.lbfgsb_rows_axpy(out, s, y, a, b, rows)
         return out
 
+    grams = _threads(lambda: _core.lbfgsb_rows_gram(s, y, rows))
+    for gm in grams[1:]:
+        assert gm.tobytes() == grams[0].tobytes()
+    s64, y64 = s[:rows].astype(np.float64), y[:rows].astype(np.float64)
+    for got, ref in zip(grams[0], (s64 @ s64.T, s64 @ y64.T, y64 @ y64.T)):
+        assert np.allclose(got, ref, rtol=1e-12, atol=1e-9)
     runs = _threads(axpy)
     expect = np.zeros(n, dtype)
     for j in range(rows):          # the kernel's order, in the array's dtype

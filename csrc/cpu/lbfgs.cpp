@@ -225,6 +225,26 @@ void rows_dots(double* out, const T* s, const T* y, const T* v, const T* w, int6
     for (int64_t j = 0; j < k; ++j) out[j] = sum_in_order(part + j, nb, k);
 }
 
+template <typename T>
+void rows_gram(double* out, const T* s, const T* y, int64_t rows, int64_t n) {
+    const int64_t nb = num_blocks(n), kk = rows * rows, k = 3 * kk;
+    if (rows == 0) return;
+    thread_local std::vector<double> part_store;
+    part_store.assign(static_cast<size_t>(k * nb), 0.0);
+    double* part = part_store.data();
+    parallel_chunks(nb, lbfgs_threads(n), [&](int64_t b) {
+        const int64_t lo = b * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
+        double* pb = part + k * b;
+        for (int64_t i = 0; i < rows; ++i)
+            for (int64_t j = 0; j < rows; ++j) {
+                pb[i * rows + j] = dot_block(s + i * n, s + j * n, lo, hi);
+                pb[kk + i * rows + j] = dot_block(s + i * n, y + j * n, lo, hi);
+                pb[2 * kk + i * rows + j] = dot_block(y + i * n, y + j * n, lo, hi);
+            }
+    });
+    for (int64_t j = 0; j < k; ++j) out[j] = sum_in_order(part + j, nb, k);
+}
+
 namespace {
 // o[lo, hi) = sum_j (ta[j] s_j + tb[j] y_j), accumulated from 0 in T, j = 0, 1, ...
 template <typename T>
@@ -446,6 +466,7 @@ int64_t parallel_min() { return kParallelMin; }
                                       const double*, int64_t, const T*, const T*, const T*, \
                                       const T*, const T*, const T*, const T*, double,       \
                                       int64_t);                                             \
+    template void rows_gram<T>(double*, const T*, const T*, int64_t, int64_t);             \
     template void rows_axpy<T>(T*, const T*, const T*, const double*, const double*,      \
                                int64_t, int64_t);                                         \
     template double cauchy_start<T>(T*, T*, const T*, const T*, const T*, const T*, int64_t); \

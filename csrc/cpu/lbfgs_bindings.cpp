@@ -181,6 +181,26 @@ py::array_t<double> rows_dots(py::handle s_h, py::handle y_h, py::handle v_h, in
     return out;
 }
 
+py::array_t<double> rows_gram(py::handle s_h, py::handle y_h, int64_t rows) {
+    const Array s = array_arg(s_h, "s", false);
+    const Array y = array_arg(y_h, "y", false, &s);
+    if (s.ndim() != 2 || s.dim(0) < 1)
+        throw py::value_error("s must have shape (m, n) with m >= 1, got " + s.shape());
+    same_shape(y, s);
+    if (rows < 0 || rows > s.dim(0))
+        throw py::value_error("rows must be in [0, " + std::to_string(s.dim(0)) + "], got " +
+                              std::to_string(rows));
+    py::array_t<double> out({int64_t(3), rows, rows});
+    double* o = out.mutable_data();
+    by_dtype(s, [&](auto zero) {
+        using T = decltype(zero);
+        fusedopt::NoGil nogil;
+        lb::rows_gram(o, static_cast<const T*>(s.data()), static_cast<const T*>(y.data()), rows,
+                      s.dim(1));
+    });
+    return out;
+}
+
 // The coefficient vectors of a combination of history rows: float64, 1-D, >= rows elements.
 void coefficients(const Array& c, int64_t rows) {
     if (c.dtype != DType::kFloat64)
@@ -400,6 +420,9 @@ void register_lbfgs(py::module_& m) {
           "[s_j . v for j < rows] + [y_j . v for j < rows] (+ the same with w) over the first rows"
           " rows of the (m, n) arrays s, y, in one pass (float64 blocked sums: same bits for any"
           " thread count).");
+    m.def("lbfgsb_rows_gram", &rows_gram, py::arg("s"), py::arg("y"), py::arg("rows"),
+          "(S S^T, S Y^T, Y Y^T) of the first rows rows of the (m, n) arrays s, y as a (3, rows,"
+          " rows) float64 array, in one pass (blocked sums: same bits for any thread count).");
     m.def("lbfgsb_reduced_gradient", &reduced_gradient, py::arg("r"), py::arg("s"),
           py::arg("y"), py::arg("a"), py::arg("b"), py::arg("rows"), py::arg("xc"), py::arg("x"),
           py::arg("g"), py::arg("t"), py::arg("theta"),

@@ -71,6 +71,11 @@ class CoreVec:
                                            theta)
 
     @staticmethod
+    def rows_gram(s, y, rows):
+        """(S S^T, S Y^T, Y Y^T) of the first ``rows`` rows, (3, rows, rows) float64, one pass."""
+        return _core.lbfgsb_rows_gram(s, y, rows)
+
+    @staticmethod
     def rows_axpy(out, s, y, a, b, rows):
         """out = sum_j a[j] s_j + b[j] y_j over the first ``rows`` rows, one pass."""
         _core.lbfgsb_rows_axpy(out, s, y, a, b, rows)

@@ -110,14 +110,16 @@ class CompactForm:
         return np.block([[self.yy[np.ix_(o, o)], t * ys],
                          [t * ys.T, t * t * self.ss[np.ix_(o, o)]]])
 
-    def w_rows(self, idx):
-        """Rows ``idx`` of W (len(idx) x 2k, float64)."""
-        o = self.order()
-        if not o:
-            return np.zeros((len(idx), 0))
-        ys = [self.y[r][idx] for r in o]
-        ss = [self.theta * self.s[r][idx].astype(np.float64) for r in o]
-        return np.stack(ys + ss, axis=1).astype(np.float64)
+    def gram_w_at(self, idx):
+        """W_A^T W_A (2k x 2k) over the rows A = ``idx`` of W: the history gathered at idx
+        (``np.take``), its Gram matrices in one pass (``rows_gram``, float64 blocked sums)."""
+        o, k, t = self.order(), self.count, self.theta
+        sa = np.take(self.s[:k], idx, axis=1)
+        ya = np.take(self.y[:k], idx, axis=1)
+        ss, sy, yy = self.vec.rows_gram(sa, ya, k)
+        ix = np.ix_(o, o)
+        ys = sy[ix].T
+        return np.block([[yy[ix], t * ys], [t * ys.T, t * t * ss[ix]]])
 
     def w_row(self, i):
         """Row i of W (2k, float64): (y_1[i] .. y_k[i], theta s_1[i] .. theta s_k[i])."""

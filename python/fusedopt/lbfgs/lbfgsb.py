@@ -97,8 +97,7 @@ def subspace_step(x, g, box, cf, xc, c, t, vec=CoreVec):
     if t is not None:
         fixed = np.flatnonzero(t < 0)
         if fixed.size:
-            wa = cf.w_rows(fixed)
-            gram = gram - wa.T @ wa
+            gram = gram - cf.gram_w_at(fixed)
     k2 = gram.shape[0]
     # (theta I - A M A^T)^{-1} = I/theta + A (I - M A^T A / theta)^{-1} M A^T / theta^2
     v = np.linalg.solve(np.eye(k2) - (mid @ gram) / theta, mid @ wtr)
