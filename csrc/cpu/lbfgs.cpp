@@ -72,16 +72,27 @@ inline double sum_in_order(const double* part, int64_t nb, int64_t stride) {
 
 // block(lo, hi, part + K * b) for each block [lo, hi) of [0, n), in parallel, each writing K
 // results; returns part (thread-local storage, valid until the next call on this thread).
-template <int K, typename Block>
-const double* block_results(int64_t n, Block&& block) {
+// k results per block, k chosen at run time (block_results_k) or compile time (block_results).
+template <typename Block>
+const double* block_results_k(int64_t n, int64_t k, Block&& block) {
     const int64_t nb = num_blocks(n);
     thread_local std::vector<double> part_store;
-    part_store.assign(static_cast<size_t>(K * nb), 0.0);
+    part_store.assign(static_cast<size_t>(k * nb), 0.0);
     double* part = part_store.data();
     parallel_chunks(nb, lbfgs_threads(n), [&](int64_t b) {
-        block(b * kReduceBlock, std::min(n, (b + 1) * kReduceBlock), part + K * b);
+        block(b * kReduceBlock, std::min(n, (b + 1) * kReduceBlock), part + k * b);
     });
     return part;
+}
+
+template <int K, typename Block>
+const double* block_results(int64_t n, Block&& block) {
+    return block_results_k(n, K, block);
+}
+
+// out[j] = the sum in block order of result j of every block (k per block).
+inline void sums_in_order(double* out, const double* part, int64_t nb, int64_t k) {
+    for (int64_t j = 0; j < k; ++j) out[j] = sum_in_order(part + j, nb, k);
 }
 
 }  // namespace
@@ -205,14 +216,9 @@ double amax(const T* a, int64_t n) {
 template <typename T>
 void rows_dots(double* out, const T* s, const T* y, const T* v, const T* w, int64_t rows,
                int64_t n) {
-    const int64_t nb = num_blocks(n), k = (w ? 4 : 2) * rows;
+    const int64_t k = (w ? 4 : 2) * rows;
     if (rows == 0) return;
-    thread_local std::vector<double> part_store;
-    part_store.assign(static_cast<size_t>(k * nb), 0.0);
-    double* part = part_store.data();
-    parallel_chunks(nb, lbfgs_threads(n), [&](int64_t b) {
-        const int64_t lo = b * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
-        double* pb = part + k * b;
+    const double* part = block_results_k(n, k, [&](int64_t lo, int64_t hi, double* pb) {
         for (int64_t j = 0; j < rows; ++j) {
             pb[j] = dot_block(s + j * n, v, lo, hi);
             pb[rows + j] = dot_block(y + j * n, v, lo, hi);
@@ -222,19 +228,14 @@ void rows_dots(double* out, const T* s, const T* y, const T* v, const T* w, int6
             }
         }
     });
-    for (int64_t j = 0; j < k; ++j) out[j] = sum_in_order(part + j, nb, k);
+    sums_in_order(out, part, num_blocks(n), k);
 }
 
 template <typename T>
 void rows_gram(double* out, const T* s, const T* y, int64_t rows, int64_t n) {
-    const int64_t nb = num_blocks(n), kk = rows * rows, k = 3 * kk;
+    const int64_t kk = rows * rows, k = 3 * kk;
     if (rows == 0) return;
-    thread_local std::vector<double> part_store;
-    part_store.assign(static_cast<size_t>(k * nb), 0.0);
-    double* part = part_store.data();
-    parallel_chunks(nb, lbfgs_threads(n), [&](int64_t b) {
-        const int64_t lo = b * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
-        double* pb = part + k * b;
+    const double* part = block_results_k(n, k, [&](int64_t lo, int64_t hi, double* pb) {
         for (int64_t i = 0; i < rows; ++i)
             for (int64_t j = 0; j < rows; ++j) {
                 pb[i * rows + j] = dot_block(s + i * n, s + j * n, lo, hi);
@@ -242,7 +243,7 @@ void rows_gram(double* out, const T* s, const T* y, int64_t rows, int64_t n) {
                 pb[2 * kk + i * rows + j] = dot_block(y + i * n, y + j * n, lo, hi);
             }
     });
-    for (int64_t j = 0; j < k; ++j) out[j] = sum_in_order(part + j, nb, k);
+    sums_in_order(out, part, num_blocks(n), k);
 }
 
 namespace {
@@ -283,23 +284,19 @@ void reduced_gradient(double* out, T* r, const T* s, const T* y, const double* a
                       const T* t, double theta, int64_t n) {
     const std::vector<T> ta = cast_all<T>(a, rows), tb = cast_all<T>(b, rows);
     const T th = static_cast<T>(theta);
-    const int64_t nb = num_blocks(n), k = 2 * rows;
-    thread_local std::vector<double> part_store;
-    part_store.assign(static_cast<size_t>(k * nb + 1), 0.0);
-    double* part = part_store.data();
-    parallel_chunks(nb, lbfgs_threads(n), [&](int64_t blk) {
-        const int64_t lo = blk * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
+    const int64_t k = 2 * rows;
+    const double* part = block_results_k(n, k, [&](int64_t lo, int64_t hi, double* pb) {
         combine_block(r, s, y, ta.data(), tb.data(), rows, n, lo, hi);
         for (int64_t i = lo; i < hi; ++i) {
             const bool free = !t || t[i] >= T(0);
             r[i] = free ? (g[i] + th * (xc[i] - x[i])) - r[i] : T(0);
         }
         for (int64_t j = 0; j < rows; ++j) {
-            part[k * blk + j] = dot_block(s + j * n, r, lo, hi);
-            part[k * blk + rows + j] = dot_block(y + j * n, r, lo, hi);
+            pb[j] = dot_block(s + j * n, r, lo, hi);
+            pb[rows + j] = dot_block(y + j * n, r, lo, hi);
         }
     });
-    for (int64_t j = 0; j < k; ++j) out[j] = sum_in_order(part + j, nb, k);
+    sums_in_order(out, part, num_blocks(n), k);
 }
 
 template <typename T>
