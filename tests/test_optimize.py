@@ -196,3 +196,14 @@ def test_bad_input_before_fun(kwargs, exc, match):
     x0 = kwargs.pop("x0", np.zeros(4))
     with pytest.raises(exc, match=match):
         fo.minimize(_never, x0, **kwargs)
+
+
+@pytest.mark.parametrize("options", [dict(maxiter=0), dict(maxfun=0), dict(maxiter=1), {}])
+def test_edge_limits_as_scipy(options):
+    """SciPy checks maxiter and maxfun after an iteration (maxiter=0 still takes one), and the
+    projected gradient at the start (x0 = the minimizer: no iteration)."""
+    x0 = X0[:3] if options else np.ones(3)
+    ref = so.minimize(so.rosen, x0, jac=so.rosen_der, method="L-BFGS-B", options=options)
+    res = fo.minimize(so.rosen, x0, jac=so.rosen_der, options=options)
+    assert (res.nit, res.nfev, res.status, res.message) == (ref.nit, ref.nfev, ref.status,
+                                                            ref.message)
