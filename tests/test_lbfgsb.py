@@ -419,12 +419,17 @@ def test_rows_kernels_against_numpy_any_thread_count(dtype):
         _core.lbfgsb_rows_axpy(out, s, y, a, b, rows)
         return out
 
-    grams = _threads(lambda: _core.lbfgsb_rows_gram(s, y, rows))
+    idx = np.flatnonzero(rng.uniform(size=n) < 0.6)
+    grams = _threads(lambda: _core.lbfgsb_rows_gram_at(s, y, idx, rows))
     for gm in grams[1:]:
         assert gm.tobytes() == grams[0].tobytes()
-    s64, y64 = s[:rows].astype(np.float64), y[:rows].astype(np.float64)
+    s64, y64 = s[:rows, idx].astype(np.float64), y[:rows, idx].astype(np.float64)
     for got, ref in zip(grams[0], (s64 @ s64.T, s64 @ y64.T, y64 @ y64.T)):
         assert np.allclose(got, ref, rtol=1e-12, atol=1e-9)
+    # gathered block by block: the bits of the kernel over the gathered arrays
+    sa, ya = np.ascontiguousarray(s[:, idx]), np.ascontiguousarray(y[:, idx])
+    whole = _core.lbfgsb_rows_gram_at(sa, ya, np.arange(idx.size), rows)
+    assert whole.tobytes() == grams[0].tobytes()
     runs = _threads(axpy)
     expect = np.zeros(n, dtype)
     for j in range(rows):          # the kernel's order, in the array's dtype
@@ -483,6 +488,8 @@ def test_kernel_argument_checks():
     s = np.zeros((3, 10))
     with pytest.raises(ValueError, match="rows"):
         _core.lbfgsb_rows_dots(s, s, np.zeros(10), 4)
+    with pytest.raises(ValueError, match="idx"):
+        _core.lbfgsb_rows_gram_at(s, s, np.array([0, 10]), 2)
     with pytest.raises(ValueError, match="shape"):
         _core.lbfgsb_rows_dots(s, s, np.zeros(11), 1)
     with pytest.raises(TypeError, match="a has dtype float32"):

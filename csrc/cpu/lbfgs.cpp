@@ -232,18 +232,29 @@ void rows_dots(double* out, const T* s, const T* y, const T* v, const T* w, int6
 }
 
 template <typename T>
-void rows_gram(double* out, const T* s, const T* y, int64_t rows, int64_t n) {
+void rows_gram_at(double* out, const T* s, const T* y, const int64_t* idx, int64_t na,
+                  int64_t rows, int64_t n) {
     const int64_t kk = rows * rows, k = 3 * kk;
     if (rows == 0) return;
-    const double* part = block_results_k(n, k, [&](int64_t lo, int64_t hi, double* pb) {
+    const double* part = block_results_k(na, k, [&](int64_t lo, int64_t hi, double* pb) {
+        const int64_t len = hi - lo;
+        thread_local std::vector<T> buf;
+        buf.resize(static_cast<size_t>(2 * rows * len));
+        T* bs = buf.data();             // rows x len: s at idx[lo, hi); then y
+        T* by = bs + rows * len;
+        for (int64_t j = 0; j < rows; ++j)
+            for (int64_t e = 0; e < len; ++e) {
+                bs[j * len + e] = s[j * n + idx[lo + e]];
+                by[j * len + e] = y[j * n + idx[lo + e]];
+            }
         for (int64_t i = 0; i < rows; ++i)
             for (int64_t j = 0; j < rows; ++j) {
-                pb[i * rows + j] = dot_block(s + i * n, s + j * n, lo, hi);
-                pb[kk + i * rows + j] = dot_block(s + i * n, y + j * n, lo, hi);
-                pb[2 * kk + i * rows + j] = dot_block(y + i * n, y + j * n, lo, hi);
+                pb[i * rows + j] = dot_block(bs + i * len, bs + j * len, int64_t(0), len);
+                pb[kk + i * rows + j] = dot_block(bs + i * len, by + j * len, int64_t(0), len);
+                pb[2 * kk + i * rows + j] = dot_block(by + i * len, by + j * len, int64_t(0), len);
             }
     });
-    sums_in_order(out, part, num_blocks(n), k);
+    sums_in_order(out, part, num_blocks(na), k);
 }
 
 namespace {
@@ -463,7 +474,8 @@ int64_t parallel_min() { return kParallelMin; }
                                       const double*, int64_t, const T*, const T*, const T*, \
                                       const T*, const T*, const T*, const T*, double,       \
                                       int64_t);                                             \
-    template void rows_gram<T>(double*, const T*, const T*, int64_t, int64_t);             \
+    template void rows_gram_at<T>(double*, const T*, const T*, const int64_t*, int64_t,    \
+                                  int64_t, int64_t);                                       \
     template void rows_axpy<T>(T*, const T*, const T*, const double*, const double*,      \
                                int64_t, int64_t);                                         \
     template double cauchy_start<T>(T*, T*, const T*, const T*, const T*, const T*, int64_t); \

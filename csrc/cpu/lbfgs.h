@@ -53,10 +53,13 @@ template <typename T>
 void rows_dots(double* out, const T* s, const T* y, const T* v, const T* w, int64_t rows,
                int64_t n);
 
-// rows_gram: the Gram matrices of the first `rows` rows, out = [S S^T, S Y^T, Y Y^T] as three
-// row-major rows x rows blocks (out[(b * rows + i) * rows + j]), float64 blocked sums, one pass.
+// rows_gram_at: the Gram matrices of the first `rows` rows over the columns idx[0..na) of s and
+// y (the history at some variables), out = [S S^T, S Y^T, Y Y^T] as three row-major rows x rows
+// blocks (out[(b * rows + i) * rows + j]); float64 blocked sums over the positions 0..na (each
+// block of idx gathered into a buffer first), one pass.
 template <typename T>
-void rows_gram(double* out, const T* s, const T* y, int64_t rows, int64_t n);
+void rows_gram_at(double* out, const T* s, const T* y, const int64_t* idx, int64_t na,
+                  int64_t rows, int64_t n);
 
 // rows_axpy: out[i] = sum_j (a[j] s_j[i] + b[j] y_j[i]), accumulated in T from 0 in the order
 // j = 0 .. rows - 1, s term before y term (a and b cast to T once).

@@ -181,7 +181,9 @@ py::array_t<double> rows_dots(py::handle s_h, py::handle y_h, py::handle v_h, in
     return out;
 }
 
-py::array_t<double> rows_gram(py::handle s_h, py::handle y_h, int64_t rows) {
+py::array_t<double> rows_gram_at(py::handle s_h, py::handle y_h,
+                                 py::array_t<int64_t, py::array::c_style | py::array::forcecast> idx,
+                                 int64_t rows) {
     const Array s = array_arg(s_h, "s", false);
     const Array y = array_arg(y_h, "y", false, &s);
     if (s.ndim() != 2 || s.dim(0) < 1)
@@ -190,13 +192,20 @@ py::array_t<double> rows_gram(py::handle s_h, py::handle y_h, int64_t rows) {
     if (rows < 0 || rows > s.dim(0))
         throw py::value_error("rows must be in [0, " + std::to_string(s.dim(0)) + "], got " +
                               std::to_string(rows));
+    if (idx.ndim() != 1) throw py::value_error("idx must be 1-D");
+    const int64_t n = s.dim(1), na = idx.shape(0);
+    const int64_t* ix = idx.data();
+    for (int64_t e = 0; e < na; ++e)
+        if (ix[e] < 0 || ix[e] >= n)
+            throw py::value_error("idx: index " + std::to_string(ix[e]) + " out of [0, " +
+                                  std::to_string(n) + ")");
     py::array_t<double> out({int64_t(3), rows, rows});
     double* o = out.mutable_data();
     by_dtype(s, [&](auto zero) {
         using T = decltype(zero);
         fusedopt::NoGil nogil;
-        lb::rows_gram(o, static_cast<const T*>(s.data()), static_cast<const T*>(y.data()), rows,
-                      s.dim(1));
+        lb::rows_gram_at(o, static_cast<const T*>(s.data()), static_cast<const T*>(y.data()), ix,
+                         na, rows, n);
     });
     return out;
 }
@@ -420,9 +429,11 @@ void register_lbfgs(py::module_& m) {
           "[s_j . v for j < rows] + [y_j . v for j < rows] (+ the same with w) over the first rows"
           " rows of the (m, n) arrays s, y, in one pass (float64 blocked sums: same bits for any"
           " thread count).");
-    m.def("lbfgsb_rows_gram", &rows_gram, py::arg("s"), py::arg("y"), py::arg("rows"),
-          "(S S^T, S Y^T, Y Y^T) of the first rows rows of the (m, n) arrays s, y as a (3, rows,"
-          " rows) float64 array, in one pass (blocked sums: same bits for any thread count).");
+    m.def("lbfgsb_rows_gram_at", &rows_gram_at, py::arg("s"), py::arg("y"), py::arg("idx"),
+          py::arg("rows"),
+          "(S S^T, S Y^T, Y Y^T) of the first rows rows of the (m, n) arrays s, y over the columns"
+          " idx, as a (3, rows, rows) float64 array, in one pass (blocked sums: same bits for any"
+          " thread count).");
     m.def("lbfgsb_reduced_gradient", &reduced_gradient, py::arg("r"), py::arg("s"),
           py::arg("y"), py::arg("a"), py::arg("b"), py::arg("rows"), py::arg("xc"), py::arg("x"),
           py::arg("g"), py::arg("t"), py::arg("theta"),

@@ -71,9 +71,10 @@ class CoreVec:
                                            theta)
 
     @staticmethod
-    def rows_gram(s, y, rows):
-        """(S S^T, S Y^T, Y Y^T) of the first ``rows`` rows, (3, rows, rows) float64, one pass."""
-        return _core.lbfgsb_rows_gram(s, y, rows)
+    def rows_gram_at(s, y, idx, rows):
+        """(S S^T, S Y^T, Y Y^T) of the first ``rows`` rows over the columns ``idx``, (3, rows,
+        rows) float64, one pass."""
+        return _core.lbfgsb_rows_gram_at(s, y, idx, rows)
 
     @staticmethod
     def rows_axpy(out, s, y, a, b, rows):

@@ -111,12 +111,10 @@ class CompactForm:
                          [t * ys.T, t * t * self.ss[np.ix_(o, o)]]])
 
     def gram_w_at(self, idx):
-        """W_A^T W_A (2k x 2k) over the rows A = ``idx`` of W: the history gathered at idx
-        (``np.take``), its Gram matrices in one pass (``rows_gram``, float64 blocked sums)."""
+        """W_A^T W_A (2k x 2k) over the rows A = ``idx`` of W: the Gram matrices of the history
+        at idx in one pass (``rows_gram_at``, float64 blocked sums)."""
         o, k, t = self.order(), self.count, self.theta
-        sa = np.take(self.s[:k], idx, axis=1)
-        ya = np.take(self.y[:k], idx, axis=1)
-        ss, sy, yy = self.vec.rows_gram(sa, ya, k)
+        ss, sy, yy = self.vec.rows_gram_at(self.s, self.y, idx, k)
         ix = np.ix_(o, o)
         ys = sy[ix].T
         return np.block([[yy[ix], t * ys], [t * ys.T, t * t * ss[ix]]])
