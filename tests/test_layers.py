@@ -54,6 +54,7 @@ LAYERS = {
     "fusedopt.lbfgs": "algorithms",
     "fusedopt.newton": "algorithms",
     "fusedopt.natural": "algorithms",
+    "fusedopt.optimize": "algorithms",
     "fusedopt.functions": "tools",
     "fusedopt.init": "tools",
     "fusedopt.sampling": "tools",

@@ -8,7 +8,11 @@
 // count and any schedule give the same bits.
 #include "lbfgs.h"
 
+#include <algorithm>
+#include <cfloat>
 #include <cmath>
+#include <functional>
+#include <utility>
 #include <vector>
 
 #include "fusedopt/blocked_sum.h"
@@ -68,16 +72,27 @@ inline double sum_in_order(const double* part, int64_t nb, int64_t stride) {
 
 // block(lo, hi, part + K * b) for each block [lo, hi) of [0, n), in parallel, each writing K
 // results; returns part (thread-local storage, valid until the next call on this thread).
-template <int K, typename Block>
-const double* block_results(int64_t n, Block&& block) {
+// k results per block, k chosen at run time (block_results_k) or compile time (block_results).
+template <typename Block>
+const double* block_results_k(int64_t n, int64_t k, Block&& block) {
     const int64_t nb = num_blocks(n);
     thread_local std::vector<double> part_store;
-    part_store.assign(static_cast<size_t>(K * nb), 0.0);
+    part_store.assign(static_cast<size_t>(k * nb), 0.0);
     double* part = part_store.data();
     parallel_chunks(nb, lbfgs_threads(n), [&](int64_t b) {
-        block(b * kReduceBlock, std::min(n, (b + 1) * kReduceBlock), part + K * b);
+        block(b * kReduceBlock, std::min(n, (b + 1) * kReduceBlock), part + k * b);
     });
     return part;
+}
+
+template <int K, typename Block>
+const double* block_results(int64_t n, Block&& block) {
+    return block_results_k(n, K, block);
+}
+
+// out[j] = the sum in block order of result j of every block (k per block).
+inline void sums_in_order(double* out, const double* part, int64_t nb, int64_t k) {
+    for (int64_t j = 0; j < k; ++j) out[j] = sum_in_order(part + j, nb, k);
 }
 
 }  // namespace
@@ -170,13 +185,15 @@ void axpby(T* out, double a, const T* x, double b, const T* y, int64_t n) {
     });
 }
 
-template <typename T>
-double amax(const T* a, int64_t n) {
+namespace {
+// max |val(i)| over [0, n) as float64, NaN if any is NaN: blocks in parallel, then in order.
+template <typename T, typename Val>
+double abs_max(int64_t n, Val&& val) {
     const double* part = block_results<1>(n, [&](int64_t lo, int64_t hi, double* r) {
         T m = T(0);
         bool nan = false;
         for (int64_t i = lo; i < hi; ++i) {
-            const T v = std::fabs(a[i]);
+            const T v = std::fabs(val(i));
             m = v > m ? v : m;
             nan = nan || (v != v);
         }
@@ -189,6 +206,256 @@ double amax(const T* a, int64_t n) {
     }
     return m;
 }
+}  // namespace
+
+template <typename T>
+double amax(const T* a, int64_t n) {
+    return abs_max<T>(n, [&](int64_t i) { return a[i]; });
+}
+
+template <typename T>
+void rows_dots(double* out, const T* s, const T* y, const T* v, const T* w, int64_t rows,
+               int64_t n) {
+    const int64_t k = (w ? 4 : 2) * rows;
+    if (rows == 0) return;
+    const double* part = block_results_k(n, k, [&](int64_t lo, int64_t hi, double* pb) {
+        for (int64_t j = 0; j < rows; ++j) {
+            pb[j] = dot_block(s + j * n, v, lo, hi);
+            pb[rows + j] = dot_block(y + j * n, v, lo, hi);
+            if (w) {
+                pb[2 * rows + j] = dot_block(s + j * n, w, lo, hi);
+                pb[3 * rows + j] = dot_block(y + j * n, w, lo, hi);
+            }
+        }
+    });
+    sums_in_order(out, part, num_blocks(n), k);
+}
+
+template <typename T>
+void rows_gram_at(double* out, const T* s, const T* y, const int64_t* idx, int64_t na,
+                  int64_t rows, int64_t n) {
+    const int64_t kk = rows * rows, k = 3 * kk;
+    if (rows == 0) return;
+    const double* part = block_results_k(na, k, [&](int64_t lo, int64_t hi, double* pb) {
+        const int64_t len = hi - lo;
+        thread_local std::vector<T> buf;
+        buf.resize(static_cast<size_t>(2 * rows * len));
+        T* bs = buf.data();             // rows x len: s at idx[lo, hi); then y
+        T* by = bs + rows * len;
+        for (int64_t j = 0; j < rows; ++j)
+            for (int64_t e = 0; e < len; ++e) {
+                bs[j * len + e] = s[j * n + idx[lo + e]];
+                by[j * len + e] = y[j * n + idx[lo + e]];
+            }
+        for (int64_t i = 0; i < rows; ++i)
+            for (int64_t j = 0; j < rows; ++j) {
+                pb[i * rows + j] = dot_block(bs + i * len, bs + j * len, int64_t(0), len);
+                pb[kk + i * rows + j] = dot_block(bs + i * len, by + j * len, int64_t(0), len);
+                pb[2 * kk + i * rows + j] = dot_block(by + i * len, by + j * len, int64_t(0), len);
+            }
+    });
+    sums_in_order(out, part, num_blocks(na), k);
+}
+
+namespace {
+// o[lo, hi) = sum_j (ta[j] s_j + tb[j] y_j), accumulated from 0 in T, j = 0, 1, ...
+template <typename T>
+void combine_block(T* __restrict o, const T* s, const T* y, const T* ta, const T* tb,
+                   int64_t rows, int64_t n, int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) o[i] = T(0);
+    for (int64_t j = 0; j < rows; ++j) {
+        const T* __restrict sj = s + j * n;
+        const T* __restrict yj = y + j * n;
+        const T aj = ta[j], bj = tb[j];
+        for (int64_t i = lo; i < hi; ++i) o[i] = (o[i] + aj * sj[i]) + bj * yj[i];
+    }
+}
+
+template <typename T>
+std::vector<T> cast_all(const double* a, int64_t k) {
+    std::vector<T> out(static_cast<size_t>(k));
+    for (int64_t j = 0; j < k; ++j) out[j] = static_cast<T>(a[j]);
+    return out;
+}
+}  // namespace
+
+template <typename T>
+void rows_axpy(T* out, const T* s, const T* y, const double* a, const double* b, int64_t rows,
+               int64_t n) {
+    const std::vector<T> ta = cast_all<T>(a, rows), tb = cast_all<T>(b, rows);
+    parallel_chunks(num_blocks(n), lbfgs_threads(n), [&](int64_t blk) {
+        const int64_t lo = blk * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
+        combine_block(out, s, y, ta.data(), tb.data(), rows, n, lo, hi);
+    });
+}
+
+template <typename T>
+void reduced_gradient(double* out, T* r, const T* s, const T* y, const double* a,
+                      const double* b, int64_t rows, const T* xc, const T* x, const T* g,
+                      const T* t, double theta, int64_t n) {
+    const std::vector<T> ta = cast_all<T>(a, rows), tb = cast_all<T>(b, rows);
+    const T th = static_cast<T>(theta);
+    const int64_t k = 2 * rows;
+    const double* part = block_results_k(n, k, [&](int64_t lo, int64_t hi, double* pb) {
+        combine_block(r, s, y, ta.data(), tb.data(), rows, n, lo, hi);
+        for (int64_t i = lo; i < hi; ++i) {
+            const bool free = !t || t[i] >= T(0);
+            r[i] = free ? (g[i] + th * (xc[i] - x[i])) - r[i] : T(0);
+        }
+        for (int64_t j = 0; j < rows; ++j) {
+            pb[j] = dot_block(s + j * n, r, lo, hi);
+            pb[rows + j] = dot_block(y + j * n, r, lo, hi);
+        }
+    });
+    sums_in_order(out, part, num_blocks(n), k);
+}
+
+template <typename T>
+double subspace_point(T* xbar, T* du, const T* s, const T* y, const double* a, const double* b,
+                      int64_t rows, const T* r, const T* xc, const T* x, const T* g, const T* t,
+                      const T* lo, const T* hi, double theta, int64_t n) {
+    const std::vector<T> ta = cast_all<T>(a, rows), tb = cast_all<T>(b, rows);
+    const T c1 = static_cast<T>(-1.0 / theta), c2 = static_cast<T>(-1.0 / (theta * theta));
+    const double* part = block_results<1>(n, [&](int64_t b0, int64_t b1, double* res) {
+        combine_block(du, s, y, ta.data(), tb.data(), rows, n, b0, b1);
+        res[0] = block_sum(b0, b1, [&](int64_t i) {
+            const bool free = !t || t[i] >= T(0);
+            const T u = free ? c1 * r[i] + c2 * du[i] : T(0);
+            du[i] = u;
+            T v = xc[i] + u;
+            v = v < lo[i] ? lo[i] : v;
+            v = v > hi[i] ? hi[i] : v;
+            xbar[i] = v;
+            return static_cast<double>(g[i]) * static_cast<double>(v - x[i]);
+        });
+    });
+    return sum_in_order(part, num_blocks(n), 1);
+}
+
+template <typename T>
+double cauchy_start(T* d, T* t, const T* x, const T* g, const T* lo, const T* hi, int64_t n) {
+    const double inf = HUGE_VAL;
+    const double* part = block_results<1>(n, [&](int64_t b0, int64_t b1, double* r) {
+        r[0] = block_sum(b0, b1, [&](int64_t i) {
+            const T xi = x[i], gi = g[i], l = lo[i], h = hi[i];
+            const bool held = (xi <= l && gi >= T(0)) || (xi >= h && gi <= T(0)) || l == h;
+            T di = held ? T(0) : -gi;
+            T ti = held ? T(-1) : static_cast<T>(inf);
+            if (!held && gi > T(0) && l > static_cast<T>(-inf)) ti = (xi - l) / gi;
+            if (!held && gi < T(0) && h < static_cast<T>(inf)) ti = (xi - h) / gi;
+            d[i] = di;
+            t[i] = ti;
+            return static_cast<double>(di) * static_cast<double>(di);
+        });
+    });
+    return sum_in_order(part, num_blocks(n), 1);
+}
+
+template <typename T>
+double cauchy_path(T* xc, T* d, T* t, const T* x, const T* lo, const T* hi, const T* s,
+                   const T* y, const int64_t* order, int64_t k, double theta, const double* mid,
+                   double* p, double* c, double f1, double f2, bool bounded, int64_t n) {
+    const int64_t k2 = 2 * k;
+    // Candidates (t_i, i) in a min-heap: greater<> makes the heap's front the smallest.
+    std::vector<std::pair<double, int64_t>> heap;
+    for (int64_t i = 0; i < n; ++i)
+        if (t[i] >= T(0) && t[i] < static_cast<T>(HUGE_VAL) && d[i] != T(0))
+            heap.emplace_back(static_cast<double>(t[i]), i);
+    std::greater<std::pair<double, int64_t>> later;
+    std::make_heap(heap.begin(), heap.end(), later);
+    std::vector<double> wb(static_cast<size_t>(k2)), v(wb.size());
+    std::vector<std::pair<int64_t, T>> hits;
+    const double f2_org = f2;
+    double dtm = -f1 / f2, t_old = 0.0;
+    while (!heap.empty()) {
+        const double tj = heap.front().first;
+        const int64_t b = heap.front().second;
+        const double dt = tj - t_old;
+        if (dtm < dt) break;
+        std::pop_heap(heap.begin(), heap.end(), later);
+        heap.pop_back();
+        const double db = static_cast<double>(d[b]);
+        const double zb = (db > 0.0 ? static_cast<double>(hi[b]) : static_cast<double>(lo[b])) -
+                          static_cast<double>(x[b]);
+        hits.emplace_back(b, db > 0.0 ? hi[b] : lo[b]);
+        d[b] = T(0);
+        t[b] = T(-1);
+        f1 = f1 + dt * f2 + db * db - theta * db * zb;
+        f2 = f2 - theta * db * db;
+        if (k2) {
+            for (int64_t j = 0; j < k; ++j) {
+                wb[j] = static_cast<double>(y[order[j] * n + b]);
+                wb[k + j] = theta * static_cast<double>(s[order[j] * n + b]);
+            }
+            double wmc = 0.0, wmp = 0.0, wmw = 0.0;
+            for (int64_t r = 0; r < k2; ++r) {
+                c[r] = c[r] + dt * p[r];
+                double vr = 0.0;
+                for (int64_t q = 0; q < k2; ++q) vr = vr + mid[r * k2 + q] * wb[q];
+                v[r] = vr;
+            }
+            for (int64_t r = 0; r < k2; ++r) {
+                wmc = wmc + c[r] * v[r];
+                wmp = wmp + p[r] * v[r];
+                wmw = wmw + wb[r] * v[r];
+            }
+            for (int64_t r = 0; r < k2; ++r) p[r] = p[r] - db * wb[r];
+            f1 = f1 + db * wmc;
+            f2 = f2 + 2.0 * db * wmp - db * db * wmw;
+        }
+        f2 = std::max(DBL_EPSILON * f2_org, f2);
+        t_old = tj;
+        dtm = (heap.empty() && bounded) ? 0.0 : -f1 / f2;
+    }
+    dtm = std::max(dtm, 0.0);
+    const double tsum = t_old + dtm;
+    const T ts = static_cast<T>(tsum);
+    parallel_chunks(num_blocks(n), lbfgs_threads(n), [&](int64_t blk) {
+        const int64_t b0 = blk * kReduceBlock, b1 = std::min(n, b0 + kReduceBlock);
+        for (int64_t i = b0; i < b1; ++i) {
+            T v = x[i] + ts * d[i];
+            v = v < lo[i] ? lo[i] : v;
+            xc[i] = v > hi[i] ? hi[i] : v;
+        }
+    });
+    for (const auto& h : hits) xc[h.first] = h.second;   // passed: at the bound reached
+    for (int64_t r = 0; r < k2; ++r) c[r] = c[r] + dtm * p[r];
+    return tsum;
+}
+
+template <typename T>
+double projected_amax(const T* x, const T* g, const T* lo, const T* hi, int64_t n) {
+    return abs_max<T>(n, [&](int64_t i) {
+        const T gi = g[i];
+        if (gi < T(0)) {
+            const T e = x[i] - hi[i];
+            return e > gi ? e : gi;
+        }
+        const T e = x[i] - lo[i];
+        return e < gi ? e : gi;
+    });
+}
+
+template <typename T>
+double max_step(const T* x, const T* d, const T* lo, const T* hi, int64_t n) {
+    const double inf = HUGE_VAL;
+    const double* part = block_results<1>(n, [&](int64_t b0, int64_t b1, double* r) {
+        double t = inf;
+        for (int64_t i = b0; i < b1; ++i) {
+            const T di = d[i];
+            double ti = inf;
+            if (di < T(0) && lo[i] > static_cast<T>(-inf))
+                ti = static_cast<double>(lo[i] - x[i]) / static_cast<double>(di);
+            else if (di > T(0) && hi[i] < static_cast<T>(inf))
+                ti = static_cast<double>(hi[i] - x[i]) / static_cast<double>(di);
+            t = ti < t ? ti : t;
+        }
+        r[0] = t;
+    });
+    double t = inf;
+    for (int64_t b = 0; b < num_blocks(n); ++b) t = part[b] < t ? part[b] : t;
+    return t > 0.0 ? t : 0.0;
+}
 
 int64_t parallel_min() { return kParallelMin; }
 
@@ -197,7 +464,26 @@ int64_t parallel_min() { return kParallelMin; }
     template void sub_dots<T>(T*, const T*, const T*, const T*, int64_t, double*);      \
     template double dot<T>(const T*, const T*, int64_t);                                \
     template void axpby<T>(T*, double, const T*, double, const T*, int64_t);            \
-    template double amax<T>(const T*, int64_t);
+    template double amax<T>(const T*, int64_t);                                          \
+    template void rows_dots<T>(double*, const T*, const T*, const T*, const T*, int64_t,   \
+                               int64_t);                                                  \
+    template void reduced_gradient<T>(double*, T*, const T*, const T*, const double*,       \
+                                      const double*, int64_t, const T*, const T*, const T*, \
+                                      const T*, double, int64_t);                           \
+    template double subspace_point<T>(T*, T*, const T*, const T*, const double*,            \
+                                      const double*, int64_t, const T*, const T*, const T*, \
+                                      const T*, const T*, const T*, const T*, double,       \
+                                      int64_t);                                             \
+    template void rows_gram_at<T>(double*, const T*, const T*, const int64_t*, int64_t,    \
+                                  int64_t, int64_t);                                       \
+    template void rows_axpy<T>(T*, const T*, const T*, const double*, const double*,      \
+                               int64_t, int64_t);                                         \
+    template double cauchy_start<T>(T*, T*, const T*, const T*, const T*, const T*, int64_t); \
+    template double projected_amax<T>(const T*, const T*, const T*, const T*, int64_t);      \
+    template double max_step<T>(const T*, const T*, const T*, const T*, int64_t);          \
+    template double cauchy_path<T>(T*, T*, T*, const T*, const T*, const T*, const T*,        \
+                                   const T*, const int64_t*, int64_t, double, const double*,  \
+                                   double*, double*, double, double, bool, int64_t);
 FUSEDOPT_LBFGS_INSTANTIATE(float)
 FUSEDOPT_LBFGS_INSTANTIATE(double)
 #undef FUSEDOPT_LBFGS_INSTANTIATE

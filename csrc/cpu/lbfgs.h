@@ -43,6 +43,78 @@ void sub_dots(T* out, const T* a, const T* b, const T* c, int64_t n, double* dot
 template <typename T>
 void axpby(T* out, double a, const T* x, double b, const T* y, int64_t n);
 
+// The products of the compact form of L-BFGS-B over the first `rows` rows of the C-contiguous
+// (m x n) arrays s and y (the ring buffer's storage order), each one pass over the history:
+//
+// rows_dots: out[j] = s_j . v and out[rows + j] = y_j . v for j < rows, float64, every dot the
+// blocked sum of blocked_sum.h (2 * rows dots while v's block is in cache).
+// With w (not null), out[2 rows + j] = s_j . w and out[3 rows + j] = y_j . w in the same pass.
+template <typename T>
+void rows_dots(double* out, const T* s, const T* y, const T* v, const T* w, int64_t rows,
+               int64_t n);
+
+// rows_gram_at: the Gram matrices of the first `rows` rows over the columns idx[0..na) of s and
+// y (the history at some variables), out = [S S^T, S Y^T, Y Y^T] as three row-major rows x rows
+// blocks (out[(b * rows + i) * rows + j]); float64 blocked sums over the positions 0..na (each
+// block of idx gathered into a buffer first), one pass.
+template <typename T>
+void rows_gram_at(double* out, const T* s, const T* y, const int64_t* idx, int64_t na,
+                  int64_t rows, int64_t n);
+
+// rows_axpy: out[i] = sum_j (a[j] s_j[i] + b[j] y_j[i]), accumulated in T from 0 in the order
+// j = 0 .. rows - 1, s term before y term (a and b cast to T once).
+template <typename T>
+void rows_axpy(T* out, const T* s, const T* y, const double* a, const double* b, int64_t rows,
+               int64_t n);
+
+// The start of the generalized Cauchy point of L-BFGS-B (Byrd, Lu, Nocedal & Zhu 1995,
+// Algorithm CP) in one pass: d[i] = 0 where x[i] is held at a bound by the gradient (at lo with
+// g >= 0, at hi with g <= 0, or lo == hi), else -g[i]; t[i] = the breakpoint where x[i] - t g[i]
+// reaches its bound (inf if none), -1 where held. Returns d . d (float64, blocked sum).
+template <typename T>
+double cauchy_start(T* d, T* t, const T* x, const T* g, const T* lo, const T* hi, int64_t n);
+
+// The path of the generalized Cauchy point (Byrd, Lu, Nocedal & Zhu 1995, Algorithm CP; SciPy's
+// cauchy) after cauchy_start: the breakpoints t[i] >= 0 (finite) are taken in increasing order
+// from a binary heap (built in O(n), each pop O(log n): no sort of all n up front) while the
+// minimizer of the model on the current segment lies beyond the next breakpoint; each one fixes
+// its variable at the bound (d[b] = 0, t[b] = -1) and updates the slope f1, the curvature f2
+// and the 2k-vectors p = W^T d and c = W^T (x(t) - x) in O(k^2), with W = [Y, theta S] taken
+// from the rows order[0..k) of s and y (oldest first) and mid = M (2k x 2k, row-major). Then
+// xc = x + tsum d, with the variables passed at their bounds. bounded: every moving variable
+// has a breakpoint. Returns tsum; p and c are updated in place (c += dtm p at the end).
+template <typename T>
+double cauchy_path(T* xc, T* d, T* t, const T* x, const T* lo, const T* hi, const T* s,
+                   const T* y, const int64_t* order, int64_t k, double theta, const double* mid,
+                   double* p, double* c, double f1, double f2, bool bounded, int64_t n);
+
+// The subspace minimization of L-BFGS-B (Byrd et al. 1995, section 5.1), two fused passes over
+// the history; free[i]: t == null or t[i] >= 0 (t as left by cauchy_path).
+//
+// reduced_gradient: r[i] = free ? (g[i] + theta (xc[i] - x[i])) - (W a)[i] : 0 with
+// (W a)[i] = sum_j (a[j] s_j[i] + b[j] y_j[i]) accumulated as in rows_axpy; out = the 2 rows
+// dots [s_j . r] + [y_j . r] (float64, blocked).
+template <typename T>
+void reduced_gradient(double* out, T* r, const T* s, const T* y, const double* a,
+                      const double* b, int64_t rows, const T* xc, const T* x, const T* g,
+                      const T* t, double theta, int64_t n);
+
+// subspace_point: du[i] = free ? -(r[i] / theta) - (W v)[i] / theta^2 : 0 (W v as above, a and
+// b the coefficients), xbar = min(max(xc + du, lo), hi); returns g . (xbar - x) (float64).
+template <typename T>
+double subspace_point(T* xbar, T* du, const T* s, const T* y, const double* a, const double* b,
+                      int64_t rows, const T* r, const T* xc, const T* x, const T* g, const T* t,
+                      const T* lo, const T* hi, double theta, int64_t n);
+
+// L-BFGS-B's projected-gradient norm (SciPy's projgr): max |p_i| with p_i = max(x - hi, g) for
+// g < 0 and min(x - lo, g) otherwise, as float64; NaN if any p_i is NaN.
+template <typename T>
+double projected_amax(const T* x, const T* g, const T* lo, const T* hi, int64_t n);
+
+// The largest t >= 0 with lo <= x + t d <= hi (inf if no bound limits d), as float64.
+template <typename T>
+double max_step(const T* x, const T* d, const T* lo, const T* hi, int64_t n);
+
 // max |a[i]| as float64; NaN if any element is NaN.
 template <typename T>
 double amax(const T* a, int64_t n);

@@ -6,6 +6,7 @@
 // head/count out of range raise TypeError/ValueError naming the argument.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
 #include <string>
@@ -147,6 +148,266 @@ double amax(py::handle a_h) {
     });
 }
 
+// s and y of a compact form: (m, n) like each other, n = like.size; rows in [0, m].
+int64_t history_rows(const Array& s, const Array& y, const Array& like, int64_t rows) {
+    if (s.ndim() != 2 || s.dim(1) != like.size || s.dim(0) < 1)
+        throw py::value_error("s must have shape (m, " + std::to_string(like.size) + ") with m >= 1 (n = " +
+                              like.name() + ".size), got " + s.shape());
+    same_shape(y, s);
+    if (rows < 0 || rows > s.dim(0))
+        throw py::value_error("rows must be in [0, " + std::to_string(s.dim(0)) + "], got " +
+                              std::to_string(rows));
+    return rows;
+}
+
+py::array_t<double> rows_dots(py::handle s_h, py::handle y_h, py::handle v_h, int64_t rows,
+                              py::handle w_h) {
+    const Array v = array_arg(v_h, "v", false);
+    const Array s = array_arg(s_h, "s", false, &v);
+    const Array y = array_arg(y_h, "y", false, &v);
+    history_rows(s, y, v, rows);
+    const bool has_w = !w_h.is_none();
+    const Array w = has_w ? array_arg(w_h, "w", false, &v) : v;
+    same_size(w, v);
+    py::array_t<double> out((has_w ? 4 : 2) * rows);
+    double* o = out.mutable_data();
+    by_dtype(v, [&](auto zero) {
+        using T = decltype(zero);
+        fusedopt::NoGil nogil;
+        lb::rows_dots(o, static_cast<const T*>(s.data()), static_cast<const T*>(y.data()),
+                      static_cast<const T*>(v.data()),
+                      has_w ? static_cast<const T*>(w.data()) : nullptr, rows, v.size);
+    });
+    return out;
+}
+
+py::array_t<double> rows_gram_at(py::handle s_h, py::handle y_h,
+                                 py::array_t<int64_t, py::array::c_style | py::array::forcecast> idx,
+                                 int64_t rows) {
+    const Array s = array_arg(s_h, "s", false);
+    const Array y = array_arg(y_h, "y", false, &s);
+    if (s.ndim() != 2 || s.dim(0) < 1)
+        throw py::value_error("s must have shape (m, n) with m >= 1, got " + s.shape());
+    same_shape(y, s);
+    if (rows < 0 || rows > s.dim(0))
+        throw py::value_error("rows must be in [0, " + std::to_string(s.dim(0)) + "], got " +
+                              std::to_string(rows));
+    if (idx.ndim() != 1) throw py::value_error("idx must be 1-D");
+    const int64_t n = s.dim(1), na = idx.shape(0);
+    const int64_t* ix = idx.data();
+    for (int64_t e = 0; e < na; ++e)
+        if (ix[e] < 0 || ix[e] >= n)
+            throw py::value_error("idx: index " + std::to_string(ix[e]) + " out of [0, " +
+                                  std::to_string(n) + ")");
+    py::array_t<double> out({int64_t(3), rows, rows});
+    double* o = out.mutable_data();
+    by_dtype(s, [&](auto zero) {
+        using T = decltype(zero);
+        fusedopt::NoGil nogil;
+        lb::rows_gram_at(o, static_cast<const T*>(s.data()), static_cast<const T*>(y.data()), ix,
+                         na, rows, n);
+    });
+    return out;
+}
+
+// The coefficient vectors of a combination of history rows: float64, 1-D, >= rows elements.
+void coefficients(const Array& c, int64_t rows) {
+    if (c.dtype != DType::kFloat64)
+        throw py::type_error(c.name() + " has dtype float32; expected float64");
+    if (c.ndim() != 1 || c.dim(0) < rows)
+        throw py::value_error(c.name() + " must be 1-D with at least rows = " +
+                              std::to_string(rows) + " elements, got " + c.shape());
+}
+
+void rows_axpy(py::handle out_h, py::handle s_h, py::handle y_h, py::handle a_h, py::handle b_h,
+               int64_t rows) {
+    const Array out = array_arg(out_h, "out", true);
+    const Array s = array_arg(s_h, "s", false, &out);
+    const Array y = array_arg(y_h, "y", false, &out);
+    history_rows(s, y, out, rows);
+    const Array a = array_arg(a_h, "a", false);
+    const Array b = array_arg(b_h, "b", false);
+    coefficients(a, rows);
+    coefficients(b, rows);
+    for (const Array* in : {&s, &y, &a, &b}) no_overlap(out, *in);
+    by_dtype(out, [&](auto zero) {
+        using T = decltype(zero);
+        fusedopt::NoGil nogil;
+        lb::rows_axpy(static_cast<T*>(out.data()), static_cast<const T*>(s.data()),
+                      static_cast<const T*>(y.data()), static_cast<const double*>(a.data()),
+                      static_cast<const double*>(b.data()), rows, out.size);
+    });
+}
+
+double cauchy_start(py::handle d_h, py::handle t_h, py::handle x_h, py::handle g_h,
+                    py::handle lo_h, py::handle hi_h) {
+    const Array d = array_arg(d_h, "d", true);
+    const Array t = array_arg(t_h, "t", true, &d);
+    same_size(t, d);
+    no_overlap(t, d);
+    const Array x = array_arg(x_h, "x", false, &d);
+    const Array g = array_arg(g_h, "g", false, &d);
+    const Array lo = array_arg(lo_h, "lo", false, &d);
+    const Array hi = array_arg(hi_h, "hi", false, &d);
+    for (const Array* in : {&x, &g, &lo, &hi}) {
+        same_size(*in, d);
+        no_overlap(d, *in);
+        no_overlap(t, *in);
+    }
+    return by_dtype(d, [&](auto zero) {
+        using T = decltype(zero);
+        fusedopt::NoGil nogil;
+        return lb::cauchy_start(static_cast<T*>(d.data()), static_cast<T*>(t.data()),
+                                static_cast<const T*>(x.data()), static_cast<const T*>(g.data()),
+                                static_cast<const T*>(lo.data()), static_cast<const T*>(hi.data()),
+                                d.size);
+    });
+}
+
+// Four read-only vectors of one size and dtype (x, g or d, lo, hi).
+template <typename Fn>
+double box_reduce(py::handle x_h, py::handle g_h, py::handle lo_h, py::handle hi_h,
+                  const char* gname, Fn&& fn) {
+    const Array x = array_arg(x_h, "x", false);
+    const Array g = array_arg(g_h, gname, false, &x);
+    const Array lo = array_arg(lo_h, "lo", false, &x);
+    const Array hi = array_arg(hi_h, "hi", false, &x);
+    for (const Array* in : {&g, &lo, &hi}) same_size(*in, x);
+    return by_dtype(x, [&](auto zero) {
+        using T = decltype(zero);
+        fusedopt::NoGil nogil;
+        return fn(static_cast<const T*>(x.data()), static_cast<const T*>(g.data()),
+                  static_cast<const T*>(lo.data()), static_cast<const T*>(hi.data()), x.size);
+    });
+}
+
+double projected_amax(py::handle x, py::handle g, py::handle lo, py::handle hi) {
+    return box_reduce(x, g, lo, hi, "g", [](auto... a) { return lb::projected_amax(a...); });
+}
+
+double max_step(py::handle x, py::handle d, py::handle lo, py::handle hi) {
+    return box_reduce(x, d, lo, hi, "d", [](auto... a) { return lb::max_step(a...); });
+}
+
+py::array_t<double> reduced_gradient(py::handle r_h, py::handle s_h, py::handle y_h,
+                                     py::handle a_h, py::handle b_h, int64_t rows,
+                                     py::handle xc_h, py::handle x_h, py::handle g_h,
+                                     py::handle t_h, double theta) {
+    const Array r = array_arg(r_h, "r", true);
+    const Array s = array_arg(s_h, "s", false, &r);
+    const Array y = array_arg(y_h, "y", false, &r);
+    history_rows(s, y, r, rows);
+    const Array a = array_arg(a_h, "a", false);
+    const Array b = array_arg(b_h, "b", false);
+    coefficients(a, rows);
+    coefficients(b, rows);
+    const Array xc = array_arg(xc_h, "xc", false, &r);
+    const Array x = array_arg(x_h, "x", false, &r);
+    const Array g = array_arg(g_h, "g", false, &r);
+    const bool has_t = !t_h.is_none();
+    const Array t = has_t ? array_arg(t_h, "t", false, &r) : x;
+    for (const Array* in : {&xc, &x, &g, &t}) same_size(*in, r);
+    for (const Array* in : {&s, &y, &a, &b, &xc, &x, &g, &t}) no_overlap(r, *in);
+    py::array_t<double> out(2 * rows);
+    double* o = out.mutable_data();
+    by_dtype(r, [&](auto zero) {
+        using T = decltype(zero);
+        fusedopt::NoGil nogil;
+        lb::reduced_gradient(o, static_cast<T*>(r.data()), static_cast<const T*>(s.data()),
+                             static_cast<const T*>(y.data()), static_cast<const double*>(a.data()),
+                             static_cast<const double*>(b.data()), rows,
+                             static_cast<const T*>(xc.data()), static_cast<const T*>(x.data()),
+                             static_cast<const T*>(g.data()),
+                             has_t ? static_cast<const T*>(t.data()) : nullptr, theta, r.size);
+    });
+    return out;
+}
+
+double subspace_point(py::handle xbar_h, py::handle du_h, py::handle s_h, py::handle y_h,
+                      py::handle a_h, py::handle b_h, int64_t rows, py::handle r_h,
+                      py::handle xc_h, py::handle x_h, py::handle g_h, py::handle t_h,
+                      py::handle lo_h, py::handle hi_h, double theta) {
+    const Array xbar = array_arg(xbar_h, "xbar", true);
+    const Array du = array_arg(du_h, "du", true, &xbar);
+    const Array s = array_arg(s_h, "s", false, &xbar);
+    const Array y = array_arg(y_h, "y", false, &xbar);
+    history_rows(s, y, xbar, rows);
+    const Array a = array_arg(a_h, "a", false);
+    const Array b = array_arg(b_h, "b", false);
+    coefficients(a, rows);
+    coefficients(b, rows);
+    const Array r = array_arg(r_h, "r", false, &xbar);
+    const Array xc = array_arg(xc_h, "xc", false, &xbar);
+    const Array x = array_arg(x_h, "x", false, &xbar);
+    const Array g = array_arg(g_h, "g", false, &xbar);
+    const bool has_t = !t_h.is_none();
+    const Array t = has_t ? array_arg(t_h, "t", false, &xbar) : x;
+    const Array lo = array_arg(lo_h, "lo", false, &xbar);
+    const Array hi = array_arg(hi_h, "hi", false, &xbar);
+    same_size(du, xbar);
+    for (const Array* in : {&r, &xc, &x, &g, &t, &lo, &hi}) same_size(*in, xbar);
+    no_overlap(xbar, du);
+    for (const Array* in : {&s, &y, &a, &b, &r, &xc, &x, &g, &t, &lo, &hi}) {
+        no_overlap(xbar, *in);
+        no_overlap(du, *in);
+    }
+    return by_dtype(xbar, [&](auto zero) {
+        using T = decltype(zero);
+        fusedopt::NoGil nogil;
+        return lb::subspace_point(
+            static_cast<T*>(xbar.data()), static_cast<T*>(du.data()),
+            static_cast<const T*>(s.data()), static_cast<const T*>(y.data()),
+            static_cast<const double*>(a.data()), static_cast<const double*>(b.data()), rows,
+            static_cast<const T*>(r.data()), static_cast<const T*>(xc.data()),
+            static_cast<const T*>(x.data()), static_cast<const T*>(g.data()),
+            has_t ? static_cast<const T*>(t.data()) : nullptr, static_cast<const T*>(lo.data()),
+            static_cast<const T*>(hi.data()), theta, xbar.size);
+    });
+}
+
+// Returns (tsum, p, c): see lbfgs.h. xc, d, t written; s, y the (m, n) ring storage.
+py::tuple cauchy_path(py::handle xc_h, py::handle d_h, py::handle t_h, py::handle x_h,
+                      py::handle lo_h, py::handle hi_h, py::handle s_h, py::handle y_h,
+                      std::vector<int64_t> order, double theta,
+                      py::array_t<double, py::array::c_style | py::array::forcecast> mid,
+                      std::vector<double> p, std::vector<double> c, double f1, double f2,
+                      bool bounded) {
+    const Array xc = array_arg(xc_h, "xc", true);
+    const Array d = array_arg(d_h, "d", true, &xc);
+    const Array t = array_arg(t_h, "t", true, &xc);
+    const Array x = array_arg(x_h, "x", false, &xc);
+    const Array lo = array_arg(lo_h, "lo", false, &xc);
+    const Array hi = array_arg(hi_h, "hi", false, &xc);
+    for (const Array* a : {&d, &t, &x, &lo, &hi}) same_size(*a, xc);
+    const Array s = array_arg(s_h, "s", false, &xc);
+    const Array y = array_arg(y_h, "y", false, &xc);
+    const int64_t k = static_cast<int64_t>(order.size());
+    history_rows(s, y, xc, k);
+    for (int64_t r : order)
+        if (r < 0 || r >= s.dim(0)) throw py::value_error("order: row out of range");
+    if (mid.ndim() != 2 || mid.shape(0) != 2 * k || mid.shape(1) != 2 * k ||
+        static_cast<int64_t>(p.size()) != 2 * k || static_cast<int64_t>(c.size()) != 2 * k)
+        throw py::value_error("mid must be (2k, 2k) and p, c of length 2k, k = len(order)");
+    const Array* outs[] = {&xc, &d, &t};
+    for (const Array* o : outs)
+        for (const Array* in : {&x, &lo, &hi, &s, &y}) no_overlap(*o, *in);
+    no_overlap(xc, d);
+    no_overlap(xc, t);
+    no_overlap(d, t);
+    const double* m = mid.data();
+    const double tsum = by_dtype(xc, [&](auto zero) {
+        using T = decltype(zero);
+        fusedopt::NoGil nogil;
+        return lb::cauchy_path(static_cast<T*>(xc.data()), static_cast<T*>(d.data()),
+                               static_cast<T*>(t.data()), static_cast<const T*>(x.data()),
+                               static_cast<const T*>(lo.data()), static_cast<const T*>(hi.data()),
+                               static_cast<const T*>(s.data()), static_cast<const T*>(y.data()),
+                               order.data(), k, theta, m, p.data(), c.data(), f1, f2, bounded,
+                               xc.size);
+    });
+    return py::make_tuple(tsum, p, c);
+}
+
 }  // namespace
 
 void register_lbfgs(py::module_& m) {
@@ -163,5 +424,44 @@ void register_lbfgs(py::module_& m) {
           py::arg("b") = 0.0, py::arg("y") = py::none(),
           "out = a * x + b * y, or out = a * x without y (out may be x or y itself).");
     m.attr("lbfgs_parallel_min") = lb::parallel_min();
+    m.def("lbfgsb_rows_dots", &rows_dots, py::arg("s"), py::arg("y"), py::arg("v"),
+          py::arg("rows"), py::arg("w") = py::none(),
+          "[s_j . v for j < rows] + [y_j . v for j < rows] (+ the same with w) over the first rows"
+          " rows of the (m, n) arrays s, y, in one pass (float64 blocked sums: same bits for any"
+          " thread count).");
+    m.def("lbfgsb_rows_gram_at", &rows_gram_at, py::arg("s"), py::arg("y"), py::arg("idx"),
+          py::arg("rows"),
+          "(S S^T, S Y^T, Y Y^T) of the first rows rows of the (m, n) arrays s, y over the columns"
+          " idx, as a (3, rows, rows) float64 array, in one pass (blocked sums: same bits for any"
+          " thread count).");
+    m.def("lbfgsb_reduced_gradient", &reduced_gradient, py::arg("r"), py::arg("s"),
+          py::arg("y"), py::arg("a"), py::arg("b"), py::arg("rows"), py::arg("xc"), py::arg("x"),
+          py::arg("g"), py::arg("t"), py::arg("theta"),
+          "L-BFGS-B: r = free ? g + theta (xc - x) - (sum a_j s_j + b_j y_j) : 0; returns "
+          "[s_j . r] + [y_j . r] (one pass over the history).");
+    m.def("lbfgsb_subspace_point", &subspace_point, py::arg("xbar"), py::arg("du"),
+          py::arg("s"), py::arg("y"), py::arg("a"), py::arg("b"), py::arg("rows"), py::arg("r"),
+          py::arg("xc"), py::arg("x"), py::arg("g"), py::arg("t"), py::arg("lo"), py::arg("hi"),
+          py::arg("theta"),
+          "L-BFGS-B: du = free ? -r/theta - (sum a_j s_j + b_j y_j)/theta^2 : 0, xbar = clip(xc +"
+          " du); returns g . (xbar - x) (one pass over the history).");
+    m.def("lbfgsb_rows_axpy", &rows_axpy, py::arg("out"), py::arg("s"), py::arg("y"),
+          py::arg("a"), py::arg("b"), py::arg("rows"),
+          "out = sum_j (a[j] s_j + b[j] y_j) over the first rows rows, in one pass (a, b float64,"
+          " accumulated in out's dtype in the order j = 0, 1, ...).");
+    m.def("lbfgsb_cauchy_start", &cauchy_start, py::arg("d"), py::arg("t"), py::arg("x"),
+          py::arg("g"), py::arg("lo"), py::arg("hi"),
+          "L-BFGS-B's Cauchy point start: d = -g or 0 where held at a bound, t = breakpoints "
+          "(inf: none, -1: held); returns d.d (float64).");
+    m.def("lbfgsb_projected_amax", &projected_amax, py::arg("x"), py::arg("g"), py::arg("lo"),
+          py::arg("hi"), "L-BFGS-B's projected-gradient norm (SciPy's projgr) in one pass.");
+    m.def("lbfgsb_max_step", &max_step, py::arg("x"), py::arg("d"), py::arg("lo"), py::arg("hi"),
+          "The largest t >= 0 with lo <= x + t d <= hi (inf if unlimited), in one pass.");
+    m.def("lbfgsb_cauchy_path", &cauchy_path, py::arg("xc"), py::arg("d"), py::arg("t"),
+          py::arg("x"), py::arg("lo"), py::arg("hi"), py::arg("s"), py::arg("y"),
+          py::arg("order"), py::arg("theta"), py::arg("mid"), py::arg("p"), py::arg("c"),
+          py::arg("f1"), py::arg("f2"), py::arg("bounded"),
+          "L-BFGS-B: the generalized Cauchy point's path, breakpoints from a heap; returns "
+          "(tsum, p, c).");
     m.def("lbfgs_amax", &amax, py::arg("a"), "max |a| as a float (NaN if any element is NaN).");
 }

@@ -13,8 +13,10 @@ none.
 
 By default the section fits the one-minute budget of ``python -m fusedopt bench`` on 2 cores:
 directions at n = 1e5 and 1e6, Extended Rosenbrock at 1e4 and 1e5, the chained Rosenbrock at
-1e5 for 100 iterations. ``--full`` adds the long cases (directions at 1e7, Extended Rosenbrock
-at 1e6, the chained Rosenbrock at 1e6 for 500 iterations); ``--quick`` keeps the smallest.
+1e5 for 100 iterations, the bound-constrained Extended Rosenbrock (L-BFGS-B: a fifth of the
+variables end at an upper bound) at 1e4 and 1e5. ``--full`` adds the long cases (directions at
+1e7, Extended Rosenbrock at 1e6, the chained Rosenbrock at 1e6 for 500 iterations, the bounded
+problem at 1e6); ``--quick`` keeps the smallest.
 ``bench/bench_lbfgs.py`` times the same callables with pytest-benchmark.
 """
 from __future__ import annotations
@@ -32,18 +34,20 @@ from .timing import Timer, stopwatch
 
 __all__ = ["section", "run", "cases", "direction_case", "history_bytes", "reference_direction",
            "ext_rosenbrock", "ext_rosenbrock_x0", "chained_rosenbrock", "solvers",
-           "timed_objective", "solve_timed"]
+           "timed_objective", "solve_timed", "ext_rosenbrock_bounds", "bounded_solvers"]
 
 
 def cases(quick: bool = False, full: bool = False) -> dict:
     """The sizes of each table: ``direction`` (n), ``ext_rosenbrock`` (n) and ``chained``
     ((n, iterations))."""
     if quick:
-        return dict(direction=(10**5,), ext_rosenbrock=(10**4,), chained=(10**4, 100))
+        return dict(direction=(10**5,), ext_rosenbrock=(10**4,), chained=(10**4, 100),
+                    bounded=(10**4,))
     if full:
         return dict(direction=(10**5, 10**6, 10**7), ext_rosenbrock=(10**4, 10**5, 10**6),
-                    chained=(10**6, 500))
-    return dict(direction=(10**5, 10**6), ext_rosenbrock=(10**4, 10**5), chained=(10**5, 100))
+                    chained=(10**6, 500), bounded=(10**4, 10**5, 10**6))
+    return dict(direction=(10**5, 10**6), ext_rosenbrock=(10**4, 10**5), chained=(10**5, 100),
+                bounded=(10**4, 10**5))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,6 +128,15 @@ def chained_rosenbrock(x):
     return f, g
 
 
+def ext_rosenbrock_bounds(n, dtype=np.float64):
+    """(lo, hi) for the bound-constrained Extended Rosenbrock: every fifth variable at most 0.5
+    (each ends at that bound: the unconstrained minimizer is all ones), the others free."""
+    lo = np.full(n, -np.inf, dtype)
+    hi = np.full(n, np.inf, dtype)
+    hi[::5] = 0.5
+    return lo, hi
+
+
 class timed_objective:  # noqa: N801 -- used like a function
     """Wraps fun(x) -> (f, g), counting calls and the time spent inside."""
 
@@ -190,6 +203,47 @@ def solvers():
     except ImportError:
         pass
     return out
+
+
+def run_fusedopt_bounded(fun, x0, bounds, maxiter, gtol, ftol, m=10):
+    r = minimize(fun, x0, bounds=bounds, m=m, maxiter=maxiter, gtol=gtol, ftol=ftol)
+    return r.fun, r.nit, r.nfev
+
+
+def run_scipy_bounded(fun, x0, bounds, maxiter, gtol, ftol, m=10):
+    from scipy.optimize import Bounds  # noqa: PLC0415 -- optional
+    from scipy.optimize import minimize as scipy_minimize  # noqa: PLC0415 -- optional
+
+    r = scipy_minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=Bounds(*bounds),
+                       options={"maxcor": m, "maxiter": maxiter, "gtol": gtol, "ftol": ftol,
+                                "maxfun": 100 * maxiter + 100})
+    return float(r.fun), int(r.nit), int(r.nfev)
+
+
+def bounded_solvers():
+    """The bound-constrained solvers that can run here (torch's LBFGS has no bounds)."""
+    out = {"fusedopt L-BFGS-B": run_fusedopt_bounded}
+    try:
+        import scipy.optimize  # noqa: F401,PLC0415
+
+        out["scipy L-BFGS-B"] = run_scipy_bounded
+    except ImportError:
+        pass
+    return out
+
+
+def _bounded_table(n):
+    rows = []
+    x0, bounds = ext_rosenbrock_x0(n), ext_rosenbrock_bounds(n)
+    for name, runner in bounded_solvers().items():
+        wall, outside, f, nit, nfev = solve_timed(
+            lambda fun, x, *a: runner(fun, x, bounds, *a), ext_rosenbrock, x0, 15000, 1e-5,
+            2.2e-9)
+        rows.append([name, f"{wall:.3f}", f"{outside / max(nit, 1) * 1e3:.2f}", nit, nfev,
+                     f"{f:.4e}"])
+    title = (f"lbfgs bound-constrained Extended Rosenbrock n={n:.0e} (x_i <= 0.5 for every fifth"
+             " i), gtol=1e-5, ftol=2.2e-9, m=10")
+    return title, format_table(["solver", "wall s", "outside f ms/it", "nit", "nfev", "f"], rows)
 
 
 def solve_timed(runner, objective, x0, maxiter, gtol, ftol):
@@ -287,6 +341,9 @@ def run(quick: bool = False, full: bool = False, threads: int | None = None,
             "iterations (gtol = ftol = 0)", chained_rosenbrock, ext_rosenbrock_x0(n), iters,
             0.0, 0.0)
         blocks.append(f"{title}\n{table}")
+        for n in size["bounded"]:
+            title, table = _bounded_table(n)
+            blocks.append(f"{title}\n{table}")
     return blocks
 
 

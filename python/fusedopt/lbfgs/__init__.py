@@ -1,4 +1,5 @@
-"""Limited-memory BFGS: a history ring buffer, the fused two-loop recursion and a minimizer.
+"""Limited-memory BFGS: a history ring buffer, the fused two-loop recursion and a minimizer,
+with bounds (L-BFGS-B).
 
 Layer: algorithms (its vector operations run in the kernels: ``ops`` and ``_core``).
 
@@ -9,6 +10,10 @@ Layer: algorithms (its vector operations run in the kernels: ``ops`` and ``_core
     >>> res = lbfgs.minimize(fun, np.ones(5))
     >>> res.success, bool(abs(res.x).max() < 1e-5)
     (True, True)
+    >>> res = lbfgs.minimize(lambda x: (float((x - 2) @ (x - 2)), 2 * (x - 2)), np.zeros(3),
+    ...                      bounds=[(None, 1.0)] * 3)
+    >>> res.x.tolist()
+    [1.0, 1.0, 1.0]
 
 One concept per module:
 
@@ -16,7 +21,11 @@ One concept per module:
   and ``two_loop``, the direction ``-H g`` by the fused kernel;
 * ``line_search``: strong Wolfe (Nocedal & Wright Alg. 3.5/3.6) and backtracking Armijo;
 * ``solver``: one L-BFGS iteration (``Solver``) and ``minimize`` (SciPy's L-BFGS-B stopping
-  rules and result fields);
+  rules and result fields; ``bounds=`` runs L-BFGS-B);
+* ``bounds``: the forms of bounds SciPy accepts, checked, as a ``Box``;
+* ``compact``: ``CompactForm``, the limited-memory matrix B = theta I - W M W^T of L-BFGS-B;
+* ``lbfgsb``: one L-BFGS-B iteration (``BoundedSolver``: generalized Cauchy point, subspace
+  minimization, a line search kept in the box) and its stopping rules (``run``);
 * ``optimizer``: ``LBFGS``, the same solver over a list of params, torch-style;
 * ``result``: ``OptimizeResult``, the result of every minimizer of fusedopt;
 * ``_vector``: the solver's vector operations, each one call into ``_core``.

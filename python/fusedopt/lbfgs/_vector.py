@@ -53,6 +53,57 @@ class CoreVec:
         return _core.lbfgs_sub_dots(out, a, b, c)
 
     @staticmethod
+    def rows_dots(s, y, v, rows, w=None):
+        """[s_j . v] + [y_j . v] (+ [s_j . w] + [y_j . w]) (float64) over the first ``rows``
+        rows, one pass."""
+        return _core.lbfgsb_rows_dots(s, y, v, rows, w)
+
+    @staticmethod
+    def reduced_gradient(r, s, y, a, b, rows, xc, x, g, t, theta):
+        """L-BFGS-B: r = (t >= 0) ? g + theta (xc - x) - (W a) : 0; returns [S r] + [Y r]."""
+        return _core.lbfgsb_reduced_gradient(r, s, y, a, b, rows, xc, x, g, t, theta)
+
+    @staticmethod
+    def subspace_point(xbar, du, s, y, a, b, rows, r, xc, x, g, t, lo, hi, theta) -> float:
+        """L-BFGS-B: du = (t >= 0) ? -r/theta - (W v)/theta^2 : 0, xbar = clip(xc + du);
+        returns g . (xbar - x)."""
+        return _core.lbfgsb_subspace_point(xbar, du, s, y, a, b, rows, r, xc, x, g, t, lo, hi,
+                                           theta)
+
+    @staticmethod
+    def rows_gram_at(s, y, idx, rows):
+        """(S S^T, S Y^T, Y Y^T) of the first ``rows`` rows over the columns ``idx``, (3, rows,
+        rows) float64, one pass."""
+        return _core.lbfgsb_rows_gram_at(s, y, idx, rows)
+
+    @staticmethod
+    def rows_axpy(out, s, y, a, b, rows):
+        """out = sum_j a[j] s_j + b[j] y_j over the first ``rows`` rows, one pass."""
+        _core.lbfgsb_rows_axpy(out, s, y, a, b, rows)
+
+    @staticmethod
+    def cauchy_start(d, t, x, g, lo, hi) -> float:
+        """L-BFGS-B: d = -g (0 where held at a bound), t = breakpoints (inf none, -1 held);
+        returns d . d."""
+        return _core.lbfgsb_cauchy_start(d, t, x, g, lo, hi)
+
+    @staticmethod
+    def cauchy_path(xc, d, t, x, lo, hi, s, y, order, theta, mid, p, c, f1, f2, bounded):
+        """L-BFGS-B: the Cauchy point's path, breakpoints from a heap; (tsum, p, c)."""
+        return _core.lbfgsb_cauchy_path(xc, d, t, x, lo, hi, s, y, order, theta, mid, p, c,
+                                        f1, f2, bounded)
+
+    @staticmethod
+    def projected_amax(x, g, lo, hi) -> float:
+        """L-BFGS-B's projected-gradient norm (SciPy's ``projgr``), one pass."""
+        return _core.lbfgsb_projected_amax(x, g, lo, hi)
+
+    @staticmethod
+    def max_step(x, d, lo, hi) -> float:
+        """The largest t >= 0 with lo <= x + t d <= hi (inf if unlimited), one pass."""
+        return _core.lbfgsb_max_step(x, d, lo, hi)
+
+    @staticmethod
     def direction(out, grad, history) -> float:
         """out = -H grad; returns grad . out."""
         return ops.lbfgs_direction_(out, grad, history)

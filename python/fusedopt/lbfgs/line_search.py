@@ -66,12 +66,14 @@ class LineSearch:
     def __init__(self, evaluate):
         self.evaluate = evaluate
 
-    def strong_wolfe(self, f0, dg0, t1, tmin):
+    def strong_wolfe(self, f0, dg0, t1, tmin, tmax=math.inf):
         """Nocedal & Wright, Algorithm 3.5 (bracketing; the zoom is Algorithm 3.6), the trial
-        steps extrapolated by cubic interpolation. Returns the accepted Point or None."""
+        steps extrapolated by cubic interpolation and kept <= tmax (L-BFGS-B: the step to the
+        box). A point at tmax that decreases f sufficiently with a negative slope is accepted
+        (SciPy's "STP = STPMAX"). Returns the accepted Point or None."""
         c1, c2 = self.c1, self.c2
         prev = Point(0.0, f0, dg0, None)
-        t = t1
+        t = min(t1, tmax)
         for i in range(self.max_evals):
             cur = self.evaluate(t, 0 if prev.slot != 0 else 1)
             if (not cur.finite or cur.f > f0 + c1 * cur.t * dg0
@@ -81,8 +83,10 @@ class LineSearch:
                 return cur
             if cur.dg >= 0.0:
                 return self._zoom(cur, prev, f0, dg0, self.max_evals - i - 1, tmin)
+            if cur.t >= tmax:
+                return cur
             width = cur.t - prev.t
-            t = cubic_min(prev, cur, cur.t + 1.1 * width, cur.t + 4.0 * width)
+            t = min(cubic_min(prev, cur, cur.t + 1.1 * width, cur.t + 4.0 * width), tmax)
             prev = cur
         return prev if prev.slot is not None else None
 

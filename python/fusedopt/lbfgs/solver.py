@@ -2,8 +2,8 @@
 
 Layer: algorithms.
 
-``minimize`` follows ``scipy.optimize.minimize(method="L-BFGS-B", jac=True)`` (without bounds):
-the same stopping rules (``gtol`` on the largest gradient component, ``ftol`` on the relative
+``minimize`` follows ``scipy.optimize.minimize(method="L-BFGS-B", jac=True)``: without bounds
+the two-loop L-BFGS below, with ``bounds`` the L-BFGS-B of ``lbfgsb``; the same stopping rules (``gtol`` on the largest gradient component, ``ftol`` on the relative
 reduction of f) and the same result fields. Nocedal & Wright, Algorithm 7.5 (L-BFGS): the
 direction by the two-loop recursion (``History``, the fused kernel), a line search
 (``line_search``), the new pair stored if it satisfies the curvature condition. The array work
@@ -17,6 +17,8 @@ import numpy as np
 
 from .. import _checks
 from ._vector import CoreVec
+from . import lbfgsb
+from .bounds import parse_bounds
 from .history import History
 from .line_search import LineSearch, Point, check_line_search
 from .result import OptimizeResult
@@ -97,12 +99,7 @@ class Solver:
 
     def evaluate_start(self):
         """f and g at x; raises ValueError if either is not finite."""
-        self.f = self.obj(self.x, self.g)
-        if not math.isfinite(self.f):
-            raise ValueError(f"fun(x0) returned f = {self.f}; the starting point must have a "
-                             "finite value")
-        if not math.isfinite(self.vec.amax(self.g)):
-            raise ValueError("fun(x0) returned a non-finite gradient")
+        self.f = lbfgsb.first_evaluation(self.obj, self.x, self.g, self.vec)
 
     def gnorm_inf(self) -> float:
         return self.vec.amax(self.g)
@@ -186,9 +183,9 @@ def _check_x0(x0):
     return x
 
 
-def minimize(fun, x0, *, m=10, maxiter=15000, gtol=1e-5, ftol=2.2e-9,
-             line_search="strong_wolfe", callback=None):
-    """Minimize ``fun`` by L-BFGS from ``x0``.
+def minimize(fun, x0, *, bounds=None, m=10, maxiter=15000, gtol=1e-5, ftol=2.2e-9,
+             line_search="strong_wolfe", callback=None, maxfun=None, maxls=20):
+    """Minimize ``fun`` by L-BFGS from ``x0`` (by L-BFGS-B within ``bounds``).
 
     Parameters
     ----------
@@ -196,7 +193,15 @@ def minimize(fun, x0, *, m=10, maxiter=15000, gtol=1e-5, ftol=2.2e-9,
         ``fun(x) -> (f, grad)``: ``x`` has the shape and dtype of ``x0`` and is read-only (a
         view of the solver's buffer: copy it to keep it); ``grad`` must have ``x0``'s shape.
     x0 : ndarray, float32 or float64, any shape, finite, not empty
-        The computation runs in x0's dtype (dots in float64).
+        The computation runs in x0's dtype (dots in float64). Projected on the box if
+        outside it.
+    bounds : optional
+        ``lo <= x <= hi`` elementwise, as SciPy takes them: a sequence of ``(lo, hi)`` pairs
+        (one per element of x0 in C order, None for no bound), a ``scipy.optimize.Bounds``,
+        or two arrays (or scalars) ``(lo, hi)`` of x0's shape; ±inf for no bound, ``lo == hi``
+        fixes a variable. Checked before ``fun`` is called. With bounds the solver is L-BFGS-B
+        (``fusedopt.lbfgs.lbfgsb``: generalized Cauchy point, subspace minimization, a line
+        search kept in the box) and ``gtol`` applies to the projected gradient.
     m : int
         Number of curvature pairs kept.
     maxiter : int
@@ -211,6 +216,11 @@ def minimize(fun, x0, *, m=10, maxiter=15000, gtol=1e-5, ftol=2.2e-9,
         is 1, or ``1 / ||grad||`` when there is no history (first iteration, after a reset).
     callback : callable, optional
         ``callback(xk)`` after each iteration, with a copy of x.
+    maxfun : int, optional
+        With bounds: stop (status 1) after the iteration in which the evaluations pass maxfun
+        (default: no limit).
+    maxls : int
+        With bounds: most evaluations per line search (SciPy's ``maxls``).
 
     Returns
     -------
@@ -229,6 +239,14 @@ def minimize(fun, x0, *, m=10, maxiter=15000, gtol=1e-5, ftol=2.2e-9,
     ftol = _checks.nonneg("ftol", ftol)
     line_search = check_line_search(line_search)
     _checks.function("callback", callback, optional=True)
+    if bounds is not None:
+        if line_search != "strong_wolfe":
+            raise ValueError("line_search must be 'strong_wolfe' with bounds (L-BFGS-B keeps "
+                             f"its steps in the box by a strong-Wolfe search), got {line_search!r}")
+        maxfun = math.inf if maxfun is None else _checks.integer("maxfun", maxfun, minimum=0)
+        maxls = _checks.integer("maxls", maxls, minimum=1)
+        return _minimize_bounded(fun, x0, parse_bounds(bounds, x0.shape, x0.dtype), m, maxiter,
+                                 gtol, ftol, callback, maxfun, maxls)
 
     obj = _Objective(fun, x0.shape)
     solver = Solver(obj, x0.ravel().copy(), m, line_search)
@@ -256,3 +274,36 @@ def minimize(fun, x0, *, m=10, maxiter=15000, gtol=1e-5, ftol=2.2e-9,
         jac=solver.g.reshape(x0.shape).copy(), nit=solver.nit, nfev=obj.nfev, njev=obj.nfev,
         success=status == 0, status=status, message=message,
         skipped=solver.history.skipped)
+
+
+_BOUNDED_MESSAGES = {
+    "pgtol": (0, "CONVERGENCE: max |projected grad| <= gtol"),
+    "ftol": (0, "CONVERGENCE: relative reduction of f <= ftol"),
+    "maxiter": (1, "STOP: the number of iterations reached maxiter"),
+    "maxfun": (1, "STOP: the number of evaluations exceeded maxfun"),
+}
+
+
+def _minimize_bounded(fun, x0, box, m, maxiter, gtol, ftol, callback, maxfun, maxls):
+    """``minimize`` with bounds: L-BFGS-B (``lbfgsb.BoundedSolver``)."""
+    obj = _Objective(fun, x0.shape)
+    x = box.project(np.empty(x0.size, x0.dtype), x0.reshape(-1))
+    solver = lbfgsb.BoundedSolver(obj, x, box, m, maxls)
+    solver.evaluate_start()
+
+    def after(s):
+        if callback is not None:
+            callback(s.x.reshape(x0.shape).copy())
+        return False
+
+    if maxiter == 0:
+        reason, failure = ("pgtol", None) if solver.projected_gradient_norm() <= gtol \
+            else ("maxiter", None)
+    else:
+        reason, failure = lbfgsb.run(solver, maxiter=maxiter, maxfun=maxfun, gtol=gtol,
+                                     ftol=ftol, after_iteration=after)
+    status, message = (2, "ABNORMAL: " + failure) if failure else _BOUNDED_MESSAGES[reason]
+    return OptimizeResult(
+        x=solver.x.reshape(x0.shape).copy(), fun=solver.f,
+        jac=solver.g.reshape(x0.shape).copy(), nit=solver.nit, nfev=obj.nfev, njev=obj.nfev,
+        success=status == 0, status=status, message=message, skipped=solver.skipped)

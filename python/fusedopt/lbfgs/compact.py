@@ -1,0 +1,170 @@
+"""The limited-memory BFGS matrix in compact form, for L-BFGS-B.
+
+Layer: algorithms (its products over the history run in the kernels through ``CoreVec``; the
+small 2k x 2k algebra is NumPy in float64).
+
+Byrd, Nocedal & Schnabel (1994), Theorem 2.3, as used by Byrd, Lu, Nocedal & Zhu (1995), eq.
+(3.2)-(3.4): with the last k pairs as the columns of S and Y (n x k, oldest first),
+
+    B = theta I - W M W^T,   W = [Y, theta S]  (n x 2k),
+    M = K^{-1},              K = [[-D, L^T], [L, theta S^T S]],
+
+D = diag(s_i . y_i), L the strictly lower triangle of S^T Y (L_ij = s_i . y_j, i > j) and
+theta = y . y / s . y of the newest pair (1 with no pair). The pairs live in a ring buffer of
+rows (``s``, ``y``: ``(m, n)``, C-contiguous); the Gram matrices S^T S, S^T Y, Y^T Y are kept
+in ring order and updated by one row and column per new pair (4k dots), so no product over the
+history is ever recomputed.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._vector import CoreVec
+
+__all__ = ["CompactForm"]
+
+
+class CompactForm:
+    """B = theta I - W M W^T over the last ``m`` pairs (see the module docstring).
+
+    Attributes
+    ----------
+    s, y : ndarray (m, n) of the iterate's dtype
+        Ring buffer; the valid rows oldest to newest are ``order()``.
+    ss, sy, yy : ndarray (m, m) float64
+        Gram matrices in ring indexing: ``sy[i, j] = s_i . y_j``.
+    theta : float
+        The scaling of B's initial matrix (``y.y / s.y`` of the newest pair).
+    head, count : int
+        Ring index of the oldest pair (the next overwritten when full); number of pairs.
+    """
+
+    def __init__(self, n, m, dtype, vec=CoreVec):
+        self.n, self.m, self.vec = n, m, vec
+        self.s = np.zeros((m, n), dtype)
+        self.y = np.zeros((m, n), dtype)
+        self.ss = np.zeros((m, m))
+        self.sy = np.zeros((m, m))
+        self.yy = np.zeros((m, m))
+        self.theta = 1.0
+        self.head = 0       # 0 <= head < m: the row of the oldest pair
+        self.count = 0      # 0 <= count <= m: valid rows head .. head + count - 1 (mod m)
+        self._mid = None    # cached M (2k x 2k), None when stale
+
+    def clear(self):
+        """Forget every pair (SciPy's "refresh the memory"): B = I."""
+        self.head = self.count = 0
+        self.theta = 1.0
+        self._mid = None
+
+    def order(self):
+        """Ring rows of the valid pairs, oldest first."""
+        return [(self.head + k) % self.m for k in range(self.count)]
+
+    def push(self, s, y, sy):
+        """Append the pair (s, y) with s . y = sy > 0 (the caller tests the curvature); its
+        Gram row and column are two passes over the history (``rows_dots``)."""
+        if self.count < self.m:
+            r = (self.head + self.count) % self.m
+            self.count += 1
+        else:
+            r = self.head
+            self.head = (self.head + 1) % self.m
+        self.vec.copy(self.s[r], s)
+        self.vec.copy(self.y[r], y)
+        k = self.count          # rows 0 .. k - 1 are valid (k < m only while head == 0)
+        both = self.vec.rows_dots(self.s, self.y, self.s[r], k, self.y[r])  # one pass
+        ds, dy = both[:2 * k], both[2 * k:]     # (S s_r, Y s_r), (S y_r, Y y_r)
+        self.ss[:k, r] = self.ss[r, :k] = ds[:k]
+        self.sy[r, :k] = ds[k:]
+        self.sy[:k, r] = dy[:k]
+        self.yy[:k, r] = self.yy[r, :k] = dy[k:]
+        self.sy[r, r] = sy
+        self.theta = self.yy[r, r] / sy
+        self._mid = None
+
+    # --- the 2k x 2k algebra (chronological order) ---------------------------------------------
+
+    def middle(self):
+        """M = K^{-1} (2k x 2k, float64); raises numpy.linalg.LinAlgError if K is singular."""
+        if self._mid is None:
+            o = self.order()
+            k = len(o)
+            sy = self.sy[np.ix_(o, o)]
+            low = np.tril(sy, -1)
+            kk = np.empty((2 * k, 2 * k))
+            kk[:k, :k] = -np.diag(np.diag(sy))
+            kk[:k, k:] = low.T
+            kk[k:, :k] = low
+            kk[k:, k:] = self.theta * self.ss[np.ix_(o, o)]
+            self._mid = np.linalg.inv(kk) if k else kk
+            if not np.isfinite(self._mid).all():
+                raise np.linalg.LinAlgError("the middle matrix of the compact form is singular")
+        return self._mid
+
+    def gram_w(self):
+        """W^T W (2k x 2k)."""
+        o = self.order()
+        t = self.theta
+        ys = self.sy[np.ix_(o, o)].T
+        return np.block([[self.yy[np.ix_(o, o)], t * ys],
+                         [t * ys.T, t * t * self.ss[np.ix_(o, o)]]])
+
+    def gram_w_at(self, idx):
+        """W_A^T W_A (2k x 2k) over the rows A = ``idx`` of W: the Gram matrices of the history
+        at idx in one pass (``rows_gram_at``, float64 blocked sums)."""
+        o, k, t = self.order(), self.count, self.theta
+        ss, sy, yy = self.vec.rows_gram_at(self.s, self.y, idx, k)
+        ix = np.ix_(o, o)
+        ys = sy[ix].T
+        return np.block([[yy[ix], t * ys], [t * ys.T, t * t * ss[ix]]])
+
+    def w_row(self, i):
+        """Row i of W (2k, float64): (y_1[i] .. y_k[i], theta s_1[i] .. theta s_k[i])."""
+        o = self.order()
+        return np.concatenate([self.y[o, i], self.theta * self.s[o, i]]).astype(np.float64)
+
+    # --- products over the history (passes over n) ---------------------------------------------
+
+    def _w_order(self, d):
+        """The dots [S v] + [Y v] of the storage rows as W^T v in chronological order."""
+        o, k = self.order(), self.count
+        return np.concatenate([d[k:][o], self.theta * d[:k][o]])
+
+    def _coefficients(self, a):
+        """W a = S cs + Y cy over the storage rows: (cs, cy) for a chronological a (2k)."""
+        o, k = self.order(), self.count
+        cs = np.zeros(k)
+        cy = np.zeros(k)
+        cy[o] = a[:k]
+        cs[o] = self.theta * np.asarray(a[k:], np.float64)
+        return cs, cy
+
+    def wt_dot(self, v):
+        """W^T v (2k, float64): 2k dots in one pass (float64 blocked sums)."""
+        return self._w_order(self.vec.rows_dots(self.s, self.y, v, self.count))
+
+    def w_times(self, out, a):
+        """out = W a for a of length 2k (out has the iterate's dtype), in one pass."""
+        cs, cy = self._coefficients(a)
+        self.vec.rows_axpy(out, self.s, self.y, cs, cy, self.count)
+        return out
+
+    def reduced_gradient(self, r, a, xc, x, g, t):
+        """r = Z^T (g + theta (xc - x) - W a) (0 where t < 0; t None: all free) and returns
+        W^T r, in one pass over the history."""
+        cs, cy = self._coefficients(a)
+        return self._w_order(self.vec.reduced_gradient(r, self.s, self.y, cs, cy, self.count,
+                                                       xc, x, g, t, self.theta))
+
+    def subspace_point(self, xbar, du, v, r, xc, x, g, t, box):
+        """du = Z^T (-r / theta - W v / theta^2), xbar = P(xc + du); returns g . (xbar - x),
+        in one pass over the history."""
+        cs, cy = self._coefficients(v)
+        return self.vec.subspace_point(xbar, du, self.s, self.y, cs, cy, self.count, r, xc, x,
+                                       g, t, box.lo, box.hi, self.theta)
+
+    def pairs(self):
+        """(S, Y) as (k, n) float64 copies, oldest first (for ``hess_inv``)."""
+        o = self.order()
+        return self.s[o].astype(np.float64), self.y[o].astype(np.float64)

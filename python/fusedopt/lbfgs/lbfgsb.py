@@ -1,0 +1,252 @@
+"""L-BFGS-B: limited-memory BFGS with bounds (Byrd, Lu, Nocedal & Zhu 1995; Morales & Nocedal
+2011), one iteration over a flat vector.
+
+Layer: algorithms (products over the history through ``CompactForm`` and ``CoreVec``; the
+elementwise work on the box is NumPy).
+
+An iteration (Byrd et al., section 2):
+
+1. the generalized Cauchy point x^c: the first local minimizer of the quadratic model along the
+   projected steepest-descent path x(t) = P(x - t g), its breakpoints taken in increasing order
+   from a binary heap (built in O(n), one O(log n) pop per breakpoint passed: never a sort of
+   all n up front) and the model's slope and curvature updated per breakpoint in O(k^2)
+   (section 4, Algorithm CP); the loop is the kernel ``_core.lbfgsb_cauchy_path``;
+2. subspace minimization over the variables still free at x^c (section 5.1, the direct primal
+   method, through the Sherman-Morrison-Woodbury form of the reduced matrix), the minimizer
+   projected on the box (Morales & Nocedal 2011) and, if that is not a descent direction,
+   truncated to the box instead (the 1995 rule);
+3. a strong-Wolfe line search along d = xbar - x, its steps limited to the box (``max_step``),
+   the first trial step 1 (1 / ||d|| at the first iteration of an unboxed problem);
+4. the pair (s, y) stored unless s . y <= eps * (-t g . d) (SciPy's test); a failed line search
+   clears the memory and restarts from the Cauchy point of B = I, once.
+
+With no finite bound and pairs in memory the Cauchy step is skipped (x^c = x, all variables
+free), as SciPy does: the iteration is then plain L-BFGS in compact form.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._vector import CoreVec
+from .compact import CompactForm
+from .line_search import LineSearch, Point
+
+__all__ = ["BoundedSolver", "first_evaluation", "cauchy_point", "subspace_step", "run"]
+
+
+def first_evaluation(obj, x, g, vec=CoreVec) -> float:
+    """f = obj(x, g) at the start point of a run (L-BFGS or L-BFGS-B); raises ValueError if f or
+    the gradient is not finite."""
+    f = obj(x, g)
+    if not math.isfinite(f):
+        raise ValueError(f"fun(x0) returned f = {f}; the starting point must have a finite value")
+    if not math.isfinite(vec.amax(g)):
+        raise ValueError("fun(x0) returned a non-finite gradient")
+    return f
+
+
+def _f64(a):
+    """a as float64 (no copy when it already is)."""
+    return np.asarray(a, dtype=np.float64)
+
+
+def cauchy_point(x, g, box, cf, vec=CoreVec):
+    """The generalized Cauchy point (Byrd et al. 1995, Algorithm CP, as in SciPy's ``cauchy``).
+
+    Returns ``(xc, c, t)``: x^c (a new array), c = W^T (x^c - x) (2k, float64) and t, whose
+    entries are >= 0 at the variables free at x^c (the others: at a bound reached on the path,
+    held at a bound by the gradient, or fixed by lo == hi).
+    """
+    theta = cf.theta
+    lo, hi = box.lo, box.hi
+    d = np.empty_like(x)
+    t = np.empty_like(x)
+    dd = vec.cauchy_start(d, t, x, g, lo, hi)      # one pass: d, breakpoints, d . d
+    k2 = 2 * cf.count
+    c = np.zeros(k2)
+    if dd == 0.0:                                  # t = -1: held at a bound (or lo == hi)
+        return x.copy(), c, t
+    # SciPy's bnded: every moving variable has a breakpoint
+    bounded_path = not bool((np.isinf(t) & (d != 0)).any())
+    mid = cf.middle()
+    p = cf.wt_dot(d)
+    f1 = -dd
+    f2 = -theta * f1 - float(p @ (mid @ p))
+    xc = np.empty_like(x)
+    _, p, c = vec.cauchy_path(xc, d, t, x, lo, hi, cf.s, cf.y, cf.order(), theta,
+                              np.ascontiguousarray(mid), p.tolist(), c.tolist(), f1, f2,
+                              bounded_path)
+    return xc, np.asarray(c), t   # the kernel marks each variable passed on the path: t = -1
+
+
+def subspace_step(x, g, box, cf, xc, c, t, vec=CoreVec):
+    """The end point xbar of the search direction d = xbar - x: the minimizer of the model over
+    the free variables from x^c (Byrd et al., section 5.1), projected on the box (Morales &
+    Nocedal 2011); when the projected point is not a descent direction, the minimizer truncated
+    to the box along the line from x^c instead. The free variables are those with t >= 0 (t as
+    ``cauchy_point`` leaves it; None: all free). Returns a new array. Two passes over the
+    history (``CompactForm.reduced_gradient``, ``subspace_point``); vector work in x's dtype,
+    dots in float64."""
+    theta = cf.theta
+    mid = cf.middle()
+    r = np.empty_like(x)
+    wtr = cf.reduced_gradient(r, mid @ c, xc, x, g, t)
+    gram = cf.gram_w()
+    if t is not None:
+        fixed = np.flatnonzero(t < 0)
+        if fixed.size:
+            gram = gram - cf.gram_w_at(fixed)
+    k2 = gram.shape[0]
+    # (theta I - A M A^T)^{-1} = I/theta + A (I - M A^T A / theta)^{-1} M A^T / theta^2
+    v = np.linalg.solve(np.eye(k2) - (mid @ gram) / theta, mid @ wtr)
+    xbar = np.empty_like(x)
+    du = np.empty_like(x)
+    if cf.subspace_point(xbar, du, v, r, xc, x, g, t, box) <= 0.0:
+        return xbar
+    alpha = min(1.0, box.max_step(xc, du))
+    vec.axpby(xbar, 1.0, xc, alpha, du)
+    return box.project(xbar, xbar)
+
+
+class BoundedSolver:
+    """The state of an L-BFGS-B run over a flat vector: x, f, g, the compact form.
+
+    ``iterate()`` takes one iteration and returns None, or the message of a failure (after the
+    one restart with the memory cleared). The box is a ``bounds.Box``. Trial points are written
+    to one of two slots (x, g), so that the best point of a line search is never copied."""
+
+    def __init__(self, objective, x, box, m, maxls=20, vec=CoreVec):
+        self.obj = objective
+        self.box = box
+        self.vec = vec
+        n, dt = x.size, x.dtype
+        self.x = x
+        self.g = vec.empty(n, dt)
+        self.d = vec.empty(n, dt)
+        self._s = vec.empty(n, dt)
+        self._y = vec.empty(n, dt)
+        self.slots = [(vec.empty(n, dt), vec.empty(n, dt)) for _ in range(2)]
+        self.cf = CompactForm(n, m, dt, vec)
+        self.nit = 0
+        self.f = math.nan
+        self.f_prev = math.nan
+        self.skipped = 0
+        self._search = LineSearch(self._evaluate)
+        self._search.c1 = 1e-3                # SciPy's (dcsrch ftol)
+        self._search.max_evals = maxls
+
+    def evaluate_start(self):
+        self.f = first_evaluation(self.obj, self.x, self.g, self.vec)
+
+    def projected_gradient_norm(self) -> float:
+        return self.box.projected_gradient_norm(self.x, self.g)
+
+    def _evaluate(self, t, slot):
+        xt, gt = self.slots[slot]
+        self.vec.axpby(xt, 1.0, self.x, t, self.d)
+        if self.box.constrained:
+            self.box.project(xt, xt)          # exact feasibility under rounding
+        f = self.obj(xt, gt)
+        dg = self.vec.dot(gt, self.d) if math.isfinite(f) else math.nan
+        return Point(t, f, dg, slot)
+
+    def _direction(self):
+        """d = xbar - x (Cauchy point, then subspace minimization)."""
+        cf, box, x, g = self.cf, self.box, self.x, self.g
+        if not box.constrained and cf.count:
+            xc, c, t = x, np.zeros(2 * cf.count), None
+        else:
+            xc, c, t = cauchy_point(x, g, box, cf, self.vec)
+        if cf.count and (t is None or (t >= 0).any()):
+            xbar = subspace_step(x, g, box, cf, xc, c, t, self.vec)
+        else:
+            xbar = xc
+        np.subtract(xbar, x, out=self.d)
+
+    def _search_along(self):
+        vec, d = self.vec, self.d
+        dg0 = vec.dot(self.g, d)
+        if not dg0 < 0.0:
+            return None
+        tmax = self.box.max_step(self.x, d) if self.box.constrained else math.inf
+        if self.nit == 0 and self.box.constrained:
+            tmax = 1.0
+        tmax = max(tmax, 1.0)        # x + d is in the box by construction (rounding aside)
+        if self.nit == 0 and not self.box.boxed:
+            t1 = min(1.0 / math.sqrt(vec.dot(d, d)), tmax)
+        else:
+            t1 = 1.0
+        cache = []
+
+        def tmin():
+            """The step below which no component of x changes (computed only when needed)."""
+            if not cache:
+                eps = float(np.finfo(d.dtype).eps)
+                cache.append(eps * max(1.0, vec.amax(self.x)) / max(vec.amax(d), 1e-300))
+            return cache[0]
+
+        return self._search.strong_wolfe(self.f, dg0, t1, tmin, tmax=tmax), dg0
+
+    def iterate(self):
+        """One iteration; None on success, else the message of the failure."""
+        for _ in range(2):
+            try:
+                self._direction()
+                found = self._search_along()
+            except np.linalg.LinAlgError:
+                found = None
+            if found is not None and found[0] is not None:
+                break
+            if self.cf.count == 0:
+                return ("the line search found no point of sufficient decrease along the "
+                        "projected steepest descent (the objective may be non-smooth, noisy or "
+                        "non-finite near x, its gradient wrong, or gtol too small for the "
+                        "precision)")
+            self.cf.clear()
+        point, dg0 = found
+        vec = self.vec
+        xt, gt = self.slots[point.slot]
+        s, y = self._s, self._y
+        np.subtract(xt, self.x, out=s)
+        sy, yy = vec.sub_dots(y, gt, self.g, s)     # y = g_new - g; (s . y, y . y)
+        eps = float(np.finfo(self.x.dtype).eps)
+        if math.isfinite(sy) and math.isfinite(yy) and sy > eps * (-point.t * dg0) and sy > 0:
+            self.cf.push(s, y, sy)
+        else:
+            self.skipped += 1
+        self.slots[point.slot] = (self.x, self.g)
+        self.x, self.g = xt, gt
+        self.f_prev, self.f = self.f, point.f
+        self.nit += 1
+        return None
+
+
+def run(solver, *, maxiter, maxfun, gtol, ftol, after_iteration=None):
+    """Iterate ``solver`` (already at its start point) until a stopping rule holds, in SciPy's
+    order: the projected gradient at the start; then after each iteration the callback
+    (``after_iteration(solver)`` returns True to stop), ``maxiter``, ``maxfun`` (evaluations
+    beyond it end the run after the iteration, as SciPy), the projected gradient
+    (``max |proj g_i| <= gtol``), the relative reduction
+    (``(f_k - f_{k+1}) / max(|f_k|, |f_{k+1}|, 1) <= ftol``).
+
+    Returns ``(reason, failure)``: reason one of "pgtol", "ftol", "callback", "maxiter",
+    "maxfun", "abnormal"; failure the message of an abnormal end (else None).
+    """
+    if solver.projected_gradient_norm() <= gtol:
+        return "pgtol", None
+    while True:
+        failure = solver.iterate()
+        if failure is not None:
+            return "abnormal", failure
+        if after_iteration is not None and after_iteration(solver):
+            return "callback", None
+        if solver.nit >= maxiter:
+            return "maxiter", None
+        if solver.obj.nfev > maxfun:
+            return "maxfun", None
+        if solver.projected_gradient_norm() <= gtol:
+            return "pgtol", None
+        if solver.f_prev - solver.f <= ftol * max(abs(solver.f_prev), abs(solver.f), 1.0):
+            return "ftol", None

@@ -1,0 +1,591 @@
+"""L-BFGS-B (``fusedopt.lbfgs.minimize(bounds=...)``) against SciPy's L-BFGS-B on bounded
+problems, its parts against dense ground truths (the compact form against the BFGS recursion,
+the Cauchy point against a segment-by-segment search of the projected path), the bound forms
+and the input checks."""
+import numpy as np
+import pytest
+
+from fusedopt import lbfgs
+from fusedopt.lbfgs.bounds import parse_bounds
+from fusedopt.lbfgs.compact import CompactForm
+from fusedopt.lbfgs.lbfgsb import cauchy_point
+
+so = pytest.importorskip("scipy.optimize")
+
+# ---------------------------------------------------------------------------------------------
+# Problems: fun(x) -> (f, grad), x0, bounds (pairs)
+
+
+def box_quadratic(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    a = (q * np.linspace(1.0, 100.0, n)) @ q.T
+    b = 20 * rng.standard_normal(n)
+    return (lambda x: (0.5 * x @ a @ x - b @ x, a @ x - b)), np.zeros(n), [(-1.0, 1.0)] * n
+
+
+def rosenbrock_box(n=20):
+    bounds = [(-2.0, 0.5) if i % 3 == 0 else (None, None) for i in range(n)]
+    return (lambda x: (so.rosen(x), so.rosen_der(x))), np.full(n, -1.2), bounds
+
+
+def nnls(m_rows=80, n=30, seed=2):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((m_rows, n))
+    b = rng.standard_normal(m_rows)
+
+    def fun(x):
+        r = a @ x - b
+        return 0.5 * r @ r, a.T @ r
+
+    return fun, np.ones(n), [(0.0, None)] * n
+
+
+def logistic_nonneg():
+    """test_lbfgs_minimize's logistic regression, its weights kept nonnegative."""
+    from test_lbfgs_minimize import logistic_problem
+    fun, _, _ = logistic_problem(n_samples=300, n_features=25, seed=3)
+    return fun, np.full(25, 0.5), [(0.0, np.inf)] * 25
+
+
+def fixed_variables():
+    fun, x0, _ = box_quadratic(30, seed=4)
+    bounds = [(0.25, 0.25)] * 6 + [(-1.0, 1.0)] * 24
+    return fun, x0, bounds
+
+
+def one_sided_and_infinite():
+    fun, x0, _ = box_quadratic(30, seed=5)
+    bounds = ([(None, 0.1)] * 8 + [(-0.1, None)] * 8 + [(-np.inf, np.inf)] * 7
+              + [(-np.inf, 0.0)] * 7)
+    return fun, x0, bounds
+
+
+def outside_box():
+    fun, _, bounds = rosenbrock_box(12)
+    return fun, np.full(12, 3.0), [(-2.0, 0.5)] * 12
+
+
+PROBLEMS = {
+    "box_quadratic": box_quadratic,
+    "rosenbrock_box": rosenbrock_box,
+    "nnls": nnls,
+    "logistic_nonneg": logistic_nonneg,
+    "fixed_variables": fixed_variables,
+    "one_sided_and_infinite": one_sided_and_infinite,
+    "x0_outside_box": outside_box,
+}
+
+TIGHT = dict(gtol=1e-10, ftol=1e-14)   # both solvers run to the solution, not to ftol's stop
+
+
+def active_set(x, bounds):
+    lo = np.array([-np.inf if a is None else a for a, _ in bounds])
+    hi = np.array([np.inf if b is None else b for _, b in bounds])
+    return set(np.flatnonzero(x == lo)), set(np.flatnonzero(x == hi))
+
+
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+def test_against_scipy(name):
+    fun, x0, bounds = PROBLEMS[name]()
+    lo = np.array([-np.inf if a is None else a for a, _ in bounds])
+    hi = np.array([np.inf if b is None else b for _, b in bounds])
+    seen = []
+
+    def checked(x):
+        assert np.all(x >= lo) and np.all(x <= hi), "an evaluation left the box"
+        seen.append(1)
+        return fun(x)
+
+    ref = so.minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=bounds,
+                      options=dict(gtol=TIGHT["gtol"], ftol=TIGHT["ftol"], maxiter=5000))
+    res = lbfgs.minimize(checked, x0, bounds=bounds, **TIGHT, maxiter=5000)
+    assert res.success, res.message
+    scale = max(1.0, np.abs(ref.x).max())
+    assert np.abs(res.x - ref.x).max() <= 1e-6 * scale
+    assert abs(res.fun - ref.fun) <= 1e-9 * max(1.0, abs(ref.fun))
+    assert active_set(res.x, bounds) == active_set(ref.x, bounds)
+    assert res.nfev <= 1.5 * ref.nfev + 10, (res.nfev, ref.nfev)
+    assert res.nfev == len(seen)
+
+
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+def test_default_tolerances_close_to_scipy(name):
+    fun, x0, bounds = PROBLEMS[name]()
+    ref = so.minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=bounds)
+    res = lbfgs.minimize(fun, x0, bounds=bounds)
+    assert res.success and ref.success
+    assert res.fun <= ref.fun + 1e-6 * max(1.0, abs(ref.fun))
+    assert res.nfev <= 1.5 * ref.nfev + 10, (res.nfev, ref.nfev)
+
+
+def test_fixed_variables_and_projection_are_exact():
+    fun, x0, bounds = fixed_variables()
+    x0 = x0.copy()
+    x0[:6] = 7.0          # outside: projected onto the fixed value
+    res = lbfgs.minimize(fun, x0, bounds=bounds)
+    assert np.all(res.x[:6] == 0.25)
+    assert np.all(np.abs(res.x[6:]) <= 1.0)
+
+
+def test_bound_forms_agree():
+    fun, x0, pairs = one_sided_and_infinite()
+    lo = np.array([-np.inf if a is None else a for a, _ in pairs])
+    hi = np.array([np.inf if b is None else b for _, b in pairs])
+    forms = [pairs, so.Bounds(lo, hi), (lo, hi), np.stack([lo, hi]), list(zip(lo, hi))]
+    results = [lbfgs.minimize(fun, x0, bounds=b) for b in forms]
+    for r in results[1:]:
+        assert np.array_equal(r.x, results[0].x) and r.nfev == results[0].nfev
+    # scalars for every variable
+    r1 = lbfgs.minimize(fun, x0, bounds=(-0.5, 0.5))
+    r2 = lbfgs.minimize(fun, x0, bounds=[(-0.5, 0.5)] * x0.size)
+    assert np.array_equal(r1.x, r2.x)
+
+
+def test_any_shape():
+    fun, x0, bounds = nnls()
+    x2 = x0.reshape(5, 6)
+    lo = np.zeros((5, 6))
+
+    def fun2(x):
+        assert x.shape == (5, 6)
+        f, g = fun(x.ravel())
+        return f, g.reshape(5, 6)
+
+    r2 = lbfgs.minimize(fun2, x2, bounds=(lo, None))
+    r1 = lbfgs.minimize(fun, x0, bounds=bounds)
+    assert r2.x.shape == (5, 6)
+    assert np.array_equal(r2.x.ravel(), r1.x)
+    r3 = lbfgs.minimize(fun2, x2, bounds=so.Bounds(0.0, np.inf))
+    assert np.array_equal(r3.x, r2.x)
+
+
+def test_float32_native():
+    fun, x0, bounds = nnls()
+
+    def fun32(x):
+        assert x.dtype == np.float32
+        f, g = fun(x.astype(np.float64))
+        return f, g.astype(np.float32)
+
+    ref = lbfgs.minimize(fun, x0, bounds=bounds, gtol=1e-8)
+    res = lbfgs.minimize(fun32, x0.astype(np.float32), bounds=bounds, gtol=1e-4)
+    assert res.x.dtype == np.float32 and res.jac.dtype == np.float32
+    assert res.success, res.message
+    assert np.abs(res.x - ref.x).max() < 1e-3
+    assert np.all(res.x >= 0)
+    # float32 reaches the same active set
+    assert set(np.flatnonzero(res.x == 0)) == set(np.flatnonzero(ref.x == 0))
+
+
+def test_stopping_rules_and_status():
+    fun, x0, bounds = rosenbrock_box()
+    r = lbfgs.minimize(fun, x0, bounds=bounds, maxiter=3)
+    assert r.status == 1 and r.nit == 3 and not r.success
+    r = lbfgs.minimize(fun, x0, bounds=bounds, maxfun=5)
+    assert r.status == 1 and r.nfev > 5 and "maxfun" in r.message
+    # started at the solution of the box: converged at once on the projected gradient
+    r = lbfgs.minimize(lambda x: (float(-x.sum()), -np.ones_like(x)), np.zeros(4),
+                       bounds=(0.0, 1.0))
+    assert r.success and np.all(r.x == 1.0)
+    r0 = lbfgs.minimize(lambda x: (float(-x.sum()), -np.ones_like(x)), np.ones(4),
+                        bounds=(0.0, 1.0))
+    assert r0.success and r0.nit == 0 and r0.nfev == 1
+    xs = []
+    r = lbfgs.minimize(fun, x0, bounds=bounds, callback=xs.append)
+    assert len(xs) == r.nit and np.array_equal(xs[-1], r.x)
+
+
+@pytest.mark.parametrize("bounds, exc, match", [
+    ([(1.0, 0.0)] * 4, ValueError, "lo > hi"),
+    ([(0.0, 1.0)] * 3, ValueError, "pairs"),
+    ([(0.0, np.nan)] * 4, ValueError, "NaN"),
+    ((np.zeros(3), np.ones(3)), ValueError, "shape"),
+    ((np.zeros((2, 2)), np.ones((4, 1))), ValueError, "shape"),
+    ([(0.0, "a")] * 4, TypeError, "real number"),
+    ([(0.0, 1.0, 2.0)] * 4, ValueError, "pair"),
+    (5.0, TypeError, "bounds"),
+    ([(np.inf, np.inf)] * 4, ValueError, "empty"),
+])
+def test_bad_bounds_refused_before_fun(bounds, exc, match):
+    def fun(x):
+        raise AssertionError("fun was called")
+
+    with pytest.raises(exc, match=match):
+        lbfgs.minimize(fun, np.zeros(4), bounds=bounds)
+
+
+def test_bad_options_with_bounds():
+    def fun(x):
+        raise AssertionError("fun was called")
+
+    with pytest.raises(ValueError, match="line_search"):
+        lbfgs.minimize(fun, np.zeros(4), bounds=(0, 1), line_search="armijo")
+    with pytest.raises(ValueError, match="maxls"):
+        lbfgs.minimize(fun, np.zeros(4), bounds=(0, 1), maxls=0)
+    with pytest.raises(TypeError, match="maxfun"):
+        lbfgs.minimize(fun, np.zeros(4), bounds=(0, 1), maxfun=1.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# The parts against dense ground truths
+
+
+def random_pairs(n, count, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((n, n))
+    hess = a @ a.T / n + np.eye(n)
+    pairs = []
+    for _ in range(count):
+        s = rng.standard_normal(n)
+        pairs.append((s, hess @ s))
+    return pairs
+
+
+def dense_bfgs(pairs, theta):
+    """B_k by the BFGS update (Nocedal & Wright eq. 6.19) from B_0 = theta I."""
+    b = theta * np.eye(pairs[0][0].size)
+    for s, y in pairs:
+        bs = b @ s
+        b = b - np.outer(bs, bs) / (s @ bs) + np.outer(y, y) / (y @ s)
+    return b
+
+
+def compact_dense(cf):
+    n = cf.n
+    w = np.stack([cf.w_row(i) for i in range(n)])
+    return cf.theta * np.eye(n) - w @ cf.middle() @ w.T
+
+
+@pytest.mark.parametrize("count", [1, 3, 5, 9])
+def test_compact_form_equals_bfgs_recursion(count):
+    n, m = 12, 5
+    pairs = random_pairs(n, count, seed=count)
+    cf = CompactForm(n, m, np.float64)
+    for s, y in pairs:
+        cf.push(s, y, float(s @ y))
+    kept = pairs[-m:]
+    theta = kept[-1][1] @ kept[-1][1] / (kept[-1][0] @ kept[-1][1])
+    assert cf.theta == pytest.approx(theta, rel=1e-14)
+    ref = dense_bfgs(kept, theta)
+    assert np.allclose(compact_dense(cf), ref, rtol=1e-9, atol=1e-9 * np.abs(ref).max())
+    # the products over the history against dense W
+    w = np.stack([cf.w_row(i) for i in range(n)])
+    v = np.random.default_rng(0).standard_normal(n)
+    assert np.allclose(cf.wt_dot(v), w.T @ v, rtol=1e-12, atol=1e-12)
+    a = np.random.default_rng(1).standard_normal(w.shape[1])
+    assert np.allclose(cf.w_times(np.empty(n), a), w @ a, rtol=1e-12, atol=1e-12)
+    assert np.allclose(cf.gram_w(), w.T @ w, rtol=1e-12, atol=1e-12)
+    idx = np.array([0, 3, 7])
+    assert np.allclose(cf.gram_w_at(idx), w[idx].T @ w[idx], rtol=1e-12, atol=1e-12)
+
+
+def model(g, b_dense, x, z):
+    dz = z - x
+    return g @ dz + 0.5 * dz @ b_dense @ dz
+
+
+def path_first_minimizer(x, g, lo, hi, b_dense):
+    """The first local minimizer of the model along P(x - t g), segment by segment (dense)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tb = np.where(g > 0, (x - lo) / g, np.where(g < 0, (x - hi) / g, np.inf))
+    tb = np.where(np.isnan(tb), np.inf, tb)
+    knots = np.unique(np.concatenate([[0.0], tb[np.isfinite(tb)], [np.inf]]))
+    for t0, t1 in zip(knots[:-1], knots[1:]):
+        z0 = np.clip(x - t0 * g, lo, hi)
+        d = np.where(tb > t0, -g, 0.0)
+        slope = g @ d + (z0 - x) @ b_dense @ d
+        curv = d @ b_dense @ d
+        if slope >= 0:
+            return z0
+        tstar = -slope / curv if curv > 0 else np.inf
+        if tstar < t1 - t0:
+            return z0 + tstar * d
+    raise AssertionError("unbounded model")
+
+
+@pytest.mark.parametrize("count, n", [(0, 12), (2, 12), (6, 12), (0, 200), (4, 200)])
+def test_cauchy_point_against_dense_path_search(count, n):
+    """Many breakpoints (n = 200, ties included) come off the heap in order."""
+    rng = np.random.default_rng(10 + count + n)
+    cf = CompactForm(n, 5, np.float64)
+    for s, y in random_pairs(n, count, seed=20 + count):
+        cf.push(s, y, float(s @ y))
+    lo = np.where(rng.uniform(size=n) < 0.8, -rng.uniform(0, 0.5, n), -np.inf)
+    hi = np.where(rng.uniform(size=n) < 0.8, rng.uniform(0, 0.5, n), np.inf)
+    lo[0] = hi[0] = 0.1                            # a fixed variable
+    box = parse_bounds((lo, hi), (n,), np.float64)
+    x = np.clip(rng.uniform(-0.3, 0.3, n), lo, hi)
+    x[1] = lo[1] if np.isfinite(lo[1]) else x[1]   # one at its bound
+    g = 5 * rng.standard_normal(n)
+    if n > 12:                                     # ties: equal breakpoints
+        lo[10:20], hi[10:20], x[10:20], g[10:20] = -0.5, 0.5, 0.0, 2.0
+        box = parse_bounds((lo, hi), (n,), np.float64)
+    b_dense = compact_dense(cf) if count else np.eye(n)
+    xc, c, t = cauchy_point(x, g, box, cf)
+    free = t >= 0
+    g_eff = np.where((lo == hi), 0.0, g)
+    ref = path_first_minimizer(x, g_eff, lo, hi, b_dense)
+    assert np.allclose(xc, ref, rtol=1e-10, atol=1e-12)
+    assert np.all(xc >= lo) and np.all(xc <= hi)
+    if count:
+        w = np.stack([cf.w_row(i) for i in range(n)])
+        assert np.allclose(c, w.T @ (xc - x), rtol=1e-9, atol=1e-12)
+    assert not free[0]
+    # every variable that reached a bound on the path is not free
+    at_bound = (xc == lo) | (xc == hi)
+    moved = xc != x
+    assert not np.any(free & at_bound & moved)
+
+
+def test_subspace_step_against_dense_minimizer():
+    """xbar = P(x^c + du), du the minimizer of the model over the free variables (dense solve),
+    when that is a descent direction (Morales & Nocedal); else x^c + alpha du in the box."""
+    from fusedopt.lbfgs.lbfgsb import subspace_step
+    n = 14
+    rng = np.random.default_rng(3)
+    cf = CompactForm(n, 5, np.float64)
+    for s, y in random_pairs(n, 4, seed=8):
+        cf.push(s, y, float(s @ y))
+    b_dense = compact_dense(cf)
+    projected = truncated = 0
+    for trial in range(30):
+        lo = -rng.uniform(0.05, 0.5, n)
+        hi = rng.uniform(0.05, 0.5, n)
+        box = parse_bounds((lo, hi), (n,), np.float64)
+        x = rng.uniform(lo, hi)
+        g = 3 * rng.standard_normal(n)
+        xc, c, t = cauchy_point(x, g, box, cf)
+        free = t >= 0
+        if not free.any():
+            continue
+        r = g + b_dense @ (xc - x)
+        f_idx = np.flatnonzero(free)
+        du = np.zeros(n)
+        du[f_idx] = -np.linalg.solve(b_dense[np.ix_(f_idx, f_idx)], r[f_idx])
+        got = subspace_step(x, g, box, cf, xc, c, t)
+        cand = np.clip(xc + du, lo, hi)
+        if g @ (cand - x) <= 0:
+            projected += 1
+            assert np.allclose(got, cand, rtol=1e-9, atol=1e-12)
+        else:
+            truncated += 1
+            with np.errstate(divide="ignore"):
+                ratios = np.where(du > 0, (hi - xc) / du, np.where(du < 0, (lo - xc) / du,
+                                                                    np.inf))
+            alpha = min(1.0, ratios.min())
+            assert np.allclose(got, xc + alpha * du, rtol=1e-9, atol=1e-12)
+    assert projected > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The kernels of L-BFGS-B (_core.lbfgsb_*): NumPy ground truths, same bits for any thread count
+
+N_PAR = (1 << 18) + 12345        # above lbfgs_parallel_min: the loops run on the pool
+
+
+def _threads(fn, counts=(1, 2, 3)):
+    from fusedopt import _core
+    old = _core.get_num_threads()
+    try:
+        out = []
+        for t in counts:
+            _core.set_num_threads(t)
+            out.append(fn())
+        return out
+    finally:
+        _core.set_num_threads(old)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rows_kernels_against_numpy_any_thread_count(dtype):
+    from fusedopt import _core
+    rng = np.random.default_rng(0)
+    m, rows, n = 6, 4, N_PAR
+    s = rng.standard_normal((m, n)).astype(dtype)
+    y = rng.standard_normal((m, n)).astype(dtype)
+    v = rng.standard_normal(n).astype(dtype)
+    runs = _threads(lambda: _core.lbfgsb_rows_dots(s, y, v, rows))
+    for r in runs[1:]:
+        assert r.tobytes() == runs[0].tobytes()
+    ref = np.concatenate([s[:rows].astype(np.float64) @ v.astype(np.float64),
+                          y[:rows].astype(np.float64) @ v.astype(np.float64)])
+    assert np.allclose(runs[0], ref, rtol=1e-12, atol=1e-9)
+    a = rng.standard_normal(m)
+    b = rng.standard_normal(m)
+
+    def axpy():
+        out = np.empty(n, dtype)
+        _core.lbfgsb_rows_axpy(out, s, y, a, b, rows)
+        return out
+
+    idx = np.flatnonzero(rng.uniform(size=n) < 0.6)
+    grams = _threads(lambda: _core.lbfgsb_rows_gram_at(s, y, idx, rows))
+    for gm in grams[1:]:
+        assert gm.tobytes() == grams[0].tobytes()
+    s64, y64 = s[:rows, idx].astype(np.float64), y[:rows, idx].astype(np.float64)
+    for got, ref in zip(grams[0], (s64 @ s64.T, s64 @ y64.T, y64 @ y64.T)):
+        assert np.allclose(got, ref, rtol=1e-12, atol=1e-9)
+    # gathered block by block: the bits of the kernel over the gathered arrays
+    sa, ya = np.ascontiguousarray(s[:, idx]), np.ascontiguousarray(y[:, idx])
+    whole = _core.lbfgsb_rows_gram_at(sa, ya, np.arange(idx.size), rows)
+    assert whole.tobytes() == grams[0].tobytes()
+    runs = _threads(axpy)
+    expect = np.zeros(n, dtype)
+    for j in range(rows):          # the kernel's order, in the array's dtype
+        expect = (expect + dtype(a[j]) * s[j]) + dtype(b[j]) * y[j]
+    for r in runs:
+        assert r.tobytes() == expect.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_box_kernels_against_numpy(dtype):
+    from fusedopt import _core
+    rng = np.random.default_rng(1)
+    n = N_PAR
+    lo = np.where(rng.uniform(size=n) < 0.7, -rng.uniform(0, 1, n), -np.inf).astype(dtype)
+    hi = np.where(rng.uniform(size=n) < 0.7, rng.uniform(0, 1, n), np.inf).astype(dtype)
+    hi[:100] = lo[:100] = dtype(0.25)
+    x = np.clip(rng.uniform(-1, 1, n), lo, hi).astype(dtype)
+    x[100:200] = np.where(np.isfinite(lo[100:200]), lo[100:200], x[100:200])
+    x[200:300] = np.where(np.isfinite(hi[200:300]), hi[200:300], x[200:300])
+    g = rng.standard_normal(n).astype(dtype)
+    g[300:310] = 0
+
+    def start():
+        d, t = np.empty(n, dtype), np.empty(n, dtype)
+        dd = _core.lbfgsb_cauchy_start(d, t, x, g, lo, hi)
+        return d, t, dd
+
+    runs = _threads(start)
+    for d, t, dd in runs[1:]:
+        assert d.tobytes() == runs[0][0].tobytes() and t.tobytes() == runs[0][1].tobytes()
+        assert dd == runs[0][2]
+    d, t, dd = runs[0]
+    held = ((x <= lo) & (g >= 0)) | ((x >= hi) & (g <= 0)) | (lo == hi)
+    assert np.array_equal(d, np.where(held, 0, -g).astype(dtype))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tref = np.where(held, -1, np.where((g > 0) & np.isfinite(lo), (x - lo) / g,
+                                           np.where((g < 0) & np.isfinite(hi), (x - hi) / g,
+                                                    np.inf))).astype(dtype)
+    assert np.array_equal(t, tref)
+    assert dd == pytest.approx(float(d.astype(np.float64) @ d.astype(np.float64)), rel=1e-12)
+    pg = np.where(g < 0, np.maximum(x - hi, g), np.minimum(x - lo, g))
+    got = _threads(lambda: _core.lbfgsb_projected_amax(x, g, lo, hi))
+    assert got == [float(np.abs(pg).max())] * 3
+    dvec = -g
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ts = np.concatenate([((lo.astype(np.float64) - x) / dvec)[(dvec < 0) & np.isfinite(lo)],
+                             ((hi.astype(np.float64) - x) / dvec)[(dvec > 0) & np.isfinite(hi)]])
+    got = _threads(lambda: _core.lbfgsb_max_step(x, dvec, lo, hi))
+    assert got == [max(float(ts.min()), 0.0)] * 3
+    assert _core.lbfgsb_max_step(x, dvec, np.full(n, -np.inf, dtype),
+                                 np.full(n, np.inf, dtype)) == np.inf
+
+
+def test_kernel_argument_checks():
+    from fusedopt import _core
+    s = np.zeros((3, 10))
+    with pytest.raises(ValueError, match="rows"):
+        _core.lbfgsb_rows_dots(s, s, np.zeros(10), 4)
+    with pytest.raises(ValueError, match="idx"):
+        _core.lbfgsb_rows_gram_at(s, s, np.array([0, 10]), 2)
+    with pytest.raises(ValueError, match="shape"):
+        _core.lbfgsb_rows_dots(s, s, np.zeros(11), 1)
+    with pytest.raises(TypeError, match="a has dtype float32"):
+        _core.lbfgsb_rows_axpy(np.zeros(10), s, s, np.zeros(3, np.float32), np.zeros(3), 1)
+    with pytest.raises(ValueError, match="alias|shares"):
+        _core.lbfgsb_rows_axpy(s[0], s, s, np.zeros(3), np.zeros(3), 1)
+    with pytest.raises(TypeError):
+        _core.lbfgsb_cauchy_start(np.zeros(10), np.zeros(10, np.float32), np.zeros(10),
+                                  np.zeros(10), np.zeros(10), np.zeros(10))
+
+
+def test_cauchy_point_same_bits_any_thread_count():
+    n = N_PAR
+    rng = np.random.default_rng(5)
+    cf = CompactForm(n, 4, np.float64)
+    for _ in range(3):
+        s_ = rng.standard_normal(n)
+        y_ = 2.0 * s_ + 0.1 * rng.standard_normal(n)
+        cf.push(s_, y_, float(s_ @ y_))
+    lo, hi = np.full(n, -0.5), np.full(n, 0.5)
+    hi[::5] = np.inf
+    box = parse_bounds((lo, hi), (n,), np.float64)
+    x = rng.uniform(-0.4, 0.4, n)
+    g = rng.standard_normal(n)
+    runs = _threads(lambda: cauchy_point(x, g, box, cf))
+    for xc, c, t in runs[1:]:
+        assert xc.tobytes() == runs[0][0].tobytes() and np.array_equal(t, runs[0][2])
+        assert c.tobytes() == runs[0][1].tobytes()
+    assert (runs[0][2] < 0).sum() > 0      # the path passed breakpoints
+
+
+def test_bench_bounded_table():
+    from fusedopt.benchmarks import lbfgs as lbfgs_bench
+    lo, hi = lbfgs_bench.ext_rosenbrock_bounds(1000)
+    assert (hi == 0.5).sum() == 200 and np.isinf(lo).all()
+    title, table = lbfgs_bench._bounded_table(1000)
+    assert "bound-constrained Extended Rosenbrock n=1e+03" in title
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["solver", "wall", "s"]
+    names = [ln.split("  ")[0].strip() for ln in lines[2:]]
+    assert names == list(lbfgs_bench.bounded_solvers())
+    fs = [float(ln.split()[-1]) for ln in lines[2:]]
+    assert max(fs) - min(fs) <= 1e-3 * max(fs)     # the same minimum for every solver
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_subspace_kernels_against_numpy_any_thread_count(dtype):
+    from fusedopt import _core
+    rng = np.random.default_rng(7)
+    m, rows, n = 5, 3, N_PAR
+    s = rng.standard_normal((m, n)).astype(dtype)
+    y = rng.standard_normal((m, n)).astype(dtype)
+    a, b = rng.standard_normal(m), rng.standard_normal(m)
+    x = rng.uniform(-1, 1, n).astype(dtype)
+    xc = (x + rng.uniform(-0.1, 0.1, n)).astype(dtype)
+    g = rng.standard_normal(n).astype(dtype)
+    t = np.where(rng.uniform(size=n) < 0.2, -1, 1).astype(dtype)
+    lo, hi = np.full(n, -0.9, dtype), np.full(n, 0.9, dtype)
+    theta = 1.7
+    # the second vector of rows_dots
+    both = _core.lbfgsb_rows_dots(s, y, x, rows, g)
+    assert both[:2 * rows].tobytes() == _core.lbfgsb_rows_dots(s, y, x, rows).tobytes()
+    assert both[2 * rows:].tobytes() == _core.lbfgsb_rows_dots(s, y, g, rows).tobytes()
+
+    wa = np.zeros(n, dtype)
+    for j in range(rows):
+        wa = (wa + dtype(a[j]) * s[j]) + dtype(b[j]) * y[j]
+    r_ref = np.where(t >= 0, (g + dtype(theta) * (xc - x)) - wa, 0).astype(dtype)
+
+    def reduced():
+        r = np.empty(n, dtype)
+        dots = _core.lbfgsb_reduced_gradient(r, s, y, a, b, rows, xc, x, g, t, theta)
+        return r, dots
+
+    runs = _threads(reduced)
+    for r, dots in runs:
+        assert r.tobytes() == r_ref.tobytes()
+        assert dots.tobytes() == runs[0][1].tobytes()
+        assert dots.tobytes() == _core.lbfgsb_rows_dots(s, y, r, rows).tobytes()
+    r = runs[0][0]
+    r_all = np.empty(n, dtype)
+    _core.lbfgsb_reduced_gradient(r_all, s, y, a, b, rows, xc, x, g, None, theta)
+    assert np.array_equal(r_all, ((g + dtype(theta) * (xc - x)) - wa).astype(dtype))
+
+    def point():
+        xbar, du = np.empty(n, dtype), np.empty(n, dtype)
+        gd = _core.lbfgsb_subspace_point(xbar, du, s, y, a, b, rows, r, xc, x, g, t, lo, hi,
+                                         theta)
+        return xbar, du, gd
+
+    runs = _threads(point)
+    du_ref = np.where(t >= 0, dtype(-1 / theta) * r + dtype(-1 / theta ** 2) * wa, 0)
+    du_ref = du_ref.astype(dtype)
+    xbar_ref = np.clip(xc + du_ref, lo, hi)
+    for xbar, du, gd in runs:
+        assert du.tobytes() == du_ref.tobytes() and xbar.tobytes() == xbar_ref.tobytes()
+        assert gd == runs[0][2]
+    assert runs[0][2] == pytest.approx(float(g.astype(np.float64) @ (xbar_ref - x)
+                                             .astype(np.float64)), rel=1e-6, abs=1e-6)
