@@ -12,7 +12,8 @@ Modules: ``ops`` (in-place multi-tensor kernels), ``optim`` (optimizer classes),
 (the NumPy ground truth), ``schedules`` (learning-rate schedules), ``lbfgs`` (the fused two-loop
 recursion and an L-BFGS minimizer); loaded on first use: ``functions`` (test functions),
 ``init`` (weight initializers), ``sampling`` (Latin hypercube, multistart), ``newton``
-(second-order references), ``natural`` (natural gradient), ``demo`` (the demonstrations),
+(second-order references), ``natural`` (natural gradient), ``optimize`` (a drop-in for
+``scipy.optimize.minimize(method="L-BFGS-B")``), ``demo`` (the demonstrations),
 ``benchmarks`` (the benchmark behind ``python -m fusedopt bench``).
 """
 from __future__ import annotations
@@ -25,7 +26,8 @@ from .ops import clip_by_global_norm_, global_norm, num_threads
 
 __version__ = "0.1.0"
 
-_LAZY = ("functions", "init", "sampling", "newton", "natural", "demo", "benchmarks")
+_LAZY = ("functions", "init", "sampling", "newton", "natural", "optimize", "demo",
+         "benchmarks")
 
 __all__ = ["ops", "optim", "reference", "schedules", "lbfgs", *_LAZY, "global_norm",
            "clip_by_global_norm_",
