@@ -50,8 +50,9 @@ _BACKENDS = {"auto": ops, "reference": reference}
 _DOC_PIECES = {
     "params and lr": """\
 params : array or list of arrays
-        NumPy or CuPy arrays, float32 or float64, C-contiguous, writeable; updated in place by
-        ``step``. One array may be given alone.
+        NumPy or CuPy arrays, float32, float64, float16 or bfloat16 (float32 states and math for
+        these), C-contiguous, writeable; updated in place by ``step``. One array may be given
+        alone.
     lr : float or callable, default {lr}
         The learning rate, >= 0; or a schedule (``fusedopt.schedules``), called with the number
         of steps already taken.""",
@@ -84,6 +85,10 @@ maximize : bool, default False
     backend : {{"auto", "reference"}}, default "auto"
         ``"auto"``: the fused kernels of ``fusedopt.ops``; ``"reference"``: the NumPy
         equations of ``fusedopt.reference``. The same bits. Keyword only.
+    master_weights : bool, default False
+        float16/bfloat16 params only: keep a float32 copy of each param in the state
+        (``master_param``); the rule updates it and the param receives it rounded to nearest
+        even. Without, each 16-bit param is widened, updated and rounded back. Keyword only.
 
     See ``Optimizer`` for ``step`` (AMP's ``grad_scale``/``found_inf``), ``state_dict``,
     checkpoints, threads and non-finite gradients.""",
@@ -121,7 +126,7 @@ def _param_list(params: Any) -> list[Any]:
     kind = type(params[0])
     if not (kind is np.ndarray or kind.__module__.startswith("cupy")):
         raise TypeError(f"params[0] must be a numpy or cupy ndarray, got {kind.__name__}")
-    _checks.check_lists([("params", params, True)], array_type=kind)
+    _checks.check_lists([("params", params, True)], array_type=kind, dtypes=_checks.PARAM_DTYPES)
     return params
 
 
@@ -199,11 +204,17 @@ class Optimizer:
     """
 
     def __init__(self, params: Any, lr: LearningRate, backend: Backend = "auto",
-                 **hyperparams: Any) -> None:
+                 master_weights: bool = False, **hyperparams: Any) -> None:
         if backend not in _BACKENDS:
             raise ValueError(f"backend must be 'auto' or 'reference', got {backend!r}")
         self.params: list[Any] = _param_list(params)
         self.backend = backend
+        self.master_weights = _checks.flag("master_weights", master_weights)
+        if master_weights:
+            for i, p in enumerate(self.params):
+                if not _checks.is_16bit(p.dtype):
+                    raise TypeError("master_weights: float32 master weights belong to float16 "
+                                    f"or bfloat16 params; params[{i}] has dtype {p.dtype}")
         if not callable(lr):
             lr = _checks.nonneg("lr", lr)
         self.lr: LearningRate = lr
@@ -214,7 +225,7 @@ class Optimizer:
         self._scalars(1, 0.0 if callable(lr) else lr, self.hyperparams)
         self.state: dict[str, list[Any]] = {
             name: [self._new_state(p, name) for p in self.params]
-            for name in self._state_names(self.hyperparams)}
+            for name in self._all_state_names(self.hyperparams)}
 
     # -- to be provided by subclasses ---------------------------------------------------------
     def _state_names(self, hp: Mapping[str, Any]) -> tuple[str, ...]:
@@ -236,9 +247,18 @@ class Optimizer:
         """The backend module (looked up, not stored: an optimizer pickles without modules)."""
         return _BACKENDS[self.backend]
 
+    def _all_state_names(self, hp: Mapping[str, Any]) -> tuple[str, ...]:
+        """The rule's states, and ``master_param`` with master weights."""
+        return self._state_names(hp) + (("master_param",) if self.master_weights else ())
+
     def _new_state(self, p: Any, name: str) -> Any:
+        """A state array: float32 for float16/bfloat16 params (the master weights a copy of the
+        param), else the param's dtype."""
+        dtype = np.float32 if _checks.is_16bit(p.dtype) else p.dtype
+        if name == "master_param":
+            return p.astype(np.float32)
         v = self._initial_value(name)
-        return np.zeros_like(p) if v == 0.0 else np.full_like(p, v)
+        return np.zeros_like(p, dtype=dtype) if v == 0.0 else np.full_like(p, v, dtype=dtype)
 
     @property
     def step_count(self) -> int:
@@ -285,6 +305,8 @@ class Optimizer:
             # Both backends take the pair: the step is skipped, or g / grad_scale, in one pass.
             amp = {"grad_scale": grad_scale, "found_inf": found_inf}
         with self._lock:
+            if self.master_weights:
+                amp["master_params"] = self.state["master_param"]
             lr = self.current_lr()
             self._update(grads, self._step + 1, lr, **amp)
             if not skip:
@@ -328,7 +350,7 @@ class Optimizer:
                 f"state_dict['hyperparams'] must have the keys {sorted(self.hyperparams)}")
         hp = {k: _plain(hp[k]) for k in self.hyperparams}
         self._scalars(1, 0.0 if lr is None else lr, hp)
-        names = self._state_names(hp)
+        names = self._all_state_names(hp)
         st = state_dict["state"]
         if not isinstance(st, Mapping) or set(st) != set(names):
             raise ValueError(f"state_dict['state'] must have the arrays {sorted(names)}")
@@ -348,14 +370,15 @@ class Optimizer:
             raise ValueError(f"{where} must be a list of {len(self.params)} arrays")
         out = []
         for i, (a, p) in enumerate(zip(arrs, self.params)):
-            if getattr(a, "shape", None) != p.shape or getattr(a, "dtype", None) != p.dtype:
-                raise ValueError(f"{where}[{i}] must have shape {p.shape} and dtype {p.dtype}")
+            dtype = np.dtype(np.float32) if _checks.is_16bit(p.dtype) else p.dtype
+            if getattr(a, "shape", None) != p.shape or getattr(a, "dtype", None) != dtype:
+                raise ValueError(f"{where}[{i}] must have shape {p.shape} and dtype {dtype}")
             try:
                 if isinstance(p, np.ndarray):
-                    b = np.empty_like(p)
+                    b = np.empty_like(p, dtype=dtype)
                     b[...] = a
                 else:
-                    b = importlib.import_module("cupy").array(a, dtype=p.dtype, copy=True)
+                    b = importlib.import_module("cupy").array(a, dtype=dtype, copy=True)
             except Exception as e:  # anything the array-like raises: the argument is bad
                 raise TypeError(f"{where}[{i}] could not be converted to an array: "
                                 f"{type(e).__name__}: {e}") from e
@@ -503,8 +526,10 @@ class SGD(Optimizer):
 
     def __init__(self, params: Any, lr: LearningRate = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, *,
-                 maximize: bool = False, backend: Backend = "auto") -> None:
-        super().__init__(params, lr, backend, momentum=momentum, dampening=dampening,
+                 maximize: bool = False, backend: Backend = "auto",
+                 master_weights: bool = False) -> None:
+        super().__init__(params, lr, backend, master_weights, momentum=momentum,
+                         dampening=dampening,
                          weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
 
     def _state_names(self, hp):
@@ -554,9 +579,9 @@ class Adagrad(Optimizer):
     def __init__(self, params: Any, lr: LearningRate = 1e-2, lr_decay: float = 0.0,
                  weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
                  eps: float = 1e-10, *, eps_root: float = 0.0, maximize: bool = False,
-                 backend: Backend = "auto") -> None:
+                 backend: Backend = "auto", master_weights: bool = False) -> None:
         self._init_acc = _checks.nonneg("initial_accumulator_value", initial_accumulator_value)
-        super().__init__(params, lr, backend, lr_decay=lr_decay, weight_decay=weight_decay,
+        super().__init__(params, lr, backend, master_weights, lr_decay=lr_decay, weight_decay=weight_decay,
                          eps=eps, eps_root=eps_root, maximize=maximize)
 
     def _initial_value(self, name):
@@ -615,8 +640,10 @@ class RMSprop(Optimizer):
     def __init__(self, params: Any, lr: LearningRate = 1e-2, alpha: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
                  centered: bool = False, *, eps_root: float = 0.0, maximize: bool = False,
-                 backend: Backend = "auto") -> None:
-        super().__init__(params, lr, backend, alpha=alpha, eps=eps, eps_root=eps_root,
+                 backend: Backend = "auto",
+                 master_weights: bool = False) -> None:
+        super().__init__(params, lr, backend, master_weights, alpha=alpha, eps=eps,
+                         eps_root=eps_root,
                          weight_decay=weight_decay, momentum=momentum, centered=centered,
                          maximize=maximize)
 
@@ -672,8 +699,10 @@ class Adam(Optimizer):
     def __init__(self, params: Any, lr: LearningRate = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *, eps_root: float = 0.0,
-                 maximize: bool = False, backend: Backend = "auto") -> None:
-        super().__init__(params, lr, backend, betas=betas, eps=eps, eps_root=eps_root,
+                 maximize: bool = False, backend: Backend = "auto",
+                 master_weights: bool = False) -> None:
+        super().__init__(params, lr, backend, master_weights, betas=betas, eps=eps,
+                         eps_root=eps_root,
                          weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize)
 
     def _state_names(self, hp):
@@ -725,9 +754,10 @@ class AdamW(Adam):
     def __init__(self, params: Any, lr: LearningRate = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, eps_root: float = 0.0,
-                 maximize: bool = False, backend: Backend = "auto") -> None:
+                 maximize: bool = False, backend: Backend = "auto",
+                 master_weights: bool = False) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, eps_root=eps_root,
-                         maximize=maximize, backend=backend)
+                         maximize=maximize, backend=backend, master_weights=master_weights)
 
 
 @_doc(lr="2e-3")
@@ -764,8 +794,10 @@ class Adamax(Optimizer):
     def __init__(self, params: Any, lr: LearningRate = 2e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, *, maximize: bool = False,
-                 backend: Backend = "auto") -> None:
-        super().__init__(params, lr, backend, betas=betas, eps=eps, weight_decay=weight_decay,
+                 backend: Backend = "auto",
+                 master_weights: bool = False) -> None:
+        super().__init__(params, lr, backend, master_weights, betas=betas, eps=eps,
+                         weight_decay=weight_decay,
                          maximize=maximize)
 
     def _state_names(self, hp):
