@@ -81,7 +81,7 @@ def test_16bit_params_same_bits_for_any_threads_and_isa(case, dtype, master, thr
     assert_same_state(fused, ref)
 
 
-# ---- the conversions, through a step that changes nothing -----------------------------------------
+# ---- the conversions, through a step that changes nothing ---------------------------------------
 
 def special_float32():
     """float32 bit patterns around every rounding boundary of float16 and bfloat16, NaNs with
@@ -151,7 +151,7 @@ def test_conversion_edge_cases():
     assert pb[0].view(np.uint16)[4] & 0x7fff == 0x7fc0
 
 
-# ---- AMP and found_inf_ ----------------------------------------------------------------------------
+# ---- AMP and found_inf_ -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("master", [False, True], ids=["nomaster", "master"])
 @pytest.mark.parametrize("dtype", list(DTYPES16), ids=list(DTYPES16))
@@ -188,7 +188,7 @@ def test_found_inf_of_16bit_arrays(dtype, bad):
         assert found[0] == (0.0 if bad is None else 1.0)
 
 
-# ---- bad input: raises naming the argument, nothing changed ----------------------------------------
+# ---- bad input: raises naming the argument, nothing changed -------------------------------------
 
 def _adam_lists(dt, n=5):
     p = [np.ones(n, dt), np.ones(3, dt)]
@@ -248,7 +248,7 @@ def test_16bit_arrays_refused_where_not_taken():
     assert np.all(a[0] == 1)
 
 
-# ---- the optimizer classes -------------------------------------------------------------------------
+# ---- the optimizer classes ----------------------------------------------------------------------
 
 def test_master_weights_option():
     with pytest.raises(TypeError, match=r"master_weights: float32 master weights belong to "
@@ -273,3 +273,19 @@ def test_master_weights_option():
     with pytest.raises(ValueError, match=r"master_param'\]\[0\] must have shape \(3,\) and "
                                          r"dtype float32"):
         opt2.load_state_dict(bad)
+
+
+# ---- the torch section of the benchmarks (a smoke run: tiny sizes) ------------------------------
+
+def test_bench_torch_section_runs(capsys):
+    pytest.importorskip("torch")
+    from fusedopt.benchmarks import cli  # noqa: PLC0415
+
+    assert cli.main(["--quick", "--sizes", "1000,3000", "--rules", "torch"]) == 0
+    out = capsys.readouterr().out
+    for title in ("Adam float32, 1e+03 (1 tensor,", "Adam float32, 3e+03 (1 tensor,",
+                  "Adam float32, 200 tensors, 3e+03 (200 tensors,",
+                  "Adam bf16 params + float32 master, 3e+03 (1 tensor, 30 bytes/element"):
+        assert f"torch: {title}" in out, out
+    assert out.count("torch Adam(fused=True)") == 4
+    assert out.count("bandwidth probe (same bytes)") == 4

@@ -414,8 +414,8 @@ def found_inf_(arrays: Arrays, found_inf) -> None:
     """AMP's check: set ``found_inf[0]`` to 1 if any element of ``arrays`` is infinite or NaN,
     and leave it as it is otherwise.
 
-    NumPy: float32/float64 arrays and a one-element float32 NumPy ``found_inf`` (one fused
-    parallel scan). CuPy: float16, bfloat16, float32, float64 arrays and ``found_inf`` on the
+    NumPy: float16, bfloat16, float32, float64 arrays and a one-element float32 NumPy
+    ``found_inf`` (one fused parallel scan). CuPy: the same dtypes and ``found_inf`` on the
     device, without a host sync. Zero ``found_inf``, check the (scaled) grads, then pass
     ``grad_scale``/``found_inf`` to the update: a step with a non-finite grad changes nothing.
 

@@ -39,6 +39,12 @@ FUSEDOPT_HD float fo_bits_float(unsigned u) {
 #endif
 }
 
+// c ? a : b on bit patterns, with masks: GCC keeps it a select (a vector blend) even though the
+// float operations of the other branches could trap, where a ?: would become a branch.
+FUSEDOPT_HD unsigned fo_select(bool c, unsigned a, unsigned b) {
+    return b ^ ((a ^ b) & (0u - static_cast<unsigned>(c)));
+}
+
 // float16 bits -> float32, exact.
 FUSEDOPT_HD float fo_half_to_float(unsigned short h) {
     const unsigned sign = (static_cast<unsigned>(h) & 0x8000u) << 16;
@@ -48,7 +54,7 @@ FUSEDOPT_HD float fo_half_to_float(unsigned short h) {
     const unsigned special = e | 0x7f800000u;  // infinity, NaN with its payload
     // A subnormal is m * 2^-24 (m = em < 1024): exact in float32, and normal there.
     const unsigned sub = fo_float_bits(static_cast<float>(em) * 5.9604644775390625e-8f);
-    const unsigned mag = em >= 0x7c00 ? special : (em >= 0x0400 ? normal : sub);
+    const unsigned mag = fo_select(em >= 0x7c00, special, fo_select(em >= 0x0400, normal, sub));
     return fo_bits_float(mag | sign);
 }
 
@@ -65,11 +71,11 @@ FUSEDOPT_HD unsigned short fo_float_to_half(float x) {
     // subnormal step) to nearest even; its low mantissa bits are then the float16 bits.
     const unsigned sub = fo_float_bits(fo_bits_float(ua) + 0.5f) - 0x3f000000u;
     const unsigned payload = 0x7c00u + ((ua & 0x7fffffu) >> 13);
-    const unsigned nan = payload == 0x7c00u ? 0x7c01u : payload;
-    const unsigned mag = a > 0x7f800000 ? nan
-                         : a >= 0x47800000 ? 0x7c00u  // >= 65536 and infinity
-                         : a >= 0x38800000 ? normal
-                                           : sub;
+    const unsigned nan = payload | static_cast<unsigned>(payload == 0x7c00u);
+    const unsigned mag =
+        fo_select(a > 0x7f800000, nan,
+                  fo_select(a >= 0x47800000, 0x7c00u,  // >= 65536 and infinity
+                            fo_select(a >= 0x38800000, normal, sub)));
     return static_cast<unsigned short>(mag | sign);
 }
 
@@ -84,7 +90,7 @@ FUSEDOPT_HD unsigned short fo_float_to_bf16(float x) {
     const unsigned rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
     const unsigned nan = ((u >> 16) & 0x8000u) | 0x7fc0u;
     const bool is_nan = static_cast<int>(u & 0x7fffffffu) > 0x7f800000;
-    return static_cast<unsigned short>(is_nan ? nan : rounded);
+    return static_cast<unsigned short>(fo_select(is_nan, nan, rounded));
 }
 
 }  // namespace fusedopt
