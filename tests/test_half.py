@@ -12,12 +12,13 @@ import contextlib
 
 import numpy as np
 import pytest
-from cases import CASE_IDS, CASES, SIZES, assert_same_bits, assert_same_state, bits, grad_stream
+from cases import CASE_IDS, CASES, SIZES, assert_same_bits, assert_same_state, bits, dtypes16, \
+    grad_stream
 
 from fusedopt import _core, ops, optim, reference
 
-ml_dtypes = pytest.importorskip("ml_dtypes")
-DTYPES16 = {"float16": np.dtype(np.float16), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
+pytest.importorskip("ml_dtypes")  # the reference rounds bfloat16 with it
+DTYPES16 = dtypes16()
 STEPS = 3
 
 

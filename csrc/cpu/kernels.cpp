@@ -47,7 +47,9 @@ inline void with_decay(int mode, F&& f) {
 // ---------------------------------------------------------------------------------------------
 // Storage types: how a param or grad is held in memory and read into the math type M. float32
 // and float64 compute in their own type; float16 and bfloat16 (raw bits) in float32, through
-// the conversions of fusedopt/half.h (exact widening, rounding to nearest even).
+// the conversions of fusedopt/half.h (exact widening, rounding to nearest even). Forced inline
+// (FUSEDOPT_HD): with hundreds of instances in this file GCC would otherwise call them, and the
+// loop would not vectorize.
 
 struct Half {};  // float16 params and grads
 struct BF16 {};  // bfloat16 params and grads
@@ -56,22 +58,22 @@ template <typename P>
 struct Storage {
     using raw = P;
     using math = P;
-    static P load(P x) { return x; }
-    static P store(P x) { return x; }
+    FUSEDOPT_HD static P load(P x) { return x; }
+    FUSEDOPT_HD static P store(P x) { return x; }
 };
 template <>
 struct Storage<Half> {
     using raw = uint16_t;
     using math = float;
-    static float load(uint16_t h) { return fo_half_to_float(h); }
-    static uint16_t store(float x) { return fo_float_to_half(x); }
+    FUSEDOPT_HD static float load(uint16_t h) { return fo_half_to_float(h); }
+    FUSEDOPT_HD static uint16_t store(float x) { return fo_float_to_half(x); }
 };
 template <>
 struct Storage<BF16> {
     using raw = uint16_t;
     using math = float;
-    static float load(uint16_t b) { return fo_bf16_to_float(b); }
-    static uint16_t store(float x) { return fo_float_to_bf16(x); }
+    FUSEDOPT_HD static float load(uint16_t b) { return fo_bf16_to_float(b); }
+    FUSEDOPT_HD static uint16_t store(float x) { return fo_float_to_bf16(x); }
 };
 template <typename P>
 using MathOf = typename Storage<P>::math;
