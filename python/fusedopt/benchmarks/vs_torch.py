@@ -17,8 +17,9 @@ the front door once merged. The cases:
 
 DeepSpeed (``pip install deepspeed``; its CPU op compiles at first use, minutes, cached by torch
 under ``~/.cache/torch_extensions``) runs only in the ``deepspeed`` section, never by default.
-``DeepSpeedCPUAdam`` takes the float32 params; in the bfloat16 case it steps the float32
-master weights and writes the bfloat16 params in the same call (``fp16_param_groups``).
+``DeepSpeedCPUAdam`` steps the tensors themselves: in the bfloat16 case bfloat16 params with
+float32 states and no master weights (its CPU op has none; 22 bytes per element), the setting
+of the issue's DeepSpeed figure.
 """
 from __future__ import annotations
 
@@ -133,17 +134,12 @@ def deepspeed_available() -> bool:
 
 
 def deepspeed_step(case: Case, params, grads):
-    """One ``DeepSpeedCPUAdam`` step: on float32 params; for the bf16 case on float32 master
-    copies, writing the bfloat16 params in the same call. Compiles DeepSpeed's op on first use."""
+    """One ``DeepSpeedCPUAdam`` step on the tensors themselves (float32 states; bfloat16 params
+    are read and written in place, without master weights: DeepSpeed's CPU op has no master
+    slot). Compiles DeepSpeed's op on first use."""
     torch = _torch()
     from deepspeed.ops.adam import DeepSpeedCPUAdam  # noqa: PLC0415 -- optional
 
-    if case.bf16:
-        masters = [torch.nn.Parameter(t.float()) for t in params]
-        for mt, g in zip(masters, grads):
-            mt.grad = g.float()
-        opt = DeepSpeedCPUAdam(masters, adamw_mode=False, **ADAM)
-        return lambda: opt.step(fp16_param_groups=[list(params)])
     tparams = [torch.nn.Parameter(t) for t in params]
     for t, g in zip(tparams, grads):
         t.grad = g
