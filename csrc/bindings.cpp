@@ -200,47 +200,59 @@ Amp amp_of(py::handle grad_scale, py::handle found_inf) {
     return amp;
 }
 
-// Checks the lists, then runs `fn(batch, grad_scale)` for the float32 and the float64 tensors
-// without the GIL. The arrays stay referenced until the call returns.
+// Checks the lists, then runs `fn(batch, grad_scale)` for the tensors of each dtype (float32,
+// float64, float16, bfloat16: 16-bit params only where `half_ok`) without the GIL. The arrays
+// stay referenced until the call returns.
 template <typename Fn>
-void run(const ListArgs& args, const Amp& amp, Fn&& fn) {
+void run(const ListArgs& args, const Amp& amp, Fn&& fn, bool half_ok = false) {
     CallBatches b;
-    collect(args, *b);
-    const Batch b32 = b->batch(DType::kFloat32);
-    const Batch b64 = b->batch(DType::kFloat64);
-    if (amp.skip || (b32.total == 0 && b64.total == 0)) return;
+    collect(args, *b, half_ok);
+    if (amp.skip) return;
     const float* gs = amp.on ? &amp.grad_scale : nullptr;
     fusedopt::NoGil nogil;
-    if (b32.total) fn(b32, gs);
-    if (b64.total) fn(b64, gs);
+    for (int d = 0; d < kDTypes; ++d) {
+        const Batch x = b->batch(static_cast<DType>(d));
+        if (x.total) fn(x, gs);
+    }
+}
+
+// The optional master weights of 16-bit params (float32, fusedopt/slots.h's kMaster).
+void add_master(ListArgs& args, py::handle master_params) {
+    if (!master_params.is_none())
+        args.add({"master_params", master_params, true, fusedopt::kMaster});
 }
 
 namespace R = fusedopt::rules;
 
 void sgd(py::handle params, py::handle grads, py::handle momentum_buffers, py::handle scalars,
-         py::handle grad_scale, py::handle found_inf) {
+         py::handle master_params, py::handle grad_scale, py::handle found_inf) {
     const auto r = from_python<R::SgdScalars, R::SgdFlags>(scalars, "SgdScalars");
     ListArgs args{{"params", params, true, fusedopt::kParam},
                   {"grads", grads, false, fusedopt::kGrad}};
     if (r.flags.has_momentum)
         args.add({"momentum_buffers", momentum_buffers, true, fusedopt::kState0});
-    run(args, amp_of(grad_scale, found_inf),
-        [&](const Batch& x, const float* gs) { kernels().sgd(x, r.scalars, r.flags, gs); });
+    add_master(args, master_params);
+    run(
+        args, amp_of(grad_scale, found_inf),
+        [&](const Batch& x, const float* gs) { kernels().sgd(x, r.scalars, r.flags, gs); }, true);
 }
 
 void adagrad(py::handle params, py::handle grads, py::handle state_sums, py::handle scalars,
-             py::handle grad_scale, py::handle found_inf) {
+             py::handle master_params, py::handle grad_scale, py::handle found_inf) {
     const auto r = from_python<R::AdagradScalars, R::AdagradFlags>(scalars, "AdagradScalars");
-    run({{"params", params, true, fusedopt::kParam},
-         {"grads", grads, false, fusedopt::kGrad},
-         {"state_sums", state_sums, true, fusedopt::kState0}},
-        amp_of(grad_scale, found_inf),
-        [&](const Batch& x, const float* gs) { kernels().adagrad(x, r.scalars, r.flags, gs); });
+    ListArgs args{{"params", params, true, fusedopt::kParam},
+                  {"grads", grads, false, fusedopt::kGrad},
+                  {"state_sums", state_sums, true, fusedopt::kState0}};
+    add_master(args, master_params);
+    run(
+        args, amp_of(grad_scale, found_inf),
+        [&](const Batch& x, const float* gs) { kernels().adagrad(x, r.scalars, r.flags, gs); },
+        true);
 }
 
 void rmsprop(py::handle params, py::handle grads, py::handle square_avgs, py::handle grad_avgs,
-             py::handle momentum_buffers, py::handle scalars, py::handle grad_scale,
-             py::handle found_inf) {
+             py::handle momentum_buffers, py::handle scalars, py::handle master_params,
+             py::handle grad_scale, py::handle found_inf) {
     const auto r = from_python<R::RmspropScalars, R::RmspropFlags>(scalars, "RmspropScalars");
     ListArgs args{{"params", params, true, fusedopt::kParam},
                   {"grads", grads, false, fusedopt::kGrad},
@@ -248,32 +260,41 @@ void rmsprop(py::handle params, py::handle grads, py::handle square_avgs, py::ha
     if (r.flags.centered) args.add({"grad_avgs", grad_avgs, true, fusedopt::kState1});
     if (r.flags.has_momentum)
         args.add({"momentum_buffers", momentum_buffers, true, fusedopt::kState2});
-    run(args, amp_of(grad_scale, found_inf),
-        [&](const Batch& x, const float* gs) { kernels().rmsprop(x, r.scalars, r.flags, gs); });
+    add_master(args, master_params);
+    run(
+        args, amp_of(grad_scale, found_inf),
+        [&](const Batch& x, const float* gs) { kernels().rmsprop(x, r.scalars, r.flags, gs); },
+        true);
 }
 
 void adam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs,
-          py::handle max_exp_avg_sqs, py::handle scalars, py::handle grad_scale,
-          py::handle found_inf) {
+          py::handle max_exp_avg_sqs, py::handle scalars, py::handle master_params,
+          py::handle grad_scale, py::handle found_inf) {
     const auto r = from_python<R::AdamScalars, R::AdamFlags>(scalars, "AdamScalars");
     ListArgs args{{"params", params, true, fusedopt::kParam},
                   {"grads", grads, false, fusedopt::kGrad},
                   {"exp_avgs", exp_avgs, true, fusedopt::kState0},
                   {"exp_avg_sqs", exp_avg_sqs, true, fusedopt::kState1}};
     if (r.flags.amsgrad) args.add({"max_exp_avg_sqs", max_exp_avg_sqs, true, fusedopt::kState2});
-    run(args, amp_of(grad_scale, found_inf),
-        [&](const Batch& x, const float* gs) { kernels().adam(x, r.scalars, r.flags, gs); });
+    add_master(args, master_params);
+    run(
+        args, amp_of(grad_scale, found_inf),
+        [&](const Batch& x, const float* gs) { kernels().adam(x, r.scalars, r.flags, gs); }, true);
 }
 
 void adamax(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_infs,
-            py::handle scalars, py::handle grad_scale, py::handle found_inf) {
+            py::handle scalars, py::handle master_params, py::handle grad_scale,
+            py::handle found_inf) {
     const auto r = from_python<R::AdamaxScalars, R::AdamaxFlags>(scalars, "AdamaxScalars");
-    run({{"params", params, true, fusedopt::kParam},
-         {"grads", grads, false, fusedopt::kGrad},
-         {"exp_avgs", exp_avgs, true, fusedopt::kState0},
-         {"exp_infs", exp_infs, true, fusedopt::kState1}},
-        amp_of(grad_scale, found_inf),
-        [&](const Batch& x, const float* gs) { kernels().adamax(x, r.scalars, r.flags, gs); });
+    ListArgs args{{"params", params, true, fusedopt::kParam},
+                  {"grads", grads, false, fusedopt::kGrad},
+                  {"exp_avgs", exp_avgs, true, fusedopt::kState0},
+                  {"exp_infs", exp_infs, true, fusedopt::kState1}};
+    add_master(args, master_params);
+    run(
+        args, amp_of(grad_scale, found_inf),
+        [&](const Batch& x, const float* gs) { kernels().adamax(x, r.scalars, r.flags, gs); },
+        true);
 }
 
 double sum_squares(py::handle arrays) {
@@ -295,18 +316,19 @@ void scale(py::handle arrays, double factor) {
 void found_inf(py::handle arrays, py::handle found) {
     const Array f = check_amp_scalar(found, "found_inf", true);
     CallBatches b;
-    collect({{"arrays", arrays, false, fusedopt::kParam}}, *b);
-    for (int d = 0; d < 2; ++d) {
+    collect({{"arrays", arrays, false, fusedopt::kParam}}, *b, true);
+    for (int d = 0; d < kDTypes; ++d) {
         const Batch x = b->batch(static_cast<DType>(d));
         for (const Segment* s = x.segs; s != x.segs + x.nsegs; ++s)
-            if (f.lo() < reinterpret_cast<uintptr_t>(s->param) + s->size * (d ? 8 : 4) &&
+            if (f.lo() < reinterpret_cast<uintptr_t>(s->param) +
+                             s->size * itemsize(static_cast<DType>(d)) &&
                 reinterpret_cast<uintptr_t>(s->param) < f.hi())
                 throw py::value_error("found_inf shares memory with an array of arrays");
     }
     bool bad = false;
     {
         fusedopt::NoGil nogil;
-        for (int d = 0; d < 2 && !bad; ++d) {
+        for (int d = 0; d < kDTypes && !bad; ++d) {
             const Batch x = b->batch(static_cast<DType>(d));
             if (x.total) bad = kernels().nonfinite(x);
         }
@@ -352,22 +374,28 @@ PYBIND11_MODULE(_core, m) {
     const char* env = std::getenv("FUSEDOPT_ISA");
     set_isa(env && *env ? std::string(env) : std::string("auto"));
 
-    // The update rules: the lists, the fusedopt._scalars record, AMP's optional pair.
+    // The update rules: the lists, the fusedopt._scalars record, the float32 master weights of
+    // 16-bit params, AMP's optional pair.
     m.def("sgd", &sgd, py::arg("params"), py::arg("grads"), py::arg("momentum_buffers"),
-          py::arg("scalars"), py::kw_only(), py::arg("grad_scale") = py::none(),
+          py::arg("scalars"), py::kw_only(), py::arg("master_params") = py::none(),
+          py::arg("grad_scale") = py::none(),
           py::arg("found_inf") = py::none());
     m.def("adagrad", &adagrad, py::arg("params"), py::arg("grads"), py::arg("state_sums"),
-          py::arg("scalars"), py::kw_only(), py::arg("grad_scale") = py::none(),
+          py::arg("scalars"), py::kw_only(), py::arg("master_params") = py::none(),
+          py::arg("grad_scale") = py::none(),
           py::arg("found_inf") = py::none());
     m.def("rmsprop", &rmsprop, py::arg("params"), py::arg("grads"), py::arg("square_avgs"),
           py::arg("grad_avgs"), py::arg("momentum_buffers"), py::arg("scalars"), py::kw_only(),
-          py::arg("grad_scale") = py::none(), py::arg("found_inf") = py::none());
+          py::arg("master_params") = py::none(), py::arg("grad_scale") = py::none(),
+          py::arg("found_inf") = py::none());
     m.def("adam", &adam, py::arg("params"), py::arg("grads"), py::arg("exp_avgs"),
           py::arg("exp_avg_sqs"), py::arg("max_exp_avg_sqs"), py::arg("scalars"), py::kw_only(),
-          py::arg("grad_scale") = py::none(), py::arg("found_inf") = py::none());
+          py::arg("master_params") = py::none(), py::arg("grad_scale") = py::none(),
+          py::arg("found_inf") = py::none());
     m.def("adamax", &adamax, py::arg("params"), py::arg("grads"), py::arg("exp_avgs"),
           py::arg("exp_infs"), py::arg("scalars"), py::kw_only(),
-          py::arg("grad_scale") = py::none(), py::arg("found_inf") = py::none());
+          py::arg("master_params") = py::none(), py::arg("grad_scale") = py::none(),
+          py::arg("found_inf") = py::none());
     m.def("found_inf_", &found_inf, py::arg("arrays"), py::arg("found_inf"),
           "found_inf[0] = 1 if any element of arrays is infinite or NaN (AMP's check).");
     m.def("scalar_fields", &scalar_fields,

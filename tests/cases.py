@@ -61,6 +61,21 @@ CASES = [
 
 CASE_IDS = [c.id for c in CASES]
 DTYPES = [np.float32, np.float64]
+
+
+def dtypes16() -> dict:
+    """{name: dtype} of the 16-bit params (float32 states and math): float16, and bfloat16 where
+    ml_dtypes is installed."""
+    out = {"float16": np.dtype(np.float16)}
+    try:
+        import ml_dtypes  # noqa: PLC0415 -- optional
+
+        out["bfloat16"] = np.dtype(ml_dtypes.bfloat16)
+    except ImportError:
+        pass
+    return out
+
+
 SIZES = [0, 1, 7, 4097, 278011]
 # A model of many tensors: mixed sizes and shapes, an empty one included.
 MULTI_SHAPES = [(3, 5), (0,), (1,), (7,), (4097,), (64, 33), (2, 3, 4), (1000,), (17,)]

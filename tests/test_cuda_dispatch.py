@@ -300,9 +300,12 @@ def test_found_inf_of_numpy_arrays_runs_on_the_cpu(fake_cupy):
     assert fake_cupy == []
 
 
-def test_cuda_only_arguments_refused_for_numpy():
+def test_master_params_refused_for_float32_numpy_params():
+    """Issue 9: the CPU takes master_params too, for float16/bfloat16 params only."""
     p = [np.zeros(4, np.float32)]
-    with pytest.raises(TypeError, match=r"master_params: mixed precision .* need CuPy arrays"):
+    with pytest.raises(TypeError, match=r"master_params: float32 master weights belong to "
+                                        r"float16 or bfloat16 params; params\[0\] has dtype "
+                                        r"float32"):
         ops.sgd_(p, [np.ones(4, np.float32)], step=1, lr=0.1,
                  master_params=[np.zeros(4, np.float32)])
     assert not p[0].any()

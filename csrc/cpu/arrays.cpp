@@ -8,8 +8,10 @@ namespace fusedopt {
 namespace cpu {
 namespace {
 
-constexpr int kNpyFloat = 11;   // NPY_FLOAT
-constexpr int kNpyDouble = 12;  // NPY_DOUBLE
+constexpr int kNpyFloat = 11;    // NPY_FLOAT
+constexpr int kNpyDouble = 12;   // NPY_DOUBLE
+constexpr int kNpyHalf = 23;     // NPY_HALF
+constexpr int kNpyUserDef = 256; // NPY_USERDEF: ml_dtypes' bfloat16 gets a number from here on
 constexpr int kCContiguous = 0x0001;
 constexpr int kAligned = 0x0100;
 constexpr int kWriteable = 0x0400;
@@ -40,9 +42,42 @@ PyObject** items_of(const ListArg& a, Py_ssize_t& n) {
                type_name(a.list));
 }
 
+// The type number of ml_dtypes' bfloat16, once ml_dtypes is imported (-1 before). An array of
+// that dtype cannot exist before, so the module is looked up, never imported, here.
+int bfloat16_num() {
+    static int num = -1;
+    if (num < 0) {
+        PyObject* mods = PyImport_GetModuleDict();
+        PyObject* ml = PyDict_GetItemString(mods, "ml_dtypes");  // borrowed
+        if (ml) num = py::dtype::from_args(py::handle(ml).attr("bfloat16")).num();
+    }
+    return num;
+}
+
+// The DType of a NumPy type number, or -1.
+int dtype_of(int type_num) {
+    switch (type_num) {
+        case kNpyFloat: return static_cast<int>(DType::kFloat32);
+        case kNpyDouble: return static_cast<int>(DType::kFloat64);
+        case kNpyHalf: return static_cast<int>(DType::kFloat16);
+        default:
+            if (type_num >= kNpyUserDef && type_num == bfloat16_num())
+                return static_cast<int>(DType::kBFloat16);
+            return -1;
+    }
+}
+
 }  // namespace
 
-const char* dtype_name(DType d) { return d == DType::kFloat32 ? "float32" : "float64"; }
+const char* dtype_name(DType d) {
+    switch (d) {
+        case DType::kFloat32: return "float32";
+        case DType::kFloat64: return "float64";
+        case DType::kFloat16: return "float16";
+        case DType::kBFloat16: return "bfloat16";
+    }
+    return "?";
+}
 
 std::string Array::shape() const {
     std::ostringstream os;
@@ -67,22 +102,28 @@ bool Array::same_shape(const Array& o) const {
 }
 
 Array check_array(PyObject* o, const char* list, int64_t index, bool written,
-                  const Array* like) {
+                  const Array* like, bool half_ok) {
     Array arr{list, index, nullptr, DType::kFloat32, 0};
     if (!py::detail::npy_api::get().PyArray_Check_(o))
         type_error(arr.name() + " must be a numpy.ndarray, got " + type_name(o));
     arr.a = py::detail::array_proxy(o);
     const auto* descr = py::detail::array_descriptor_proxy(arr.a->descr);
-    const int t = descr->type_num;
-    const bool is_float = (t == kNpyFloat || t == kNpyDouble) && descr->byteorder != '>';
-    arr.dtype = t == kNpyFloat ? DType::kFloat32 : DType::kFloat64;
-    if (!is_float || (like && arr.dtype != like->dtype)) {
+    const int d = descr->byteorder == '>' ? -1 : dtype_of(descr->type_num);
+    arr.dtype = static_cast<DType>(d < 0 ? 0 : d);
+    const bool ok = d >= 0 && (half_ok || like || !is_16bit(arr.dtype));
+    if (!ok || (like && arr.dtype != like->dtype)) {
         const std::string got = py::str(py::handle(arr.a->descr));
-        if (like)
+        if (like) {
+            const int of = dtype_of(py::detail::array_descriptor_proxy(like->a->descr)->type_num);
+            if (of != static_cast<int>(like->dtype))  // a state (or master) of a 16-bit param
+                type_error(arr.name() + " has dtype " + got + "; expected " +
+                           dtype_name(like->dtype) + ", the math type of " +
+                           dtype_name(static_cast<DType>(of)) + " " + like->name());
             type_error(arr.name() + " has dtype " + got + "; expected " + dtype_name(like->dtype) +
                        " like " + like->name());
-        type_error(arr.name() + " has dtype " + got +
-                   "; expected float32 or float64 (native byte order)");
+        }
+        type_error(arr.name() + " has dtype " + got + "; expected float32 or float64" +
+                   (half_ok ? ", float16 or bfloat16" : "") + " (native byte order)");
     }
     if (!(arr.a->flags & kCContiguous)) value_error(arr.name() + " must be C-contiguous");
     if (!(arr.a->flags & kAligned)) value_error(arr.name() + " must be aligned to its dtype");
@@ -104,12 +145,12 @@ struct Span {
 
 }  // namespace
 
-void collect(const ListArgs& lists, Batches& out) {
+void collect(const ListArgs& lists, Batches& out, bool half_ok) {
     const ListArg* args = lists.arg;
     const size_t nargs = static_cast<size_t>(lists.n);
-    out.segs[0].clear();
-    out.segs[1].clear();
+    for (auto& v : out.segs) v.clear();
     out.release();
+    out.master = false;
     const auto& api = py::detail::npy_api::get();
 
     PyObject** items[kMaxLists];
@@ -118,6 +159,7 @@ void collect(const ListArgs& lists, Batches& out) {
         Py_ssize_t nk = 0;
         items[k] = items_of(args[k], nk);
         out.hold(args[k].list.ptr());
+        if (args[k].slot == kMaster) out.master = true;
         if (k == 0) {
             n = nk;
         } else if (nk != n) {
@@ -128,10 +170,11 @@ void collect(const ListArgs& lists, Batches& out) {
 
     thread_local std::vector<Span> spans;
     spans.clear();
-    int64_t offset[2] = {0, 0};
+    int64_t offset[kDTypes] = {0, 0, 0, 0};
     for (Py_ssize_t i = 0; i < n; ++i) {
         Array first{};
-        Segment seg{nullptr, nullptr, {nullptr, nullptr, nullptr}, 0, 0};
+        Array math{};  // what a state must be: float32 for 16-bit params, else like the param
+        Segment seg{nullptr, nullptr, {nullptr, nullptr, nullptr}, nullptr, 0, 0};
         for (size_t k = 0; k < nargs; ++k) {
             const ListArg& a = args[k];
             PyObject* o = items[k][i];
@@ -139,10 +182,18 @@ void collect(const ListArgs& lists, Batches& out) {
                 type_error(item_name(a.name, i) + " must be a numpy.ndarray, got " + type_name(o) +
                            " (CuPy arrays need every argument on the GPU)");
             }
-            const Array arr = check_array(o, a.name, i, a.written, k ? &first : nullptr);
+            if (a.slot == kMaster && !is_16bit(first.dtype))
+                type_error(std::string(a.name) + ": float32 master weights belong to float16 or "
+                           "bfloat16 params; " + first.name() + " has dtype " +
+                           dtype_name(first.dtype));
+            const bool state = a.slot >= kState0;  // states and master weights
+            const Array arr = check_array(o, a.name, i, a.written,
+                                          k == 0 ? nullptr : state ? &math : &first, half_ok);
             out.hold(o);
             if (k == 0) {
                 first = arr;
+                math = arr;
+                if (is_16bit(arr.dtype)) math.dtype = DType::kFloat32;
             } else if (!arr.same_shape(first)) {
                 value_error(arr.name() + ": shape " + arr.shape() + " does not match " +
                             first.name() + " " + first.shape());

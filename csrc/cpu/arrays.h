@@ -27,13 +27,15 @@ struct ListArg {
     Slot slot;
 };
 
-// The float32 and float64 tensors of a call, each a batch of its own, and a strong reference to
+// The tensors of a call by dtype (float32, float64, float16, bfloat16), each a batch of its own,
+// whether the call has master weights, and a strong reference to
 // every list and array of the call: the kernels run without the GIL, and another thread may
 // clear or replace the lists meanwhile; the arrays (hence their memory) stay alive until the
 // Batches are released (release(), with the GIL held).
 struct Batches {
-    std::vector<Segment> segs[2];
+    std::vector<Segment> segs[kDTypes];
     std::vector<PyObject*> refs;
+    bool master = false;
 
     void hold(PyObject* o) {
         Py_INCREF(o);
@@ -47,12 +49,13 @@ struct Batches {
     Batch batch(DType d) const {
         const auto& v = segs[static_cast<int>(d)];
         const int64_t total = v.empty() ? 0 : v.back().offset + v.back().size;
-        return Batch{v.data(), static_cast<int64_t>(v.size()), total, d};
+        return Batch{v.data(), static_cast<int64_t>(v.size()), total, d, master && is_16bit(d)};
     }
 };
 
-// One checked array argument: a float32/float64 ndarray in native byte order, C-contiguous and
-// aligned (and writeable when it is written).
+// One checked array argument: a float32/float64 ndarray (float16/bfloat16 too where the call
+// takes 16-bit params) in native byte order, C-contiguous and aligned (and writeable when it is
+// written).
 struct Array {
     const char* list;  // the argument's name
     int64_t index;     // the item's place in that list, or -1 for a lone array
@@ -65,22 +68,24 @@ struct Array {
     int64_t dim(int d) const { return static_cast<int64_t>(a->dimensions[d]); }
     uintptr_t lo() const { return reinterpret_cast<uintptr_t>(a->data); }
     uintptr_t hi() const {
-        return lo() + static_cast<uintptr_t>(size) * (dtype == DType::kFloat32 ? 4u : 8u);
+        return lo() + static_cast<uintptr_t>(size) * static_cast<uintptr_t>(itemsize(dtype));
     }
     bool same_shape(const Array& o) const;
     std::string name() const;   // "grads[3]" or "out" (built only for messages)
     std::string shape() const;  // "(3,)", "(2, 5)"
 };
 
-// Checks `o` as above, and that it has the dtype of `like` when that is given. Raises TypeError
-// (not an array, wrong dtype) or ValueError naming the argument; allocates nothing otherwise.
+// Checks `o` as above, and that it has the dtype of `like` when that is given (float16 and
+// bfloat16 accepted only when `half_ok`). Raises TypeError (not an array, wrong dtype) or
+// ValueError naming the argument; allocates nothing otherwise.
 Array check_array(PyObject* o, const char* list, int64_t index, bool written,
-                  const Array* like = nullptr);
+                  const Array* like = nullptr, bool half_ok = false);
 
 const char* dtype_name(DType d);
 
-// The lists of one call, at most kMaxLists (params, grads, three states), on the stack.
-constexpr int kMaxLists = 5;
+// The lists of one call, at most kMaxLists (params, grads, three states, master weights), on the
+// stack.
+constexpr int kMaxLists = 6;
 struct ListArgs {
     ListArg arg[kMaxLists];
     int n = 0;
@@ -93,7 +98,11 @@ struct ListArgs {
 // Checks the lists (the first is the params) and fills `out` (reused buffers: no allocation once
 // grown), holding a reference to every list and array. Raises TypeError / ValueError naming the
 // argument. Hyperparameters are checked in Python (fusedopt._scalars); here only the arrays.
-void collect(const ListArgs& args, Batches& out);
+// The dtype each list must have follows from its slot: grads (and other param-slot lists) the
+// param's; states the param's math type (float32 for 16-bit params); master weights float32, and
+// only for float16/bfloat16 params. `half_ok`: the call takes 16-bit params (the rules and
+// found_inf_); others refuse them.
+void collect(const ListArgs& args, Batches& out, bool half_ok = false);
 
 // The Batches of one call on this thread (reused between calls), released when the call ends
 // (normally or by an exception): construct it before collect(), and before any GIL release so

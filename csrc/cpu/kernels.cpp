@@ -1,8 +1,9 @@
 // csrc/cpu/kernels.cpp -- the OpenMP loops: load, call the rule, store.
 //
-// This file is compiled once per instruction set (FUSEDOPT_ISA = generic | avx2, see
-// CMakeLists.txt). The rules are exact IEEE arithmetic with FMA contraction off, so every copy
-// gives the same bits; only the vector width differs.
+// This file is compiled once per instruction set (FUSEDOPT_ISA = generic | avx2 | avx512, see
+// CMakeLists.txt). The rules are exact IEEE arithmetic with FMA contraction off, and the 16-bit
+// conversions portable bit code (fusedopt/half.h), so every copy gives the same bits; only the
+// vector width differs.
 #include <atomic>
 #include <cstdint>
 #include <type_traits>
@@ -10,6 +11,7 @@
 
 #include "fusedopt/blocked_sum.h"
 #include "fusedopt/functors.h"
+#include "fusedopt/half.h"
 #include "kernels.h"
 #include "loops.h"
 #include "parallel.h"
@@ -43,29 +45,79 @@ inline void with_decay(int mode, F&& f) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The one loop: load the slots the functor uses, call it, store them (as apply<> in
-// csrc/cuda/multi_tensor.cuh). Amp: the functor sees g / scale.
+// Storage types: how a param or grad is held in memory and read into the math type M. float32
+// and float64 compute in their own type; float16 and bfloat16 (raw bits) in float32, through
+// the conversions of fusedopt/half.h (exact widening, rounding to nearest even). Forced inline
+// (FUSEDOPT_HD): with hundreds of instances in this file GCC would otherwise call them, and the
+// loop would not vectorize.
 
-template <typename T, bool Amp, typename Op>
-void elementwise(const Batch& b, const Op& op0, T scale) {
+struct Half {};  // float16 params and grads
+struct BF16 {};  // bfloat16 params and grads
+
+template <typename P>
+struct Storage {
+    using raw = P;
+    using math = P;
+    FUSEDOPT_HD static P load(P x) { return x; }
+    FUSEDOPT_HD static P store(P x) { return x; }
+};
+template <>
+struct Storage<Half> {
+    using raw = uint16_t;
+    using math = float;
+    FUSEDOPT_HD static float load(uint16_t h) { return fo_half_to_float(h); }
+    FUSEDOPT_HD static uint16_t store(float x) { return fo_float_to_half(x); }
+};
+template <>
+struct Storage<BF16> {
+    using raw = uint16_t;
+    using math = float;
+    FUSEDOPT_HD static float load(uint16_t b) { return fo_bf16_to_float(b); }
+    FUSEDOPT_HD static uint16_t store(float x) { return fo_float_to_bf16(x); }
+};
+template <typename P>
+using MathOf = typename Storage<P>::math;
+template <typename P>
+constexpr bool kIs16 = std::is_same<P, Half>::value || std::is_same<P, BF16>::value;
+
+// ---------------------------------------------------------------------------------------------
+// The one loop: load the slots the functor uses, call it, store them (as apply<> in
+// csrc/cuda/multi_tensor.cuh). P: the storage type of params and grads, M its math type.
+// Master (16-bit params): the functor updates the float32 master weight, and the param receives
+// it rounded; without, the 16-bit param is widened, updated and rounded back. Amp: the functor
+// sees g / scale.
+
+template <typename P, bool Master, bool Amp, typename Op>
+void elementwise(const Batch& b, const Op& op0, MathOf<P> scale) {
+    using X = Storage<P>;
+    using R = typename X::raw;
+    using M = MathOf<P>;
+    static_assert(!Master || kIs16<P>, "master weights belong to 16-bit params");
     constexpr unsigned S = Op::kStates;
     parallel_for_elements(b, [&](const Segment& sg, int64_t lo, int64_t hi) {
         const Op op = op0;  // a local copy: the scalars stay in registers
-        T* __restrict p = as<T>(sg.param);
-        const T* __restrict g = as<T>(sg.grad);
-        T* __restrict s0 = as<T>(sg.state[0]);
-        T* __restrict s1 = as<T>(sg.state[1]);
-        T* __restrict s2 = as<T>(sg.state[2]);
+        R* __restrict p = as<R>(sg.param);
+        const R* __restrict g = as<R>(sg.grad);
+        M* __restrict s0 = as<M>(sg.state[0]);
+        M* __restrict s1 = as<M>(sg.state[1]);
+        M* __restrict s2 = as<M>(sg.state[2]);
+        float* __restrict mw = as<float>(sg.master);
         FUSEDOPT_IVDEP
         for (int64_t i = lo; i < hi; ++i) {
-            T pi = p[i];
-            T gi = Op::kReadsGrad ? g[i] : T(0);
+            M pi;
+            if constexpr (Master) {
+                pi = mw[i];
+            } else {
+                pi = X::load(p[i]);
+            }
+            M gi = Op::kReadsGrad ? X::load(g[i]) : M(0);
             if (Amp) gi = gi / scale;
-            T a = (S & state_bit(0)) ? s0[i] : T(0);
-            T c = (S & state_bit(1)) ? s1[i] : T(0);
-            T d = (S & state_bit(2)) ? s2[i] : T(0);
+            M a = (S & state_bit(0)) ? s0[i] : M(0);
+            M c = (S & state_bit(1)) ? s1[i] : M(0);
+            M d = (S & state_bit(2)) ? s2[i] : M(0);
             op(pi, gi, a, c, d);
-            p[i] = pi;
+            if constexpr (Master) mw[i] = pi;
+            p[i] = X::store(pi);
             if (S & state_bit(0)) s0[i] = a;
             if (S & state_bit(1)) s1[i] = c;
             if (S & state_bit(2)) s2[i] = d;
@@ -73,96 +125,113 @@ void elementwise(const Batch& b, const Op& op0, T scale) {
     });
 }
 
-// Runs `op` with or without the AMP scale.
-template <typename T, typename Op>
+// Runs `op` with or without the AMP scale and master weights.
+template <typename P, typename Op>
 void run_op(const Batch& b, const Op& op, const float* grad_scale) {
-    if (grad_scale) {
-        elementwise<T, true>(b, op, static_cast<T>(*grad_scale));
-    } else {
-        elementwise<T, false>(b, op, T(1));
-    }
+    using M = MathOf<P>;
+    with_bool(grad_scale != nullptr, [&](auto Amp) {
+        const M scale = Amp.value ? static_cast<M>(*grad_scale) : M(1);
+        if constexpr (kIs16<P>) {
+            if (b.master) {
+                elementwise<P, true, Amp.value>(b, op, scale);
+                return;
+            }
+        }
+        elementwise<P, false, Amp.value>(b, op, scale);
+    });
 }
 
-// The flags of each rule as template arguments (the instance), the scalars cast once to T.
+// The flags of each rule as template arguments (the instance), the scalars cast once to the
+// math type T of the storage type P.
 
-template <typename T>
+template <typename P>
 void sgd_typed(const Batch& b, const rules::SgdScalars<double>& s, const rules::SgdFlags& f,
                const float* gs) {
+    using T = MathOf<P>;
     const rules::SgdScalars<T> st = s.cast<T>();
     with_bool(f.maximize, [&](auto Max) {
         with_decay(f.weight_decay_mode, [&](auto WD) {
             with_bool(f.has_momentum, [&](auto Mom) {
                 with_bool(f.nesterov, [&](auto Nes) {
-                    run_op<T>(b, SgdOp<T, Max.value, WD.value, Mom.value, Nes.value>{st}, gs);
+                    run_op<P>(b, SgdOp<T, Max.value, WD.value, Mom.value, Nes.value>{st}, gs);
                 });
             });
         });
     });
 }
 
-template <typename T>
+template <typename P>
 void adagrad_typed(const Batch& b, const rules::AdagradScalars<double>& s,
                    const rules::AdagradFlags& f, const float* gs) {
+    using T = MathOf<P>;
     const rules::AdagradScalars<T> st = s.cast<T>();
     with_bool(f.maximize, [&](auto Max) {
         with_decay(f.weight_decay_mode, [&](auto WD) {
-            run_op<T>(b, AdagradOp<T, Max.value, WD.value>{st}, gs);
+            run_op<P>(b, AdagradOp<T, Max.value, WD.value>{st}, gs);
         });
     });
 }
 
-template <typename T>
+template <typename P>
 void rmsprop_typed(const Batch& b, const rules::RmspropScalars<double>& s,
                    const rules::RmspropFlags& f, const float* gs) {
+    using T = MathOf<P>;
     const rules::RmspropScalars<T> st = s.cast<T>();
     with_bool(f.maximize, [&](auto Max) {
         with_decay(f.weight_decay_mode, [&](auto WD) {
             with_bool(f.centered, [&](auto C) {
                 with_bool(f.has_momentum, [&](auto Mom) {
-                    run_op<T>(b, RmspropOp<T, Max.value, WD.value, C.value, Mom.value>{st}, gs);
+                    run_op<P>(b, RmspropOp<T, Max.value, WD.value, C.value, Mom.value>{st}, gs);
                 });
             });
         });
     });
 }
 
-template <typename T>
+template <typename P>
 void adam_typed(const Batch& b, const rules::AdamScalars<double>& s, const rules::AdamFlags& f,
                 const float* gs) {
+    using T = MathOf<P>;
     const rules::AdamScalars<T> st = s.cast<T>();
     with_bool(f.maximize, [&](auto Max) {
         with_decay(f.weight_decay_mode, [&](auto WD) {
             with_bool(f.amsgrad, [&](auto Ams) {
-                run_op<T>(b, AdamOp<T, Max.value, WD.value, Ams.value>{st}, gs);
+                run_op<P>(b, AdamOp<T, Max.value, WD.value, Ams.value>{st}, gs);
             });
         });
     });
 }
 
-template <typename T>
+template <typename P>
 void adamax_typed(const Batch& b, const rules::AdamaxScalars<double>& s,
                   const rules::AdamaxFlags& f, const float* gs) {
+    using T = MathOf<P>;
     const rules::AdamaxScalars<T> st = s.cast<T>();
     with_bool(f.maximize, [&](auto Max) {
         with_decay(f.weight_decay_mode, [&](auto WD) {
-            run_op<T>(b, AdamaxOp<T, Max.value, WD.value>{st}, gs);
+            run_op<P>(b, AdamaxOp<T, Max.value, WD.value>{st}, gs);
         });
     });
 }
 
 template <typename T>
 void scale_typed(const Batch& b, double factor) {
-    elementwise<T, false>(b, ScaleOp<T>{static_cast<T>(factor)}, T(1));
+    elementwise<T, false, false>(b, ScaleOp<T>{static_cast<T>(factor)}, T(1));
 }
 
-// Whether any element of the params slot is infinite or NaN: x - x is NaN exactly then.
-template <typename T>
+// Whether any element of the params slot is infinite or NaN: x - x is NaN exactly then (16-bit
+// values widened exactly first).
+template <typename P>
 bool nonfinite_typed(const Batch& b) {
+    using X = Storage<P>;
     std::atomic<bool> found{false};
     parallel_for_elements(b, [&](const Segment& sg, int64_t lo, int64_t hi) {
-        const T* __restrict x = as<T>(sg.param);
+        const typename X::raw* __restrict x = as<typename X::raw>(sg.param);
         bool bad = false;
-        for (int64_t i = lo; i < hi; ++i) bad |= !(x[i] - x[i] == x[i] - x[i]);
+        for (int64_t i = lo; i < hi; ++i) {
+            const MathOf<P> v = X::load(x[i]);
+            bad |= !(v - v == v - v);
+        }
         if (bad) found.store(true, std::memory_order_relaxed);
     });
     return found.load();
@@ -211,12 +280,24 @@ double sum_squares_typed(const Batch& b) {
 // ---------------------------------------------------------------------------------------------
 // dtype dispatch
 
+// Runs `call` with P the storage type of the batch's dtype; FUSEDOPT_BY_FLOAT for the calls
+// that take float32 and float64 only (the bindings refuse 16-bit arrays there).
 #define FUSEDOPT_BY_DTYPE(batch, call)                          \
+    do {                                                        \
+        switch ((batch).dtype) {                                \
+            case DType::kFloat32: { using P = float; call; break; }   \
+            case DType::kFloat64: { using P = double; call; break; }  \
+            case DType::kFloat16: { using P = Half; call; break; }    \
+            case DType::kBFloat16: { using P = BF16; call; break; }   \
+        }                                                       \
+    } while (0)
+
+#define FUSEDOPT_BY_FLOAT(batch, call)                          \
     do {                                                        \
         if ((batch).dtype == DType::kFloat32) {                 \
             using T = float;                                    \
             call;                                               \
-        } else {                                                \
+        } else if ((batch).dtype == DType::kFloat64) {          \
             using T = double;                                   \
             call;                                               \
         }                                                       \
@@ -224,37 +305,38 @@ double sum_squares_typed(const Batch& b) {
 
 void sgd(const Batch& b, const rules::SgdScalars<double>& s, const rules::SgdFlags& f,
          const float* gs) {
-    FUSEDOPT_BY_DTYPE(b, sgd_typed<T>(b, s, f, gs));
+    FUSEDOPT_BY_DTYPE(b, sgd_typed<P>(b, s, f, gs));
 }
 void adagrad(const Batch& b, const rules::AdagradScalars<double>& s, const rules::AdagradFlags& f,
              const float* gs) {
-    FUSEDOPT_BY_DTYPE(b, adagrad_typed<T>(b, s, f, gs));
+    FUSEDOPT_BY_DTYPE(b, adagrad_typed<P>(b, s, f, gs));
 }
 void rmsprop(const Batch& b, const rules::RmspropScalars<double>& s, const rules::RmspropFlags& f,
              const float* gs) {
-    FUSEDOPT_BY_DTYPE(b, rmsprop_typed<T>(b, s, f, gs));
+    FUSEDOPT_BY_DTYPE(b, rmsprop_typed<P>(b, s, f, gs));
 }
 void adam(const Batch& b, const rules::AdamScalars<double>& s, const rules::AdamFlags& f,
           const float* gs) {
-    FUSEDOPT_BY_DTYPE(b, adam_typed<T>(b, s, f, gs));
+    FUSEDOPT_BY_DTYPE(b, adam_typed<P>(b, s, f, gs));
 }
 void adamax(const Batch& b, const rules::AdamaxScalars<double>& s, const rules::AdamaxFlags& f,
             const float* gs) {
-    FUSEDOPT_BY_DTYPE(b, adamax_typed<T>(b, s, f, gs));
+    FUSEDOPT_BY_DTYPE(b, adamax_typed<P>(b, s, f, gs));
 }
 double sum_squares(const Batch& b) {
     double r = 0.0;
-    FUSEDOPT_BY_DTYPE(b, r = sum_squares_typed<T>(b));
+    FUSEDOPT_BY_FLOAT(b, r = sum_squares_typed<T>(b));
     return r;
 }
-void scale(const Batch& b, double f) { FUSEDOPT_BY_DTYPE(b, scale_typed<T>(b, f)); }
+void scale(const Batch& b, double f) { FUSEDOPT_BY_FLOAT(b, scale_typed<T>(b, f)); }
 bool nonfinite(const Batch& b) {
     bool r = false;
-    FUSEDOPT_BY_DTYPE(b, r = nonfinite_typed<T>(b));
+    FUSEDOPT_BY_DTYPE(b, r = nonfinite_typed<P>(b));
     return r;
 }
 
 #undef FUSEDOPT_BY_DTYPE
+#undef FUSEDOPT_BY_FLOAT
 
 }  // namespace
 

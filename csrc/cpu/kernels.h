@@ -10,16 +10,21 @@
 namespace fusedopt {
 namespace cpu {
 
-enum class DType : int { kFloat32 = 0, kFloat64 = 1 };
+// The dtypes of params (and grads). float16 and bfloat16 params ("16-bit params") take float32
+// states and float32 master weights, and compute in float32.
+enum class DType : int { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3 };
+constexpr int kDTypes = 4;
+inline bool is_16bit(DType d) { return d == DType::kFloat16 || d == DType::kBFloat16; }
+inline int itemsize(DType d) { return is_16bit(d) ? 2 : d == DType::kFloat32 ? 4 : 8; }
 
 // One tensor of a multi-tensor call: its arrays and its place in the global element range.
-// The pointers are the slots of fusedopt/slots.h in that order (kParam, kGrad, kState0..2; the
-// CPU has no master slot). Unused state pointers are null. `offset` is the number of elements in
-// all earlier tensors.
+// The pointers are the slots of fusedopt/slots.h in that order (kParam, kGrad, kState0..2,
+// kMaster). Unused pointers are null. `offset` is the number of elements in all earlier tensors.
 struct Segment {
     void* param;
     const void* grad;
     void* state[3];
+    void* master;  // float32 master weights of a 16-bit param (or null)
     int64_t size;
     int64_t offset;
 
@@ -28,6 +33,8 @@ struct Segment {
             param = p;
         } else if (slot == kGrad) {
             grad = p;
+        } else if (slot == kMaster) {
+            master = p;
         } else {
             state[slot - kState0] = p;
         }
@@ -39,11 +46,14 @@ struct Batch {
     int64_t nsegs;
     int64_t total;  // sum of sizes
     DType dtype;
+    bool master;  // every segment has master weights (16-bit params only): the rule updates
+                  // them, and the param receives them rounded to nearest even
 };
 
-// One update function per rule: the record's scalars as float64 (cast once to the array dtype
-// inside), its flags (they select the template instance), and the AMP grad scale: when not null
-// the rule sees g / (T)*grad_scale, as CUDA's Amp instance does.
+// One update function per rule: the record's scalars as float64 (cast once to the math type
+// inside: the array dtype, float32 for 16-bit params), its flags (they select the template
+// instance), and the AMP grad scale: when not null the rule sees g / (M)*grad_scale, as CUDA's
+// Amp instance does.
 template <typename Scalars, typename Flags>
 using RuleFn = void (*)(const Batch&, const Scalars&, const Flags&, const float* grad_scale);
 
@@ -55,11 +65,12 @@ struct KernelTable {
     RuleFn<rules::RmspropScalars<double>, rules::RmspropFlags> rmsprop;
     RuleFn<rules::AdamScalars<double>, rules::AdamFlags> adam;
     RuleFn<rules::AdamaxScalars<double>, rules::AdamaxFlags> adamax;
-    // Sum of squares of every element (params only), float64, fixed blocks in a fixed order.
+    // Sum of squares of every element (params only), float64, fixed blocks in a fixed order
+    // (float32 and float64 batches).
     double (*sum_squares)(const Batch&);
-    // params[i] *= (T)factor.
+    // params[i] *= (T)factor (float32 and float64 batches).
     void (*scale)(const Batch&, double factor);
-    // Whether any element (params slot) is infinite or NaN (AMP's check).
+    // Whether any element (params slot) is infinite or NaN (AMP's check; every dtype).
     bool (*nonfinite)(const Batch&);
 };
 

@@ -3,7 +3,8 @@
 //
 // Compiled at run time by NVRTC (fusedopt/_cuda/) and, for CI, by nvcc (tests/test_cuda_build.py).
 // NVRTC has no standard headers: only fusedopt/hd.h and what it guards are used; half and bfloat16
-// are handled here bit by bit, so cuda_fp16.h is not needed either. Tests also compile these
+// are handled bit by bit (PTX cvt for half, fusedopt/half.h for bfloat16, as the CPU), so
+// cuda_fp16.h is not needed either. Tests also compile these
 // files for the host (tests/cuda_host/, FUSEDOPT_HOST_EMULATION), each CUDA thread a host thread.
 //
 // The table (int64, built by fusedopt/_cuda/runtime.py, table()) for `nt` tensors cut into
@@ -16,6 +17,7 @@
 // Every element is computed by one thread from its own values only, so the bits do not depend on
 // the grid, the block size or the chunk size.
 #pragma once
+#include "fusedopt/half.h"
 #include "fusedopt/hd.h"
 #include "fusedopt/slots.h"
 
@@ -63,7 +65,7 @@ __device__ __forceinline__ float to_math(half_t h) {
 #endif
 }
 __device__ __forceinline__ float to_math(bf16_t b) {
-    return __uint_as_float(static_cast<unsigned>(b.bits) << 16);
+    return fo_bf16_to_float(b.bits);
 }
 
 template <typename P>
@@ -82,14 +84,8 @@ __device__ __forceinline__ half_t from_math<half_t>(float x) {
 }
 template <>
 __device__ __forceinline__ bf16_t from_math<bf16_t>(float x) {
-    unsigned u = __float_as_uint(x);
     bf16_t b;
-    if ((u & 0x7fffffffu) > 0x7f800000u) {
-        b.bits = static_cast<unsigned short>((u >> 16) | 0x40u);  // NaN stays NaN (quiet)
-    } else {
-        u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest, ties to even
-        b.bits = static_cast<unsigned short>(u >> 16);
-    }
+    b.bits = fo_float_to_bf16(x);  // the CPU's bits (fusedopt/half.h): a NaN becomes 0x7fc0
     return b;
 }
 

@@ -22,6 +22,10 @@ __all__ = [
     "function",
     "step_count",
     "check_lists",
+    "MATH",
+    "MASTER",
+    "PARAM_DTYPES",
+    "is_16bit",
 ]
 
 
@@ -108,15 +112,41 @@ def _address(a) -> int:
     return a.data.ptr  # cupy
 
 
+#: The dtype of a list that holds a rule's state: the param's math type (float32 for float16 and
+#: bfloat16 params, else the param's dtype).
+MATH = "math"
+#: The dtype of master weights: float32, and only for float16/bfloat16 params.
+MASTER = "master"
+#: The dtypes of params the update rules take (bfloat16 is ml_dtypes'; named, not imported).
+PARAM_DTYPES = ("float32", "float64", "float16", "bfloat16")
+
+
+def is_16bit(dtype) -> bool:
+    """Whether `dtype` is float16 or (ml_dtypes') bfloat16."""
+    return np.dtype(dtype).name in ("float16", "bfloat16")
+
+
+def _want(want, p):
+    """The dtype a list item must have, for a `want` of check_lists and its param `p`."""
+    if want is None:
+        return p.dtype
+    if want in (MATH, MASTER):
+        return np.dtype(np.float32) if is_16bit(p.dtype) else p.dtype
+    return np.dtype(want)
+
+
 def check_lists(lists, *, array_type=np.ndarray, dtypes=(np.float32, np.float64)):
     """Check a multi-tensor call's lists, Python-side (the compiled path does the same in C++).
 
     `lists` is a sequence of (name, list, written) or (name, list, written, dtype); the first is
-    the params, whose dtypes must be among `dtypes`. Every other list must have each param's
-    dtype, or `dtype` where one is given (float32 state for float16 params, say). Raises
-    TypeError/ValueError naming the first offending argument; modifies nothing.
+    the params, whose dtypes must be among `dtypes` (dtypes or their names, such as
+    ``PARAM_DTYPES``). Every other list must have each param's dtype, or `dtype` where one is
+    given: a dtype (float32 state for float16 params, say), ``MATH`` (a state: float32 for 16-bit
+    params, else the param's dtype) or ``MASTER`` (float32 master weights, only for 16-bit
+    params). Raises TypeError/ValueError naming the first offending argument; modifies nothing.
     """
     lists = [tuple(entry) + (None,) * (4 - len(entry)) for entry in lists]
+    allowed = tuple(d if isinstance(d, str) else np.dtype(d).name for d in dtypes)
     pname, params = lists[0][:2]
     for name, seq, _, _ in lists:
         if not isinstance(seq, (list, tuple)):
@@ -133,14 +163,20 @@ def check_lists(lists, *, array_type=np.ndarray, dtypes=(np.float32, np.float64)
                     f"got {type(a).__module__}.{type(a).__name__}"
                 )
             if k == 0:
-                if a.dtype not in dtypes or not a.dtype.isnative:
+                if a.dtype.name not in allowed or not a.dtype.isnative:
                     raise TypeError(
                         f"{name}[{i}] has dtype {a.dtype}; expected "
-                        f"{' or '.join(np.dtype(d).name for d in dtypes)} (native byte order)"
+                        f"{' or '.join(allowed)} (native byte order)"
                     )
             else:
-                if want is not None and a.dtype != want:
-                    raise TypeError(f"{name}[{i}] has dtype {a.dtype}; expected {np.dtype(want)}")
+                if want == MASTER and not is_16bit(p.dtype):
+                    raise TypeError(f"{name}: float32 master weights belong to float16 or "
+                                    f"bfloat16 params; {pname}[{i}] has dtype {p.dtype}")
+                if want is not None and a.dtype != _want(want, p):
+                    raise TypeError(f"{name}[{i}] has dtype {a.dtype}; expected "
+                                    f"{_want(want, p)}" + (f", the math type of {p.dtype} "
+                                                           f"{pname}[{i}]" if want in (MATH, MASTER)
+                                                           and is_16bit(p.dtype) else ""))
                 if want is None and a.dtype != p.dtype:
                     raise TypeError(
                         f"{name}[{i}] has dtype {a.dtype} but {pname}[{i}] has dtype {p.dtype}"

@@ -20,12 +20,14 @@ when ``wd != 0``; Adam's decoupled form multiplies ``p`` by ``1 - lr * wd`` inst
 Shared arguments
 ----------------
 params : list of arrays
-    float32 or float64, C-contiguous, writeable, aligned; updated in place.
+    float32, float64, float16 or bfloat16 (``ml_dtypes.bfloat16``), C-contiguous, writeable,
+    aligned; updated in place.
 grads : list of arrays
     One per param, same shape and dtype. Read only.
 state lists (exp_avgs, momentum_buffers, ...) : list of arrays
-    One per param, same shape and dtype; updated in place. Allocate them with zeros (or
-    ``initial_accumulator_value`` for Adagrad) and keep them between steps.
+    One per param, same shape; the param's dtype, float32 for float16/bfloat16 params; updated
+    in place. Allocate them with zeros (or ``initial_accumulator_value`` for Adagrad) and keep
+    them between steps.
 step : int
     The 1-based number of the step being taken (bias corrections, lr decay, first momentum step).
 maximize : bool, default False
@@ -35,10 +37,12 @@ grad_scale, found_inf : float32 arrays of one element, optional (both or neither
     ``found_inf != 0`` the step changes nothing; otherwise the rule sees ``g / grad_scale`` in
     the same pass (the scale cast once to the array dtype). Zero ``found_inf``, call
     :func:`found_inf_` on the scaled grads, then step.
-master_params : list of float32 arrays, optional, CUDA only
-    Mixed precision: with float16/bfloat16 params and grads, the states are float32 and the math
-    is float32; with master_params the rule updates these float32 copies of the params and the
-    params receive the result rounded to their dtype.
+master_params : list of float32 arrays, optional
+    16-bit params (NumPy and CuPy alike): with float16/bfloat16 params and grads, the states are
+    float32 and the math is float32. Without master_params each param is widened (exactly),
+    updated and rounded back to its dtype (to nearest even); with them the rule updates these
+    float32 copies of the params instead, and the params receive the result rounded, in the
+    same pass. Only for float16/bfloat16 params (TypeError otherwise).
 
 Non-finite gradients
 --------------------
@@ -112,10 +116,7 @@ def backend_of(params: Arrays):
 
 
 def _extra(impl, master_params, grad_scale, found_inf) -> dict:
-    """The optional keyword arguments that were given; master_params refused for the CPU."""
-    if master_params is not None and impl is _core:
-        raise TypeError("master_params: mixed precision and master weights need CuPy arrays "
-                        "(the CUDA backend)")
+    """The optional keyword arguments that were given."""
     return {k: v for k, v in (("master_params", master_params), ("grad_scale", grad_scale),
                               ("found_inf", found_inf)) if v is not None}
 
@@ -431,8 +432,8 @@ def found_inf_(arrays: Arrays, found_inf) -> None:
     """AMP's check: set ``found_inf[0]`` to 1 if any element of ``arrays`` is infinite or NaN,
     and leave it as it is otherwise.
 
-    NumPy: float32/float64 arrays and a one-element float32 NumPy ``found_inf`` (one fused
-    parallel scan). CuPy: float16, bfloat16, float32, float64 arrays and ``found_inf`` on the
+    NumPy: float16, bfloat16, float32, float64 arrays and a one-element float32 NumPy
+    ``found_inf`` (one fused parallel scan). CuPy: the same dtypes and ``found_inf`` on the
     device, without a host sync. Zero ``found_inf``, check the (scaled) grads, then pass
     ``grad_scale``/``found_inf`` to the update: a step with a non-finite grad changes nothing.
 

@@ -66,8 +66,9 @@ _BACKENDS = {"auto": ops, "reference": reference}
 _DOC_PIECES = {
     "params and lr": """\
 params : array or list of arrays
-        NumPy or CuPy arrays, float32 or float64, C-contiguous, writeable; updated in place by
-        ``step``. One array may be given alone.
+        NumPy or CuPy arrays, float32, float64, float16 or bfloat16 (float32 states and math for
+        these), C-contiguous, writeable; updated in place by ``step``. One array may be given
+        alone.
     lr : float or callable, default {lr}
         The learning rate, >= 0; or a schedule (``fusedopt.schedules``), called with the number
         of steps already taken.""",
@@ -100,6 +101,10 @@ maximize : bool, default False
     backend : {{"auto", "reference"}}, default "auto"
         ``"auto"``: the fused kernels of ``fusedopt.ops``; ``"reference"``: the NumPy
         equations of ``fusedopt.reference``. The same bits. Keyword only.
+    master_weights : bool, default False
+        float16/bfloat16 params only: keep a float32 copy of each param in the state
+        (``master_param``); the rule updates it and the param receives it rounded to nearest
+        even. Without, each 16-bit param is widened, updated and rounded back. Keyword only.
 
     See ``Optimizer`` for ``step`` (AMP's ``grad_scale``/``found_inf``), ``state_dict``,
     checkpoints, threads and non-finite gradients.""",
@@ -137,7 +142,7 @@ def _param_list(params: Any) -> list[Any]:
     kind = type(params[0])
     if not (kind is np.ndarray or kind.__module__.startswith("cupy")):
         raise TypeError(f"params[0] must be a numpy or cupy ndarray, got {kind.__name__}")
-    _checks.check_lists([("params", params, True)], array_type=kind)
+    _checks.check_lists([("params", params, True)], array_type=kind, dtypes=_checks.PARAM_DTYPES)
     return params
 
 
@@ -220,10 +225,11 @@ class Optimizer:
     """
 
     def __init__(self, params: Any, lr: LearningRate, backend: Backend = "auto",
-                 **hyperparams: Any) -> None:
+                 master_weights: bool = False, **hyperparams: Any) -> None:
         if backend not in _BACKENDS:
             raise ValueError(f"backend must be 'auto' or 'reference', got {backend!r}")
         self.backend = backend
+        self.master_weights = _checks.flag("master_weights", master_weights)
         if not callable(lr):
             lr = _checks.nonneg("lr", lr)
         self.lr: LearningRate = lr
@@ -238,6 +244,11 @@ class Optimizer:
         else:
             self.params = _param_list(params)
             self.param_groups = [{"params": list(self.params)}]
+        if self.master_weights:
+            for i, p in enumerate(self.params):
+                if not _checks.is_16bit(p.dtype):
+                    raise TypeError("master_weights: float32 master weights belong to float16 "
+                                    f"or bfloat16 params; params[{i}] has dtype {p.dtype}")
         self._step = 0
         self._lock = threading.Lock()
         # Checks every hyperparameter now rather than at the first step.
@@ -310,11 +321,11 @@ class Optimizer:
     def _all_state_names(self, groups: Sequence[Mapping[str, Any]],
                          base: Mapping[str, Any] | None = None) -> tuple[str, ...]:
         """The state arrays of every group (each param has them all; a group whose options
-        do not use one keeps it untouched)."""
+        do not use one keeps it untouched), and ``master_param`` with master weights."""
         names: dict[str, None] = {}
         for g in groups:
             names.update(dict.fromkeys(self._state_names(self._group_hp(g, base))))
-        return tuple(names)
+        return tuple(names) + (("master_param",) if self.master_weights else ())
 
     def _loaded_groups(self, saved: Any) -> list[dict[str, Any]]:
         """The parameter groups of ``state_dict["param_groups"]``, checked against ours (one
@@ -343,8 +354,13 @@ class Optimizer:
         return _BACKENDS[self.backend]
 
     def _new_state(self, p: Any, name: str, group: Mapping[str, Any]) -> Any:
+        """A state array: float32 for float16/bfloat16 params (the master weights a copy of the
+        param), else the param's dtype."""
+        if name == "master_param":
+            return p.astype(np.float32)
+        dtype = np.float32 if _checks.is_16bit(p.dtype) else p.dtype
         v = self._initial_value(name, group)
-        return np.zeros_like(p) if v == 0.0 else np.full_like(p, v)
+        return np.zeros_like(p, dtype=dtype) if v == 0.0 else np.full_like(p, v, dtype=dtype)
 
     @property
     def step_count(self) -> int:
@@ -398,24 +414,30 @@ class Optimizer:
         """One kernel call per parameter group; with several, every list, hyperparameter and
         learning rate is checked before the first call."""
         step = self._step + 1
+        master = self.state.get("master_param")
         if len(self.param_groups) == 1:
             g = self.param_groups[0]
+            if master is not None:
+                amp = {**amp, "master_params": master}
             self._update(self.params, grads, self.state, step, self._group_lr(g),
                          self._group_hp(g), **amp)
             return
-        _checks.check_lists([("params", self.params, True), ("grads", grads, False)] +
-                            [(f"state['{k}']", v, True) for k, v in self.state.items()],
-                            array_type=type(self.params[0]))
+        _checks.check_lists(
+            [("params", self.params, True), ("grads", grads, False)] +
+            [(f"state['{k}']", v, True, _checks.MASTER if k == "master_param" else _checks.MATH)
+             for k, v in self.state.items()],
+            array_type=type(self.params[0]), dtypes=_checks.PARAM_DTYPES)
         calls, lo = [], 0
         for g in self.param_groups:
             hi = lo + len(g["params"])
             lr, hp = self._group_lr(g), self._group_hp(g)
             self._scalars(step, lr, hp)
+            extra = {} if master is None else {"master_params": master[lo:hi]}
             calls.append((self.params[lo:hi], grads[lo:hi],
-                          {k: v[lo:hi] for k, v in self.state.items()}, lr, hp))
+                          {k: v[lo:hi] for k, v in self.state.items()}, lr, hp, extra))
             lo = hi
-        for params, gs, state, lr, hp in calls:
-            self._update(params, gs, state, step, lr, hp, **amp)
+        for params, gs, state, lr, hp, extra in calls:
+            self._update(params, gs, state, step, lr, hp, **amp, **extra)
 
     def state_dict(self) -> dict[str, Any]:
         """A copy of the optimizer's state: ``{"step": int, "lr": float, or None when lr is a
@@ -488,14 +510,15 @@ class Optimizer:
             raise ValueError(f"{where} must be a list of {len(self.params)} arrays")
         out = []
         for i, (a, p) in enumerate(zip(arrs, self.params)):
-            if getattr(a, "shape", None) != p.shape or getattr(a, "dtype", None) != p.dtype:
-                raise ValueError(f"{where}[{i}] must have shape {p.shape} and dtype {p.dtype}")
+            dtype = np.dtype(np.float32) if _checks.is_16bit(p.dtype) else p.dtype
+            if getattr(a, "shape", None) != p.shape or getattr(a, "dtype", None) != dtype:
+                raise ValueError(f"{where}[{i}] must have shape {p.shape} and dtype {dtype}")
             try:
                 if isinstance(p, np.ndarray):
-                    b = np.empty_like(p)
+                    b = np.empty_like(p, dtype=dtype)
                     b[...] = a
                 else:
-                    b = importlib.import_module("cupy").array(a, dtype=p.dtype, copy=True)
+                    b = importlib.import_module("cupy").array(a, dtype=dtype, copy=True)
             except Exception as e:  # anything the array-like raises: the argument is bad
                 raise TypeError(f"{where}[{i}] could not be converted to an array: "
                                 f"{type(e).__name__}: {e}") from e
@@ -655,8 +678,10 @@ class SGD(Optimizer):
 
     def __init__(self, params: Any, lr: LearningRate = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, *,
-                 maximize: bool = False, backend: Backend = "auto") -> None:
-        super().__init__(params, lr, backend, momentum=momentum, dampening=dampening,
+                 maximize: bool = False, backend: Backend = "auto",
+                 master_weights: bool = False) -> None:
+        super().__init__(params, lr, backend, master_weights, momentum=momentum,
+                         dampening=dampening,
                          weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
 
     def _state_names(self, hp):
@@ -706,10 +731,11 @@ class Adagrad(Optimizer):
     def __init__(self, params: Any, lr: LearningRate = 1e-2, lr_decay: float = 0.0,
                  weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
                  eps: float = 1e-10, *, eps_root: float = 0.0, maximize: bool = False,
-                 backend: Backend = "auto") -> None:
+                 backend: Backend = "auto", master_weights: bool = False) -> None:
         self._init_acc = _checks.nonneg("initial_accumulator_value", initial_accumulator_value)
-        super().__init__(params, lr, backend, lr_decay=lr_decay, weight_decay=weight_decay,
-                         eps=eps, eps_root=eps_root, maximize=maximize)
+        super().__init__(params, lr, backend, master_weights, lr_decay=lr_decay,
+                         weight_decay=weight_decay, eps=eps, eps_root=eps_root,
+                         maximize=maximize)
 
     _GROUP_EXTRA = ("initial_accumulator_value",)
 
@@ -768,8 +794,10 @@ class RMSprop(Optimizer):
     def __init__(self, params: Any, lr: LearningRate = 1e-2, alpha: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
                  centered: bool = False, *, eps_root: float = 0.0, maximize: bool = False,
-                 backend: Backend = "auto") -> None:
-        super().__init__(params, lr, backend, alpha=alpha, eps=eps, eps_root=eps_root,
+                 backend: Backend = "auto",
+                 master_weights: bool = False) -> None:
+        super().__init__(params, lr, backend, master_weights, alpha=alpha, eps=eps,
+                         eps_root=eps_root,
                          weight_decay=weight_decay, momentum=momentum, centered=centered,
                          maximize=maximize)
 
@@ -823,8 +851,10 @@ class Adam(Optimizer):
     def __init__(self, params: Any, lr: LearningRate = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *, eps_root: float = 0.0,
-                 maximize: bool = False, backend: Backend = "auto") -> None:
-        super().__init__(params, lr, backend, betas=betas, eps=eps, eps_root=eps_root,
+                 maximize: bool = False, backend: Backend = "auto",
+                 master_weights: bool = False) -> None:
+        super().__init__(params, lr, backend, master_weights, betas=betas, eps=eps,
+                         eps_root=eps_root,
                          weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize)
 
     def _state_names(self, hp):
@@ -875,9 +905,10 @@ class AdamW(Adam):
     def __init__(self, params: Any, lr: LearningRate = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, eps_root: float = 0.0,
-                 maximize: bool = False, backend: Backend = "auto") -> None:
+                 maximize: bool = False, backend: Backend = "auto",
+                 master_weights: bool = False) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, eps_root=eps_root,
-                         maximize=maximize, backend=backend)
+                         maximize=maximize, backend=backend, master_weights=master_weights)
 
 
 @_doc(lr="2e-3")
@@ -914,8 +945,10 @@ class Adamax(Optimizer):
     def __init__(self, params: Any, lr: LearningRate = 2e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, *, maximize: bool = False,
-                 backend: Backend = "auto") -> None:
-        super().__init__(params, lr, backend, betas=betas, eps=eps, weight_decay=weight_decay,
+                 backend: Backend = "auto",
+                 master_weights: bool = False) -> None:
+        super().__init__(params, lr, backend, master_weights, betas=betas, eps=eps,
+                         weight_decay=weight_decay,
                          maximize=maximize)
 
     def _state_names(self, hp):

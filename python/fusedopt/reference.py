@@ -12,6 +12,11 @@ Signatures match ``fusedopt.ops``; see there for the argument documentation, the
 the AMP pair ``grad_scale``/``found_inf`` (when ``found_inf[0] != 0`` nothing changes; otherwise
 the rule sees ``g / grad_scale``, the scale cast once to the array dtype, as the kernels do).
 
+16-bit params (float16, ``ml_dtypes.bfloat16``): the rule runs on a float32 param, the float32
+``master_params[i]`` when given, else the param widened (``astype(float32)``, exact), and sees
+the grad widened; the param then receives the float32 result rounded to nearest even (NumPy's
+and ml_dtypes' ``astype``). The states are float32.
+
 Layer: the reference (NumPy only); it imports nothing compiled.
 """
 from __future__ import annotations
@@ -49,12 +54,38 @@ def _unscaled(g, p, scale):
     return g if scale is None else g / p.dtype.type(scale)
 
 
+def _check(lists, master_params):
+    """check_lists for a rule: 16-bit params allowed, states of the param's math type, the
+    optional master weights last."""
+    lists = [(n, a, w, None if n in ("params", "grads") else _checks.MATH) for n, a, w in lists]
+    if master_params is not None:
+        lists.append(("master_params", master_params, True, _checks.MASTER))
+    _checks.check_lists(lists, dtypes=_checks.PARAM_DTYPES)
+
+
+def _widen(p, g, master_params, i):
+    """(the param the rule updates, the grad it sees): for a 16-bit param, its float32 master
+    weights (or the param widened) and the grad widened; else the arrays themselves."""
+    if not _checks.is_16bit(p.dtype):
+        return p, g
+    w = master_params[i] if master_params is not None else p.astype(np.float32)
+    return w, g.astype(np.float32)
+
+
+def _narrow(p, w):
+    """The updated float32 ``w`` into the 16-bit param ``p``, rounded to nearest even."""
+    if w is not p:
+        with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN are kept, silently
+            p[...] = w.astype(p.dtype)
+
+
 def found_inf_(arrays, found_inf):
     """``found_inf[0] = 1`` if any element of ``arrays`` is infinite or NaN; left as it is
     otherwise."""
-    _checks.check_lists([("arrays", arrays, False)])
+    _checks.check_lists([("arrays", arrays, False)], dtypes=_checks.PARAM_DTYPES)
     _amp_scalar("found_inf", found_inf)
-    if any(not np.isfinite(a).all() for a in arrays):
+    if any(not np.isfinite(a.astype(np.float32) if _checks.is_16bit(a.dtype) else a).all()
+           for a in arrays):
         found_inf.reshape(-1)[0] = 1.0
 
 
@@ -68,7 +99,7 @@ def _grad(g, p, k, maximize, weight_decay):
 
 
 def sgd_(params, grads, momentum_buffers=None, *, step, lr, momentum=0.0, dampening=0.0,
-         weight_decay=0.0, nesterov=False, maximize=False,
+         weight_decay=0.0, nesterov=False, maximize=False, master_params=None,
          grad_scale=None, found_inf=None):
     r"""SGD, heavy-ball momentum, dampening and Nesterov momentum (Sutskever et al. 2013).
 
@@ -85,11 +116,12 @@ def sgd_(params, grads, momentum_buffers=None, *, step, lr, momentum=0.0, dampen
     lists = [("params", params, True), ("grads", grads, False)]
     if s.momentum != 0:
         lists.append(("momentum_buffers", momentum_buffers, True))
-    _checks.check_lists(lists)
+    _check(lists, master_params)
     skip, scale = _amp(grad_scale, found_inf)
     if skip:
         return
-    for i, (p, g) in enumerate(zip(params, grads)):
+    for i, (p16, g) in enumerate(zip(params, grads)):
+        p, g = _widen(p16, g, master_params, i)
         k = _scalars.cast(s, p.dtype)
         g = _grad(_unscaled(g, p, scale), p, k, maximize, weight_decay)
         if s.momentum != 0:
@@ -100,10 +132,11 @@ def sgd_(params, grads, momentum_buffers=None, *, step, lr, momentum=0.0, dampen
                 momentum_buffer[...] = k.momentum * momentum_buffer + k.one_minus_dampening * g
             g = g + k.momentum * momentum_buffer if nesterov else momentum_buffer
         p[...] = p - k.lr * g
+        _narrow(p16, p)
 
 
 def adagrad_(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
-             eps=1e-10, eps_root=0.0, maximize=False,
+             eps=1e-10, eps_root=0.0, maximize=False, master_params=None,
              grad_scale=None, found_inf=None):
     r"""Adagrad (Duchi, Hazan & Singer 2011).
 
@@ -115,22 +148,24 @@ def adagrad_(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_d
     """
     s = _scalars.adagrad(step=step, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                          eps=eps, eps_root=eps_root, maximize=maximize)
-    _checks.check_lists([("params", params, True), ("grads", grads, False),
-                         ("state_sums", state_sums, True)])
+    _check([("params", params, True), ("grads", grads, False),
+            ("state_sums", state_sums, True)], master_params)
     skip, scale = _amp(grad_scale, found_inf)
     if skip:
         return
-    for p, g, sum_ in zip(params, grads, state_sums):
+    for i, (p16, g, sum_) in enumerate(zip(params, grads, state_sums)):
+        p, g = _widen(p16, g, master_params, i)
         k = _scalars.cast(s, p.dtype)
         g = _grad(_unscaled(g, p, scale), p, k, maximize, weight_decay)
         sum_[...] = sum_ + g * g
         denom = np.sqrt(sum_ + k.eps_root) + k.eps
         p[...] = p - k.lr_t * (g / denom)
+        _narrow(p16, p)
 
 
 def rmsprop_(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *, step,
              lr=1e-2, alpha=0.99, eps=1e-8, eps_root=0.0, weight_decay=0.0, momentum=0.0,
-             centered=False, maximize=False,
+             centered=False, maximize=False, master_params=None,
              grad_scale=None, found_inf=None):
     r"""RMSProp (Hinton, Coursera lecture 6e), centered form (Graves 2013), with momentum.
 
@@ -151,11 +186,12 @@ def rmsprop_(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, 
         lists.append(("grad_avgs", grad_avgs, True))
     if s.momentum != 0:
         lists.append(("momentum_buffers", momentum_buffers, True))
-    _checks.check_lists(lists)
+    _check(lists, master_params)
     skip, scale = _amp(grad_scale, found_inf)
     if skip:
         return
-    for i, (p, g, square_avg) in enumerate(zip(params, grads, square_avgs)):
+    for i, (p16, g, square_avg) in enumerate(zip(params, grads, square_avgs)):
+        p, g = _widen(p16, g, master_params, i)
         k = _scalars.cast(s, p.dtype)
         g = _grad(_unscaled(g, p, scale), p, k, maximize, weight_decay)
         square_avg[...] = k.alpha * square_avg + k.one_minus_alpha * (g * g)
@@ -171,11 +207,12 @@ def rmsprop_(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, 
             p[...] = p - k.lr * momentum_buffer
         else:
             p[...] = p - k.lr * (g / denom)
+        _narrow(p16, p)
 
 
 def adam_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, lr=1e-3,
           betas=(0.9, 0.999), eps=1e-8, eps_root=0.0, weight_decay=0.0,
-          decoupled_weight_decay=False, amsgrad=False, maximize=False,
+          decoupled_weight_decay=False, amsgrad=False, maximize=False, master_params=None,
           grad_scale=None, found_inf=None):
     r"""Adam (Kingma & Ba 2015), AdamW (Loshchilov & Hutter 2019), AMSGrad (Reddi et al. 2018).
 
@@ -196,12 +233,13 @@ def adam_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, l
              ("exp_avg_sqs", exp_avg_sqs, True)]
     if amsgrad:
         lists.append(("max_exp_avg_sqs", max_exp_avg_sqs, True))
-    _checks.check_lists(lists)
+    _check(lists, master_params)
     skip, scale = _amp(grad_scale, found_inf)
     if skip:
         return
     decoupled = decoupled_weight_decay and weight_decay != 0
-    for i, (p, g, exp_avg, exp_avg_sq) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs)):
+    for i, (p16, g, exp_avg, exp_avg_sq) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs)):
+        p, g = _widen(p16, g, master_params, i)
         k = _scalars.cast(s, p.dtype)
         g = _grad(_unscaled(g, p, scale), p, k, maximize,
                   0 if decoupled_weight_decay else weight_decay)
@@ -216,10 +254,11 @@ def adam_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, l
         m_hat = exp_avg / k.bias_correction1
         v_hat = v / k.bias_correction2
         p[...] = p - k.lr * m_hat / (np.sqrt(v_hat + k.eps_root) + k.eps)
+        _narrow(p16, p)
 
 
 def adamax_(params, grads, exp_avgs, exp_infs, *, step, lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
-            weight_decay=0.0, maximize=False,
+            weight_decay=0.0, maximize=False, master_params=None,
             grad_scale=None, found_inf=None):
     r"""AdaMax (Kingma & Ba 2015, section 7.1), the infinity-norm variant of Adam.
 
@@ -231,17 +270,19 @@ def adamax_(params, grads, exp_avgs, exp_infs, *, step, lr=2e-3, betas=(0.9, 0.9
     """
     s = _scalars.adamax(step=step, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                         maximize=maximize)
-    _checks.check_lists([("params", params, True), ("grads", grads, False),
-                         ("exp_avgs", exp_avgs, True), ("exp_infs", exp_infs, True)])
+    _check([("params", params, True), ("grads", grads, False),
+            ("exp_avgs", exp_avgs, True), ("exp_infs", exp_infs, True)], master_params)
     skip, scale = _amp(grad_scale, found_inf)
     if skip:
         return
-    for p, g, exp_avg, exp_inf in zip(params, grads, exp_avgs, exp_infs):
+    for i, (p16, g, exp_avg, exp_inf) in enumerate(zip(params, grads, exp_avgs, exp_infs)):
+        p, g = _widen(p16, g, master_params, i)
         k = _scalars.cast(s, p.dtype)
         g = _grad(_unscaled(g, p, scale), p, k, maximize, weight_decay)
         exp_avg[...] = k.beta1 * exp_avg + k.one_minus_beta1 * g
         exp_inf[...] = np.maximum(k.beta2 * exp_inf, np.abs(g) + k.eps)
         p[...] = p - k.step_size * (exp_avg / exp_inf)
+        _narrow(p16, p)
 
 
 def global_norm(arrays):

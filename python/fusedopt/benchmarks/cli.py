@@ -14,7 +14,7 @@ the machine's bandwidth hits every column alike:
 
 Effective GB/s counts the bytes the rule must move: ``(reads + writes) * n * itemsize``. Times
 are medians of several repeats of ``time.perf_counter`` over back-to-back calls, after warm-up.
-Then the sections ``model``, ``overhead`` and ``lbfgs`` (see their modules).
+Then the sections ``model``, ``overhead``, ``lbfgs`` and ``torch`` (see their modules).
 """
 from __future__ import annotations
 
@@ -29,9 +29,10 @@ __all__ = ["main", "parser", "SECTIONS"]
 
 #: The sections after the per-rule tables, in order: name -> module (in this package) whose
 #: ``section(ctx)`` returns text blocks. A new section is one module plus one entry here.
-SECTIONS = {"model": "model", "overhead": "overhead", "lbfgs": "lbfgs"}
-#: Sections run only when named in ``--rules`` (they take long or load the machine on purpose).
-NAMED_SECTIONS = {"load": "load"}
+SECTIONS = {"model": "model", "overhead": "overhead", "lbfgs": "lbfgs", "torch": "vs_torch"}
+#: Sections run only when named in ``--rules`` (they take long or load the machine on purpose,
+#: or need an optional package that compiles at first use).
+NAMED_SECTIONS = {"load": "load", "deepspeed": "vs_deepspeed"}
 
 
 def _section(name):
