@@ -57,7 +57,11 @@ constexpr int kSpin = 200000;
 constexpr int kYieldEvery = 1 << 30;  // never, within kSpin
 constexpr int kWaitSpin = 64;
 // Stall detection and back-off (Pool::note_wait).
-constexpr int64_t kStallNs = 1000000;          // 1 ms
+// A stall is a wait of 20 ms or more: a descheduled worker under heavy load. Shorter waits are
+// left alone: another library's threads spinning in the same process (torch's OpenMP pool after
+// its own step) delay a worker by a millisecond or two, and a 1 ms threshold sent every step to
+// one thread there (Adam at 1e7 interleaved with torch's fused Adam: 10.8 ms instead of 5.7).
+constexpr int64_t kStallNs = 20000000;         // 20 ms
 constexpr int64_t kBackoffMinNs = 10000000;    // 10 ms
 constexpr int64_t kBackoffMaxNs = 1000000000;  // 1 s
 constexpr int64_t kBackoffResetNs = 10000000000;  // 10 s
