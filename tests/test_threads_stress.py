@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 
+import fusedopt
+
 SCRIPT = textwrap.dedent("""
     import sys, threading
     import numpy as np
@@ -61,7 +63,8 @@ def test_clearing_the_lists_from_another_thread_does_not_crash(tmp_path):
     script = tmp_path / "vandal.py"
     script.write_text(SCRIPT)
     env = dict(os.environ)
-    python_dir = str(pathlib.Path(__file__).resolve().parent.parent / "python")
+    # Where this process imports fusedopt from (the source tree or the installed wheel).
+    python_dir = str(pathlib.Path(fusedopt.__file__).resolve().parents[1])
     env["PYTHONPATH"] = python_dir + os.pathsep + env.get("PYTHONPATH", "")
     # Large blocks come from mmap and go back to the system when freed, so that a kernel that
     # reads freed memory faults at once instead of reading stale data.

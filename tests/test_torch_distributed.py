@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+import fusedopt
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 if not torch.distributed.is_available():
@@ -33,7 +35,9 @@ TIMEOUT = 60  # seconds, for the whole group of processes
 MODES = ("zero", "fsdp", "fsdp-offload")
 DTYPES = {"f32": torch.float32, "f64": torch.float64}
 TOL = {torch.float32: dict(rtol=1e-4, atol=1e-6), torch.float64: dict(rtol=1e-10, atol=1e-12)}
-PYTHON_DIR = Path(__file__).resolve().parents[1] / "python"
+# Where this process imports fusedopt from (the source tree or the installed wheel): the ranks
+# import the same one.
+PYTHON_DIR = Path(fusedopt.__file__).resolve().parents[1]
 
 
 def data(dtype):

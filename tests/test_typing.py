@@ -9,8 +9,11 @@ import textwrap
 
 import pytest
 
-PYTHON_DIR = pathlib.Path(__file__).resolve().parents[1] / "python"
-PACKAGE = PYTHON_DIR / "fusedopt"
+import fusedopt
+
+# The package this process imports (the source tree or the installed wheel).
+PACKAGE = pathlib.Path(fusedopt.__file__).resolve().parent
+PYTHON_DIR = PACKAGE.parent
 
 USER_SCRIPT = """\
 import numpy as np
@@ -33,7 +36,9 @@ optim.SGD([w], backend="gpu")
 
 def _mypy(args, cwd):
     pytest.importorskip("mypy", reason="mypy is not installed")
-    env = {**os.environ, "MYPYPATH": str(PYTHON_DIR)}
+    env = dict(os.environ)
+    if PYTHON_DIR.name != "site-packages":  # mypy finds an installed package by itself
+        env["MYPYPATH"] = str(PYTHON_DIR)
     return subprocess.run([sys.executable, "-m", "mypy", "--no-incremental",
                            f"--cache-dir={cwd / '.mypy_cache'}", "--follow-imports=silent",
                            *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
@@ -41,6 +46,8 @@ def _mypy(args, cwd):
 
 def test_py_typed_is_shipped():
     assert (PACKAGE / "py.typed").is_file()
+    if PYTHON_DIR.name == "site-packages":
+        return  # an installed wheel: it has py.typed (above), so the wheel shipped it
     # scikit-build-core's wheel.packages copies the package directory: py.typed goes with it.
     pathutil = pytest.importorskip("scikit_build_core.build._pathutil",
                                    reason="scikit-build-core is not installed")
@@ -65,7 +72,7 @@ def test_mypy_sees_real_types_in_a_user_script(tmp_path):
 
 
 def test_user_facing_modules_type_check(tmp_path):
-    mods = ["optim.py", "schedules.py", "_checks.py", "functions.py", "init.py", "ops.py",
-            "natural.py"]
-    out = _mypy([str(PACKAGE / m) for m in mods], tmp_path)
+    mods = ["optim", "schedules", "_checks", "functions", "init", "ops", "natural"]
+    # By module name: mypy finds them in the source tree (MYPYPATH) or, installed, by py.typed.
+    out = _mypy([a for m in mods for a in ("-m", f"fusedopt.{m}")], tmp_path)
     assert out.returncode == 0, textwrap.shorten(out.stdout + out.stderr, 4000)
