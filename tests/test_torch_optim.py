@@ -140,14 +140,18 @@ def test_names_and_defaults_are_torch_optims():
     for name in ft.optimizers.__all__:
         ours = inspect.signature(getattr(ft, name)).parameters
         theirs = inspect.signature(getattr(torch.optim, name)).parameters
-        assert [a for a in ours if a != "eps_root"] == list(theirs), name
+        extra = ("eps_root", "master_weights")          # fusedopt's own keywords
+        assert [a for a in ours if a not in extra] == list(theirs), name
+        assert ours["master_weights"].default is False, name
+        assert ours["master_weights"].kind == inspect.Parameter.KEYWORD_ONLY, name
         for arg, p in theirs.items():
             assert ours[arg].default == p.default, (name, arg)
             assert ours[arg].kind == p.kind, (name, arg)
         model = mlp(torch.float32)
         a = getattr(ft, name)(model.parameters()).param_groups[0]
         b = getattr(torch.optim, name)(model.parameters()).param_groups[0]
-        assert {k: v for k, v in a.items() if k != "eps_root"} == b, name
+        assert {k: v for k, v in a.items() if k not in extra} == b, name
+        assert a["master_weights"] is False, name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,8 +439,7 @@ def test_bad_grads_raise_naming_the_param_and_change_nothing(n, i, hyper):
 @pytest.mark.parametrize("make, exc, match", [
     (lambda: [torch.zeros(4, 3).t()], ValueError, "not contiguous"),
     (lambda: [torch.zeros(3, device="meta")], ValueError, "meta"),
-    (lambda: [torch.zeros(3, dtype=torch.float16)], TypeError, "16-bit kernels"),
-    (lambda: [torch.zeros(3, dtype=torch.bfloat16)], TypeError, "16-bit kernels"),
+    (lambda: [torch.zeros(3, dtype=torch.complex64)], TypeError, "dtype"),
     (lambda: [torch.zeros(3, dtype=torch.int32)], TypeError, "dtype"),
     (lambda: [torch.zeros(3), torch.zeros(3, device="meta")], ValueError,
      "different devices"),
@@ -454,8 +457,8 @@ def test_bad_groups_are_refused_and_not_added():
         opt.add_param_group({"params": [a]})
     with pytest.raises(ValueError, match="twice in one group"):
         opt.add_param_group({"params": [b, b]})
-    with pytest.raises(TypeError, match=r"param_groups\[1\]\['params'\]\[0\].*16-bit"):
-        opt.add_param_group({"params": [torch.zeros(3, dtype=torch.bfloat16)]})
+    with pytest.raises(TypeError, match=r"param_groups\[1\]\['params'\]\[0\].*dtype"):
+        opt.add_param_group({"params": [torch.zeros(3, dtype=torch.int32)]})
     with pytest.raises(ValueError, match="momentum"):
         opt.add_param_group({"params": [b], "momentum": -1.0})
     assert len(opt.param_groups) == 1
@@ -494,11 +497,12 @@ def test_a_non_contiguous_grad_is_read_through_a_copy():
 # AMP: torch.amp.GradScaler
 
 
-def amp_run(module, inf_at=None, steps=6):
-    x, y = digits(torch.float32)
-    model = mlp(torch.float32)
-    opt = module.Adam(model.parameters(), lr=1e-2)
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=3)
+def amp_run(module, inf_at=None, steps=6, dtype=torch.float32, enabled=True, **kw):
+    x, y = digits(dtype)
+    model = mlp(dtype)
+    opt = module.Adam(model.parameters(), lr=1e-2, **kw)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=3,
+                                  enabled=enabled)
     scales = []
     for k in range(steps):
         opt.zero_grad()
@@ -639,3 +643,276 @@ def test_cuda_tensors_step_like_the_cpu():
         models.append(model)
     for p, q in zip(*(m.parameters() for m in models)):
         torch.testing.assert_close(p.cpu(), q.cpu(), **TOL[torch.float32])
+
+
+
+# -- 16-bit params: float16 and bfloat16, float32 states, optional master weights -------------
+
+HDTYPES = {"bf16": torch.bfloat16, "f16": torch.float16}
+HSTEPS = 30
+# Against torch.optim run in float32 from the same start, after 30 steps: the 16-bit params
+# round every update (without master weights updates below half an ulp are lost) and the
+# forward and backward passes run in 16 bits. Measured max abs difference of the params (which
+# move by 0.05 to 0.9 in these steps): bfloat16 up to 0.037, float16 up to 0.013 (adamax-wd-max);
+# the two RMSprop cases with momentum reach 0.23 (bfloat16) after 30 steps whether or not
+# master weights are kept (the 16-bit forward pass, not the update), and are compared over 10;
+# rmsprop-momentum-wd-max in bfloat16 is 0.3 apart already after 10 steps (float16: 0.002) and
+# is compared with the reference only.
+HTOL = {torch.bfloat16: 0.05, torch.float16: 0.02}
+HTORCH_STEPS = {"rmsprop-centered-momentum": 10, "rmsprop-momentum-wd-max": 10}
+
+
+def half_array(t):
+    """A NumPy copy of a 16-bit tensor (bfloat16 as ml_dtypes.bfloat16)."""
+    return _bridge.array(t.detach()).copy()
+
+
+@pytest.mark.parametrize("mw", [False, True], ids=["plain", "master"])
+@pytest.mark.parametrize("dt", HDTYPES)
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_16bit_mlp_equals_the_reference_bit_for_bit(case, dt, mw):
+    dtype = HDTYPES[dt]
+    x, y = digits(dtype)
+    model = mlp(dtype)
+    opt = torch_class(case, ft)(groups(model, case.options), master_weights=mw, **case.options)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.5)
+    refs = []
+    for g in opt.param_groups:
+        opts = dict(case.options, weight_decay=g["weight_decay"])
+        refs.append(case.cls([half_array(p) for p in g["params"]], backend="reference",
+                             master_weights=mw, **opts))
+
+    def reference_step():
+        for ref, g in zip(refs, opt.param_groups):
+            ref.lr = g["lr"]
+            ref.step([half_array(p.grad) for p in g["params"]])
+
+    train(model, opt, x, y, case.options, steps=HSTEPS, sched=sched, each=reference_step)
+    for ref, g in zip(refs, opt.param_groups):
+        for i, (a, p) in enumerate(zip(ref.params, g["params"])):
+            assert p.dtype == dtype
+            assert_same_bits(_bridge.array(p.detach()), a, f"params[{i}]")
+            state = opt.state[p]
+            assert ("master_param" in state) == mw
+            for name, arrs in ref.state.items():
+                assert state[name].dtype == torch.float32
+                assert_same_bits(state[name].numpy(), arrs[i], f"state {name}[{i}]")
+            if "step" in state:
+                assert state["step"].item() == HSTEPS
+
+
+@pytest.mark.parametrize("mw", [False, True], ids=["plain", "master"])
+@pytest.mark.parametrize("dt", HDTYPES)
+@pytest.mark.parametrize("case", TORCH_CASES, ids=[c.id for c in TORCH_CASES])
+def test_16bit_mlp_is_close_to_torch_optim_in_float32(case, dt, mw):
+    dtype = HDTYPES[dt]
+    if case.id == "rmsprop-momentum-wd-max" and dtype == torch.bfloat16:
+        pytest.skip("chaotic in bfloat16 on this model (0.3 apart after 10 steps, with or "
+                    "without master weights); bit-exact against the reference above")
+    steps = min(HSTEPS, TORCH_STEPS.get(case.id, HSTEPS), HTORCH_STEPS.get(case.id, HSTEPS))
+    model = mlp(dtype)
+    wide = mlp(torch.float32)
+    wide.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
+    opt = torch_class(case, ft)(groups(model, case.options), master_weights=mw,
+                                **torch_options(case))
+    topt = torch_class(case, torch.optim)(groups(wide, case.options), **torch_options(case))
+    start = [p.detach().float() for p in model.parameters()]
+    train(model, opt, *digits(dtype), case.options, steps=steps)
+    train(wide, topt, *digits(torch.float32), case.options, steps=steps)
+    err = max((p.float() - q).abs().max().item()
+              for p, q in zip(model.parameters(), wide.parameters()))
+    moved = max((q - s).abs().max().item() for s, q in zip(start, wide.parameters()))
+    print(f"16BIT {case.id} {dt} {mw} err {err:.3g} moved {moved:.3g}")
+    assert err <= HTOL[dtype], err
+    assert moved > 2 * err
+
+
+def test_16bit_mixed_dtypes_in_one_group_equal_one_group_per_dtype():
+    """float16, bfloat16 and float32 params in one group (one kernel call; with master weights
+    two: the 16-bit params with their masters, the float32 one without) give the bits of one
+    group per dtype."""
+    for mw in (False, True):
+        runs = []
+        for split in (False, True):
+            torch.manual_seed(0)
+            ps = [torch.randn(5, 3, dtype=d) for d in (torch.float16, torch.bfloat16,
+                                                       torch.float32, torch.bfloat16)]
+            for p in ps:
+                p.requires_grad_(True)
+            groups_ = [{"params": [p]} for p in ps] if split else [{"params": ps}]
+            opt = ft.AdamW(groups_, lr=1e-2, master_weights=mw)
+            for k in range(5):
+                for j, p in enumerate(ps):
+                    p.grad = torch.full_like(p, 0.1 * (k + 1) - 0.05 * j).sin()
+                opt.step()
+            runs.append((ps, opt))
+        (a, oa), (b, ob) = runs
+        for p, q in zip(a, b):
+            assert p.dtype == q.dtype and torch.equal(p.view(-1), q.view(-1))
+            assert oa.state[p].keys() == ob.state[q].keys()
+            assert ("master_param" in oa.state[p]) == (mw and p.dtype != torch.float32)
+            for k, v in oa.state[p].items():
+                assert v.dtype == torch.float32 and torch.equal(v, ob.state[q][k]), k
+
+
+def test_16bit_master_weights_per_group():
+    model = mlp(torch.bfloat16)
+    gs = groups(model, {})
+    gs[1]["master_weights"] = True
+    opt = ft.Adam(gs, lr=1e-2)
+    train(model, opt, *digits(torch.bfloat16), {}, steps=3)
+    for p in opt.param_groups[0]["params"]:
+        assert "master_param" not in opt.state[p]
+    for p in opt.param_groups[1]["params"]:
+        m = opt.state[p]["master_param"]
+        assert m.dtype == torch.float32 and torch.equal(m.bfloat16(), p.detach())
+    with pytest.raises(TypeError, match=r"param_groups\[1\]\['master_weights'\]"):
+        ft.Adam([{"params": [torch.zeros(2, dtype=torch.float16)]},
+                 {"params": [torch.zeros(2)], "master_weights": 1}])
+
+
+def sixteen_bit_run(module, steps, opt_sd=None, model_sd=None, mw=False, seed=0):
+    model = mlp(torch.bfloat16, seed=seed)
+    if model_sd is not None:
+        model.load_state_dict(model_sd)
+    kw = {"master_weights": mw} if module is ft else {}
+    opt = module.AdamW(groups(model, {}), lr=1e-2, **kw)
+    if opt_sd is not None:
+        opt.load_state_dict(roundtrip(opt_sd))   # a fresh copy: "step" is loaded as is
+    train(model, opt, *digits(torch.bfloat16), {}, steps=steps)
+    return model, opt
+
+
+def test_16bit_checkpoint_from_torch_optim_bf16_states_is_widened():
+    model, topt = sixteen_bit_run(torch.optim, 5)
+    q = next(model.parameters())
+    assert topt.state[q]["exp_avg"].dtype == torch.bfloat16      # torch keeps bf16 states
+    saved = roundtrip(topt.state_dict()), roundtrip(model.state_dict())
+    resumed, opt = sixteen_bit_run(ft, 0, *saved, seed=1)
+    for p, q in zip(resumed.parameters(), model.parameters()):
+        for k in ("exp_avg", "exp_avg_sq"):
+            assert opt.state[p][k].dtype == torch.float32
+            assert torch.equal(opt.state[p][k], topt.state[q][k].float())   # exactly widened
+    train(resumed, opt, *digits(torch.bfloat16), {}, steps=5)
+    train(model, topt, *digits(torch.bfloat16), {}, steps=5)
+    for p, q in zip(resumed.parameters(), model.parameters()):
+        assert opt.state[p]["step"].item() == 10
+        torch.testing.assert_close(p.float(), q.float(), rtol=0, atol=HTOL[torch.bfloat16])
+
+
+@pytest.mark.parametrize("mw", [False, True], ids=["plain", "master"])
+def test_16bit_checkpoint_to_torch_optim_and_resume_bit_identical(mw):
+    model, opt = sixteen_bit_run(ft, 5, mw=mw)
+    saved = roundtrip(opt.state_dict()), roundtrip(model.state_dict())
+    for st in saved[0]["state"].values():
+        assert all(v.dtype == torch.float32 for k, v in st.items() if k != "step")
+        assert ("master_param" in st) == mw
+    # torch.optim loads it (casting the states to bf16) and trains on
+    tmodel, topt = sixteen_bit_run(torch.optim, 5, *saved, seed=1)
+    p = next(tmodel.parameters())
+    assert topt.state[p]["exp_avg"].dtype == torch.bfloat16 and \
+        topt.state[p]["step"].item() == 10
+    # fusedopt resumes bit for bit: the float32 states and masters survive torch's cast
+    resumed, ropt = sixteen_bit_run(ft, 5, *saved, mw=mw, seed=1)
+    train(model, opt, *digits(torch.bfloat16), {}, steps=5)
+    for p, q in zip(model.parameters(), resumed.parameters()):
+        assert torch.equal(p, q)
+        assert opt.state[p].keys() == ropt.state[q].keys()
+        for k, v in opt.state[p].items():
+            assert v.dtype == ropt.state[q][k].dtype and torch.equal(v, ropt.state[q][k]), k
+
+
+@pytest.mark.parametrize("mw", [False, True], ids=["plain", "master"])
+def test_16bit_bad_grads_and_states_raise_naming_the_param_and_change_nothing(mw):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3).to(torch.float16),
+                                torch.nn.Linear(3, 2).to(torch.bfloat16))
+    ps = list(model.parameters())
+    opt = ft.Adam([{"params": ps[:2]}, {"params": ps[2:]}], lr=1e-2, master_weights=mw)
+    for one_group in (False, True):
+        if one_group:
+            opt = ft.Adam(ps, lr=1e-2, master_weights=mw)
+        for p in ps:
+            p.grad = torch.ones_like(p)
+        opt.step()
+        snap = snapshot(model, opt)
+        for i, bad in ((1, torch.bfloat16), (3, torch.float16), (2, torch.float32)):
+            p = ps[i]
+            n, j = (0, i) if one_group or i < 2 else (1, i - 2)
+            good = p.grad
+            p.grad = torch.ones_like(p)
+            p.grad.data = torch.ones_like(p, dtype=bad)   # torch checks dtype on assignment
+            with pytest.raises(TypeError, match=rf"param_groups\[{n}\]\['params'\]\[{j}\]"
+                                                r".*dtype"):
+                opt.step()
+            assert_unchanged(model, opt, snap)
+            p.grad = good
+        # a state of the wrong dtype (float64) for a 16-bit param
+        st = opt.state[ps[0]]
+        good = st["exp_avg"]
+        st["exp_avg"] = good.double()
+        with pytest.raises(ValueError, match=r"param_groups\[0\]\['params'\]\[0\].*exp_avg"):
+            opt.step()
+        st["exp_avg"] = good
+        assert_unchanged(model, opt, snap)
+
+
+def test_16bit_grad_scaler_unscales_in_the_step_and_skips_infs():
+    def run(scaled, inf_at=None, steps=6):
+        return amp_run(ft, inf_at, steps, torch.bfloat16, scaled, master_weights=True)[:2]
+
+    model, opt = run(True)
+    plain, _ = run(False)
+    for p, q in zip(model.parameters(), plain.parameters()):
+        assert torch.equal(p, q)          # unscaling by a power of two is exact
+    model, opt = run(True, inf_at=2, steps=3)
+    ref, ropt = run(True, steps=2)
+    for p, q in zip(model.parameters(), ref.parameters()):
+        assert torch.equal(p, q)
+        assert opt.state[p]["step"].item() == 2
+        assert torch.equal(opt.state[p]["master_param"], ropt.state[q]["master_param"])
+
+
+@pytest.mark.parametrize("dt", HDTYPES)
+@pytest.mark.parametrize("max_norm", [1e-3, 1e6])
+def test_clip_grad_norm_16bit_grads(dt, max_norm):
+    dtype = HDTYPES[dt]
+    model = mlp(dtype)
+    x, y = digits(dtype)
+    loss_of(model, x, y, {}).backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    torch_model = copy.deepcopy(model)
+    for q, g in zip(torch_model.parameters(), grads):
+        q.grad = g.clone()
+    norm = ft.clip_grad_norm_(model.parameters(), max_norm)
+    tnorm = torch.nn.utils.clip_grad_norm_(torch_model.parameters(), max_norm)
+    assert norm.dtype == dtype
+    # the norm of the exact values, accumulated in float64
+    exact = float(np.sqrt(sum((g.double() ** 2).sum().item() for g in grads)))
+    assert norm.item() == pytest.approx(exact, rel=1e-2)
+    assert float(np.float32(fusedopt.ops.global_norm([g.float().numpy() for g in grads]))) \
+        == pytest.approx(exact, rel=1e-6)
+    torch.testing.assert_close(norm.float(), tnorm.float(), rtol=2e-2, atol=0)
+    coef = max_norm / (fusedopt.ops.global_norm([g.float().numpy() for g in grads]) + 1e-6)
+    for g, p, q in zip(grads, model.parameters(), torch_model.parameters()):
+        want = g.mul(coef) if coef < 1.0 else g
+        assert torch.equal(p.grad, want)
+        torch.testing.assert_close(p.grad.float(), q.grad.float(), rtol=2e-2, atol=1e-6)
+
+
+def test_16bit_tensors_reach_the_kernels_without_copies():
+    for dtype in HDTYPES.values():
+        p = torch.randn(4, 3).to(dtype)
+        a = _bridge.array(p)
+        assert a.__array_interface__["data"][0] == p.data_ptr() and a.shape == (4, 3)
+        assert a.dtype.itemsize == 2 and a.dtype.name == str(dtype).split(".")[1]
+        assert np.array_equal(a.astype(np.float32), p.float().numpy())
+
+
+def test_16bit_without_ml_dtypes_bfloat16_is_refused_naming_the_param(monkeypatch):
+    import sys
+
+    monkeypatch.setattr(_bridge, "_bfloat16", None)
+    monkeypatch.setitem(sys.modules, "ml_dtypes", None)      # import ml_dtypes fails
+    with pytest.raises(ImportError, match=r"param_groups\[0\]\['params'\]\[1\].*ml_dtypes"):
+        ft.Adam([torch.zeros(2, dtype=torch.float16), torch.zeros(2, dtype=torch.bfloat16)])
+    ft.Adam([torch.zeros(2, dtype=torch.float16)])               # float16 needs none

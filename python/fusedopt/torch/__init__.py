@@ -12,8 +12,9 @@ fusedopt.torch`` does (torch is an optional dependency, ``pip install fusedopt[t
 
 ``SGD, Adagrad, RMSprop, Adam, AdamW, Adamax``: torch.optim's signatures, defaults, parameter
 groups, schedulers, hooks, ``state_dict`` format and ``GradScaler`` protocol (see
-``fusedopt.torch.optimizers``); float32 and float64 params on the CPU (CUDA tensors through
-CuPy). ``clip_grad_norm_``: torch's, with a deterministic fused norm. They also serve as the
+``fusedopt.torch.optimizers``); float32, float64, float16 and bfloat16 params on the CPU (CUDA
+tensors through CuPy), the 16-bit ones with float32 states and, with ``master_weights=True``,
+float32 master weights in the state (``master_param``). ``clip_grad_norm_``: torch's, with a deterministic fused norm. They also serve as the
 ``optimizer_class`` of ``torch.distributed.optim.ZeroRedundancyOptimizer`` and under FSDP2's
 ``fully_shard``, where they step the local shards of DTensor params.
 """

@@ -4,7 +4,9 @@ Layer: algorithms (the torch front door; imports torch at its top level, which i
 alone because ``import fusedopt`` never imports ``fusedopt.torch``).
 
 CPU tensors become NumPy arrays with ``Tensor.numpy()`` (a view of the same memory, no copy);
-CUDA tensors become CuPy arrays with ``cupy.from_dlpack`` (also a view). DTensor params (FSDP2)
+bfloat16 ones, which NumPy lacks, through an int16 view reinterpreted as ``ml_dtypes.bfloat16``
+(imported when the first bfloat16 tensor is seen). CUDA tensors become CuPy arrays with
+``cupy.from_dlpack`` (also a view). DTensor params (FSDP2)
 are stepped through their local shard. Everything a kernel would refuse is refused here first,
 with the param named, so that a step with several kernel calls changes nothing when one of them
 would fail.
@@ -22,9 +24,28 @@ try:  # DTensor (FSDP2's sharded params) exists where torch.distributed does
 except ImportError:  # pragma: no cover - torch built without distributed
     pass
 
-#: The dtypes the kernels take today.
+#: The dtypes the kernels take: float32 and float64, and the 16-bit ones (float32 states).
 DTYPES = (torch.float32, torch.float64)
-_HALF = (torch.float16, torch.bfloat16)
+HALF = (torch.float16, torch.bfloat16)
+_bfloat16: Any = None  # ml_dtypes.bfloat16, once a bfloat16 tensor has been seen
+
+
+def state_dtype(t: torch.Tensor) -> torch.dtype:
+    """The dtype of the optimizer state of a param: float32 for 16-bit params, else its own."""
+    return torch.float32 if t.dtype in HALF else t.dtype
+
+
+def bfloat16(where: str) -> Any:
+    """``ml_dtypes.bfloat16``, imported on first use (ImportError naming ``where``)."""
+    global _bfloat16
+    if _bfloat16 is None:
+        try:
+            import ml_dtypes  # noqa: PLC0415 -- only bfloat16 tensors need it
+        except ImportError as e:
+            raise ImportError(f"{where}: bfloat16 tensors reach the kernels as "
+                              "ml_dtypes.bfloat16 arrays; pip install ml_dtypes") from e
+        _bfloat16 = ml_dtypes.bfloat16
+    return _bfloat16
 
 
 def local(t: torch.Tensor) -> torch.Tensor:
@@ -43,11 +64,11 @@ def check_param(p: Any, where: str) -> None:
         raise TypeError(f"{where}: {t.layout} params are not supported (dense tensors only)")
     if t.device.type == "meta":
         raise ValueError(f"{where}: is a meta tensor (no data to update); materialize it first")
-    if t.dtype in _HALF:
-        raise TypeError(f"{where}: {t.dtype} params are not supported yet (the 16-bit kernels "
-                        "have not landed); use float32 or float64 params")
-    if t.dtype not in DTYPES:
-        raise TypeError(f"{where}: dtype {t.dtype} is not supported (float32 or float64)")
+    if t.dtype not in DTYPES and t.dtype not in HALF:
+        raise TypeError(f"{where}: dtype {t.dtype} is not supported (float32, float64, "
+                        "float16 or bfloat16)")
+    if t.dtype == torch.bfloat16:
+        bfloat16(where)
     if t.device.type not in ("cpu", "cuda"):
         raise ValueError(f"{where}: device {t.device} is not supported (cpu or cuda)")
     if not t.is_contiguous():
@@ -77,16 +98,28 @@ def grad_array(p: torch.Tensor, pview: Any, where: str) -> Any:
         raise ValueError(f"{where}: its grad is on {g.device}, the param on {local(p).device}")
     if not g.is_contiguous():
         g = g.contiguous()
-    return array(g)
+    return array(g, where)
 
 
-def array(t: torch.Tensor) -> Any:
-    """A NumPy (CPU) or CuPy (CUDA) array sharing ``t``'s memory."""
+def array(t: torch.Tensor, where: str = "tensor") -> Any:
+    """A NumPy (CPU) or CuPy (CUDA) array sharing ``t``'s memory (bfloat16: an
+    ``ml_dtypes.bfloat16`` view of its bits)."""
+    t = t.detach()
+    bf16 = t.dtype == torch.bfloat16
+    if bf16:
+        t = t.view(torch.int16)
     if t.device.type == "cpu":
-        return t.detach().numpy()
-    import cupy  # noqa: PLC0415 -- only CUDA tensors need CuPy
+        a = t.numpy()
+    else:
+        import cupy  # noqa: PLC0415 -- only CUDA tensors need CuPy
 
-    return cupy.from_dlpack(t.detach())
+        a = cupy.from_dlpack(t)
+        if bf16:
+            try:
+                return a.view(bfloat16(where))
+            except (TypeError, ValueError) as e:
+                raise TypeError(f"{where}: this CuPy cannot hold bfloat16 arrays ({e})") from e
+    return a.view(bfloat16(where)) if bf16 else a
 
 
 def cuda_stream(t: torch.Tensor) -> Any:

@@ -12,11 +12,21 @@ hooks and torch's ``state_dict`` format: the state tensors carry torch's names (
 
 A step, per group: the params whose ``.grad`` is not None, bucketed by their step count (one
 bucket unless some params missed steps), one ``fusedopt.ops`` call per bucket for all their
-tensors (float32 and float64 alike), through zero-copy views (``Tensor.numpy()``; CuPy's
+tensors (float32, float64, float16 and bfloat16 alike; a group with master weights: one call for
+its 16-bit params, one for the others), through zero-copy views (``Tensor.numpy()``; CuPy's
 ``from_dlpack`` for CUDA tensors). Views of the params and of the state are cached per param and
 rebuilt when a tensor is replaced (``p.data = ...``, ``load_state_dict``). Everything is checked
 before the first kernel runs: a bad input raises TypeError/ValueError naming the param and
 changes nothing.
+
+16-bit params: float16 and bfloat16 params (bfloat16 through ``ml_dtypes``) have float32
+states and float32 math; a torch.optim checkpoint's 16-bit states are widened on load. With
+``master_weights=True`` (a keyword of every class, also per parameter group) each 16-bit param
+gets a float32 copy of itself in its state, ``master_param`` (made from the param at its first
+step, or at the first step after a checkpoint without one was loaded): the rule updates it and
+the param receives it rounded to nearest even, in the same pass. float32 and float64 params in
+such a group need no master and get none (they are updated as in any other group). A group
+whose params need master weights for some and not for others steps them in two kernel calls.
 
 AMP: ``torch.amp.GradScaler`` sees ``_step_supports_amp_scaling`` and hands the optimizer
 ``grad_scale`` and ``found_inf``; ``found_inf`` is read on the host (one float: a sync for CUDA
@@ -26,6 +36,7 @@ the kernels see ``g / grad_scale`` in the same pass (the CPU kernels once they t
 """
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -44,7 +55,8 @@ class _Record:
     Valid while ``p`` keeps its memory (``ptr``; DTensors are looked up afresh each step) and
     ``state`` holds the very tensors of ``pairs`` under the same ``keys``."""
 
-    __slots__ = ("p", "ptr", "pview", "state", "keys", "pairs", "views", "step_view", "cuda")
+    __slots__ = ("p", "ptr", "pview", "state", "keys", "pairs", "views", "step_view", "cuda",
+                 "master")
 
     def __init__(self, p: torch.Tensor, pview: Any) -> None:
         plain = type(p) in (torch.Tensor, torch.nn.Parameter)
@@ -55,6 +67,7 @@ class _Record:
         self.pairs: tuple = ()
         self.views: tuple = ()
         self.step_view: Any = None  # 0-d float array: the steps taken (a view of state["step"])
+        self.master: Any = None  # the view of state["master_param"], with master weights
         self.cuda = pview.__class__.__module__.startswith("cupy")
 
     def current(self) -> bool:
@@ -102,11 +115,15 @@ class _FusedOptimizer(torch.optim.Optimizer):
                 raise ValueError(f"param_groups[{n}]['params']: a param appears twice in one "
                                  "group")
             self._check_hyperparameters(group, n)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, ImportError):
             self.param_groups.pop()
             raise
 
     def _check_hyperparameters(self, group: dict, n: int) -> None:
+        mw = group.get("master_weights", False)
+        if not isinstance(mw, bool):
+            raise TypeError(f"param_groups[{n}]['master_weights']: must be a bool, got "
+                            f"{type(mw).__name__}")
         for flag in ("capturable", "differentiable"):
             if group.get(flag):
                 raise ValueError(f"param_groups[{n}]['{flag}']: {flag}=True is not supported "
@@ -122,6 +139,35 @@ class _FusedOptimizer(torch.optim.Optimizer):
                 group.setdefault(k, v)
         self._records = {}  # load_state_dict and unpickling replace the state tensors
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch's ``load_state_dict``, keeping float32 states of 16-bit params float32.
+
+        torch casts every floating state tensor to its param's dtype: the states (and master
+        weights) of a 16-bit param would be rounded to 16 bits. The checkpoint's float32 ones
+        are put back after it; 16-bit ones (a ``torch.optim`` checkpoint) are widened exactly.
+        """
+        saved = state_dict["state"]
+        ids = list(chain.from_iterable(g["params"] for g in state_dict["param_groups"]))
+        params = list(chain.from_iterable(g["params"] for g in self.param_groups))
+        keep = []
+        if len(ids) == len(params):  # else torch raises
+            for pid, p in zip(ids, params):
+                st = saved.get(pid)
+                if p.dtype in _bridge.HALF and isinstance(st, dict):
+                    keep.extend((p, k, v) for k, v in st.items() if k != "step"
+                                and isinstance(v, torch.Tensor) and v.dtype == torch.float32)
+        super().load_state_dict(state_dict)
+        for p in params:
+            if p.dtype in _bridge.HALF and p in self.state:
+                st = self.state[p]
+                for k, v in list(st.items()):
+                    if k != "step" and isinstance(v, torch.Tensor) and v.dtype in _bridge.HALF:
+                        st[k] = v.float()
+        for p, k, v in keep:
+            t = self.state[p].get(k)
+            if isinstance(t, torch.Tensor) and t.shape == v.shape:
+                self.state[p][k] = v.detach().to(device=t.device, copy=True)
+
     # -- state --------------------------------------------------------------------------------
     def _refresh(self, p: torch.Tensor, group: dict, keys: tuple, where: str) -> _Record:
         """A new record for ``p``: the param checked, its state found or created (at the first
@@ -131,22 +177,33 @@ class _FusedOptimizer(torch.optim.Optimizer):
         rec = _Record(p, _bridge.array(local))
         state = self.state[p]
         rec.step_view = self._step_view(state, keys)
+        sdtype = _bridge.state_dtype(local)
         for k in keys:
             t = state.get(k)
             if t is None:
-                v = self._initial(k, group)
-                t = torch.zeros_like(p) if v == 0.0 else torch.full_like(p, v)
+                if k == "master_param":  # a float32 copy of the 16-bit param
+                    t = p.detach().to(torch.float32)
+                else:
+                    v = self._initial(k, group)
+                    t = torch.zeros_like(p, dtype=sdtype) if v == 0.0 else \
+                        torch.full_like(p, v, dtype=sdtype)
                 state[k] = t
             lt = _bridge.local(t)
-            if lt.shape != local.shape or lt.dtype != local.dtype or lt.device != local.device:
+            if lt.dtype != sdtype and lt.dtype in _bridge.HALF and sdtype == torch.float32:
+                t = state[k] = t.float()  # 16-bit states (torch.optim's), widened exactly
+                lt = _bridge.local(t)
+            if lt.shape != local.shape or lt.dtype != sdtype or lt.device != local.device:
                 raise ValueError(f"{where}: state['{k}'] has shape {tuple(lt.shape)}, dtype "
-                                 f"{lt.dtype}, device {lt.device}; the param "
-                                 f"{tuple(local.shape)}, {local.dtype}, {local.device}")
+                                 f"{lt.dtype}, device {lt.device}; expected "
+                                 f"{tuple(local.shape)}, {sdtype}, {local.device} (the param "
+                                 f"is {local.dtype})")
             if not lt.is_contiguous():
                 state[k] = t.contiguous()
         rec.state, rec.keys = state, keys
         rec.pairs = tuple((k, state[k]) for k in keys)
-        rec.views = tuple(_bridge.array(_bridge.local(t)) for _, t in rec.pairs)
+        rec.views = tuple(_bridge.array(_bridge.local(t), where) for _, t in rec.pairs)
+        if keys and keys[-1] == "master_param":
+            rec.master = rec.views[-1]
         if rec.ptr != -1:
             self._records[id(p)] = rec
         return rec
@@ -178,54 +235,55 @@ class _FusedOptimizer(torch.optim.Optimizer):
         # replaced), before any kernel runs.
         plans = []
         get = self._records.get
+        half = _bridge.HALF
         for n, group in enumerate(self.param_groups):
             keys = self._state_keys(group)
-            recs, grads, index = [], [], []
+            mkeys = keys + ("master_param",) if group.get("master_weights") is True else keys
+            # One kernel call per step count and master weights (or not).
+            buckets: dict[tuple, tuple[list, list, list]] = {}
             for i, p in enumerate(group["params"]):
                 g = p.grad
                 if g is None:
                     continue
+                want = mkeys if p.dtype in half else keys
                 rec = get(id(p))
                 if rec is None or rec.p is not p or rec.ptr != p.data_ptr() or \
-                        rec.keys != keys or not rec.current():
-                    rec = self._refresh(p, group, keys, f"param_groups[{n}]['params'][{i}]")
+                        rec.keys != want or not rec.current():
+                    rec = self._refresh(p, group, want, f"param_groups[{n}]['params'][{i}]")
                 try:
                     gv = g.numpy()  # checked by the kernel, or by _check_grads
-                except (TypeError, RuntimeError):  # sparse, CUDA, requires_grad...
+                except (TypeError, RuntimeError):  # bfloat16, sparse, CUDA, requires_grad...
                     gv = _bridge.grad_array(p, rec.pview, f"param_groups[{n}]['params'][{i}]")
-                recs.append(rec)
-                grads.append(gv)
-                index.append(i)
-            if recs:
-                taken = [rec.step_view.item() for rec in recs]
-                plans.append((n, group, keys, recs, grads, index, taken))
+                b = buckets.setdefault((rec.step_view.item(), rec.master is not None),
+                                       ([], [], []))
+                b[0].append(rec)
+                b[1].append(gv)
+                b[2].append(i)
+            if buckets:
+                plans.append((n, group, keys, buckets))
         if not plans:
             return loss
-        if len(plans) > 1 or plans[0][6].count(plans[0][6][0]) != len(plans[0][6]):
-            # Several kernel calls: everything is checked before the first one.
-            for n, group, keys, recs, grads, index, _ in plans:
-                self._check_hyperparameters(group, n)
-                self._check_grads(n, recs, grads, index)
-        else:
+        if len(plans) == 1 and len(plans[0][3]) == 1:
             # One kernel call, which checks every array before it changes any: on an error,
             # the grads are checked here to name the param (and non-contiguous ones copied).
-            n, group, keys, recs, grads, index, taken = plans[0]
+            n, group, keys, buckets = plans[0]
+            ((taken, _), (recs, grads, index)), = buckets.items()
             try:
-                self._launch(group, keys, recs, grads, int(taken[0]) + 1, grad_scale)
+                self._launch(group, keys, recs, grads, int(taken) + 1, grad_scale)
                 return loss
             except (TypeError, ValueError):
                 self._check_grads(n, recs, grads, index)
-                self._launch(group, keys, recs, grads, int(taken[0]) + 1, grad_scale)
+                self._launch(group, keys, recs, grads, int(taken) + 1, grad_scale)
                 return loss
-        # Phase 2: one kernel call per group and step count, then the counts.
-        for _, group, keys, recs, grads, _, taken in plans:
-            buckets: dict[float, tuple[list, list]] = {}
-            for rec, gv, t in zip(recs, grads, taken):
-                b = buckets.setdefault(t, ([], []))
-                b[0].append(rec)
-                b[1].append(gv)
-            for t, (brecs, bgrads) in buckets.items():
-                self._launch(group, keys, brecs, bgrads, int(t) + 1, grad_scale)
+        # Several kernel calls: everything is checked before the first one.
+        for n, group, keys, buckets in plans:
+            self._check_hyperparameters(group, n)
+            for recs, grads, index in buckets.values():
+                self._check_grads(n, recs, grads, index)
+        # Phase 2: one kernel call per group, step count and master weights, then the counts.
+        for _, group, keys, buckets in plans:
+            for (taken, _), (recs, grads, _) in buckets.items():
+                self._launch(group, keys, recs, grads, int(taken) + 1, grad_scale)
         return loss
 
     @staticmethod
@@ -245,16 +303,18 @@ class _FusedOptimizer(torch.optim.Optimizer):
         params = [rec.pview for rec in recs]
         states = [[rec.views[j] for rec in recs] for j in range(len(keys))]
         amp: dict[str, Any] = {}
+        if recs[0].master is not None:
+            amp["master_params"] = [rec.master for rec in recs]
         cuda = recs[0].cuda
         if grad_scale is not None:
             scale = float(grad_scale)
             if cuda:
                 import cupy  # noqa: PLC0415
 
-                amp = {"grad_scale": cupy.asarray([scale], dtype=cupy.float32),
+                amp |= {"grad_scale": cupy.asarray([scale], dtype=cupy.float32),
                        "found_inf": cupy.zeros(1, dtype=cupy.float32)}
             else:
-                amp = {"grad_scale": np.array([scale], np.float32),
+                amp |= {"grad_scale": np.array([scale], np.float32),
                        "found_inf": np.zeros(1, np.float32)}
         if cuda:
             with _bridge.cuda_stream(recs[0].p):
@@ -278,11 +338,13 @@ class SGD(_FusedOptimizer):
     def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0,
                  dampening: float = 0, weight_decay: float = 0, nesterov: bool = False, *,
                  maximize: bool = False, foreach: bool | None = None,
-                 differentiable: bool = False, fused: bool | None = None) -> None:
+                 differentiable: bool = False, fused: bool | None = None,
+                 master_weights: bool = False) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov,
                                       maximize=maximize, foreach=foreach,
-                                      differentiable=differentiable, fused=fused))
+                                      differentiable=differentiable, fused=fused,
+                                      master_weights=master_weights))
 
     def _state_keys(self, group: dict) -> tuple[str, ...]:
         return ("momentum_buffer",) if group["momentum"] != 0 else ()
@@ -290,7 +352,7 @@ class SGD(_FusedOptimizer):
     def _step_view(self, state: dict, keys: tuple) -> Any:
         # Not kept in the state (torch keeps none): only the first step matters, where the
         # buffer is set to the gradient; a buffer found in the state means it is past.
-        fresh = bool(keys) and state.get("momentum_buffer") is None  # None: older torch
+        fresh = "momentum_buffer" in keys and state.get("momentum_buffer") is None
         return np.array(0.0 if fresh else 1.0)
 
     def _kernel(self, group: dict, params: list, grads: list, states: list, step: int,
@@ -309,7 +371,7 @@ class Adagrad(_FusedOptimizer):
                  weight_decay: float = 0, initial_accumulator_value: float = 0,
                  eps: float = 1e-10, foreach: bool | None = None, *, maximize: bool = False,
                  differentiable: bool = False, fused: bool | None = None,
-                 eps_root: float = 0.0) -> None:
+                 eps_root: float = 0.0, master_weights: bool = False) -> None:
         if not initial_accumulator_value >= 0.0:
             raise ValueError("initial_accumulator_value must be >= 0, got "
                              f"{initial_accumulator_value}")
@@ -318,12 +380,13 @@ class Adagrad(_FusedOptimizer):
                                       initial_accumulator_value=initial_accumulator_value,
                                       foreach=foreach, maximize=maximize,
                                       differentiable=differentiable, fused=fused,
-                                      eps_root=eps_root))
+                                      eps_root=eps_root, master_weights=master_weights))
         for group in self.param_groups:
             for p in group["params"]:
                 state = self.state[p]
                 state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
-                state["sum"] = torch.full_like(p, group["initial_accumulator_value"])
+                state["sum"] = torch.full_like(p, group["initial_accumulator_value"],
+                                               dtype=_bridge.state_dtype(p))
 
     def _state_keys(self, group: dict) -> tuple[str, ...]:
         return ("sum",)
@@ -347,12 +410,12 @@ class RMSprop(_FusedOptimizer):
                  weight_decay: float = 0, momentum: float = 0, centered: bool = False,
                  capturable: bool = False, foreach: bool | None = None,
                  maximize: bool = False, differentiable: bool = False, *,
-                 eps_root: float = 0.0) -> None:
+                 eps_root: float = 0.0, master_weights: bool = False) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps,
                                       centered=centered, weight_decay=weight_decay,
                                       capturable=capturable, foreach=foreach,
                                       maximize=maximize, differentiable=differentiable,
-                                      eps_root=eps_root))
+                                      eps_root=eps_root, master_weights=master_weights))
 
     def _state_keys(self, group: dict) -> tuple[str, ...]:
         return ("square_avg",) + (("grad_avg",) if group["centered"] else ()) + \
@@ -378,13 +441,14 @@ class Adam(_FusedOptimizer):
                  eps: float = 1e-8, weight_decay: float = 0, amsgrad: bool = False, *,
                  foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None,
-                 decoupled_weight_decay: bool = False, eps_root: float = 0.0) -> None:
+                 decoupled_weight_decay: bool = False, eps_root: float = 0.0,
+                 master_weights: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize, foreach=foreach,
                                       capturable=capturable, differentiable=differentiable,
                                       fused=fused,
                                       decoupled_weight_decay=decoupled_weight_decay,
-                                      eps_root=eps_root))
+                                      eps_root=eps_root, master_weights=master_weights))
 
     def _state_keys(self, group: dict) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ())
@@ -407,11 +471,12 @@ class AdamW(Adam):
                  eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
                  maximize: bool = False, foreach: bool | None = None, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None,
-                 eps_root: float = 0.0) -> None:
+                 eps_root: float = 0.0, master_weights: bool = False) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, foreach=foreach, maximize=maximize,
                          capturable=capturable, differentiable=differentiable, fused=fused,
-                         decoupled_weight_decay=True, eps_root=eps_root)
+                         decoupled_weight_decay=True, eps_root=eps_root,
+                         master_weights=master_weights)
 
 
 class Adamax(_FusedOptimizer):
@@ -420,10 +485,11 @@ class Adamax(_FusedOptimizer):
     def __init__(self, params: Any, lr: float = 2e-3, betas: tuple = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0, foreach: bool | None = None, *,
                  maximize: bool = False, differentiable: bool = False,
-                 capturable: bool = False) -> None:
+                 capturable: bool = False, master_weights: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       foreach=foreach, maximize=maximize,
-                                      differentiable=differentiable, capturable=capturable))
+                                      differentiable=differentiable, capturable=capturable,
+                                      master_weights=master_weights))
 
     def _state_keys(self, group: dict) -> tuple[str, ...]:
         return ("exp_avg", "exp_inf")
