@@ -90,7 +90,14 @@ def worker(rank: int, dt: str, port: int, out: str) -> None:
     torch.set_num_threads(1)
     for mode in MODES:
         train_mode(rank, mode, DTYPES[dt], out)
+    # Both ranks are done with every collective before either tears gloo down; then leave without
+    # running the interpreter's and torch's exit-time destructors: a rank that exited while the
+    # other still tore down its pairs once aborted ("terminate called without an active
+    # exception") after its results were written.
+    dist.barrier()
     dist.destroy_process_group()
+    sys.stdout.flush()
+    os._exit(0)
 
 
 def train_mode(rank: int, mode: str, dtype, out: str) -> None:
