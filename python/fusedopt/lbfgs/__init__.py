@@ -26,6 +26,7 @@ One concept per module:
 * ``compact``: ``CompactForm``, the limited-memory matrix B = theta I - W M W^T of L-BFGS-B;
 * ``lbfgsb``: one L-BFGS-B iteration (``BoundedSolver``: generalized Cauchy point, subspace
   minimization, a line search kept in the box) and its stopping rules (``run``);
+* ``mpi``: ``minimize(..., comm=)`` on MPI, data-parallel or sharded, and ``local_slice``;
 * ``optimizer``: ``LBFGS``, the same solver over a list of params, torch-style;
 * ``result``: ``OptimizeResult``, the result of every minimizer of fusedopt;
 * ``_vector``: the solver's vector operations, each one call into ``_core``.
@@ -33,8 +34,9 @@ One concept per module:
 from __future__ import annotations
 
 from .history import History, two_loop
+from .mpi import local_slice
 from .optimizer import LBFGS
 from .result import OptimizeResult
 from .solver import minimize
 
-__all__ = ["History", "two_loop", "minimize", "OptimizeResult", "LBFGS"]
+__all__ = ["History", "two_loop", "minimize", "OptimizeResult", "LBFGS", "local_slice"]

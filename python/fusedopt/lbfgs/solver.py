@@ -82,7 +82,7 @@ class Solver:
     on success or the message of a failure.
     """
 
-    def __init__(self, objective, x, m, line_search, vec=CoreVec):
+    def __init__(self, objective, x, m, line_search, vec=CoreVec, history=None):
         self.obj = objective
         self.vec = vec
         self.line_search = line_search
@@ -91,7 +91,7 @@ class Solver:
         self.g = vec.empty(n, dt)
         self.d = vec.empty(n, dt)
         self.slots = [(vec.empty(n, dt), vec.empty(n, dt)) for _ in range(2)]
-        self.history = History(n, m, dt)
+        self.history = History(n, m, dt) if history is None else history  # mpi: GramHistory
         self.nit = 0
         self.f = math.nan
         self.f_prev = math.nan
@@ -184,7 +184,8 @@ def _check_x0(x0):
 
 
 def minimize(fun, x0, *, bounds=None, m=10, maxiter=15000, gtol=1e-5, ftol=2.2e-9,
-             line_search="strong_wolfe", callback=None, maxfun=None, maxls=20):
+             line_search="strong_wolfe", callback=None, maxfun=None, maxls=20, comm=None,
+             shard=False):
     """Minimize ``fun`` by L-BFGS from ``x0`` (by L-BFGS-B within ``bounds``).
 
     Parameters
@@ -221,6 +222,14 @@ def minimize(fun, x0, *, bounds=None, m=10, maxiter=15000, gtol=1e-5, ftol=2.2e-
         (default: no limit).
     maxls : int
         With bounds: most evaluations per line search (SciPy's ``maxls``).
+    comm : mpi4py communicator, optional
+        Run on MPI (``fusedopt.lbfgs.mpi``; the ``mpi`` extra): every rank calls minimize with
+        the same options. ``shard=False``: data-parallel, ``fun`` returns the rank's part of f
+        and of the gradient, summed over the ranks in rank order. ``shard=True``: x0 is the
+        rank's slice ``x[fusedopt.lbfgs.local_slice(n, comm)]`` and ``fun`` returns the rank's
+        part of f and its slice of the gradient.
+    shard : bool
+        With ``comm``: shard x, g and the history over the ranks (see ``comm``).
 
     Returns
     -------
@@ -231,6 +240,13 @@ def minimize(fun, x0, *, bounds=None, m=10, maxiter=15000, gtol=1e-5, ftol=2.2e-
     A non-finite f or gradient at a trial point shortens the step. When the line search fails
     the history is cleared and the steepest descent is tried once before stopping (status 2).
     """
+    if comm is not None:  # MPI: fusedopt.lbfgs.mpi (imports mpi4py)
+        from . import mpi
+        return mpi.minimize(fun, x0, comm=comm, shard=shard, bounds=bounds, m=m,
+                            maxiter=maxiter, gtol=gtol, ftol=ftol, line_search=line_search,
+                            callback=callback, maxfun=maxfun, maxls=maxls)
+    if shard is not False:
+        raise ValueError(f"shard={shard!r} needs comm (an mpi4py communicator)")
     _checks.function("fun", fun)
     x0 = _check_x0(x0)
     m = _checks.integer("m", m, minimum=1)

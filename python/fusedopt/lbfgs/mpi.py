@@ -1,0 +1,550 @@
+"""L-BFGS across processes on MPI (``mpi4py``): data-parallel and sharded, bit-reproducible.
+
+Layer: algorithms (the per-block partial sums run in the kernels, ``_core.block_dots``; mpi4py
+is imported only here, and only when ``minimize`` is given a communicator).
+
+``fusedopt.lbfgs.minimize(fun, x0, ..., comm=comm, shard=False | True)`` comes here.
+
+Data-parallel (``shard=False``; Spark MLlib's L-BFGS): every rank holds the whole x and runs the
+whole iteration; ``fun(x)`` returns the rank's part of f and of the gradient (its slice of the
+data). One collective per evaluation: an allgather of every rank's ``(status, f, g)``, then the
+parts added in rank order (never an ``MPI_SUM``, whose order is the implementation's), so every
+rank holds the same f and g, hence the same bits at every iteration. Bounds work as in one
+process (each rank runs the same L-BFGS-B on the same numbers).
+
+Sharded (``shard=True``; the vector-free L-BFGS of Chen, Wang & Zhou 2014): rank r holds the
+contiguous slice ``local_slice(n, comm)`` of x, of g and of every history vector; ``fun(x_r)``
+returns the rank's part of f and its slice of the gradient. The direction is the compact form of
+the inverse Hessian (Byrd, Nocedal & Schnabel 1994; Nocedal & Wright eq. 7.24),
+
+    H = gamma I + [S, gamma Y] [[R^-T (D + gamma Y^T Y) R^-1, -R^-T], [-R^-1, 0]] [S; gamma Y]^T
+
+so one collective carries the 2m + 1 dots S^T g, Y^T g, g . g of an iteration (plus, in the
+same message, the 3m Gram dots of the pair stored at the previous iteration: s_new . Y,
+S . y_new, y_new . Y), the small 2m x 2m algebra is done on every rank in float64 on identical
+numbers (plain Python loops, no LAPACK whose bits could differ between machines), and
+d = -gamma g - S p - Y q is one local pass (``rows_axpy``). Each trial point of the line search
+is one collective (f, max |g| and the block partials of g . d together), and the pair's
+s . y, y . y one more.
+
+Every reduction of fusedopt's own is a sum of per-block partials: each rank computes the
+blocked sums of its blocks of 16384 elements (``_core.block_dots``, the very block sums of the
+one-process kernels), the partials are gathered (allgatherv, rank order = block order, since
+``local_slice`` cuts on block boundaries) and added in block order from 0.0 on every rank. The
+result is the bits of ``_core.lbfgs_dot`` on the whole vector, on 1, 2, 3 or any number of
+ranks. A max (``max |g|``) is exact in any order. So a sharded run gives the same bits on any
+number of ranks; what ``fun`` returns is the user's (f is summed in rank order).
+
+Errors: an exception in ``fun`` on any rank (or a wrong return value) is sent in the next
+collective as a status; every rank then raises ``RankError`` with that rank's message (the
+failing rank chained to its own exception): no rank waits forever. Sizes, dtypes, options and,
+data-parallel, x0 and the bounds are compared at the first collective; a mismatch raises
+ValueError on every rank naming what differs.
+
+Bounds with ``shard=True`` are refused (ValueError): L-BFGS-B's generalized Cauchy point takes
+the breakpoints of all n variables in increasing order, and the sharded form of that search
+(each rank offers its next smallest breakpoints with their W rows, every rank merges the offers
+identically and processes them up to the smallest last offer, then asks again) is not built.
+"""
+from __future__ import annotations
+
+import math
+import zlib
+
+import numpy as np
+
+from .. import _checks, _core
+from ._vector import CoreVec
+from .history import History
+from .line_search import Point, check_line_search
+from .result import OptimizeResult
+from .solver import Solver, _check_x0, _copy_gradient, _pair, _real_scalar
+
+__all__ = ["local_slice", "minimize", "RankError", "ShardVec", "compact_direction"]
+
+#: The block of every blocked sum (``_core.reduce_block``): shards start on multiples of it.
+BLOCK = int(_core.reduce_block)
+
+
+class RankError(RuntimeError):
+    """Raised on every rank when ``fun`` failed on one of them (the message names the rank)."""
+
+
+def _rank_size(comm):
+    return int(comm.Get_rank()), int(comm.Get_size())
+
+
+def local_slice(n, comm) -> slice:
+    """The contiguous part of ``range(n)`` that rank ``comm.Get_rank()`` holds in sharded mode:
+    the ``ceil(n / 16384)`` blocks of the blocked sums dealt out in order, rank r getting blocks
+    ``[nb r // size, nb (r + 1) // size)`` (sizes differ by at most one block; a rank gets none
+    when there are fewer blocks than ranks). ``comm=None``: ``slice(0, n)``."""
+    n = _checks.integer("n", n, minimum=0)
+    if comm is None:
+        return slice(0, n)
+    rank, size = _rank_size(comm)
+    nb = -(-n // BLOCK)
+    lo, hi = nb * rank // size, nb * (rank + 1) // size
+    return slice(min(n, lo * BLOCK), min(n, hi * BLOCK))
+
+
+# --- the collectives ---------------------------------------------------------------------------
+
+
+class _Net:
+    """The collectives of a run over ``comm``: every message starts with a status word, so that
+    a failure on one rank reaches every rank at the next collective (no hang)."""
+
+    def __init__(self, comm):
+        from mpi4py import MPI  # the mpi extra; only when a communicator is given
+
+        self.MPI = MPI
+        self.comm = comm
+        self.rank, self.size = _rank_size(comm)
+        self.nb = None          # blocks per rank (sharded), set by ``setup``
+        self.collectives = 0    # counters for the benchmark's split of the time
+        self.seconds = 0.0
+
+    def _timed(self, fn, *args):
+        t0 = self.MPI.Wtime()
+        out = fn(*args)
+        self.seconds += self.MPI.Wtime() - t0
+        self.collectives += 1
+        return out
+
+    def setup(self, signature, compare, nb_local, error=None):
+        """The first collective: every rank's signature (a dict), compared field by field with
+        ``compare(name, values)`` -> an error text or None; ValueError on every rank if any.
+        A rank whose arguments were refused (``error``, also ``signature["error"]``) raises it,
+        the others a ValueError naming that rank."""
+        sigs = self._timed(self.comm.allgather, (signature, nb_local))
+        self.nb = [int(s[1]) for s in sigs]
+        if error is not None:
+            raise error
+        bad = [(r, s[0]["error"]) for r, s in enumerate(sigs) if s[0].get("error")]
+        if bad:
+            raise ValueError(f"fusedopt.lbfgs.minimize refused the arguments of rank {bad[0][0]}:"
+                             f" {bad[0][1]}")
+        errors = []
+        for key in signature:
+            text = compare(key, [s[0].get(key) for s in sigs])
+            if text:
+                errors.append(text)
+        if errors:
+            raise ValueError("fusedopt.lbfgs.minimize on MPI: the ranks disagree: "
+                             + "; ".join(errors))
+        return [s[0] for s in sigs]
+
+    def fail_if_any(self, status, error):
+        """After a collective: if any rank's status is nonzero, every rank raises RankError
+        with the failing ranks' messages (one more collective, on this path only)."""
+        if not np.any(status):
+            return
+        texts = self.comm.allgather(None if error is None else
+                                    f"{type(error).__name__}: {error}")
+        msg = "; ".join(f"rank {r}: {t}" for r, t in enumerate(texts) if t is not None)
+        raise RankError(f"fun failed on {msg}") from error
+
+    def gather_blocks(self, head, parts):
+        """Allgatherv of ``head`` (H float64 per rank: status first) and the rank's block
+        partials ``parts`` (nb_local x P). Returns (heads (size x H), sums (P,)): the partials of
+        all blocks added in block order from 0.0 (bits of the one-process blocked sum)."""
+        head = np.asarray(head, np.float64)
+        hn, p = head.size, parts.shape[1]
+        send = np.concatenate([head, parts.reshape(-1)])
+        counts = [hn + nb * p for nb in self.nb]
+        displs = np.concatenate([[0], np.cumsum(counts)[:-1]]).tolist()
+        recv = np.empty(sum(counts))
+        MPI = self.MPI
+        self._timed(self.comm.Allgatherv, [send, MPI.DOUBLE], [recv, (counts, displs), MPI.DOUBLE])
+        heads = np.stack([recv[d:d + hn] for d in displs])
+        if p == 0:
+            return heads, np.zeros(0)
+        blocks = np.concatenate([recv[d + hn:d + c].reshape(-1, p)
+                                 for d, c in zip(displs, counts)])
+        return heads, _in_block_order(blocks)
+
+    def gather_rows(self, send):
+        """Allgather of equal-length byte rows; returns (size x len) uint8."""
+        recv = np.empty((self.size, send.size), np.uint8)
+        MPI = self.MPI
+        self._timed(self.comm.Allgather, [send, MPI.BYTE], [recv, MPI.BYTE])
+        return recv
+
+
+def _in_block_order(blocks):
+    """Column sums of (nb x P) block partials, added in block order from 0.0: t = t + part[b]
+    (``np.add.accumulate`` is that sequential recurrence; ``np.sum`` would pair them)."""
+    if blocks.shape[0] == 0:
+        return np.zeros(blocks.shape[1])
+    return np.add.accumulate(np.vstack([np.zeros((1, blocks.shape[1])), blocks]), axis=0)[-1]
+
+
+def _max_of(values):
+    """The max of the ranks' max |.|: NaN if any is NaN (a max is exact in any order)."""
+    values = np.asarray(values, np.float64)
+    return math.nan if np.isnan(values).any() else float(values.max())
+
+
+# --- data-parallel -----------------------------------------------------------------------------
+
+
+class _SummedObjective:
+    """``fun`` of the data-parallel mode: each rank's (f, g) gathered (one allgather of
+    ``[status, f | g bytes]``) and added in rank order; f in float64, g in x0's dtype."""
+
+    def __init__(self, fun, net, shape, dtype):
+        self.fun, self.net, self.shape, self.dtype = fun, net, shape, np.dtype(dtype)
+        self.n = int(np.prod(shape, dtype=np.int64))
+        self.send = np.zeros(16 + self.n * self.dtype.itemsize, np.uint8)
+        self.g = np.empty(self.n, self.dtype)
+        self.fun_seconds = 0.0
+
+    def __call__(self, x):
+        head = self.send[:16].view(np.float64)
+        g_part = self.send[16:].view(self.dtype)
+        error = None
+        t0 = self.net.MPI.Wtime()
+        try:
+            f, g = _pair(self.fun(x), "fun")
+            head[1] = _real_scalar(f, "fun")
+            _copy_gradient(g_part, g, self.shape, "fun (x0's shape)")
+            head[0] = 0.0
+        except Exception as e:  # sent to every rank at this collective, raised there
+            error = e
+            head[:] = (1.0, math.nan)
+        self.fun_seconds += self.net.MPI.Wtime() - t0
+        rows = self.net.gather_rows(self.send)
+        heads = rows[:, :16].copy().view(np.float64)
+        self.net.fail_if_any(heads[:, 0], error)
+        f = 0.0
+        for r in range(self.net.size):  # rank order
+            f = f + float(heads[r, 1])
+        g = self.g
+        CoreVec.copy(g, rows[0, 16:].view(self.dtype))
+        for r in range(1, self.net.size):
+            CoreVec.axpby(g, 1.0, g, 1.0, rows[r, 16:].view(self.dtype))  # exactly g + g_r
+        return f, g.reshape(self.shape)
+
+
+# --- sharded: vector operations with gathered block partials -----------------------------------
+
+
+class ShardVec:
+    """The solver's vector operations on the rank's slices: elementwise work local
+    (``CoreVec``), every dot from gathered block partials in block order, max |.| from the
+    ranks' maxima; the direction in compact form (``compact_direction``)."""
+
+    empty = staticmethod(np.empty)
+    copy = staticmethod(CoreVec.copy)
+    scale = staticmethod(CoreVec.scale)
+    axpby = staticmethod(CoreVec.axpby)
+
+    def __init__(self, net):
+        self.net = net
+
+    def dots(self, pairs, head=(0.0,)):
+        """The global dots of ``pairs`` [(a, b), ...] of local slices, in one collective;
+        returns (heads, sums)."""
+        parts = _core.block_dots([a for a, _ in pairs], [b for _, b in pairs])
+        return self.net.gather_blocks(head, parts)
+
+    def dot(self, a, b) -> float:
+        return float(self.dots([(a, b)])[1][0])
+
+    def amax(self, a) -> float:
+        local = np.zeros((self.net.nb[self.net.rank], 0))
+        heads, _ = self.net.gather_blocks([0.0, CoreVec.amax(a)], local)
+        return _max_of(heads[:, 1])
+
+    def sub_dots(self, out, a, b, c):
+        """out = a - b (out may be a or b; exactly a - b); returns (c . out, out . out)."""
+        CoreVec.axpby(out, 1.0, a, -1.0, b)
+        s = self.dots([(c, out), (out, out)])[1]
+        return float(s[0]), float(s[1])
+
+    def direction(self, out, grad, history) -> float:
+        return compact_direction(out, grad, history, self)
+
+
+class GramHistory(History):
+    """A ``History`` that also keeps the Gram matrices ``sy[i, j] = s_i . y_j`` and
+    ``yy[i, j] = y_i . y_j`` (storage rows) for the compact form. A stored pair's row and column
+    are computed at the next direction, in its collective (``pending``)."""
+
+    def __init__(self, n, m, dtype):
+        super().__init__(n, m, dtype)
+        self.sy = np.zeros((self.m, self.m))
+        self.yy = np.zeros((self.m, self.m))
+        self.pending = []   # storage rows whose Gram row and column are not computed yet
+
+    def clear(self):
+        super().clear()
+        self.pending = []
+
+    def _store(self, s, y, sy, yy, vec, step=1.0) -> bool:
+        row = (self.head + self.count) % self.m if self.count < self.m else self.head
+        stored = super()._store(s, y, sy, yy, vec, step)
+        if stored and row not in self.pending:
+            self.pending.append(row)
+        return stored
+
+
+def _upper_solve(r, b):
+    """x with R x = b, R upper triangular (k x k, a list of lists), in float64, fixed order."""
+    k = len(b)
+    x = [0.0] * k
+    for i in range(k - 1, -1, -1):
+        acc = b[i]
+        for j in range(i + 1, k):
+            acc = acc - r[i][j] * x[j]
+        x[i] = acc / r[i][i]
+    return x
+
+
+def _lower_t_solve(r, b):
+    """x with R^T x = b (R upper triangular), in float64, fixed order."""
+    k = len(b)
+    x = [0.0] * k
+    for i in range(k):
+        acc = b[i]
+        for j in range(i):
+            acc = acc - r[j][i] * x[j]
+        x[i] = acc / r[i][i]
+    return x
+
+
+def compact_direction(out, g, h, vec) -> float:
+    """out = -H g by the compact form of H (module docstring) over the ``GramHistory`` h, with
+    ``vec`` a ``ShardVec`` (or anything with ``dots``): one collective for S^T g, Y^T g, g . g
+    and the pending Gram rows; the 2k x 2k algebra in float64 Python on every rank; one local
+    pass for out. Returns g . out from the gathered dots (no second collective)."""
+    k = h.count
+    rows = list(range(k))                        # valid rows are storage rows 0 .. k - 1
+    order = [(h.head + i) % h.m for i in range(k)]   # oldest first
+    pairs = [(h.s[r], g) for r in rows] + [(h.y[r], g) for r in rows] + [(g, g)]
+    pend = [p for p in h.pending if p < k]
+    for p in pend:
+        pairs += [(h.s[p], h.y[r]) for r in rows] + [(h.s[r], h.y[p]) for r in rows] \
+            + [(h.y[p], h.y[r]) for r in rows]
+    _, sums = vec.dots(pairs)
+    sg, yg, gg = sums[:k], sums[k:2 * k], float(sums[2 * k])
+    at = 2 * k + 1
+    for p in pend:
+        h.sy[p, :k] = sums[at:at + k]
+        h.sy[:k, p] = sums[at + k:at + 2 * k]
+        h.yy[p, :k] = h.yy[:k, p] = sums[at + 2 * k:at + 3 * k]
+        at += 3 * k
+    h.pending = []
+    new = order[-1]
+    gamma = float(h.sy[new, new]) / float(h.yy[new, new])
+    # chronological: R[i][j] = s_i . y_j (i <= j), D = diag(s_i . y_i)
+    rmat = [[float(h.sy[order[i], order[j]]) for j in range(k)] for i in range(k)]
+    a = [float(sg[r]) for r in order]
+    b = [float(yg[r]) for r in order]
+    v1 = _upper_solve(rmat, a)                           # R^-1 S^T g
+    w = []
+    for i in range(k):                                   # (D + gamma Y^T Y) v1 - gamma Y^T g
+        acc = rmat[i][i] * v1[i]
+        for j in range(k):
+            acc = acc + gamma * float(h.yy[order[i], order[j]]) * v1[j]
+        w.append(acc - gamma * b[i])
+    top = _lower_t_solve(rmat, w)                        # R^-T w
+    # H g = gamma g + S top - gamma Y v1, so out = -gamma g - S top + gamma Y v1
+    cs = np.zeros(k)
+    cy = np.zeros(k)
+    for i, r in enumerate(order):
+        cs[r] = -top[i]
+        cy[r] = gamma * v1[i]
+    CoreVec.rows_axpy(out, h.s, h.y, cs, cy, k)
+    CoreVec.axpby(out, 1.0, out, -gamma, g)
+    gd = gamma * gg
+    for i in range(k):
+        gd = gd + top[i] * a[i]
+    for i in range(k):
+        gd = gd - gamma * v1[i] * b[i]
+    return -gd
+
+
+class _ShardedSolver(Solver):
+    """``Solver`` (the iteration of one process) over the rank's slices: ``ShardVec`` for the
+    vector work, ``GramHistory`` for the compact direction, and each evaluation one collective
+    (the ranks' f, max |g| and the block partials of g . d)."""
+
+    def __init__(self, fun, x, shape, m, line_search, net):
+        super().__init__(None, x, m, line_search, vec=ShardVec(net),
+                         history=GramHistory(x.size, m, x.dtype))
+        self.fun, self.shape, self.net = fun, shape, net
+        self.nfev = 0
+        self.fun_seconds = 0.0
+        self._gmax = {}        # id(g buffer) -> global max |g| of the point it holds
+
+    def _local(self, x, g_out):
+        """fun at the local slice x; returns (status, f_part, error)."""
+        view = x.reshape(self.shape)
+        view.flags.writeable = False
+        t0 = self.net.MPI.Wtime()
+        try:
+            f, g = _pair(self.fun(view), "fun")
+            f = _real_scalar(f, "fun")
+            _copy_gradient(g_out, g, self.shape, "fun (x0's shape)")
+            return 0.0, f, None
+        except Exception as e:
+            return 1.0, math.nan, e
+        finally:
+            self.fun_seconds += self.net.MPI.Wtime() - t0
+            self.nfev += 1
+
+    def _point(self, x, g, d):
+        """f (summed in rank order), max |g| and g . d (None: no d) at x, one collective."""
+        status, f, error = self._local(x, g)
+        gmax = CoreVec.amax(g) if error is None else math.nan
+        pairs = [(g, d)] if d is not None else []
+        parts = _core.block_dots([a for a, _ in pairs], [b for _, b in pairs]) if pairs \
+            else np.zeros((self.net.nb[self.net.rank], 0))
+        heads, sums = self.net.gather_blocks([status, f, gmax], parts)
+        self.net.fail_if_any(heads[:, 0], error)
+        total = 0.0
+        for r in range(self.net.size):
+            total = total + float(heads[r, 1])
+        self._gmax[id(g)] = _max_of(heads[:, 2])
+        return total, (float(sums[0]) if d is not None else None)
+
+    def evaluate_start(self):
+        self.f, _ = self._point(self.x, self.g, None)
+        if not math.isfinite(self.f):
+            raise ValueError(f"fun(x0) returned f = {self.f}; the starting point must have a "
+                             "finite value")
+        if not math.isfinite(self._gmax[id(self.g)]):
+            raise ValueError("fun(x0) returned a non-finite gradient")
+
+    def gnorm_inf(self) -> float:
+        return self._gmax[id(self.g)]
+
+    def _evaluate(self, t, slot):
+        xt, gt = self.slots[slot]
+        self.vec.axpby(xt, 1.0, self.x, t, self.d)
+        f, dg = self._point(xt, gt, self.d)
+        return Point(t, f, dg if math.isfinite(f) else math.nan, slot)
+
+
+# --- the front door ----------------------------------------------------------------------------
+
+
+def _compare(key, values):
+    if key in ("n_local", "error"):
+        return None
+    if any(v != values[0] for v in values):
+        ranks = [r for r, v in enumerate(values) if v != values[0]]
+        return f"{key} differs: rank 0 has {values[0]!r}, rank {ranks[0]} has {values[ranks[0]]!r}"
+    return None
+
+
+def minimize(fun, x0, *, comm, shard=False, bounds=None, m=10, maxiter=15000, gtol=1e-5,
+             ftol=2.2e-9, line_search="strong_wolfe", callback=None, maxfun=None, maxls=20):
+    """``fusedopt.lbfgs.minimize`` with ``comm`` (see the module docstring and that function;
+    every rank calls it with the same options).
+
+    Data-parallel: returns the same result on every rank. Sharded: ``x0`` is the rank's slice
+    ``x[local_slice(n, comm)]`` of the whole x, ``fun(x_r)`` returns (the rank's part of f, the
+    gradient's slice); the result's ``x`` and ``jac`` are the rank's slices, ``fun`` the total.
+    The result also has ``comm_seconds``, ``collectives`` and ``fun_seconds`` (this rank).
+    """
+    shard = _checks.flag("shard", shard)
+    for name in ("Get_rank", "Get_size", "allgather", "Allgatherv"):
+        if not hasattr(comm, name):
+            raise TypeError(f"comm must be an mpi4py communicator, got {type(comm).__name__}")
+    net = _Net(comm)
+    try:  # a bad argument on one rank is raised on every rank, at the first collective
+        _checks.function("fun", fun)
+        x0 = _check_x0(x0)
+        m = _checks.integer("m", m, minimum=1)
+        maxiter = _checks.integer("maxiter", maxiter, minimum=0)
+        gtol = _checks.nonneg("gtol", gtol)
+        ftol = _checks.nonneg("ftol", ftol)
+        line_search = check_line_search(line_search)
+        _checks.function("callback", callback, optional=True)
+        if shard and bounds is not None:
+            raise ValueError("bounds with shard=True are not supported (the sharded "
+                             "generalized Cauchy point is not built); use shard=False")
+        box = None
+        if bounds is not None:
+            from .bounds import parse_bounds
+            box = parse_bounds(bounds, x0.shape, x0.dtype)
+        error = None
+    except (TypeError, ValueError) as e:
+        error = e
+    if error is not None:
+        net.setup({"error": f"{type(error).__name__}: {error}"}, _compare, 0, error)
+    sig = {"error": None, "shard": shard, "dtype": x0.dtype.str, "m": m, "maxiter": maxiter,
+           "gtol": gtol, "ftol": ftol, "line_search": line_search, "maxfun": maxfun,
+           "maxls": maxls, "bounds": bounds is not None}
+    if shard:
+        sig["n_local"] = x0.size
+        sizes = [s["n_local"] for s in net.setup(sig, _compare, -(-x0.size // BLOCK))]
+        n = int(sum(sizes))
+        want = [local_slice(n, _FixedRank(r, net.size)) for r in range(net.size)]
+        bad = [r for r in range(net.size) if want[r].stop - want[r].start != sizes[r]]
+        if bad:
+            r = bad[0]
+            raise ValueError(f"x0 on rank {r} has {sizes[r]} elements; local_slice({n}, comm) "
+                             f"gives that rank {want[r].stop - want[r].start} (slices on "
+                             f"{BLOCK}-element blocks)")
+        if min(sizes) == 0:
+            raise ValueError(f"shard=True needs at least one {BLOCK}-element block per rank: "
+                             f"n = {n} on {net.size} ranks")
+        return _run_sharded(fun, x0, net, m, maxiter, gtol, ftol, line_search, callback)
+    sig["shape"] = x0.shape
+    sig["x0 (crc32)"] = zlib.crc32(np.ascontiguousarray(x0).view(np.uint8))
+    if box is not None:
+        sig["bounds (crc32)"] = (zlib.crc32(box.lo.view(np.uint8)),
+                                 zlib.crc32(box.hi.view(np.uint8)))
+    net.setup(sig, _compare, 0)
+    summed = _SummedObjective(fun, net, x0.shape, x0.dtype)
+    from .solver import minimize as one_process
+    res = one_process(summed, x0, bounds=bounds, m=m, maxiter=maxiter, gtol=gtol, ftol=ftol,
+                      line_search=line_search, callback=callback, maxfun=maxfun, maxls=maxls)
+    res["comm_seconds"], res["collectives"] = net.seconds, net.collectives
+    res["fun_seconds"] = summed.fun_seconds
+    return res
+
+
+class _FixedRank:
+    """A stand-in communicator of a given rank and size (for ``local_slice`` of other ranks)."""
+
+    def __init__(self, rank, size):
+        self.rank, self.size = rank, size
+
+    def Get_rank(self):
+        return self.rank
+
+    def Get_size(self):
+        return self.size
+
+
+def _run_sharded(fun, x0, net, m, maxiter, gtol, ftol, line_search, callback):
+    solver = _ShardedSolver(fun, x0.ravel().copy(), x0.shape, m, line_search, net)
+    solver.evaluate_start()
+    status, message = None, None
+    if solver.gnorm_inf() <= gtol:
+        status, message = 0, "CONVERGENCE: max |grad| <= gtol"
+    while status is None:
+        if solver.nit >= maxiter:
+            status, message = 1, "STOP: the number of iterations reached maxiter"
+            break
+        failure = solver.iterate()
+        if failure is not None:
+            status, message = 2, "ABNORMAL: " + failure
+            break
+        if callback is not None:
+            callback(solver.x.reshape(x0.shape).copy())
+        if solver.gnorm_inf() <= gtol:
+            status, message = 0, "CONVERGENCE: max |grad| <= gtol"
+        elif solver.f_prev - solver.f <= ftol * max(abs(solver.f_prev), abs(solver.f), 1.0):
+            status, message = 0, "CONVERGENCE: relative reduction of f <= ftol"
+    return OptimizeResult(
+        x=solver.x.reshape(x0.shape).copy(), fun=solver.f,
+        jac=solver.g.reshape(x0.shape).copy(), nit=solver.nit, nfev=solver.nfev,
+        njev=solver.nfev, success=status == 0, status=status, message=message,
+        skipped=solver.history.skipped, comm_seconds=net.seconds,
+        collectives=net.collectives, fun_seconds=solver.fun_seconds)

@@ -1,0 +1,176 @@
+"""The MPI cases of tests/test_mpi.py, run under ``mpiexec -n K python lbfgs_cases.py OUTDIR``.
+
+Layer: tests. Every rank runs every case and pickles what it saw to OUTDIR/rank<r>.pkl; the
+test compares the ranks with each other and with the one-process runs. A case that raises an
+unexpected exception records its traceback (the test reports it) and the run goes on.
+"""
+from __future__ import annotations
+
+import pickle
+import sys
+import traceback
+from pathlib import Path
+
+import numpy as np
+from mpi4py import MPI
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import problems  # noqa: E402
+
+import fusedopt  # noqa: E402
+from fusedopt import _core  # noqa: E402
+from fusedopt.lbfgs import local_slice, minimize  # noqa: E402
+from fusedopt.lbfgs import mpi as lmpi  # noqa: E402
+
+comm = MPI.COMM_WORLD
+rank, size = comm.Get_rank(), comm.Get_size()
+ROSEN_N = 3 * problems.BLOCK + 1002     # 4 blocks, the last one short; even
+DIR_N = 3 * problems.BLOCK + 777        # odd
+
+
+def summary(res):
+    return {k: res[k] for k in ("x", "fun", "jac", "nit", "nfev", "status", "message")}
+
+
+def case_logreg():
+    """Data-parallel logistic regression (float64 and float32)."""
+    out = {}
+    for dt in (np.float64, np.float32):
+        fun = problems.logreg_part(rank, size, dtype=dt)
+        res = minimize(fun, np.zeros(40, dt), comm=comm, gtol=1e-6 if dt == np.float64 else 1e-3)
+        out[np.dtype(dt).name] = summary(res)
+    return out
+
+
+def case_logreg_exact():
+    """Data-parallel where f and g do not depend on the split: rank 0 returns the whole
+    objective and the others exact zeros (the sums are exact): the one-process bits."""
+    whole = problems.logreg_whole()
+
+    def fun(w):
+        if rank == 0:
+            return whole(w)
+        return 0.0, np.zeros_like(w)
+    return summary(minimize(fun, np.zeros(40), comm=comm, gtol=1e-6))
+
+
+def case_bounds():
+    """Data-parallel L-BFGS-B: 0 <= w <= 0.3."""
+    fun = problems.logreg_part(rank, size)
+    return summary(minimize(fun, np.full(40, 0.1), comm=comm, bounds=(0.0, 0.3), gtol=1e-8))
+
+
+def case_rosen():
+    """Sharded extended Rosenbrock, twice (a run repeats bit for bit)."""
+    sl = local_slice(ROSEN_N, comm)
+
+    def fun(x):
+        return problems.rosen(x)
+    runs = [summary(minimize(fun, problems.rosen_x0(ROSEN_N)[sl], comm=comm, shard=True,
+                             gtol=1e-6, ftol=0.0)) for _ in range(2)]
+    return {"slice": (sl.start, sl.stop), "runs": runs}
+
+
+def _pairs(n, count, dtype, seed):
+    rng = np.random.default_rng(seed)
+    diag = 0.5 + rng.random(n)
+    out = []
+    for _ in range(count):
+        s = rng.standard_normal(n)
+        out.append((s.astype(dtype), (diag * s + 0.01 * rng.standard_normal(n)).astype(dtype)))
+    return out, rng.standard_normal(n).astype(dtype)
+
+
+def case_direction():
+    """The sharded dots and compact direction against the one-process kernels (the test
+    recomputes them on the whole vectors): ring of m = 4 after 6 pairs, then one more pair."""
+    sl = local_slice(DIR_N, comm)
+    out = {}
+    for dt in (np.float64, np.float32):
+        pairs, g = _pairs(DIR_N, 7, dt, seed=3)
+        vec = lmpi.ShardVec(lmpi._Net(comm))
+        vec.net.setup({"case": "direction"}, lambda k, v: None, -(-(sl.stop - sl.start) // lmpi.BLOCK))
+        h = lmpi.GramHistory(sl.stop - sl.start, 4, dt)
+        for s, y in pairs[:6]:
+            s, y = s[sl].copy(), y[sl].copy()
+            h._store(s, y, vec.dot(s, y), vec.dot(y, y), vec)
+        gl = g[sl].copy()
+        d1 = np.empty_like(gl)
+        gd1 = vec.direction(d1, gl, h)
+        s, y = pairs[6][0][sl].copy(), pairs[6][1][sl].copy()
+        h._store(s, y, vec.dot(s, y), vec.dot(y, y), vec)
+        d2 = np.empty_like(gl)
+        gd2 = vec.direction(d2, gl, h)
+        a = gl.copy()
+        dy = vec.sub_dots(a, gl, s, y)
+        out[np.dtype(dt).name] = {
+            "d1": comm.allgather(d1), "d2": comm.allgather(d2), "gd1": gd1, "gd2": gd2,
+            "dot": vec.dot(gl, d2), "amax": vec.amax(d2), "sub_dots": dy,
+            "sub": comm.allgather(a)}
+    return out
+
+
+def _catch(run):
+    try:
+        run()
+    except (lmpi.RankError, ValueError) as e:
+        return f"{type(e).__name__}: {e}"
+    return "no error"
+
+
+def case_fail():
+    """fun raises on the last rank at its third evaluation: every rank raises RankError."""
+    def make(base):
+        calls = [0]
+
+        def fun(x):
+            calls[0] += 1
+            if rank == size - 1 and calls[0] == 3:
+                raise ZeroDivisionError("boom on purpose")
+            return base(x)
+        return fun
+    dp = _catch(lambda: minimize(make(problems.logreg_part(rank, size)), np.zeros(40),
+                                 comm=comm))
+    sl = local_slice(ROSEN_N, comm)
+    sh = _catch(lambda: minimize(make(problems.rosen), problems.rosen_x0(ROSEN_N)[sl],
+                                 comm=comm, shard=True))
+    bad = _catch(lambda: minimize(lambda x: (0.0, np.zeros(3 if rank == size - 1 else 40)),
+                                  np.zeros(40), comm=comm))
+    return {"dp": dp, "shard": sh, "bad_return": bad}
+
+
+def case_mismatch():
+    """Options, x0 and split sizes that differ between ranks: ValueError on every rank."""
+    last = rank == size - 1
+    fun = problems.logreg_part(rank, size)
+    m = _catch(lambda: minimize(fun, np.zeros(40), comm=comm, m=7 if last else 10))
+    x0 = _catch(lambda: minimize(fun, np.full(40, 0.5 if last else 0.0), comm=comm))
+    n = _catch(lambda: minimize(fun, np.zeros(41 if last else 40), comm=comm))
+    sl = local_slice(ROSEN_N, comm)
+    x = problems.rosen_x0(ROSEN_N)[sl]
+    # rank 0 short of its blocks: not the split local_slice gives (on one rank it is: n - 2)
+    split = _catch(lambda: minimize(problems.rosen, x[:-2] if rank == 0 else x, comm=comm,
+                                    shard=True, maxiter=2))
+    sbounds = _catch(lambda: minimize(problems.rosen, x, comm=comm, shard=True,
+                                      bounds=(0.0, 1.0)))
+    return {"m": m, "x0": x0, "n": n, "split": split, "shard_bounds": sbounds}
+
+
+CASES = {k[5:]: v for k, v in globals().items() if k.startswith("case_")}
+
+
+def main():
+    outdir = Path(sys.argv[1])
+    only = sys.argv[2:] or list(CASES)
+    results = {"size": size, "isa": fusedopt.isa(), "block": int(_core.reduce_block)}
+    for name in only:
+        try:
+            results[name] = CASES[name]()
+        except Exception:
+            results[name] = {"traceback": traceback.format_exc()}
+    with open(outdir / f"rank{rank}.pkl", "wb") as f:
+        pickle.dump(results, f)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""fusedopt.lbfgs.minimize on MPI (mpi4py): data-parallel and sharded, under ``mpiexec``.
+
+Each rank count K in (1, 2, 3) is one ``mpiexec -n K`` run of tests/mpi_scripts/lbfgs_cases.py
+(every case, about 10 s), whose ranks pickle what they saw; the tests here compare the ranks
+with each other (bit for bit) and with one-process runs in this process:
+
+* the sharded dots, max |.|, sub_dots and the compact direction equal the one-process kernels
+  (``_core.lbfgs_dot`` etc. on the whole vectors) bit for bit, on every K;
+* data-parallel logistic regression: every rank's iterate identical; equal to the one-process
+  run within the tolerance below (the ranks' f and g are added in rank order, which rounds
+  differently from one sum over all samples); bit for bit where the sum is exact;
+* sharded extended Rosenbrock: a run repeats bit for bit; equal to the 1-rank run and to the
+  one-process two-loop L-BFGS within the tolerance below (f is summed in rank order);
+* bounds (data-parallel L-BFGS-B): same solution and active set as one process;
+* a failing rank, mismatched options / sizes: every rank raises, none hangs.
+
+Skipped where mpi4py or ``mpiexec`` is absent.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fusedopt
+from fusedopt import _core
+from fusedopt.lbfgs import local_slice, minimize
+from fusedopt.lbfgs import mpi as lmpi
+from fusedopt.lbfgs._vector import CoreVec
+
+pytest.importorskip("mpi4py")
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "mpi_scripts"))
+import problems  # noqa: E402
+
+# mpiexec of the MPI that mpi4py was built against: the one next to this Python (a venv with
+# the mpi extra), else on PATH.
+MPIEXEC = next((str(p) for p in [Path(sys.executable).parent / "mpiexec"] if p.exists()),
+               shutil.which("mpiexec"))
+if MPIEXEC is None:
+    pytest.skip("mpiexec not found (pip install 'fusedopt[mpi]')", allow_module_level=True)
+
+RANKS = (1, 2, 3)
+TIMEOUT = 300  # seconds for one mpiexec run of every case (about 10 s here)
+PYTHON_DIR = Path(fusedopt.__file__).resolve().parents[1]  # the ranks import this fusedopt
+#: Data-parallel vs one process: x to 1e-6 relative to max |x|, f to 1e-10 (float64); the
+#: solutions agree to about gtol / (smallest Hessian eigenvalue) ~ 1e-4 for float32 at gtol 1e-3.
+TOL = {"float64": dict(x=1e-6, f=1e-10), "float32": dict(x=2e-2, f=1e-4)}
+
+
+@pytest.fixture(scope="module", params=RANKS, ids=[f"n{k}" for k in RANKS])
+def ranks(request, tmp_path_factory):
+    """{rank: results} of one mpiexec run of every case on K ranks."""
+    k = request.param
+    out = tmp_path_factory.mktemp(f"mpi{k}")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(PYTHON_DIR)] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
+        OMP_NUM_THREADS="1", FUSEDOPT_NUM_THREADS="1")
+    cmd = [MPIEXEC, "-n", str(k), sys.executable, str(HERE / "mpi_scripts" / "lbfgs_cases.py"),
+           str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, f"{cmd} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    res = {}
+    for r in range(k):
+        with open(out / f"rank{r}.pkl", "rb") as f:
+            res[r] = pickle.load(f)
+    assert res[0]["size"] == k and res[0]["block"] == lmpi.BLOCK
+    return res
+
+
+def case(ranks, name):
+    """The case's results of every rank (fails with the rank's traceback if it raised)."""
+    out = []
+    for r, res in sorted(ranks.items()):
+        got = res[name]
+        if isinstance(got, dict) and "traceback" in got:
+            pytest.fail(f"rank {r}, case {name}:\n{got['traceback']}")
+        out.append(got)
+    return out
+
+
+def same_bits(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def assert_replicas(results, keys=("x", "fun", "jac", "nit", "nfev", "status")):
+    for r, got in enumerate(results[1:], 1):
+        for k in keys:
+            assert same_bits(got[k], results[0][k]), f"rank {r} differs from rank 0 in {k}"
+
+
+# --- local_slice -------------------------------------------------------------------------------
+
+
+class _Comm:
+    def __init__(self, rank, size):
+        self.r, self.s = rank, size
+
+    def Get_rank(self):
+        return self.r
+
+    def Get_size(self):
+        return self.s
+
+
+@pytest.mark.parametrize("n", [1, 16384, 16385, 5 * 16384 + 3, 10 ** 6 + 1])
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 7])
+def test_local_slice_tiles_on_blocks(n, size):
+    sl = [local_slice(n, _Comm(r, size)) for r in range(size)]
+    assert sl[0].start == 0 and sl[-1].stop == n
+    for a, b in zip(sl, sl[1:]):
+        assert a.stop == b.start
+    for s in sl:
+        assert s.start % lmpi.BLOCK == 0 and s.step is None
+        assert s.stop == n or s.stop % lmpi.BLOCK == 0
+    lens = [s.stop - s.start for s in sl]
+    nb = [-(-x // lmpi.BLOCK) for x in lens]
+    assert max(nb) - min(nb) <= 1
+    assert local_slice(n, None) == slice(0, n)
+
+
+def test_local_slice_and_minimize_refuse_bad_arguments():
+    with pytest.raises(ValueError, match="n"):
+        local_slice(-1, None)
+    with pytest.raises(TypeError, match="comm"):
+        minimize(problems.rosen, np.zeros(4), comm=object())
+    with pytest.raises(ValueError, match="shard"):
+        minimize(problems.rosen, np.zeros(4), shard=True)
+
+
+# --- the sharded kernels against the one-process kernels ---------------------------------------
+
+
+class _OneProcess:
+    """The ShardVec interface on whole vectors with the one-process kernels (``lbfgs_dot``)."""
+
+    copy = staticmethod(CoreVec.copy)
+    scale = staticmethod(CoreVec.scale)
+
+    @staticmethod
+    def dots(pairs):
+        return None, np.array([_core.lbfgs_dot(a, b) for a, b in pairs])
+
+
+def _direction_reference(dt):
+    """What lbfgs_cases.case_direction computes, in one process with the one-process dots."""
+    pairs, g = _make_pairs(dt)
+    h = lmpi.GramHistory(g.size, 4, dt)
+    one = _OneProcess()
+    for s, y in pairs[:6]:
+        h._store(s, y, _core.lbfgs_dot(s, y), _core.lbfgs_dot(y, y), one)
+    d1 = np.empty_like(g)
+    gd1 = lmpi.compact_direction(d1, g, h, one)
+    s, y = pairs[6]
+    h._store(s, y, _core.lbfgs_dot(s, y), _core.lbfgs_dot(y, y), one)
+    d2 = np.empty_like(g)
+    gd2 = lmpi.compact_direction(d2, g, h, one)
+    return h, d1, gd1, d2, gd2, s, y, g
+
+
+def _make_pairs(dt):
+    rng = np.random.default_rng(3)
+    n = 3 * lmpi.BLOCK + 777
+    diag = 0.5 + rng.random(n)
+    out = []
+    for _ in range(7):
+        s = rng.standard_normal(n)
+        out.append((s.astype(dt), (diag * s + 0.01 * rng.standard_normal(n)).astype(dt)))
+    return out, rng.standard_normal(n).astype(dt)
+
+
+@pytest.mark.parametrize("dt", [np.float64, np.float32])
+def test_sharded_direction_and_dots_equal_one_process_kernels(ranks, dt):
+    results = case(ranks, "direction")
+    name = np.dtype(dt).name
+    h, d1, gd1, d2, gd2, s, y, g = _direction_reference(dt)
+    for r, res in enumerate(results):
+        got = res[name]
+        assert same_bits(np.concatenate(got["d1"]), d1), f"rank {r}: direction (ring wrapped)"
+        assert same_bits(np.concatenate(got["d2"]), d2), f"rank {r}: direction (one more pair)"
+        assert got["gd1"] == gd1 and got["gd2"] == gd2
+        assert got["dot"] == _core.lbfgs_dot(g, d2)
+        assert got["amax"] == _core.lbfgs_amax(d2)
+        a = np.empty_like(g)
+        assert got["sub_dots"] == _core.lbfgs_sub_dots(a, g, s, y)
+        assert same_bits(np.concatenate(got["sub"]), a)
+    # The Gram matrices the direction used are those of the one-process kernel rows_dots.
+    k = h.count
+    rd = _core.lbfgsb_rows_dots(h.s, h.y, g, k)
+    assert same_bits(rd[:k], np.array([_core.lbfgs_dot(h.s[j], g) for j in range(k)]))
+    # And the compact form is the two-loop recursion's H (to rounding).
+    hist = fusedopt.lbfgs.History(g.size, 4, dt)
+    for j in [(h.head + i) % h.m for i in range(k)]:
+        hist.push(h.s[j], h.y[j])
+    ref = fusedopt.lbfgs.two_loop(g, hist)
+    tol = 1e-10 if dt == np.float64 else 2e-4
+    np.testing.assert_allclose(d2, ref, rtol=tol, atol=tol * np.abs(ref).max())
+
+
+# --- data-parallel -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["float64", "float32"])
+def test_data_parallel_logreg_matches_one_process(ranks, name):
+    results = [c[name] for c in case(ranks, "logreg")]
+    assert_replicas(results)
+    dt = np.dtype(name)
+    ref = minimize(problems.logreg_whole(dtype=dt), np.zeros(40, dt),
+                   gtol=1e-6 if dt == np.float64 else 1e-3)
+    got = results[0]
+    assert got["status"] == 0 and ref.status == 0, (got["message"], ref.message)
+    assert got["x"].dtype == dt
+    tol = TOL[name]
+    np.testing.assert_allclose(got["x"], ref.x, rtol=0, atol=tol["x"] * np.abs(ref.x).max())
+    assert abs(got["fun"] - ref.fun) <= tol["f"] * abs(ref.fun)
+
+
+def test_data_parallel_exact_sums_give_the_one_process_bits(ranks):
+    results = case(ranks, "logreg_exact")
+    assert_replicas(results)
+    ref = minimize(problems.logreg_whole(), np.zeros(40), gtol=1e-6)
+    for k in ("x", "fun", "jac", "nit", "nfev"):
+        assert same_bits(results[0][k], ref[k]), k
+
+
+def test_data_parallel_bounds_match_one_process(ranks):
+    results = case(ranks, "bounds")
+    assert_replicas(results)
+    ref = minimize(problems.logreg_whole(), np.full(40, 0.1), bounds=(0.0, 0.3), gtol=1e-8)
+    got = results[0]
+    assert got["status"] == 0 and ref.status == 0, (got["message"], ref.message)
+    assert (got["x"] >= 0).all() and (got["x"] <= 0.3).all()
+    assert ((got["x"] == 0) == (ref.x == 0)).all() and ((got["x"] == 0.3) == (ref.x == 0.3)).all()
+    assert 0 < (ref.x == 0).sum() and 0 < (ref.x == 0.3).sum()   # both bounds active
+    np.testing.assert_allclose(got["x"], ref.x, rtol=0, atol=1e-6)
+
+
+# --- sharded -----------------------------------------------------------------------------------
+
+
+def test_sharded_rosenbrock_repeats_and_matches_one_process(ranks):
+    results = case(ranks, "rosen")
+    n = 3 * lmpi.BLOCK + 1002
+    for r, got in enumerate(results):
+        a, b = got["runs"]
+        assert all(same_bits(a[k], b[k]) for k in a if k != "message"), \
+            f"rank {r}: a second run differs"
+        assert got["slice"] == (local_slice(n, _Comm(r, len(results))).start,
+                                local_slice(n, _Comm(r, len(results))).stop)
+    runs = [got["runs"][0] for got in results]
+    for k in ("fun", "nit", "nfev", "status"):   # the replicated scalars: identical
+        assert all(same_bits(run[k], runs[0][k]) for run in runs), k
+    x = np.concatenate([run["x"] for run in runs])
+    assert runs[0]["status"] == 0, runs[0]["message"]
+    ref = minimize(problems.rosen, problems.rosen_x0(n), gtol=1e-6, ftol=0.0)
+    assert ref.status == 0
+    # Both converge to x* = 1 (max |g| <= 1e-6): x within 1e-5 of each other.
+    np.testing.assert_allclose(x, ref.x, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(x, 1.0, rtol=0, atol=1e-5)
+
+
+# --- failures ----------------------------------------------------------------------------------
+
+
+def test_failing_rank_raises_on_every_rank(ranks):
+    results = case(ranks, "fail")
+    last = len(results) - 1
+    for got in results:
+        for mode in ("dp", "shard"):
+            assert got[mode].startswith("RankError: fun failed on rank"), got[mode]
+            assert f"rank {last}: ZeroDivisionError: boom on purpose" in got[mode]
+        assert got["bad_return"].startswith("RankError"), got["bad_return"]
+        assert "gradient of shape (3,)" in got["bad_return"]
+
+
+def test_mismatched_ranks_are_detected_at_the_first_collective(ranks):
+    results = case(ranks, "mismatch")
+    for got in results:
+        assert got["shard_bounds"].startswith("ValueError: bounds with shard=True")
+        if len(results) == 1:
+            continue
+        assert "m differs" in got["m"], got["m"]
+        assert "x0 (crc32) differs" in got["x0"], got["x0"]
+        assert "shape differs" in got["n"], got["n"]
+        assert "local_slice" in got["split"], got["split"]
