@@ -20,8 +20,8 @@ the inverse Hessian (Byrd, Nocedal & Schnabel 1994; Nocedal & Wright eq. 7.24),
     H = gamma I + [S, gamma Y] [[R^-T (D + gamma Y^T Y) R^-1, -R^-T], [-R^-1, 0]] [S; gamma Y]^T
 
 so one collective carries the 2m + 1 dots S^T g, Y^T g, g . g of an iteration (plus, in the
-same message, the 3m Gram dots of the pair stored at the previous iteration: s_new . Y,
-S . y_new, y_new . Y), the small 2m x 2m algebra is done on every rank in float64 on identical
+same message, the 2m dots of the new column of S^T Y and Y^T Y for the pair stored at the
+previous iteration: S . y_new, Y . y_new), the small 2m x 2m algebra is done on every rank in float64 on identical
 numbers (plain Python loops, no LAPACK whose bits could differ between machines), and
 d = -gamma g - S p - Y q is one local pass (``rows_axpy``). Each trial point of the line search
 is one collective (f, max |g| and the block partials of g . d together), and the pair's
@@ -268,9 +268,10 @@ class ShardVec:
 
 
 class GramHistory(History):
-    """A ``History`` that also keeps the Gram matrices ``sy[i, j] = s_i . y_j`` and
-    ``yy[i, j] = y_i . y_j`` (storage rows) for the compact form. A stored pair's row and column
-    are computed at the next direction, in its collective (``pending``)."""
+    """A ``History`` that also keeps the Gram matrices ``sy[i, j] = s_i . y_j`` (valid where
+    pair i is not newer than pair j: R's upper triangle) and ``yy[i, j] = y_i . y_j`` (storage
+    rows) for the compact form. A stored pair's column is computed at the next direction, in
+    its collective (``pending``)."""
 
     def __init__(self, n, m, dtype):
         super().__init__(n, m, dtype)
@@ -324,17 +325,15 @@ def compact_direction(out, g, h, vec) -> float:
     order = [(h.head + i) % h.m for i in range(k)]   # oldest first
     pairs = [(h.s[r], g) for r in rows] + [(h.y[r], g) for r in rows] + [(g, g)]
     pend = [p for p in h.pending if p < k]
-    for p in pend:
-        pairs += [(h.s[p], h.y[r]) for r in rows] + [(h.s[r], h.y[p]) for r in rows] \
-            + [(h.y[p], h.y[r]) for r in rows]
+    for p in pend:  # the new column of S^T Y (only i <= j is used) and of Y^T Y
+        pairs += [(h.s[r], h.y[p]) for r in rows] + [(h.y[p], h.y[r]) for r in rows]
     _, sums = vec.dots(pairs)
     sg, yg, gg = sums[:k], sums[k:2 * k], float(sums[2 * k])
     at = 2 * k + 1
     for p in pend:
-        h.sy[p, :k] = sums[at:at + k]
-        h.sy[:k, p] = sums[at + k:at + 2 * k]
-        h.yy[p, :k] = h.yy[:k, p] = sums[at + 2 * k:at + 3 * k]
-        at += 3 * k
+        h.sy[:k, p] = sums[at:at + k]
+        h.yy[p, :k] = h.yy[:k, p] = sums[at + k:at + 2 * k]
+        at += 2 * k
     h.pending = []
     new = order[-1]
     gamma = float(h.sy[new, new]) / float(h.yy[new, new])
