@@ -11,7 +11,8 @@ with each other (bit for bit) and with one-process runs in this process:
   differently from one sum over all samples); bit for bit where the sum is exact;
 * sharded extended Rosenbrock: a run repeats bit for bit; equal to the 1-rank run and to the
   one-process two-loop L-BFGS within the tolerance below (f is summed in rank order);
-* bounds (data-parallel L-BFGS-B): same solution and active set as one process;
+* bounds: data-parallel and sharded L-BFGS-B reach the one-process solution and active set;
+  the sharded generalized Cauchy point has the one-process kernel's bits;
 * a failing rank, mismatched options / sizes: every rank raises, none hangs.
 
 Skipped where mpi4py or ``mpiexec`` is absent.
@@ -266,6 +267,49 @@ def test_sharded_rosenbrock_repeats_and_matches_one_process(ranks):
     np.testing.assert_allclose(x, 1.0, rtol=0, atol=1e-5)
 
 
+def test_sharded_cauchy_point_equals_one_process_kernel(ranks):
+    """The Cauchy point merged across ranks (first offers of 3 breakpoints, then the default)
+    has the bits of lbfgsb.cauchy_point on the whole vector (the kernel's heap)."""
+    from fusedopt.lbfgs import lbfgsb
+    from fusedopt.lbfgs.bounds import Box
+    from fusedopt.lbfgs.compact import CompactForm
+    results = case(ranks, "cauchy")
+    n = 3 * lmpi.BLOCK + 777
+    for dt in (np.float64, np.float32):
+        x, g, lo, hi, pairs = problems.cauchy_case(n, dt)
+        cf = CompactForm(n, 4, dt)
+        for s, y in pairs:
+            cf.push(s, y, _core.lbfgs_dot(s, y))
+        xc, c, t = lbfgsb.cauchy_point(x, g, Box(lo, hi), cf)
+        d0, t0 = np.empty_like(x), np.empty_like(x)
+        CoreVec.cauchy_start(d0, t0, x, g, lo, hi)
+        passed = ((t == -1) & (t0 != -1)).sum()
+        left = ((t >= 0) & (t < np.inf) & (d0 != 0)).sum()
+        assert passed > 100 and left > 100, (passed, left)  # many breakpoints passed, not all
+        for r, res in enumerate(results):
+            for batch in (3, lmpi.CAUCHY_BATCH):
+                got = res[(batch, np.dtype(dt).name)]
+                where = f"rank {r}, {np.dtype(dt).name}, batch {batch}"
+                assert same_bits(np.concatenate(got["xc"]), xc), where
+                assert same_bits(np.concatenate(got["t"]), t), where
+                assert same_bits(got["c"], c), where
+
+
+def test_sharded_bounds_rosenbrock_matches_one_process(ranks):
+    results = case(ranks, "rosen_bounds")
+    for k in ("fun", "nit", "nfev", "status"):
+        assert all(same_bits(got[k], results[0][k]) for got in results), k
+    n = 3 * lmpi.BLOCK + 1002
+    lo, hi = problems.rosen_bounds(n)
+    ref = minimize(problems.rosen, problems.rosen_x0(n), bounds=(lo, hi), gtol=1e-6)
+    x = np.concatenate([got["x"] for got in results])
+    assert results[0]["status"] == 0 and ref.status == 0, (results[0]["message"], ref.message)
+    assert ((x == hi) == (ref.x == hi)).all() and ((x == lo) == (ref.x == lo)).all()
+    assert (ref.x == hi).sum() >= n // 10
+    np.testing.assert_allclose(x, ref.x, rtol=0, atol=1e-5)
+    assert abs(results[0]["fun"] - ref.fun) <= 1e-8 * abs(ref.fun)
+
+
 # --- failures ----------------------------------------------------------------------------------
 
 
@@ -282,10 +326,18 @@ def test_failing_rank_raises_on_every_rank(ranks):
 
 def test_mismatched_ranks_are_detected_at_the_first_collective(ranks):
     results = case(ranks, "mismatch")
-    for got in results:
-        assert got["shard_bounds"].startswith("ValueError: bounds with shard=True")
+    last = len(results) - 1
+    for r, got in enumerate(results):
         if len(results) == 1:
+            assert all(got[k] == "no error" for k in ("m", "x0", "split", "shard_bounds")), got
+            assert got["nan"] == "ValueError: x0 has non-finite values"
             continue
+        assert "bounds differs" in got["shard_bounds"], got["shard_bounds"]
+        if r == last:  # the rank whose argument is bad raises its own error
+            assert got["nan"] == "ValueError: x0 has non-finite values"
+        else:
+            assert got["nan"] == (f"ValueError: fusedopt.lbfgs.minimize refused the arguments"
+                                  f" of rank {last}: ValueError: x0 has non-finite values")
         assert "m differs" in got["m"], got["m"]
         assert "x0 (crc32) differs" in got["x0"], got["x0"]
         assert "shape differs" in got["n"], got["n"]

@@ -71,6 +71,43 @@ def case_rosen():
     return {"slice": (sl.start, sl.stop), "runs": runs}
 
 
+def case_rosen_bounds():
+    """Sharded L-BFGS-B: extended Rosenbrock with every fifth variable bounded by 0.9 above and
+    all by -2 below (each rank gives the bounds of its slice)."""
+    sl = local_slice(ROSEN_N, comm)
+    lo, hi = problems.rosen_bounds(ROSEN_N)
+    res = minimize(problems.rosen, problems.rosen_x0(ROSEN_N)[sl], comm=comm, shard=True,
+                   bounds=(lo[sl], hi[sl]), gtol=1e-6)
+    return summary(res)
+
+
+def case_cauchy():
+    """The sharded generalized Cauchy point against the one-process kernel (the test
+    recomputes it): a box, a history of 3 pairs; first batch 3 and the default."""
+    from fusedopt.lbfgs import lbfgsb
+    from fusedopt.lbfgs.compact import CompactForm
+    sl = local_slice(DIR_N, comm)
+    out = {}
+    for batch in (3, lmpi.CAUCHY_BATCH):
+        saved, lmpi.CAUCHY_BATCH = lmpi.CAUCHY_BATCH, batch
+        try:
+            for dt in (np.float64, np.float32):
+                x, g, lo, hi, pairs = problems.cauchy_case(DIR_N, dt)
+                vec = lmpi.ShardVec(lmpi._Net(comm))
+                vec.net.setup({}, lambda k, v: None, -(-(sl.stop - sl.start) // lmpi.BLOCK))
+                cf = CompactForm(sl.stop - sl.start, 4, dt, vec)
+                for s, y in pairs:
+                    s, y = s[sl].copy(), y[sl].copy()
+                    cf.push(s, y, vec.dot(s, y))
+                box = lmpi.ShardBox(lo[sl].copy(), hi[sl].copy(), vec)
+                xc, c, t = lbfgsb.cauchy_point(x[sl].copy(), g[sl].copy(), box, cf, vec)
+                out[(batch, np.dtype(dt).name)] = {
+                    "xc": comm.allgather(xc), "t": comm.allgather(t), "c": c}
+        finally:
+            lmpi.CAUCHY_BATCH = saved
+    return out
+
+
 def _pairs(n, count, dtype, seed):
     rng = np.random.default_rng(seed)
     diag = 0.5 + rng.random(n)
@@ -151,9 +188,10 @@ def case_mismatch():
     # rank 0 short of its blocks: not the split local_slice gives (on one rank it is: n - 2)
     split = _catch(lambda: minimize(problems.rosen, x[:-2] if rank == 0 else x, comm=comm,
                                     shard=True, maxiter=2))
-    sbounds = _catch(lambda: minimize(problems.rosen, x, comm=comm, shard=True,
-                                      bounds=(0.0, 1.0)))
-    return {"m": m, "x0": x0, "n": n, "split": split, "shard_bounds": sbounds}
+    sbounds = _catch(lambda: minimize(problems.rosen, x, comm=comm, shard=True, maxiter=2,
+                                      bounds=(0.0, 1.0) if last else None))
+    nan = _catch(lambda: minimize(fun, np.full(40, np.nan if last else 0.0), comm=comm))
+    return {"m": m, "x0": x0, "n": n, "split": split, "shard_bounds": sbounds, "nan": nan}
 
 
 CASES = {k[5:]: v for k, v in globals().items() if k.startswith("case_")}

@@ -63,3 +63,32 @@ def rosen(x):
     g[0::2] = -400.0 * u * r - 2.0 * (1.0 - u)
     g[1::2] = 200.0 * r
     return f, g
+
+
+def rosen_bounds(n):
+    """-2 <= x, and x_i <= 0.9 for every fifth i (about a fifth end at the upper bound)."""
+    lo = np.full(n, -2.0)
+    hi = np.full(n, np.inf)
+    hi[0::5] = 0.9
+    return lo, hi
+
+
+def cauchy_case(n, dtype, seed=5):
+    """x, g, lo, hi and 3 curvature pairs for a generalized Cauchy point with many
+    breakpoints, some variables held at a bound and some fixed (lo == hi)."""
+    rng = np.random.default_rng(seed)
+    lo = -rng.random(n)
+    hi = rng.random(n)
+    lo[::7] = -np.inf
+    hi[3::11] = np.inf
+    hi[5::13] = lo[5::13]
+    x = np.clip(rng.standard_normal(n) * 0.5, lo, hi)
+    x[1::17] = hi[1::17]
+    x[2::19] = lo[2::19]
+    x = np.where(np.isfinite(x), x, 0.0)
+    g = rng.standard_normal(n) * 3.0
+    pairs = []
+    for _ in range(3):
+        s = rng.standard_normal(n) * 0.1
+        pairs.append((s.astype(dtype), (s * (1.0 + rng.random(n))).astype(dtype)))
+    return (x.astype(dtype), g.astype(dtype), lo.astype(dtype), hi.astype(dtype), pairs)

@@ -41,10 +41,17 @@ failing rank chained to its own exception): no rank waits forever. Sizes, dtypes
 data-parallel, x0 and the bounds are compared at the first collective; a mismatch raises
 ValueError on every rank naming what differs.
 
-Bounds with ``shard=True`` are refused (ValueError): L-BFGS-B's generalized Cauchy point takes
-the breakpoints of all n variables in increasing order, and the sharded form of that search
-(each rank offers its next smallest breakpoints with their W rows, every rank merges the offers
-identically and processes them up to the smallest last offer, then asks again) is not built.
+Bounds with ``shard=True`` (each rank gives the bounds of its slice): L-BFGS-B of ``lbfgsb``
+over the slices. Its products over the history and its reductions (projected-gradient norm,
+step to the box) combine across ranks as above, and the tests "any variable free / fixed" are
+taken over every rank. The generalized Cauchy point must take the breakpoints of all n
+variables in increasing order; ``sharded_cauchy_path`` does it in rounds: each rank offers its
+next smallest breakpoints (with t, d_b, z_b and its row of W), every rank merges the offers in
+(t, global index) order, exactly the order of the one-process heap, and processes them up to
+the smallest last offer of a rank that has more, then asks again. Its arithmetic is that of
+the one-process kernel step for step, so the Cauchy point has the one-process bits. (The Gram
+over the fixed variables is summed by blocks of x, not of the list of fixed variables as in
+one process: the same bits on any number of ranks, not those of one process.)
 """
 from __future__ import annotations
 
@@ -54,11 +61,13 @@ import zlib
 import numpy as np
 
 from .. import _checks, _core
+from . import lbfgsb
 from ._vector import CoreVec
+from .bounds import Box
 from .history import History
 from .line_search import Point, check_line_search
 from .result import OptimizeResult
-from .solver import Solver, _check_x0, _copy_gradient, _pair, _real_scalar
+from .solver import _BOUNDED_MESSAGES, Solver, _check_x0, _copy_gradient, _pair, _real_scalar
 
 __all__ = ["local_slice", "minimize", "RankError", "ShardVec", "compact_direction"]
 
@@ -266,6 +275,53 @@ class ShardVec:
     def direction(self, out, grad, history) -> float:
         return compact_direction(out, grad, history, self)
 
+    def gather(self, values):
+        """Every rank's ``values`` (a few floats) as a (size x len) array, one collective."""
+        local = np.zeros((self.net.nb[self.net.rank], 0))
+        return self.net.gather_blocks([0.0] + list(values), local)[0][:, 1:]
+
+    def any(self, flag) -> bool:
+        """Whether ``flag`` holds on any rank."""
+        return bool(self.gather([float(bool(flag))]).any())
+
+    # --- L-BFGS-B (the products of ``CompactForm`` and ``lbfgsb``) ------------------------------
+
+    rows_axpy = staticmethod(CoreVec.rows_axpy)
+
+    def rows_dots(self, s, y, v, rows, w=None):
+        vs = [v] if w is None else [v, w]
+        pairs = [(a[j], u) for u in vs for a in (s, y) for j in range(rows)]
+        return self.dots(pairs)[1] if pairs else np.zeros(0)
+
+    def reduced_gradient(self, r, s, y, a, b, rows, xc, x, g, t, theta):
+        CoreVec.reduced_gradient(r, s, y, a, b, rows, xc, x, g, t, theta)  # local dots unused
+        return self.rows_dots(s, y, r, rows)
+
+    def subspace_point(self, xbar, du, s, y, a, b, rows, r, xc, x, g, t, lo, hi, theta):
+        CoreVec.subspace_point(xbar, du, s, y, a, b, rows, r, xc, x, g, t, lo, hi, theta)
+        step = np.subtract(xbar, x)
+        return self.dot(g, step)
+
+    def rows_gram_at(self, s, y, idx, rows):
+        """The Gram matrices over the variables ``idx`` (local indices, increasing) as sums of
+        per-block parts over the blocks of x (so the same bits on any number of ranks)."""
+        nb = self.net.nb[self.net.rank]
+        cuts = np.searchsorted(idx, np.arange(nb + 1) * BLOCK)
+        parts = np.zeros((nb, 3 * rows * rows))
+        for b in range(nb):
+            if cuts[b + 1] > cuts[b]:
+                parts[b] = np.asarray(CoreVec.rows_gram_at(
+                    s, y, np.ascontiguousarray(idx[cuts[b]:cuts[b + 1]]), rows)).reshape(-1)
+        return self.net.gather_blocks([0.0], parts)[1].reshape(3, rows, rows)
+
+    def cauchy_start(self, d, t, x, g, lo, hi) -> float:
+        CoreVec.cauchy_start(d, t, x, g, lo, hi)
+        return self.dot(d, d)
+
+    def cauchy_path(self, xc, d, t, x, lo, hi, s, y, order, theta, mid, p, c, f1, f2, bounded):
+        return sharded_cauchy_path(self, xc, d, t, x, lo, hi, s, y, order, theta, mid, p, c,
+                                   f1, f2, bounded)
+
 
 class GramHistory(History):
     """A ``History`` that also keeps the Gram matrices ``sy[i, j] = s_i . y_j`` (valid where
@@ -427,6 +483,249 @@ class _ShardedSolver(Solver):
         return Point(t, f, dg if math.isfinite(f) else math.nan, slot)
 
 
+# --- sharded L-BFGS-B ----------------------------------------------------------------------------
+
+#: Breakpoints each rank offers in the first round of the sharded Cauchy path (doubled each
+#: round after).
+CAUCHY_BATCH = 256
+
+
+def _next_batch(rem_i, rem_t, size):
+    """Positions (into rem_i / rem_t) of the ``size`` smallest remaining candidates by
+    (t, index), in that order; all of them when fewer remain."""
+    if rem_t.size > size:
+        tb = rem_t[np.argpartition(rem_t, size - 1)[size - 1]]
+        pos = np.flatnonzero(rem_t <= tb)           # ties at tb: the smaller indices first
+    else:
+        pos = np.arange(rem_t.size)
+    pos = pos[np.lexsort((rem_i[pos], rem_t[pos]))]
+    return pos[:size]
+
+
+def sharded_cauchy_path(vec, xc, d, t, x, lo, hi, s, y, order, theta, mid, p, c, f1, f2,
+                        bounded):
+    """The path of the generalized Cauchy point over the ranks' slices: the loop of
+    ``_core.lbfgsb_cauchy_path`` (Byrd et al. 1995, Algorithm CP), with the same arithmetic
+    in the same order, so the same bits as that kernel on the whole vector.
+
+    The breakpoints must be taken in increasing (t, global index) order over all ranks. In
+    rounds: each rank offers its next smallest breakpoints (``CAUCHY_BATCH``, doubled each
+    round) with what the update needs (t, index, d_b, z_b and the row of W), in one
+    collective; every rank merges the offers identically and processes them in order, but only
+    up to the smallest last offer of a rank that has more (its next one could be smaller than
+    the others' later ones); the rest is offered again next round. The loop ends where the
+    one-process loop ends: the model's minimizer before the next breakpoint, or no breakpoint
+    left anywhere. Then each rank sets its own slice of x^c."""
+    net = vec.net
+    bounded = not bool((vec.gather([0.0 if bounded else 1.0]) != 0).any())
+    offset = sum(net.nb[:net.rank]) * BLOCK
+    order = list(order)
+    k, k2 = len(order), 2 * len(order)
+    mid = np.asarray(mid, np.float64).reshape(k2, k2).tolist()
+    p, c = list(p), list(c)
+    cand = np.flatnonzero((t >= 0) & (t < np.inf) & (d != 0))
+    rem_i, rem_t = cand, t[cand].astype(np.float64)
+    hits = []
+    f2_org = f2
+    dtm, t_old = -f1 / f2, 0.0
+    batch, done = int(CAUCHY_BATCH), False
+    eps = float(np.finfo(np.float64).eps)
+    while not done:
+        pos = _next_batch(rem_i, rem_t, batch)
+        b = rem_i[pos]
+        db = d[b].astype(np.float64)
+        zb = np.where(db > 0.0, hi[b].astype(np.float64), lo[b].astype(np.float64)) \
+            - x[b].astype(np.float64)
+        wb = np.concatenate([y[np.ix_(order, b)].astype(np.float64),
+                             theta * s[np.ix_(order, b)].astype(np.float64)]).T \
+            if k else np.zeros((b.size, 0))
+        rec = np.column_stack([rem_t[pos], (b + offset).astype(np.float64), db, zb, wb])
+        offers = net._timed(net.comm.allgather, (bool(pos.size == rem_t.size), rec))
+        batch *= 2
+        all_done = all(e for e, _ in offers)
+        limit = min(((r[-1, 0], r[-1, 1]) for e, r in offers if not e and len(r)),
+                    default=(math.inf, math.inf))
+        merged = np.concatenate([r for _, r in offers])
+        merged = merged[np.lexsort((merged[:, 1], merged[:, 0]))]
+        used = 0            # this rank's offers processed (a prefix of its batch)
+        stop = len(merged) == 0
+        for j in range(len(merged)):
+            tj, gi = float(merged[j, 0]), float(merged[j, 1])
+            if (tj, gi) > limit:
+                break
+            dt = tj - t_old
+            if dtm < dt:
+                stop = True
+                break
+            bd, bz = float(merged[j, 2]), float(merged[j, 3])
+            w = merged[j, 4:].tolist()
+            if offset <= gi < offset + x.size:
+                hits.append(int(gi) - offset)
+                used += 1
+            f1 = f1 + dt * f2 + bd * bd - theta * bd * bz
+            f2 = f2 - theta * bd * bd
+            if k2:
+                v = [0.0] * k2
+                for r in range(k2):
+                    c[r] = c[r] + dt * p[r]
+                    vr = 0.0
+                    row = mid[r]
+                    for q in range(k2):
+                        vr = vr + row[q] * w[q]
+                    v[r] = vr
+                wmc = wmp = wmw = 0.0
+                for r in range(k2):
+                    wmc = wmc + c[r] * v[r]
+                    wmp = wmp + p[r] * v[r]
+                    wmw = wmw + w[r] * v[r]
+                for r in range(k2):
+                    p[r] = p[r] - bd * w[r]
+                f1 = f1 + bd * wmc
+                f2 = f2 + 2.0 * bd * wmp - bd * bd * wmw
+            f2 = max(eps * f2_org, f2)
+            t_old = tj
+            empty = all_done and j == len(merged) - 1
+            dtm = 0.0 if (empty and bounded) else -f1 / f2
+            if empty:
+                stop = True
+        keep = np.ones(rem_t.size, bool)
+        keep[pos[:used]] = False
+        rem_i, rem_t = rem_i[keep], rem_t[keep]
+        # not stopped: the limit was reached and a rank has more to offer
+        done = stop
+    dtm = max(dtm, 0.0)
+    tsum = t_old + dtm
+    ts = x.dtype.type(tsum)
+    h = np.asarray(hits, np.int64)
+    at = np.where(d[h] > 0, hi[h], lo[h])
+    d[h] = 0
+    t[h] = -1
+    np.multiply(d, ts, out=xc)
+    np.add(x, xc, out=xc)
+    np.maximum(xc, lo, out=xc)
+    np.minimum(xc, hi, out=xc)
+    xc[h] = at
+    for r in range(k2):
+        c[r] = c[r] + dtm * p[r]
+    return tsum, p, c
+
+
+class ShardBox(Box):
+    """The box over the rank's slice: projections local, ``constrained`` / ``boxed`` and the
+    reductions (projected-gradient norm, step to the box) over every rank."""
+
+    def __init__(self, lo, hi, vec):
+        super().__init__(lo, hi)
+        self.vec = vec
+        flags = vec.gather([float(self.constrained), float(self.boxed)])
+        self.constrained = bool(flags[:, 0].any())
+        self.boxed = bool(flags[:, 1].all())
+
+    def projected_gradient_norm(self, x, g) -> float:
+        return _max_of(self.vec.gather([CoreVec.projected_amax(x, g, self.lo, self.hi)])[:, 0])
+
+    def max_step(self, x, d) -> float:
+        steps = self.vec.gather([CoreVec.max_step(x, d, self.lo, self.hi)])[:, 0]
+        return math.nan if np.isnan(steps).any() else float(steps.min())
+
+
+class _ShardObjective:
+    """``fun`` at the rank's slice: f summed over the ranks in rank order (one collective, the
+    status of every rank with it), the gradient's slice written to ``g_out``."""
+
+    def __init__(self, fun, shape, net):
+        self.fun, self.shape, self.net = fun, shape, net
+        self.nfev = 0
+        self.fun_seconds = 0.0
+
+    def __call__(self, x, g_out):
+        view = x.reshape(self.shape)
+        view.flags.writeable = False
+        t0 = self.net.MPI.Wtime()
+        error, f = None, math.nan
+        try:
+            f, g = _pair(self.fun(view), "fun")
+            f = _real_scalar(f, "fun")
+            _copy_gradient(g_out, g, self.shape, "fun (x0's shape)")
+        except Exception as e:
+            error = e
+        self.fun_seconds += self.net.MPI.Wtime() - t0
+        self.nfev += 1
+        heads, _ = self.net.gather_blocks([0.0 if error is None else 1.0, f],
+                                          np.zeros((self.net.nb[self.net.rank], 0)))
+        self.net.fail_if_any(heads[:, 0], error)
+        total = 0.0
+        for r in range(self.net.size):
+            total = total + float(heads[r, 1])
+        return total
+
+
+def _subspace_step(x, g, box, cf, xc, c, t, vec):
+    """``lbfgsb.subspace_step`` with the test "any variable fixed" taken over every rank (the
+    Gram over the fixed variables is a collective, so every rank must take it or none)."""
+    mid = cf.middle()
+    r = np.empty_like(x)
+    wtr = cf.reduced_gradient(r, mid @ c, xc, x, g, t)
+    gram = cf.gram_w()
+    if t is not None:
+        fixed = np.flatnonzero(t < 0)
+        if vec.any(fixed.size):
+            gram = gram - cf.gram_w_at(fixed)
+    v = np.linalg.solve(np.eye(gram.shape[0]) - (mid @ gram) / cf.theta, mid @ wtr)
+    xbar = np.empty_like(x)
+    du = np.empty_like(x)
+    if cf.subspace_point(xbar, du, v, r, xc, x, g, t, box) <= 0.0:
+        return xbar
+    alpha = min(1.0, box.max_step(xc, du))
+    vec.axpby(xbar, 1.0, xc, alpha, du)
+    return box.project(xbar, xbar)
+
+
+class _ShardedBoundedSolver(lbfgsb.BoundedSolver):
+    """L-BFGS-B (``lbfgsb.BoundedSolver``) over the rank's slices: ``ShardVec`` for the
+    products, ``ShardBox`` for the box, the Cauchy path merged across ranks
+    (``sharded_cauchy_path``), the tests "any variable free / fixed" over every rank."""
+
+    def _direction(self):
+        cf, box, x, g = self.cf, self.box, self.x, self.g
+        if not box.constrained and cf.count:
+            xc, c, t = x, np.zeros(2 * cf.count), None
+        else:
+            xc, c, t = lbfgsb.cauchy_point(x, g, box, cf, self.vec)
+        if cf.count and (t is None or self.vec.any((t >= 0).any())):
+            xbar = _subspace_step(x, g, box, cf, xc, c, t, self.vec)
+        else:
+            xbar = xc
+        np.subtract(xbar, x, out=self.d)
+
+
+def _run_sharded_bounded(fun, x0, box, net, m, maxiter, gtol, ftol, callback, maxfun, maxls):
+    vec = ShardVec(net)
+    box = ShardBox(box.lo, box.hi, vec)
+    obj = _ShardObjective(fun, x0.shape, net)
+    x = box.project(np.empty(x0.size, x0.dtype), x0.reshape(-1))
+    solver = _ShardedBoundedSolver(obj, x, box, m, maxls, vec)
+    solver.evaluate_start()
+
+    def after(sv):
+        if callback is not None:
+            callback(sv.x.reshape(x0.shape).copy())
+        return False
+
+    if maxiter == 0:
+        reason, failure = ("pgtol", None) if solver.projected_gradient_norm() <= gtol \
+            else ("maxiter", None)
+    else:
+        reason, failure = lbfgsb.run(solver, maxiter=maxiter, maxfun=maxfun, gtol=gtol,
+                                     ftol=ftol, after_iteration=after)
+    status, message = (2, "ABNORMAL: " + failure) if failure else _BOUNDED_MESSAGES[reason]
+    return OptimizeResult(
+        x=solver.x.reshape(x0.shape).copy(), fun=solver.f,
+        jac=solver.g.reshape(x0.shape).copy(), nit=solver.nit, nfev=obj.nfev, njev=obj.nfev,
+        success=status == 0, status=status, message=message, skipped=solver.skipped,
+        comm_seconds=net.seconds, collectives=net.collectives, fun_seconds=obj.fun_seconds)
+
+
 # --- the front door ----------------------------------------------------------------------------
 
 
@@ -463,9 +762,6 @@ def minimize(fun, x0, *, comm, shard=False, bounds=None, m=10, maxiter=15000, gt
         ftol = _checks.nonneg("ftol", ftol)
         line_search = check_line_search(line_search)
         _checks.function("callback", callback, optional=True)
-        if shard and bounds is not None:
-            raise ValueError("bounds with shard=True are not supported (the sharded "
-                             "generalized Cauchy point is not built); use shard=False")
         box = None
         if bounds is not None:
             from .bounds import parse_bounds
@@ -492,6 +788,14 @@ def minimize(fun, x0, *, comm, shard=False, bounds=None, m=10, maxiter=15000, gt
         if min(sizes) == 0:
             raise ValueError(f"shard=True needs at least one {BLOCK}-element block per rank: "
                              f"n = {n} on {net.size} ranks")
+        if box is not None:
+            if line_search != "strong_wolfe":
+                raise ValueError("line_search must be 'strong_wolfe' with bounds, got "
+                                 f"{line_search!r}")
+            maxfun = math.inf if maxfun is None else _checks.integer("maxfun", maxfun, minimum=0)
+            maxls = _checks.integer("maxls", maxls, minimum=1)
+            return _run_sharded_bounded(fun, x0, box, net, m, maxiter, gtol, ftol, callback,
+                                        maxfun, maxls)
         return _run_sharded(fun, x0, net, m, maxiter, gtol, ftol, line_search, callback)
     sig["shape"] = x0.shape
     sig["x0 (crc32)"] = zlib.crc32(np.ascontiguousarray(x0).view(np.uint8))
