@@ -126,7 +126,7 @@ def case_direction():
     for dt in (np.float64, np.float32):
         pairs, g = _pairs(DIR_N, 7, dt, seed=3)
         vec = lmpi.ShardVec(lmpi._Net(comm))
-        vec.net.setup({"case": "direction"}, lambda k, v: None, -(-(sl.stop - sl.start) // lmpi.BLOCK))
+        vec.net.setup({}, lambda k, v: None, -(-(sl.stop - sl.start) // lmpi.BLOCK))
         h = lmpi.GramHistory(sl.stop - sl.start, 4, dt)
         for s, y in pairs[:6]:
             s, y = s[sl].copy(), y[sl].copy()

@@ -19,21 +19,23 @@ the inverse Hessian (Byrd, Nocedal & Schnabel 1994; Nocedal & Wright eq. 7.24),
 
     H = gamma I + [S, gamma Y] [[R^-T (D + gamma Y^T Y) R^-1, -R^-T], [-R^-1, 0]] [S; gamma Y]^T
 
-so one collective carries the 2m + 1 dots S^T g, Y^T g, g . g of an iteration (plus, in the
-same message, the 2m dots of the new column of S^T Y and Y^T Y for the pair stored at the
-previous iteration: S . y_new, Y . y_new), the small 2m x 2m algebra is done on every rank in float64 on identical
-numbers (plain Python loops, no LAPACK whose bits could differ between machines), and
-d = -gamma g - S p - Y q is one local pass (``rows_axpy``). Each trial point of the line search
-is one collective (f, max |g| and the block partials of g . d together), and the pair's
-s . y, y . y one more.
+so one collective carries the 2m + 1 dots S^T g, Y^T g, g . g of an iteration (and, in the
+same message, the 2m dots S . y_new, Y . y_new of the new column of S^T Y and Y^T Y for the
+pair stored at the previous iteration); the small 2m x 2m algebra runs on every rank in float64
+on identical numbers (plain Python loops: no LAPACK, whose bits could differ between
+machines); d = -gamma g - S p - Y q is one local pass (``rows_axpy``); g . d follows from the
+gathered dots. Each trial point of the line search is one collective (f, max |g| and the block
+partials of g . d together), and the new pair's s . y, y . y one more.
 
 Every reduction of fusedopt's own is a sum of per-block partials: each rank computes the
 blocked sums of its blocks of 16384 elements (``_core.block_dots``, the very block sums of the
 one-process kernels), the partials are gathered (allgatherv, rank order = block order, since
 ``local_slice`` cuts on block boundaries) and added in block order from 0.0 on every rank. The
 result is the bits of ``_core.lbfgs_dot`` on the whole vector, on 1, 2, 3 or any number of
-ranks. A max (``max |g|``) is exact in any order. So a sharded run gives the same bits on any
-number of ranks; what ``fun`` returns is the user's (f is summed in rank order).
+ranks. A max (``max |g|``) is exact in any order. What ``fun`` returns is the user's: its parts
+of f are added in rank order, so a run on k ranks repeats bit for bit and every rank holds the
+same scalars, while runs on different rank counts agree to rounding (exactly where f does not
+depend on the split).
 
 Errors: an exception in ``fun`` on any rank (or a wrong return value) is sent in the next
 collective as a status; every rank then raises ``RankError`` with that rank's message (the
@@ -49,9 +51,11 @@ variables in increasing order; ``sharded_cauchy_path`` does it in rounds: each r
 next smallest breakpoints (with t, d_b, z_b and its row of W), every rank merges the offers in
 (t, global index) order, exactly the order of the one-process heap, and processes them up to
 the smallest last offer of a rank that has more, then asks again. Its arithmetic is that of
-the one-process kernel step for step, so the Cauchy point has the one-process bits. (The Gram
-over the fixed variables is summed by blocks of x, not of the list of fixed variables as in
-one process: the same bits on any number of ranks, not those of one process.)
+the one-process kernel step for step, so the Cauchy point has the one-process bits (its loop
+over the breakpoints passed is Python here, O(m^2) each: slower than the kernel's C++). The
+Gram over the fixed variables is summed by blocks of x, not of the list of fixed variables as
+in one process: the same bits on any number of ranks, not those of one process. L-BFGS-B's
+2m x 2m algebra is ``compact``'s NumPy/LAPACK, identical on ranks of one machine type.
 """
 from __future__ import annotations
 
@@ -67,7 +71,8 @@ from .bounds import Box
 from .history import History
 from .line_search import Point, check_line_search
 from .result import OptimizeResult
-from .solver import _BOUNDED_MESSAGES, Solver, _check_x0, _copy_gradient, _pair, _real_scalar
+from .solver import (_BOUNDED_MESSAGES, Solver, _check_x0, _copy_gradient, _pair,
+                     _real_scalar, minimize as _one_process)
 
 __all__ = ["local_slice", "minimize", "RankError", "ShardVec", "compact_direction"]
 
@@ -426,33 +431,16 @@ class _ShardedSolver(Solver):
     vector work, ``GramHistory`` for the compact direction, and each evaluation one collective
     (the ranks' f, max |g| and the block partials of g . d)."""
 
-    def __init__(self, fun, x, shape, m, line_search, net):
-        super().__init__(None, x, m, line_search, vec=ShardVec(net),
+    def __init__(self, obj, x, m, line_search, maxls, net):
+        super().__init__(obj, x, m, line_search, vec=ShardVec(net),
                          history=GramHistory(x.size, m, x.dtype))
-        self.fun, self.shape, self.net = fun, shape, net
-        self.nfev = 0
-        self.fun_seconds = 0.0
+        self._search.max_evals = maxls
+        self.net = net
         self._gmax = {}        # id(g buffer) -> global max |g| of the point it holds
-
-    def _local(self, x, g_out):
-        """fun at the local slice x; returns (status, f_part, error)."""
-        view = x.reshape(self.shape)
-        view.flags.writeable = False
-        t0 = self.net.MPI.Wtime()
-        try:
-            f, g = _pair(self.fun(view), "fun")
-            f = _real_scalar(f, "fun")
-            _copy_gradient(g_out, g, self.shape, "fun (x0's shape)")
-            return 0.0, f, None
-        except Exception as e:
-            return 1.0, math.nan, e
-        finally:
-            self.fun_seconds += self.net.MPI.Wtime() - t0
-            self.nfev += 1
 
     def _point(self, x, g, d):
         """f (summed in rank order), max |g| and g . d (None: no d) at x, one collective."""
-        status, f, error = self._local(x, g)
+        status, f, error = self.obj.local(x, g)
         gmax = CoreVec.amax(g) if error is None else math.nan
         pairs = [(g, d)] if d is not None else []
         parts = _core.block_dots([a for a, _ in pairs], [b for _, b in pairs]) if pairs \
@@ -475,6 +463,8 @@ class _ShardedSolver(Solver):
 
     def gnorm_inf(self) -> float:
         return self._gmax[id(self.g)]
+
+    projected_gradient_norm = gnorm_inf   # for lbfgsb.run: no bounds, the gradient itself
 
     def _evaluate(self, t, slot):
         xt, gt = self.slots[slot]
@@ -638,21 +628,25 @@ class _ShardObjective:
         self.nfev = 0
         self.fun_seconds = 0.0
 
-    def __call__(self, x, g_out):
+    def local(self, x, g_out):
+        """fun at the local slice x, nothing sent: (status, f_part, error)."""
         view = x.reshape(self.shape)
         view.flags.writeable = False
         t0 = self.net.MPI.Wtime()
-        error, f = None, math.nan
         try:
             f, g = _pair(self.fun(view), "fun")
             f = _real_scalar(f, "fun")
             _copy_gradient(g_out, g, self.shape, "fun (x0's shape)")
-        except Exception as e:
-            error = e
-        self.fun_seconds += self.net.MPI.Wtime() - t0
-        self.nfev += 1
-        heads, _ = self.net.gather_blocks([0.0 if error is None else 1.0, f],
-                                          np.zeros((self.net.nb[self.net.rank], 0)))
+            return 0.0, f, None
+        except Exception as e:  # sent to every rank at the next collective, raised there
+            return 1.0, math.nan, e
+        finally:
+            self.fun_seconds += self.net.MPI.Wtime() - t0
+            self.nfev += 1
+
+    def __call__(self, x, g_out):
+        status, f, error = self.local(x, g_out)
+        heads, _ = self.net.gather_blocks([status, f], np.zeros((self.net.nb[self.net.rank], 0)))
         self.net.fail_if_any(heads[:, 0], error)
         total = 0.0
         for r in range(self.net.size):
@@ -699,12 +693,24 @@ class _ShardedBoundedSolver(lbfgsb.BoundedSolver):
         np.subtract(xbar, x, out=self.d)
 
 
-def _run_sharded_bounded(fun, x0, box, net, m, maxiter, gtol, ftol, callback, maxfun, maxls):
-    vec = ShardVec(net)
-    box = ShardBox(box.lo, box.hi, vec)
+_MESSAGES = {"pgtol": (0, "CONVERGENCE: max |grad| <= gtol"),
+             "ftol": _BOUNDED_MESSAGES["ftol"], "maxiter": _BOUNDED_MESSAGES["maxiter"],
+             "maxfun": _BOUNDED_MESSAGES["maxfun"]}
+
+
+def _run_sharded(fun, x0, box, net, m, maxiter, gtol, ftol, line_search, callback, maxfun,
+                 maxls):
+    """Sharded L-BFGS (box None) or L-BFGS-B, to the stopping rules of ``lbfgsb.run``."""
     obj = _ShardObjective(fun, x0.shape, net)
-    x = box.project(np.empty(x0.size, x0.dtype), x0.reshape(-1))
-    solver = _ShardedBoundedSolver(obj, x, box, m, maxls, vec)
+    if box is None:
+        solver = _ShardedSolver(obj, x0.ravel().copy(), m, line_search, maxls, net)
+        messages = _MESSAGES
+    else:
+        vec = ShardVec(net)
+        box = ShardBox(box.lo, box.hi, vec)
+        x = box.project(np.empty(x0.size, x0.dtype), x0.reshape(-1))
+        solver = _ShardedBoundedSolver(obj, x, box, m, maxls, vec)
+        messages = _BOUNDED_MESSAGES
     solver.evaluate_start()
 
     def after(sv):
@@ -718,11 +724,12 @@ def _run_sharded_bounded(fun, x0, box, net, m, maxiter, gtol, ftol, callback, ma
     else:
         reason, failure = lbfgsb.run(solver, maxiter=maxiter, maxfun=maxfun, gtol=gtol,
                                      ftol=ftol, after_iteration=after)
-    status, message = (2, "ABNORMAL: " + failure) if failure else _BOUNDED_MESSAGES[reason]
+    status, message = (2, "ABNORMAL: " + failure) if failure else messages[reason]
+    skipped = solver.history.skipped if box is None else solver.skipped
     return OptimizeResult(
         x=solver.x.reshape(x0.shape).copy(), fun=solver.f,
         jac=solver.g.reshape(x0.shape).copy(), nit=solver.nit, nfev=obj.nfev, njev=obj.nfev,
-        success=status == 0, status=status, message=message, skipped=solver.skipped,
+        success=status == 0, status=status, message=message, skipped=skipped,
         comm_seconds=net.seconds, collectives=net.collectives, fun_seconds=obj.fun_seconds)
 
 
@@ -762,8 +769,13 @@ def minimize(fun, x0, *, comm, shard=False, bounds=None, m=10, maxiter=15000, gt
         ftol = _checks.nonneg("ftol", ftol)
         line_search = check_line_search(line_search)
         _checks.function("callback", callback, optional=True)
+        maxfun = math.inf if maxfun is None else _checks.integer("maxfun", maxfun, minimum=0)
+        maxls = _checks.integer("maxls", maxls, minimum=1)
         box = None
         if bounds is not None:
+            if line_search != "strong_wolfe":
+                raise ValueError("line_search must be 'strong_wolfe' with bounds, got "
+                                 f"{line_search!r}")
             from .bounds import parse_bounds
             box = parse_bounds(bounds, x0.shape, x0.dtype)
         error = None
@@ -788,15 +800,8 @@ def minimize(fun, x0, *, comm, shard=False, bounds=None, m=10, maxiter=15000, gt
         if min(sizes) == 0:
             raise ValueError(f"shard=True needs at least one {BLOCK}-element block per rank: "
                              f"n = {n} on {net.size} ranks")
-        if box is not None:
-            if line_search != "strong_wolfe":
-                raise ValueError("line_search must be 'strong_wolfe' with bounds, got "
-                                 f"{line_search!r}")
-            maxfun = math.inf if maxfun is None else _checks.integer("maxfun", maxfun, minimum=0)
-            maxls = _checks.integer("maxls", maxls, minimum=1)
-            return _run_sharded_bounded(fun, x0, box, net, m, maxiter, gtol, ftol, callback,
-                                        maxfun, maxls)
-        return _run_sharded(fun, x0, net, m, maxiter, gtol, ftol, line_search, callback)
+        return _run_sharded(fun, x0, box, net, m, maxiter, gtol, ftol, line_search, callback,
+                            maxfun, maxls)
     sig["shape"] = x0.shape
     sig["x0 (crc32)"] = zlib.crc32(np.ascontiguousarray(x0).view(np.uint8))
     if box is not None:
@@ -804,9 +809,9 @@ def minimize(fun, x0, *, comm, shard=False, bounds=None, m=10, maxiter=15000, gt
                                  zlib.crc32(box.hi.view(np.uint8)))
     net.setup(sig, _compare, 0)
     summed = _SummedObjective(fun, net, x0.shape, x0.dtype)
-    from .solver import minimize as one_process
-    res = one_process(summed, x0, bounds=bounds, m=m, maxiter=maxiter, gtol=gtol, ftol=ftol,
-                      line_search=line_search, callback=callback, maxfun=maxfun, maxls=maxls)
+    res = _one_process(summed, x0, bounds=bounds, m=m, maxiter=maxiter, gtol=gtol, ftol=ftol,
+                      line_search=line_search, callback=callback,
+                      maxfun=None if maxfun == math.inf else maxfun, maxls=maxls)
     res["comm_seconds"], res["collectives"] = net.seconds, net.collectives
     res["fun_seconds"] = summed.fun_seconds
     return res
@@ -823,31 +828,3 @@ class _FixedRank:
 
     def Get_size(self):
         return self.size
-
-
-def _run_sharded(fun, x0, net, m, maxiter, gtol, ftol, line_search, callback):
-    solver = _ShardedSolver(fun, x0.ravel().copy(), x0.shape, m, line_search, net)
-    solver.evaluate_start()
-    status, message = None, None
-    if solver.gnorm_inf() <= gtol:
-        status, message = 0, "CONVERGENCE: max |grad| <= gtol"
-    while status is None:
-        if solver.nit >= maxiter:
-            status, message = 1, "STOP: the number of iterations reached maxiter"
-            break
-        failure = solver.iterate()
-        if failure is not None:
-            status, message = 2, "ABNORMAL: " + failure
-            break
-        if callback is not None:
-            callback(solver.x.reshape(x0.shape).copy())
-        if solver.gnorm_inf() <= gtol:
-            status, message = 0, "CONVERGENCE: max |grad| <= gtol"
-        elif solver.f_prev - solver.f <= ftol * max(abs(solver.f_prev), abs(solver.f), 1.0):
-            status, message = 0, "CONVERGENCE: relative reduction of f <= ftol"
-    return OptimizeResult(
-        x=solver.x.reshape(x0.shape).copy(), fun=solver.f,
-        jac=solver.g.reshape(x0.shape).copy(), nit=solver.nit, nfev=solver.nfev,
-        njev=solver.nfev, success=status == 0, status=status, message=message,
-        skipped=solver.history.skipped, comm_seconds=net.seconds,
-        collectives=net.collectives, fun_seconds=solver.fun_seconds)
