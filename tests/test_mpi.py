@@ -223,6 +223,17 @@ def test_data_parallel_logreg_matches_one_process(ranks, name):
     assert abs(got["fun"] - ref.fun) <= tol["f"] * abs(ref.fun)
 
 
+@pytest.mark.parametrize("name", ["float64", "float32"])
+def test_data_parallel_reduce_scatter_gives_the_allgather_bits(ranks, name):
+    results = [c[name] for c in case(ranks, "logreg_scatter")]
+    assert_replicas([r[0] for r in results])
+    assert_replicas([r[1] for r in results])
+    gathered, scattered = results[0]
+    assert gathered["nit"] == 30
+    for k in ("x", "fun", "jac", "nit", "nfev"):
+        assert same_bits(gathered[k], scattered[k]), k
+
+
 def test_data_parallel_exact_sums_give_the_one_process_bits(ranks):
     results = case(ranks, "logreg_exact")
     assert_replicas(results)

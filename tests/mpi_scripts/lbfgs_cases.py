@@ -42,6 +42,25 @@ def case_logreg():
     return out
 
 
+def case_logreg_scatter():
+    """Data-parallel with the ordered reduce-scatter + allgather (forced on every rank count):
+    the same bits as the allgather of case_logreg (float64 and float32; 41 features: segments
+    of unequal lengths)."""
+    out = {}
+    saved = lmpi.GATHER_MAX_RANKS
+    try:
+        for dt in (np.float64, np.float32):
+            runs = []
+            for limit in (saved, 0):
+                lmpi.GATHER_MAX_RANKS = limit
+                fun = problems.logreg_part(rank, size, n_features=41, dtype=dt)
+                runs.append(summary(minimize(fun, np.zeros(41, dt), comm=comm, maxiter=30)))
+            out[np.dtype(dt).name] = runs
+    finally:
+        lmpi.GATHER_MAX_RANKS = saved
+    return out
+
+
 def case_logreg_exact():
     """Data-parallel where f and g do not depend on the split: rank 0 returns the whole
     objective and the others exact zeros (the sums are exact): the one-process bits."""

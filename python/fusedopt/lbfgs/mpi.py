@@ -110,7 +110,10 @@ class _Net:
     a failure on one rank reaches every rank at the next collective (no hang)."""
 
     def __init__(self, comm):
-        from mpi4py import MPI  # the mpi extra; only when a communicator is given
+        try:
+            from mpi4py import MPI  # the mpi extra; only when a communicator is given
+        except ImportError as e:
+            raise ImportError("comm= needs mpi4py: pip install 'fusedopt[mpi]'") from e
 
         self.MPI = MPI
         self.comm = comm
@@ -203,9 +206,17 @@ def _max_of(values):
 # --- data-parallel -----------------------------------------------------------------------------
 
 
+#: Data-parallel: up to this many ranks the ranks' gradients are summed from one allgather
+#: (one collective; each rank receives (N - 1) n numbers); beyond it by an ordered
+#: reduce-scatter (alltoallv: rank j receives every rank's j-th segment and adds them in rank
+#: order) and an allgatherv of the sums: two collectives, each rank receiving about 2 n
+#: numbers whatever N. Both add in rank order: the same bits.
+GATHER_MAX_RANKS = 4
+
+
 class _SummedObjective:
-    """``fun`` of the data-parallel mode: each rank's (f, g) gathered (one allgather of
-    ``[status, f | g bytes]``) and added in rank order; f in float64, g in x0's dtype."""
+    """``fun`` of the data-parallel mode: each rank's (f, g) sent with its status, then added
+    in rank order (f in float64, g in x0's dtype) on every rank; see ``GATHER_MAX_RANKS``."""
 
     def __init__(self, fun, net, shape, dtype):
         self.fun, self.net, self.shape, self.dtype = fun, net, shape, np.dtype(dtype)
@@ -213,6 +224,20 @@ class _SummedObjective:
         self.send = np.zeros(16 + self.n * self.dtype.itemsize, np.uint8)
         self.g = np.empty(self.n, self.dtype)
         self.fun_seconds = 0.0
+        size, it = net.size, self.dtype.itemsize
+        cuts = [self.n * j // size for j in range(size + 1)]  # segment j: [cuts[j], cuts[j+1])
+        self.segments = list(zip(cuts[:-1], cuts[1:]))
+        self.scatter = size > GATHER_MAX_RANKS
+        if self.scatter:
+            lens = [b - a for a, b in self.segments]
+            self.sendcounts = [16 + ln * it for ln in lens]
+            self.senddispls = np.concatenate([[0], np.cumsum(self.sendcounts)[:-1]]).tolist()
+            self.sendbuf = np.zeros(sum(self.sendcounts), np.uint8)
+            mine = 16 + lens[net.rank] * it
+            self.recvbuf = np.zeros(size * mine, np.uint8)
+            self.recvcount = mine
+            self.gcounts = [ln * it for ln in lens]
+            self.gdispls = [a * it for a, _ in self.segments]
 
     def __call__(self, x):
         head = self.send[:16].view(np.float64)
@@ -228,17 +253,43 @@ class _SummedObjective:
             error = e
             head[:] = (1.0, math.nan)
         self.fun_seconds += self.net.MPI.Wtime() - t0
-        rows = self.net.gather_rows(self.send)
-        heads = rows[:, :16].copy().view(np.float64)
+        heads, pieces = self._scatter(g_part) if self.scatter else self._gather()
         self.net.fail_if_any(heads[:, 0], error)
         f = 0.0
         for r in range(self.net.size):  # rank order
             f = f + float(heads[r, 1])
-        g = self.g
-        CoreVec.copy(g, rows[0, 16:].view(self.dtype))
-        for r in range(1, self.net.size):
-            CoreVec.axpby(g, 1.0, g, 1.0, rows[r, 16:].view(self.dtype))  # exactly g + g_r
-        return f, g.reshape(self.shape)
+        a, b = self.segments[self.net.rank] if self.scatter else (0, self.n)
+        g = self.g[a:b]
+        CoreVec.copy(g, pieces[0])
+        for piece in pieces[1:]:
+            CoreVec.axpby(g, 1.0, g, 1.0, piece)  # exactly g + g_r, in rank order
+        if self.scatter:
+            MPI = self.net.MPI
+            mine = self.g[a:b].view(np.uint8).copy()
+            self.net._timed(self.net.comm.Allgatherv, [mine, MPI.BYTE],
+                            [self.g.view(np.uint8), (self.gcounts, self.gdispls), MPI.BYTE])
+        return f, self.g.reshape(self.shape)
+
+    def _gather(self):
+        """One allgather: every rank's header and whole gradient."""
+        rows = self.net.gather_rows(self.send)
+        heads = rows[:, :16].copy().view(np.float64)
+        return heads, [rows[r, 16:].view(self.dtype) for r in range(self.net.size)]
+
+    def _scatter(self, g_part):
+        """Alltoallv: every rank's header and its piece of this rank's segment."""
+        it = self.dtype.itemsize
+        for j, (a, b) in enumerate(self.segments):
+            at = self.senddispls[j]
+            self.sendbuf[at:at + 16] = self.send[:16]
+            self.sendbuf[at + 16:at + 16 + (b - a) * it] = g_part[a:b].view(np.uint8)
+        MPI = self.net.MPI
+        self.net._timed(self.net.comm.Alltoallv,
+                        [self.sendbuf, (self.sendcounts, self.senddispls), MPI.BYTE],
+                        [self.recvbuf, self.recvcount, MPI.BYTE])
+        rows = self.recvbuf.reshape(self.net.size, self.recvcount)
+        heads = rows[:, :16].copy().view(np.float64)
+        return heads, [rows[r, 16:].view(self.dtype) for r in range(self.net.size)]
 
 
 # --- sharded: vector operations with gathered block partials -----------------------------------
@@ -762,6 +813,9 @@ def minimize(fun, x0, *, comm, shard=False, bounds=None, m=10, maxiter=15000, gt
     net = _Net(comm)
     try:  # a bad argument on one rank is raised on every rank, at the first collective
         _checks.function("fun", fun)
+        if shard and getattr(x0, "size", 1) == 0:
+            raise ValueError(f"x0 is empty: shard=True needs at least one {BLOCK}-element "
+                             "block per rank (local_slice gave this rank none)")
         x0 = _check_x0(x0)
         m = _checks.integer("m", m, minimum=1)
         maxiter = _checks.integer("maxiter", maxiter, minimum=0)
