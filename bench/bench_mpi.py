@@ -132,7 +132,7 @@ def main():
     p.add_argument("--features", type=int, default=10**6)
     p.add_argument("--samples", type=int, default=32)
     p.add_argument("--n", type=int, default=10**7)
-    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--iters", type=int, default=20)
     p.add_argument("--m", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
