@@ -805,6 +805,10 @@ def minimize(fun, x0, *, comm, shard=False, bounds=None, m=10, maxiter=15000, gt
     ``x[local_slice(n, comm)]`` of the whole x, ``fun(x_r)`` returns (the rank's part of f, the
     gradient's slice); the result's ``x`` and ``jac`` are the rank's slices, ``fun`` the total.
     The result also has ``comm_seconds``, ``collectives`` and ``fun_seconds`` (this rank).
+
+    ``callback(xk)`` runs on every rank (data-parallel: the whole x; sharded: the rank's
+    slice). Unlike ``fun``, its exceptions are not sent to the other ranks: a callback that
+    raises on some ranks only leaves the others waiting at their next collective.
     """
     shard = _checks.flag("shard", shard)
     for name in ("Get_rank", "Get_size", "allgather", "Allgatherv"):
