@@ -282,8 +282,12 @@ def minimize(fun, x0, *, bounds=None, m=10, maxiter=15000, gtol=1e-5, ftol=FTOL,
     """
     _checks.function("fun", fun)
     device = _device.is_device_array(x0)
-    x0 = _device.device_x0(x0) if device else _check_x0(x0)
-    shape = x0.shape
+    if device:
+        shape = tuple(x0.shape)
+        x0 = _device.device_x0(x0)      # a flat copy
+    else:
+        x0 = _check_x0(x0)
+        shape = x0.shape
     m = _checks.integer("m", m, minimum=1)
     maxiter = _checks.integer("maxiter", maxiter, minimum=0)
     gtol = _checks.nonneg("gtol", gtol)
