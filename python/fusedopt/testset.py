@@ -87,7 +87,7 @@ class Problem:
 def solved(problem, f, rtol=1e-8) -> bool:
     """Whether f is within ``rtol * max(1, |f_min|)`` of one of the problem's minimum values."""
     return bool(math.isfinite(f)) and any(
-        f - v <= rtol * max(1.0, abs(v)) for v in problem.fmins)
+        abs(f - v) <= rtol * max(1.0, abs(v)) for v in problem.fmins)
 
 
 # -- the problems ------------------------------------------------------------------------------
