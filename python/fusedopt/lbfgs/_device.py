@@ -32,26 +32,21 @@ def _xp():
 
 
 class CupyVec:
-    """Vector operations on flat, C-contiguous CuPy arrays, in ``fusedopt._cuda``."""
+    """Vector operations on flat, C-contiguous CuPy arrays, in ``fusedopt._cuda``: ``dot``
+    (sum(a * b), float64 in fixed blocks), ``axpby`` (out = a x + b y) and ``amax`` (max |a_i|,
+    NaN if any is NaN) are the kernels themselves, with the bits of their ``_core`` twins."""
+
+    dot = staticmethod(_cuda.lbfgs_dot)
+    axpby = staticmethod(_cuda.lbfgs_axpby)
+    amax = staticmethod(_cuda.lbfgs_amax)
 
     @staticmethod
     def empty(n, dtype):
         return _xp().empty(n, dtype)
 
     @staticmethod
-    def dot(a, b) -> float:
-        """sum(a * b), float64 in fixed blocks (the bits of ``_core.lbfgs_dot``)."""
-        return _cuda.lbfgs_dot(a, b)
-
-    @staticmethod
-    def axpby(out, a, x, b, y):
-        """out = a * x + b * y (out may be x or y)."""
-        _cuda.lbfgs_axpby(out, a, x, b, y)
-
-    @staticmethod
-    def amax(a) -> float:
-        """max |a_i| (NaN if any is NaN)."""
-        return _cuda.lbfgs_amax(a)
+    def history(n, m, dtype):
+        return DeviceHistory(n, m, dtype)
 
     @staticmethod
     def scale(out, a, x):

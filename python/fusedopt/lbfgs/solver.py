@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import _checks
 from ._vector import CoreVec
-from . import _device, lbfgsb
+from . import lbfgsb
 from .bounds import parse_bounds
 from .history import History
 from .line_search import LineSearch, Point, check_line_search
@@ -93,8 +93,7 @@ class Solver:
         self.g = vec.empty(n, dt)
         self.d = vec.empty(n, dt)
         self.slots = [(vec.empty(n, dt), vec.empty(n, dt)) for _ in range(2)]
-        self.history = (History(n, m, dt) if vec is CoreVec
-                        else _device.DeviceHistory(n, m, dt))
+        self.history = History(n, m, dt) if vec is CoreVec else vec.history(n, m, dt)
         self.nit = 0
         self.f = math.nan
         self.f_prev = math.nan
@@ -282,8 +281,10 @@ def minimize(fun, x0, *, bounds=None, m=10, maxiter=15000, gtol=1e-5, ftol=FTOL,
     ``f = sum(x)`` stops after 3 iterations and ``3 * maxls + 1`` evaluations.
     """
     _checks.function("fun", fun)
-    device = _device.is_device_array(x0)
+    device = type(x0).__module__.startswith("cupy")     # as ops.backend_of decides
     if device:
+        from . import _device  # noqa: PLC0415 -- CuPy's path, imported on demand (as ops does)
+
         shape = tuple(x0.shape)
         x0 = _device.device_x0(x0)      # a flat copy
     else:
