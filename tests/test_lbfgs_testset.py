@@ -169,3 +169,15 @@ def test_maxfun_maxls_checked_before_fun(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         lbfgs.minimize(lambda x: calls.append(1) or (0.0, x), np.zeros(3), **kwargs)
     assert not calls
+
+
+def test_bench_cli_runs_the_section_when_named(capsys, monkeypatch):
+    from fusedopt.benchmarks import cli
+
+    monkeypatch.setattr(testset, "problems", lambda: [P["beale"], P["powell_badly_scaled"]])
+    assert cli.main(["--rules", "testset", "--no-torch"]) == 0
+    out = capsys.readouterr().out
+    assert "testset: Moré, Garbow & Hillstrom" in out and "torch LBFGS" not in out
+    solved = next(ln for ln in out.splitlines() if ln.startswith("solved"))
+    assert solved.split()[1:4] == ["2", "/", "2"]          # fusedopt solves both
+    assert "testset" not in cli.SECTIONS and "testset" in cli.NAMED_SECTIONS
