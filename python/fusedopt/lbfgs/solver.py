@@ -278,7 +278,9 @@ def minimize(fun, x0, *, bounds=None, m=10, maxiter=15000, gtol=1e-5, ftol=FTOL,
     problem with a finite minimum of ordinary size gets there), or when 3 line searches in a
     row run out of their ``maxls`` evaluations still extrapolating (f decreasing steeply
     along steps growing geometrically: by 1e10 and more in one search of 20 evaluations):
-    ``f = sum(x)`` stops after 3 iterations and ``3 * maxls + 1`` evaluations.
+    ``f = sum(x)`` stops after 3 iterations and ``3 * maxls + 1`` evaluations. The second
+    rule needs the strong-Wolfe search (the one that extrapolates): with "armijo" only the
+    threshold applies, and ``maxiter`` or ``maxfun`` bounds the run.
     """
     _checks.function("fun", fun)
     device = type(x0).__module__.startswith("cupy")     # as ops.backend_of decides
