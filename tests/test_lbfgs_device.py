@@ -90,6 +90,22 @@ def test_device_x0_is_not_modified_and_f_may_be_a_device_scalar(dev):  # noqa: F
     np.testing.assert_allclose(dev.asnumpy(res.x), ref.x, atol=1e-4, rtol=0)
 
 
+@pytest.mark.gpu
+def test_runs_on_x0s_device():
+    # With another device current, the run allocates and launches on x0's device. (Not on the
+    # host emulation: its arrays are all on device 0, whatever is current.)
+    cp = pytest.importorskip("cupy")
+    if cp.cuda.runtime.getDeviceCount() < 2:
+        pytest.skip("needs two CUDA devices")
+    x0 = _x0((3, 8), np.float64)
+    with cp.cuda.Device(1):
+        x0_dev = cp.asarray(x0)
+    with cp.cuda.Device(0):
+        res = lbfgs.minimize(chained_rosenbrock(cp), x0_dev)
+    assert res.success and res.x.device.id == 1 and res.jac.device.id == 1
+    np.testing.assert_allclose(cp.asnumpy(res.x), 1.0, atol=1e-4)
+
+
 def test_device_unbounded_below(dev):  # noqa: F811
     res = lbfgs.minimize(lambda x: (x.sum(), dev.xp.ones(x.shape, x.dtype)),
                          dev.asarray(np.zeros(9)))

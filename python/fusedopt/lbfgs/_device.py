@@ -27,7 +27,8 @@ def is_device_array(a) -> bool:
     return type(a).__module__.startswith("cupy")
 
 
-def _xp():
+def xp():
+    """The cupy module (or the tests' stand-in)."""
     return _cuda.runtime.cupy()
 
 
@@ -42,7 +43,7 @@ class CupyVec:
 
     @staticmethod
     def empty(n, dtype):
-        return _xp().empty(n, dtype)
+        return xp().empty(n, dtype)
 
     @staticmethod
     def history(n, m, dtype):
@@ -76,12 +77,12 @@ class DeviceHistory(History):
     device memory, laid out as the host one (``_cuda.lbfgs_direction`` reads it)."""
 
     def __init__(self, n, m, dtype):      # noqa: D107 -- the attributes of History, on device
-        xp = _xp()
+        cp = xp()
         self.n, self.m, self.dtype = n, m, np.dtype(dtype)
         self.eps_curv = float(np.finfo(self.dtype).eps)
-        self.s = xp.zeros((m, n), self.dtype)
-        self.y = xp.zeros((m, n), self.dtype)
-        self.rho = xp.zeros(m, np.float64)
+        self.s = cp.zeros((m, n), self.dtype)
+        self.y = cp.zeros((m, n), self.dtype)
+        self.rho = cp.zeros(m, np.float64)
         self.head = 0
         self.count = 0
         self.skipped = 0

@@ -288,7 +288,9 @@ def minimize(fun, x0, *, bounds=None, m=10, maxiter=15000, gtol=1e-5, ftol=FTOL,
         from . import _device  # noqa: PLC0415 -- CuPy's path, imported on demand (as ops does)
 
         shape = tuple(x0.shape)
-        x0 = _device.device_x0(x0)      # a flat copy
+        on_device = _device.xp().cuda.Device(x0.device.id)   # x0's device for the whole run
+        with on_device:
+            x0 = _device.device_x0(x0)      # a flat copy
     else:
         x0 = _check_x0(x0)
         shape = x0.shape
@@ -311,11 +313,17 @@ def minimize(fun, x0, *, bounds=None, m=10, maxiter=15000, gtol=1e-5, ftol=FTOL,
                                  gtol, ftol, callback, maxfun, maxls)
 
     if device:
-        obj = _device.DeviceObjective(fun, shape)
-        solver = Solver(obj, x0, m, line_search, vec=_device.CupyVec, maxls=maxls)
-    else:
-        obj = _Objective(fun, shape)
-        solver = Solver(obj, x0.ravel().copy(), m, line_search, maxls=maxls)
+        with on_device:
+            solver = Solver(_device.DeviceObjective(fun, shape), x0, m, line_search,
+                            vec=_device.CupyVec, maxls=maxls)
+            return _run(solver, shape, maxiter, gtol, ftol, callback, maxfun)
+    solver = Solver(_Objective(fun, shape), x0.ravel().copy(), m, line_search, maxls=maxls)
+    return _run(solver, shape, maxiter, gtol, ftol, callback, maxfun)
+
+
+def _run(solver, shape, maxiter, gtol, ftol, callback, maxfun):
+    """``minimize`` without bounds: iterate ``solver`` from x0 until a stopping rule holds."""
+    obj = solver.obj
     solver.evaluate_start()
     f0 = solver.f
 
