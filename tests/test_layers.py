@@ -56,6 +56,7 @@ LAYERS = {
     "fusedopt.natural": "algorithms",
     "fusedopt.optimize": "algorithms",
     "fusedopt.functions": "tools",
+    "fusedopt.testset": "tools",
     "fusedopt.init": "tools",
     "fusedopt.sampling": "tools",
     "fusedopt.demo": "tools",

@@ -19,7 +19,7 @@ def rosen_pair(x):
     return so.rosen(x), so.rosen_der(x)
 
 
-@pytest.mark.parametrize("jac", ["pair", "callable", None, "2-point"])
+@pytest.mark.parametrize("jac", ["pair", "callable", None, "2-point", "3-point", "cs"])
 @pytest.mark.parametrize("bounds", [None, BOX])
 def test_same_solution_as_scipy(jac, bounds):
     fun, j = (rosen_pair, True) if jac == "pair" else (
@@ -34,8 +34,10 @@ def test_same_solution_as_scipy(jac, bounds):
     assert res.fun <= ref.fun + 1e-8
     assert res.x.dtype == np.float64 and res.jac.shape == X0.shape
     assert res.nfev <= 1.5 * ref.nfev + 10 * (X0.size + 1)
-    if jac in (None, "2-point"):
+    if jac in (None, "2-point", "cs"):
         assert res.nfev == res.njev * (X0.size + 1)     # SciPy's count: fun calls
+    elif jac == "3-point":
+        assert res.nfev == res.njev * (2 * X0.size + 1)
     else:
         assert res.nfev == res.njev
 
@@ -164,7 +166,20 @@ def test_unknown_and_ignored_options():
 def test_without_scipy_the_result_is_fusedopts(monkeypatch):
     monkeypatch.setattr(fo, "_scipy_optimize", lambda: None)
     res = fo.minimize(rosen_pair, X0, jac=True, bounds=BOX)
-    assert type(res) is OwnResult and res.success and "hess_inv" not in res
+    assert type(res) is OwnResult and res.success
+    # hess_inv: fusedopt's operator, the same as SciPy's of the same pairs
+    h = res.hess_inv
+    assert type(h) is fo.LbfgsInvHessProduct and h.shape == (4, 4) and h.dtype == np.float64
+    ref = so.LbfgsInvHessProduct(h.sk, h.yk)
+    v, V = np.arange(4.0) - 1.5, np.arange(12.0).reshape(4, 3)
+    for got, want in ((h.matvec(v), ref.matvec(v)), (h @ v, ref @ v), (h.dot(V), ref.dot(V)),
+                      (h.matmat(V), ref.matmat(V)), (h.todense(), ref.todense()),
+                      (h.rmatvec(v), ref.matvec(v)), (h.T @ v, ref @ v),   # symmetric
+                      (h(v[:, None]), ref(v[:, None]))):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14)
+    with pytest.raises(ValueError, match="dimension mismatch"):
+        h.matvec(np.ones(3))
     with pytest.warns(RuntimeWarning, match="Unknown solver options"):
         fo.minimize(rosen_pair, X0, jac=True, options=dict(foo=1))
 
@@ -186,7 +201,11 @@ def _never(x):
     (dict(bounds=[(1.0, 0.0)] * 4), ValueError, "lo > hi"),
     (dict(bounds=[(0.0, 1.0)] * 3), ValueError, "pairs"),
     (dict(bounds=[(0.0, np.nan)] * 4), ValueError, "NaN"),
-    (dict(jac="cs"), ValueError, "jac"),
+    (dict(jac="4-point"), ValueError, "jac"),
+    (dict(jac=3), ValueError, "jac"),
+    (dict(options=dict(finite_diff_rel_step=-1e-3)), ValueError, "finite_diff_rel_step"),
+    (dict(options=dict(finite_diff_rel_step=np.ones(3))), ValueError, "finite_diff_rel_step"),
+    (dict(options=dict(finite_diff_rel_step="a")), TypeError, "finite_diff_rel_step"),
     (dict(x0=np.zeros((2, 2))), ValueError, "one dimension"),
     (dict(x0=np.array([np.nan, 0.0])), ValueError, "x0"),
     (dict(callback=3), TypeError, "callback"),
@@ -207,3 +226,48 @@ def test_edge_limits_as_scipy(options):
     res = fo.minimize(so.rosen, x0, jac=so.rosen_der, options=options)
     assert (res.nit, res.nfev, res.status, res.message) == (ref.nit, ref.nfev, ref.status,
                                                             ref.message)
+
+
+@pytest.mark.parametrize("method", ["2-point", "3-point", "cs", None])
+@pytest.mark.parametrize("rel_step", [None, 1e-4])
+@pytest.mark.parametrize("bounded", [False, True])
+def test_finite_difference_gradients_are_scipys(method, rel_step, bounded):
+    """The gradient of each scheme is SciPy's ``approx_derivative`` bit for bit: the same
+    steps, turned or shortened at the bounds the same way (x0 on, near and off the bounds),
+    except at a fixed variable."""
+    from scipy.optimize._numdiff import approx_derivative
+
+    from fusedopt.lbfgs.bounds import parse_bounds
+
+    lo = np.array([-2.0, -np.inf, 0.0, 0.5, -1.0, 1.0])
+    hi = np.array([2.0, 1.0, 1e-9, np.inf, 1.0 + 1e-10, 1.0])
+    x = np.array([1.5, 1.0, 0.0, 0.5, 1.0, 1.0]) if bounded else \
+        np.array([1.5, -3.0, 0.0, 2e5, -1e-3, 7.0])
+    fun = lambda x: np.sum(np.cos(x) * x ** 3) + x[0] * x[1]     # noqa: E731
+    f0 = float(fun(x))
+    box = parse_bounds(list(zip(lo, hi)), x.shape, np.float64) if bounded else None
+    fg = fo._FunAndGrad(fun, method, (), 1e-8, rel_step, box)
+    g = np.empty_like(x)
+    fg._differences(x, f0, g)
+    kw = dict(bounds=(lo, hi)) if bounded else {}
+    with np.errstate(invalid="ignore", divide="ignore"):    # SciPy's 0 / 0 at lo == hi
+        if method is None:
+            want = approx_derivative(fun, x, method="2-point", abs_step=1e-8, f0=f0, **kw)
+        else:
+            want = approx_derivative(fun, x, method=method, rel_step=rel_step, f0=f0,
+                                     **({} if method == "cs" else kw))
+    if bounded and method != "cs":   # a fixed variable (lo == hi): 0, where SciPy gets 0 / 0
+        assert g[-1] == 0.0
+        g, want = g[:-1], want[:-1]
+    np.testing.assert_array_equal(g, want)
+    moving = x.size - (bounded and method != "cs")
+    assert fg.nfev == (2 if method == "3-point" else 1) * moving
+
+
+def test_maxfun_without_bounds_as_scipy():
+    ref = so.minimize(so.rosen, X0, jac=so.rosen_der, method="L-BFGS-B",
+                      options=dict(maxfun=12))
+    res = fo.minimize(so.rosen, X0, jac=so.rosen_der, options=dict(maxfun=12))
+    assert (res.status, res.message) == (ref.status, ref.message) == \
+        (1, "STOP: TOTAL NO. OF F,G EVALUATIONS EXCEEDS LIMIT")
+    assert 12 < res.nfev <= 12 + 20

@@ -14,7 +14,8 @@ recursion and an L-BFGS minimizer); loaded on first use: ``functions`` (test fun
 ``init`` (weight initializers), ``sampling`` (Latin hypercube, multistart), ``newton``
 (second-order references), ``natural`` (natural gradient), ``optimize`` (a drop-in for
 ``scipy.optimize.minimize(method="L-BFGS-B")``), ``demo`` (the demonstrations),
-``benchmarks`` (the benchmark behind ``python -m fusedopt bench``).
+``benchmarks`` (the benchmark behind ``python -m fusedopt bench``), ``testset`` (the
+Moré-Garbow-Hillstrom test problems).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from .ops import clip_by_global_norm_, global_norm, num_threads
 __version__ = "0.1.0"
 
 _LAZY = ("functions", "init", "sampling", "newton", "natural", "optimize", "demo",
-         "benchmarks")
+         "benchmarks", "testset")
 
 __all__ = ["ops", "optim", "reference", "schedules", "lbfgs", *_LAZY, "global_norm",
            "clip_by_global_norm_",

@@ -15,6 +15,8 @@ the machine's bandwidth hits every column alike:
 Effective GB/s counts the bytes the rule must move: ``(reads + writes) * n * itemsize``. Times
 are medians of several repeats of ``time.perf_counter`` over back-to-back calls, after warm-up.
 Then the sections ``model``, ``overhead``, ``lbfgs`` and ``torch`` (see their modules).
+Named only (``--rules``): ``load``, ``deepspeed``, ``testset`` (L-BFGS stopping rules on the
+Moré-Garbow-Hillstrom problems against SciPy and torch).
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ __all__ = ["main", "parser", "SECTIONS"]
 SECTIONS = {"model": "model", "overhead": "overhead", "lbfgs": "lbfgs", "torch": "vs_torch"}
 #: Sections run only when named in ``--rules`` (they take long or load the machine on purpose,
 #: or need an optional package that compiles at first use).
-NAMED_SECTIONS = {"load": "load", "deepspeed": "vs_deepspeed"}
+NAMED_SECTIONS = {"load": "load", "deepspeed": "vs_deepspeed", "testset": "testset"}
 
 
 def _section(name):

@@ -30,6 +30,8 @@ One concept per module:
 * ``optimizer``: ``LBFGS``, the same solver over a list of params, torch-style;
 * ``result``: ``OptimizeResult``, the result of every minimizer of fusedopt;
 * ``_vector``: the solver's vector operations, each one call into ``_core``.
+* ``_device``: the same operations and the history on CuPy arrays (the CUDA kernels of
+  ``fusedopt._cuda``), for ``minimize`` with a CuPy x0.
 """
 from __future__ import annotations
 

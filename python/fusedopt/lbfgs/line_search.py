@@ -57,7 +57,13 @@ def cubic_min(a, b, lo, hi):
 class LineSearch:
     """The line searches of the solver. ``evaluate(t, slot)`` returns a finite or non-finite
     Point; a non-finite point is treated as too long a step. ``tmin()`` is the step below
-    which x no longer changes (no resolution left)."""
+    which x no longer changes (no resolution left).
+
+    After each search ``unbounded`` tells whether it ran out of evaluations while still
+    extrapolating: every trial step (each increment 1.1 to 4 times the last one)
+    decreased f sufficiently with a slope still steeper than ``c2 phi'(0)``, so no
+    minimizer of phi was bracketed; the minimizer counts such searches to detect a problem
+    unbounded below."""
 
     c1 = 1e-4       # sufficient decrease: phi(t) <= phi(0) + c1 t phi'(0)
     c2 = 0.9        # curvature (strong Wolfe): |phi'(t)| <= c2 |phi'(0)|
@@ -65,6 +71,7 @@ class LineSearch:
 
     def __init__(self, evaluate):
         self.evaluate = evaluate
+        self.unbounded = False
 
     def strong_wolfe(self, f0, dg0, t1, tmin, tmax=math.inf):
         """Nocedal & Wright, Algorithm 3.5 (bracketing; the zoom is Algorithm 3.6), the trial
@@ -72,6 +79,7 @@ class LineSearch:
         box). A point at tmax that decreases f sufficiently with a negative slope is accepted
         (SciPy's "STP = STPMAX"). Returns the accepted Point or None."""
         c1, c2 = self.c1, self.c2
+        self.unbounded = False
         prev = Point(0.0, f0, dg0, None)
         t = min(t1, tmax)
         for i in range(self.max_evals):
@@ -88,6 +96,7 @@ class LineSearch:
             width = cur.t - prev.t
             t = min(cubic_min(prev, cur, cur.t + 1.1 * width, cur.t + 4.0 * width), tmax)
             prev = cur
+        self.unbounded = prev.slot is not None
         return prev if prev.slot is not None else None
 
     def _zoom(self, lo, hi, f0, dg0, evals, tmin):
@@ -121,6 +130,7 @@ class LineSearch:
         """Backtracking until f(t) <= f0 + c1 t dg0 (Nocedal & Wright, Algorithm 3.1); each
         new trial step is the minimizer of the quadratic through f0, dg0 and f(t) (eq. 3.58),
         kept in [0.1 t, 0.5 t] (0.25 t after a non-finite value)."""
+        self.unbounded = False
         t = t1
         for _ in range(self.max_evals):
             cur = self.evaluate(t, 0)

@@ -71,7 +71,7 @@ from .bounds import Box
 from .history import History
 from .line_search import Point, check_line_search
 from .result import OptimizeResult
-from .solver import (_BOUNDED_MESSAGES, Solver, _check_x0, _copy_gradient, _pair,
+from .solver import (_BOUNDED_MESSAGES, FTOL, Solver, _check_x0, _copy_gradient, _pair,
                      _real_scalar, minimize as _one_process)
 
 __all__ = ["local_slice", "minimize", "RankError", "ShardVec", "compact_direction"]
@@ -483,9 +483,8 @@ class _ShardedSolver(Solver):
     (the ranks' f, max |g| and the block partials of g . d)."""
 
     def __init__(self, obj, x, m, line_search, maxls, net):
-        super().__init__(obj, x, m, line_search, vec=ShardVec(net),
+        super().__init__(obj, x, m, line_search, vec=ShardVec(net), maxls=maxls,
                          history=GramHistory(x.size, m, x.dtype))
-        self._search.max_evals = maxls
         self.net = net
         self._gmax = {}        # id(g buffer) -> global max |g| of the point it holds
 
@@ -797,7 +796,7 @@ def _compare(key, values):
 
 
 def minimize(fun, x0, *, comm, shard=False, bounds=None, m=10, maxiter=15000, gtol=1e-5,
-             ftol=2.2e-9, line_search="strong_wolfe", callback=None, maxfun=None, maxls=20):
+             ftol=FTOL, line_search="strong_wolfe", callback=None, maxfun=None, maxls=20):
     """``fusedopt.lbfgs.minimize`` with ``comm`` (see the module docstring and that function;
     every rank calls it with the same options).
 
