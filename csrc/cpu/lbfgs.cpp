@@ -17,21 +17,14 @@
 
 #include "fusedopt/blocked_sum.h"
 #include "kernels.h"
+#include "lbfgs_blocks.h"
 #include "parallel.h"
 
 namespace fusedopt {
 namespace cpu {
 namespace lbfgs {
+using namespace blocks;  // NOLINT: the block helpers of lbfgs_blocks.h
 namespace {
-
-// Threads for a vector of n elements. Below kParallelMin elements the loops run on one thread:
-// the direction is 2m + 1 short passes, each a job of the pool, and at these sizes waking the
-// workers 2m + 1 times saves little (measured with the former OpenMP barriers: 0.65 ms serial vs
-// 0.41 ms on 2 threads for the direction at n = 1e5, m = 10, idle).
-constexpr int64_t kParallelMin = int64_t(1) << 18;
-inline int lbfgs_threads(int64_t n) { return n < kParallelMin ? 1 : threads_for(n); }
-
-inline int64_t num_blocks(int64_t n) { return (n + kReduceBlock - 1) / kReduceBlock; }
 
 // q[i] = (q[i] + a * x[i]) * scale over [lo, hi); returns sum w[i] * q[i] (new q) when Dot.
 template <typename T, bool Dot>
@@ -48,12 +41,6 @@ double update_block(T* __restrict q, const T a, const T* __restrict x, const T s
     });
 }
 
-template <typename T>
-double dot_block(const T* __restrict a, const T* __restrict b, int64_t lo, int64_t hi) {
-    return block_sum(lo, hi,
-                     [&](int64_t i) { return static_cast<double>(a[i]) * static_cast<double>(b[i]); });
-}
-
 // The first pass: out = grad, and the dots s.grad, s.y, y.y of the newest pair.
 template <typename T>
 void first_block(T* __restrict out, const T* __restrict g, const T* __restrict s,
@@ -62,37 +49,6 @@ void first_block(T* __restrict out, const T* __restrict g, const T* __restrict s
     sums[0] = dot_block(s, g, lo, hi);
     sums[1] = dot_block(s, y, lo, hi);
     sums[2] = dot_block(y, y, lo, hi);
-}
-
-inline double sum_in_order(const double* part, int64_t nb, int64_t stride) {
-    double t = 0.0;
-    for (int64_t b = 0; b < nb; ++b) t = t + part[b * stride];
-    return t;
-}
-
-// block(lo, hi, part + K * b) for each block [lo, hi) of [0, n), in parallel, each writing K
-// results; returns part (thread-local storage, valid until the next call on this thread).
-// k results per block, k chosen at run time (block_results_k) or compile time (block_results).
-template <typename Block>
-const double* block_results_k(int64_t n, int64_t k, Block&& block) {
-    const int64_t nb = num_blocks(n);
-    thread_local std::vector<double> part_store;
-    part_store.assign(static_cast<size_t>(k * nb), 0.0);
-    double* part = part_store.data();
-    parallel_chunks(nb, lbfgs_threads(n), [&](int64_t b) {
-        block(b * kReduceBlock, std::min(n, (b + 1) * kReduceBlock), part + k * b);
-    });
-    return part;
-}
-
-template <int K, typename Block>
-const double* block_results(int64_t n, Block&& block) {
-    return block_results_k(n, K, block);
-}
-
-// out[j] = the sum in block order of result j of every block (k per block).
-inline void sums_in_order(double* out, const double* part, int64_t nb, int64_t k) {
-    for (int64_t j = 0; j < k; ++j) out[j] = sum_in_order(part + j, nb, k);
 }
 
 }  // namespace
@@ -214,21 +170,27 @@ double amax(const T* a, int64_t n) {
 }
 
 template <typename T>
-void rows_dots(double* out, const T* s, const T* y, const T* v, const T* w, int64_t rows,
-               int64_t n) {
-    const int64_t k = (w ? 4 : 2) * rows;
-    if (rows == 0) return;
+void rows_dots_many(double* out, const T* s, const T* y, const T* const* vs, int64_t nv,
+                    int64_t rows, int64_t n) {
+    const int64_t k = 2 * nv * rows;
+    if (k == 0) return;
     const double* part = block_results_k(n, k, [&](int64_t lo, int64_t hi, double* pb) {
-        for (int64_t j = 0; j < rows; ++j) {
-            pb[j] = dot_block(s + j * n, v, lo, hi);
-            pb[rows + j] = dot_block(y + j * n, v, lo, hi);
-            if (w) {
-                pb[2 * rows + j] = dot_block(s + j * n, w, lo, hi);
-                pb[3 * rows + j] = dot_block(y + j * n, w, lo, hi);
+        // Each row's block is read from memory once; the sweeps after the first find it in
+        // cache, as they find the vectors' blocks.
+        for (int64_t j = 0; j < rows; ++j)
+            for (int64_t q = 0; q < nv; ++q) {
+                pb[2 * rows * q + j] = dot_block(s + j * n, vs[q], lo, hi);
+                pb[2 * rows * q + rows + j] = dot_block(y + j * n, vs[q], lo, hi);
             }
-        }
     });
     sums_in_order(out, part, num_blocks(n), k);
+}
+
+template <typename T>
+void rows_dots(double* out, const T* s, const T* y, const T* v, const T* w, int64_t rows,
+               int64_t n) {
+    const T* vs[2] = {v, w};
+    rows_dots_many(out, s, y, vs, w ? 2 : 1, rows, n);
 }
 
 template <typename T>
@@ -467,6 +429,8 @@ int64_t parallel_min() { return kParallelMin; }
     template double amax<T>(const T*, int64_t);                                          \
     template void rows_dots<T>(double*, const T*, const T*, const T*, const T*, int64_t,   \
                                int64_t);                                                  \
+    template void rows_dots_many<T>(double*, const T*, const T*, const T* const*, int64_t,  \
+                                    int64_t, int64_t);                                      \
     template void reduced_gradient<T>(double*, T*, const T*, const T*, const double*,       \
                                       const double*, int64_t, const T*, const T*, const T*, \
                                       const T*, double, int64_t);                           \
