@@ -32,29 +32,6 @@ double dot_block(const T* __restrict a, const T* __restrict b, int64_t lo, int64
                      [&](int64_t i) { return static_cast<double>(a[i]) * static_cast<double>(b[i]); });
 }
 
-// The dots a.b and a.c over [lo, hi) in one sweep over a, each with the bits of dot_block (every
-// lane adds its terms in the same order; the two sums only share the loads of a).
-template <typename T>
-void dot2_block(const T* __restrict a, const T* __restrict b, const T* __restrict c,
-                int64_t lo, int64_t hi, double* ab, double* ac) {
-    double p[kSumLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
-    double q[kSumLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t i = lo;
-    for (; i + kSumLanes <= hi; i += kSumLanes)
-        for (int j = 0; j < kSumLanes; ++j) {
-            const double x = static_cast<double>(a[i + j]);
-            p[j] = p[j] + x * static_cast<double>(b[i + j]);
-            q[j] = q[j] + x * static_cast<double>(c[i + j]);
-        }
-    for (int j = 0; i < hi; ++i, ++j) {
-        const double x = static_cast<double>(a[i]);
-        p[j] = p[j] + x * static_cast<double>(b[i]);
-        q[j] = q[j] + x * static_cast<double>(c[i]);
-    }
-    *ab = combine_lanes(p);
-    *ac = combine_lanes(q);
-}
-
 inline double sum_in_order(const double* part, int64_t nb, int64_t stride) {
     double t = 0.0;
     for (int64_t b = 0; b < nb; ++b) t = t + part[b * stride];
