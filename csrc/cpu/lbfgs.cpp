@@ -195,8 +195,8 @@ void rows_dots(double* out, const T* s, const T* y, const T* v, const T* w, int6
 
 template <typename T>
 void rows_gram_at(double* out, const T* s, const T* y, const int64_t* idx, int64_t na,
-                  int64_t rows, int64_t n) {
-    const int64_t kk = rows * rows, k = 3 * kk;
+                  int64_t rows, int64_t n, const T* q) {
+    const int64_t kk = rows * rows, k = 3 * kk + (q ? 2 * rows : 0);
     if (rows == 0) return;
     const double* part = block_results_k(na, k, [&](int64_t lo, int64_t hi, double* pb) {
         const int64_t len = hi - lo;
@@ -214,6 +214,11 @@ void rows_gram_at(double* out, const T* s, const T* y, const int64_t* idx, int64
                 pb[i * rows + j] = dot_block(bs + i * len, bs + j * len, int64_t(0), len);
                 pb[kk + i * rows + j] = dot_block(bs + i * len, by + j * len, int64_t(0), len);
                 pb[2 * kk + i * rows + j] = dot_block(by + i * len, by + j * len, int64_t(0), len);
+            }
+        if (q)
+            for (int64_t j = 0; j < rows; ++j) {
+                pb[3 * kk + j] = dot_block(bs + j * len, q + lo, int64_t(0), len);
+                pb[3 * kk + rows + j] = dot_block(by + j * len, q + lo, int64_t(0), len);
             }
     });
     sums_in_order(out, part, num_blocks(na), k);
@@ -283,6 +288,28 @@ double subspace_point(T* xbar, T* du, const T* s, const T* y, const double* a, c
         res[0] = block_sum(b0, b1, [&](int64_t i) {
             const bool free = !t || t[i] >= T(0);
             const T u = free ? c1 * r[i] + c2 * du[i] : T(0);
+            du[i] = u;
+            T v = xc[i] + u;
+            v = v < lo[i] ? lo[i] : v;
+            v = v > hi[i] ? hi[i] : v;
+            xbar[i] = v;
+            return static_cast<double>(g[i]) * static_cast<double>(v - x[i]);
+        });
+    });
+    return sum_in_order(part, num_blocks(n), 1);
+}
+
+template <typename T>
+double subspace_direct(T* xbar, T* du, const T* s, const T* y, const double* a, const double* b,
+                       int64_t rows, const T* xc, const T* x, const T* g, const T* t,
+                       const T* lo, const T* hi, double theta, int64_t n) {
+    const std::vector<T> ta = cast_all<T>(a, rows), tb = cast_all<T>(b, rows);
+    const T ith = static_cast<T>(1.0 / theta);
+    const double* part = block_results<1>(n, [&](int64_t b0, int64_t b1, double* res) {
+        combine_block(du, s, y, ta.data(), tb.data(), rows, n, b0, b1);
+        res[0] = block_sum(b0, b1, [&](int64_t i) {
+            const bool free = !t || t[i] >= T(0);
+            const T u = free ? du[i] - (g[i] * ith + (xc[i] - x[i])) : T(0);
             du[i] = u;
             T v = xc[i] + u;
             v = v < lo[i] ? lo[i] : v;
@@ -439,7 +466,10 @@ int64_t parallel_min() { return kParallelMin; }
                                       const T*, const T*, const T*, const T*, double,       \
                                       int64_t);                                             \
     template void rows_gram_at<T>(double*, const T*, const T*, const int64_t*, int64_t,    \
-                                  int64_t, int64_t);                                       \
+                                  int64_t, int64_t, const T*);                             \
+    template double subspace_direct<T>(T*, T*, const T*, const T*, const double*,           \
+                                       const double*, int64_t, const T*, const T*, const T*, \
+                                       const T*, const T*, const T*, double, int64_t);       \
     template void rows_axpy<T>(T*, const T*, const T*, const double*, const double*,      \
                                int64_t, int64_t);                                         \
     template double cauchy_start<T>(T*, T*, const T*, const T*, const T*, const T*, int64_t); \

@@ -101,10 +101,12 @@ void rows_dots_many(double* out, const T* s, const T* y, const T* const* vs, int
 // rows_gram_at: the Gram matrices of the first `rows` rows over the columns idx[0..na) of s and
 // y (the history at some variables), out = [S S^T, S Y^T, Y Y^T] as three row-major rows x rows
 // blocks (out[(b * rows + i) * rows + j]); float64 blocked sums over the positions 0..na (each
-// block of idx gathered into a buffer first), one pass.
+// block of idx gathered into a buffer first), one pass. With q (na values, q[e] belonging to
+// column idx[e]), also out[3 rows^2 + j] = sum_e s_j[idx[e]] q[e] and out[3 rows^2 + rows + j]
+// the same with y_j, in the same pass.
 template <typename T>
 void rows_gram_at(double* out, const T* s, const T* y, const int64_t* idx, int64_t na,
-                  int64_t rows, int64_t n);
+                  int64_t rows, int64_t n, const T* q = nullptr);
 
 // rows_axpy: out[i] = sum_j (a[j] s_j[i] + b[j] y_j[i]), accumulated in T from 0 in the order
 // j = 0 .. rows - 1, s term before y term (a and b cast to T once).
@@ -150,6 +152,16 @@ template <typename T>
 double subspace_point(T* xbar, T* du, const T* s, const T* y, const double* a, const double* b,
                       int64_t rows, const T* r, const T* xc, const T* x, const T* g, const T* t,
                       const T* lo, const T* hi, double theta, int64_t n);
+
+// subspace_direct: the same point without r, one pass: du[i] = free ? (W a)[i] - (g[i] / theta
+// + (xc[i] - x[i])) : 0 (1 / theta cast to T once; W a as in rows_axpy), xbar = min(max(xc +
+// du, lo), hi); returns g . (xbar - x). With a = M c / theta - v / theta^2 this is
+// subspace_point's du, -r / theta - W v / theta^2, r expanded: the reduced gradient's pass over
+// the history is not needed (W^T r is assembled from W^T g, c and the fixed variables' part).
+template <typename T>
+double subspace_direct(T* xbar, T* du, const T* s, const T* y, const double* a, const double* b,
+                       int64_t rows, const T* xc, const T* x, const T* g, const T* t,
+                       const T* lo, const T* hi, double theta, int64_t n);
 
 // L-BFGS-B's projected-gradient norm (SciPy's projgr): max |p_i| with p_i = max(x - hi, g) for
 // g < 0 and min(x - lo, g) otherwise, as float64; NaN if any p_i is NaN.

@@ -208,9 +208,9 @@ py::array_t<double> rows_dots_many(py::handle s_h, py::handle y_h, py::sequence 
     return out;
 }
 
-py::array_t<double> rows_gram_at(py::handle s_h, py::handle y_h,
-                                 py::array_t<int64_t, py::array::c_style | py::array::forcecast> idx,
-                                 int64_t rows) {
+py::object rows_gram_at(py::handle s_h, py::handle y_h,
+                        py::array_t<int64_t, py::array::c_style | py::array::forcecast> idx,
+                        int64_t rows, py::handle q_h) {
     const Array s = array_arg(s_h, "s", false);
     const Array y = array_arg(y_h, "y", false, &s);
     if (s.ndim() != 2 || s.dim(0) < 1)
@@ -226,15 +226,25 @@ py::array_t<double> rows_gram_at(py::handle s_h, py::handle y_h,
         if (ix[e] < 0 || ix[e] >= n)
             throw py::value_error("idx: index " + std::to_string(ix[e]) + " out of [0, " +
                                   std::to_string(n) + ")");
-    py::array_t<double> out({int64_t(3), rows, rows});
-    double* o = out.mutable_data();
+    const bool has_q = !q_h.is_none();
+    const Array q = has_q ? array_arg(q_h, "q", false, &s) : s;
+    if (has_q && (q.ndim() != 1 || q.size != na))
+        throw py::value_error("q must be 1-D with len(idx) = " + std::to_string(na) +
+                              " elements, got " + q.shape());
+    std::vector<double> o(static_cast<size_t>(3 * rows * rows + (has_q ? 2 * rows : 0)));
     by_dtype(s, [&](auto zero) {
         using T = decltype(zero);
         fusedopt::NoGil nogil;
-        lb::rows_gram_at(o, static_cast<const T*>(s.data()), static_cast<const T*>(y.data()), ix,
-                         na, rows, n);
+        lb::rows_gram_at(o.data(), static_cast<const T*>(s.data()),
+                         static_cast<const T*>(y.data()), ix, na, rows, n,
+                         has_q ? static_cast<const T*>(q.data()) : nullptr);
     });
-    return out;
+    py::array_t<double> gram({int64_t(3), rows, rows});
+    std::copy(o.begin(), o.begin() + 3 * rows * rows, gram.mutable_data());
+    if (!has_q) return std::move(gram);
+    py::array_t<double> dots(2 * rows);
+    std::copy(o.begin() + 3 * rows * rows, o.end(), dots.mutable_data());
+    return py::make_tuple(gram, dots);
 }
 
 // The coefficient vectors of a combination of history rows: float64, 1-D, >= rows elements.
@@ -389,6 +399,47 @@ double subspace_point(py::handle xbar_h, py::handle du_h, py::handle s_h, py::ha
             static_cast<const T*>(x.data()), static_cast<const T*>(g.data()),
             has_t ? static_cast<const T*>(t.data()) : nullptr, static_cast<const T*>(lo.data()),
             static_cast<const T*>(hi.data()), theta, xbar.size);
+    });
+}
+
+double subspace_direct(py::handle xbar_h, py::handle du_h, py::handle s_h, py::handle y_h,
+                       py::handle a_h, py::handle b_h, int64_t rows, py::handle xc_h,
+                       py::handle x_h, py::handle g_h, py::handle t_h, py::handle lo_h,
+                       py::handle hi_h, double theta) {
+    const Array xbar = array_arg(xbar_h, "xbar", true);
+    const Array du = array_arg(du_h, "du", true, &xbar);
+    const Array s = array_arg(s_h, "s", false, &xbar);
+    const Array y = array_arg(y_h, "y", false, &xbar);
+    history_rows(s, y, xbar, rows);
+    const Array a = array_arg(a_h, "a", false);
+    const Array b = array_arg(b_h, "b", false);
+    coefficients(a, rows);
+    coefficients(b, rows);
+    const Array xc = array_arg(xc_h, "xc", false, &xbar);
+    const Array x = array_arg(x_h, "x", false, &xbar);
+    const Array g = array_arg(g_h, "g", false, &xbar);
+    const bool has_t = !t_h.is_none();
+    const Array t = has_t ? array_arg(t_h, "t", false, &xbar) : x;
+    const Array lo = array_arg(lo_h, "lo", false, &xbar);
+    const Array hi = array_arg(hi_h, "hi", false, &xbar);
+    same_size(du, xbar);
+    for (const Array* in : {&xc, &x, &g, &t, &lo, &hi}) same_size(*in, xbar);
+    no_overlap(xbar, du);
+    for (const Array* in : {&s, &y, &a, &b, &xc, &x, &g, &t, &lo, &hi}) {
+        no_overlap(xbar, *in);
+        no_overlap(du, *in);
+    }
+    return by_dtype(xbar, [&](auto zero) {
+        using T = decltype(zero);
+        fusedopt::NoGil nogil;
+        return lb::subspace_direct(
+            static_cast<T*>(xbar.data()), static_cast<T*>(du.data()),
+            static_cast<const T*>(s.data()), static_cast<const T*>(y.data()),
+            static_cast<const double*>(a.data()), static_cast<const double*>(b.data()), rows,
+            static_cast<const T*>(xc.data()), static_cast<const T*>(x.data()),
+            static_cast<const T*>(g.data()), has_t ? static_cast<const T*>(t.data()) : nullptr,
+            static_cast<const T*>(lo.data()), static_cast<const T*>(hi.data()), theta,
+            xbar.size);
     });
 }
 
@@ -610,10 +661,11 @@ void register_lbfgs(py::module_& m) {
           "[s_j . v] + [y_j . v] for each v of the sequence vs in turn, over the first rows rows"
           " of s, y, in one pass (the bits of lbfgsb_rows_dots).");
     m.def("lbfgsb_rows_gram_at", &rows_gram_at, py::arg("s"), py::arg("y"), py::arg("idx"),
-          py::arg("rows"),
+          py::arg("rows"), py::arg("q") = py::none(),
           "(S S^T, S Y^T, Y Y^T) of the first rows rows of the (m, n) arrays s, y over the columns"
           " idx, as a (3, rows, rows) float64 array, in one pass (blocked sums: same bits for any"
-          " thread count).");
+          " thread count). With q (len(idx) values of s's dtype): a tuple (that array, "
+          "[s_j[idx] . q] + [y_j[idx] . q]), taken in the same pass.");
     m.def("lbfgsb_reduced_gradient", &reduced_gradient, py::arg("r"), py::arg("s"),
           py::arg("y"), py::arg("a"), py::arg("b"), py::arg("rows"), py::arg("xc"), py::arg("x"),
           py::arg("g"), py::arg("t"), py::arg("theta"),
@@ -625,6 +677,12 @@ void register_lbfgs(py::module_& m) {
           py::arg("theta"),
           "L-BFGS-B: du = free ? -r/theta - (sum a_j s_j + b_j y_j)/theta^2 : 0, xbar = clip(xc +"
           " du); returns g . (xbar - x) (one pass over the history).");
+    m.def("lbfgsb_subspace_direct", &subspace_direct, py::arg("xbar"), py::arg("du"),
+          py::arg("s"), py::arg("y"), py::arg("a"), py::arg("b"), py::arg("rows"), py::arg("xc"),
+          py::arg("x"), py::arg("g"), py::arg("t"), py::arg("lo"), py::arg("hi"),
+          py::arg("theta"),
+          "L-BFGS-B: du = free ? (sum a_j s_j + b_j y_j) - (g/theta + (xc - x)) : 0, xbar = "
+          "clip(xc + du); returns g . (xbar - x) (one pass over the history).");
     m.def("lbfgsb_rows_axpy", &rows_axpy, py::arg("out"), py::arg("s"), py::arg("y"),
           py::arg("a"), py::arg("b"), py::arg("rows"),
           "out = sum_j (a[j] s_j + b[j] y_j) over the first rows rows, in one pass (a, b float64,"

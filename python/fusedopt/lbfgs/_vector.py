@@ -72,10 +72,22 @@ class CoreVec:
                                            theta)
 
     @staticmethod
-    def rows_gram_at(s, y, idx, rows):
+    def rows_gram_at(s, y, idx, rows, q=None):
         """(S S^T, S Y^T, Y Y^T) of the first ``rows`` rows over the columns ``idx``, (3, rows,
-        rows) float64, one pass."""
-        return _core.lbfgsb_rows_gram_at(s, y, idx, rows)
+        rows) float64, one pass; with q (values at idx): a tuple (that, [S q] + [Y q])."""
+        return _core.lbfgsb_rows_gram_at(s, y, idx, rows, q)
+
+    @staticmethod
+    def rows_dots_many(s, y, vs, rows):
+        """[s_j . v] + [y_j . v] for each v in vs, over the first ``rows`` rows, one pass."""
+        return _core.lbfgsb_rows_dots_many(s, y, vs, rows)
+
+    @staticmethod
+    def subspace_direct(xbar, du, s, y, a, b, rows, xc, x, g, t, lo, hi, theta) -> float:
+        """L-BFGS-B: du = (t >= 0) ? (W a) - (g/theta + (xc - x)) : 0, xbar = clip(xc + du);
+        returns g . (xbar - x)."""
+        return _core.lbfgsb_subspace_direct(xbar, du, s, y, a, b, rows, xc, x, g, t, lo, hi,
+                                            theta)
 
     @staticmethod
     def rows_axpy(out, s, y, a, b, rows):
