@@ -209,11 +209,19 @@ void rows_gram_at(double* out, const T* s, const T* y, const int64_t* idx, int64
                 bs[j * len + e] = s[j * n + idx[lo + e]];
                 by[j * len + e] = y[j * n + idx[lo + e]];
             }
+        // S S^T and Y Y^T are symmetric: the upper triangle, mirrored (a . b and b . a have
+        // the same terms, so the same bits).
         for (int64_t i = 0; i < rows; ++i)
             for (int64_t j = 0; j < rows; ++j) {
-                pb[i * rows + j] = dot_block(bs + i * len, bs + j * len, int64_t(0), len);
+                if (j >= i) {
+                    pb[i * rows + j] = dot_block(bs + i * len, bs + j * len, int64_t(0), len);
+                    pb[2 * kk + i * rows + j] =
+                        dot_block(by + i * len, by + j * len, int64_t(0), len);
+                } else {
+                    pb[i * rows + j] = pb[j * rows + i];
+                    pb[2 * kk + i * rows + j] = pb[2 * kk + j * rows + i];
+                }
                 pb[kk + i * rows + j] = dot_block(bs + i * len, by + j * len, int64_t(0), len);
-                pb[2 * kk + i * rows + j] = dot_block(by + i * len, by + j * len, int64_t(0), len);
             }
         if (q)
             for (int64_t j = 0; j < rows; ++j) {
