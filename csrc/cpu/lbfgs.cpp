@@ -354,10 +354,23 @@ double cauchy_path(T* xc, T* d, T* t, const T* x, const T* lo, const T* hi, cons
                    double* p, double* c, double f1, double f2, bool bounded, int64_t n) {
     const int64_t k2 = 2 * k;
     // Candidates (t_i, i) in a min-heap: greater<> makes the heap's front the smallest.
+    // The candidates of each block in parallel, then joined in block order (the order of a
+    // serial scan; the heap's pops depend only on the pairs (t_i, i), not on that order).
+    const int64_t nb = num_blocks(n);
+    std::vector<std::vector<std::pair<double, int64_t>>> found(static_cast<size_t>(nb));
+    parallel_chunks(nb, lbfgs_threads(n), [&](int64_t blk) {
+        const int64_t b0 = blk * kReduceBlock, b1 = std::min(n, b0 + kReduceBlock);
+        auto& f = found[static_cast<size_t>(blk)];
+        for (int64_t i = b0; i < b1; ++i)
+            if (t[i] >= T(0) && t[i] < static_cast<T>(HUGE_VAL) && d[i] != T(0))
+                f.emplace_back(static_cast<double>(t[i]), i);
+    });
+    size_t total = 0;
+    for (const auto& f : found) total += f.size();
     std::vector<std::pair<double, int64_t>> heap;
-    for (int64_t i = 0; i < n; ++i)
-        if (t[i] >= T(0) && t[i] < static_cast<T>(HUGE_VAL) && d[i] != T(0))
-            heap.emplace_back(static_cast<double>(t[i]), i);
+    heap.reserve(total);
+    for (auto& f : found) heap.insert(heap.end(), f.begin(), f.end());
+    found.clear();
     std::greater<std::pair<double, int64_t>> later;
     std::make_heap(heap.begin(), heap.end(), later);
     std::vector<double> wb(static_cast<size_t>(k2)), v(wb.size());
