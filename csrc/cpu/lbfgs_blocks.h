@@ -32,6 +32,29 @@ double dot_block(const T* __restrict a, const T* __restrict b, int64_t lo, int64
                      [&](int64_t i) { return static_cast<double>(a[i]) * static_cast<double>(b[i]); });
 }
 
+// Lane accumulation of a blocked sum over a piece [lo, hi) of a block, for loops that visit a
+// block in pieces: acc holds the eight lanes of blocked_sum.h, the piece starts a multiple of 8
+// elements after the block's start and only the block's last piece may have a length that is
+// not a multiple of 8, so every element goes to the lane and the place in that lane's order
+// that block_sum gives it (combine_lanes(acc) after the last piece: the bits of block_sum).
+// term(i) returns a double and may store element i.
+template <typename Term>
+inline void lanes_add(double* __restrict acc, int64_t lo, int64_t hi, Term&& term) {
+    double l[kSumLanes];
+    for (int j = 0; j < kSumLanes; ++j) l[j] = acc[j];
+    int64_t i = lo;
+    for (; i + kSumLanes <= hi; i += kSumLanes)
+        for (int j = 0; j < kSumLanes; ++j) l[j] = l[j] + term(i + j);
+    for (int j = 0; i < hi; ++i, ++j) l[j] = l[j] + term(i);
+    for (int j = 0; j < kSumLanes; ++j) acc[j] = l[j];
+}
+
+// Elements per piece when a loop interleaves many rows within a block: each piece of every row
+// is read in turn, so that all the rows stream from memory together (one row at a time is one
+// stream per core, which leaves most of the memory bandwidth unused), while the piece of the
+// vector they meet stays in L1.
+constexpr int64_t kPiece = 1024;
+
 inline double sum_in_order(const double* part, int64_t nb, int64_t stride) {
     double t = 0.0;
     for (int64_t b = 0; b < nb; ++b) t = t + part[b * stride];

@@ -28,16 +28,33 @@ void compact_dots(double* out, const Ring<T>& h, const T* g, int64_t gram_row, b
     if (k == 0) return;
     const T* yr = gram ? h.y + gram_row * n : nullptr;
     auto block = [&](int64_t lo, int64_t hi, double* pb) {
-        for (int64_t j = 0; j < c; ++j) {
-            const int64_t row = (h.head + j) % h.m;
-            const T* sj = h.s + row * n;
-            const T* yj = h.y + row * n;
-            // Each row's block comes from memory in its first sweep, from cache in its second
-            // (one sweep with two sums is not vectorized by GCC: 3x slower in cache).
-            pb[j] = dot_block(sj, g, lo, hi);
-            if (gram) pb[2 * c + j] = dot_block(sj, yr, lo, hi);
-            pb[c + j] = dot_block(yj, g, lo, hi);
-            if (gram) pb[3 * c + j] = dot_block(yj, yr, lo, hi);
+        // The lanes of the k sums, carried from piece to piece (lanes_add).
+        thread_local std::vector<double> lanes;
+        lanes.assign(static_cast<size_t>(k * kSumLanes), 0.0);
+        double* acc = lanes.data();
+        for (int64_t u = lo; u < hi; u += kPiece) {
+            const int64_t v = std::min(hi, u + kPiece);
+            for (int64_t j = 0; j < c; ++j) {
+                const int64_t row = (h.head + j) % h.m;
+                const T* __restrict sj = h.s + row * n;
+                const T* __restrict yj = h.y + row * n;
+                auto by = [&](const T* __restrict a, const T* __restrict b) {
+                    return [a, b](int64_t i) {
+                        return static_cast<double>(a[i]) * static_cast<double>(b[i]);
+                    };
+                };
+                lanes_add(acc + j * kSumLanes, u, v, by(sj, g));
+                lanes_add(acc + (c + j) * kSumLanes, u, v, by(yj, g));
+                if (gram) {
+                    lanes_add(acc + (2 * c + j) * kSumLanes, u, v, by(sj, yr));
+                    lanes_add(acc + (3 * c + j) * kSumLanes, u, v, by(yj, yr));
+                }
+            }
+        }
+        for (int64_t q = 0; q < k; ++q) {
+            double l[kSumLanes];
+            for (int j = 0; j < kSumLanes; ++j) l[j] = acc[q * kSumLanes + j];
+            pb[q] = combine_lanes(l);
         }
     };
     if (partials) {
@@ -104,24 +121,30 @@ void compact_combine(double* res, T* out, const T* g, const Ring<T>& h, const do
                 return static_cast<double>(g[i]) * static_cast<double>(v);
             });
         }
-        for (int64_t i = lo; i < hi; ++i) o[i] = ng * g[i];
-        for (int64_t k = 0; k + 1 < c; ++k) {
-            const int64_t row = (h.head + k) % h.m;
-            const T* __restrict sk = h.s + row * n;
-            const T* __restrict yk = h.y + row * n;
-            const T a = ta[k], b = tb[k];
-            for (int64_t i = lo; i < hi; ++i) o[i] = (o[i] + a * sk[i]) + b * yk[i];
+        // Piece by piece: out's piece stays in L1 while every row's piece streams in.
+        double acc[kSumLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
+        const int64_t last = (h.head + c - 1) % h.m;
+        const T* __restrict sl = h.s + last * n;
+        const T* __restrict yl = h.y + last * n;
+        const T al = ta[c - 1], bl = tb[c - 1];
+        for (int64_t u = lo; u < hi; u += kPiece) {
+            const int64_t v = std::min(hi, u + kPiece);
+            for (int64_t i = u; i < v; ++i) o[i] = ng * g[i];
+            for (int64_t q = 0; q + 1 < c; ++q) {
+                const int64_t row = (h.head + q) % h.m;
+                const T* __restrict sk = h.s + row * n;
+                const T* __restrict yk = h.y + row * n;
+                const T a = ta[q], b = tb[q];
+                for (int64_t i = u; i < v; ++i) o[i] = (o[i] + a * sk[i]) + b * yk[i];
+            }
+            // The newest pair, and g . out in the same sweep.
+            lanes_add(acc, u, v, [&](int64_t i) {
+                const T w = (o[i] + al * sl[i]) + bl * yl[i];
+                o[i] = w;
+                return static_cast<double>(g[i]) * static_cast<double>(w);
+            });
         }
-        // The newest pair, and g . out in the same sweep.
-        const int64_t row = (h.head + c - 1) % h.m;
-        const T* __restrict sk = h.s + row * n;
-        const T* __restrict yk = h.y + row * n;
-        const T a = ta[c - 1], b = tb[c - 1];
-        return block_sum(lo, hi, [&](int64_t i) {
-            const T v = (o[i] + a * sk[i]) + b * yk[i];
-            o[i] = v;
-            return static_cast<double>(g[i]) * static_cast<double>(v);
-        });
+        return combine_lanes(acc);
     };
     if (partials) {
         parallel_chunks(nb, lbfgs_threads(n), [&](int64_t b) {
