@@ -175,13 +175,31 @@ void rows_dots_many(double* out, const T* s, const T* y, const T* const* vs, int
     const int64_t k = 2 * nv * rows;
     if (k == 0) return;
     const double* part = block_results_k(n, k, [&](int64_t lo, int64_t hi, double* pb) {
-        // Each row's block is read from memory once; the sweeps after the first find it in
-        // cache, as they find the vectors' blocks.
-        for (int64_t j = 0; j < rows; ++j)
-            for (int64_t q = 0; q < nv; ++q) {
-                pb[2 * rows * q + j] = dot_block(s + j * n, vs[q], lo, hi);
-                pb[2 * rows * q + rows + j] = dot_block(y + j * n, vs[q], lo, hi);
-            }
+        // Piece by piece (lanes_add: the bits of dot_block), every row streaming at once; each
+        // row's piece is read from memory once, the sweeps after the first find it in L1.
+        thread_local std::vector<double> lanes;
+        lanes.assign(static_cast<size_t>(k * kSumLanes), 0.0);
+        double* acc = lanes.data();
+        for (int64_t u = lo; u < hi; u += kPiece) {
+            const int64_t v = std::min(hi, u + kPiece);
+            for (int64_t j = 0; j < rows; ++j)
+                for (int64_t q = 0; q < nv; ++q) {
+                    const T* __restrict b = vs[q];
+                    const T* __restrict sj = s + j * n;
+                    const T* __restrict yj = y + j * n;
+                    lanes_add(acc + (2 * rows * q + j) * kSumLanes, u, v, [&](int64_t i) {
+                        return static_cast<double>(sj[i]) * static_cast<double>(b[i]);
+                    });
+                    lanes_add(acc + (2 * rows * q + rows + j) * kSumLanes, u, v, [&](int64_t i) {
+                        return static_cast<double>(yj[i]) * static_cast<double>(b[i]);
+                    });
+                }
+        }
+        for (int64_t r = 0; r < k; ++r) {
+            double l[kSumLanes];
+            for (int j = 0; j < kSumLanes; ++j) l[j] = acc[r * kSumLanes + j];
+            pb[r] = combine_lanes(l);
+        }
     });
     sums_in_order(out, part, num_blocks(n), k);
 }
@@ -237,12 +255,16 @@ namespace {
 template <typename T>
 void combine_block(T* __restrict o, const T* s, const T* y, const T* ta, const T* tb,
                    int64_t rows, int64_t n, int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) o[i] = T(0);
-    for (int64_t j = 0; j < rows; ++j) {
-        const T* __restrict sj = s + j * n;
-        const T* __restrict yj = y + j * n;
-        const T aj = ta[j], bj = tb[j];
-        for (int64_t i = lo; i < hi; ++i) o[i] = (o[i] + aj * sj[i]) + bj * yj[i];
+    // Piece by piece (elementwise: the same bits), every row streaming at once, o's piece in L1.
+    for (int64_t u = lo; u < hi; u += kPiece) {
+        const int64_t v = std::min(hi, u + kPiece);
+        for (int64_t i = u; i < v; ++i) o[i] = T(0);
+        for (int64_t j = 0; j < rows; ++j) {
+            const T* __restrict sj = s + j * n;
+            const T* __restrict yj = y + j * n;
+            const T aj = ta[j], bj = tb[j];
+            for (int64_t i = u; i < v; ++i) o[i] = (o[i] + aj * sj[i]) + bj * yj[i];
+        }
     }
 }
 
