@@ -535,6 +535,26 @@ def test_bench_bounded_table():
     assert max(fs) - min(fs) <= 1e-3 * max(fs)     # the same minimum for every solver
 
 
+def subspace_inputs(rng, m, n, dtype):
+    """Coefficients a, b (m), x, xc near x, g, t (a fifth fixed), the box and theta."""
+    a, b = rng.standard_normal(m), rng.standard_normal(m)
+    x = rng.uniform(-1, 1, n).astype(dtype)
+    xc = (x + rng.uniform(-0.1, 0.1, n)).astype(dtype)
+    g = rng.standard_normal(n).astype(dtype)
+    t = np.where(rng.uniform(size=n) < 0.2, -1, 1).astype(dtype)
+    lo, hi = np.full(n, -0.9, dtype), np.full(n, 0.9, dtype)
+    return a, b, x, xc, g, t, lo, hi, 1.7
+
+
+def rows_combination(s, y, a, b, rows):
+    """sum_j a_j s_j + b_j y_j in the kernels' order, in the arrays' dtype."""
+    dtype = s.dtype.type
+    wa = np.zeros(s.shape[1], s.dtype)
+    for j in range(rows):
+        wa = (wa + dtype(a[j]) * s[j]) + dtype(b[j]) * y[j]
+    return wa
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_subspace_kernels_against_numpy_any_thread_count(dtype):
     from fusedopt import _core
@@ -542,21 +562,13 @@ def test_subspace_kernels_against_numpy_any_thread_count(dtype):
     m, rows, n = 5, 3, N_PAR
     s = rng.standard_normal((m, n)).astype(dtype)
     y = rng.standard_normal((m, n)).astype(dtype)
-    a, b = rng.standard_normal(m), rng.standard_normal(m)
-    x = rng.uniform(-1, 1, n).astype(dtype)
-    xc = (x + rng.uniform(-0.1, 0.1, n)).astype(dtype)
-    g = rng.standard_normal(n).astype(dtype)
-    t = np.where(rng.uniform(size=n) < 0.2, -1, 1).astype(dtype)
-    lo, hi = np.full(n, -0.9, dtype), np.full(n, 0.9, dtype)
-    theta = 1.7
+    a, b, x, xc, g, t, lo, hi, theta = subspace_inputs(rng, m, n, dtype)
     # the second vector of rows_dots
     both = _core.lbfgsb_rows_dots(s, y, x, rows, g)
     assert both[:2 * rows].tobytes() == _core.lbfgsb_rows_dots(s, y, x, rows).tobytes()
     assert both[2 * rows:].tobytes() == _core.lbfgsb_rows_dots(s, y, g, rows).tobytes()
 
-    wa = np.zeros(n, dtype)
-    for j in range(rows):
-        wa = (wa + dtype(a[j]) * s[j]) + dtype(b[j]) * y[j]
+    wa = rows_combination(s, y, a, b, rows)
     r_ref = np.where(t >= 0, (g + dtype(theta) * (xc - x)) - wa, 0).astype(dtype)
 
     def reduced():
@@ -623,16 +635,8 @@ def test_merged_pass_kernels_against_numpy_any_thread_count(dtype):
     with pytest.raises(ValueError, match="q"):
         _core.lbfgsb_rows_gram_at(s, y, idx, rows, q[:-1])
 
-    a, b = rng.standard_normal(m), rng.standard_normal(m)
-    x = rng.uniform(-1, 1, n).astype(dtype)
-    xc = (x + rng.uniform(-0.1, 0.1, n)).astype(dtype)
-    g = rng.standard_normal(n).astype(dtype)
-    t = np.where(rng.uniform(size=n) < 0.2, -1, 1).astype(dtype)
-    lo, hi = np.full(n, -0.9, dtype), np.full(n, 0.9, dtype)
-    theta = 1.7
-    wa = np.zeros(n, dtype)
-    for j in range(rows):
-        wa = (wa + dtype(a[j]) * s[j]) + dtype(b[j]) * y[j]
+    a, b, x, xc, g, t, lo, hi, theta = subspace_inputs(rng, m, n, dtype)
+    wa = rows_combination(s, y, a, b, rows)
     du_ref = np.where(t >= 0, wa - (g * dtype(1 / theta) + (xc - x)), 0).astype(dtype)
     xbar_ref = np.clip(xc + du_ref, lo, hi)
 

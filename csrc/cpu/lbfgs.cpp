@@ -307,17 +307,19 @@ void reduced_gradient(double* out, T* r, const T* s, const T* y, const double* a
     sums_in_order(out, part, num_blocks(n), k);
 }
 
-template <typename T>
-double subspace_point(T* xbar, T* du, const T* s, const T* y, const double* a, const double* b,
-                      int64_t rows, const T* r, const T* xc, const T* x, const T* g, const T* t,
-                      const T* lo, const T* hi, double theta, int64_t n) {
+namespace {
+// One pass of the subspace step: du = W a (combine_block), then du[i] = free ? step(i, du[i]) :
+// 0, xbar = min(max(xc + du, lo), hi); returns g . (xbar - x).
+template <typename T, typename Step>
+double subspace_pass(T* xbar, T* du, const T* s, const T* y, const double* a, const double* b,
+                     int64_t rows, const T* xc, const T* x, const T* g, const T* t, const T* lo,
+                     const T* hi, int64_t n, Step&& step) {
     const std::vector<T> ta = cast_all<T>(a, rows), tb = cast_all<T>(b, rows);
-    const T c1 = static_cast<T>(-1.0 / theta), c2 = static_cast<T>(-1.0 / (theta * theta));
     const double* part = block_results<1>(n, [&](int64_t b0, int64_t b1, double* res) {
         combine_block(du, s, y, ta.data(), tb.data(), rows, n, b0, b1);
         res[0] = block_sum(b0, b1, [&](int64_t i) {
             const bool free = !t || t[i] >= T(0);
-            const T u = free ? c1 * r[i] + c2 * du[i] : T(0);
+            const T u = free ? step(i, du[i]) : T(0);
             du[i] = u;
             T v = xc[i] + u;
             v = v < lo[i] ? lo[i] : v;
@@ -328,27 +330,24 @@ double subspace_point(T* xbar, T* du, const T* s, const T* y, const double* a, c
     });
     return sum_in_order(part, num_blocks(n), 1);
 }
+}  // namespace
+
+template <typename T>
+double subspace_point(T* xbar, T* du, const T* s, const T* y, const double* a, const double* b,
+                      int64_t rows, const T* r, const T* xc, const T* x, const T* g, const T* t,
+                      const T* lo, const T* hi, double theta, int64_t n) {
+    const T c1 = static_cast<T>(-1.0 / theta), c2 = static_cast<T>(-1.0 / (theta * theta));
+    return subspace_pass(xbar, du, s, y, a, b, rows, xc, x, g, t, lo, hi, n,
+                         [&](int64_t i, T wa) { return c1 * r[i] + c2 * wa; });
+}
 
 template <typename T>
 double subspace_direct(T* xbar, T* du, const T* s, const T* y, const double* a, const double* b,
                        int64_t rows, const T* xc, const T* x, const T* g, const T* t,
                        const T* lo, const T* hi, double theta, int64_t n) {
-    const std::vector<T> ta = cast_all<T>(a, rows), tb = cast_all<T>(b, rows);
     const T ith = static_cast<T>(1.0 / theta);
-    const double* part = block_results<1>(n, [&](int64_t b0, int64_t b1, double* res) {
-        combine_block(du, s, y, ta.data(), tb.data(), rows, n, b0, b1);
-        res[0] = block_sum(b0, b1, [&](int64_t i) {
-            const bool free = !t || t[i] >= T(0);
-            const T u = free ? du[i] - (g[i] * ith + (xc[i] - x[i])) : T(0);
-            du[i] = u;
-            T v = xc[i] + u;
-            v = v < lo[i] ? lo[i] : v;
-            v = v > hi[i] ? hi[i] : v;
-            xbar[i] = v;
-            return static_cast<double>(g[i]) * static_cast<double>(v - x[i]);
-        });
-    });
-    return sum_in_order(part, num_blocks(n), 1);
+    return subspace_pass(xbar, du, s, y, a, b, rows, xc, x, g, t, lo, hi, n,
+                         [&](int64_t i, T wa) { return wa - (g[i] * ith + (xc[i] - x[i])); });
 }
 
 template <typename T>

@@ -360,10 +360,21 @@ py::array_t<double> reduced_gradient(py::handle r_h, py::handle s_h, py::handle 
     return out;
 }
 
-double subspace_point(py::handle xbar_h, py::handle du_h, py::handle s_h, py::handle y_h,
-                      py::handle a_h, py::handle b_h, int64_t rows, py::handle r_h,
-                      py::handle xc_h, py::handle x_h, py::handle g_h, py::handle t_h,
-                      py::handle lo_h, py::handle hi_h, double theta) {
+// The checked arguments of subspace_point (with r) and subspace_direct (r = None).
+struct SubspaceArgs {
+    Array xbar, du, s, y, a, b, r, xc, x, g, t, lo, hi;
+    bool has_r, has_t;
+
+    template <typename T>
+    const T* at(const Array& v, bool present = true) const {
+        return present ? static_cast<const T*>(v.data()) : nullptr;
+    }
+};
+
+SubspaceArgs subspace_args(py::handle xbar_h, py::handle du_h, py::handle s_h, py::handle y_h,
+                           py::handle a_h, py::handle b_h, int64_t rows, py::handle r_h,
+                           py::handle xc_h, py::handle x_h, py::handle g_h, py::handle t_h,
+                           py::handle lo_h, py::handle hi_h) {
     const Array xbar = array_arg(xbar_h, "xbar", true);
     const Array du = array_arg(du_h, "du", true, &xbar);
     const Array s = array_arg(s_h, "s", false, &xbar);
@@ -373,8 +384,9 @@ double subspace_point(py::handle xbar_h, py::handle du_h, py::handle s_h, py::ha
     const Array b = array_arg(b_h, "b", false);
     coefficients(a, rows);
     coefficients(b, rows);
-    const Array r = array_arg(r_h, "r", false, &xbar);
+    const bool has_r = !r_h.is_none();
     const Array xc = array_arg(xc_h, "xc", false, &xbar);
+    const Array r = has_r ? array_arg(r_h, "r", false, &xbar) : xc;
     const Array x = array_arg(x_h, "x", false, &xbar);
     const Array g = array_arg(g_h, "g", false, &xbar);
     const bool has_t = !t_h.is_none();
@@ -388,17 +400,25 @@ double subspace_point(py::handle xbar_h, py::handle du_h, py::handle s_h, py::ha
         no_overlap(xbar, *in);
         no_overlap(du, *in);
     }
-    return by_dtype(xbar, [&](auto zero) {
+    return SubspaceArgs{xbar, du, s, y, a, b, r, xc, x, g, t, lo, hi, has_r, has_t};
+}
+
+double subspace_point(py::handle xbar_h, py::handle du_h, py::handle s_h, py::handle y_h,
+                      py::handle a_h, py::handle b_h, int64_t rows, py::handle r_h,
+                      py::handle xc_h, py::handle x_h, py::handle g_h, py::handle t_h,
+                      py::handle lo_h, py::handle hi_h, double theta) {
+    if (r_h.is_none()) throw py::type_error("r must be an array, got None");
+    const SubspaceArgs A = subspace_args(xbar_h, du_h, s_h, y_h, a_h, b_h, rows, r_h, xc_h, x_h,
+                                         g_h, t_h, lo_h, hi_h);
+    return by_dtype(A.xbar, [&](auto zero) {
         using T = decltype(zero);
         fusedopt::NoGil nogil;
         return lb::subspace_point(
-            static_cast<T*>(xbar.data()), static_cast<T*>(du.data()),
-            static_cast<const T*>(s.data()), static_cast<const T*>(y.data()),
-            static_cast<const double*>(a.data()), static_cast<const double*>(b.data()), rows,
-            static_cast<const T*>(r.data()), static_cast<const T*>(xc.data()),
-            static_cast<const T*>(x.data()), static_cast<const T*>(g.data()),
-            has_t ? static_cast<const T*>(t.data()) : nullptr, static_cast<const T*>(lo.data()),
-            static_cast<const T*>(hi.data()), theta, xbar.size);
+            static_cast<T*>(A.xbar.data()), static_cast<T*>(A.du.data()), A.at<T>(A.s),
+            A.at<T>(A.y), static_cast<const double*>(A.a.data()),
+            static_cast<const double*>(A.b.data()), rows, A.at<T>(A.r), A.at<T>(A.xc),
+            A.at<T>(A.x), A.at<T>(A.g), A.at<T>(A.t, A.has_t), A.at<T>(A.lo), A.at<T>(A.hi),
+            theta, A.xbar.size);
     });
 }
 
@@ -406,40 +426,17 @@ double subspace_direct(py::handle xbar_h, py::handle du_h, py::handle s_h, py::h
                        py::handle a_h, py::handle b_h, int64_t rows, py::handle xc_h,
                        py::handle x_h, py::handle g_h, py::handle t_h, py::handle lo_h,
                        py::handle hi_h, double theta) {
-    const Array xbar = array_arg(xbar_h, "xbar", true);
-    const Array du = array_arg(du_h, "du", true, &xbar);
-    const Array s = array_arg(s_h, "s", false, &xbar);
-    const Array y = array_arg(y_h, "y", false, &xbar);
-    history_rows(s, y, xbar, rows);
-    const Array a = array_arg(a_h, "a", false);
-    const Array b = array_arg(b_h, "b", false);
-    coefficients(a, rows);
-    coefficients(b, rows);
-    const Array xc = array_arg(xc_h, "xc", false, &xbar);
-    const Array x = array_arg(x_h, "x", false, &xbar);
-    const Array g = array_arg(g_h, "g", false, &xbar);
-    const bool has_t = !t_h.is_none();
-    const Array t = has_t ? array_arg(t_h, "t", false, &xbar) : x;
-    const Array lo = array_arg(lo_h, "lo", false, &xbar);
-    const Array hi = array_arg(hi_h, "hi", false, &xbar);
-    same_size(du, xbar);
-    for (const Array* in : {&xc, &x, &g, &t, &lo, &hi}) same_size(*in, xbar);
-    no_overlap(xbar, du);
-    for (const Array* in : {&s, &y, &a, &b, &xc, &x, &g, &t, &lo, &hi}) {
-        no_overlap(xbar, *in);
-        no_overlap(du, *in);
-    }
-    return by_dtype(xbar, [&](auto zero) {
+    const SubspaceArgs A = subspace_args(xbar_h, du_h, s_h, y_h, a_h, b_h, rows, py::none(),
+                                         xc_h, x_h, g_h, t_h, lo_h, hi_h);
+    return by_dtype(A.xbar, [&](auto zero) {
         using T = decltype(zero);
         fusedopt::NoGil nogil;
         return lb::subspace_direct(
-            static_cast<T*>(xbar.data()), static_cast<T*>(du.data()),
-            static_cast<const T*>(s.data()), static_cast<const T*>(y.data()),
-            static_cast<const double*>(a.data()), static_cast<const double*>(b.data()), rows,
-            static_cast<const T*>(xc.data()), static_cast<const T*>(x.data()),
-            static_cast<const T*>(g.data()), has_t ? static_cast<const T*>(t.data()) : nullptr,
-            static_cast<const T*>(lo.data()), static_cast<const T*>(hi.data()), theta,
-            xbar.size);
+            static_cast<T*>(A.xbar.data()), static_cast<T*>(A.du.data()), A.at<T>(A.s),
+            A.at<T>(A.y), static_cast<const double*>(A.a.data()),
+            static_cast<const double*>(A.b.data()), rows, A.at<T>(A.xc), A.at<T>(A.x),
+            A.at<T>(A.g), A.at<T>(A.t, A.has_t), A.at<T>(A.lo), A.at<T>(A.hi), theta,
+            A.xbar.size);
     });
 }
 
