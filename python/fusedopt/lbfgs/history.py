@@ -47,6 +47,10 @@ class History:
         ``1 / (s . y)`` of each row (dots in float64).
     head, count : int
         Ring index of the oldest pair; number of valid pairs (``<= m``).
+    sy, yy : ndarray, float64, shape (m, m)
+        The compact form's ``S^T Y`` (``sy[i, j] = s_i . y_j``, kept for i not newer than j)
+        and ``Y^T Y`` in ring indexing, current after each ``direction``. Change the pairs
+        through ``push`` and ``clear`` only: rows written directly are not seen by the Gram.
     skipped : int
         Pairs refused by the curvature condition ``s . y > eps_curv * y . y`` (or non-finite).
     """
