@@ -49,6 +49,16 @@ auto by_dtype(const Array& a, Fn&& fn) {
     return fn(double{});
 }
 
+// head in [0, m) and count in [0, m] for a ring of m rows.
+void ring_position(int64_t head, int64_t count, int64_t m) {
+    if (head < 0 || head >= m)
+        throw py::value_error("head must be in [0, " + std::to_string(m) + "), got " +
+                              std::to_string(head));
+    if (count < 0 || count > m)
+        throw py::value_error("count must be in [0, " + std::to_string(m) + "], got " +
+                              std::to_string(count));
+}
+
 double direction(py::handle out_h, py::handle grad_h, py::handle s_h, py::handle y_h,
                  py::handle rho_h, int64_t head, int64_t count) {
     const Array out = array_arg(out_h, "out", true);
@@ -67,12 +77,7 @@ double direction(py::handle out_h, py::handle grad_h, py::handle s_h, py::handle
     if (rho.ndim() != 1 || rho.dim(0) != m)
         throw py::value_error("rho must have shape (" + std::to_string(m) + ",) like s rows, got " +
                               rho.shape());
-    if (head < 0 || head >= m)
-        throw py::value_error("head must be in [0, " + std::to_string(m) + "), got " +
-                              std::to_string(head));
-    if (count < 0 || count > m)
-        throw py::value_error("count must be in [0, " + std::to_string(m) + "], got " +
-                              std::to_string(count));
+    ring_position(head, count, m);
     for (const Array* in : {&grad, &s, &y, &rho}) no_overlap(out, *in);
     return by_dtype(out, [&](auto zero) {
         using T = decltype(zero);
@@ -403,6 +408,21 @@ SubspaceArgs subspace_args(py::handle xbar_h, py::handle du_h, py::handle s_h, p
     return SubspaceArgs{xbar, du, s, y, a, b, r, xc, x, g, t, lo, hi, has_r, has_t};
 }
 
+// The subspace step on A's dtype without the GIL: kernel(xbar, du, s, y, a, b, rows, r or null,
+// xc, x, g, t or null, lo, hi) with typed pointers.
+template <typename Kernel>
+double subspace_run(const SubspaceArgs& A, int64_t rows, Kernel&& kernel) {
+    return by_dtype(A.xbar, [&](auto zero) {
+        using T = decltype(zero);
+        fusedopt::NoGil nogil;
+        return kernel(static_cast<T*>(A.xbar.data()), static_cast<T*>(A.du.data()),
+                      A.at<T>(A.s), A.at<T>(A.y), static_cast<const double*>(A.a.data()),
+                      static_cast<const double*>(A.b.data()), rows, A.at<T>(A.r, A.has_r),
+                      A.at<T>(A.xc), A.at<T>(A.x), A.at<T>(A.g), A.at<T>(A.t, A.has_t),
+                      A.at<T>(A.lo), A.at<T>(A.hi));
+    });
+}
+
 double subspace_point(py::handle xbar_h, py::handle du_h, py::handle s_h, py::handle y_h,
                       py::handle a_h, py::handle b_h, int64_t rows, py::handle r_h,
                       py::handle xc_h, py::handle x_h, py::handle g_h, py::handle t_h,
@@ -410,15 +430,8 @@ double subspace_point(py::handle xbar_h, py::handle du_h, py::handle s_h, py::ha
     if (r_h.is_none()) throw py::type_error("r must be an array, got None");
     const SubspaceArgs A = subspace_args(xbar_h, du_h, s_h, y_h, a_h, b_h, rows, r_h, xc_h, x_h,
                                          g_h, t_h, lo_h, hi_h);
-    return by_dtype(A.xbar, [&](auto zero) {
-        using T = decltype(zero);
-        fusedopt::NoGil nogil;
-        return lb::subspace_point(
-            static_cast<T*>(A.xbar.data()), static_cast<T*>(A.du.data()), A.at<T>(A.s),
-            A.at<T>(A.y), static_cast<const double*>(A.a.data()),
-            static_cast<const double*>(A.b.data()), rows, A.at<T>(A.r), A.at<T>(A.xc),
-            A.at<T>(A.x), A.at<T>(A.g), A.at<T>(A.t, A.has_t), A.at<T>(A.lo), A.at<T>(A.hi),
-            theta, A.xbar.size);
+    return subspace_run(A, rows, [&](auto* xbar, auto* du, auto... in) {
+        return lb::subspace_point(xbar, du, in..., theta, A.xbar.size);
     });
 }
 
@@ -428,15 +441,9 @@ double subspace_direct(py::handle xbar_h, py::handle du_h, py::handle s_h, py::h
                        py::handle hi_h, double theta) {
     const SubspaceArgs A = subspace_args(xbar_h, du_h, s_h, y_h, a_h, b_h, rows, py::none(),
                                          xc_h, x_h, g_h, t_h, lo_h, hi_h);
-    return by_dtype(A.xbar, [&](auto zero) {
-        using T = decltype(zero);
-        fusedopt::NoGil nogil;
-        return lb::subspace_direct(
-            static_cast<T*>(A.xbar.data()), static_cast<T*>(A.du.data()), A.at<T>(A.s),
-            A.at<T>(A.y), static_cast<const double*>(A.a.data()),
-            static_cast<const double*>(A.b.data()), rows, A.at<T>(A.xc), A.at<T>(A.x),
-            A.at<T>(A.g), A.at<T>(A.t, A.has_t), A.at<T>(A.lo), A.at<T>(A.hi), theta,
-            A.xbar.size);
+    return subspace_run(A, rows, [&](auto* xbar, auto* du, auto s, auto y, auto a, auto b,
+                                     int64_t k, auto, auto... rest) {
+        return lb::subspace_direct(xbar, du, s, y, a, b, k, rest..., theta, A.xbar.size);
     });
 }
 
@@ -500,12 +507,7 @@ RingArgs ring_args(py::handle s_h, py::handle y_h, const Array& like, int64_t he
                               ") with m >= 1 (n = " + like.name() + ".size), got " + s.shape());
     same_shape(y, s);
     const int64_t m = s.dim(0);
-    if (head < 0 || head >= m)
-        throw py::value_error("head must be in [0, " + std::to_string(m) + "), got " +
-                              std::to_string(head));
-    if (count < 0 || count > m)
-        throw py::value_error("count must be in [0, " + std::to_string(m) + "], got " +
-                              std::to_string(count));
+    ring_position(head, count, m);
     return RingArgs{s, y, m, head, count};
 }
 
@@ -567,12 +569,7 @@ py::tuple compact_coefficients(
     const int64_t m = sq.dim(0);
     const Array sy = gram_arg(sy_h, "sy", false, m);
     const Array yy = gram_arg(yy_h, "yy", false, m);
-    if (head < 0 || head >= m)
-        throw py::value_error("head must be in [0, " + std::to_string(m) + "), got " +
-                              std::to_string(head));
-    if (count < 0 || count > m)
-        throw py::value_error("count must be in [0, " + std::to_string(m) + "], got " +
-                              std::to_string(count));
+    ring_position(head, count, m);
     if (dots.ndim() != 1 || dots.shape(0) < 2 * count)
         throw py::value_error("dots must be 1-D with at least 2 * count = " +
                               std::to_string(2 * count) + " elements");
