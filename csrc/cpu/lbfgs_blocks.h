@@ -53,7 +53,7 @@ inline void lanes_add(double* __restrict acc, int64_t lo, int64_t hi, Term&& ter
 // is read in turn, so that all the rows stream from memory together (one row at a time is one
 // stream per core, which leaves most of the memory bandwidth unused), while the piece of the
 // vector they meet stays in L1.
-constexpr int64_t kPiece = 1024;
+constexpr int64_t kPiece = 256;
 
 inline double sum_in_order(const double* part, int64_t nb, int64_t stride) {
     double t = 0.0;
