@@ -364,6 +364,11 @@ def test_subspace_step_against_dense_minimizer():
         du = np.zeros(n)
         du[f_idx] = -np.linalg.solve(b_dense[np.ix_(f_idx, f_idx)], r[f_idx])
         got = subspace_step(x, g, box, cf, xc, c, t)
+        # the solver's way: W^T g through the Cauchy pass's W^T d (held part cancelled)
+        xc2, c2, t2, wtd = cauchy_point(x, g, box, cf, with_wtd=True)
+        assert xc2.tobytes() == xc.tobytes() and np.array_equal(t2, t)
+        assert np.allclose(subspace_step(x, g, box, cf, xc2, c2, t2, wtd=wtd), got,
+                           rtol=1e-12, atol=1e-14)
         cand = np.clip(xc + du, lo, hi)
         if g @ (cand - x) <= 0:
             projected += 1
