@@ -1,5 +1,5 @@
-"""L-BFGS benchmarks (pytest-benchmark): the two-loop direction (fused kernel, NumPy reference,
-read-bandwidth probe) and whole minimizations (fusedopt, SciPy L-BFGS-B, torch.optim.LBFGS).
+"""L-BFGS benchmarks (pytest-benchmark): the direction (the fused two-loop, the compact form, the
+NumPy reference, the read-bandwidth probe) and whole minimizations (fusedopt, SciPy L-BFGS-B, torch.optim.LBFGS).
 
     PYTHONPATH=python python -m pytest bench/bench_lbfgs.py --benchmark-only \\
         --benchmark-json=lbfgs.json
@@ -50,7 +50,7 @@ def cases():
     return get
 
 
-@pytest.mark.parametrize("impl", ["fused", "reference", "read probe"])
+@pytest.mark.parametrize("impl", ["fused", "compact", "reference", "read probe"])
 @pytest.mark.parametrize("n", DIRECTION_SIZES, ids=label)
 def test_direction(benchmark, cases, n, impl):
     h, g, out = cases(n)
@@ -61,6 +61,11 @@ def test_direction(benchmark, cases, n, impl):
         benchmark.pedantic(ops.lbfgs_direction_, args=(out, g, h), rounds=10, warmup_rounds=1)
         np.testing.assert_allclose(out, bl.reference_direction(h, g), rtol=0,
                                    atol=1e-12 * np.abs(out).max())
+    elif impl == "compact":
+        # The solver's default: the compact form, the new pair's Gram column in the first pass.
+        benchmark.pedantic(bl.compact_step(h, g, out), rounds=10, warmup_rounds=1)
+        np.testing.assert_allclose(out, bl.reference_direction(h, g), rtol=0,
+                                   atol=1e-11 * np.abs(out).max())
     elif impl == "reference":
         benchmark.pedantic(bl.reference_direction, args=(h, g), rounds=3, warmup_rounds=0)
     else:

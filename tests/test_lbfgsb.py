@@ -364,6 +364,11 @@ def test_subspace_step_against_dense_minimizer():
         du = np.zeros(n)
         du[f_idx] = -np.linalg.solve(b_dense[np.ix_(f_idx, f_idx)], r[f_idx])
         got = subspace_step(x, g, box, cf, xc, c, t)
+        # the solver's way: W^T g through the Cauchy pass's W^T d (held part cancelled)
+        xc2, c2, t2, wtd = cauchy_point(x, g, box, cf, with_wtd=True)
+        assert xc2.tobytes() == xc.tobytes() and np.array_equal(t2, t)
+        assert np.allclose(subspace_step(x, g, box, cf, xc2, c2, t2, wtd=wtd), got,
+                           rtol=1e-12, atol=1e-14)
         cand = np.clip(xc + du, lo, hi)
         if g @ (cand - x) <= 0:
             projected += 1
@@ -535,6 +540,26 @@ def test_bench_bounded_table():
     assert max(fs) - min(fs) <= 1e-3 * max(fs)     # the same minimum for every solver
 
 
+def subspace_inputs(rng, m, n, dtype):
+    """Coefficients a, b (m), x, xc near x, g, t (a fifth fixed), the box and theta."""
+    a, b = rng.standard_normal(m), rng.standard_normal(m)
+    x = rng.uniform(-1, 1, n).astype(dtype)
+    xc = (x + rng.uniform(-0.1, 0.1, n)).astype(dtype)
+    g = rng.standard_normal(n).astype(dtype)
+    t = np.where(rng.uniform(size=n) < 0.2, -1, 1).astype(dtype)
+    lo, hi = np.full(n, -0.9, dtype), np.full(n, 0.9, dtype)
+    return a, b, x, xc, g, t, lo, hi, 1.7
+
+
+def rows_combination(s, y, a, b, rows):
+    """sum_j a_j s_j + b_j y_j in the kernels' order, in the arrays' dtype."""
+    dtype = s.dtype.type
+    wa = np.zeros(s.shape[1], s.dtype)
+    for j in range(rows):
+        wa = (wa + dtype(a[j]) * s[j]) + dtype(b[j]) * y[j]
+    return wa
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_subspace_kernels_against_numpy_any_thread_count(dtype):
     from fusedopt import _core
@@ -542,21 +567,13 @@ def test_subspace_kernels_against_numpy_any_thread_count(dtype):
     m, rows, n = 5, 3, N_PAR
     s = rng.standard_normal((m, n)).astype(dtype)
     y = rng.standard_normal((m, n)).astype(dtype)
-    a, b = rng.standard_normal(m), rng.standard_normal(m)
-    x = rng.uniform(-1, 1, n).astype(dtype)
-    xc = (x + rng.uniform(-0.1, 0.1, n)).astype(dtype)
-    g = rng.standard_normal(n).astype(dtype)
-    t = np.where(rng.uniform(size=n) < 0.2, -1, 1).astype(dtype)
-    lo, hi = np.full(n, -0.9, dtype), np.full(n, 0.9, dtype)
-    theta = 1.7
+    a, b, x, xc, g, t, lo, hi, theta = subspace_inputs(rng, m, n, dtype)
     # the second vector of rows_dots
     both = _core.lbfgsb_rows_dots(s, y, x, rows, g)
     assert both[:2 * rows].tobytes() == _core.lbfgsb_rows_dots(s, y, x, rows).tobytes()
     assert both[2 * rows:].tobytes() == _core.lbfgsb_rows_dots(s, y, g, rows).tobytes()
 
-    wa = np.zeros(n, dtype)
-    for j in range(rows):
-        wa = (wa + dtype(a[j]) * s[j]) + dtype(b[j]) * y[j]
+    wa = rows_combination(s, y, a, b, rows)
     r_ref = np.where(t >= 0, (g + dtype(theta) * (xc - x)) - wa, 0).astype(dtype)
 
     def reduced():
@@ -589,3 +606,90 @@ def test_subspace_kernels_against_numpy_any_thread_count(dtype):
         assert gd == runs[0][2]
     assert runs[0][2] == pytest.approx(float(g.astype(np.float64) @ (xbar_ref - x)
                                              .astype(np.float64)), rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_merged_pass_kernels_against_numpy_any_thread_count(dtype):
+    """The kernels of the two-pass iteration: rows_dots_many (the bits of rows_dots for every
+    vector), rows_gram_at with q (the Gram blocks unchanged, q's dots the bits of rows_dots over
+    the gathered columns), subspace_direct (NumPy in the array dtype, bit for bit)."""
+    from fusedopt import _core, reference
+    rng = np.random.default_rng(12)
+    m, rows, n = 5, 4, N_PAR
+    s = rng.standard_normal((m, n)).astype(dtype)
+    y = rng.standard_normal((m, n)).astype(dtype)
+    vs = [rng.standard_normal(n).astype(dtype) for _ in range(3)]
+    runs = _threads(lambda: _core.lbfgsb_rows_dots_many(s, y, vs, rows))
+    want = np.concatenate([_core.lbfgsb_rows_dots(s, y, v, rows) for v in vs])
+    for r in runs:
+        assert r.tobytes() == want.tobytes()
+    assert want[0] == reference.blocked_dot(s[0], vs[0])
+    with pytest.raises(ValueError, match="vs"):
+        _core.lbfgsb_rows_dots_many(s, y, [], rows)
+    with pytest.raises(TypeError, match="vs"):
+        _core.lbfgsb_rows_dots_many(s, y, [vs[0], vs[1].astype(np.float16)], rows)
+
+    idx = np.flatnonzero(rng.uniform(size=n) < 0.3)
+    q = rng.standard_normal(idx.size).astype(dtype)
+    got = _threads(lambda: _core.lbfgsb_rows_gram_at(s, y, idx, rows, q))
+    plain = _core.lbfgsb_rows_gram_at(s, y, idx, rows)
+    sa, ya = np.ascontiguousarray(s[:, idx]), np.ascontiguousarray(y[:, idx])
+    for gram, dots in got:
+        assert gram.tobytes() == plain.tobytes()
+        assert dots.tobytes() == _core.lbfgsb_rows_dots(sa, ya, q, rows).tobytes()
+    with pytest.raises(ValueError, match="q"):
+        _core.lbfgsb_rows_gram_at(s, y, idx, rows, q[:-1])
+
+    a, b, x, xc, g, t, lo, hi, theta = subspace_inputs(rng, m, n, dtype)
+    wa = rows_combination(s, y, a, b, rows)
+    du_ref = np.where(t >= 0, wa - (g * dtype(1 / theta) + (xc - x)), 0).astype(dtype)
+    xbar_ref = np.clip(xc + du_ref, lo, hi)
+
+    def direct(tt):
+        xbar, du = np.empty(n, dtype), np.empty(n, dtype)
+        gd = _core.lbfgsb_subspace_direct(xbar, du, s, y, a, b, rows, xc, x, g, tt, lo, hi,
+                                          theta)
+        return xbar, du, gd
+
+    for xbar, du, gd in _threads(lambda: direct(t)):
+        assert du.tobytes() == du_ref.tobytes() and xbar.tobytes() == xbar_ref.tobytes()
+        assert gd == reference.blocked_dot(g, xbar_ref - x)
+    xbar, du, _ = direct(None)                 # every variable free
+    assert du.tobytes() == (wa - (g * dtype(1 / theta) + (xc - x))).astype(dtype).tobytes()
+    with pytest.raises(ValueError, match="xbar"):
+        direct_bad = np.empty(n, dtype)
+        _core.lbfgsb_subspace_direct(direct_bad, direct_bad, s, y, a, b, rows, xc, x, g, t, lo,
+                                     hi, theta)
+
+
+def test_deferred_gram_has_the_bits_of_the_eager_one():
+    """A pair's Gram dots taken inside the Cauchy pass (wt_dots) equal those of a pass of their
+    own (_flush), bit for bit; several pushes in a row keep every column."""
+    rng = np.random.default_rng(4)
+    n = 3 * 16384 + 11
+    a = rng.uniform(0.5, 3.0, n)
+    pairs = []
+    for _ in range(7):
+        s = rng.standard_normal(n)
+        pairs.append((s, a * s + 0.1 * rng.standard_normal(n)))
+    merged, eager = CompactForm(n, 4, np.float64), CompactForm(n, 4, np.float64)
+    d, g = rng.standard_normal(n), rng.standard_normal(n)
+    for step, (s, y) in enumerate(pairs):
+        for cf in (merged, eager):
+            cf.push(s, y, float(s @ y))
+        if step == 2:
+            continue                           # two pushes in a row
+        wd, wg = merged.wt_dots(d, g)
+        assert merged._pending == -1
+        eager._flush()
+        assert eager._pending == -1
+        for name in ("_ss", "_sy", "_yy"):
+            assert getattr(merged, name).tobytes() == getattr(eager, name).tobytes(), name
+        assert merged.theta == eager.theta
+        assert wd.tobytes() == eager.wt_dot(d).tobytes()
+        assert wg.tobytes() == eager.wt_dot(g).tobytes()
+    o = merged.order()
+    s_rows, y_rows = merged.s[o], merged.y[o]
+    np.testing.assert_allclose(merged.ss[np.ix_(o, o)], s_rows @ s_rows.T, rtol=1e-12)
+    np.testing.assert_allclose(merged.yy[np.ix_(o, o)], y_rows @ y_rows.T, rtol=1e-12)
+    np.testing.assert_allclose(merged.sy[np.ix_(o, o)], s_rows @ y_rows.T, rtol=1e-12)

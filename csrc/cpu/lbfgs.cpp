@@ -17,21 +17,14 @@
 
 #include "fusedopt/blocked_sum.h"
 #include "kernels.h"
+#include "lbfgs_blocks.h"
 #include "parallel.h"
 
 namespace fusedopt {
 namespace cpu {
 namespace lbfgs {
+using namespace blocks;  // NOLINT: the block helpers of lbfgs_blocks.h
 namespace {
-
-// Threads for a vector of n elements. Below kParallelMin elements the loops run on one thread:
-// the direction is 2m + 1 short passes, each a job of the pool, and at these sizes waking the
-// workers 2m + 1 times saves little (measured with the former OpenMP barriers: 0.65 ms serial vs
-// 0.41 ms on 2 threads for the direction at n = 1e5, m = 10, idle).
-constexpr int64_t kParallelMin = int64_t(1) << 18;
-inline int lbfgs_threads(int64_t n) { return n < kParallelMin ? 1 : threads_for(n); }
-
-inline int64_t num_blocks(int64_t n) { return (n + kReduceBlock - 1) / kReduceBlock; }
 
 // q[i] = (q[i] + a * x[i]) * scale over [lo, hi); returns sum w[i] * q[i] (new q) when Dot.
 template <typename T, bool Dot>
@@ -48,12 +41,6 @@ double update_block(T* __restrict q, const T a, const T* __restrict x, const T s
     });
 }
 
-template <typename T>
-double dot_block(const T* __restrict a, const T* __restrict b, int64_t lo, int64_t hi) {
-    return block_sum(lo, hi,
-                     [&](int64_t i) { return static_cast<double>(a[i]) * static_cast<double>(b[i]); });
-}
-
 // The first pass: out = grad, and the dots s.grad, s.y, y.y of the newest pair.
 template <typename T>
 void first_block(T* __restrict out, const T* __restrict g, const T* __restrict s,
@@ -62,37 +49,6 @@ void first_block(T* __restrict out, const T* __restrict g, const T* __restrict s
     sums[0] = dot_block(s, g, lo, hi);
     sums[1] = dot_block(s, y, lo, hi);
     sums[2] = dot_block(y, y, lo, hi);
-}
-
-inline double sum_in_order(const double* part, int64_t nb, int64_t stride) {
-    double t = 0.0;
-    for (int64_t b = 0; b < nb; ++b) t = t + part[b * stride];
-    return t;
-}
-
-// block(lo, hi, part + K * b) for each block [lo, hi) of [0, n), in parallel, each writing K
-// results; returns part (thread-local storage, valid until the next call on this thread).
-// k results per block, k chosen at run time (block_results_k) or compile time (block_results).
-template <typename Block>
-const double* block_results_k(int64_t n, int64_t k, Block&& block) {
-    const int64_t nb = num_blocks(n);
-    thread_local std::vector<double> part_store;
-    part_store.assign(static_cast<size_t>(k * nb), 0.0);
-    double* part = part_store.data();
-    parallel_chunks(nb, lbfgs_threads(n), [&](int64_t b) {
-        block(b * kReduceBlock, std::min(n, (b + 1) * kReduceBlock), part + k * b);
-    });
-    return part;
-}
-
-template <int K, typename Block>
-const double* block_results(int64_t n, Block&& block) {
-    return block_results_k(n, K, block);
-}
-
-// out[j] = the sum in block order of result j of every block (k per block).
-inline void sums_in_order(double* out, const double* part, int64_t nb, int64_t k) {
-    for (int64_t j = 0; j < k; ++j) out[j] = sum_in_order(part + j, nb, k);
 }
 
 }  // namespace
@@ -214,27 +170,51 @@ double amax(const T* a, int64_t n) {
 }
 
 template <typename T>
-void rows_dots(double* out, const T* s, const T* y, const T* v, const T* w, int64_t rows,
-               int64_t n) {
-    const int64_t k = (w ? 4 : 2) * rows;
-    if (rows == 0) return;
+void rows_dots_many(double* out, const T* s, const T* y, const T* const* vs, int64_t nv,
+                    int64_t rows, int64_t n) {
+    const int64_t k = 2 * nv * rows;
+    if (k == 0) return;
     const double* part = block_results_k(n, k, [&](int64_t lo, int64_t hi, double* pb) {
-        for (int64_t j = 0; j < rows; ++j) {
-            pb[j] = dot_block(s + j * n, v, lo, hi);
-            pb[rows + j] = dot_block(y + j * n, v, lo, hi);
-            if (w) {
-                pb[2 * rows + j] = dot_block(s + j * n, w, lo, hi);
-                pb[3 * rows + j] = dot_block(y + j * n, w, lo, hi);
-            }
+        // Piece by piece (lanes_add: the bits of dot_block), every row streaming at once; each
+        // row's piece is read from memory once, the sweeps after the first find it in L1.
+        thread_local std::vector<double> lanes;
+        lanes.assign(static_cast<size_t>(k * kSumLanes), 0.0);
+        double* acc = lanes.data();
+        for (int64_t u = lo; u < hi; u += kPiece) {
+            const int64_t v = std::min(hi, u + kPiece);
+            for (int64_t j = 0; j < rows; ++j)
+                for (int64_t q = 0; q < nv; ++q) {
+                    const T* __restrict b = vs[q];
+                    const T* __restrict sj = s + j * n;
+                    const T* __restrict yj = y + j * n;
+                    lanes_add(acc + (2 * rows * q + j) * kSumLanes, u, v, [&](int64_t i) {
+                        return static_cast<double>(sj[i]) * static_cast<double>(b[i]);
+                    });
+                    lanes_add(acc + (2 * rows * q + rows + j) * kSumLanes, u, v, [&](int64_t i) {
+                        return static_cast<double>(yj[i]) * static_cast<double>(b[i]);
+                    });
+                }
+        }
+        for (int64_t r = 0; r < k; ++r) {
+            double l[kSumLanes];
+            for (int j = 0; j < kSumLanes; ++j) l[j] = acc[r * kSumLanes + j];
+            pb[r] = combine_lanes(l);
         }
     });
     sums_in_order(out, part, num_blocks(n), k);
 }
 
 template <typename T>
+void rows_dots(double* out, const T* s, const T* y, const T* v, const T* w, int64_t rows,
+               int64_t n) {
+    const T* vs[2] = {v, w};
+    rows_dots_many(out, s, y, vs, w ? 2 : 1, rows, n);
+}
+
+template <typename T>
 void rows_gram_at(double* out, const T* s, const T* y, const int64_t* idx, int64_t na,
-                  int64_t rows, int64_t n) {
-    const int64_t kk = rows * rows, k = 3 * kk;
+                  int64_t rows, int64_t n, const T* q) {
+    const int64_t kk = rows * rows, k = 3 * kk + (q ? 2 * rows : 0);
     if (rows == 0) return;
     const double* part = block_results_k(na, k, [&](int64_t lo, int64_t hi, double* pb) {
         const int64_t len = hi - lo;
@@ -247,11 +227,24 @@ void rows_gram_at(double* out, const T* s, const T* y, const int64_t* idx, int64
                 bs[j * len + e] = s[j * n + idx[lo + e]];
                 by[j * len + e] = y[j * n + idx[lo + e]];
             }
+        // S S^T and Y Y^T are symmetric: the upper triangle, mirrored (a . b and b . a have
+        // the same terms, so the same bits).
         for (int64_t i = 0; i < rows; ++i)
             for (int64_t j = 0; j < rows; ++j) {
-                pb[i * rows + j] = dot_block(bs + i * len, bs + j * len, int64_t(0), len);
+                if (j >= i) {
+                    pb[i * rows + j] = dot_block(bs + i * len, bs + j * len, int64_t(0), len);
+                    pb[2 * kk + i * rows + j] =
+                        dot_block(by + i * len, by + j * len, int64_t(0), len);
+                } else {
+                    pb[i * rows + j] = pb[j * rows + i];
+                    pb[2 * kk + i * rows + j] = pb[2 * kk + j * rows + i];
+                }
                 pb[kk + i * rows + j] = dot_block(bs + i * len, by + j * len, int64_t(0), len);
-                pb[2 * kk + i * rows + j] = dot_block(by + i * len, by + j * len, int64_t(0), len);
+            }
+        if (q)
+            for (int64_t j = 0; j < rows; ++j) {
+                pb[3 * kk + j] = dot_block(bs + j * len, q + lo, int64_t(0), len);
+                pb[3 * kk + rows + j] = dot_block(by + j * len, q + lo, int64_t(0), len);
             }
     });
     sums_in_order(out, part, num_blocks(na), k);
@@ -262,12 +255,16 @@ namespace {
 template <typename T>
 void combine_block(T* __restrict o, const T* s, const T* y, const T* ta, const T* tb,
                    int64_t rows, int64_t n, int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) o[i] = T(0);
-    for (int64_t j = 0; j < rows; ++j) {
-        const T* __restrict sj = s + j * n;
-        const T* __restrict yj = y + j * n;
-        const T aj = ta[j], bj = tb[j];
-        for (int64_t i = lo; i < hi; ++i) o[i] = (o[i] + aj * sj[i]) + bj * yj[i];
+    // Piece by piece (elementwise: the same bits), every row streaming at once, o's piece in L1.
+    for (int64_t u = lo; u < hi; u += kPiece) {
+        const int64_t v = std::min(hi, u + kPiece);
+        for (int64_t i = u; i < v; ++i) o[i] = T(0);
+        for (int64_t j = 0; j < rows; ++j) {
+            const T* __restrict sj = s + j * n;
+            const T* __restrict yj = y + j * n;
+            const T aj = ta[j], bj = tb[j];
+            for (int64_t i = u; i < v; ++i) o[i] = (o[i] + aj * sj[i]) + bj * yj[i];
+        }
     }
 }
 
@@ -310,17 +307,19 @@ void reduced_gradient(double* out, T* r, const T* s, const T* y, const double* a
     sums_in_order(out, part, num_blocks(n), k);
 }
 
-template <typename T>
-double subspace_point(T* xbar, T* du, const T* s, const T* y, const double* a, const double* b,
-                      int64_t rows, const T* r, const T* xc, const T* x, const T* g, const T* t,
-                      const T* lo, const T* hi, double theta, int64_t n) {
+namespace {
+// One pass of the subspace step: du = W a (combine_block), then du[i] = free ? step(i, du[i]) :
+// 0, xbar = min(max(xc + du, lo), hi); returns g . (xbar - x).
+template <typename T, typename Step>
+double subspace_pass(T* xbar, T* du, const T* s, const T* y, const double* a, const double* b,
+                     int64_t rows, const T* xc, const T* x, const T* g, const T* t, const T* lo,
+                     const T* hi, int64_t n, Step&& step) {
     const std::vector<T> ta = cast_all<T>(a, rows), tb = cast_all<T>(b, rows);
-    const T c1 = static_cast<T>(-1.0 / theta), c2 = static_cast<T>(-1.0 / (theta * theta));
     const double* part = block_results<1>(n, [&](int64_t b0, int64_t b1, double* res) {
         combine_block(du, s, y, ta.data(), tb.data(), rows, n, b0, b1);
         res[0] = block_sum(b0, b1, [&](int64_t i) {
             const bool free = !t || t[i] >= T(0);
-            const T u = free ? c1 * r[i] + c2 * du[i] : T(0);
+            const T u = free ? step(i, du[i]) : T(0);
             du[i] = u;
             T v = xc[i] + u;
             v = v < lo[i] ? lo[i] : v;
@@ -330,6 +329,25 @@ double subspace_point(T* xbar, T* du, const T* s, const T* y, const double* a, c
         });
     });
     return sum_in_order(part, num_blocks(n), 1);
+}
+}  // namespace
+
+template <typename T>
+double subspace_point(T* xbar, T* du, const T* s, const T* y, const double* a, const double* b,
+                      int64_t rows, const T* r, const T* xc, const T* x, const T* g, const T* t,
+                      const T* lo, const T* hi, double theta, int64_t n) {
+    const T c1 = static_cast<T>(-1.0 / theta), c2 = static_cast<T>(-1.0 / (theta * theta));
+    return subspace_pass(xbar, du, s, y, a, b, rows, xc, x, g, t, lo, hi, n,
+                         [&](int64_t i, T wa) { return c1 * r[i] + c2 * wa; });
+}
+
+template <typename T>
+double subspace_direct(T* xbar, T* du, const T* s, const T* y, const double* a, const double* b,
+                       int64_t rows, const T* xc, const T* x, const T* g, const T* t,
+                       const T* lo, const T* hi, double theta, int64_t n) {
+    const T ith = static_cast<T>(1.0 / theta);
+    return subspace_pass(xbar, du, s, y, a, b, rows, xc, x, g, t, lo, hi, n,
+                         [&](int64_t i, T wa) { return wa - (g[i] * ith + (xc[i] - x[i])); });
 }
 
 template <typename T>
@@ -357,10 +375,23 @@ double cauchy_path(T* xc, T* d, T* t, const T* x, const T* lo, const T* hi, cons
                    double* p, double* c, double f1, double f2, bool bounded, int64_t n) {
     const int64_t k2 = 2 * k;
     // Candidates (t_i, i) in a min-heap: greater<> makes the heap's front the smallest.
+    // The candidates of each block in parallel, then joined in block order (the order of a
+    // serial scan; the heap's pops depend only on the pairs (t_i, i), not on that order).
+    const int64_t nb = num_blocks(n);
+    std::vector<std::vector<std::pair<double, int64_t>>> found(static_cast<size_t>(nb));
+    parallel_chunks(nb, lbfgs_threads(n), [&](int64_t blk) {
+        const int64_t b0 = blk * kReduceBlock, b1 = std::min(n, b0 + kReduceBlock);
+        auto& f = found[static_cast<size_t>(blk)];
+        for (int64_t i = b0; i < b1; ++i)
+            if (t[i] >= T(0) && t[i] < static_cast<T>(HUGE_VAL) && d[i] != T(0))
+                f.emplace_back(static_cast<double>(t[i]), i);
+    });
+    size_t total = 0;
+    for (const auto& f : found) total += f.size();
     std::vector<std::pair<double, int64_t>> heap;
-    for (int64_t i = 0; i < n; ++i)
-        if (t[i] >= T(0) && t[i] < static_cast<T>(HUGE_VAL) && d[i] != T(0))
-            heap.emplace_back(static_cast<double>(t[i]), i);
+    heap.reserve(total);
+    for (auto& f : found) heap.insert(heap.end(), f.begin(), f.end());
+    found.clear();
     std::greater<std::pair<double, int64_t>> later;
     std::make_heap(heap.begin(), heap.end(), later);
     std::vector<double> wb(static_cast<size_t>(k2)), v(wb.size());
@@ -467,6 +498,8 @@ int64_t parallel_min() { return kParallelMin; }
     template double amax<T>(const T*, int64_t);                                          \
     template void rows_dots<T>(double*, const T*, const T*, const T*, const T*, int64_t,   \
                                int64_t);                                                  \
+    template void rows_dots_many<T>(double*, const T*, const T*, const T* const*, int64_t,  \
+                                    int64_t, int64_t);                                      \
     template void reduced_gradient<T>(double*, T*, const T*, const T*, const double*,       \
                                       const double*, int64_t, const T*, const T*, const T*, \
                                       const T*, double, int64_t);                           \
@@ -475,7 +508,10 @@ int64_t parallel_min() { return kParallelMin; }
                                       const T*, const T*, const T*, const T*, double,       \
                                       int64_t);                                             \
     template void rows_gram_at<T>(double*, const T*, const T*, const int64_t*, int64_t,    \
-                                  int64_t, int64_t);                                       \
+                                  int64_t, int64_t, const T*);                             \
+    template double subspace_direct<T>(T*, T*, const T*, const T*, const double*,           \
+                                       const double*, int64_t, const T*, const T*, const T*, \
+                                       const T*, const T*, const T*, double, int64_t);       \
     template void rows_axpy<T>(T*, const T*, const T*, const double*, const double*,      \
                                int64_t, int64_t);                                         \
     template double cauchy_start<T>(T*, T*, const T*, const T*, const T*, const T*, int64_t); \

@@ -43,6 +43,45 @@ void sub_dots(T* out, const T* a, const T* b, const T* c, int64_t n, double* dot
 template <typename T>
 void axpby(T* out, double a, const T* x, double b, const T* y, int64_t n);
 
+// The unbounded direction through the compact form (Byrd, Nocedal & Schnabel 1994, eq. 2.6;
+// Nocedal & Wright eq. 7.24), in lbfgs_compact.cpp: two passes over the history instead of the
+// two-loop's 2 count + 1, the 2m x 2m algebra in float64 between them. The ring is h (rho
+// unused), pairs k = 0 .. count - 1 oldest first at rows (head + k) % m. Every dot is the blocked
+// sum of blocked_sum.h over the blocks of kReduceBlock elements of the vector passed; with
+// `partials` the per-block sums are returned (block-major) instead of their sum in block order,
+// so that the slices of a vector cut at block boundaries can be summed elsewhere with the bits
+// of the whole vector.
+//
+// compact_dots: out = [s_k . g] + [y_k . g] (k chronological), and with gram_row = r >= 0 also
+// [s_k . y_r] + [y_k . y_r] in the same pass (the new column of S^T Y and Y^T Y): K = 2 count or
+// 4 count results; partials: nb x K, row b the sums of block b.
+template <typename T>
+void compact_dots(double* out, const Ring<T>& h, const T* g, int64_t gram_row, bool partials);
+
+// compact_coefficients: from dots = [S^T g, Y^T g] (chronological) and the Gram matrices sy, yy
+// (m x m, ring indexing, sy[i * m + j] = s_i . y_j for i not newer than j, yy symmetric):
+// gamma = s.y / y.y of the newest pair, R the upper triangle of S^T Y, D its diagonal,
+//   p = R^{-1} S^T g,   a = R^{-T} (D p + gamma (Y^T Y p - Y^T g)),
+//   cs = -a,   cy = gamma p    (so -H g = -gamma g + S cs + Y cy).
+// Loops in a fixed order (fusedopt.reference.lbfgs_compact_coefficients has the same bits).
+// Returns gamma (1 with no pair).
+double compact_coefficients(const double* dots, const double* sy, const double* yy, int64_t m,
+                            int64_t head, int64_t count, double* cs, double* cy);
+
+// compact_combine: out = (-gamma) g, then out = (out + cs[k] s_k) + cy[k] y_k for k = 0 ..
+// count - 1 (coefficients cast to T once, accumulated in T); res = g . out (float64), or its
+// nb block sums with partials.
+template <typename T>
+void compact_combine(double* res, T* out, const T* g, const Ring<T>& h, const double* cs,
+                     const double* cy, double gamma, bool partials);
+
+// compact_direction: out = -H g by the three above over the whole vector; with gram_row >= 0
+// the new Gram column is written into sy and yy first (sy[k * m + r], yy[k * m + r] and
+// yy[r * m + k] for every valid row k). Returns g . out. count == 0: out = -g.
+template <typename T>
+double compact_direction(T* out, const T* g, const Ring<T>& h, double* sy, double* yy,
+                         int64_t gram_row);
+
 // The products of the compact form of L-BFGS-B over the first `rows` rows of the C-contiguous
 // (m x n) arrays s and y (the ring buffer's storage order), each one pass over the history:
 //
@@ -53,13 +92,21 @@ template <typename T>
 void rows_dots(double* out, const T* s, const T* y, const T* v, const T* w, int64_t rows,
                int64_t n);
 
+// rows_dots_many: the same for nv vectors vs[q], one pass: out[2 rows q + j] = s_j . vs[q],
+// out[2 rows q + rows + j] = y_j . vs[q] (rows_dots is the case {v, w}).
+template <typename T>
+void rows_dots_many(double* out, const T* s, const T* y, const T* const* vs, int64_t nv,
+                    int64_t rows, int64_t n);
+
 // rows_gram_at: the Gram matrices of the first `rows` rows over the columns idx[0..na) of s and
 // y (the history at some variables), out = [S S^T, S Y^T, Y Y^T] as three row-major rows x rows
 // blocks (out[(b * rows + i) * rows + j]); float64 blocked sums over the positions 0..na (each
-// block of idx gathered into a buffer first), one pass.
+// block of idx gathered into a buffer first), one pass. With q (na values, q[e] belonging to
+// column idx[e]), also out[3 rows^2 + j] = sum_e s_j[idx[e]] q[e] and out[3 rows^2 + rows + j]
+// the same with y_j, in the same pass.
 template <typename T>
 void rows_gram_at(double* out, const T* s, const T* y, const int64_t* idx, int64_t na,
-                  int64_t rows, int64_t n);
+                  int64_t rows, int64_t n, const T* q = nullptr);
 
 // rows_axpy: out[i] = sum_j (a[j] s_j[i] + b[j] y_j[i]), accumulated in T from 0 in the order
 // j = 0 .. rows - 1, s term before y term (a and b cast to T once).
@@ -105,6 +152,16 @@ template <typename T>
 double subspace_point(T* xbar, T* du, const T* s, const T* y, const double* a, const double* b,
                       int64_t rows, const T* r, const T* xc, const T* x, const T* g, const T* t,
                       const T* lo, const T* hi, double theta, int64_t n);
+
+// subspace_direct: the same point without r, one pass: du[i] = free ? (W a)[i] - (g[i] / theta
+// + (xc[i] - x[i])) : 0 (1 / theta cast to T once; W a as in rows_axpy), xbar = min(max(xc +
+// du, lo), hi); returns g . (xbar - x). With a = M c / theta - v / theta^2 this is
+// subspace_point's du, -r / theta - W v / theta^2, r expanded: the reduced gradient's pass over
+// the history is not needed (W^T r is assembled from W^T g, c and the fixed variables' part).
+template <typename T>
+double subspace_direct(T* xbar, T* du, const T* s, const T* y, const double* a, const double* b,
+                       int64_t rows, const T* xc, const T* x, const T* g, const T* t,
+                       const T* lo, const T* hi, double theta, int64_t n);
 
 // L-BFGS-B's projected-gradient norm (SciPy's projgr): max |p_i| with p_i = max(x - hi, g) for
 // g < 0 and min(x - lo, g) otherwise, as float64; NaN if any p_i is NaN.

@@ -49,6 +49,16 @@ auto by_dtype(const Array& a, Fn&& fn) {
     return fn(double{});
 }
 
+// head in [0, m) and count in [0, m] for a ring of m rows.
+void ring_position(int64_t head, int64_t count, int64_t m) {
+    if (head < 0 || head >= m)
+        throw py::value_error("head must be in [0, " + std::to_string(m) + "), got " +
+                              std::to_string(head));
+    if (count < 0 || count > m)
+        throw py::value_error("count must be in [0, " + std::to_string(m) + "], got " +
+                              std::to_string(count));
+}
+
 double direction(py::handle out_h, py::handle grad_h, py::handle s_h, py::handle y_h,
                  py::handle rho_h, int64_t head, int64_t count) {
     const Array out = array_arg(out_h, "out", true);
@@ -67,12 +77,7 @@ double direction(py::handle out_h, py::handle grad_h, py::handle s_h, py::handle
     if (rho.ndim() != 1 || rho.dim(0) != m)
         throw py::value_error("rho must have shape (" + std::to_string(m) + ",) like s rows, got " +
                               rho.shape());
-    if (head < 0 || head >= m)
-        throw py::value_error("head must be in [0, " + std::to_string(m) + "), got " +
-                              std::to_string(head));
-    if (count < 0 || count > m)
-        throw py::value_error("count must be in [0, " + std::to_string(m) + "], got " +
-                              std::to_string(count));
+    ring_position(head, count, m);
     for (const Array* in : {&grad, &s, &y, &rho}) no_overlap(out, *in);
     return by_dtype(out, [&](auto zero) {
         using T = decltype(zero);
@@ -181,9 +186,36 @@ py::array_t<double> rows_dots(py::handle s_h, py::handle y_h, py::handle v_h, in
     return out;
 }
 
-py::array_t<double> rows_gram_at(py::handle s_h, py::handle y_h,
-                                 py::array_t<int64_t, py::array::c_style | py::array::forcecast> idx,
-                                 int64_t rows) {
+py::array_t<double> rows_dots_many(py::handle s_h, py::handle y_h, py::sequence vs_h,
+                                   int64_t rows) {
+    const int64_t nv = static_cast<int64_t>(py::len(vs_h));
+    if (nv < 1) throw py::value_error("vs must hold at least one vector");
+    std::vector<Array> vs;
+    vs.reserve(static_cast<size_t>(nv));
+    for (int64_t q = 0; q < nv; ++q) {
+        vs.push_back(fusedopt::cpu::check_array(vs_h[static_cast<size_t>(q)].ptr(), "vs", q,
+                                                false, q ? &vs[0] : nullptr));
+        same_size(vs.back(), vs[0]);
+    }
+    const Array s = array_arg(s_h, "s", false, &vs[0]);
+    const Array y = array_arg(y_h, "y", false, &vs[0]);
+    history_rows(s, y, vs[0], rows);
+    py::array_t<double> out(2 * nv * rows);
+    double* o = out.mutable_data();
+    by_dtype(vs[0], [&](auto zero) {
+        using T = decltype(zero);
+        std::vector<const T*> ptr;
+        for (const Array& v : vs) ptr.push_back(static_cast<const T*>(v.data()));
+        fusedopt::NoGil nogil;
+        lb::rows_dots_many(o, static_cast<const T*>(s.data()), static_cast<const T*>(y.data()),
+                           ptr.data(), nv, rows, vs[0].size);
+    });
+    return out;
+}
+
+py::object rows_gram_at(py::handle s_h, py::handle y_h,
+                        py::array_t<int64_t, py::array::c_style | py::array::forcecast> idx,
+                        int64_t rows, py::handle q_h) {
     const Array s = array_arg(s_h, "s", false);
     const Array y = array_arg(y_h, "y", false, &s);
     if (s.ndim() != 2 || s.dim(0) < 1)
@@ -199,15 +231,25 @@ py::array_t<double> rows_gram_at(py::handle s_h, py::handle y_h,
         if (ix[e] < 0 || ix[e] >= n)
             throw py::value_error("idx: index " + std::to_string(ix[e]) + " out of [0, " +
                                   std::to_string(n) + ")");
-    py::array_t<double> out({int64_t(3), rows, rows});
-    double* o = out.mutable_data();
+    const bool has_q = !q_h.is_none();
+    const Array q = has_q ? array_arg(q_h, "q", false, &s) : s;
+    if (has_q && (q.ndim() != 1 || q.size != na))
+        throw py::value_error("q must be 1-D with len(idx) = " + std::to_string(na) +
+                              " elements, got " + q.shape());
+    std::vector<double> o(static_cast<size_t>(3 * rows * rows + (has_q ? 2 * rows : 0)));
     by_dtype(s, [&](auto zero) {
         using T = decltype(zero);
         fusedopt::NoGil nogil;
-        lb::rows_gram_at(o, static_cast<const T*>(s.data()), static_cast<const T*>(y.data()), ix,
-                         na, rows, n);
+        lb::rows_gram_at(o.data(), static_cast<const T*>(s.data()),
+                         static_cast<const T*>(y.data()), ix, na, rows, n,
+                         has_q ? static_cast<const T*>(q.data()) : nullptr);
     });
-    return out;
+    py::array_t<double> gram({int64_t(3), rows, rows});
+    std::copy(o.begin(), o.begin() + 3 * rows * rows, gram.mutable_data());
+    if (!has_q) return std::move(gram);
+    py::array_t<double> dots(2 * rows);
+    std::copy(o.begin() + 3 * rows * rows, o.end(), dots.mutable_data());
+    return py::make_tuple(gram, dots);
 }
 
 // The coefficient vectors of a combination of history rows: float64, 1-D, >= rows elements.
@@ -323,10 +365,21 @@ py::array_t<double> reduced_gradient(py::handle r_h, py::handle s_h, py::handle 
     return out;
 }
 
-double subspace_point(py::handle xbar_h, py::handle du_h, py::handle s_h, py::handle y_h,
-                      py::handle a_h, py::handle b_h, int64_t rows, py::handle r_h,
-                      py::handle xc_h, py::handle x_h, py::handle g_h, py::handle t_h,
-                      py::handle lo_h, py::handle hi_h, double theta) {
+// The checked arguments of subspace_point (with r) and subspace_direct (r = None).
+struct SubspaceArgs {
+    Array xbar, du, s, y, a, b, r, xc, x, g, t, lo, hi;
+    bool has_r, has_t;
+
+    template <typename T>
+    const T* at(const Array& v, bool present = true) const {
+        return present ? static_cast<const T*>(v.data()) : nullptr;
+    }
+};
+
+SubspaceArgs subspace_args(py::handle xbar_h, py::handle du_h, py::handle s_h, py::handle y_h,
+                           py::handle a_h, py::handle b_h, int64_t rows, py::handle r_h,
+                           py::handle xc_h, py::handle x_h, py::handle g_h, py::handle t_h,
+                           py::handle lo_h, py::handle hi_h) {
     const Array xbar = array_arg(xbar_h, "xbar", true);
     const Array du = array_arg(du_h, "du", true, &xbar);
     const Array s = array_arg(s_h, "s", false, &xbar);
@@ -336,8 +389,9 @@ double subspace_point(py::handle xbar_h, py::handle du_h, py::handle s_h, py::ha
     const Array b = array_arg(b_h, "b", false);
     coefficients(a, rows);
     coefficients(b, rows);
-    const Array r = array_arg(r_h, "r", false, &xbar);
+    const bool has_r = !r_h.is_none();
     const Array xc = array_arg(xc_h, "xc", false, &xbar);
+    const Array r = has_r ? array_arg(r_h, "r", false, &xbar) : xc;
     const Array x = array_arg(x_h, "x", false, &xbar);
     const Array g = array_arg(g_h, "g", false, &xbar);
     const bool has_t = !t_h.is_none();
@@ -351,17 +405,45 @@ double subspace_point(py::handle xbar_h, py::handle du_h, py::handle s_h, py::ha
         no_overlap(xbar, *in);
         no_overlap(du, *in);
     }
-    return by_dtype(xbar, [&](auto zero) {
+    return SubspaceArgs{xbar, du, s, y, a, b, r, xc, x, g, t, lo, hi, has_r, has_t};
+}
+
+// The subspace step on A's dtype without the GIL: kernel(xbar, du, s, y, a, b, rows, r or null,
+// xc, x, g, t or null, lo, hi) with typed pointers.
+template <typename Kernel>
+double subspace_run(const SubspaceArgs& A, int64_t rows, Kernel&& kernel) {
+    return by_dtype(A.xbar, [&](auto zero) {
         using T = decltype(zero);
         fusedopt::NoGil nogil;
-        return lb::subspace_point(
-            static_cast<T*>(xbar.data()), static_cast<T*>(du.data()),
-            static_cast<const T*>(s.data()), static_cast<const T*>(y.data()),
-            static_cast<const double*>(a.data()), static_cast<const double*>(b.data()), rows,
-            static_cast<const T*>(r.data()), static_cast<const T*>(xc.data()),
-            static_cast<const T*>(x.data()), static_cast<const T*>(g.data()),
-            has_t ? static_cast<const T*>(t.data()) : nullptr, static_cast<const T*>(lo.data()),
-            static_cast<const T*>(hi.data()), theta, xbar.size);
+        return kernel(static_cast<T*>(A.xbar.data()), static_cast<T*>(A.du.data()),
+                      A.at<T>(A.s), A.at<T>(A.y), static_cast<const double*>(A.a.data()),
+                      static_cast<const double*>(A.b.data()), rows, A.at<T>(A.r, A.has_r),
+                      A.at<T>(A.xc), A.at<T>(A.x), A.at<T>(A.g), A.at<T>(A.t, A.has_t),
+                      A.at<T>(A.lo), A.at<T>(A.hi));
+    });
+}
+
+double subspace_point(py::handle xbar_h, py::handle du_h, py::handle s_h, py::handle y_h,
+                      py::handle a_h, py::handle b_h, int64_t rows, py::handle r_h,
+                      py::handle xc_h, py::handle x_h, py::handle g_h, py::handle t_h,
+                      py::handle lo_h, py::handle hi_h, double theta) {
+    if (r_h.is_none()) throw py::type_error("r must be an array, got None");
+    const SubspaceArgs A = subspace_args(xbar_h, du_h, s_h, y_h, a_h, b_h, rows, r_h, xc_h, x_h,
+                                         g_h, t_h, lo_h, hi_h);
+    return subspace_run(A, rows, [&](auto* xbar, auto* du, auto... in) {
+        return lb::subspace_point(xbar, du, in..., theta, A.xbar.size);
+    });
+}
+
+double subspace_direct(py::handle xbar_h, py::handle du_h, py::handle s_h, py::handle y_h,
+                       py::handle a_h, py::handle b_h, int64_t rows, py::handle xc_h,
+                       py::handle x_h, py::handle g_h, py::handle t_h, py::handle lo_h,
+                       py::handle hi_h, double theta) {
+    const SubspaceArgs A = subspace_args(xbar_h, du_h, s_h, y_h, a_h, b_h, rows, py::none(),
+                                         xc_h, x_h, g_h, t_h, lo_h, hi_h);
+    return subspace_run(A, rows, [&](auto* xbar, auto* du, auto s, auto y, auto a, auto b,
+                                     int64_t k, auto, auto... rest) {
+        return lb::subspace_direct(xbar, du, s, y, a, b, k, rest..., theta, A.xbar.size);
     });
 }
 
@@ -408,6 +490,145 @@ py::tuple cauchy_path(py::handle xc_h, py::handle d_h, py::handle t_h, py::handl
     return py::make_tuple(tsum, p, c);
 }
 
+// --- the compact form of the unbounded direction (lbfgs_compact.cpp) -------------------------
+
+// The ring (s, y, head, count) of a compact-form call over vectors like `like`.
+struct RingArgs {
+    Array s, y;
+    int64_t m, head, count;
+};
+
+RingArgs ring_args(py::handle s_h, py::handle y_h, const Array& like, int64_t head,
+                   int64_t count) {
+    const Array s = array_arg(s_h, "s", false, &like);
+    const Array y = array_arg(y_h, "y", false, &like);
+    if (s.ndim() != 2 || s.dim(1) != like.size || s.dim(0) < 1)
+        throw py::value_error("s must have shape (m, " + std::to_string(like.size) +
+                              ") with m >= 1 (n = " + like.name() + ".size), got " + s.shape());
+    same_shape(y, s);
+    const int64_t m = s.dim(0);
+    ring_position(head, count, m);
+    return RingArgs{s, y, m, head, count};
+}
+
+// gram_row: -1, or a ring row holding one of the count valid pairs.
+void check_gram_row(int64_t gram_row, const RingArgs& r) {
+    if (gram_row == -1) return;
+    if (gram_row < -1 || gram_row >= r.m || (gram_row - r.head + r.m) % r.m >= r.count)
+        throw py::value_error("gram_row must be -1 or the ring row of a valid pair (head = " +
+                              std::to_string(r.head) + ", count = " + std::to_string(r.count) +
+                              ", m = " + std::to_string(r.m) + "), got " +
+                              std::to_string(gram_row));
+}
+
+// A float64 (m, m) Gram matrix in ring indexing.
+Array gram_arg(py::handle h, const char* name, bool written, int64_t m) {
+    const Array a = array_arg(h, name, written);
+    if (a.dtype != DType::kFloat64)
+        throw py::type_error(std::string(name) + " has dtype float32; expected float64");
+    if (a.ndim() != 2 || a.dim(0) != m || a.dim(1) != m)
+        throw py::value_error(std::string(name) + " must have shape (" + std::to_string(m) + ", " +
+                              std::to_string(m) + ") like the ring's m, got " + a.shape());
+    return a;
+}
+
+template <typename T>
+lb::Ring<T> ring_of(const RingArgs& r, int64_t n) {
+    return lb::Ring<T>{static_cast<const T*>(r.s.data()), static_cast<const T*>(r.y.data()),
+                       nullptr, r.m, n, r.head, r.count};
+}
+
+int64_t blocks_of(int64_t n) {
+    return (n + fusedopt::cpu::kReduceBlock - 1) / fusedopt::cpu::kReduceBlock;
+}
+
+py::array_t<double> compact_dots(py::handle s_h, py::handle y_h, py::handle g_h, int64_t head,
+                                 int64_t count, int64_t gram_row, bool partials) {
+    const Array g = array_arg(g_h, "g", false);
+    const RingArgs r = ring_args(s_h, y_h, g, head, count);
+    check_gram_row(gram_row, r);
+    const int64_t k = (gram_row >= 0 ? 4 : 2) * count;
+    py::array_t<double> out = partials ? py::array_t<double>({blocks_of(g.size), k})
+                                       : py::array_t<double>(k);
+    double* o = out.mutable_data();
+    by_dtype(g, [&](auto zero) {
+        using T = decltype(zero);
+        const lb::Ring<T> ring = ring_of<T>(r, g.size);
+        fusedopt::NoGil nogil;
+        lb::compact_dots(o, ring, static_cast<const T*>(g.data()), gram_row, partials);
+    });
+    return out;
+}
+
+py::tuple compact_coefficients(
+    py::array_t<double, py::array::c_style | py::array::forcecast> dots, py::handle sy_h,
+    py::handle yy_h, int64_t head, int64_t count) {
+    const Array sq = array_arg(sy_h, "sy", false);
+    if (sq.ndim() != 2 || sq.dim(0) != sq.dim(1) || sq.dim(0) < 1)
+        throw py::value_error("sy must be a square (m, m) array with m >= 1, got " + sq.shape());
+    const int64_t m = sq.dim(0);
+    const Array sy = gram_arg(sy_h, "sy", false, m);
+    const Array yy = gram_arg(yy_h, "yy", false, m);
+    ring_position(head, count, m);
+    if (dots.ndim() != 1 || dots.shape(0) < 2 * count)
+        throw py::value_error("dots must be 1-D with at least 2 * count = " +
+                              std::to_string(2 * count) + " elements");
+    py::array_t<double> cs(count), cy(count);
+    const double gamma = lb::compact_coefficients(
+        dots.data(), static_cast<const double*>(sy.data()), static_cast<const double*>(yy.data()),
+        m, head, count, cs.mutable_data(), cy.mutable_data());
+    return py::make_tuple(cs, cy, gamma);
+}
+
+py::object compact_combine(py::handle out_h, py::handle g_h, py::handle s_h, py::handle y_h,
+                           int64_t head, int64_t count, py::handle cs_h, py::handle cy_h,
+                           double gamma, bool partials) {
+    const Array out = array_arg(out_h, "out", true);
+    const Array g = array_arg(g_h, "g", false, &out);
+    same_shape(g, out);
+    const RingArgs r = ring_args(s_h, y_h, out, head, count);
+    const Array cs = array_arg(cs_h, "cs", false);
+    const Array cy = array_arg(cy_h, "cy", false);
+    coefficients(cs, count);
+    coefficients(cy, count);
+    for (const Array* in : {&g, &r.s, &r.y, &cs, &cy}) no_overlap(out, *in);
+    py::array_t<double> part(partials ? blocks_of(out.size) : 1);
+    double* res = part.mutable_data();
+    by_dtype(out, [&](auto zero) {
+        using T = decltype(zero);
+        const lb::Ring<T> ring = ring_of<T>(r, out.size);
+        fusedopt::NoGil nogil;
+        lb::compact_combine(res, static_cast<T*>(out.data()), static_cast<const T*>(g.data()),
+                            ring, static_cast<const double*>(cs.data()),
+                            static_cast<const double*>(cy.data()), gamma, partials);
+    });
+    if (partials) return std::move(part);
+    return py::float_(res[0]);
+}
+
+double compact_direction(py::handle out_h, py::handle grad_h, py::handle s_h, py::handle y_h,
+                         py::handle sy_h, py::handle yy_h, int64_t head, int64_t count,
+                         int64_t gram_row) {
+    const Array out = array_arg(out_h, "out", true);
+    const Array grad = array_arg(grad_h, "grad", false, &out);
+    same_shape(grad, out);
+    const RingArgs r = ring_args(s_h, y_h, out, head, count);
+    check_gram_row(gram_row, r);
+    const Array sy = gram_arg(sy_h, "sy", true, r.m);
+    const Array yy = gram_arg(yy_h, "yy", true, r.m);
+    no_overlap(sy, yy);
+    for (const Array* in : {&grad, &r.s, &r.y, &sy, &yy}) no_overlap(out, *in);
+    return by_dtype(out, [&](auto zero) {
+        using T = decltype(zero);
+        const lb::Ring<T> ring = ring_of<T>(r, out.size);
+        fusedopt::NoGil nogil;
+        return lb::compact_direction(static_cast<T*>(out.data()),
+                                     static_cast<const T*>(grad.data()), ring,
+                                     static_cast<double*>(sy.data()),
+                                     static_cast<double*>(yy.data()), gram_row);
+    });
+}
+
 }  // namespace
 
 void register_lbfgs(py::module_& m) {
@@ -429,11 +650,16 @@ void register_lbfgs(py::module_& m) {
           "[s_j . v for j < rows] + [y_j . v for j < rows] (+ the same with w) over the first rows"
           " rows of the (m, n) arrays s, y, in one pass (float64 blocked sums: same bits for any"
           " thread count).");
-    m.def("lbfgsb_rows_gram_at", &rows_gram_at, py::arg("s"), py::arg("y"), py::arg("idx"),
+    m.def("lbfgsb_rows_dots_many", &rows_dots_many, py::arg("s"), py::arg("y"), py::arg("vs"),
           py::arg("rows"),
+          "[s_j . v] + [y_j . v] for each v of the sequence vs in turn, over the first rows rows"
+          " of s, y, in one pass (the bits of lbfgsb_rows_dots).");
+    m.def("lbfgsb_rows_gram_at", &rows_gram_at, py::arg("s"), py::arg("y"), py::arg("idx"),
+          py::arg("rows"), py::arg("q") = py::none(),
           "(S S^T, S Y^T, Y Y^T) of the first rows rows of the (m, n) arrays s, y over the columns"
           " idx, as a (3, rows, rows) float64 array, in one pass (blocked sums: same bits for any"
-          " thread count).");
+          " thread count). With q (len(idx) values of s's dtype): a tuple (that array, "
+          "[s_j[idx] . q] + [y_j[idx] . q]), taken in the same pass.");
     m.def("lbfgsb_reduced_gradient", &reduced_gradient, py::arg("r"), py::arg("s"),
           py::arg("y"), py::arg("a"), py::arg("b"), py::arg("rows"), py::arg("xc"), py::arg("x"),
           py::arg("g"), py::arg("t"), py::arg("theta"),
@@ -445,6 +671,12 @@ void register_lbfgs(py::module_& m) {
           py::arg("theta"),
           "L-BFGS-B: du = free ? -r/theta - (sum a_j s_j + b_j y_j)/theta^2 : 0, xbar = clip(xc +"
           " du); returns g . (xbar - x) (one pass over the history).");
+    m.def("lbfgsb_subspace_direct", &subspace_direct, py::arg("xbar"), py::arg("du"),
+          py::arg("s"), py::arg("y"), py::arg("a"), py::arg("b"), py::arg("rows"), py::arg("xc"),
+          py::arg("x"), py::arg("g"), py::arg("t"), py::arg("lo"), py::arg("hi"),
+          py::arg("theta"),
+          "L-BFGS-B: du = free ? (sum a_j s_j + b_j y_j) - (g/theta + (xc - x)) : 0, xbar = "
+          "clip(xc + du); returns g . (xbar - x) (one pass over the history).");
     m.def("lbfgsb_rows_axpy", &rows_axpy, py::arg("out"), py::arg("s"), py::arg("y"),
           py::arg("a"), py::arg("b"), py::arg("rows"),
           "out = sum_j (a[j] s_j + b[j] y_j) over the first rows rows, in one pass (a, b float64,"
@@ -463,5 +695,26 @@ void register_lbfgs(py::module_& m) {
           py::arg("f1"), py::arg("f2"), py::arg("bounded"),
           "L-BFGS-B: the generalized Cauchy point's path, breakpoints from a heap; returns "
           "(tsum, p, c).");
+    m.def("lbfgs_compact_dots", &compact_dots, py::arg("s"), py::arg("y"), py::arg("g"),
+          py::arg("head"), py::arg("count"), py::arg("gram_row") = -1,
+          py::arg("partials") = false,
+          "The first pass of the compact-form direction over the ring (s, y, head, count): "
+          "[s_k . g] + [y_k . g] (k oldest first), and with gram_row = r >= 0 also [s_k . y_r] + "
+          "[y_k . y_r], float64 blocked sums; partials=True: the (nblocks, K) block sums.");
+    m.def("lbfgs_compact_coefficients", &compact_coefficients, py::arg("dots"), py::arg("sy"),
+          py::arg("yy"), py::arg("head"), py::arg("count"),
+          "The 2m x 2m algebra of the compact form: (cs, cy, gamma) with -H g = -gamma g + S cs"
+          " + Y cy, from dots = [S^T g, Y^T g] and the Gram matrices sy, yy (ring indexing).");
+    m.def("lbfgs_compact_combine", &compact_combine, py::arg("out"), py::arg("g"), py::arg("s"),
+          py::arg("y"), py::arg("head"), py::arg("count"), py::arg("cs"), py::arg("cy"),
+          py::arg("gamma"), py::arg("partials") = false,
+          "out = -gamma g + sum_k (cs[k] s_k + cy[k] y_k) in one pass; returns g . out (float64),"
+          " or with partials=True its block sums.");
+    m.def("lbfgs_compact_direction", &compact_direction, py::arg("out"), py::arg("grad"),
+          py::arg("s"), py::arg("y"), py::arg("sy"), py::arg("yy"), py::arg("head"),
+          py::arg("count"), py::arg("gram_row") = -1,
+          "out = -H grad through the compact form (two passes over the history; with gram_row"
+          " the new Gram column is computed in the first and written into sy, yy). Returns "
+          "grad . out.");
     m.def("lbfgs_amax", &amax, py::arg("a"), "max |a| as a float (NaN if any element is NaN).");
 }

@@ -361,3 +361,130 @@ def lbfgs_direction(grad, s_list, y_list):
         beta = rho[i] * float(np.dot(y_list[i], r))
         r = r + (alpha[i] - beta) * s_list[i]
     return (-r).reshape(g.shape)
+
+
+# --- The compact form of the L-BFGS direction ------------------------------------------------
+# The NumPy twins, bit for bit, of the kernels _core.lbfgs_compact_{dots,coefficients,combine,
+# direction} (csrc/cpu/lbfgs_compact.cpp): the same blocked float64 sums, the same loops.
+
+#: Elements per block of every float64 blocked sum (``_core.reduce_block``).
+REDUCE_BLOCK = 16384
+
+
+def blocked_sums(terms):
+    """The block sums of ``fusedopt/blocked_sum.h`` over a float64 vector of terms: blocks of
+    ``REDUCE_BLOCK`` elements; in a block starting at ``lo`` element ``i`` goes to lane
+    ``(i - lo) % 8``, each lane adds its terms in order starting from 0.0, and the lanes are
+    combined as ``((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))``."""
+    terms = np.asarray(terms, dtype=np.float64).ravel()
+    sums = []
+    zero = np.zeros(1)
+    for lo in range(0, terms.size, REDUCE_BLOCK):
+        blk = terms[lo:lo + REDUCE_BLOCK]
+        a = [float(np.cumsum(np.concatenate([zero, blk[j::8]]))[-1]) for j in range(8)]
+        sums.append(((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])))
+    return sums
+
+
+def blocked_dot(a, b):
+    """sum(a * b) in float64 as every kernel takes it: the block sums of ``blocked_sums`` added
+    in block order from 0.0."""
+    total = 0.0
+    for s in blocked_sums(np.asarray(a, np.float64).ravel() * np.asarray(b, np.float64).ravel()):
+        total = total + s
+    return total
+
+
+def _ring_rows(s, head, count):
+    m = s.shape[0]
+    return [(head + k) % m for k in range(count)]
+
+
+def lbfgs_compact_dots(s, y, g, head, count, gram_row=-1):
+    """The first pass of the compact-form direction: ``[s_k . g] + [y_k . g]`` over the pairs
+    ``k`` oldest first (ring rows ``(head + k) % m`` of the ``(m, n)`` arrays ``s``, ``y``), and
+    with ``gram_row = r >= 0`` also ``[s_k . y_r] + [y_k . y_r]`` (the new column of S^T Y and
+    Y^T Y). Each dot is ``blocked_dot``; float64 array of 2 or 4 ``count`` entries."""
+    rows = _ring_rows(s, head, count)
+    vs = [g] + ([y[gram_row]] if gram_row >= 0 else [])
+    out = []
+    for v in vs:
+        out += [blocked_dot(s[r], v) for r in rows] + [blocked_dot(y[r], v) for r in rows]
+    return np.array(out, dtype=np.float64)
+
+
+def lbfgs_compact_coefficients(dots, sy, yy, head, count):
+    r"""The 2m x 2m algebra of the compact form (Byrd, Nocedal & Schnabel 1994, eq. 2.6;
+    Nocedal & Wright eq. 7.24), in float64, loops in the kernel's order:
+
+    .. math::
+        H = \gamma I + [S\ \gamma Y]
+            \begin{bmatrix} R^{-T}(D + \gamma Y^TY)R^{-1} & -R^{-T} \\ -R^{-1} & 0 \end{bmatrix}
+            [S\ \gamma Y]^T
+
+    with R the upper triangle of S^T Y (``sy[i, j] = s_i . y_j``, ring indexing), D its diagonal
+    and ``gamma = s.y / y.y`` of the newest pair. From ``dots = [S^T g, Y^T g]``:
+    ``p = R^{-1} S^T g``, ``a = R^{-T} (D p + gamma (Y^T Y p - Y^T g))``; returns
+    ``(cs, cy, gamma)`` with ``cs = -a``, ``cy = gamma p``, so that
+    ``-H g = -gamma g + S cs + Y cy``."""
+    c = int(count)
+    o = _ring_rows(sy, head, c)
+    if c == 0:
+        return np.zeros(0), np.zeros(0), 1.0
+    R = [[float(sy[o[i], o[j]]) for j in range(c)] for i in range(c)]
+    YY = [[float(yy[o[i], o[j]]) for j in range(c)] for i in range(c)]
+    u = [float(v) for v in dots[:c]]
+    w = [float(v) for v in dots[c:2 * c]]
+    gamma = R[c - 1][c - 1] / YY[c - 1][c - 1]
+    p = [0.0] * c
+    for i in reversed(range(c)):
+        t = u[i]
+        for j in range(i + 1, c):
+            t = t - R[i][j] * p[j]
+        p[i] = t / R[i][i]
+    a = [0.0] * c
+    for i in range(c):
+        q = 0.0
+        for j in range(c):
+            q = q + YY[i][j] * p[j]
+        t = R[i][i] * p[i] + gamma * (q - w[i])
+        for j in range(i):
+            t = t - R[j][i] * a[j]
+        a[i] = t / R[i][i]
+    return (np.array([-v for v in a]), np.array([gamma * v for v in p]), gamma)
+
+
+def lbfgs_compact_combine(out, g, s, y, head, count, cs, cy, gamma):
+    """The second pass: ``out = (-gamma) g``, then ``out = (out + cs[k] s_k) + cy[k] y_k`` for
+    k oldest first (coefficients cast to out's dtype once, arithmetic in that dtype; no pair:
+    ``out = -g``); returns ``g . out`` (``blocked_dot``)."""
+    dt = out.dtype.type
+    gv = np.asarray(g).ravel()
+    rows = _ring_rows(s, head, count)
+    if not rows:
+        o = -gv
+    else:
+        o = dt(-gamma) * gv
+        for k, r in enumerate(rows):
+            o = (o + dt(cs[k]) * s[r]) + dt(cy[k]) * y[r]
+    out[...] = o.reshape(out.shape)
+    return blocked_dot(gv, o)
+
+
+def lbfgs_compact_direction(out, grad, s, y, sy, yy, head, count, gram_row=-1):
+    """``out = -H grad`` through the compact form: ``lbfgs_compact_dots`` (the new Gram column
+    of ``gram_row`` written into ``sy``, ``yy`` first), ``lbfgs_compact_coefficients``,
+    ``lbfgs_compact_combine``; returns ``grad . out``. The bits of
+    ``_core.lbfgs_compact_direction``; mathematically ``lbfgs_direction`` (the two-loop)."""
+    dots = lbfgs_compact_dots(s, y, grad, head, count, gram_row)
+    c = int(count)
+    if gram_row >= 0:
+        for k, r in enumerate(_ring_rows(s, head, c)):
+            sy[r, gram_row] = dots[2 * c + k]
+            yy[r, gram_row] = yy[gram_row, r] = dots[3 * c + k]
+    cs, cy, gamma = lbfgs_compact_coefficients(dots, sy, yy, head, c)
+    return lbfgs_compact_combine(out, grad, s, y, head, c, cs, cy, gamma)
+
+
+__all__ += ["blocked_sums", "blocked_dot", "lbfgs_compact_dots", "lbfgs_compact_coefficients",
+            "lbfgs_compact_combine", "lbfgs_compact_direction"]

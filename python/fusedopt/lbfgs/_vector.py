@@ -6,8 +6,9 @@ Every array operation of an iteration (the direction, the dots, the trial point)
 ``CoreVec``: reductions give the same bits for any thread count, and no BLAS is called (two
 BLAS thread pools fighting over few cores can cost 100x on small vectors). The solver takes the
 backend as an argument, so a CuPy backend with the same five methods can drive the same
-iteration. There is no NumPy copy of the two-loop recursion here: ``direction`` is the fused
-kernel, whose ground truth is ``fusedopt.reference.lbfgs_direction``.
+iteration. There is no NumPy copy of the direction here: ``direction`` is a fused kernel (the
+compact form or the two-loop, ``History.direction``), whose ground truths are
+``fusedopt.reference.lbfgs_compact_direction`` (bits) and ``lbfgs_direction`` (the two-loop).
 """
 from __future__ import annotations
 
@@ -71,10 +72,22 @@ class CoreVec:
                                            theta)
 
     @staticmethod
-    def rows_gram_at(s, y, idx, rows):
+    def rows_gram_at(s, y, idx, rows, q=None):
         """(S S^T, S Y^T, Y Y^T) of the first ``rows`` rows over the columns ``idx``, (3, rows,
-        rows) float64, one pass."""
-        return _core.lbfgsb_rows_gram_at(s, y, idx, rows)
+        rows) float64, one pass; with q (values at idx): a tuple (that, [S q] + [Y q])."""
+        return _core.lbfgsb_rows_gram_at(s, y, idx, rows, q)
+
+    @staticmethod
+    def rows_dots_many(s, y, vs, rows):
+        """[s_j . v] + [y_j . v] for each v in vs, over the first ``rows`` rows, one pass."""
+        return _core.lbfgsb_rows_dots_many(s, y, vs, rows)
+
+    @staticmethod
+    def subspace_direct(xbar, du, s, y, a, b, rows, xc, x, g, t, lo, hi, theta) -> float:
+        """L-BFGS-B: du = (t >= 0) ? (W a) - (g/theta + (xc - x)) : 0, xbar = clip(xc + du);
+        returns g . (xbar - x)."""
+        return _core.lbfgsb_subspace_direct(xbar, du, s, y, a, b, rows, xc, x, g, t, lo, hi,
+                                            theta)
 
     @staticmethod
     def rows_axpy(out, s, y, a, b, rows):
@@ -105,5 +118,17 @@ class CoreVec:
 
     @staticmethod
     def direction(out, grad, history) -> float:
-        """out = -H grad; returns grad . out."""
+        """out = -H grad by the history's kernel (``History.direction``: the compact form by
+        default, or the two-loop); returns grad . out."""
+        return history.direction(out, grad)
+
+    @staticmethod
+    def two_loop(out, grad, history) -> float:
+        """out = -H grad by the two-loop recursion; returns grad . out."""
         return ops.lbfgs_direction_(out, grad, history)
+
+    @staticmethod
+    def compact_direction(out, grad, s, y, sy, yy, head, count, gram_row) -> float:
+        """out = -H grad through the compact form (the Gram column of ``gram_row`` computed in
+        the first pass and written into sy, yy); returns grad . out."""
+        return _core.lbfgs_compact_direction(out, grad, s, y, sy, yy, head, count, gram_row)

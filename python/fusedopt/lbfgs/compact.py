@@ -13,7 +13,9 @@ D = diag(s_i . y_i), L the strictly lower triangle of S^T Y (L_ij = s_i . y_j, i
 theta = y . y / s . y of the newest pair (1 with no pair). The pairs live in a ring buffer of
 rows (``s``, ``y``: ``(m, n)``, C-contiguous); the Gram matrices S^T S, S^T Y, Y^T Y are kept
 in ring order and updated by one row and column per new pair (4k dots), so no product over the
-history is ever recomputed.
+history is ever recomputed. A new pair's dots are taken in the next pass over the history
+(``wt_dots``: the Cauchy point's W^T d and W^T g), not in a pass of their own; whatever reads the
+Gram matrices or theta before that brings them up to date first (``_flush``).
 """
 from __future__ import annotations
 
@@ -43,27 +45,37 @@ class CompactForm:
         self.n, self.m, self.vec = n, m, vec
         self.s = np.zeros((m, n), dtype)
         self.y = np.zeros((m, n), dtype)
-        self.ss = np.zeros((m, m))
-        self.sy = np.zeros((m, m))
-        self.yy = np.zeros((m, m))
-        self.theta = 1.0
+        self._ss = np.zeros((m, m))
+        self._sy = np.zeros((m, m))
+        self._yy = np.zeros((m, m))
+        self._theta = 1.0
         self.head = 0       # 0 <= head < m: the row of the oldest pair
         self.count = 0      # 0 <= count <= m: valid rows head .. head + count - 1 (mod m)
         self._mid = None    # cached M (2k x 2k), None when stale
+        self._pending = -1  # the row whose Gram row and column are not taken yet (-1: none)
+
+    # The Gram matrices and theta, current (a pending pair's dots taken first).
+    ss = property(lambda self: self._flush()._ss)
+    sy = property(lambda self: self._flush()._sy)
+    yy = property(lambda self: self._flush()._yy)
+    theta = property(lambda self: self._flush()._theta)
 
     def clear(self):
         """Forget every pair (SciPy's "refresh the memory"): B = I."""
         self.head = self.count = 0
-        self.theta = 1.0
+        self._theta = 1.0
         self._mid = None
+        self._pending = -1
 
     def order(self):
         """Ring rows of the valid pairs, oldest first."""
         return [(self.head + k) % self.m for k in range(self.count)]
 
     def push(self, s, y, sy):
-        """Append the pair (s, y) with s . y = sy > 0 (the caller tests the curvature); its
-        Gram row and column are two passes over the history (``rows_dots``)."""
+        """Append the pair (s, y) with s . y = sy > 0 (the caller tests the curvature). Its Gram
+        row and column (4k dots) are taken in the next pass over the history (``wt_dots``), or
+        by ``_flush`` in a pass of their own when something needs them first."""
+        self._flush()                      # at most one pair pending
         if self.count < self.m:
             r = (self.head + self.count) % self.m
             self.count += 1
@@ -72,16 +84,43 @@ class CompactForm:
             self.head = (self.head + 1) % self.m
         self.vec.copy(self.s[r], s)
         self.vec.copy(self.y[r], y)
-        k = self.count          # rows 0 .. k - 1 are valid (k < m only while head == 0)
-        both = self.vec.rows_dots(self.s, self.y, self.s[r], k, self.y[r])  # one pass
-        ds, dy = both[:2 * k], both[2 * k:]     # (S s_r, Y s_r), (S y_r, Y y_r)
-        self.ss[:k, r] = self.ss[r, :k] = ds[:k]
-        self.sy[r, :k] = ds[k:]
-        self.sy[:k, r] = dy[:k]
-        self.yy[:k, r] = self.yy[r, :k] = dy[k:]
-        self.sy[r, r] = sy
-        self.theta = self.yy[r, r] / sy
+        self._pending = r
         self._mid = None
+
+    def _take_gram(self, ds, dy):
+        """Stores the pending row's dots: ds = (S s_r, Y s_r), dy = (S y_r, Y y_r) over the
+        storage rows 0 .. k - 1 (k < m only while head == 0)."""
+        r, k = self._pending, self.count
+        self._ss[:k, r] = self._ss[r, :k] = ds[:k]
+        self._sy[r, :k] = ds[k:]
+        self._sy[:k, r] = dy[:k]
+        self._yy[:k, r] = self._yy[r, :k] = dy[k:]
+        self._theta = self._yy[r, r] / self._sy[r, r]
+        self._pending = -1
+
+    def _flush(self):
+        """The pending pair's Gram row and column in a pass of their own (``rows_dots``)."""
+        r = self._pending
+        if r >= 0:
+            both = self.vec.rows_dots(self.s, self.y, self.s[r], self.count, self.y[r])
+            k2 = 2 * self.count
+            self._take_gram(both[:k2], both[k2:])
+        return self
+
+    def wt_dots(self, *vs):
+        """[W^T v for v in vs] (2k each, float64) in one pass over the history, which also takes
+        the pending pair's Gram row and column."""
+        k = self.count
+        r = self._pending
+        if r >= 0:
+            d = self.vec.rows_dots_many(self.s, self.y, list(vs) + [self.s[r], self.y[r]], k)
+            n = 2 * k * len(vs)
+            self._take_gram(d[n:n + 2 * k], d[n + 2 * k:])
+        elif len(vs) == 1:
+            d = self.vec.rows_dots(self.s, self.y, vs[0], k)
+        else:
+            d = self.vec.rows_dots_many(self.s, self.y, list(vs), k)
+        return [self._w_order(d[2 * k * q:2 * k * (q + 1)]) for q in range(len(vs))]
 
     # --- the 2k x 2k algebra (chronological order) ---------------------------------------------
 
@@ -110,14 +149,17 @@ class CompactForm:
         return np.block([[self.yy[np.ix_(o, o)], t * ys],
                          [t * ys.T, t * t * self.ss[np.ix_(o, o)]]])
 
-    def gram_w_at(self, idx):
+    def gram_w_at(self, idx, q=None):
         """W_A^T W_A (2k x 2k) over the rows A = ``idx`` of W: the Gram matrices of the history
-        at idx in one pass (``rows_gram_at``, float64 blocked sums)."""
+        at idx in one pass (``rows_gram_at``, float64 blocked sums). With q (values at idx, the
+        history's dtype): ``(W_A^T W_A, W_A^T q)`` from the same pass."""
         o, k, t = self.order(), self.count, self.theta
-        ss, sy, yy = self.vec.rows_gram_at(self.s, self.y, idx, k)
+        got = self.vec.rows_gram_at(self.s, self.y, idx, k, q)
+        (ss, sy, yy), dots = (got, None) if q is None else got
         ix = np.ix_(o, o)
         ys = sy[ix].T
-        return np.block([[yy[ix], t * ys], [t * ys.T, t * t * ss[ix]]])
+        gram = np.block([[yy[ix], t * ys], [t * ys.T, t * t * ss[ix]]])
+        return gram if q is None else (gram, self._w_order(dots))
 
     def w_row(self, i):
         """Row i of W (2k, float64): (y_1[i] .. y_k[i], theta s_1[i] .. theta s_k[i])."""
@@ -142,7 +184,7 @@ class CompactForm:
 
     def wt_dot(self, v):
         """W^T v (2k, float64): 2k dots in one pass (float64 blocked sums)."""
-        return self._w_order(self.vec.rows_dots(self.s, self.y, v, self.count))
+        return self.wt_dots(v)[0]
 
     def w_times(self, out, a):
         """out = W a for a of length 2k (out has the iterate's dtype), in one pass."""
@@ -156,6 +198,13 @@ class CompactForm:
         cs, cy = self._coefficients(a)
         return self._w_order(self.vec.reduced_gradient(r, self.s, self.y, cs, cy, self.count,
                                                        xc, x, g, t, self.theta))
+
+    def subspace_direct(self, xbar, du, a, xc, x, g, t, box):
+        """du = Z^T (W a - (g / theta + (xc - x))), xbar = P(xc + du); returns g . (xbar - x),
+        in one pass over the history."""
+        cs, cy = self._coefficients(a)
+        return self.vec.subspace_direct(xbar, du, self.s, self.y, cs, cy, self.count, xc, x, g,
+                                        t, box.lo, box.hi, self.theta)
 
     def subspace_point(self, xbar, du, v, r, xc, x, g, t, box):
         """du = Z^T (-r / theta - W v / theta^2), xbar = P(xc + du); returns g . (xbar - x),

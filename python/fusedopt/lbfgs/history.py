@@ -6,6 +6,15 @@ its NumPy ground truth is ``fusedopt.reference.lbfgs_direction``).
 The layout is shared with the kernels (C++ and CUDA): ``History.s`` and ``History.y`` are
 C-contiguous ``(m, n)`` arrays, ``History.rho`` is float64 ``(m,)``; the pairs oldest to newest
 are rows ``(head + k) % m`` for ``k in range(count)``.
+
+Two kernels give the direction ``-H g``: the two-loop recursion (``two_loop``,
+``ops.lbfgs_direction_``: 2 count + 1 passes, each also reading and writing the output) and the
+compact form of Byrd, Nocedal & Schnabel (1994) (``_core.lbfgs_compact_direction``: one pass for
+``[S Y]^T g``, a 2m x 2m solve in float64, one pass for ``-gamma g + [S Y] c``). The compact
+form needs ``S^T Y`` and ``Y^T Y``, kept here in ring indexing (``History.sy``, ``History.yy``)
+and updated by one column per new pair inside the direction's first pass. It reads about half
+the memory of the two-loop and is the default (``History.method``); the two agree to rounding,
+and ``fusedopt.reference.lbfgs_compact_direction`` has the compact kernel's bits.
 """
 from __future__ import annotations
 
@@ -38,6 +47,10 @@ class History:
         ``1 / (s . y)`` of each row (dots in float64).
     head, count : int
         Ring index of the oldest pair; number of valid pairs (``<= m``).
+    sy, yy : ndarray, float64, shape (m, m)
+        The compact form's ``S^T Y`` (``sy[i, j] = s_i . y_j``, kept for i not newer than j)
+        and ``Y^T Y`` in ring indexing, current after each ``direction``. Change the pairs
+        through ``push`` and ``clear`` only: rows written directly are not seen by the Gram.
     skipped : int
         Pairs refused by the curvature condition ``s . y > eps_curv * y . y`` (or non-finite).
     """
@@ -55,11 +68,18 @@ class History:
         self.head = 0       # 0 <= head < m: the row of the oldest pair (the next overwritten)
         self.count = 0      # 0 <= count <= m: valid rows are head .. head + count - 1 (mod m)
         self.skipped = 0    # pairs refused since construction (clear() keeps the count)
+        # The compact form's Gram matrices in ring indexing: sy[i, j] = s_i . y_j, valid for
+        # every pair i not newer than j; yy[i, j] = y_i . y_j, symmetric. A row in _stale has
+        # its column still to compute (pushed since the last compact direction).
+        self.sy = np.zeros((self.m, self.m))
+        self.yy = np.zeros((self.m, self.m))
+        self._stale = set()
 
     def clear(self):
         """Forget every pair (the arrays keep their memory)."""
         self.head = 0
         self.count = 0
+        self._stale.clear()
 
     def pairs(self):
         """The valid pairs oldest to newest, as a list of (s, y) row views."""
@@ -99,7 +119,43 @@ class History:
             vec.scale(self.s[row], step, s)
         vec.copy(self.y[row], y)
         self.rho[row] = 1.0 / sy
+        self._stale.add(row)
         return True
+
+    #: The kernel of ``direction``: "compact" (the default: two passes over the history) or
+    #: "two_loop" (Nocedal & Wright, Algorithm 7.4: 2 count + 1 passes).
+    method = "compact"
+
+    def _gram_row(self, vec):
+        """Brings sy, yy up to date but for the newest pair's column, which the compact
+        direction computes in its first pass: returns that row, or -1 if it is current. Pairs
+        pushed with no direction in between get their columns from ``rows_dots`` (the same
+        blocked dots, so the same bits as inside the direction)."""
+        if not self._stale:
+            return -1
+        newest = (self.head + self.count - 1) % self.m
+        rows = self.count if self.count < self.m else self.m   # head == 0 while count < m
+        for r in sorted(self._stale - {newest}):
+            d = vec.rows_dots(self.s, self.y, self.y[r], rows)
+            self.sy[:rows, r] = d[:rows]
+            self.yy[:rows, r] = d[rows:]
+            self.yy[r, :rows] = d[rows:]
+        gram_row = newest if newest in self._stale else -1
+        self._stale.clear()
+        return gram_row
+
+    def direction(self, out, grad, method=None, vec=CoreVec) -> float:
+        """``out = -H grad`` (out and grad flat, C-contiguous, of the history's dtype); returns
+        ``grad . out`` (float64). ``method``: "compact" or "two_loop" (default
+        ``History.method``); with no pair, ``out = -grad``."""
+        method = self.method if method is None else method
+        if method == "two_loop":
+            return ops.lbfgs_direction_(out, grad, self)
+        if method != "compact":
+            raise ValueError(f"method must be 'compact' or 'two_loop', got {method!r}")
+        gram_row = self._gram_row(vec) if self.count else -1
+        return vec.compact_direction(out, grad, self.s, self.y, self.sy, self.yy, self.head,
+                                     self.count, gram_row)
 
     def __repr__(self):
         return (f"History(n={self.n}, m={self.m}, dtype={self.dtype.name}, count={self.count}, "

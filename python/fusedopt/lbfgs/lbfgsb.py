@@ -52,14 +52,16 @@ def _f64(a):
     return np.asarray(a, dtype=np.float64)
 
 
-def cauchy_point(x, g, box, cf, vec=CoreVec):
+def cauchy_point(x, g, box, cf, vec=CoreVec, with_wtd=False):
     """The generalized Cauchy point (Byrd et al. 1995, Algorithm CP, as in SciPy's ``cauchy``).
 
     Returns ``(xc, c, t)``: x^c (a new array), c = W^T (x^c - x) (2k, float64) and t, whose
     entries are >= 0 at the variables free at x^c (the others: at a bound reached on the path,
-    held at a bound by the gradient, or fixed by lo == hi).
+    held at a bound by the gradient, or fixed by lo == hi). ``with_wtd``: ``(xc, c, t, W^T d)``
+    with d the path's first direction (-g but 0 where held; None when the path is empty), for
+    ``subspace_step``. Its pass also takes the newest pair's Gram dots (``CompactForm.wt_dots``):
+    one pass over the history in all.
     """
-    theta = cf.theta
     lo, hi = box.lo, box.hi
     d = np.empty_like(x)
     t = np.empty_like(x)
@@ -67,43 +69,62 @@ def cauchy_point(x, g, box, cf, vec=CoreVec):
     k2 = 2 * cf.count
     c = np.zeros(k2)
     if dd == 0.0:                                  # t = -1: held at a bound (or lo == hi)
-        return x.copy(), c, t
+        return (x.copy(), c, t, None) if with_wtd else (x.copy(), c, t)
     # SciPy's bnded: every moving variable has a breakpoint
     bounded_path = not bool((np.isinf(t) & (d != 0)).any())
-    mid = cf.middle()
     p = cf.wt_dot(d)
+    wtd = p.copy()                                 # the path updates p in place
+    theta = cf.theta
+    mid = cf.middle()
     f1 = -dd
     f2 = -theta * f1 - float(p @ (mid @ p))
     xc = np.empty_like(x)
     _, p, c = vec.cauchy_path(xc, d, t, x, lo, hi, cf.s, cf.y, cf.order(), theta,
                               np.ascontiguousarray(mid), p.tolist(), c.tolist(), f1, f2,
                               bounded_path)
-    return xc, np.asarray(c), t   # the kernel marks each variable passed on the path: t = -1
+    # the kernel marks each variable passed on the path: t = -1
+    return (xc, np.asarray(c), t, wtd) if with_wtd else (xc, np.asarray(c), t)
 
 
-def subspace_step(x, g, box, cf, xc, c, t, vec=CoreVec):
+def subspace_step(x, g, box, cf, xc, c, t, vec=CoreVec, wtd=None):
     """The end point xbar of the search direction d = xbar - x: the minimizer of the model over
     the free variables from x^c (Byrd et al., section 5.1), projected on the box (Morales &
     Nocedal 2011); when the projected point is not a descent direction, the minimizer truncated
     to the box along the line from x^c instead. The free variables are those with t >= 0 (t as
-    ``cauchy_point`` leaves it; None: all free). Returns a new array. Two passes over the
-    history (``CompactForm.reduced_gradient``, ``subspace_point``); vector work in x's dtype,
-    dots in float64."""
+    ``cauchy_point`` leaves it; None: all free). Returns a new array.
+
+    With Z the free variables and A the fixed ones, the reduced gradient is
+    r = Z^T (q - W M c), q = g + theta (x^c - x), and its products with W are assembled without a
+    pass over the history: W^T Z Z^T q = W^T g + theta c - W_A^T q_A and W^T Z Z^T W = W^T W -
+    W_A^T W_A, both over A from one gathered pass (``gram_w_at``); W^T g is one pass of its own,
+    except after ``cauchy_point``, whose W^T d (``wtd``, d = -g but 0 on the variables H held at
+    the start) gives W^T g = -W^T d + W_H^T g_H; on H, x^c = x and q = g, so the held part
+    cancels: W^T Z Z^T q = -W^T d + theta c - W_A^T q' with q' = q but 0 where x^c = x (H), no
+    pass and no cancellation over H. The step itself,
+    du = -r / theta - W v / theta^2 = W (M c / theta - v / theta^2) - (g / theta + x^c - x) on the
+    free variables, is one fused pass (``subspace_direct``)."""
     theta = cf.theta
     mid = cf.middle()
-    r = np.empty_like(x)
-    wtr = cf.reduced_gradient(r, mid @ c, xc, x, g, t)
+    mc = mid @ c
+    wtq = (cf.wt_dot(g) if wtd is None else -wtd) + theta * c
     gram = cf.gram_w()
     if t is not None:
         fixed = np.flatnonzero(t < 0)
         if fixed.size:
-            gram = gram - cf.gram_w_at(fixed)
+            step = xc[fixed] - x[fixed]
+            q = g[fixed] + x.dtype.type(theta) * step
+            if wtd is not None:
+                q[step == 0] = 0                   # held from the start: in -W^T d already
+            gram_a, wtq_a = cf.gram_w_at(fixed, q)
+            gram = gram - gram_a
+            wtq = wtq - wtq_a
+    wtr = wtq - gram @ mc
     k2 = gram.shape[0]
     # (theta I - A M A^T)^{-1} = I/theta + A (I - M A^T A / theta)^{-1} M A^T / theta^2
     v = np.linalg.solve(np.eye(k2) - (mid @ gram) / theta, mid @ wtr)
     xbar = np.empty_like(x)
     du = np.empty_like(x)
-    if cf.subspace_point(xbar, du, v, r, xc, x, g, t, box) <= 0.0:
+    if cf.subspace_direct(xbar, du, mc / theta - v / (theta * theta), xc, x, g, t, box) <= 0.0:
         return xbar
     alpha = min(1.0, box.max_step(xc, du))
     vec.axpby(xbar, 1.0, xc, alpha, du)
@@ -156,11 +177,11 @@ class BoundedSolver:
         """d = xbar - x (Cauchy point, then subspace minimization)."""
         cf, box, x, g = self.cf, self.box, self.x, self.g
         if not box.constrained and cf.count:
-            xc, c, t = x, np.zeros(2 * cf.count), None
+            xc, c, t, wtd = x, np.zeros(2 * cf.count), None, None
         else:
-            xc, c, t = cauchy_point(x, g, box, cf, self.vec)
+            xc, c, t, wtd = cauchy_point(x, g, box, cf, self.vec, with_wtd=True)
         if cf.count and (t is None or (t >= 0).any()):
-            xbar = subspace_step(x, g, box, cf, xc, c, t, self.vec)
+            xbar = subspace_step(x, g, box, cf, xc, c, t, self.vec, wtd)
         else:
             xbar = xc
         np.subtract(xbar, x, out=self.d)
