@@ -86,6 +86,11 @@ class DeviceHistory(History):
         self.head = 0
         self.count = 0
         self.skipped = 0
+        # History's compact-form bookkeeping (the device direction is the two-loop kernel, so
+        # sy, yy stay unread there; _stale holds at most m rows).
+        self.sy = np.zeros((m, m))
+        self.yy = np.zeros((m, m))
+        self._stale = set()
 
 
 class DeviceObjective:
