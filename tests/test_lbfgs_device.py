@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from fusedopt import lbfgs
+from fusedopt.lbfgs.history import History
 from cuda_host.devices import dev  # noqa: F401 -- the fixture
 
 
@@ -40,9 +41,13 @@ def _x0(shape, dtype):
 @pytest.mark.parametrize("shape, m, line_search", [((7, 13), 10, "strong_wolfe"),
                                                   ((51,), 3, "strong_wolfe"),
                                                   ((5, 9), 5, "armijo")])
-def test_device_run_is_the_cpu_run(dev, dtype, shape, m, line_search):  # noqa: F811
+def test_device_run_is_the_cpu_run(dev, dtype, shape, m, line_search, monkeypatch):  # noqa: F811
     x0 = _x0(shape, dtype)
-    cpu = lbfgs.minimize(chained_rosenbrock(np), x0, m=m, line_search=line_search)
+    # The device direction is the CUDA two-loop kernel: compare with the CPU's two-loop (the
+    # CPU default is the compact form, equal to rounding).
+    with monkeypatch.context() as mp:
+        mp.setattr(History, "method", "two_loop")
+        cpu = lbfgs.minimize(chained_rosenbrock(np), x0, m=m, line_search=line_search)
     seen = []
 
     def fun(x):
