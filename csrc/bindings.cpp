@@ -28,6 +28,7 @@ namespace py = pybind11;
 using namespace fusedopt::cpu;
 
 void register_lbfgs(py::module_& m);  // csrc/cpu/lbfgs_bindings.cpp
+void register_tensors(py::module_& m);  // csrc/cpu/tensor_bindings.cpp
 
 namespace {
 
@@ -417,4 +418,5 @@ PYBIND11_MODULE(_core, m) {
     m.attr("SLOTS") = fusedopt::kSlots;
     m.attr("THREADS") = fusedopt::kCudaThreads;
     register_lbfgs(m);
+    register_tensors(m);
 }

@@ -27,6 +27,9 @@ except ImportError:  # pragma: no cover - torch built without distributed
 #: The dtypes the kernels take: float32 and float64, and the 16-bit ones (float32 states).
 DTYPES = (torch.float32, torch.float64)
 HALF = (torch.float16, torch.bfloat16)
+#: The names of the kernels' dtypes (``fusedopt.ops.tensor_plan``).
+DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16",
+               torch.bfloat16: "bfloat16"}
 _bfloat16: Any = None  # ml_dtypes.bfloat16, once a bfloat16 tensor has been seen
 
 
