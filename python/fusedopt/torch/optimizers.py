@@ -476,10 +476,13 @@ class _FusedOptimizer(torch.optim.Optimizer):
             if rec is None or rec.p is not p or rec.ptr != p.data_ptr() or \
                     rec.keys != want or not rec.current():
                 rec = self._refresh(p, group, want, f"param_groups[{n}]['params'][{i}]")
-            try:
-                gv = g.numpy()  # checked by the kernel, or by _check_grads
-            except (TypeError, RuntimeError):  # bfloat16, sparse, CUDA, requires_grad...
+            if rec.cuda:  # a CuPy view on torch's current stream
                 gv = _bridge.grad_array(p, rec.pview, f"param_groups[{n}]['params'][{i}]")
+            else:
+                try:
+                    gv = g.numpy()  # checked by the kernel, or by _check_grads
+                except (TypeError, RuntimeError):  # bfloat16, sparse, requires_grad...
+                    gv = _bridge.grad_array(p, rec.pview, f"param_groups[{n}]['params'][{i}]")
             b = buckets.setdefault((rec.step_view.item(), rec.master is not None),
                                    ([], [], []))
             b[0].append(rec)
@@ -537,15 +540,11 @@ class _FusedOptimizer(torch.optim.Optimizer):
             amp["master_params"] = [rec.master for rec in recs]
         cuda = recs[0].cuda
         if grad_scale is not None:
-            scale = float(grad_scale)
             if cuda:
-                import cupy  # noqa: PLC0415
-
-                amp |= {"grad_scale": cupy.asarray([scale], dtype=cupy.float32),
-                       "found_inf": cupy.zeros(1, dtype=cupy.float32)}
+                amp |= _bridge.amp_arrays(grad_scale, _bridge.local(recs[0].p))
             else:
-                amp |= {"grad_scale": np.array([scale], np.float32),
-                       "found_inf": np.zeros(1, np.float32)}
+                amp |= {"grad_scale": np.array([float(grad_scale)], np.float32),
+                        "found_inf": np.zeros(1, np.float32)}
         if cuda:
             with _bridge.cuda_stream(recs[0].p):
                 self._kernel(group, params, grads, states, step, **amp)
