@@ -198,6 +198,21 @@ def test_two_ranks_train_like_one_process(dt, tmp_path):
             torch.testing.assert_close(a, b, **TOL[dtype], msg=mode)
 
 
+def test_bench_fsdp_offload_block():
+    """The FSDP2 CPU-offload case of the torch bench section (2 gloo ranks, --quick model):
+    one row per optimizer, the optimizer's time inside the step's."""
+    from fusedopt.benchmarks import vs_torch
+
+    res = vs_torch.fsdp_offload(quick=True)
+    assert res["elements_per_rank"] == 3 * (512 * 512 + 512) // WORLD
+    for impl in vs_torch.FSDP_IMPLS:
+        t = res["times"][impl]
+        assert 0 < t["optimizer"] < t["step"], (impl, t)
+    block = vs_torch.fsdp_block(quick=True)
+    assert block.startswith("torch FSDP2: one CPU-offload training step"), block
+    assert all(label in block for label in vs_torch.FSDP_IMPLS.values()), block
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(PYTHON_DIR))
     worker(int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4])

@@ -264,3 +264,40 @@ def test_plan_checks():
     assert not np.array_equal(p[0], before[0])
     with pytest.raises(ValueError, match="set_grads"):   # each set_grads serves one call
         ops.sgd_(plan, plan, plan, step=3, lr=0.1, momentum=0.9)
+
+
+# ---------------------------------------------------------------------------------------------
+# The step's hooks (fusedopt.torch's own wrapper of step, as torch's profile_hook_step)
+
+
+def test_step_hooks_run_as_torchs_and_the_profiler_sees_the_step():
+    params = model_params(torch.float32)
+    set_grads(params, 0, fresh=True)
+    opt = ft.Adam(params, lr=0.01)
+    assert getattr(type(opt).step, "hooked", False)      # torch did not wrap it again
+    seen = []
+    h1 = opt.register_step_pre_hook(lambda o, a, kw: seen.append(("pre", o is opt, len(a))))
+    h2 = opt.register_step_post_hook(lambda o, a, kw: seen.append(("post", o is opt, len(a))))
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    h3 = register_optimizer_step_pre_hook(
+        lambda o, a, kw: seen.append(("global-pre", o is opt, len(a))))
+    try:
+        opt.step()
+    finally:
+        for h in (h1, h2, h3):
+            h.remove()
+    assert seen == [("global-pre", True, 1), ("pre", True, 1), ("post", True, 1)]
+    # a pre-hook may replace the arguments: here the closure
+    calls = []
+    h = opt.register_step_pre_hook(lambda o, a, kw: ((o,), {"closure": lambda: calls.append(1)}))
+    opt.step()
+    h.remove()
+    assert calls == [1]
+    bad = opt.register_step_pre_hook(lambda o, a, kw: 3)
+    with pytest.raises(RuntimeError, match="must return None or a tuple"):
+        opt.step()
+    bad.remove()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        opt.step()
+    assert any(e.name == "Optimizer.step#Adam.step" for e in prof.events())

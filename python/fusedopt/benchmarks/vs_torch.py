@@ -200,7 +200,9 @@ def section(ctx: Context):
     step; nothing without torch."""
     if not ctx.with_torch:
         return ["torch: skipped (torch is not installed, or --no-torch)"]
-    return _block(ctx, with_deepspeed=False) + [fsdp_block(ctx.quick)]
+    fsdp = "torch FSDP2: skipped (--sizes given; the FSDP2 step has its own model)" \
+        if ctx.sizes_given else fsdp_block(ctx.quick)
+    return _block(ctx, with_deepspeed=False) + [fsdp]
 
 
 def section_deepspeed(ctx: Context):

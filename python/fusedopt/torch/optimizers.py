@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import re
 from itertools import chain
 from typing import Any
 
@@ -191,9 +192,10 @@ class _Plan:
             try:
                 core.set_grads(self.gptrs[lo:hi], self.grads[lo:hi])
             except (TypeError, ValueError) as e:
-                i = self.order[lo + int(str(e).split("]")[0].rsplit("[", 1)[-1])] \
-                    if str(e).startswith("grads[") else None
-                where = f"param_groups[{n}]['params']" + (f"[{i}]" if i is not None else "")
+                # "grads[j] ...": j counts the part's tensors; name the group's param instead
+                j = re.match(r"grads\[(\d+)\]", str(e))
+                where = f"param_groups[{n}]['params']" + \
+                    (f"[{self.order[lo + int(j.group(1))]}]" if j else "")
                 raise type(e)(f"{where}: {e}") from None
 
 
