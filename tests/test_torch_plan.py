@@ -301,3 +301,18 @@ def test_step_hooks_run_as_torchs_and_the_profiler_sees_the_step():
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         opt.step()
     assert any(e.name == "Optimizer.step#Adam.step" for e in prof.events())
+
+
+def test_the_plan_keeps_no_grad_alive_between_steps():
+    """zero_grad() (set_to_none) must free last step's grads: a plan holds them weakly."""
+    import weakref
+
+    params = model_params(torch.float32)
+    opt = ft.Adam(two_groups(params), lr=0.01)
+    for k in range(3):
+        set_grads(params, k, fresh=True)
+        refs = [weakref.ref(p.grad) for p in params]
+        opt.step()
+        assert opt._plans
+        opt.zero_grad()
+        assert all(r() is None for r in refs), k

@@ -39,6 +39,7 @@ from __future__ import annotations
 import functools
 import operator
 import re
+import weakref
 from itertools import chain
 from typing import Any
 
@@ -98,23 +99,25 @@ class _Plan:
     weights (checked once, when the plan is made, and owned through the records' NumPy views).
     At each step only cheap checks run, in bulk (C-level ``map`` over the group): the group holds
     the same params, each param the same memory and the same state tensors, the same params have
-    a grad, and each grad is the same tensor with the same memory as at the last step or, if
-    not, a plain CPU tensor of the param's dtype and shape, contiguous. Anything else (a grad
+    a grad, and each grad is the same tensor with the same memory as at the last step (held by
+    weak references between steps, so that ``zero_grad`` frees the grads) or, if not, a plain
+    CPU tensor of the param's dtype and shape, contiguous. Anything else (a grad
     set to None or given, a state replaced, ``p.data = ...``, a sparse or non-contiguous grad)
     sends the group to the general path of ``step``, which checks it whole and names the param,
     and makes a new plan. What the plan cannot see: a step count or a grad's strides changed in
     place (``state["step"].fill_(...)``, ``grad.t_()``) between steps, and a ``.data`` swap of a
     param's, a state's or a grad's memory by another thread while the kernel runs."""
 
-    __slots__ = ("group", "params", "keys", "parts", "order", "pattern", "full", "grads",
-                 "gptrs", "ordered", "pptrs", "sts", "values", "shapes", "dtypes", "master")
+    __slots__ = ("group", "params", "keys", "parts", "order", "dense", "pattern", "grads",
+                 "refs", "gptrs", "ordered", "pptrs", "sts", "values", "shapes", "dtypes",
+                 "master")
 
     def __init__(self, group: dict, keys: tuple, buckets: dict, slots: dict) -> None:
         self.group, self.keys = group, keys
         self.params = list(group["params"])
         self.master = group.get("master_weights") is True
-        self.full = [p.grad for p in self.params]
-        self.pattern = [g is not None for g in self.full]
+        full = [p.grad for p in self.params]
+        self.pattern = [g is not None for g in full]
         self.order: list[int] = []
         self.parts: list[list] = []  # [TensorPlan, steps taken, step views, master, lo, hi]
         recs_all = []
@@ -141,8 +144,10 @@ class _Plan:
         self.shapes = list(map(_size, self.ordered))
         self.dtypes = list(map(_dtype_of, self.ordered))
         self.pptrs = list(map(_data_ptr, self.ordered))
-        self.grads = [self.full[i] for i in self.order]
+        self.dense = self.order == list(range(len(self.params)))
+        self.grads: list | None = [full[i] for i in self.order]
         self.gptrs = list(map(_data_ptr, self.grads))
+        self.refs = list(map(weakref.ref, self.grads))
 
     def valid(self, group: dict, keys: tuple, state: Any, state_same: bool) -> bool:
         """Whether the plan still serves ``group``; its grads are then taken (see the class)."""
@@ -152,13 +157,13 @@ class _Plan:
                 not all(map(_is, params, self.params)):
             return False
         full = [p.grad for p in params]
-        if all(map(_is, full, self.full)):
-            if list(map(_data_ptr, self.grads)) != self.gptrs:
+        if [g is not None for g in full] != self.pattern:
+            return False
+        grads = full if self.dense else [full[i] for i in self.order]
+        if all(map(_is, grads, [r() for r in self.refs])):
+            if list(map(_data_ptr, grads)) != self.gptrs:
                 return False
         else:
-            if [g is not None for g in full] != self.pattern:
-                return False
-            grads = [full[i] for i in self.order]
             try:
                 if set(map(type, grads)) != {torch.Tensor} or \
                         list(map(_dtype_of, grads)) != self.dtypes or \
@@ -168,8 +173,9 @@ class _Plan:
                     return False
             except (TypeError, RuntimeError):  # layouts without sizes or strides
                 return False
-            self.full, self.grads = full, grads
+            self.refs = list(map(weakref.ref, grads))
             self.gptrs = list(map(_data_ptr, grads))
+        self.grads = grads
         if list(map(_data_ptr, self.ordered)) != self.pptrs:
             return False
         # The params' state dicts: looked up only when some entry of the optimizer's state was
@@ -190,7 +196,7 @@ class _Plan:
         written array)."""
         for core, _, _, _, lo, hi in self.parts:
             try:
-                core.set_grads(self.gptrs[lo:hi], self.grads[lo:hi])
+                core.set_grads(self.gptrs[lo:hi], self.grads[lo:hi])  # type: ignore[index]
             except (TypeError, ValueError) as e:
                 # "grads[j] ...": j counts the part's tensors; name the group's param instead
                 j = re.match(r"grads\[(\d+)\]", str(e))
@@ -520,6 +526,7 @@ class _FusedOptimizer(torch.optim.Optimizer):
             part[1] = step
             for v in step_views:
                 v[()] = step
+        plan.grads = None  # (weak references only, between steps: zero_grad frees the grads)
 
     @staticmethod
     def _check_grads(n: int, recs: list, grads: list, index: list) -> None:
