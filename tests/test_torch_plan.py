@@ -316,3 +316,24 @@ def test_the_plan_keeps_no_grad_alive_between_steps():
         assert opt._plans
         opt.zero_grad()
         assert all(r() is None for r in refs), k
+
+
+def test_a_master_weight_replaced_in_a_mixed_group_is_seen():
+    """A group of float32 and bfloat16 params with master weights: two kernel calls (parts) in
+    one plan; replacing the master of the bfloat16 param drops the plan, and the new master is
+    the one updated."""
+    pytest.importorskip("ml_dtypes")
+    a = torch.nn.Parameter(torch.ones(5))
+    b = torch.nn.Parameter(torch.ones(7, dtype=torch.bfloat16))
+    opt = ft.SGD([a, b], lr=0.5, momentum=0.5, master_weights=True)
+    a.grad, b.grad = torch.ones(5), torch.ones(7, dtype=torch.bfloat16)
+    opt.step()
+    plan = opt._plans[0]
+    assert len(plan.parts) == 2
+    opt.step()
+    assert opt._plans[0] is plan
+    fresh = torch.full((7,), 4.0)
+    opt.state[b]["master_param"] = fresh
+    opt.step()
+    assert opt._plans[0] is not plan
+    assert torch.equal(b.float(), fresh) and fresh.lt(4.0).all()

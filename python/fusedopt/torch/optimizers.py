@@ -137,10 +137,12 @@ class _Plan:
                                len(self.order)])
         self.ordered = [self.params[i] for i in self.order]
         self.sts = [rec.state for rec in recs_all]
+        # The state tensors the kernels use (and the step counts), per key: the states that have
+        # it, and its tensors.
         self.values = []
         for k in set(chain.from_iterable(rec.keys for rec in recs_all)) | {"step"}:
-            if all(k in st for st in self.sts):
-                self.values.append((operator.itemgetter(k), [st[k] for st in self.sts]))
+            having = [st for st in self.sts if k in st]
+            self.values.append((operator.itemgetter(k), having, [st[k] for st in having]))
         self.shapes = list(map(_size, self.ordered))
         self.dtypes = list(map(_dtype_of, self.ordered))
         self.pptrs = list(map(_data_ptr, self.ordered))
@@ -184,8 +186,8 @@ class _Plan:
                 not all(map(_is, map(state.__getitem__, self.ordered), self.sts)):
             return False
         try:
-            for get, values in self.values:
-                if not all(map(_is, map(get, self.sts), values)):
+            for get, having, values in self.values:
+                if not all(map(_is, map(get, having), values)):
                     return False
         except KeyError:
             return False
