@@ -229,14 +229,13 @@ def _fsdp_worker(rank: int, port: int, out: str, width: int, repeats: int) -> No
     import torch.distributed as dist  # noqa: PLC0415
     from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard  # noqa: PLC0415
 
-    import fusedopt  # noqa: PLC0415
     import fusedopt.torch as ft  # noqa: PLC0415
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2,
                             timeout=datetime.timedelta(seconds=600))
     torch.set_num_threads(1)
-    fusedopt.set_num_threads(1)
+    _core.set_num_threads(1)
     policy = CPUOffloadPolicy(pin_memory=False)  # pinning needs an accelerator
     models = {}
     for name in FSDP_IMPLS:
@@ -280,13 +279,11 @@ def _fsdp_worker(rank: int, port: int, out: str, width: int, repeats: int) -> No
 def fsdp_offload(quick: bool = False, timeout: float = 600.0) -> dict:
     """Runs the 2 ranks; ``{"times": {impl: {"step": s, "optimizer": s}}, "elements_per_rank":
     n}``. Raises RuntimeError (with the ranks' output) if a rank fails."""
-    import fusedopt  # noqa: PLC0415
-
     width, repeats = (512, 5) if quick else (1024, 9)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    here = str(Path(fusedopt.__file__).resolve().parents[1])
+    here = str(Path(__file__).resolve().parents[2])  # the ranks import this fusedopt
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
     with tempfile.TemporaryDirectory() as tmp:
