@@ -17,7 +17,11 @@ its 16-bit params, one for the others), through zero-copy views (``Tensor.numpy(
 ``from_dlpack`` for CUDA tensors). Views of the params and of the state are cached per param and
 rebuilt when a tensor is replaced (``p.data = ...``, ``load_state_dict``). Everything is checked
 before the first kernel runs: a bad input raises TypeError/ValueError naming the param and
-changes nothing.
+changes nothing. CPU groups are then cached as plans (``_Plan``: the calls' data pointers in a
+``fusedopt._core.TensorPlan``), which later steps check in bulk and pass the grads' pointers to,
+without building views (the per-step cost about 15 us + 0.5 us per tensor); whatever a plan
+does not vouch for goes through the general path above. CUDA tensors are exported and stepped on
+torch's current stream.
 
 16-bit params: float16 and bfloat16 params (bfloat16 through ``ml_dtypes``) have float32
 states and float32 math; a torch.optim checkpoint's 16-bit states are widened on load. With
