@@ -3,7 +3,7 @@
 #   bash bench/gpu_check.sh
 # 1. makes sure CuPy imports (installed already; else from wheels carried in .whl/; else pip),
 # 2. builds fusedopt._core (./dev-build.sh),
-# 3. runs the CUDA tests (gpu-marked ones included),
+# 3. runs the CUDA tests (gpu-marked ones included) and the gpu-marked fusedopt.torch tests,
 # 4. runs bench/bench_cuda.py,
 # and writes under bench/results/ (and $OUT, when set): the test log, the benchmark JSON, its
 # table (bench/report.py) and a meta JSON with device name, driver, date, commit, command.
@@ -40,6 +40,13 @@ $PY -m pytest tests/test_cuda.py tests/test_cuda_build.py tests/test_cuda_dispat
   tests/test_cuda_lbfgs.py -m "not slow" -k "not host" \
   -q -rs -p no:cacheprovider 2>&1 | tee "$log"
 tests_rc=${PIPESTATUS[0]}
+# fusedopt.torch on CUDA tensors: the gpu-marked torch tests (they skip where torch has no CUDA;
+# rc 5, nothing collected, where torch is absent).
+$PY -m pytest tests/test_torch_cuda.py tests/test_torch_optim.py -m gpu \
+  -q -rs -p no:cacheprovider 2>&1 | tee -a "$log"
+torch_rc=${PIPESTATUS[0]}
+[ "$torch_rc" -eq 5 ] && torch_rc=0
+[ "$torch_rc" -ne 0 ] && tests_rc=$torch_rc
 
 $PY -m pytest bench/bench_cuda.py -q -p no:cacheprovider --benchmark-json="$json" \
   --benchmark-columns=median,iqr,rounds 2>&1 | tail -40

@@ -29,6 +29,7 @@ using namespace fusedopt::cpu;
 
 void register_lbfgs(py::module_& m);  // csrc/cpu/lbfgs_bindings.cpp
 void register_partials(py::module_& m);  // csrc/cpu/partials_bindings.cpp
+void register_tensors(py::module_& m);  // csrc/cpu/tensor_bindings.cpp
 
 namespace {
 
@@ -419,4 +420,5 @@ PYBIND11_MODULE(_core, m) {
     m.attr("THREADS") = fusedopt::kCudaThreads;
     register_lbfgs(m);
     register_partials(m);
+    register_tensors(m);
 }

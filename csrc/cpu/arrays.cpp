@@ -1,6 +1,8 @@
 // csrc/cpu/arrays.cpp -- argument checks of the multi-tensor kernels (see arrays.h).
 #include "arrays.h"
 
+#include "tensors.h"
+
 #include <algorithm>
 #include <sstream>
 
@@ -146,6 +148,7 @@ struct Span {
 }  // namespace
 
 void collect(const ListArgs& lists, Batches& out, bool half_ok) {
+    if (collect_plan(lists, out)) return;  // a TensorPlan in place of the lists (tensors.h)
     const ListArg* args = lists.arg;
     const size_t nargs = static_cast<size_t>(lists.n);
     for (auto& v : out.segs) v.clear();

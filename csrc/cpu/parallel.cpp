@@ -148,14 +148,20 @@ class Pool {
         return std::min(n, count_);
     }
 
-    // Claims and runs chunks of generation gen while any is left.
+    // Claims and runs chunks of generation gen while any is left. The job's fields are read
+    // once, after a state of generation gen was seen: every claim is a compare-and-swap that
+    // succeeds only while the state still is of generation gen (not idle), and the fields of a
+    // later job are written only after gen's idle state is stored, so a claim that succeeds
+    // runs gen's function on gen's data. (Reading them once keeps the claims from fetching the
+    // job's cache line again after every claim of the other threads.)
     void drain(uint32_t gen) {
         uint64_t s = state_.load(std::memory_order_acquire);
+        if (generation(s) != gen || index_of(s) == kIdle) return;
+        const Fn fn = fn_.load(std::memory_order_acquire);
+        void* const ctx = ctx_.load(std::memory_order_acquire);
+        const int64_t n = nchunks_.load(std::memory_order_acquire);
         for (;;) {
             if (generation(s) != gen || index_of(s) == kIdle) return;
-            const Fn fn = fn_.load(std::memory_order_acquire);
-            void* const ctx = ctx_.load(std::memory_order_acquire);
-            const int64_t n = nchunks_.load(std::memory_order_acquire);
             const int64_t k = static_cast<int64_t>(index_of(s));
             if (k >= n) return;
             if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
@@ -199,14 +205,16 @@ class Pool {
     std::atomic<int64_t> serial_until_{0};
     int64_t backoff_ = kBackoffMinNs;  // under job_mutex_
     int64_t last_stall_ = 0;           // under job_mutex_
-    // Generation << 32 | next chunk to claim (kIdle between jobs).
-    std::atomic<uint64_t> state_{kIdle};
+    // Generation << 32 | next chunk to claim (kIdle between jobs). The claim word, the job's
+    // fields (read once per job) and the done count each have a cache line of their own: every
+    // claim and every finished chunk writes a line that the other threads then fetch again.
+    alignas(64) std::atomic<uint64_t> state_{kIdle};
     // The running job, written before its state is published.
-    std::atomic<Fn> fn_{nullptr};
+    alignas(64) std::atomic<Fn> fn_{nullptr};
     std::atomic<void*> ctx_{nullptr};
     std::atomic<int64_t> nchunks_{0};
     std::atomic<int> wanted_{0};     // workers with a smaller id take part
-    std::atomic<int64_t> done_{0};   // chunks of the running job that have finished
+    alignas(64) std::atomic<int64_t> done_{0};   // chunks of the running job that have finished
     std::mutex sleep_mutex_;
     std::condition_variable wake_;
     std::atomic<int> sleepers_{0};

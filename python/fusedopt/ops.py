@@ -115,6 +115,33 @@ def backend_of(params: Arrays):
     return _core
 
 
+def tensor_plan(dtypes: Sequence[str], sizes: Sequence[int], slots: Sequence[Any],
+                owners: Any) -> Any:
+    """The arrays of one multi-tensor call given as data pointers, checked once: a
+    ``fusedopt._core.TensorPlan``, the path of ``fusedopt.torch`` to the CPU kernels.
+
+    ``dtypes`` names each tensor's dtype (``"float32"``, ``"float64"``, ``"float16"``,
+    ``"bfloat16"``), ``sizes`` its element count; ``slots`` has one entry per array slot
+    (params, grads, state0, state1, state2, master_params), each a list of data pointers (ints)
+    or None: grads must be None (they are given per call with ``plan.set_grads(ptrs, owners)``),
+    params are required, and the rest follow the shared arguments above (states of the param's
+    math type, master weights float32 for 16-bit params). ``owners`` is held by the plan: it must
+    keep every pointed-to buffer alive. The pointers are checked (aligned; no written array
+    overlapping another) here; the caller vouches for contiguity and extent.
+
+    The plan then stands in for every list it holds: ``adam_(plan, plan, plan, plan, step=...)``
+    after ``plan.set_grads(...)`` (each ``set_grads`` serves one call; its grads must overlap no
+    written array).
+    """
+    codes = _core.TensorPlan.DTYPES
+    try:
+        idx = [codes.index(d) for d in dtypes]
+    except ValueError:
+        raise TypeError(f"dtypes: each must be one of {', '.join(codes)}, got {list(dtypes)}") \
+            from None
+    return _core.TensorPlan(idx, sizes, slots, owners)
+
+
 def _extra(impl, master_params, grad_scale, found_inf) -> dict:
     """The optional keyword arguments that were given."""
     return {k: v for k, v in (("master_params", master_params), ("grad_scale", grad_scale),

@@ -4,16 +4,20 @@ tensors, side by side in one run, interleaved.
 
 Layer: tools (torch, ml_dtypes and deepspeed are imported only here, and only when used).
 
-fusedopt reaches the tensors through NumPy views (``Tensor.numpy()``; bfloat16 through an int16
-view reinterpreted as ``ml_dtypes.bfloat16``), zero-copy; ``fusedopt.torch`` (issue 9) will be
-the front door once merged. The cases:
+fusedopt steps the tensors through its front door, ``fusedopt.torch.Adam`` (zero-copy: data
+pointers, one kernel call per step). The cases:
 
 * Adam, float32, 1e6 and 1e7 elements in one tensor;
 * Adam, float32, a 200-tensor model of 1e7 elements (``registry.model_sizes``);
 * Adam, bfloat16 params and grads with float32 master weights and states, 1e7 elements: 30 bytes
   per element (reads p 2, g 2, master 4, exp_avg 4, exp_avg_sq 4; writes all but g). torch has
   no master weights: ``Adam(fused=True)`` steps the bfloat16 params with bfloat16 states (18
-  bytes per element, other rounding) -- the column shows what a torch user gets.
+  bytes per element, other rounding) -- the column shows what a torch user gets;
+* one training step of FSDP2 with ``CPUOffloadPolicy(pin_memory=False)`` on 2 gloo processes
+  (this module run as a script: ``python -m fusedopt.benchmarks.vs_torch fsdp-worker ...``), an
+  MLP of 3 square layers (width 1024, 512 with --quick), one thread per rank: the whole step and
+  the optimizer's share, ``fusedopt.torch.AdamW`` against ``torch.optim.AdamW(fused=True)`` on
+  the same model (two copies in each process, stepped alternately).
 
 DeepSpeed (``pip install deepspeed``; its CPU op compiles at first use, minutes, cached by torch
 under ``~/.cache/torch_extensions``) runs only in the ``deepspeed`` section, never by default.
@@ -24,10 +28,19 @@ of the issue's DeepSpeed figure.
 from __future__ import annotations
 
 import importlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
 
-from .. import _core, ops
+from .. import _core
 from .registry import STEP, Context, model_sizes
 from .table import format_table, gbs, us
 
@@ -72,15 +85,6 @@ def _torch():
     return importlib.import_module("torch")
 
 
-def _numpy_view(t):
-    """A zero-copy NumPy view of a CPU tensor (bfloat16 as ml_dtypes.bfloat16)."""
-    torch = _torch()
-    if t.dtype == torch.bfloat16:
-        ml_dtypes = importlib.import_module("ml_dtypes")
-        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-    return t.numpy()
-
-
 def make_tensors(case: Case, seed: int = 0):
     """(params, grads) as torch tensors: float32, or bfloat16 for the bf16 case."""
     torch = _torch()
@@ -92,18 +96,20 @@ def make_tensors(case: Case, seed: int = 0):
 
 
 def fusedopt_step(case: Case, params, grads):
-    """One fusedopt Adam step over NumPy views of the tensors (float32 states; float32 master
-    weights for the bf16 case), alternating maximize as the other columns do."""
-    p = [_numpy_view(t) for t in params]
-    g = [_numpy_view(t) for t in grads]
-    m = [np.full(t.numel(), 0.01, np.float32) for t in params]
-    v = [np.full(t.numel(), 0.01, np.float32) for t in params]
-    master = [x.astype(np.float32) for x in p] if case.bf16 else None
-    flip = [False]
+    """One ``fusedopt.torch.Adam`` step on the tensors themselves (float32 states; float32
+    master weights for the bf16 case), alternating maximize as the other columns do."""
+    torch = _torch()
+    import fusedopt.torch as ft  # noqa: PLC0415 -- imports torch
+
+    tparams = [torch.nn.Parameter(t) for t in params]
+    for t, g in zip(tparams, grads):
+        t.grad = g
+    opt = ft.Adam(tparams, master_weights=case.bf16, **ADAM)
+    group = opt.param_groups[0]
 
     def step():
-        flip[0] = not flip[0]
-        ops.adam_(p, g, m, v, step=STEP, **ADAM, maximize=flip[0], master_params=master)
+        group["maximize"] = not group["maximize"]
+        opt.step()
 
     return step
 
@@ -170,7 +176,7 @@ def compare(case: Case, timer, with_deepspeed: bool):
 def _block(ctx: Context, with_deepspeed: bool):
     torch = _torch()
     torch.set_num_threads(_core.get_num_threads())
-    labels = {"fusedopt": "fusedopt.ops.adam_ (NumPy views)", "torch": "torch Adam(fused=True)",
+    labels = {"fusedopt": "fusedopt.torch.Adam", "torch": "torch Adam(fused=True)",
               "deepspeed": "DeepSpeedCPUAdam", "probe": "bandwidth probe (same bytes)"}
     blocks = []
     for case in cases(ctx.quick, ctx.sizes if ctx.sizes_given else None):
@@ -190,10 +196,13 @@ def _block(ctx: Context, with_deepspeed: bool):
 
 
 def section(ctx: Context):
-    """fusedopt vs torch.optim.Adam(fused=True), one table per case; nothing without torch."""
+    """fusedopt vs torch.optim.Adam(fused=True), one table per case, and the FSDP2 CPU-offload
+    step; nothing without torch."""
     if not ctx.with_torch:
         return ["torch: skipped (torch is not installed, or --no-torch)"]
-    return _block(ctx, with_deepspeed=False)
+    fsdp = "torch FSDP2: skipped (--sizes given; the FSDP2 step has its own model)" \
+        if ctx.sizes_given else fsdp_block(ctx.quick)
+    return _block(ctx, with_deepspeed=False) + [fsdp]
 
 
 def section_deepspeed(ctx: Context):
@@ -203,3 +212,119 @@ def section_deepspeed(ctx: Context):
     if not deepspeed_available():
         return ["deepspeed: skipped (deepspeed is not importable; pip install deepspeed)"]
     return _block(ctx, with_deepspeed=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# FSDP2 with CPU offload: 2 gloo processes
+
+FSDP_IMPLS = {"fusedopt": "fusedopt.torch.AdamW", "torch": "torch AdamW(fused=True)"}
+
+
+def _fsdp_worker(rank: int, port: int, out: str, width: int, repeats: int) -> None:
+    """One rank: two copies of the model under FSDP2 with CPU offload, one per optimizer,
+    stepped alternately; rank 0 writes the median times (seconds) to ``out``."""
+    import datetime  # noqa: PLC0415
+
+    torch = _torch()
+    import torch.distributed as dist  # noqa: PLC0415
+    from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard  # noqa: PLC0415
+
+    import fusedopt.torch as ft  # noqa: PLC0415
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=600))
+    torch.set_num_threads(1)
+    _core.set_num_threads(1)
+    policy = CPUOffloadPolicy(pin_memory=False)  # pinning needs an accelerator
+    models = {}
+    for name in FSDP_IMPLS:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.ReLU(),
+                                    torch.nn.Linear(width, width), torch.nn.ReLU(),
+                                    torch.nn.Linear(width, width))
+        for layer in model:
+            if isinstance(layer, torch.nn.Linear):
+                fully_shard(layer, offload_policy=policy)
+        fully_shard(model, offload_policy=policy)
+        kw = dict(lr=1e-4, weight_decay=1e-2)
+        opt = ft.AdamW(model.parameters(), **kw) if name == "fusedopt" else \
+            torch.optim.AdamW(model.parameters(), fused=True, **kw)
+        models[name] = (model, opt)
+    g = torch.Generator().manual_seed(rank)
+    x, y = torch.randn(32, width, generator=g), torch.randn(32, width, generator=g)
+    times: dict = {name: {"step": [], "optimizer": []} for name in models}
+    for r in range(3 + repeats):
+        for name, (model, opt) in models.items():
+            dist.barrier()
+            t0 = time.perf_counter()
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            t1 = time.perf_counter()
+            opt.step()
+            t2 = time.perf_counter()
+            if r >= 3:
+                times[name]["step"].append(t2 - t0)
+                times[name]["optimizer"].append(t2 - t1)
+    local = sum(p.to_local().numel() for p in models["fusedopt"][0].parameters())
+    if rank == 0:
+        med = {name: {k: statistics.median(v) for k, v in t.items()} for name, t in times.items()}
+        Path(out).write_text(json.dumps({"times": med, "elements_per_rank": local}))
+    dist.barrier()
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def fsdp_offload(quick: bool = False, timeout: float = 600.0) -> dict:
+    """Runs the 2 ranks; ``{"times": {impl: {"step": s, "optimizer": s}}, "elements_per_rank":
+    n}``. Raises RuntimeError (with the ranks' output) if a rank fails."""
+    width, repeats = (512, 5) if quick else (1024, 9)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    here = str(Path(__file__).resolve().parents[2])  # the ranks import this fusedopt
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "fsdp.json")
+        procs = [subprocess.Popen([sys.executable, "-m", __name__, "fsdp-worker", str(r),
+                                   str(port), out, str(width), str(repeats)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for r in range(2)]
+        logs = []
+        try:
+            for p in procs:
+                logs.append(p.communicate(timeout=timeout)[0])
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+        if any(p.returncode for p in procs) or not os.path.exists(out):
+            raise RuntimeError("FSDP2 ranks failed:\n" + "\n".join(log[-2000:] for log in logs))
+        return json.loads(Path(out).read_text())
+
+
+def fsdp_block(quick: bool = False) -> str:
+    """The FSDP2 CPU-offload table (or a line saying why it was skipped)."""
+    torch = _torch()
+    if not torch.distributed.is_available():
+        return "torch FSDP2: skipped (torch.distributed is not available)"
+    try:
+        res = fsdp_offload(quick)
+    except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
+        return f"torch FSDP2: skipped ({str(e).splitlines()[0]})"
+    t = res["times"]
+    rows = [[FSDP_IMPLS[k], f"{t[k]['step'] * 1e3:.2f}", f"{t[k]['optimizer'] * 1e3:.2f}",
+             f"{t[k]['optimizer'] / t[k]['step']:.0%}",
+             f"{t[k]['optimizer'] / t['fusedopt']['optimizer']:.2f}"] for k in FSDP_IMPLS]
+    title = (f"torch FSDP2: one CPU-offload training step, 2 gloo ranks, "
+             f"{res['elements_per_rank']:.2e} elements per rank, 1 thread each")
+    return f"{title}\n" + format_table(
+        ["implementation", "step ms", "optimizer ms", "optimizer share", "optimizer / fusedopt"],
+        rows)
+
+
+if __name__ == "__main__" and len(sys.argv) == 7 and sys.argv[1] == "fsdp-worker":
+    _fsdp_worker(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]),
+                 int(sys.argv[6]))

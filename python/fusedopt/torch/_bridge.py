@@ -27,6 +27,9 @@ except ImportError:  # pragma: no cover - torch built without distributed
 #: The dtypes the kernels take: float32 and float64, and the 16-bit ones (float32 states).
 DTYPES = (torch.float32, torch.float64)
 HALF = (torch.float16, torch.bfloat16)
+#: The names of the kernels' dtypes (``fusedopt.ops.tensor_plan``).
+DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16",
+               torch.bfloat16: "bfloat16"}
 _bfloat16: Any = None  # ml_dtypes.bfloat16, once a bfloat16 tensor has been seen
 
 
@@ -103,7 +106,9 @@ def grad_array(p: torch.Tensor, pview: Any, where: str) -> Any:
 
 def array(t: torch.Tensor, where: str = "tensor") -> Any:
     """A NumPy (CPU) or CuPy (CUDA) array sharing ``t``'s memory (bfloat16: an
-    ``ml_dtypes.bfloat16`` view of its bits)."""
+    ``ml_dtypes.bfloat16`` view of its bits). A CUDA tensor is exported by DLPack to CuPy on
+    torch's current stream of its device (see ``cuda_stream``): the exporter then has no other
+    stream to order after, and nothing waits on the host."""
     t = t.detach()
     bf16 = t.dtype == torch.bfloat16
     if bf16:
@@ -113,7 +118,8 @@ def array(t: torch.Tensor, where: str = "tensor") -> Any:
     else:
         import cupy  # noqa: PLC0415 -- only CUDA tensors need CuPy
 
-        a = cupy.from_dlpack(t)
+        with cuda_stream(t):
+            a = cupy.from_dlpack(t)
         if bf16:
             try:
                 return a.view(bfloat16(where))
@@ -123,7 +129,20 @@ def array(t: torch.Tensor, where: str = "tensor") -> Any:
 
 
 def cuda_stream(t: torch.Tensor) -> Any:
-    """A context in which CuPy launches on torch's current stream of ``t``'s device."""
+    """A context in which CuPy works on torch's current stream of ``t``'s device (the kernels
+    are launched there, and DLPack exports are made for it)."""
     import cupy  # noqa: PLC0415
 
-    return cupy.cuda.ExternalStream(torch.cuda.current_stream(t.device).cuda_stream)
+    return cupy.cuda.ExternalStream(torch.cuda.current_stream(t.device).cuda_stream,
+                                    t.device.index)
+
+
+def amp_arrays(grad_scale: Any, like: torch.Tensor) -> dict:
+    """AMP's ``grad_scale`` and a zero ``found_inf`` (GradScaler's inf check has been read on
+    the host already) as float32 arrays of one element beside ``like``: for a CUDA param, CuPy
+    views of device tensors (GradScaler's scale is not read on the host)."""
+    if like.device.type != "cpu" and isinstance(grad_scale, torch.Tensor):
+        scale = grad_scale.detach().reshape(1).to(device=like.device, dtype=torch.float32)
+    else:
+        scale = torch.tensor([float(grad_scale)], dtype=torch.float32, device=like.device)
+    return {"grad_scale": array(scale), "found_inf": array(torch.zeros(1, device=like.device))}

@@ -17,7 +17,11 @@ its 16-bit params, one for the others), through zero-copy views (``Tensor.numpy(
 ``from_dlpack`` for CUDA tensors). Views of the params and of the state are cached per param and
 rebuilt when a tensor is replaced (``p.data = ...``, ``load_state_dict``). Everything is checked
 before the first kernel runs: a bad input raises TypeError/ValueError naming the param and
-changes nothing.
+changes nothing. CPU groups are then cached as plans (``_Plan``: the calls' data pointers in a
+``fusedopt._core.TensorPlan``), which later steps check in bulk and pass the grads' pointers to,
+without building views (the per-step cost about 15 us + 0.5 us per tensor); whatever a plan
+does not vouch for goes through the general path above. CUDA tensors are exported and stepped on
+torch's current stream.
 
 16-bit params: float16 and bfloat16 params (bfloat16 through ``ml_dtypes``) have float32
 states and float32 math; a torch.optim checkpoint's 16-bit states are widened on load. With
@@ -36,11 +40,16 @@ the kernels see ``g / grad_scale`` in the same pass (the CPU kernels once they t
 """
 from __future__ import annotations
 
+import functools
+import operator
+import re
+import weakref
 from itertools import chain
 from typing import Any
 
 import numpy as np
 import torch
+import torch.optim.optimizer as _torch_optimizer
 from torch.optim.optimizer import _get_scalar_dtype
 
 from .. import ops
@@ -78,6 +87,172 @@ class _Record:
         return True
 
 
+_is = operator.is_
+_data_ptr = torch.Tensor.data_ptr
+_size = torch.Tensor.size
+_is_contiguous = torch.Tensor.is_contiguous
+_dtype_of = operator.attrgetter("dtype")
+_is_cpu = operator.attrgetter("is_cpu")
+
+
+class _Plan:
+    """One group's kernel calls, cached, for plain CPU tensors (the common case).
+
+    A part per bucket of the general path (step count, master weights or not): a
+    ``fusedopt._core.TensorPlan`` holding the data pointers of its params, states and master
+    weights (checked once, when the plan is made, and owned through the records' NumPy views).
+    At each step only cheap checks run, in bulk (C-level ``map`` over the group): the group holds
+    the same params, each param the same memory and the same state tensors, the same params have
+    a grad, and each grad is the same tensor with the same memory as at the last step (held by
+    weak references between steps, so that ``zero_grad`` frees the grads) or, if not, a plain
+    CPU tensor of the param's dtype and shape, contiguous. Anything else (a grad
+    set to None or given, a state replaced, ``p.data = ...``, a sparse or non-contiguous grad)
+    sends the group to the general path of ``step``, which checks it whole and names the param,
+    and makes a new plan. What the plan cannot see: a step count or a grad's strides changed in
+    place (``state["step"].fill_(...)``, ``grad.t_()``) between steps, and a ``.data`` swap of a
+    param's, a state's or a grad's memory by another thread while the kernel runs."""
+
+    __slots__ = ("group", "params", "keys", "parts", "order", "dense", "pattern", "grads",
+                 "refs", "gptrs", "ordered", "pptrs", "sts", "values", "shapes", "dtypes",
+                 "master")
+
+    def __init__(self, group: dict, keys: tuple, buckets: dict, slots: dict) -> None:
+        self.group, self.keys = group, keys
+        self.params = list(group["params"])
+        self.master = group.get("master_weights") is True
+        full = [p.grad for p in self.params]
+        self.pattern = [g is not None for g in full]
+        self.order: list[int] = []
+        self.parts: list[list] = []  # [TensorPlan, steps taken, step views, master, lo, hi]
+        recs_all = []
+        for (taken, master), (recs, _, index) in buckets.items():
+            lo = len(self.order)
+            self.order.extend(index)
+            recs_all.extend(recs)
+            views: list = [[rec.pview for rec in recs], None, None, None, None]
+            for j, k in enumerate(keys):  # each state in its kernel slot (fusedopt/slots.h)
+                views[2 + slots.get(k, j)] = [rec.views[j] for rec in recs]
+            views.append([rec.master for rec in recs] if master else None)
+            ptrs = [None if v is None else [a.ctypes.data for a in v] for v in views]
+            owners = [a for v in views if v is not None for a in v]
+            names = [_bridge.DTYPE_NAMES[rec.p.dtype] for rec in recs]
+            core = ops.tensor_plan(names, [a.size for a in views[0]], ptrs, owners)
+            self.parts.append([core, taken, [rec.step_view for rec in recs], master, lo,
+                               len(self.order)])
+        self.ordered = [self.params[i] for i in self.order]
+        self.sts = [rec.state for rec in recs_all]
+        # The state tensors the kernels use (and the step counts), per key: the states that have
+        # it, and its tensors.
+        self.values = []
+        for k in set(chain.from_iterable(rec.keys for rec in recs_all)) | {"step"}:
+            having = [st for st in self.sts if k in st]
+            self.values.append((operator.itemgetter(k), having, [st[k] for st in having]))
+        self.shapes = list(map(_size, self.ordered))
+        self.dtypes = list(map(_dtype_of, self.ordered))
+        self.pptrs = list(map(_data_ptr, self.ordered))
+        self.dense = self.order == list(range(len(self.params)))
+        self.grads: list | None = [full[i] for i in self.order]
+        self.gptrs = list(map(_data_ptr, self.grads))
+        self.refs = list(map(weakref.ref, self.grads))
+
+    def valid(self, group: dict, keys: tuple, state: Any, state_same: bool) -> bool:
+        """Whether the plan still serves ``group``; its grads are then taken (see the class)."""
+        params = group["params"]
+        if group is not self.group or keys != self.keys or len(params) != len(self.params) or \
+                (group.get("master_weights") is True) != self.master or \
+                not all(map(_is, params, self.params)):
+            return False
+        full = [p.grad for p in params]
+        if [g is not None for g in full] != self.pattern:
+            return False
+        grads = full if self.dense else [full[i] for i in self.order]
+        if all(map(_is, grads, [r() for r in self.refs])):
+            if list(map(_data_ptr, grads)) != self.gptrs:
+                return False
+        else:
+            try:
+                if set(map(type, grads)) != {torch.Tensor} or \
+                        list(map(_dtype_of, grads)) != self.dtypes or \
+                        not all(map(_is_cpu, grads)) or \
+                        list(map(_size, grads)) != self.shapes or \
+                        not all(map(_is_contiguous, grads)):
+                    return False
+            except (TypeError, RuntimeError):  # layouts without sizes or strides
+                return False
+            self.refs = list(map(weakref.ref, grads))
+            self.gptrs = list(map(_data_ptr, grads))
+        self.grads = grads
+        if list(map(_data_ptr, self.ordered)) != self.pptrs:
+            return False
+        # The params' state dicts: looked up only when some entry of the optimizer's state was
+        # added or replaced since the last step (state_same; a lookup hashes each param in Python).
+        if not state_same and \
+                not all(map(_is, map(state.__getitem__, self.ordered), self.sts)):
+            return False
+        try:
+            for get, having, values in self.values:
+                if not all(map(_is, map(get, having), values)):
+                    return False
+        except KeyError:
+            return False
+        return True
+
+    def bind(self, n: int) -> None:
+        """Hands the grads' pointers to the kernel plans (checked there: aligned, overlapping no
+        written array)."""
+        for core, _, _, _, lo, hi in self.parts:
+            try:
+                core.set_grads(self.gptrs[lo:hi], self.grads[lo:hi])  # type: ignore[index]
+            except (TypeError, ValueError) as e:
+                # "grads[j] ...": j counts the part's tensors; name the group's param instead
+                j = re.match(r"grads\[(\d+)\]", str(e))
+                where = f"param_groups[{n}]['params']" + \
+                    (f"[{self.order[lo + int(j.group(1))]}]" if j else "")
+                raise type(e)(f"{where}: {e}") from None
+
+
+_GLOBAL_PRE = getattr(_torch_optimizer, "_global_optimizer_pre_hooks", None)
+_GLOBAL_POST = getattr(_torch_optimizer, "_global_optimizer_post_hooks", None)
+_profiler_enabled = getattr(getattr(torch._C, "_autograd", None), "_profiler_enabled", None)
+
+
+def _with_hooks(func: Any) -> Any:
+    """``step`` with the base class's step hooks, as ``Optimizer.profile_hook_step`` wraps it
+    (global and per-optimizer pre-hooks, which may replace the arguments, then post-hooks), and
+    its ``record_function`` range only while a profiler runs: entering that range costs about
+    15 us, more than the whole step on small models. Marked ``hooked`` so that torch does not
+    wrap it again; where this torch lacks the names used here, torch's own wrapper is used."""
+    if _GLOBAL_PRE is None or _GLOBAL_POST is None or _profiler_enabled is None:
+        return func
+
+    def run(args: tuple, kwargs: dict) -> Any:
+        self = args[0]
+        for pre_hook in chain(_GLOBAL_PRE.values(), self._optimizer_step_pre_hooks.values()):
+            result = pre_hook(self, args, kwargs)
+            if result is not None:
+                if isinstance(result, tuple) and len(result) == 2:
+                    args, kwargs = result
+                else:
+                    raise RuntimeError(f"{func} must return None or a tuple of (new_args, "
+                                       f"new_kwargs), but got {result}.")
+        out = func(*args, **kwargs)
+        self._optimizer_step_code()
+        for post_hook in chain(self._optimizer_step_post_hooks.values(), _GLOBAL_POST.values()):
+            post_hook(self, args, kwargs)
+        return out
+
+    @functools.wraps(func)
+    def step(*args: Any, **kwargs: Any) -> Any:
+        if _profiler_enabled():
+            name = f"Optimizer.step#{type(args[0]).__name__}.step"
+            with torch.autograd.profiler.record_function(name):
+                return run(args, kwargs)
+        return run(args, kwargs)
+
+    step.hooked = True  # type: ignore[attr-defined]
+    return step
+
+
 class _FusedOptimizer(torch.optim.Optimizer):
     """The shared machinery; subclasses name their state keys and call their kernel."""
 
@@ -85,6 +260,8 @@ class _FusedOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params: Any, defaults: dict) -> None:
         self._records: dict[int, _Record] = {}
+        self._plans: dict[int, _Plan] = {}  # group index -> its cached kernel calls
+        self._state_seen: list = []  # the state's values (dicts) at the last step
         super().__init__(params, defaults)
 
     # -- to be provided by subclasses ---------------------------------------------------------
@@ -94,6 +271,10 @@ class _FusedOptimizer(torch.optim.Optimizer):
 
     def _initial(self, key: str, group: dict) -> float:
         return 0.0
+
+    #: The kernel's state slot (0-2) of a state key where it differs from the key's place in
+    #: ``_state_keys`` (RMSprop's momentum_buffer is always the third).
+    _state_slots: dict[str, int] = {}
 
     def _kernel(self, group: dict, params: list, grads: list, states: list, step: int,
                 **amp: Any) -> None:
@@ -138,6 +319,8 @@ class _FusedOptimizer(torch.optim.Optimizer):
             for k, v in self.defaults.items():
                 group.setdefault(k, v)
         self._records = {}  # load_state_dict and unpickling replace the state tensors
+        self._plans = {}
+        self._state_seen = []
 
     def load_state_dict(self, state_dict: dict) -> None:
         """torch's ``load_state_dict``, keeping float32 states of 16-bit params float32.
@@ -219,6 +402,7 @@ class _FusedOptimizer(torch.optim.Optimizer):
         return s.numpy()
 
     # -- the step -----------------------------------------------------------------------------
+    @_with_hooks
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
         """One update of every param that has a ``.grad``; ``closure`` (re-evaluating the
@@ -232,38 +416,38 @@ class _FusedOptimizer(torch.optim.Optimizer):
         if found_inf is not None and float(found_inf) != 0.0:
             return loss  # GradScaler found an inf or NaN: nothing changes
         # Phase 1: the views (the params and the state checked once, when first seen or
-        # replaced), before any kernel runs.
+        # replaced), before any kernel runs; a group whose cached plan still holds is checked in
+        # bulk (_Plan.valid), the others param by param, and a plan is made for them if they fit.
         plans = []
-        get = self._records.get
-        half = _bridge.HALF
+        fast = []
+        state = self.state
+        seen = self._state_seen
+        state_same = len(state) == len(seen) and all(map(_is, state.values(), seen))
         for n, group in enumerate(self.param_groups):
             keys = self._state_keys(group)
-            mkeys = keys + ("master_param",) if group.get("master_weights") is True else keys
-            # One kernel call per step count and master weights (or not).
-            buckets: dict[tuple, tuple[list, list, list]] = {}
-            for i, p in enumerate(group["params"]):
-                g = p.grad
-                if g is None:
-                    continue
-                want = mkeys if p.dtype in half else keys
-                rec = get(id(p))
-                if rec is None or rec.p is not p or rec.ptr != p.data_ptr() or \
-                        rec.keys != want or not rec.current():
-                    rec = self._refresh(p, group, want, f"param_groups[{n}]['params'][{i}]")
-                try:
-                    gv = g.numpy()  # checked by the kernel, or by _check_grads
-                except (TypeError, RuntimeError):  # bfloat16, sparse, CUDA, requires_grad...
-                    gv = _bridge.grad_array(p, rec.pview, f"param_groups[{n}]['params'][{i}]")
-                b = buckets.setdefault((rec.step_view.item(), rec.master is not None),
-                                       ([], [], []))
-                b[0].append(rec)
-                b[1].append(gv)
-                b[2].append(i)
-            if buckets:
+            plan = self._plans.get(n)
+            if plan is not None and plan.valid(group, keys, state, state_same):
+                fast.append((n, group, plan))
+                continue
+            self._plans.pop(n, None)
+            buckets = self._buckets(n, group, keys)
+            if not buckets:
+                continue
+            plan = self._plan_of(group, keys, buckets)
+            if plan is None:
                 plans.append((n, group, keys, buckets))
-        if not plans:
+            else:
+                self._plans[n] = plan
+                fast.append((n, group, plan))
+        if not state_same:
+            self._state_seen = list(state.values())
+        for n, _, plan in fast:
+            plan.bind(n)
+        if not plans and len(fast) <= 1:
+            for _, group, plan in fast:  # one kernel call, everything checked
+                self._call(group, plan, grad_scale)
             return loss
-        if len(plans) == 1 and len(plans[0][3]) == 1:
+        if not fast and len(plans) == 1 and len(plans[0][3]) == 1:
             # One kernel call, which checks every array before it changes any: on an error,
             # the grads are checked here to name the param (and non-contiguous ones copied).
             n, group, keys, buckets = plans[0]
@@ -280,11 +464,75 @@ class _FusedOptimizer(torch.optim.Optimizer):
             self._check_hyperparameters(group, n)
             for recs, grads, index in buckets.values():
                 self._check_grads(n, recs, grads, index)
+        for n, group, _ in fast:
+            self._check_hyperparameters(group, n)
         # Phase 2: one kernel call per group, step count and master weights, then the counts.
+        for _, group, plan in fast:
+            self._call(group, plan, grad_scale)
         for _, group, keys, buckets in plans:
             for (taken, _), (recs, grads, _) in buckets.items():
                 self._launch(group, keys, recs, grads, int(taken) + 1, grad_scale)
         return loss
+
+    def _buckets(self, n: int, group: dict, keys: tuple) -> dict:
+        """The records of the params of ``group`` that have a grad (made or checked afresh) and
+        their grads' views, bucketed by step count and master weights (one kernel call each)."""
+        half = _bridge.HALF
+        get = self._records.get
+        mkeys = keys + ("master_param",) if group.get("master_weights") is True else keys
+        buckets: dict[tuple, tuple[list, list, list]] = {}
+        for i, p in enumerate(group["params"]):
+            g = p.grad
+            if g is None:
+                continue
+            want = mkeys if p.dtype in half else keys
+            rec = get(id(p))
+            if rec is None or rec.p is not p or rec.ptr != p.data_ptr() or \
+                    rec.keys != want or not rec.current():
+                rec = self._refresh(p, group, want, f"param_groups[{n}]['params'][{i}]")
+            if rec.cuda:  # a CuPy view on torch's current stream
+                gv = _bridge.grad_array(p, rec.pview, f"param_groups[{n}]['params'][{i}]")
+            else:
+                try:
+                    gv = g.numpy()  # checked by the kernel, or by _check_grads
+                except (TypeError, RuntimeError):  # bfloat16, sparse, requires_grad...
+                    gv = _bridge.grad_array(p, rec.pview, f"param_groups[{n}]['params'][{i}]")
+            b = buckets.setdefault((rec.step_view.item(), rec.master is not None),
+                                   ([], [], []))
+            b[0].append(rec)
+            b[1].append(gv)
+            b[2].append(i)
+        return buckets
+
+    def _plan_of(self, group: dict, keys: tuple, buckets: dict) -> _Plan | None:
+        """A plan for the group when it fits one (see _Plan), else None."""
+        params = group["params"]
+        for recs, grads, index in buckets.values():
+            if any(r.ptr == -1 or r.cuda for r in recs):
+                return None
+            gs = [params[i].grad for i in index]
+            if set(map(type, gs)) != {torch.Tensor} or not all(map(_is_cpu, gs)) or \
+                    list(map(_dtype_of, gs)) != [r.p.dtype for r in recs] or \
+                    list(map(_size, gs)) != [r.p.shape for r in recs] or \
+                    not all(map(_is_contiguous, gs)):
+                return None
+        return _Plan(group, keys, buckets, self._state_slots)
+
+    def _call(self, group: dict, plan: _Plan, grad_scale: Any) -> None:
+        """The kernel calls of a plan (its grads bound), then the step counts advance."""
+        amp: dict[str, Any] = {}
+        if grad_scale is not None:
+            amp |= {"grad_scale": np.array([float(grad_scale)], np.float32),
+                    "found_inf": np.zeros(1, np.float32)}
+        for part in plan.parts:
+            core, taken, step_views, master = part[:4]
+            step = int(taken) + 1
+            self._kernel(group, core, core, [core] * len(plan.keys), step,
+                         **(amp | {"master_params": core} if master else amp))
+            part[1] = step
+            for v in step_views:
+                v[()] = step
+        plan.grads = None  # (weak references only, between steps: zero_grad frees the grads)
 
     @staticmethod
     def _check_grads(n: int, recs: list, grads: list, index: list) -> None:
@@ -307,15 +555,11 @@ class _FusedOptimizer(torch.optim.Optimizer):
             amp["master_params"] = [rec.master for rec in recs]
         cuda = recs[0].cuda
         if grad_scale is not None:
-            scale = float(grad_scale)
             if cuda:
-                import cupy  # noqa: PLC0415
-
-                amp |= {"grad_scale": cupy.asarray([scale], dtype=cupy.float32),
-                       "found_inf": cupy.zeros(1, dtype=cupy.float32)}
+                amp |= _bridge.amp_arrays(grad_scale, _bridge.local(recs[0].p))
             else:
-                amp |= {"grad_scale": np.array([scale], np.float32),
-                       "found_inf": np.zeros(1, np.float32)}
+                amp |= {"grad_scale": np.array([float(grad_scale)], np.float32),
+                        "found_inf": np.zeros(1, np.float32)}
         if cuda:
             with _bridge.cuda_stream(recs[0].p):
                 self._kernel(group, params, grads, states, step, **amp)
@@ -416,6 +660,8 @@ class RMSprop(_FusedOptimizer):
                                       capturable=capturable, foreach=foreach,
                                       maximize=maximize, differentiable=differentiable,
                                       eps_root=eps_root, master_weights=master_weights))
+
+    _state_slots = {"square_avg": 0, "grad_avg": 1, "momentum_buffer": 2}
 
     def _state_keys(self, group: dict) -> tuple[str, ...]:
         return ("square_avg",) + (("grad_avg",) if group["centered"] else ()) + \

@@ -1,0 +1,339 @@
+"""fusedopt.torch's cached kernel calls: ``fusedopt._core.TensorPlan`` (data pointers checked
+once) and the per-group ``_Plan`` that checks a step in bulk (skipped where torch is absent).
+
+Ground truths: the same steps through the general path (every param checked and viewed as a
+NumPy array, as before plans existed) must give the same bits, over steps whose grads are kept
+(``zero_grad(set_to_none=False)``) or made anew (torch's default); every event that a plan must
+notice (a grad set to None, ``p.data = ...``, a state or the whole state replaced, a bad grad)
+sends the group back to the general path, and a bad input raises naming the param with nothing
+changed. ``TensorPlan`` itself is checked against ``fusedopt.ops`` on lists of arrays.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cases import CASES, assert_same_bits
+
+torch = pytest.importorskip("torch")
+
+from fusedopt import ops  # noqa: E402
+import fusedopt.torch as ft  # noqa: E402
+from fusedopt.torch import optimizers as fto  # noqa: E402
+
+SIZES = [(7, 3), (1,), (0,), (5,), (2, 2, 3)]  # odd sizes, an empty tensor
+
+
+def model_params(dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(s, generator=g).to(dtype)) for s in SIZES]
+
+
+def two_groups(params):
+    return [{"params": params[:3]}, {"params": params[3:], "weight_decay": 0.0}]
+
+
+def set_grads(params, k, fresh):
+    g = torch.Generator().manual_seed(100 + k)
+    for p in params:
+        v = torch.randn(p.shape, generator=g).to(p.dtype)
+        if fresh or p.grad is None:
+            p.grad = v
+        else:
+            p.grad.copy_(v)
+
+
+def run(case, dtype, planned, fresh, steps=6, mw=False):
+    params = model_params(dtype)
+    cls = getattr(ft, case.cls.__name__)
+    kw = dict(master_weights=True) if mw else {}
+    opt = cls(two_groups(params), **case.options, **kw)
+    for k in range(steps):
+        set_grads(params, k, fresh)
+        opt.step()
+        assert bool(opt._plans) == planned, "the plan path was (not) taken"
+    return params, opt
+
+
+def assert_same(a, b):
+    (pa, oa), (pb, ob) = a, b
+    for i, (x, y) in enumerate(zip(pa, pb)):
+        assert_same_bits(x.detach().float().numpy(), y.detach().float().numpy(), f"params[{i}]")
+    for x, y in zip(pa, pb):
+        sa, sb = oa.state[x], ob.state[y]
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            assert torch.equal(sa[k], sb[k]), k
+
+
+@pytest.mark.parametrize("fresh", [False, True], ids=["kept-grads", "fresh-grads"])
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_planned_steps_equal_the_general_path_bit_for_bit(case, fresh, monkeypatch):
+    planned = run(case, torch.float32, True, fresh)
+    with monkeypatch.context() as m:
+        m.setattr(fto._FusedOptimizer, "_plan_of", lambda *a: None)
+        general = run(case, torch.float32, False, fresh)
+    assert_same(planned, general)
+
+
+@pytest.mark.parametrize("mw", [False, True], ids=["plain", "master"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
+def test_planned_steps_other_dtypes(dtype, mw, monkeypatch):
+    pytest.importorskip("ml_dtypes")
+    case = next(c for c in CASES if c.id == "adamw-amsgrad-max")
+    planned = run(case, dtype, True, True, mw=mw)
+    with monkeypatch.context() as m:
+        m.setattr(fto._FusedOptimizer, "_plan_of", lambda *a: None)
+        general = run(case, dtype, False, True, mw=mw)
+    assert_same(planned, general)
+
+
+def test_the_fast_check_notices_every_change():
+    """Each event below makes the next step take the general path once (the plan is dropped
+    and made again), and the run stays equal to one without plans."""
+    def events(params, opt):
+        yield lambda: None                                   # nothing: the plan holds
+        yield lambda: setattr(params[1], "grad", None)       # a param skipped (no plan)
+        yield lambda: None                                   # all grads again: a new plan
+        yield lambda: setattr(params[0], "data", params[0].detach().clone())
+        yield lambda: opt.state[params[3]].__setitem__(
+            "exp_avg", opt.state[params[3]]["exp_avg"].clone())
+        yield lambda: opt.load_state_dict(opt.state_dict())
+        yield lambda: opt.param_groups[1].__setitem__("amsgrad", True)   # new state keys
+        yield lambda: opt.param_groups[0].__setitem__("lr", 0.003)       # read each step
+        yield lambda: params[4].grad.copy_(torch.ones_like(params[4]))   # kept grad, in place
+
+    def train(planned):
+        params = model_params(torch.float32)
+        opt = ft.Adam(two_groups(params), lr=0.01)
+        set_grads(params, 99, fresh=True)
+        opt.step()
+        seen = []
+        for k, event in enumerate(events(params, opt)):
+            set_grads(params, k, fresh=k % 2 == 0)
+            event()
+            before = dict(opt._plans)
+            opt.step()
+            seen.append(all(before.get(n) is opt._plans.get(n) for n in (0, 1)))
+        return params, opt, seen
+
+    params, opt, seen = train(True)
+    assert seen == [True, False, False, False, False, False, False, True, True]
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(fto._FusedOptimizer, "_plan_of", lambda *a: None)
+        ref = train(False)
+    assert_same((params, opt), ref[:2])
+
+
+def test_bad_grads_on_the_planned_path_raise_naming_the_param_and_change_nothing():
+    params = model_params(torch.float32)
+    opt = ft.Adam(two_groups(params), lr=0.01)
+    set_grads(params, 0, fresh=True)
+    opt.step()
+    assert set(opt._plans) == {0, 1}
+    set_grads(params, 1, fresh=False)
+    saved = [p.detach().clone() for p in params]
+    state = {k: v.clone() for k, v in opt.state[params[3]].items()}
+
+    def unchanged():
+        for p, q in zip(params, saved):
+            assert torch.equal(p, q)
+        for k, v in state.items():
+            assert torch.equal(opt.state[params[3]][k], v)
+
+    good = params[3].grad
+    params[3].grad = good.to_sparse()
+    with pytest.raises(TypeError, match=r"param_groups\[1\]\['params'\]\[0\].*sparse"):
+        opt.step()
+    unchanged()
+    params[3].grad = good.clone()
+    params[3].grad.data = torch.zeros(4)     # another shape behind torch's back
+    with pytest.raises(TypeError, match=r"param_groups\[1\]\['params'\]\[0\].*shape"):
+        opt.step()
+    unchanged()
+    # a grad that is the param's own memory: refused by the plan's pointer check
+    params[3].grad = params[3].detach()
+    with pytest.raises(ValueError, match=r"param_groups\[1\]\['params'\].*grads\[0\] shares "
+                                         r"memory with params\[0\]"):
+        opt.step()
+    unchanged()
+    params[3].grad = good
+    opt.step()
+    assert not torch.equal(params[3], saved[3])
+
+
+# ---------------------------------------------------------------------------------------------
+# fusedopt._core.TensorPlan on NumPy arrays
+
+
+def arrays(sizes, dtype, seed):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(n).astype(dtype) for n in sizes]
+
+
+def ptrs(xs):
+    return [a.ctypes.data for a in xs]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_plan_steps_as_the_lists_do(dtype):
+    sizes = [5, 0, 16411, 3]
+    lists = [arrays(sizes, dtype, s) for s in range(4)]
+    lists[3] = [np.abs(v) for v in lists[3]]
+    copies = [[a.copy() for a in x] for x in lists]
+    p, g, m, v = lists
+    plan = ops.tensor_plan([np.dtype(dtype).name] * 4, sizes,
+                           [ptrs(p), None, ptrs(m), ptrs(v), None, None], [p, m, v])
+    for step in (1, 2, 3):
+        plan.set_grads(ptrs(g), g)
+        ops.adam_(plan, plan, plan, plan, step=step, lr=0.01, weight_decay=0.1,
+                  decoupled_weight_decay=True)
+        cp, cg, cm, cv = copies
+        ops.adam_(cp, cg, cm, cv, step=step, lr=0.01, weight_decay=0.1,
+                  decoupled_weight_decay=True)
+    for x, y in zip(lists, copies):
+        for a, b in zip(x, y):
+            assert_same_bits(a, b)
+
+
+def test_a_plan_with_master_weights_and_mixed_dtypes():
+    ml = pytest.importorskip("ml_dtypes")
+    sizes = [9, 4]
+    p = [np.linspace(-1, 1, 9).astype(ml.bfloat16), np.linspace(0, 1, 4).astype(np.float16)]
+    g = [np.full(9, 0.5, ml.bfloat16), np.full(4, -0.25, np.float16)]
+    m = [np.zeros(n, np.float32) for n in sizes]
+    v = [np.zeros(n, np.float32) for n in sizes]
+    w = [x.astype(np.float32) for x in p]
+    ref = [[a.copy() for a in x] for x in (p, g, m, v, w)]
+    plan = ops.tensor_plan(["bfloat16", "float16"], sizes,
+                           [ptrs(p), None, ptrs(m), ptrs(v), None, ptrs(w)], [p, m, v, w])
+    plan.set_grads(ptrs(g), g)
+    ops.adam_(plan, plan, plan, plan, step=1, lr=0.1, master_params=plan)
+    ops.adam_(*ref[:4], step=1, lr=0.1, master_params=ref[4])
+    for x, y in zip((p, m, v, w), ref[:1] + ref[2:]):
+        for a, b in zip(x, y):
+            assert_same_bits(a, b)
+
+
+def test_plan_checks():
+    p, m, g = (arrays([4, 4], np.float32, s) for s in range(3))
+    slots = [ptrs(p), None, ptrs(m), None, None, None]
+    with pytest.raises(TypeError, match="dtypes"):
+        ops.tensor_plan(["int8", "float32"], [4, 4], slots, p)
+    with pytest.raises(ValueError, match="slots must have 6"):
+        ops.tensor_plan(["float32"] * 2, [4, 4], slots[:5], p)
+    with pytest.raises(ValueError, match="grads.*must be None"):
+        ops.tensor_plan(["float32"] * 2, [4, 4], [ptrs(p), ptrs(g)] + [None] * 4, p)
+    with pytest.raises(ValueError, match="params.*required"):
+        ops.tensor_plan(["float32"] * 2, [4, 4], [None] * 6, p)
+    with pytest.raises(ValueError, match=r"state0 has 1 pointers"):
+        ops.tensor_plan(["float32"] * 2, [4, 4], [ptrs(p), None, ptrs(m)[:1]] + [None] * 3, p)
+    with pytest.raises(ValueError, match=r"state0\[1\] shares memory with params\[1\]|"
+                                         r"params\[1\] shares memory with state0\[1\]"):
+        ops.tensor_plan(["float32"] * 2, [4, 4], [ptrs(p), None, [m[0].ctypes.data,
+                        p[1].ctypes.data + 8]] + [None] * 3, p)
+    with pytest.raises(ValueError, match=r"params\[0\] must be aligned"):
+        ops.tensor_plan(["float32"] * 2, [4, 4], [[p[0].ctypes.data + 1, p[1].ctypes.data]]
+                        + [None] * 5, p)
+    with pytest.raises(TypeError, match=r"master_params\[0\]: master weights belong"):
+        ops.tensor_plan(["float32"] * 2, [4, 4], [ptrs(p)] + [None] * 4 + [ptrs(m)], p)
+    with pytest.raises(TypeError, match=r"params\[0\]: a data pointer \(int\)"):
+        ops.tensor_plan(["float32"] * 2, [4, 4], [[1.5, 2]] + [None] * 5, p)
+    plan = ops.tensor_plan(["float32"] * 2, [4, 4], slots, [p, m])
+    assert len(plan) == 2
+    before = [a.copy() for a in p + m]
+
+    def unchanged():
+        for a, b in zip(p + m, before):
+            assert_same_bits(a, b)
+
+    with pytest.raises(ValueError, match="set_grads"):   # no grads given yet
+        ops.sgd_(plan, plan, plan, step=2, lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match="grads has 1 pointers"):
+        plan.set_grads(ptrs(g)[:1], g)
+    with pytest.raises(ValueError, match=r"grads\[1\] shares memory with state0\[1\]"):
+        plan.set_grads([g[0].ctypes.data, m[1].ctypes.data + 4], g)
+    plan.set_grads(ptrs(g), g)
+    with pytest.raises(TypeError, match="momentum_buffers: must be the TensorPlan"):
+        ops.sgd_(plan, plan, m, step=2, lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match="holds params, grads, state0; this call takes "
+                                         "params, grads, state0, state1"):
+        ops.adam_(plan, plan, plan, plan, step=2, lr=0.1)
+    unchanged()
+    ops.sgd_(plan, plan, plan, step=2, lr=0.1, momentum=0.9)
+    assert not np.array_equal(p[0], before[0])
+    with pytest.raises(ValueError, match="set_grads"):   # each set_grads serves one call
+        ops.sgd_(plan, plan, plan, step=3, lr=0.1, momentum=0.9)
+
+
+# ---------------------------------------------------------------------------------------------
+# The step's hooks (fusedopt.torch's own wrapper of step, as torch's profile_hook_step)
+
+
+def test_step_hooks_run_as_torchs_and_the_profiler_sees_the_step():
+    params = model_params(torch.float32)
+    set_grads(params, 0, fresh=True)
+    opt = ft.Adam(params, lr=0.01)
+    assert getattr(type(opt).step, "hooked", False)      # torch did not wrap it again
+    seen = []
+    h1 = opt.register_step_pre_hook(lambda o, a, kw: seen.append(("pre", o is opt, len(a))))
+    h2 = opt.register_step_post_hook(lambda o, a, kw: seen.append(("post", o is opt, len(a))))
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    h3 = register_optimizer_step_pre_hook(
+        lambda o, a, kw: seen.append(("global-pre", o is opt, len(a))))
+    try:
+        opt.step()
+    finally:
+        for h in (h1, h2, h3):
+            h.remove()
+    assert seen == [("global-pre", True, 1), ("pre", True, 1), ("post", True, 1)]
+    # a pre-hook may replace the arguments: here the closure
+    calls = []
+    h = opt.register_step_pre_hook(lambda o, a, kw: ((o,), {"closure": lambda: calls.append(1)}))
+    opt.step()
+    h.remove()
+    assert calls == [1]
+    bad = opt.register_step_pre_hook(lambda o, a, kw: 3)
+    with pytest.raises(RuntimeError, match="must return None or a tuple"):
+        opt.step()
+    bad.remove()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        opt.step()
+    assert any(e.name == "Optimizer.step#Adam.step" for e in prof.events())
+
+
+def test_the_plan_keeps_no_grad_alive_between_steps():
+    """zero_grad() (set_to_none) must free last step's grads: a plan holds them weakly."""
+    import weakref
+
+    params = model_params(torch.float32)
+    opt = ft.Adam(two_groups(params), lr=0.01)
+    for k in range(3):
+        set_grads(params, k, fresh=True)
+        refs = [weakref.ref(p.grad) for p in params]
+        opt.step()
+        assert opt._plans
+        opt.zero_grad()
+        assert all(r() is None for r in refs), k
+
+
+def test_a_master_weight_replaced_in_a_mixed_group_is_seen():
+    """A group of float32 and bfloat16 params with master weights: two kernel calls (parts) in
+    one plan; replacing the master of the bfloat16 param drops the plan, and the new master is
+    the one updated."""
+    pytest.importorskip("ml_dtypes")
+    a = torch.nn.Parameter(torch.ones(5))
+    b = torch.nn.Parameter(torch.ones(7, dtype=torch.bfloat16))
+    opt = ft.SGD([a, b], lr=0.5, momentum=0.5, master_weights=True)
+    a.grad, b.grad = torch.ones(5), torch.ones(7, dtype=torch.bfloat16)
+    opt.step()
+    plan = opt._plans[0]
+    assert len(plan.parts) == 2
+    opt.step()
+    assert opt._plans[0] is plan
+    fresh = torch.full((7,), 4.0)
+    opt.state[b]["master_param"] = fresh
+    opt.step()
+    assert opt._plans[0] is not plan
+    assert torch.equal(b.float(), fresh) and fresh.lt(4.0).all()
