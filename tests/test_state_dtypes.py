@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import re
 
 import numpy as np
 import pytest
@@ -356,3 +357,55 @@ def test_bad_seed(module):
     with pytest.raises(TypeError, match="stochastic_rounding"):
         module.sgd_(p, g, step=1, lr=0.1, stochastic_rounding=1)
     assert (p[0].astype(np.float32) == 1).all()
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_kernel_encoding_equals_reference_at_every_bucket_edge_and_threshold(signed):
+    # The kernels encode with quant.encode_table (two look-ups); the reference searches the
+    # exact midpoints. SGD's first momentum step stores g itself: its codes are quantize(g).
+    e = np.arange(quant.ENCODE_LO - 2, quant.ENCODE_HI + 3, dtype=np.uint32)
+    edges = np.concatenate([e << np.uint32(16), (e << np.uint32(16)) | np.uint32(0xFFFF)])
+    t = quant.thresholds(signed)[:-1]
+    y = np.concatenate([edges.view(np.float32), t, np.nextafter(t, np.float32(2)),
+                        np.nextafter(t, np.float32(-2)), quant.dynamic_map(signed),
+                        np.random.default_rng(0).uniform(-1, 1, 20000).astype(np.float32)])
+    y = y[np.abs(y) <= 1]
+    y = np.concatenate([y, -y]) if signed else np.abs(y)
+    nb = quant.blocks(y.size)
+    x = np.insert(y, np.arange(nb) * (quant.BLOCK - 1), np.float32(1.0))  # absmax 1 per block
+    x = x.astype(np.float32)
+    buf = quant.zeros(x.shape, signed)
+    if not signed:  # momentum buffers are signed: use Adagrad's unsigned sum instead
+        buf = quant.zeros(x.shape, False)
+        ops.adagrad_([np.zeros_like(x)], [np.sqrt(x)], [buf], step=1, lr=0.0)
+        want = quant.quantize(np.sqrt(x) * np.sqrt(x), False)
+    else:
+        ops.sgd_([np.zeros_like(x)], [x], [buf], step=1, lr=0.0, momentum=0.9)
+        want = quant.quantize(x, True)
+    assert np.array_equal(buf.absmax, want.absmax)
+    assert np.array_equal(buf.codes, want.codes)
+
+
+def test_bench_state_section_runs_and_counts_bytes():
+    from fusedopt.benchmarks import state
+    from fusedopt.benchmarks.registry import Context
+    from fusedopt.benchmarks.timing import Timer
+
+    assert state.state_bytes("float32", "float32") == (16, 12)
+    r, w = state.state_bytes("float32", "uint8")
+    assert r + w == pytest.approx(16 + 16 / 256)
+    r, w = state.state_bytes("bfloat16", "uint8")
+    assert r + w == pytest.approx(10 + 16 / 256)
+    ctx = Context(sizes=[20000], timer=Timer(0.01), sizes_given=True)
+    (block,) = state.section(ctx)
+    rows = [re.split(r"\s{2,}", ln.strip()) for ln in block.splitlines()
+            if ln.startswith("20000")]
+    assert sorted(r[1] for r in rows if "bitsandbytes" not in r[1]) == sorted(
+        c[0] for c in state.CONFIGS)
+    assert all(float(r[3]) > 0 and r[-1].endswith("x") for r in rows)
+    try:
+        import bitsandbytes  # noqa: F401
+        has_bnb = True
+    except Exception:
+        has_bnb = False
+    assert ("bitsandbytes Adam8bit" in block) == has_bnb

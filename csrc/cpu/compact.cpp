@@ -64,6 +64,19 @@ __attribute__((noinline)) void load_state(const CompactCall& c, const CompactTen
     }
 }
 
+// The codes of a block of values with absmax a (fusedopt/compact.h fo_quant_encode of x / a,
+// or of 0 where a == 0).
+__attribute__((noinline)) void encode_block(const float* __restrict in, float a,
+                                            uint8_t* __restrict q, const int* __restrict lut,
+                                            const float* __restrict th, int n) {
+    if (a == 0.0f) {
+        const uint8_t zero = static_cast<uint8_t>(fo_quant_encode(0.0f, lut, th));
+        for (int i = 0; i < n; ++i) q[i] = zero;
+        return;
+    }
+    for (int i = 0; i < n; ++i) q[i] = static_cast<uint8_t>(fo_quant_encode(in[i] / a, lut, th));
+}
+
 // The block's new values into state slot k: as float32, rounded to bfloat16 (nearest even), or
 // requantized: absmax = max |x| (a NaN wins), codes of x / absmax (0 where absmax == 0).
 __attribute__((noinline)) void store_state(const CompactCall& c, const CompactTensor& t, int k,
@@ -90,13 +103,8 @@ __attribute__((noinline)) void store_state(const CompactCall& c, const CompactTe
             t.absmax[k][at / kB] = a;
             uint8_t* __restrict q = as<uint8_t>(t.state[k]) + at;
             const float* __restrict th = c.thresholds[t.qsigned[k]];
-            if (a == 0.0f) {
-                const uint8_t zero = static_cast<uint8_t>(fo_quant_encode(0.0f, th));
-                for (int i = 0; i < n; ++i) q[i] = zero;
-            } else {
-                for (int i = 0; i < n; ++i)
-                    q[i] = static_cast<uint8_t>(fo_quant_encode(in[i] / a, th));
-            }
+            const int* __restrict lut = c.encode[t.qsigned[k]];
+            encode_block(in, a, q, lut, th, n);
             break;
         }
     }

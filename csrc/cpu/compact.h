@@ -46,6 +46,7 @@ struct CompactCall {
     const float* grad_scale;      // AMP: the rule sees g / *grad_scale (or null)
     const float* map[2];          // the dynamic map, [0] unsigned, [1] signed (fusedopt.quant)
     const float* thresholds[2];   // and its encoding thresholds
+    const int* encode[2];         // and its encoding table (fusedopt.quant.encode_table)
 };
 
 // Elements per chunk of a thread: a multiple of kQuantBlock.

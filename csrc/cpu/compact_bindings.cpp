@@ -24,6 +24,7 @@ constexpr int kWriteable = 0x0400;
 
 float g_map[2][kQuantBlock];
 float g_thresholds[2][kQuantBlock];
+int g_encode[2][2 * kEncodeSpan];
 bool g_tables = false;
 
 [[noreturn]] void type_error(const std::string& msg) { throw py::type_error(msg); }
@@ -60,7 +61,8 @@ void* codes_of(PyObject* o, const std::string& name, int64_t size) {
 }  // namespace
 
 void set_quant_tables(py::handle map_unsigned, py::handle thr_unsigned, py::handle map_signed,
-                      py::handle thr_signed) {
+                      py::handle thr_signed, py::handle encode_unsigned,
+                      py::handle encode_signed) {
     const py::handle h[4] = {map_unsigned, thr_unsigned, map_signed, thr_signed};
     const char* names[4] = {"map_unsigned", "thresholds_unsigned", "map_signed",
                             "thresholds_signed"};
@@ -70,6 +72,18 @@ void set_quant_tables(py::handle map_unsigned, py::handle thr_unsigned, py::hand
             type_error(std::string(names[k]) + " must hold 256 float32 values");
         float* dst = (k & 1) ? g_thresholds[k >> 1] : g_map[k >> 1];
         std::memcpy(dst, a.data(), sizeof(float) * kQuantBlock);
+    }
+    const py::handle e[2] = {encode_unsigned, encode_signed};
+    for (int k = 0; k < 2; ++k) {
+        const auto a = py::array_t<int32_t, py::array::c_style | py::array::forcecast>::ensure(e[k]);
+        if (!a || a.size() != 2 * kEncodeSpan)
+            type_error("the encoding tables must hold " + std::to_string(2 * kEncodeSpan) +
+                       " int32 values (fusedopt.quant.encode_table)");
+        for (py::ssize_t i = 0; i < a.size(); ++i) {
+            const int32_t c = a.data()[i];
+            if (c < 0 || c > 255) value_error("an encoding table entry is not a code");
+            g_encode[k][i] = c;
+        }
     }
     g_tables = true;
 }
@@ -191,6 +205,8 @@ void collect_compact(CompactArgs& out, py::handle params, py::handle grads, py::
     c.map[1] = g_map[1];
     c.thresholds[0] = g_thresholds[0];
     c.thresholds[1] = g_thresholds[1];
+    c.encode[0] = g_encode[0];
+    c.encode[1] = g_encode[1];
 }
 
 const CompactTable& compact_table_for(const char* isa) {

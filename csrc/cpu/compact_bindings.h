@@ -1,6 +1,7 @@
 // csrc/cpu/compact_bindings.h -- the argument side of compact-state calls (compact_bindings.cpp),
 // used by csrc/bindings.cpp.
 #pragma once
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <vector>
@@ -19,9 +20,11 @@ struct CompactArgs {
     CompactCall call{};
 };
 
-// Copies the float32 tables of fusedopt.quant (dynamic_map, thresholds), 256 values each.
+// Copies the tables of fusedopt.quant: dynamic_map and thresholds (float32, 256 values each)
+// and encode_table (int32 codes), unsigned and signed.
 void set_quant_tables(py::handle map_unsigned, py::handle thr_unsigned, py::handle map_signed,
-                      py::handle thr_signed);
+                      py::handle thr_signed, py::handle encode_unsigned,
+                      py::handle encode_signed);
 
 // Fills `out` from the lists of a call: params, grads (float32, float16, bfloat16), `states` a
 // sequence of three (name, list) pairs or None (slots kState0..2; each item a float32 or

@@ -95,7 +95,8 @@ Arrays = Sequence[Any]  # a list of NumPy or CuPy arrays
 
 # The tables of the 8-bit format, defined once in fusedopt.quant, into the kernels.
 _core.set_quant_tables(quant.dynamic_map(False), quant.thresholds(False),
-                       quant.dynamic_map(True), quant.thresholds(True))
+                       quant.dynamic_map(True), quant.thresholds(True),
+                       quant.encode_table(False), quant.encode_table(True))
 
 
 @contextlib.contextmanager

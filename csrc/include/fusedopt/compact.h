@@ -49,16 +49,25 @@ FUSEDOPT_HD unsigned short fo_float_to_bf16_sr(float x, unsigned key, unsigned i
     return static_cast<unsigned short>(fo_select(is_nan, nan, rounded));
 }
 
-// The 8-bit code of a normalized value y (x / absmax): the number of thresholds t[0..254] with
-// !(y <= t[j]), by a branch-free binary search (t increasing). t[j] is the largest float32 at or
-// below the exact midpoint of map entries j and j+1 (fusedopt.quant.thresholds), so this is the
-// nearest entry, ties to the lower; a NaN y gives 255.
-FUSEDOPT_HD unsigned fo_quant_encode(float y, const float* t) {
-    unsigned idx = 0;
-    for (unsigned step = 128; step >= 1; step >>= 1) {
-        idx += !(y <= t[idx + step - 1]) ? step : 0u;
-    }
-    return idx;
+// The buckets of the encoding table (fusedopt.quant.ENCODE_LO, ENCODE_HI): the top 16 bits of
+// |y| clamped to [kEncodeLo, kEncodeHi], the negative half after the positive one.
+constexpr unsigned kEncodeLo = 0x3000u;
+constexpr unsigned kEncodeHi = 0x3f81u;
+constexpr unsigned kEncodeSpan = kEncodeHi - kEncodeLo + 1;
+
+// The 8-bit code of a normalized value y (x / absmax): the nearest entry of the map, ties to the
+// lower, a NaN 255 -- the count of thresholds t[j] (fusedopt.quant.thresholds: the largest float32
+// at or below the exact midpoint of entries j and j+1) below y. `lut` (fusedopt.quant.
+// encode_table) gives the code of the smallest value of y's bucket, and a bucket holds at most one
+// threshold, so one comparison completes it: two look-ups, no search.
+FUSEDOPT_HD unsigned fo_quant_encode(float y, const int* lut, const float* t) {
+    const unsigned u = fo_float_bits(y);
+    unsigned e = (u & 0x7fffffffu) >> 16;
+    e = e < kEncodeLo ? kEncodeLo : e;
+    e = e > kEncodeHi ? kEncodeHi : e;
+    const int c = lut[(e - kEncodeLo) + (u >> 31) * kEncodeSpan];
+    const unsigned code = static_cast<unsigned>(c) + static_cast<unsigned>(y > t[c]);
+    return fo_select(y != y, 255u, code);
 }
 
 }  // namespace fusedopt
