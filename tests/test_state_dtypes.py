@@ -8,7 +8,6 @@ and every state (bits; codes and absmax) must equal the reference's after every 
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import re
 
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 
 from fusedopt import _core, ops, quant, reference
-from cases import assert_same_bits
+from cases import assert_same_bits, threads_and_isa
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -130,18 +129,6 @@ def _bits_equal(a, b):
             assert np.array_equal(x, y), f"{name}: {np.count_nonzero(x != y)} codes differ"
         else:
             assert_same_bits(x, y, name)
-
-
-@contextlib.contextmanager
-def threads_and_isa(n, isa="auto"):
-    old_n, old_isa = _core.get_num_threads(), _core.isa()
-    _core.set_num_threads(n)
-    _core.set_isa(isa)
-    try:
-        yield
-    finally:
-        _core.set_num_threads(old_n)
-        _core.set_isa(old_isa)
 
 
 def _run_both(rule_id, pid, kind, sizes, steps=STEPS):
@@ -409,3 +396,42 @@ def test_bench_state_section_runs_and_counts_bytes():
     except Exception:
         has_bnb = False
     assert ("bitsandbytes Adam8bit" in block) == has_bnb
+
+
+def test_quant_docstring_examples_run():
+    import doctest
+
+    result = doctest.testmod(quant, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("module", [ops, reference], ids=["ops", "reference"])
+def test_kinds_mix_per_tensor_and_amp(module):
+    # one list holding float32, bfloat16 and 8-bit state side by side, with AMP's pair
+    sizes = [300, 5000, 70000]
+    rng = np.random.default_rng(4)
+    params = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    m = [np.zeros(300, np.float32), np.zeros(5000, BF16), quant.zeros(70000, True)]
+    v = [quant.zeros(300, False), np.zeros(5000, np.float32), np.zeros(70000, BF16)]
+    ref_p, ref_m, ref_v = copy.deepcopy((params, m, v))
+    scale = np.array([4.0], np.float32)
+    for t in range(1, 6):
+        grads = [rng.standard_normal(n).astype(np.float32) * 4 for n in sizes]
+        skip = np.array([1.0 if t == 3 else 0.0], np.float32)
+        module.adam_(params, grads, m, v, step=t, lr=0.01, grad_scale=scale, found_inf=skip)
+        reference.adam_(ref_p, grads, ref_m, ref_v, step=t, lr=0.01, grad_scale=scale,
+                        found_inf=skip)
+    for i in range(3):
+        assert_same_bits(params[i], ref_p[i], f"params[{i}]")
+    assert np.array_equal(m[2].codes, ref_m[2].codes)
+    assert np.array_equal(v[0].absmax, ref_v[0].absmax)
+    assert_same_bits(m[1], ref_m[1], "m[1]")
+    assert_same_bits(v[2], ref_v[2], "v[2]")
+    # a skipped step changes nothing
+    before = copy.deepcopy((params, m, v))
+    module.adam_(params, grads, m, v, step=6, lr=0.01, grad_scale=scale,
+                 found_inf=np.ones(1, np.float32))
+    for a, b in zip(params + [m[0], m[1], v[1], v[2]],
+                    before[0] + [before[1][0], before[1][1], before[2][1], before[2][2]]):
+        assert np.array_equal(a.view(np.uint8), b.view(np.uint8))
+    assert np.array_equal(m[2].codes, before[1][2].codes)
