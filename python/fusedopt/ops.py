@@ -159,7 +159,8 @@ def _compact_step(impl, s, params, grads, states, master_params, grad_scale, fou
     if impl is not _core:
         raise TypeError("bfloat16 and 8-bit state and stochastic_rounding take NumPy arrays; "
                         "the CUDA backend does not have them yet")
-    lists = [("params", params, True, None), ("grads", grads, False, None)]
+    lists: list[tuple[str, Any, bool, str | None]] = [("params", params, True, None),
+                                                      ("grads", grads, False, None)]
     lists += [(n, seq, True, _checks.SIGNEDNESS[n]) for n, seq in states if seq is not None]
     if master_params is not None:
         lists.append(("master_params", master_params, True, _checks.MASTER))
