@@ -8,12 +8,10 @@ steps, every ISA copy and thread counts 1, 2, 3.
 """
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
 from cases import CASE_IDS, CASES, SIZES, assert_same_bits, assert_same_state, bits, dtypes16, \
-    grad_stream
+    grad_stream, threads_and_isa
 
 from fusedopt import _core, ops, optim, reference
 
@@ -22,16 +20,6 @@ DTYPES16 = dtypes16()
 STEPS = 3
 
 
-@contextlib.contextmanager
-def threads_and_isa(n, isa="auto"):
-    old_n, old_isa = _core.get_num_threads(), _core.isa()
-    _core.set_num_threads(n)
-    _core.set_isa(isa)
-    try:
-        yield
-    finally:
-        _core.set_num_threads(old_n)
-        _core.set_isa(old_isa)
 
 
 def make16(shapes, dtype, seed=0):
@@ -210,8 +198,10 @@ BAD = [
                                              L["g"].__setitem__(1, np.ones(3, np.float32))),
      r"master_params: float32 master weights belong to float16 or bfloat16 params; "
      r"params\[1\] has dtype float32", TypeError),
-    ("state-dtype", lambda L, dt: L["v"].__setitem__(1, np.zeros(3, dt)),
-     r"exp_avg_sqs\[1\] has dtype (float16|bfloat16); expected float32", TypeError),
+    # float16 state is refused for every 16-bit param (bfloat16 state is compact state, issue 10:
+    # tests/test_state_dtypes.py)
+    ("state-dtype", lambda L, dt: L["v"].__setitem__(1, np.zeros(3, np.float16)),
+     r"exp_avg_sqs\[1\] has dtype float16; expected float32", TypeError),
     ("grad-dtype", lambda L, dt: L["g"].__setitem__(0, np.ones(5, np.float32)),
      r"grads\[0\] has dtype float32", TypeError),
     ("master-aliases-state", lambda L, dt: L["w"].__setitem__(0, L["m"][0]),
