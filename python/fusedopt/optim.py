@@ -39,6 +39,19 @@ headers (``csrc/include/fusedopt/rules``) and ``fusedopt.ops`` use the same name
 Checkpoints: ``np.savez(f, **flatten_state_dict(opt.state_dict()))`` and
 ``opt.load_state_dict(unflatten_state_dict(np.load(f)))`` (no pickle); or ``pickle`` the
 optimizer itself.
+
+Fewer bytes of state: ``state_dtype="bfloat16"`` keeps every state in bfloat16 (math in
+float32, rounded to nearest even on store), ``state_dtype="uint8"`` as Dettmers' blockwise 8-bit
+state (``fusedopt.quant.QuantizedState``: uint8 codes of the dynamic map and a float32 absmax
+per block of 256; signed map for ``exp_avg``, ``momentum_buffer`` and ``grad_avg``, unsigned for
+the others) for tensors of at least ``quant.MIN_SIZE`` (4096) elements, float32 for smaller
+ones; both per parameter group too, for float32, float16 and bfloat16 params. In
+``state_dict()`` an 8-bit state is its codes under its name and its absmax in the list
+``<name>_absmax``; ``load_state_dict`` converts what it is given into the optimizer's own
+formats (a float32 checkpoint into an 8-bit optimizer is quantized, and back).
+``stochastic_rounding=True`` (bfloat16 params) rounds the stored params with a counter-based
+hash of ``seed``, the step and the element (the same bits for any thread count); group ``j``
+uses ``group_seed(seed, j)``; the seed is in the state_dict.
 """
 from __future__ import annotations
 
@@ -53,7 +66,7 @@ import numpy as np
 from . import _checks, _scalars, ops, quant, reference
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "LBFGS",
-           "flatten_state_dict", "unflatten_state_dict"]
+           "group_seed", "flatten_state_dict", "unflatten_state_dict"]
 
 #: A learning rate: a float, or a schedule (a callable of the number of steps taken).
 LearningRate = Union[float, Callable[[int], float]]
@@ -220,9 +233,30 @@ def new_seed() -> int:
 
 
 def group_seed(seed: int, j: int) -> int:
-    """The seed of parameter group ``j``'s kernel calls: ``seed`` for the first group, then
-    apart by the golden-ratio constant 0x9E3779B97F4A7C15 (mod 2**63), so that tensor ``i`` of
-    two groups does not get the same random numbers at the same step."""
+    """The seed that parameter group ``j``'s kernel calls pass to stochastic rounding.
+
+    The hash of stochastic rounding counts tensors within one kernel call, and each group is
+    one call: the groups' seeds are ``seed`` for the first group, then apart by the
+    golden-ratio constant 0x9E3779B97F4A7C15 (mod 2**63), so that tensor ``i`` of two groups
+    does not get the same random bits at the same step. ``fusedopt.torch`` does the same.
+
+    Parameters
+    ----------
+    seed : int
+        The optimizer's seed, in [0, 2**63).
+    j : int
+        The group's index, >= 0.
+
+    Returns
+    -------
+    int
+        In [0, 2**63).
+
+    Examples
+    --------
+    >>> group_seed(5, 0), group_seed(5, 1) == (5 + 0x9E3779B97F4A7C15) % 2**63
+    (5, True)
+    """
     return (seed + j * 0x9E3779B97F4A7C15) % SEED_LIMIT
 
 
@@ -306,6 +340,11 @@ def _is_array(a: Any) -> bool:
     return hasattr(a, "dtype") and hasattr(a, "flags")
 
 
+def _host(a: Any) -> Any:
+    """A CuPy array copied to the host; anything else as it is."""
+    return a.get() if type(a).__module__.startswith("cupy") and hasattr(a, "get") else a
+
+
 def _to_device(b: Any, like: Any) -> Any:
     """A CuPy copy of the host state ``b`` (an array or a ``quant.QuantizedState``), for the
     CuPy param ``like``."""
@@ -344,6 +383,12 @@ class Optimizer:
         The number of steps taken (read only).
     backend : str
         ``"auto"`` or ``"reference"``.
+    state_dtype : str
+        ``"float32"``, ``"bfloat16"`` or ``"uint8"`` (a group's own value overrides it).
+    stochastic_rounding : bool
+        Whether bfloat16 params are rounded stochastically (a group's own value overrides it).
+    seed : int
+        The seed of stochastic rounding (given, or drawn from the OS).
 
     Notes
     -----
@@ -369,7 +414,8 @@ class Optimizer:
     parallel.
 
     **Checkpoints.** ``state_dict()`` is a copy: ``{"step": int, "lr": float or None (a
-    schedule), "hyperparams": dict, "state": {name: [arrays]}}``; ``load_state_dict`` restores
+    schedule), "hyperparams": dict, "state": {name: [arrays]}}`` (8-bit states as codes and
+    ``<name>_absmax``; and ``"seed"`` with stochastic rounding); ``load_state_dict`` restores
     it (a resumed run continues bit for bit, a schedule from the saved step count) and accepts
     0-d arrays where scalars are expected. ``flatten_state_dict`` turns it into a flat dict of
     NumPy arrays for ``np.savez`` and ``unflatten_state_dict`` back. Optimizers also survive
@@ -659,7 +705,8 @@ class Optimizer:
 
     def state_dict(self) -> dict[str, Any]:
         """A copy of the optimizer's state: ``{"step": int, "lr": float, or None when lr is a
-        schedule, "hyperparams": dict, "seed": int, "state": {name: list of arrays}}``. An
+        schedule, "hyperparams": dict, "state": {name: list of arrays}}``, and ``"seed"``
+        where a group rounds stochastically. An
         8-bit state is its codes (uint8) under its name and its absmax (float32) in the list
         ``<name>_absmax`` (None for the tensors whose state is not 8-bit); a bfloat16 state a
         bfloat16 array. See ``flatten_state_dict`` to save it with ``np.savez``."""
@@ -675,9 +722,10 @@ class Optimizer:
                 "step": self._step,
                 "lr": None if callable(self.lr) else self.lr,
                 "hyperparams": dict(self.hyperparams),
-                "seed": self.seed,
                 "state": state,
             }
+            if any(self._storage(g)[1] for g in self.param_groups):
+                out["seed"] = self.seed
             if self._grouped:
                 out["param_groups"] = [
                     {"size": len(g["params"]),
@@ -755,12 +803,8 @@ class Optimizer:
                    for g in groups for p in g["params"]]
         out = []
         for i, (a, m, p, fmt) in enumerate(zip(arrs, absmaxes, self.params, formats)):
-            if type(a).__module__.startswith("cupy"):  # to the host
-                a = a.get()
-            if type(m).__module__.startswith("cupy"):
-                m = m.get()
-            b = convert_state(f"{where}[{i}]", a, m, fmt, name, p)
-            out.append(b if isinstance(p, np.ndarray) else _to_device(b, p))
+            b = convert_state(f"{where}[{i}]", _host(a), _host(m), fmt, name, p)
+            out.append(b if type(p) is np.ndarray else _to_device(b, p))
         return out
 
     # -- pickle and copy: everything but the lock ----------------------------------------------
@@ -784,7 +828,7 @@ def flatten_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """A ``state_dict()`` as a flat dict of NumPy arrays, for ``np.savez(f, **flat)``.
 
     Keys: ``"step"`` (0-d int64), ``"lr"`` (0-d float64; absent when lr is a schedule),
-    ``"seed"`` (0-d int64), ``"hyperparams.<name>"`` (0-d arrays; ``betas`` a 1-d array of 2),
+    ``"seed"`` (0-d int64, with stochastic rounding), ``"hyperparams.<name>"`` (0-d arrays; ``betas`` a 1-d array of 2),
     and ``"state.<name>.<i>"`` for the i-th array of each state list (CuPy arrays are copied to
     the host; the None entries of an ``<name>_absmax`` list are left out).
     ``unflatten_state_dict`` inverts it (bfloat16 arrays, which ``np.load`` returns as 2-byte
