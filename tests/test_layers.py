@@ -46,6 +46,7 @@ LAYERS = {
     "fusedopt._core": "core",
     "fusedopt._checks": "support",
     "fusedopt._scalars": "support",
+    "fusedopt.quant": "support",
     "fusedopt.ops": "kernels",
     "fusedopt._cuda": "kernels",
     "fusedopt.reference": "kernels",

@@ -1,7 +1,7 @@
 """Checks of hyperparameters and array lists, shared by every backend.
 
-Layer: support (pure Python: used by ``ops``, ``reference``, ``optim``, ``schedules`` and the rest; imports nothing of
-fusedopt).
+Layer: support (pure Python: used by ``ops``, ``reference``, ``optim``, ``schedules`` and the rest; imports
+only ``fusedopt.quant``, the state format, of the same layer).
 
 Every public function checks all of its arguments with these helpers *before* it modifies
 anything, so a call either happens whole or raises. Messages name the argument.
@@ -12,6 +12,8 @@ import math
 import numbers
 
 import numpy as np
+
+from . import quant
 
 __all__ = [
     "real",
@@ -24,6 +26,11 @@ __all__ = [
     "check_lists",
     "MATH",
     "MASTER",
+    "SIGNED",
+    "UNSIGNED",
+    "state_kind",
+    "SIGNEDNESS",
+    "rounding",
     "PARAM_DTYPES",
     "is_16bit",
 ]
@@ -117,6 +124,12 @@ def _address(a) -> int:
 MATH = "math"
 #: The dtype of master weights: float32, and only for float16/bfloat16 params.
 MASTER = "master"
+#: The dtype of a state list that may also hold 16-bit or 8-bit state (issue 10): per tensor an
+#: array of the param's math type, or, where that math type is float32 (float32, float16 and
+#: bfloat16 params), a bfloat16 array or a ``quant.QuantizedState`` with this signedness
+#: (SIGNED: first moments and momentum; UNSIGNED: second moments, sums, maxima).
+SIGNED = "signed"
+UNSIGNED = "unsigned"
 #: The dtypes of params the update rules take (bfloat16 is ml_dtypes'; named, not imported).
 PARAM_DTYPES = ("float32", "float64", "float16", "bfloat16")
 
@@ -126,11 +139,85 @@ def is_16bit(dtype) -> bool:
     return np.dtype(dtype).name in ("float16", "bfloat16")
 
 
+def state_kind(a) -> str:
+    """How a state tensor is held: "plain" (an array of the math type), "bfloat16" (an
+    ml_dtypes bfloat16 array) or "uint8" (a ``quant.QuantizedState``)."""
+    if isinstance(a, quant.QuantizedState):
+        return "uint8"
+    dt = getattr(a, "dtype", None)
+    return "bfloat16" if dt is not None and np.dtype(dt).name == "bfloat16" else "plain"
+
+
+#: The signedness of each rule's state list (by its argument name): first moments and momentum
+#: signed, second moments, sums and maxima unsigned.
+SIGNEDNESS = {"momentum_buffers": SIGNED, "exp_avgs": SIGNED, "grad_avgs": SIGNED,
+              "state_sums": UNSIGNED, "square_avgs": UNSIGNED, "exp_avg_sqs": UNSIGNED,
+              "max_exp_avg_sqs": UNSIGNED, "exp_infs": UNSIGNED}
+
+
+def rounding(params, stochastic_rounding, seed) -> bool:
+    """The stochastic rounding keywords of the rules: a bool, and an int seed in [0, 2**64);
+    True only with bfloat16 params (every one of them; ValueError naming
+    ``stochastic_rounding`` otherwise). Returns the flag."""
+    sr = flag("stochastic_rounding", stochastic_rounding)
+    seed = integer("seed", seed, minimum=0)
+    if seed >= 2**64:
+        raise ValueError(f"seed must be < 2**64, got an int of {seed.bit_length()} bits")
+    if sr and isinstance(params, (list, tuple)):
+        for i, p in enumerate(params):
+            dt = getattr(p, "dtype", None)
+            if dt is None or np.dtype(dt).name != "bfloat16":
+                raise ValueError(f"stochastic_rounding=True needs bfloat16 params; params[{i}] "
+                                 f"has dtype {dt}")
+    return sr
+
+
+def _math32(p) -> bool:
+    return p.dtype == np.float32 or is_16bit(p.dtype)
+
+
+def _check_quantized(name, i, q, p, pname, want, written, spans):
+    """The checks of one QuantizedState item (codes, absmax, signedness); adds its spans."""
+    if not _math32(p):
+        raise TypeError(f"{name}[{i}] is 8-bit state, which needs float32 math; {pname}[{i}] "
+                        f"has dtype {p.dtype} (8-bit and bfloat16 state take float32, float16 "
+                        "or bfloat16 params)")
+    if q.signed != (want == SIGNED):
+        raise ValueError(f"{name}[{i}] is {'signed' if q.signed else 'unsigned'} 8-bit state; "
+                         f"{name} must be {want}")
+    for part, a in (("codes", q.codes), ("absmax", q.absmax)):
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{name}[{i}].{part} must be a numpy.ndarray, got "
+                            f"{type(a).__module__}.{type(a).__name__}")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{name}[{i}].{part} must be C-contiguous")
+        if written and not a.flags.writeable:
+            raise ValueError(f"{name}[{i}].{part} is read-only; it is updated in place")
+        if not a.flags.aligned:
+            raise ValueError(f"{name}[{i}].{part} must be aligned to its dtype")
+    if q.codes.dtype != np.uint8:
+        raise TypeError(f"{name}[{i}].codes has dtype {q.codes.dtype}; expected uint8")
+    if q.absmax.dtype != np.float32 or q.absmax.ndim != 1:
+        raise TypeError(f"{name}[{i}].absmax must be one-dimensional float32, got "
+                        f"{q.absmax.dtype} of {q.absmax.ndim} dimensions")
+    if q.codes.shape != p.shape:
+        raise ValueError(f"{name}[{i}].codes: shape {q.codes.shape} does not match "
+                         f"{pname}[{i}] {p.shape}")
+    if q.absmax.size != quant.blocks(p.size):
+        raise ValueError(f"{name}[{i}].absmax has {q.absmax.size} values; {pname}[{i}] of "
+                         f"{p.size} elements needs {quant.blocks(p.size)} (one per "
+                         f"{quant.BLOCK})")
+    for a in (q.codes, q.absmax):
+        if a.size:
+            lo = _address(a)
+            spans.append((lo, lo + a.nbytes, written, name, i))
+
+
 def _want(want, p):
     """The dtype a list item must have, for a `want` of check_lists and its param `p`."""
     if want is None:
         return p.dtype
-    if want in (MATH, MASTER):
+    if want in (MATH, MASTER, SIGNED, UNSIGNED):
         return np.dtype(np.float32) if is_16bit(p.dtype) else p.dtype
     return np.dtype(want)
 
@@ -157,6 +244,9 @@ def check_lists(lists, *, array_type=np.ndarray, dtypes=(np.float32, np.float64)
     for i, p in enumerate(params):
         for k, (name, seq, written, want) in enumerate(lists):
             a = seq[i]
+            if k and want in (SIGNED, UNSIGNED) and isinstance(a, quant.QuantizedState):
+                _check_quantized(name, i, a, p, pname, want, written, spans)
+                continue
             if not isinstance(a, array_type):
                 raise TypeError(
                     f"{name}[{i}] must be a {array_type.__module__}.{array_type.__name__}, "
@@ -172,7 +262,12 @@ def check_lists(lists, *, array_type=np.ndarray, dtypes=(np.float32, np.float64)
                 if want == MASTER and not is_16bit(p.dtype):
                     raise TypeError(f"{name}: float32 master weights belong to float16 or "
                                     f"bfloat16 params; {pname}[{i}] has dtype {p.dtype}")
-                if want is not None and a.dtype != _want(want, p):
+                bf16_state = (want in (SIGNED, UNSIGNED) and a.dtype.name == "bfloat16"
+                              and array_type is np.ndarray)
+                if bf16_state and not _math32(p):
+                    raise TypeError(f"{name}[{i}] is bfloat16 state, which needs float32 math; "
+                                    f"{pname}[{i}] has dtype {p.dtype}")
+                if want is not None and not bf16_state and a.dtype != _want(want, p):
                     raise TypeError(f"{name}[{i}] has dtype {a.dtype}; expected "
                                     f"{_want(want, p)}" + (f", the math type of {p.dtype} "
                                                            f"{pname}[{i}]" if want in (MATH, MASTER)

@@ -44,6 +44,23 @@ master_params : list of float32 arrays, optional
     float32 copies of the params instead, and the params receive the result rounded, in the
     same pass. Only for float16/bfloat16 params (TypeError otherwise).
 
+Compact state and stochastic rounding (issue 10)
+------------------------------------------------
+Where the math type is float32 (float32, float16 and bfloat16 params), each state tensor may be
+held compactly instead of as a float32 array: a ``ml_dtypes.bfloat16`` array (widened exactly,
+stored rounded to nearest even) or a :class:`fusedopt.quant.QuantizedState` (8-bit blockwise:
+uint8 codes and one float32 absmax per 256 elements, dequantized, updated in float32 and
+requantized in the same pass; see :mod:`fusedopt.quant`). Signed 8-bit state for first moments
+and momentum (``exp_avg``, ``momentum_buffer``, ``grad_avg``), unsigned for the others. Kinds
+may differ from tensor to tensor and list to list.
+stochastic_rounding : bool, default False
+    bfloat16 params only (ValueError otherwise): the param receives the float32 result rounded
+    stochastically (``quant.stochastic_round_bf16``), with random bits from a counter-based hash
+    of ``seed``, ``step``, the tensor's index in the list and the element's index: the same bits
+    for any thread count and instruction set.
+seed : int, default 0
+    In [0, 2**64); keep it in the optimizer's state and pass the same one every step.
+
 Non-finite gradients
 --------------------
 A NaN or infinite gradient poisons the params and the states permanently (every later step
@@ -69,6 +86,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from . import _checks, _core, _scalars
+from . import reference  # TODO(q8core): only for the interim compact path
 
 __all__ = ["num_threads", "sgd_", "adagrad_", "rmsprop_", "adam_", "adamax_", "global_norm",
            "clip_by_global_norm_", "found_inf_", "backend_of", "lbfgs_direction_"]
@@ -121,10 +139,34 @@ def _extra(impl, master_params, grad_scale, found_inf) -> dict:
                               ("found_inf", found_inf)) if v is not None}
 
 
+def _compact(states) -> bool:
+    """Whether any tensor of the state lists (name, list or None) is held compactly (bfloat16
+    or 8-bit). Malformed lists answer False: the plain path's checks then name them."""
+    return any(isinstance(seq, (list, tuple)) and
+               any(_checks.state_kind(a) != "plain" for a in seq) for _, seq in states)
+
+
+def _compact_step(impl, s, params, grads, states, master_params, grad_scale, found_inf, step,
+                  seed, sr, fallback) -> None:
+    """A step with compact state or stochastic rounding: every list checked here (states in the
+    slots of fusedopt/slots.h, None where the rule does not use one), then one fused call."""
+    if impl is not _core:
+        raise TypeError("bfloat16 and 8-bit state and stochastic_rounding take NumPy arrays; "
+                        "the CUDA backend does not have them yet")
+    lists = [("params", params, True, None), ("grads", grads, False, None)]
+    lists += [(n, seq, True, _checks.SIGNEDNESS[n]) for n, seq in states if seq is not None]
+    if master_params is not None:
+        lists.append(("master_params", master_params, True, _checks.MASTER))
+    _checks.check_lists(lists, dtypes=_checks.PARAM_DTYPES)
+    # TODO(q8core): the fused CPU kernel; until it lands the step runs in the reference.
+    fallback()
+
+
 def sgd_(params: Arrays, grads: Arrays, momentum_buffers: Arrays | None = None, *, step: int,
          lr: float, momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
          nesterov: bool = False, maximize: bool = False, master_params: Arrays | None = None,
-         grad_scale=None, found_inf=None) -> None:
+         grad_scale=None, found_inf=None, stochastic_rounding: bool = False,
+         seed: int = 0) -> None:
     """SGD with optional momentum, dampening, Nesterov momentum and L2 weight decay, in place.
 
     As torch.optim.SGD::
@@ -152,7 +194,7 @@ def sgd_(params: Arrays, grads: Arrays, momentum_buffers: Arrays | None = None, 
     nesterov : bool, default False
         Needs ``momentum > 0`` and ``dampening == 0``.
     maximize : bool, default False
-    master_params, grad_scale, found_inf
+    master_params, grad_scale, found_inf, stochastic_rounding, seed
         See the module docstring.
 
     Examples
@@ -166,7 +208,14 @@ def sgd_(params: Arrays, grads: Arrays, momentum_buffers: Arrays | None = None, 
     """
     s = _scalars.sgd(step=step, lr=lr, momentum=momentum, dampening=dampening,
                      weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
+    sr = _checks.rounding(params, stochastic_rounding, seed)
     impl = backend_of(params)
+    states = [("momentum_buffers", momentum_buffers)] if s.momentum != 0 else []
+    if sr or _compact(states):
+        _compact_step(impl, s, params, grads, states, master_params, grad_scale, found_inf,
+                      step, seed, sr,
+                      lambda: reference.sgd_(params, grads, momentum_buffers, step=step, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov, maximize=maximize, master_params=master_params, grad_scale=grad_scale, found_inf=found_inf, stochastic_rounding=sr, seed=seed))  # TODO(q8core)
+        return
     impl.sgd(params, grads, momentum_buffers, s,
              **_extra(impl, master_params, grad_scale, found_inf))
 
@@ -174,7 +223,8 @@ def sgd_(params: Arrays, grads: Arrays, momentum_buffers: Arrays | None = None, 
 def adagrad_(params: Arrays, grads: Arrays, state_sums: Arrays, *, step: int, lr: float = 1e-2,
              lr_decay: float = 0.0, weight_decay: float = 0.0, eps: float = 1e-10,
              eps_root: float = 0.0, maximize: bool = False, master_params: Arrays | None = None,
-             grad_scale=None, found_inf=None) -> None:
+             grad_scale=None, found_inf=None, stochastic_rounding: bool = False,
+             seed: int = 0) -> None:
     """Adagrad (Duchi, Hazan & Singer 2011), in place::
 
         sum <- sum + g * g
@@ -195,7 +245,7 @@ def adagrad_(params: Arrays, grads: Arrays, state_sums: Arrays, *, step: int, lr
     eps_root : float, default 0.0
         Added inside the square root (optax).
     maximize : bool, default False
-    master_params, grad_scale, found_inf
+    master_params, grad_scale, found_inf, stochastic_rounding, seed
         See the module docstring.
 
     Examples
@@ -209,7 +259,14 @@ def adagrad_(params: Arrays, grads: Arrays, state_sums: Arrays, *, step: int, lr
     """
     s = _scalars.adagrad(step=step, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                          eps=eps, eps_root=eps_root, maximize=maximize)
+    sr = _checks.rounding(params, stochastic_rounding, seed)
     impl = backend_of(params)
+    states = [("state_sums", state_sums)]
+    if sr or _compact(states):
+        _compact_step(impl, s, params, grads, states, master_params, grad_scale, found_inf,
+                      step, seed, sr,
+                      lambda: reference.adagrad_(params, grads, state_sums, step=step, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps, eps_root=eps_root, maximize=maximize, master_params=master_params, grad_scale=grad_scale, found_inf=found_inf, stochastic_rounding=sr, seed=seed))  # TODO(q8core)
+        return
     impl.adagrad(params, grads, state_sums, s,
                  **_extra(impl, master_params, grad_scale, found_inf))
 
@@ -219,7 +276,7 @@ def rmsprop_(params: Arrays, grads: Arrays, square_avgs: Arrays, grad_avgs: Arra
              alpha: float = 0.99, eps: float = 1e-8, eps_root: float = 0.0,
              weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False,
              maximize: bool = False, master_params: Arrays | None = None, grad_scale=None,
-             found_inf=None) -> None:
+             found_inf=None, stochastic_rounding: bool = False, seed: int = 0) -> None:
     """RMSprop (Hinton), centered (Graves 2013), with momentum, in place::
 
         square_avg <- alpha * square_avg + (1 - alpha) * (g * g)
@@ -248,7 +305,7 @@ def rmsprop_(params: Arrays, grads: Arrays, square_avgs: Arrays, grad_avgs: Arra
     momentum : float, default 0.0
     centered : bool, default False
     maximize : bool, default False
-    master_params, grad_scale, found_inf
+    master_params, grad_scale, found_inf, stochastic_rounding, seed
         See the module docstring.
 
     Examples
@@ -263,7 +320,15 @@ def rmsprop_(params: Arrays, grads: Arrays, square_avgs: Arrays, grad_avgs: Arra
     s = _scalars.rmsprop(step=step, lr=lr, alpha=alpha, eps=eps, eps_root=eps_root,
                          weight_decay=weight_decay, momentum=momentum, centered=centered,
                          maximize=maximize)
+    sr = _checks.rounding(params, stochastic_rounding, seed)
     impl = backend_of(params)
+    states = [("square_avgs", square_avgs), ("grad_avgs", grad_avgs if s.centered else None),
+              ("momentum_buffers", momentum_buffers if s.momentum != 0 else None)]
+    if sr or _compact(states):
+        _compact_step(impl, s, params, grads, states, master_params, grad_scale, found_inf,
+                      step, seed, sr,
+                      lambda: reference.rmsprop_(params, grads, square_avgs, grad_avgs, momentum_buffers, step=step, lr=lr, alpha=alpha, eps=eps, eps_root=eps_root, weight_decay=weight_decay, momentum=momentum, centered=centered, maximize=maximize, master_params=master_params, grad_scale=grad_scale, found_inf=found_inf, stochastic_rounding=sr, seed=seed))  # TODO(q8core)
+        return
     impl.rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, s,
                  **_extra(impl, master_params, grad_scale, found_inf))
 
@@ -273,7 +338,8 @@ def adam_(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_avg_sqs: Arrays,
           betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, eps_root: float = 0.0,
           weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
           amsgrad: bool = False, maximize: bool = False, master_params: Arrays | None = None,
-          grad_scale=None, found_inf=None) -> None:
+          grad_scale=None, found_inf=None, stochastic_rounding: bool = False,
+          seed: int = 0) -> None:
     """Adam (Kingma & Ba 2015); AdamW with ``decoupled_weight_decay=True``; AMSGrad, in place::
 
         p              <- p * (1 - lr * wd)                       (decoupled weight decay)
@@ -302,7 +368,7 @@ def adam_(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_avg_sqs: Arrays,
         AdamW's form instead of the L2 penalty.
     amsgrad : bool, default False
     maximize : bool, default False
-    master_params, grad_scale, found_inf
+    master_params, grad_scale, found_inf, stochastic_rounding, seed
         See the module docstring.
 
     Examples
@@ -318,7 +384,15 @@ def adam_(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_avg_sqs: Arrays,
     s = _scalars.adam(step=step, lr=lr, betas=betas, eps=eps, eps_root=eps_root,
                       weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
                       amsgrad=amsgrad, maximize=maximize)
+    sr = _checks.rounding(params, stochastic_rounding, seed)
     impl = backend_of(params)
+    states = [("exp_avgs", exp_avgs), ("exp_avg_sqs", exp_avg_sqs),
+              ("max_exp_avg_sqs", max_exp_avg_sqs if s.amsgrad else None)]
+    if sr or _compact(states):
+        _compact_step(impl, s, params, grads, states, master_params, grad_scale, found_inf,
+                      step, seed, sr,
+                      lambda: reference.adam_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step=step, lr=lr, betas=betas, eps=eps, eps_root=eps_root, weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay, amsgrad=amsgrad, maximize=maximize, master_params=master_params, grad_scale=grad_scale, found_inf=found_inf, stochastic_rounding=sr, seed=seed))  # TODO(q8core)
+        return
     impl.adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, s,
               **_extra(impl, master_params, grad_scale, found_inf))
 
@@ -326,7 +400,8 @@ def adam_(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_avg_sqs: Arrays,
 def adamax_(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_infs: Arrays, *, step: int,
             lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
             weight_decay: float = 0.0, maximize: bool = False,
-            master_params: Arrays | None = None, grad_scale=None, found_inf=None) -> None:
+            master_params: Arrays | None = None, grad_scale=None, found_inf=None,
+            stochastic_rounding: bool = False, seed: int = 0) -> None:
     """AdaMax (Kingma & Ba 2015, section 7.1), in place::
 
         exp_avg <- b1 * exp_avg + (1 - b1) * g
@@ -344,7 +419,7 @@ def adamax_(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_infs: Arrays, *
     eps : float, default 1e-8
     weight_decay : float, default 0.0
     maximize : bool, default False
-    master_params, grad_scale, found_inf
+    master_params, grad_scale, found_inf, stochastic_rounding, seed
         See the module docstring.
 
     Examples
@@ -358,7 +433,14 @@ def adamax_(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_infs: Arrays, *
     """
     s = _scalars.adamax(step=step, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                         maximize=maximize)
+    sr = _checks.rounding(params, stochastic_rounding, seed)
     impl = backend_of(params)
+    states = [("exp_avgs", exp_avgs), ("exp_infs", exp_infs)]
+    if sr or _compact(states):
+        _compact_step(impl, s, params, grads, states, master_params, grad_scale, found_inf,
+                      step, seed, sr,
+                      lambda: reference.adamax_(params, grads, exp_avgs, exp_infs, step=step, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize, master_params=master_params, grad_scale=grad_scale, found_inf=found_inf, stochastic_rounding=sr, seed=seed))  # TODO(q8core)
+        return
     impl.adamax(params, grads, exp_avgs, exp_infs, s,
                 **_extra(impl, master_params, grad_scale, found_inf))
 

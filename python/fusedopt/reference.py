@@ -17,13 +17,26 @@ the rule sees ``g / grad_scale``, the scale cast once to the array dtype, as the
 the grad widened; the param then receives the float32 result rounded to nearest even (NumPy's
 and ml_dtypes' ``astype``). The states are float32.
 
+Compact state (issue 10): where the math type is float32 (float32, float16 and bfloat16 params)
+each state tensor may instead be a bfloat16 array (the rule sees it widened, exactly; the new
+value is stored rounded to nearest even) or a ``fusedopt.quant.QuantizedState`` (the rule sees
+it dequantized; the new values are requantized block by block: new absmax, nearest codes).
+First moments and momentum are signed, every other state unsigned (see ``_checks.SIGNED``).
+The rule's float32 values of this step are used throughout the step (the update of the param
+uses the state before it is stored compactly).
+
+``stochastic_rounding=True`` (bfloat16 params only) stores the param (or the master weights'
+value) into bfloat16 with ``quant.stochastic_round_bf16`` and the key
+``quant.sr_key(seed, step, i)`` of the tensor's index ``i`` in the list, instead of rounding to
+nearest even.
+
 Layer: the reference (NumPy only); it imports nothing compiled.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import _checks, _scalars
+from . import _checks, _scalars, quant
 
 __all__ = ["sgd_", "adagrad_", "rmsprop_", "adam_", "adamax_", "global_norm",
            "clip_by_global_norm_", "found_inf_",
@@ -55,12 +68,33 @@ def _unscaled(g, p, scale):
 
 
 def _check(lists, master_params):
-    """check_lists for a rule: 16-bit params allowed, states of the param's math type, the
-    optional master weights last."""
-    lists = [(n, a, w, None if n in ("params", "grads") else _checks.MATH) for n, a, w in lists]
+    """check_lists for a rule: 16-bit params allowed, states of the param's math type (or
+    compact: bfloat16, 8-bit), the optional master weights last."""
+    lists = [(n, a, w, None if n in ("params", "grads") else _checks.SIGNEDNESS[n])
+             for n, a, w in lists]
     if master_params is not None:
         lists.append(("master_params", master_params, True, _checks.MASTER))
     _checks.check_lists(lists, dtypes=_checks.PARAM_DTYPES)
+
+
+def _load(s):
+    """The float values a rule works on for one state tensor (the array itself when plain)."""
+    kind = _checks.state_kind(s)
+    if kind == "uint8":
+        return quant.dequantize(s)
+    if kind == "bfloat16":
+        return s.astype(np.float32)
+    return s
+
+
+def _store(s, w):
+    """The updated values ``w`` of ``_load(s)`` back into a compact state ``s``."""
+    kind = _checks.state_kind(s)
+    if kind == "uint8":
+        quant.requantize_(s, w)
+    elif kind == "bfloat16":
+        with np.errstate(over="ignore", invalid="ignore"):
+            s[...] = w.astype(s.dtype)
 
 
 def _widen(p, g, master_params, i):
@@ -72,9 +106,13 @@ def _widen(p, g, master_params, i):
     return w, g.astype(np.float32)
 
 
-def _narrow(p, w):
-    """The updated float32 ``w`` into the 16-bit param ``p``, rounded to nearest even."""
+def _narrow(p, w, key=None):
+    """The updated float32 ``w`` into the 16-bit param ``p``, rounded to nearest even, or
+    stochastically with ``key`` (bfloat16 only)."""
     if w is not p:
+        if key is not None:
+            p[...] = quant.stochastic_round_bf16(w, key)
+            return
         with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN are kept, silently
             p[...] = w.astype(p.dtype)
 
@@ -100,7 +138,7 @@ def _grad(g, p, k, maximize, weight_decay):
 
 def sgd_(params, grads, momentum_buffers=None, *, step, lr, momentum=0.0, dampening=0.0,
          weight_decay=0.0, nesterov=False, maximize=False, master_params=None,
-         grad_scale=None, found_inf=None):
+         grad_scale=None, found_inf=None, stochastic_rounding=False, seed=0):
     r"""SGD, heavy-ball momentum, dampening and Nesterov momentum (Sutskever et al. 2013).
 
     In the notation of ``fusedopt.ops`` and ``rules/sgd.h``::
@@ -117,6 +155,7 @@ def sgd_(params, grads, momentum_buffers=None, *, step, lr, momentum=0.0, dampen
     if s.momentum != 0:
         lists.append(("momentum_buffers", momentum_buffers, True))
     _check(lists, master_params)
+    sr = _checks.rounding(params, stochastic_rounding, seed)
     skip, scale = _amp(grad_scale, found_inf)
     if skip:
         return
@@ -125,19 +164,20 @@ def sgd_(params, grads, momentum_buffers=None, *, step, lr, momentum=0.0, dampen
         k = _scalars.cast(s, p.dtype)
         g = _grad(_unscaled(g, p, scale), p, k, maximize, weight_decay)
         if s.momentum != 0:
-            momentum_buffer = momentum_buffers[i]
+            momentum_buffer = _load(momentum_buffers[i])
             if s.first_step:
                 momentum_buffer[...] = g
             else:
                 momentum_buffer[...] = k.momentum * momentum_buffer + k.one_minus_dampening * g
             g = g + k.momentum * momentum_buffer if nesterov else momentum_buffer
+            _store(momentum_buffers[i], momentum_buffer)
         p[...] = p - k.lr * g
-        _narrow(p16, p)
+        _narrow(p16, p, quant.sr_key(seed, step, i) if sr else None)
 
 
 def adagrad_(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
              eps=1e-10, eps_root=0.0, maximize=False, master_params=None,
-             grad_scale=None, found_inf=None):
+             grad_scale=None, found_inf=None, stochastic_rounding=False, seed=0):
     r"""Adagrad (Duchi, Hazan & Singer 2011).
 
     In the notation of ``fusedopt.ops`` and ``rules/adagrad.h``::
@@ -150,23 +190,26 @@ def adagrad_(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_d
                          eps=eps, eps_root=eps_root, maximize=maximize)
     _check([("params", params, True), ("grads", grads, False),
             ("state_sums", state_sums, True)], master_params)
+    sr = _checks.rounding(params, stochastic_rounding, seed)
     skip, scale = _amp(grad_scale, found_inf)
     if skip:
         return
-    for i, (p16, g, sum_) in enumerate(zip(params, grads, state_sums)):
+    for i, (p16, g) in enumerate(zip(params, grads)):
         p, g = _widen(p16, g, master_params, i)
+        sum_ = _load(state_sums[i])
         k = _scalars.cast(s, p.dtype)
         g = _grad(_unscaled(g, p, scale), p, k, maximize, weight_decay)
         sum_[...] = sum_ + g * g
+        _store(state_sums[i], sum_)
         denom = np.sqrt(sum_ + k.eps_root) + k.eps
         p[...] = p - k.lr_t * (g / denom)
-        _narrow(p16, p)
+        _narrow(p16, p, quant.sr_key(seed, step, i) if sr else None)
 
 
 def rmsprop_(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *, step,
              lr=1e-2, alpha=0.99, eps=1e-8, eps_root=0.0, weight_decay=0.0, momentum=0.0,
              centered=False, maximize=False, master_params=None,
-             grad_scale=None, found_inf=None):
+             grad_scale=None, found_inf=None, stochastic_rounding=False, seed=0):
     r"""RMSProp (Hinton, Coursera lecture 6e), centered form (Graves 2013), with momentum.
 
     In the notation of ``fusedopt.ops`` and ``rules/rmsprop.h``::
@@ -187,33 +230,38 @@ def rmsprop_(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, 
     if s.momentum != 0:
         lists.append(("momentum_buffers", momentum_buffers, True))
     _check(lists, master_params)
+    sr = _checks.rounding(params, stochastic_rounding, seed)
     skip, scale = _amp(grad_scale, found_inf)
     if skip:
         return
-    for i, (p16, g, square_avg) in enumerate(zip(params, grads, square_avgs)):
+    for i, (p16, g) in enumerate(zip(params, grads)):
         p, g = _widen(p16, g, master_params, i)
+        square_avg = _load(square_avgs[i])
         k = _scalars.cast(s, p.dtype)
         g = _grad(_unscaled(g, p, scale), p, k, maximize, weight_decay)
         square_avg[...] = k.alpha * square_avg + k.one_minus_alpha * (g * g)
+        _store(square_avgs[i], square_avg)
         var = square_avg
         if centered:
-            grad_avg = grad_avgs[i]
+            grad_avg = _load(grad_avgs[i])
             grad_avg[...] = k.alpha * grad_avg + k.one_minus_alpha * g
+            _store(grad_avgs[i], grad_avg)
             var = square_avg - grad_avg * grad_avg
         denom = np.sqrt(var + k.eps_root) + k.eps
         if s.momentum != 0:
-            momentum_buffer = momentum_buffers[i]
+            momentum_buffer = _load(momentum_buffers[i])
             momentum_buffer[...] = k.momentum * momentum_buffer + g / denom
+            _store(momentum_buffers[i], momentum_buffer)
             p[...] = p - k.lr * momentum_buffer
         else:
             p[...] = p - k.lr * (g / denom)
-        _narrow(p16, p)
+        _narrow(p16, p, quant.sr_key(seed, step, i) if sr else None)
 
 
 def adam_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, lr=1e-3,
           betas=(0.9, 0.999), eps=1e-8, eps_root=0.0, weight_decay=0.0,
           decoupled_weight_decay=False, amsgrad=False, maximize=False, master_params=None,
-          grad_scale=None, found_inf=None):
+          grad_scale=None, found_inf=None, stochastic_rounding=False, seed=0):
     r"""Adam (Kingma & Ba 2015), AdamW (Loshchilov & Hutter 2019), AMSGrad (Reddi et al. 2018).
 
     In the notation of ``fusedopt.ops`` and ``rules/adam.h``::
@@ -234,12 +282,14 @@ def adam_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, l
     if amsgrad:
         lists.append(("max_exp_avg_sqs", max_exp_avg_sqs, True))
     _check(lists, master_params)
+    sr = _checks.rounding(params, stochastic_rounding, seed)
     skip, scale = _amp(grad_scale, found_inf)
     if skip:
         return
     decoupled = decoupled_weight_decay and weight_decay != 0
-    for i, (p16, g, exp_avg, exp_avg_sq) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs)):
+    for i, (p16, g) in enumerate(zip(params, grads)):
         p, g = _widen(p16, g, master_params, i)
+        exp_avg, exp_avg_sq = _load(exp_avgs[i]), _load(exp_avg_sqs[i])
         k = _scalars.cast(s, p.dtype)
         g = _grad(_unscaled(g, p, scale), p, k, maximize,
                   0 if decoupled_weight_decay else weight_decay)
@@ -247,19 +297,22 @@ def adam_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, l
             p[...] = p * k.decay
         exp_avg[...] = k.beta1 * exp_avg + k.one_minus_beta1 * g
         exp_avg_sq[...] = k.beta2 * exp_avg_sq + k.one_minus_beta2 * (g * g)
+        _store(exp_avgs[i], exp_avg)
+        _store(exp_avg_sqs[i], exp_avg_sq)
         v = exp_avg_sq
         if amsgrad:
-            np.maximum(max_exp_avg_sqs[i], exp_avg_sq, out=max_exp_avg_sqs[i])
-            v = max_exp_avg_sqs[i]
+            v = _load(max_exp_avg_sqs[i])
+            np.maximum(v, exp_avg_sq, out=v)
+            _store(max_exp_avg_sqs[i], v)
         m_hat = exp_avg / k.bias_correction1
         v_hat = v / k.bias_correction2
         p[...] = p - k.lr * m_hat / (np.sqrt(v_hat + k.eps_root) + k.eps)
-        _narrow(p16, p)
+        _narrow(p16, p, quant.sr_key(seed, step, i) if sr else None)
 
 
 def adamax_(params, grads, exp_avgs, exp_infs, *, step, lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
             weight_decay=0.0, maximize=False, master_params=None,
-            grad_scale=None, found_inf=None):
+            grad_scale=None, found_inf=None, stochastic_rounding=False, seed=0):
     r"""AdaMax (Kingma & Ba 2015, section 7.1), the infinity-norm variant of Adam.
 
     In the notation of ``fusedopt.ops`` and ``rules/adamax.h``::
@@ -272,17 +325,21 @@ def adamax_(params, grads, exp_avgs, exp_infs, *, step, lr=2e-3, betas=(0.9, 0.9
                         maximize=maximize)
     _check([("params", params, True), ("grads", grads, False),
             ("exp_avgs", exp_avgs, True), ("exp_infs", exp_infs, True)], master_params)
+    sr = _checks.rounding(params, stochastic_rounding, seed)
     skip, scale = _amp(grad_scale, found_inf)
     if skip:
         return
-    for i, (p16, g, exp_avg, exp_inf) in enumerate(zip(params, grads, exp_avgs, exp_infs)):
+    for i, (p16, g) in enumerate(zip(params, grads)):
         p, g = _widen(p16, g, master_params, i)
+        exp_avg, exp_inf = _load(exp_avgs[i]), _load(exp_infs[i])
         k = _scalars.cast(s, p.dtype)
         g = _grad(_unscaled(g, p, scale), p, k, maximize, weight_decay)
         exp_avg[...] = k.beta1 * exp_avg + k.one_minus_beta1 * g
         exp_inf[...] = np.maximum(k.beta2 * exp_inf, np.abs(g) + k.eps)
+        _store(exp_avgs[i], exp_avg)
+        _store(exp_infs[i], exp_inf)
         p[...] = p - k.step_size * (exp_avg / exp_inf)
-        _narrow(p16, p)
+        _narrow(p16, p, quant.sr_key(seed, step, i) if sr else None)
 
 
 def global_norm(arrays):

@@ -1,0 +1,358 @@
+"""bfloat16 and 8-bit blockwise state, stochastic rounding (issue 10): the fused kernels against
+the NumPy reference, bit for bit.
+
+One registry (RULES) of rules x options; every rule runs with each state kind (float32,
+bfloat16, uint8) and each param kind (float32, float16, bfloat16 with and without master
+weights and stochastic rounding), over a model of odd sizes, 25 steps; params, master weights
+and every state (bits; codes and absmax) must equal the reference's after every run.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import numpy as np
+import pytest
+
+from fusedopt import _core, ops, quant, reference
+from cases import assert_same_bits
+
+ml_dtypes = pytest.importorskip("ml_dtypes")
+BF16 = np.dtype(ml_dtypes.bfloat16)
+
+# (id, function name, the state lists in the rule's positional order with their signedness
+#  (None: not passed), hyperparameters)
+RULES = [
+    ("sgd-momentum", "sgd_", ("signed",), dict(lr=0.05, momentum=0.9)),
+    ("sgd-nesterov-wd-max", "sgd_", ("signed",),
+     dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01, maximize=True)),
+    ("sgd-dampening", "sgd_", ("signed",), dict(lr=0.05, momentum=0.5, dampening=0.5)),
+    ("adagrad", "adagrad_", ("unsigned",),
+     dict(lr=0.1, lr_decay=0.01, weight_decay=0.01, eps_root=1e-8)),
+    ("rmsprop", "rmsprop_", ("unsigned", None, None), dict(lr=0.01)),
+    ("rmsprop-centered-momentum-wd", "rmsprop_", ("unsigned", "signed", "signed"),
+     dict(lr=0.01, alpha=0.9, centered=True, momentum=0.9, weight_decay=0.01)),
+    ("rmsprop-momentum-max", "rmsprop_", ("unsigned", None, "signed"),
+     dict(lr=0.01, momentum=0.5, maximize=True, eps_root=1e-6)),
+    ("adam", "adam_", ("signed", "unsigned"), dict(lr=0.01)),
+    ("adam-l2-eps_root", "adam_", ("signed", "unsigned"),
+     dict(lr=0.01, betas=(0.8, 0.99), weight_decay=0.1, eps_root=1e-8)),
+    ("adamw-amsgrad-max", "adam_", ("signed", "unsigned", "unsigned"),
+     dict(lr=0.01, weight_decay=0.05, decoupled_weight_decay=True, amsgrad=True,
+          maximize=True)),
+    ("adamax", "adamax_", ("signed", "unsigned"), dict(lr=0.01)),
+    ("adamax-wd-max", "adamax_", ("signed", "unsigned"),
+     dict(lr=0.01, betas=(0.5, 0.9), weight_decay=0.05, maximize=True)),
+]
+RULE_IDS = [r[0] for r in RULES]
+
+# (id, param dtype, master weights, stochastic rounding)
+PARAMS = [
+    ("float32", np.dtype(np.float32), False, False),
+    ("float16", np.dtype(np.float16), False, False),
+    ("float16-master", np.dtype(np.float16), True, False),
+    ("bfloat16", BF16, False, False),
+    ("bfloat16-master", BF16, True, False),
+    ("bfloat16-sr", BF16, False, True),
+    ("bfloat16-master-sr", BF16, True, True),
+]
+PARAM_IDS = [p[0] for p in PARAMS]
+STATE_KINDS = ["float32", "bfloat16", "uint8"]
+
+SIZES = [0, 1, 7, 255, 256, 257, 4097]
+BIG = 278011
+STEPS = 25
+
+
+def _rule(rule_id):
+    return next(r for r in RULES if r[0] == rule_id)
+
+
+def _param_kind(pid):
+    return next(p for p in PARAMS if p[0] == pid)
+
+
+def make_state(kind, signed, shape, init=0.0):
+    x = np.full(shape, init, np.float32)
+    if kind == "float32":
+        return x
+    if kind == "bfloat16":
+        return x.astype(BF16)
+    return quant.quantize(x, signed)
+
+
+class Model:
+    """Params, grads source, states and master weights of one run."""
+
+    def __init__(self, rule_id, pid, kind, sizes, seed=0):
+        _, self.fn, self.signs, self.hyper = _rule(rule_id)
+        _, self.dtype, self.master, self.sr = _param_kind(pid)
+        rng = np.random.default_rng(seed)
+        p32 = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+        self.params = [p.astype(self.dtype) for p in p32]
+        self.master_params = ([p.astype(np.float32) for p in self.params]
+                              if self.master else None)
+        init = 0.1 if self.fn == "adagrad_" else 0.0
+        self.states = [None if s is None else
+                       [make_state(kind, s == "signed", p.shape, init) for p in self.params]
+                       for s in self.signs]
+        self.sizes = sizes
+
+    def grads(self, t, seed=1):
+        rng = np.random.default_rng(seed + 1000 * t)
+        scale = 10.0 ** rng.uniform(-3, 1)
+        return [(scale * rng.standard_normal(n)).astype(self.dtype) for n in self.sizes]
+
+    def step(self, module, t, **extra):
+        kw = dict(self.hyper, step=t, master_params=self.master_params, **extra)
+        if self.sr:
+            kw.update(stochastic_rounding=True, seed=12345)
+        getattr(module, self.fn)(self.params, self.grads(t), *self.states, **kw)
+
+    def arrays(self):
+        """(name, array) of everything the run writes."""
+        out = [(f"params[{i}]", p) for i, p in enumerate(self.params)]
+        if self.master_params is not None:
+            out += [(f"master_params[{i}]", p) for i, p in enumerate(self.master_params)]
+        for k, lst in enumerate(self.states):
+            for i, s in enumerate(lst or []):
+                if isinstance(s, quant.QuantizedState):
+                    out += [(f"state{k}[{i}].codes", s.codes), (f"state{k}[{i}].absmax", s.absmax)]
+                else:
+                    out.append((f"state{k}[{i}]", s))
+        return out
+
+
+def _bits_equal(a, b):
+    for (name, x), (_, y) in zip(a.arrays(), b.arrays()):
+        if x.dtype == np.uint8:
+            assert np.array_equal(x, y), f"{name}: {np.count_nonzero(x != y)} codes differ"
+        else:
+            assert_same_bits(x, y, name)
+
+
+@contextlib.contextmanager
+def threads_and_isa(n, isa="auto"):
+    old_n, old_isa = _core.get_num_threads(), _core.isa()
+    _core.set_num_threads(n)
+    _core.set_isa(isa)
+    try:
+        yield
+    finally:
+        _core.set_num_threads(old_n)
+        _core.set_isa(old_isa)
+
+
+def _run_both(rule_id, pid, kind, sizes, steps=STEPS):
+    a = Model(rule_id, pid, kind, sizes)
+    b = copy.deepcopy(a)
+    for t in range(1, steps + 1):
+        a.step(ops, t)
+        b.step(reference, t)
+    _bits_equal(a, b)
+    return a
+
+
+@pytest.mark.parametrize("kind", STATE_KINDS)
+@pytest.mark.parametrize("pid", PARAM_IDS)
+@pytest.mark.parametrize("rule_id", RULE_IDS)
+def test_kernels_equal_reference(rule_id, pid, kind):
+    _run_both(rule_id, pid, kind, SIZES)
+
+
+@pytest.mark.parametrize("kind", ["bfloat16", "uint8"])
+@pytest.mark.parametrize("pid", ["float32", "bfloat16-sr"])
+@pytest.mark.parametrize("rule_id", RULE_IDS)
+def test_kernels_equal_reference_large_tail(rule_id, pid, kind):
+    a = _run_both(rule_id, pid, kind, [BIG, 3], steps=3)
+    assert np.isfinite(a.params[0].astype(np.float32)).all()
+
+
+@pytest.mark.parametrize("kind", ["bfloat16", "uint8"])
+@pytest.mark.parametrize("rule_id", ["adam", "rmsprop-centered-momentum-wd", "sgd-momentum"])
+def test_same_bits_for_any_thread_count_and_isa(rule_id, kind):
+    sizes = [BIG, 4097, 70000]
+    runs = []
+    for threads, isa in [(1, "generic")] + [(n, i) for n in (2, 3) for i in
+                                             _core.available_isas()]:
+        m = Model(rule_id, "bfloat16-sr", kind, sizes)
+        with threads_and_isa(threads, isa):
+            for t in range(1, 4):
+                m.step(ops, t)
+        runs.append(m)
+    for m in runs[1:]:
+        _bits_equal(runs[0], m)
+
+
+def test_state_is_actually_compact_and_changes():
+    m = Model("adam", "float32", "uint8", [4097])
+    before = [s.codes.copy() for s in m.states[0]]
+    m.step(ops, 1)
+    assert not np.array_equal(before[0], m.states[0][0].codes)
+    q = m.states[0][0]
+    assert q.codes.dtype == np.uint8 and q.absmax.shape == (quant.blocks(4097),)
+    assert (q.absmax > 0).all()
+    # 8-bit Adam: at most 2.05 bytes of state per parameter (codes + absmax, both moments)
+    assert (m.states[0][0].nbytes + m.states[1][0].nbytes) / 4097 <= 2.05
+
+
+# ---- quantize / dequantize ------------------------------------------------------------------
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_map_is_increasing_with_zero_and_one(signed):
+    m = quant.dynamic_map(signed)
+    assert m.dtype == np.float32 and m.shape == (256,)
+    assert np.all(np.diff(m) > 0)
+    assert 0.0 in m and m[-1] == 1.0
+    assert (m.min() < 0) == signed
+    t = quant.thresholds(signed)
+    assert np.all(t[:-1] >= m[:-1]) and np.all(t[:-1] < m[1:]) and np.isposinf(t[-1])
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_map_values_encode_to_their_own_codes(signed):
+    m = quant.dynamic_map(signed)
+    q = quant.quantize(m, signed)  # one block whose absmax is 1
+    assert q.absmax[0] == 1.0
+    assert np.array_equal(q.codes, np.arange(256, dtype=np.uint8))
+    assert np.array_equal(quant.dequantize(q), m)
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_nearest_code_and_ties_to_the_lower(signed):
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1 if signed else 0, 1, 5000).astype(np.float32)
+    x[::256] = 1.0  # absmax 1 in every block: y == x
+    q = quant.quantize(x, signed)
+    m = quant.dynamic_map(signed).astype(np.float64)
+    dist = np.abs(x.astype(np.float64)[:, None] - m[None, :])
+    best = dist.min(axis=1)
+    assert np.array_equal(dist[np.arange(x.size), q.codes], best)
+    # a y exactly half-way between two entries takes the lower
+    mid = (m[:-1] + m[1:]) / 2
+    exact = np.flatnonzero(mid.astype(np.float32).astype(np.float64) == mid)
+    assert exact.size > 10
+    y = np.concatenate([[1.0], mid[exact]]).astype(np.float32)
+    qt = quant.quantize(y, signed)
+    assert np.array_equal(qt.codes[1:], exact.astype(np.uint8))
+
+
+@pytest.mark.parametrize("n", [0, 1, 255, 256, 257, 4097])
+@pytest.mark.parametrize("signed", [True, False])
+def test_round_trip_error_within_half_a_gap(n, signed):
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal(n) * 10.0 ** rng.uniform(-4, 2)).astype(np.float32)
+    if not signed:
+        x = np.abs(x)
+    q = quant.quantize(x, signed)
+    assert q.shape == x.shape and q.absmax.size == quant.blocks(n)
+    d = quant.dequantize(q)
+    gap = np.max(np.diff(quant.dynamic_map(signed).astype(np.float64)))
+    scale = np.repeat(q.absmax.astype(np.float64), quant.BLOCK)[:n]
+    assert np.all(np.abs(d - x) <= (gap / 2 + 1e-6) * scale)
+    # requantizing what was dequantized keeps it (positive maxima are exact)
+    if not signed:
+        assert np.array_equal(quant.quantize(d, signed).codes, q.codes)
+
+
+def test_zeros_and_bad_quantized_state():
+    z = quant.zeros((3, 100), True)
+    assert np.array_equal(quant.dequantize(z), np.zeros((3, 100), np.float32))
+    assert z.nbytes == 300 + 4 * 2
+    with pytest.raises(ValueError, match="absmax"):
+        quant.QuantizedState(np.zeros(300, np.uint8), np.zeros(1, np.float32), True)
+    with pytest.raises(TypeError, match="codes"):
+        quant.QuantizedState(np.zeros(3, np.int8), np.zeros(1, np.float32), True)
+
+
+# ---- stochastic rounding --------------------------------------------------------------------
+
+def test_stochastic_rounding_is_unbiased_and_keyed():
+    x = np.full(200000, 1.0 + 2.0**-9, np.float32)  # a quarter of the way up a bf16 ulp
+    r = quant.stochastic_round_bf16(x, quant.sr_key(7, 1, 0)).astype(np.float32)
+    up = np.mean(r > 1.0)
+    assert 0.24 < up < 0.26
+    assert set(np.unique(r)) == {1.0, 1.0 + 2.0**-7}
+    r2 = quant.stochastic_round_bf16(x, quant.sr_key(8, 1, 0)).astype(np.float32)
+    assert not np.array_equal(r, r2)
+    ex = np.array([1.0, -2.5, np.inf, -np.inf, np.nan, 0.0], np.float32)
+    out = quant.stochastic_round_bf16(ex, 123).astype(np.float32)
+    assert np.array_equal(out[:4], ex[:4]) and np.isnan(out[4]) and out[5] == 0
+
+
+def test_stochastic_rounding_kernel_matches_reference_on_ties():
+    # bfloat16 params without master whose updates are below half an ulp: round to nearest
+    # stalls, stochastic rounding moves on average
+    p = [np.ones(20000, BF16)]
+    g = [np.full(20000, 1e-3, BF16)]
+    q = copy.deepcopy(p)
+    for t in range(1, 6):
+        ops.sgd_(p, g, step=t, lr=0.5, stochastic_rounding=True, seed=5)
+        reference.sgd_(q, g, step=t, lr=0.5, stochastic_rounding=True, seed=5)
+    assert_same_bits(p[0], q[0], "params")
+    assert p[0].astype(np.float32).mean() < 1.0 - 1e-3
+    n = [np.ones(20000, BF16)]
+    ops.sgd_(n, g, step=1, lr=0.5)
+    assert (n[0].astype(np.float32) == 1.0).all()
+
+
+# ---- bad input ------------------------------------------------------------------------------
+
+def _snapshot(m):
+    return [(name, a.copy()) for name, a in m.arrays()]
+
+
+def _unchanged(m, snap):
+    for (name, a), (_, b) in zip(m.arrays(), snap):
+        assert np.array_equal(a.view(np.uint8), b.view(np.uint8)), name
+
+
+BAD = [
+    # (id, param kind, state kind, mutation of the model, error, message)
+    ("float64-state", "float32", "uint8",
+     lambda m: m.states[0].__setitem__(0, np.zeros(m.sizes[0], np.float64)), TypeError,
+     "dtype float64"),
+    ("bf16-state-float64-params", "float32", "bfloat16",
+     lambda m: (setattr(m, "params", [p.astype(np.float64) for p in m.params]),
+                setattr(m, "dtype", np.dtype(np.float64))),
+     TypeError, "float32 math"),
+    ("codes-wrong-length", "float32", "uint8",
+     lambda m: m.states[1].__setitem__(1, quant.zeros(m.sizes[1] + 1, False)), ValueError,
+     "codes: shape"),
+    ("absmax-wrong-length", "float32", "uint8",
+     lambda m: setattr(m.states[1][1], "absmax", np.zeros(9, np.float32)), ValueError,
+     "absmax has 9 values"),
+    ("signedness", "float32", "uint8",
+     lambda m: m.states[0].__setitem__(0, quant.zeros(m.sizes[0], False)), ValueError,
+     "must be signed"),
+    ("read-only-codes", "float32", "uint8",
+     lambda m: m.states[0][1].codes.setflags(write=False), ValueError, "read-only"),
+    ("stochastic-rounding-float32", "float32", "uint8",
+     lambda m: setattr(m, "sr", True), ValueError, "stochastic_rounding"),
+    ("stochastic-rounding-float16", "float16", "bfloat16",
+     lambda m: setattr(m, "sr", True), ValueError, "stochastic_rounding"),
+]
+
+
+@pytest.mark.parametrize("module", [ops, reference], ids=["ops", "reference"])
+@pytest.mark.parametrize("bad", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_refused_before_anything_changes(bad, module):
+    _, pid, kind, mutate, err, msg = bad
+    m = Model("adam", pid, kind, [300, 5000])
+    mutate(m)
+    snap = _snapshot(m)
+    with pytest.raises(err, match=msg):
+        m.step(module, 1)
+    _unchanged(m, snap)
+
+
+@pytest.mark.parametrize("module", [ops, reference], ids=["ops", "reference"])
+def test_bad_seed(module):
+    p, g = [np.ones(3, BF16)], [np.ones(3, BF16)]
+    with pytest.raises(ValueError, match="seed"):
+        module.sgd_(p, g, step=1, lr=0.1, stochastic_rounding=True, seed=-1)
+    with pytest.raises(TypeError, match="seed"):
+        module.sgd_(p, g, step=1, lr=0.1, stochastic_rounding=True, seed=1.5)
+    with pytest.raises(TypeError, match="stochastic_rounding"):
+        module.sgd_(p, g, step=1, lr=0.1, stochastic_rounding=1)
+    assert (p[0].astype(np.float32) == 1).all()
