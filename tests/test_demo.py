@@ -355,6 +355,7 @@ def test_quick_demo_low_bit_state_and_stochastic_rounding(quick_run):
     for (model, sd), r in rows.items():
         base = rows[(model, "float32")]["val accuracy"]
         assert base > 0.5, model                      # it learned (chance is 0.1)
+        assert r["mean val accuracy of 1 inits"] == r["val accuracy"]     # quick: one init
         assert r["gap to float32 (points)"] == pytest.approx(100 * (r["val accuracy"] - base))
         assert r["gap to float32 (points)"] >= -0.5, (model, sd, r)
     per_param = {sd: rows[(models[-1], sd)]["state bytes / param"]

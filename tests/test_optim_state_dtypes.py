@@ -13,7 +13,9 @@ import copy
 
 import numpy as np
 import pytest
-from cases import CASE_IDS, CASES, assert_same_bits, dtypes16, grad_stream, make_params
+from cases import CASE_IDS, CASES, assert_same_bits, assert_same_state, dtypes16, grad_stream, \
+    make_params
+from cases import assert_same_stored as same
 
 from fusedopt import ops, optim, quant
 
@@ -24,28 +26,6 @@ PARAM_DTYPES = {"float32": np.dtype(np.float32), **dtypes16()}
 SHAPES = [(7,), (0,), (4095,), (4096,), (4097,), (3, 2000)]
 STEPS = 6
 PACKED = ["bfloat16", "uint8"]
-
-
-def same(a, b, what):
-    """Bitwise equality of two states: arrays, or QuantizedStates (codes, absmax, map)."""
-    if isinstance(a, quant.QuantizedState) or isinstance(b, quant.QuantizedState):
-        assert isinstance(a, quant.QuantizedState) and isinstance(b, quant.QuantizedState), what
-        assert a.signed == b.signed, what
-        assert np.array_equal(a.codes, b.codes), f"{what} codes"
-        assert_same_bits(a.absmax, b.absmax, f"{what} absmax")
-    elif a.dtype == np.uint8:
-        assert b.dtype == np.uint8 and np.array_equal(a, b), what
-    else:
-        assert_same_bits(a, b, what)
-
-
-def same_state(x, y):
-    assert x.state.keys() == y.state.keys()
-    for i, (p, q) in enumerate(zip(x.params, y.params)):
-        assert_same_bits(p, q, f"params[{i}]")
-    for name in x.state:
-        for i, (a, b) in enumerate(zip(x.state[name], y.state[name])):
-            same(a, b, f"state[{name!r}][{i}]")
 
 
 def hand_made(name, p, state_dtype, init=0.0):
@@ -233,9 +213,9 @@ def test_savez_round_trip_resumes_bit_identically(case, state_dtype, tmp_path):
                      stochastic_rounding=sr)          # another seed, drawn from the OS
     twin.load_state_dict(flat)
     assert (twin.seed == 77) == sr
-    same_state(opt, twin)
+    assert_same_state(opt, twin)
     _continue(opt, twin, SHAPES, pdt)
-    same_state(opt, twin)
+    assert_same_state(opt, twin)
 
 
 @pytest.mark.parametrize("src, dst", [("float32", "uint8"), ("uint8", "float32"),
@@ -263,7 +243,7 @@ def test_a_checkpoint_loads_into_another_state_dtype(src, dst):
     # and it trains on, equal to an optimizer that was given those states
     same_start = copy.deepcopy(other)
     _continue(other, same_start, shapes, np.float32)
-    same_state(other, same_start)
+    assert_same_state(other, same_start)
 
 
 def test_a_float32_checkpoint_without_seed_keeps_ours_and_old_ones_load():
@@ -346,12 +326,12 @@ def test_a_bad_checkpoint_is_refused_and_changes_nothing(spoil, match):
     keep = copy.deepcopy(opt)
     with pytest.raises((ValueError, TypeError), match=match):
         opt.load_state_dict(sd)
-    same_state(opt, keep)
+    assert_same_state(opt, keep)
     assert opt.seed == keep.seed == 1
     g = [np.ones(4097, BF16), np.ones(5, BF16)]
     opt.step(g)
     keep.step(g)
-    same_state(opt, keep)
+    assert_same_state(opt, keep)
 
 
 @pytest.mark.parametrize("groups", [False, True], ids=["one-group", "groups"])
@@ -383,5 +363,5 @@ def test_a_replaced_state_is_refused_at_the_step_and_changes_nothing(groups):
     twin.state["exp_avg"][0] = quant.dequantize(twin.state["exp_avg"][0])
     opt.step(g)
     twin.step(g)
-    same_state(opt, twin)
+    assert_same_state(opt, twin)
     assert opt.state["exp_avg"][0].dtype == np.float32

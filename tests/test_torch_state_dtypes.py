@@ -11,9 +11,7 @@ parameter groups work with the new states; bad options are refused naming the ar
 from __future__ import annotations
 
 import copy
-import io
 
-import numpy as np
 import pytest
 from cases import CASES, assert_same_bits
 
@@ -24,16 +22,10 @@ pytest.importorskip("ml_dtypes")
 import fusedopt.torch as ft  # noqa: E402
 from fusedopt import optim, quant  # noqa: E402
 from fusedopt.torch import _bridge  # noqa: E402
+from test_torch_optim import digits, roundtrip  # noqa: E402 -- the same data and round trip
 
 STEPS = 8
 PDTYPES = {"f32": torch.float32, "bf16": torch.bfloat16}
-
-
-def digits(dtype):
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    return torch.tensor(x[:256] / 16.0, dtype=dtype), torch.tensor(y[:256])
 
 
 def mlp(dtype, seed=0):
@@ -63,26 +55,11 @@ def arr(t):
     return _bridge.array(t.detach()).copy()
 
 
-def same_bits(a, b, what):
-    """assert_same_bits, and plain equality for uint8 codes."""
-    if a.dtype == np.uint8 or b.dtype == np.uint8:
-        assert a.dtype == b.dtype and np.array_equal(a, b), what
-    else:
-        assert_same_bits(a, b, what)
-
-
-def roundtrip(sd):
-    buf = io.BytesIO()
-    torch.save(sd, buf)
-    buf.seek(0)
-    return torch.load(buf)
-
-
 def assert_state_equal(state, name, a, what):
     """The torch state ``state[name]`` (with ``name_absmax``) bit-equal to the NumPy state a."""
     if isinstance(a, quant.QuantizedState):
         assert state[name].dtype == torch.uint8, what
-        assert np.array_equal(state[name].numpy(), a.codes), f"{what} codes"
+        assert_same_bits(state[name].numpy(), a.codes, f"{what} codes")
         assert_same_bits(state[f"{name}_absmax"].numpy(), a.absmax, f"{what} absmax")
     else:
         assert f"{name}_absmax" not in state, what
@@ -182,7 +159,7 @@ def test_resume_is_bit_identical(case, state_dtype):
         assert_same_bits(arr(p), arr(q), "param")
         assert opt.state[p].keys() == opt_b.state[q].keys()
         for k in opt.state[p]:
-            same_bits(arr(opt.state[p][k]), arr(opt_b.state[q][k]), k)
+            assert_same_bits(arr(opt.state[p][k]), arr(opt_b.state[q][k]), k)
 
 
 @pytest.mark.parametrize("src", ["torch.optim", "float32", "uint8", "bfloat16"])
