@@ -19,6 +19,7 @@
 #endif
 
 #include "cpu/arrays.h"
+#include "cpu/compact_bindings.h"
 #include "cpu/kernels.h"
 #include "cpu/nogil.h"
 #include "fusedopt/rules.h"
@@ -352,6 +353,37 @@ void stream(py::handle a, py::handle b_, py::handle c, py::handle d, py::handle 
     run(args, Amp{}, [&](const Batch& x, const float*) { fn(x, reads, writes); });
 }
 
+// A step with compact state or stochastic rounding (issue 10; csrc/cpu/compact*): the record
+// picks the rule, the lists were checked by fusedopt.ops (and again, for memory safety, by
+// collect_compact).
+void compact_step(py::handle scalars, py::handle params, py::handle grads, py::handle states,
+                  py::handle master_params, py::handle grad_scale, py::handle found_inf,
+                  unsigned long long step, unsigned long long seed, bool stochastic_rounding) {
+    const Amp amp = amp_of(grad_scale, found_inf);
+    CompactArgs args;
+    collect_compact(args, params, grads, states, master_params, step, seed, stochastic_rounding);
+    if (amp.skip || args.call.total == 0) return;
+    args.call.grad_scale = amp.on ? &amp.grad_scale : nullptr;
+    const CompactTable& t = compact_table_for(kernels().name);
+    const std::string type = Py_TYPE(scalars.ptr())->tp_name;
+    const auto go = [&](auto fn, const auto& r) {
+        fusedopt::NoGil nogil;
+        fn(args.call, r.scalars, r.flags);
+    };
+    if (type == "SgdScalars")
+        go(t.sgd, from_python<R::SgdScalars, R::SgdFlags>(scalars, "SgdScalars"));
+    else if (type == "AdagradScalars")
+        go(t.adagrad, from_python<R::AdagradScalars, R::AdagradFlags>(scalars, "AdagradScalars"));
+    else if (type == "RmspropScalars")
+        go(t.rmsprop, from_python<R::RmspropScalars, R::RmspropFlags>(scalars, "RmspropScalars"));
+    else if (type == "AdamScalars")
+        go(t.adam, from_python<R::AdamScalars, R::AdamFlags>(scalars, "AdamScalars"));
+    else if (type == "AdamaxScalars")
+        go(t.adamax, from_python<R::AdamaxScalars, R::AdamaxFlags>(scalars, "AdamaxScalars"));
+    else
+        throw py::type_error("scalars must be a fusedopt._scalars record, got " + type);
+}
+
 int get_num_threads() {
 #ifdef _OPENMP
     return omp_get_max_threads();
@@ -396,6 +428,15 @@ PYBIND11_MODULE(_core, m) {
           py::arg("exp_infs"), py::arg("scalars"), py::kw_only(),
           py::arg("master_params") = py::none(), py::arg("grad_scale") = py::none(),
           py::arg("found_inf") = py::none());
+    m.def("compact_step", &compact_step, py::arg("scalars"), py::arg("params"), py::arg("grads"),
+          py::arg("states"), py::kw_only(), py::arg("master_params") = py::none(),
+          py::arg("grad_scale") = py::none(), py::arg("found_inf") = py::none(),
+          py::arg("step"), py::arg("seed"), py::arg("stochastic_rounding"),
+          "A rule's step with bfloat16 or 8-bit state or stochastic rounding (fusedopt.ops).");
+    m.def("set_quant_tables", &set_quant_tables, py::arg("map_unsigned"),
+          py::arg("thresholds_unsigned"), py::arg("map_signed"), py::arg("thresholds_signed"),
+          py::arg("encode_unsigned"), py::arg("encode_signed"),
+          "The tables of fusedopt.quant, given once by fusedopt.ops.");
     m.def("found_inf_", &found_inf, py::arg("arrays"), py::arg("found_inf"),
           "found_inf[0] = 1 if any element of arrays is infinite or NaN (AMP's check).");
     m.def("scalar_fields", &scalar_fields,

@@ -6,6 +6,7 @@ decay in L2 and decoupled form, maximize).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import numpy as np
@@ -131,3 +132,18 @@ def assert_same_state(opt_a, opt_b):
     for name in opt_a.state:
         for i, (x, y) in enumerate(zip(opt_a.state[name], opt_b.state[name])):
             assert_same_stored(x, y, f"state[{name!r}][{i}]")
+
+
+@contextlib.contextmanager
+def threads_and_isa(n, isa="auto"):
+    """Run the CPU kernels with ``n`` threads and the kernel copy ``isa`` inside the block."""
+    from fusedopt import _core  # noqa: PLC0415
+
+    old_n, old_isa = _core.get_num_threads(), _core.isa()
+    _core.set_num_threads(n)
+    _core.set_isa(isa)
+    try:
+        yield
+    finally:
+        _core.set_num_threads(old_n)
+        _core.set_isa(old_isa)

@@ -8,12 +8,10 @@ steps, every ISA copy and thread counts 1, 2, 3.
 """
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
 from cases import CASE_IDS, CASES, SIZES, assert_same_bits, assert_same_state, bits, dtypes16, \
-    grad_stream
+    grad_stream, threads_and_isa
 
 from fusedopt import _core, ops, optim, reference
 
@@ -22,16 +20,6 @@ DTYPES16 = dtypes16()
 STEPS = 3
 
 
-@contextlib.contextmanager
-def threads_and_isa(n, isa="auto"):
-    old_n, old_isa = _core.get_num_threads(), _core.isa()
-    _core.set_num_threads(n)
-    _core.set_isa(isa)
-    try:
-        yield
-    finally:
-        _core.set_num_threads(old_n)
-        _core.set_isa(old_isa)
 
 
 def make16(shapes, dtype, seed=0):

@@ -8,14 +8,14 @@ and every state (bits; codes and absmax) must equal the reference's after every 
 """
 from __future__ import annotations
 
-import contextlib
 import copy
+import re
 
 import numpy as np
 import pytest
 
 from fusedopt import _core, ops, quant, reference
-from cases import assert_same_bits
+from cases import assert_same_bits, threads_and_isa
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -129,18 +129,6 @@ def _bits_equal(a, b):
             assert np.array_equal(x, y), f"{name}: {np.count_nonzero(x != y)} codes differ"
         else:
             assert_same_bits(x, y, name)
-
-
-@contextlib.contextmanager
-def threads_and_isa(n, isa="auto"):
-    old_n, old_isa = _core.get_num_threads(), _core.isa()
-    _core.set_num_threads(n)
-    _core.set_isa(isa)
-    try:
-        yield
-    finally:
-        _core.set_num_threads(old_n)
-        _core.set_isa(old_isa)
 
 
 def _run_both(rule_id, pid, kind, sizes, steps=STEPS):
@@ -356,3 +344,94 @@ def test_bad_seed(module):
     with pytest.raises(TypeError, match="stochastic_rounding"):
         module.sgd_(p, g, step=1, lr=0.1, stochastic_rounding=1)
     assert (p[0].astype(np.float32) == 1).all()
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_kernel_encoding_equals_reference_at_every_bucket_edge_and_threshold(signed):
+    # The kernels encode with quant.encode_table (two look-ups); the reference searches the
+    # exact midpoints. SGD's first momentum step stores g itself: its codes are quantize(g).
+    e = np.arange(quant.ENCODE_LO - 2, quant.ENCODE_HI + 3, dtype=np.uint32)
+    edges = np.concatenate([e << np.uint32(16), (e << np.uint32(16)) | np.uint32(0xFFFF)])
+    t = quant.thresholds(signed)[:-1]
+    y = np.concatenate([edges.view(np.float32), t, np.nextafter(t, np.float32(2)),
+                        np.nextafter(t, np.float32(-2)), quant.dynamic_map(signed),
+                        np.random.default_rng(0).uniform(-1, 1, 20000).astype(np.float32)])
+    y = y[np.abs(y) <= 1]
+    y = np.concatenate([y, -y]) if signed else np.abs(y)
+    nb = quant.blocks(y.size)
+    x = np.insert(y, np.arange(nb) * (quant.BLOCK - 1), np.float32(1.0))  # absmax 1 per block
+    x = x.astype(np.float32)
+    buf = quant.zeros(x.shape, signed)
+    if not signed:  # momentum buffers are signed: use Adagrad's unsigned sum instead
+        buf = quant.zeros(x.shape, False)
+        ops.adagrad_([np.zeros_like(x)], [np.sqrt(x)], [buf], step=1, lr=0.0)
+        want = quant.quantize(np.sqrt(x) * np.sqrt(x), False)
+    else:
+        ops.sgd_([np.zeros_like(x)], [x], [buf], step=1, lr=0.0, momentum=0.9)
+        want = quant.quantize(x, True)
+    assert np.array_equal(buf.absmax, want.absmax)
+    assert np.array_equal(buf.codes, want.codes)
+
+
+def test_bench_state_section_runs_and_counts_bytes():
+    from fusedopt.benchmarks import state
+    from fusedopt.benchmarks.registry import Context
+    from fusedopt.benchmarks.timing import Timer
+
+    assert state.state_bytes("float32", "float32") == (16, 12)
+    r, w = state.state_bytes("float32", "uint8")
+    assert r + w == pytest.approx(16 + 16 / 256)
+    r, w = state.state_bytes("bfloat16", "uint8")
+    assert r + w == pytest.approx(10 + 16 / 256)
+    ctx = Context(sizes=[20000], timer=Timer(0.01), sizes_given=True)
+    (block,) = state.section(ctx)
+    rows = [re.split(r"\s{2,}", ln.strip()) for ln in block.splitlines()
+            if ln.startswith("20000")]
+    assert sorted(r[1] for r in rows if "bitsandbytes" not in r[1]) == sorted(
+        c[0] for c in state.CONFIGS)
+    assert all(float(r[3]) > 0 and r[-1].endswith("x") for r in rows)
+    try:
+        import bitsandbytes  # noqa: F401
+        has_bnb = True
+    except Exception:
+        has_bnb = False
+    assert ("bitsandbytes Adam8bit" in block) == has_bnb
+
+
+def test_quant_docstring_examples_run():
+    import doctest
+
+    result = doctest.testmod(quant, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("module", [ops, reference], ids=["ops", "reference"])
+def test_kinds_mix_per_tensor_and_amp(module):
+    # one list holding float32, bfloat16 and 8-bit state side by side, with AMP's pair
+    sizes = [300, 5000, 70000]
+    rng = np.random.default_rng(4)
+    params = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    m = [np.zeros(300, np.float32), np.zeros(5000, BF16), quant.zeros(70000, True)]
+    v = [quant.zeros(300, False), np.zeros(5000, np.float32), np.zeros(70000, BF16)]
+    ref_p, ref_m, ref_v = copy.deepcopy((params, m, v))
+    scale = np.array([4.0], np.float32)
+    for t in range(1, 6):
+        grads = [rng.standard_normal(n).astype(np.float32) * 4 for n in sizes]
+        skip = np.array([1.0 if t == 3 else 0.0], np.float32)
+        module.adam_(params, grads, m, v, step=t, lr=0.01, grad_scale=scale, found_inf=skip)
+        reference.adam_(ref_p, grads, ref_m, ref_v, step=t, lr=0.01, grad_scale=scale,
+                        found_inf=skip)
+    for i in range(3):
+        assert_same_bits(params[i], ref_p[i], f"params[{i}]")
+    assert np.array_equal(m[2].codes, ref_m[2].codes)
+    assert np.array_equal(v[0].absmax, ref_v[0].absmax)
+    assert_same_bits(m[1], ref_m[1], "m[1]")
+    assert_same_bits(v[2], ref_v[2], "v[2]")
+    # a skipped step changes nothing
+    before = copy.deepcopy((params, m, v))
+    module.adam_(params, grads, m, v, step=6, lr=0.01, grad_scale=scale,
+                 found_inf=np.ones(1, np.float32))
+    for a, b in zip(params + [m[0], m[1], v[1], v[2]],
+                    before[0] + [before[1][0], before[1][1], before[2][1], before[2][2]]):
+        assert np.array_equal(a.view(np.uint8), b.view(np.uint8))
+    assert np.array_equal(m[2].codes, before[1][2].codes)

@@ -21,29 +21,6 @@ namespace cpu {
 namespace FUSEDOPT_ISA {
 namespace {
 
-using rules::kDecoupled;
-using rules::kL2;
-using rules::kNone;
-
-// Calls f(std::integral_constant<bool, flag>).
-template <typename F>
-inline void with_bool(bool flag, F&& f) {
-    if (flag)
-        f(std::true_type{});
-    else
-        f(std::false_type{});
-}
-
-// Calls f(std::integral_constant<int, mode>) for a weight decay mode.
-template <typename F>
-inline void with_decay(int mode, F&& f) {
-    switch (mode) {
-        case kL2: f(std::integral_constant<int, kL2>{}); break;
-        case kDecoupled: f(std::integral_constant<int, kDecoupled>{}); break;
-        default: f(std::integral_constant<int, kNone>{}); break;
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Storage types: how a param or grad is held in memory and read into the math type M. float32
 // and float64 compute in their own type; float16 and bfloat16 (raw bits) in float32, through

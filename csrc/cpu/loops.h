@@ -10,6 +10,10 @@
 // local pointers and would otherwise fall back to scalar code on a run-time alias test.
 #define FUSEDOPT_IVDEP _Pragma("GCC ivdep")
 
+#include <type_traits>
+
+#include "fusedopt/rules/common.h"
+
 namespace fusedopt {
 namespace cpu {
 
@@ -18,6 +22,25 @@ template <typename T>
 inline T* as(void* p) { return static_cast<T*>(p); }
 template <typename T>
 inline const T* as(const void* p) { return static_cast<const T*>(p); }
+
+// The flags of a rule as template arguments: f(std::integral_constant<bool, flag>).
+template <typename F>
+inline void with_bool(bool flag, F&& f) {
+    if (flag)
+        f(std::true_type{});
+    else
+        f(std::false_type{});
+}
+
+// f(std::integral_constant<int, mode>) for a weight decay mode (rules::WeightDecay).
+template <typename F>
+inline void with_decay(int mode, F&& f) {
+    switch (mode) {
+        case rules::kL2: f(std::integral_constant<int, rules::kL2>{}); break;
+        case rules::kDecoupled: f(std::integral_constant<int, rules::kDecoupled>{}); break;
+        default: f(std::integral_constant<int, rules::kNone>{}); break;
+    }
+}
 
 }  // namespace cpu
 }  // namespace fusedopt

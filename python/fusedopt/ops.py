@@ -86,12 +86,17 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from . import _checks, _core, _scalars
-from . import reference  # TODO(q8core): only for the interim compact path
+from . import quant
 
 __all__ = ["num_threads", "sgd_", "adagrad_", "rmsprop_", "adam_", "adamax_", "global_norm",
            "clip_by_global_norm_", "found_inf_", "backend_of", "lbfgs_direction_"]
 
 Arrays = Sequence[Any]  # a list of NumPy or CuPy arrays
+
+# The tables of the 8-bit format, defined once in fusedopt.quant, into the kernels.
+_core.set_quant_tables(quant.dynamic_map(False), quant.thresholds(False),
+                       quant.dynamic_map(True), quant.thresholds(True),
+                       quant.encode_table(False), quant.encode_table(True))
 
 
 @contextlib.contextmanager
@@ -147,9 +152,10 @@ def _compact(states) -> bool:
 
 
 def _compact_step(impl, s, params, grads, states, master_params, grad_scale, found_inf, step,
-                  seed, sr, fallback) -> None:
-    """A step with compact state or stochastic rounding: every list checked here (states in the
-    slots of fusedopt/slots.h, None where the rule does not use one), then one fused call."""
+                  seed, sr) -> None:
+    """A step with compact state or stochastic rounding: every list checked here (the states
+    (name, list or None) in the slots of fusedopt/slots.h), then one fused call of
+    ``_core.compact_step`` (csrc/cpu/compact.cpp)."""
     if impl is not _core:
         raise TypeError("bfloat16 and 8-bit state and stochastic_rounding take NumPy arrays; "
                         "the CUDA backend does not have them yet")
@@ -158,8 +164,11 @@ def _compact_step(impl, s, params, grads, states, master_params, grad_scale, fou
     if master_params is not None:
         lists.append(("master_params", master_params, True, _checks.MASTER))
     _checks.check_lists(lists, dtypes=_checks.PARAM_DTYPES)
-    # TODO(q8core): the fused CPU kernel; until it lands the step runs in the reference.
-    fallback()
+    slots = [None if seq is None else (n, seq) for n, seq in states]
+    slots += [None] * (3 - len(slots))
+    _core.compact_step(s, params, grads, slots, master_params=master_params,
+                       grad_scale=grad_scale, found_inf=found_inf, step=step, seed=seed,
+                       stochastic_rounding=sr)
 
 
 def sgd_(params: Arrays, grads: Arrays, momentum_buffers: Arrays | None = None, *, step: int,
@@ -213,8 +222,7 @@ def sgd_(params: Arrays, grads: Arrays, momentum_buffers: Arrays | None = None, 
     states = [("momentum_buffers", momentum_buffers)] if s.momentum != 0 else []
     if sr or _compact(states):
         _compact_step(impl, s, params, grads, states, master_params, grad_scale, found_inf,
-                      step, seed, sr,
-                      lambda: reference.sgd_(params, grads, momentum_buffers, step=step, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov, maximize=maximize, master_params=master_params, grad_scale=grad_scale, found_inf=found_inf, stochastic_rounding=sr, seed=seed))  # TODO(q8core)
+                      step, seed, sr)
         return
     impl.sgd(params, grads, momentum_buffers, s,
              **_extra(impl, master_params, grad_scale, found_inf))
@@ -264,8 +272,7 @@ def adagrad_(params: Arrays, grads: Arrays, state_sums: Arrays, *, step: int, lr
     states = [("state_sums", state_sums)]
     if sr or _compact(states):
         _compact_step(impl, s, params, grads, states, master_params, grad_scale, found_inf,
-                      step, seed, sr,
-                      lambda: reference.adagrad_(params, grads, state_sums, step=step, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps, eps_root=eps_root, maximize=maximize, master_params=master_params, grad_scale=grad_scale, found_inf=found_inf, stochastic_rounding=sr, seed=seed))  # TODO(q8core)
+                      step, seed, sr)
         return
     impl.adagrad(params, grads, state_sums, s,
                  **_extra(impl, master_params, grad_scale, found_inf))
@@ -326,8 +333,7 @@ def rmsprop_(params: Arrays, grads: Arrays, square_avgs: Arrays, grad_avgs: Arra
               ("momentum_buffers", momentum_buffers if s.momentum != 0 else None)]
     if sr or _compact(states):
         _compact_step(impl, s, params, grads, states, master_params, grad_scale, found_inf,
-                      step, seed, sr,
-                      lambda: reference.rmsprop_(params, grads, square_avgs, grad_avgs, momentum_buffers, step=step, lr=lr, alpha=alpha, eps=eps, eps_root=eps_root, weight_decay=weight_decay, momentum=momentum, centered=centered, maximize=maximize, master_params=master_params, grad_scale=grad_scale, found_inf=found_inf, stochastic_rounding=sr, seed=seed))  # TODO(q8core)
+                      step, seed, sr)
         return
     impl.rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, s,
                  **_extra(impl, master_params, grad_scale, found_inf))
@@ -390,8 +396,7 @@ def adam_(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_avg_sqs: Arrays,
               ("max_exp_avg_sqs", max_exp_avg_sqs if s.amsgrad else None)]
     if sr or _compact(states):
         _compact_step(impl, s, params, grads, states, master_params, grad_scale, found_inf,
-                      step, seed, sr,
-                      lambda: reference.adam_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step=step, lr=lr, betas=betas, eps=eps, eps_root=eps_root, weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay, amsgrad=amsgrad, maximize=maximize, master_params=master_params, grad_scale=grad_scale, found_inf=found_inf, stochastic_rounding=sr, seed=seed))  # TODO(q8core)
+                      step, seed, sr)
         return
     impl.adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, s,
               **_extra(impl, master_params, grad_scale, found_inf))
@@ -438,8 +443,7 @@ def adamax_(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_infs: Arrays, *
     states = [("exp_avgs", exp_avgs), ("exp_infs", exp_infs)]
     if sr or _compact(states):
         _compact_step(impl, s, params, grads, states, master_params, grad_scale, found_inf,
-                      step, seed, sr,
-                      lambda: reference.adamax_(params, grads, exp_avgs, exp_infs, step=step, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize, master_params=master_params, grad_scale=grad_scale, found_inf=found_inf, stochastic_rounding=sr, seed=seed))  # TODO(q8core)
+                      step, seed, sr)
         return
     impl.adamax(params, grads, exp_avgs, exp_infs, s,
                 **_extra(impl, master_params, grad_scale, found_inf))

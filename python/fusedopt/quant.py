@@ -18,6 +18,9 @@ Quantization of one block (:func:`quantize`; the kernels do the same, bit for bi
    ``code = #{j : y > mid_j}`` with ``mid_j = (map[j] + map[j+1]) / 2`` in float64 (exact
    for two float32 values). Equivalently ``code = #{j : not (y <= thresholds[j])}`` with the
    float32 ``thresholds`` below; a NaN ``y`` thus takes code 255 (and its block a NaN absmax).
+   The kernels find it in two look-ups (:func:`encode_table`): a table indexed by the sign and
+   the top 16 bits of ``|y|`` gives the code ``c`` of the smallest value with those bits, and
+   ``c + (y > thresholds[c])`` is the code (no two thresholds share such a bucket).
 
 The dynamic map (the paper's "dynamic tree quantization", section 2 and appendix): a code's
 bits after the sign are a run of E zeros (the decimal exponent: the value is scaled by
@@ -53,7 +56,8 @@ import math
 
 import numpy as np
 
-__all__ = ["BLOCK", "MIN_SIZE", "QuantizedState", "dynamic_map", "thresholds", "quantize",
+__all__ = ["BLOCK", "MIN_SIZE", "QuantizedState", "dynamic_map", "thresholds", "encode_table",
+           "quantize",
            "dequantize", "zeros", "blocks", "requantize_", "stochastic_round_bf16", "sr_key",
            "fmix32"]
 
@@ -118,6 +122,36 @@ def thresholds(signed: bool) -> np.ndarray:
         t.flags.writeable = False
         _MAPS[("thr", signed)] = t
     return _MAPS[("thr", signed)]
+
+
+#: The buckets of encode_table: the top 16 bits of |y| (its bits >> 16), clamped to
+#: [ENCODE_LO, ENCODE_HI] (below: |y| < 2**-31, far below the smallest nonzero entry; above:
+#: |y| > 1, infinity, NaN), minus ENCODE_LO; negative y (sign bit set) use the second half.
+ENCODE_LO = 0x3000
+ENCODE_HI = 0x3F81
+ENCODE_SPAN = ENCODE_HI - ENCODE_LO + 1
+
+
+def encode_table(signed: bool) -> np.ndarray:
+    """int32[2 * ENCODE_SPAN]: for each bucket of floats (see ENCODE_LO), the code of its
+    smallest value. Every bucket holds at most one threshold (checked here), so for y in the
+    bucket the code is ``table[b] + (y > thresholds[table[b]])`` (a NaN y: 255)."""
+    signed = bool(signed)
+    if ("lut", signed) not in _MAPS:
+        m = dynamic_map(signed).astype(np.float64)
+        mid = (m[:-1] + m[1:]) / 2.0
+        e = np.arange(ENCODE_LO, ENCODE_HI + 1, dtype=np.uint32)
+        lo, hi = e << np.uint32(16), (e << np.uint32(16)) | np.uint32(0xFFFF)
+        lo[0], hi[-1] = 0, 0x7F800000  # the clamped ends: from zero, up to infinity
+        small, big = lo.view(np.float32).astype(np.float64), hi.view(np.float32).astype(np.float64)
+        pos = [np.searchsorted(mid, v, side="left") for v in (small, big)]
+        neg = [np.searchsorted(mid, v, side="left") for v in (-big, -small)]
+        if max(np.max(pos[1] - pos[0]), np.max(neg[1] - neg[0])) > 1:
+            raise AssertionError("a bucket of encode_table holds two thresholds")
+        t = np.concatenate([pos[0], neg[0]]).astype(np.int32)
+        t.flags.writeable = False
+        _MAPS[("lut", signed)] = t
+    return _MAPS[("lut", signed)]
 
 
 def blocks(n: int) -> int:

@@ -32,7 +32,7 @@ __all__ = ["main", "parser", "SECTIONS"]
 SECTIONS = {"model": "model", "overhead": "overhead", "lbfgs": "lbfgs", "torch": "vs_torch"}
 #: Sections run only when named in ``--rules`` (they take long or load the machine on purpose,
 #: or need an optional package that compiles at first use).
-NAMED_SECTIONS = {"load": "load", "deepspeed": "vs_deepspeed"}
+NAMED_SECTIONS = {"load": "load", "deepspeed": "vs_deepspeed", "state": "state"}
 
 
 def _section(name):

@@ -1,0 +1,72 @@
+// csrc/cpu/compact.h -- the CPU kernels of compact state (issue 10): bfloat16 and 8-bit blockwise
+// state, stochastic rounding of bfloat16 params. The interface between the argument collection
+// (compact_bindings.cpp) and the loops (compact.cpp, compiled once per instruction set like
+// kernels.cpp).
+//
+// The loop works block by block (fusedopt::kQuantBlock elements): it loads the block's param,
+// grad and states into float32 buffers on the stack (dequantizing 8-bit state, widening 16-bit
+// values), runs the rule's functor (fusedopt/functors.h, the same as the plain loop's) over the
+// buffers, then stores: the new absmax of each 8-bit state's block and its codes, bfloat16 state
+// rounded to nearest even, the param rounded to nearest even or stochastically. One pass over
+// memory; the threads take chunks of kCompactChunk elements of one tensor, a multiple of the
+// block, so that a block never straddles two threads.
+#pragma once
+#include <cstdint>
+
+#include "fusedopt/rules.h"
+#include "kernels.h"
+
+namespace fusedopt {
+namespace cpu {
+
+// How one state tensor is held.
+enum class StateKind : int { kFloat32 = 0, kBFloat16 = 1, kUInt8 = 2 };
+
+// One tensor of a compact call. Params and grads are float32, float16 or bfloat16 (`dtype`);
+// master weights (16-bit params only) float32 or null. state[k] is null when the rule does not
+// use slot k; absmax[k] is set for kUInt8 states only.
+struct CompactTensor {
+    void* param;
+    const void* grad;
+    void* master;
+    void* state[3];
+    float* absmax[3];
+    StateKind kind[3];
+    bool qsigned[3];  // kUInt8: which map (fusedopt.quant: signed for first moments, momentum)
+    DType dtype;
+    int64_t size;
+    unsigned sr_key;  // fusedopt/compact.h fo_sr_key of (seed, step, this tensor's list index)
+};
+
+struct CompactCall {
+    const CompactTensor* tensors;
+    int64_t ntensors;
+    int64_t total;                // elements in all tensors
+    bool stochastic_rounding;     // bfloat16 params are rounded with fo_float_to_bf16_sr
+    const float* grad_scale;      // AMP: the rule sees g / *grad_scale (or null)
+    const float* map[2];          // the dynamic map, [0] unsigned, [1] signed (fusedopt.quant)
+    const float* thresholds[2];   // and its encoding thresholds
+    const int* encode[2];         // and its encoding table (fusedopt.quant.encode_table)
+};
+
+// Elements per chunk of a thread: a multiple of kQuantBlock.
+constexpr int64_t kCompactChunk = 16384;
+
+template <typename Scalars, typename Flags>
+using CompactFn = void (*)(const CompactCall&, const Scalars&, const Flags&);
+
+struct CompactTable {
+    const char* name;
+    CompactFn<rules::SgdScalars<double>, rules::SgdFlags> sgd;
+    CompactFn<rules::AdagradScalars<double>, rules::AdagradFlags> adagrad;
+    CompactFn<rules::RmspropScalars<double>, rules::RmspropFlags> rmsprop;
+    CompactFn<rules::AdamScalars<double>, rules::AdamFlags> adam;
+    CompactFn<rules::AdamaxScalars<double>, rules::AdamaxFlags> adamax;
+};
+
+namespace generic { const CompactTable& compact_table(); }
+namespace avx2 { const CompactTable& compact_table(); }
+namespace avx512 { const CompactTable& compact_table(); }
+
+}  // namespace cpu
+}  // namespace fusedopt

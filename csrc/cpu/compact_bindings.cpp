@@ -1,0 +1,219 @@
+// csrc/cpu/compact_bindings.cpp -- the arguments of compact-state calls (see compact.h): the
+// lists into CompactTensors, the tables of the 8-bit format, the kernel copy of the ISA in use.
+//
+// fusedopt.ops checks every list of these calls in Python first (fusedopt._checks.check_lists:
+// dtypes, shapes, block counts, signedness, aliasing), since a state item may be a
+// fusedopt.quant.QuantizedState. The checks here repeat what memory safety needs (array types,
+// dtypes, sizes, contiguity, writeability), so that a direct call of _core cannot make a kernel
+// read or write out of bounds.
+#include "compact_bindings.h"
+
+#include <cstring>
+#include <string>
+
+#include "fusedopt/compact.h"
+
+namespace fusedopt {
+namespace cpu {
+namespace {
+
+constexpr int kNpyUByte = 2;  // NPY_UBYTE
+constexpr int kCContiguous = 0x0001;
+constexpr int kAligned = 0x0100;
+constexpr int kWriteable = 0x0400;
+
+float g_map[2][kQuantBlock];
+float g_thresholds[2][kQuantBlock];
+int g_encode[2][2 * kEncodeSpan];
+bool g_tables = false;
+
+[[noreturn]] void type_error(const std::string& msg) { throw py::type_error(msg); }
+[[noreturn]] void value_error(const std::string& msg) { throw py::value_error(msg); }
+
+std::string item(const std::string& list, Py_ssize_t i) {
+    return list + "[" + std::to_string(i) + "]";
+}
+
+// The items of a list or tuple (a new reference to the sequence is held by the caller).
+py::sequence as_list(py::handle h, const std::string& name) {
+    if (!PyList_Check(h.ptr()) && !PyTuple_Check(h.ptr()))
+        type_error(name + " must be a list or tuple of numpy arrays, got " +
+                   Py_TYPE(h.ptr())->tp_name);
+    return py::reinterpret_borrow<py::sequence>(h);
+}
+
+// A uint8 codes array: C-contiguous, writeable, `size` elements.
+void* codes_of(PyObject* o, const std::string& name, int64_t size) {
+    if (!py::detail::npy_api::get().PyArray_Check_(o))
+        type_error(name + " must be a numpy.ndarray, got " + Py_TYPE(o)->tp_name);
+    const auto* a = py::detail::array_proxy(o);
+    if (py::detail::array_descriptor_proxy(a->descr)->type_num != kNpyUByte)
+        type_error(name + " must have dtype uint8");
+    if (!(a->flags & kCContiguous) || !(a->flags & kAligned) || !(a->flags & kWriteable))
+        value_error(name + " must be C-contiguous, aligned and writeable");
+    int64_t n = 1;
+    for (int d = 0; d < a->nd; ++d) n *= a->dimensions[d];
+    if (n != size) value_error(name + " has " + std::to_string(n) + " elements, not " +
+                               std::to_string(size));
+    return a->data;
+}
+
+}  // namespace
+
+void set_quant_tables(py::handle map_unsigned, py::handle thr_unsigned, py::handle map_signed,
+                      py::handle thr_signed, py::handle encode_unsigned,
+                      py::handle encode_signed) {
+    const py::handle h[4] = {map_unsigned, thr_unsigned, map_signed, thr_signed};
+    const char* names[4] = {"map_unsigned", "thresholds_unsigned", "map_signed",
+                            "thresholds_signed"};
+    for (int k = 0; k < 4; ++k) {
+        const Array a = check_array(h[k].ptr(), names[k], -1, false);
+        if (a.dtype != DType::kFloat32 || a.size != kQuantBlock)
+            type_error(std::string(names[k]) + " must hold 256 float32 values");
+        float* dst = (k & 1) ? g_thresholds[k >> 1] : g_map[k >> 1];
+        std::memcpy(dst, a.data(), sizeof(float) * kQuantBlock);
+    }
+    const py::handle e[2] = {encode_unsigned, encode_signed};
+    for (int k = 0; k < 2; ++k) {
+        const auto a = py::array_t<int32_t, py::array::c_style | py::array::forcecast>::ensure(e[k]);
+        if (!a || a.size() != 2 * kEncodeSpan)
+            type_error("the encoding tables must hold " + std::to_string(2 * kEncodeSpan) +
+                       " int32 values (fusedopt.quant.encode_table)");
+        for (py::ssize_t i = 0; i < a.size(); ++i) {
+            const int32_t c = a.data()[i];
+            if (c < 0 || c > 255) value_error("an encoding table entry is not a code");
+            g_encode[k][i] = c;
+        }
+    }
+    g_tables = true;
+}
+
+void collect_compact(CompactArgs& out, py::handle params, py::handle grads, py::handle states,
+                     py::handle master_params, unsigned long long step, unsigned long long seed,
+                     bool stochastic_rounding) {
+    if (!g_tables) throw std::runtime_error("fusedopt._core: set_quant_tables was not called");
+    out.tensors.clear();
+    out.refs.clear();
+    const py::sequence ps = as_list(params, "params"), gs = as_list(grads, "grads");
+    const Py_ssize_t n = py::len(ps);
+    if (py::len(gs) != static_cast<size_t>(n))
+        value_error("grads has " + std::to_string(py::len(gs)) + " arrays but params has " +
+                    std::to_string(n));
+    // states: a sequence of three (name, list) pairs or None (fusedopt/slots.h's kState0..2)
+    const py::sequence st = as_list(states, "states");
+    if (py::len(st) != 3) value_error("states must hold three (name, list) pairs or None");
+    std::string sname[3];
+    py::sequence slist[3] = {py::sequence(), py::sequence(), py::sequence()};
+    bool has[3] = {false, false, false};
+    for (int k = 0; k < 3; ++k) {
+        const py::object e = st[k];
+        if (e.is_none()) continue;
+        const py::tuple pair = e.cast<py::tuple>();
+        sname[k] = pair[0].cast<std::string>();
+        slist[k] = as_list(pair[1], sname[k]);
+        if (py::len(slist[k]) != static_cast<size_t>(n))
+            value_error(sname[k] + " has " + std::to_string(py::len(slist[k])) +
+                        " arrays but params has " + std::to_string(n));
+        has[k] = true;
+        out.refs.push_back(pair[1]);
+    }
+    const bool master = !master_params.is_none();
+    py::sequence ms;
+    if (master) {
+        ms = as_list(master_params, "master_params");
+        if (py::len(ms) != static_cast<size_t>(n))
+            value_error("master_params has a different length than params");
+    }
+    out.refs.push_back(py::reinterpret_borrow<py::object>(params));
+    out.refs.push_back(py::reinterpret_borrow<py::object>(grads));
+    if (master) out.refs.push_back(py::reinterpret_borrow<py::object>(master_params));
+
+    int64_t total = 0;
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        CompactTensor t{};
+        const py::object po = ps[i], go = gs[i];
+        const Array p = check_array(po.ptr(), "params", i, true, nullptr, true);
+        if (p.dtype == DType::kFloat64)
+            type_error(item("params", i) + ": compact state needs float32 math (float32, "
+                       "float16 or bfloat16 params)");
+        if (stochastic_rounding && p.dtype != DType::kBFloat16)
+            value_error("stochastic_rounding=True needs bfloat16 params; " + item("params", i) +
+                        " has dtype " + dtype_name(p.dtype));
+        const Array g = check_array(go.ptr(), "grads", i, false, &p, true);
+        if (!g.same_shape(p)) value_error(item("grads", i) + ": shape does not match params");
+        out.refs.push_back(po);
+        out.refs.push_back(go);
+        t.param = p.data();
+        t.grad = g.data();
+        t.dtype = p.dtype;
+        t.size = p.size;
+        if (master) {
+            const py::object mo = ms[i];
+            if (!is_16bit(p.dtype))
+                type_error("master_params: float32 master weights belong to float16 or "
+                           "bfloat16 params");
+            const Array m = check_array(mo.ptr(), "master_params", i, true);
+            if (m.dtype != DType::kFloat32 || m.size != p.size)
+                type_error(item("master_params", i) + " must be float32 of params' size");
+            out.refs.push_back(mo);
+            t.master = m.data();
+        }
+        for (int k = 0; k < 3; ++k) {
+            if (!has[k]) continue;
+            const py::object so = slist[k][i];
+            out.refs.push_back(so);
+            if (py::detail::npy_api::get().PyArray_Check_(so.ptr())) {
+                const Array s = check_array(so.ptr(), sname[k].c_str(), i, true, nullptr, true);
+                if ((s.dtype != DType::kFloat32 && s.dtype != DType::kBFloat16) ||
+                    s.size != p.size)
+                    type_error(item(sname[k], i) + " must be float32 or bfloat16 of the "
+                               "param's size");
+                t.state[k] = s.data();
+                t.kind[k] = s.dtype == DType::kFloat32 ? StateKind::kFloat32
+                                                       : StateKind::kBFloat16;
+                continue;
+            }
+            // a fusedopt.quant.QuantizedState
+            if (!py::hasattr(so, "codes") || !py::hasattr(so, "absmax") ||
+                !py::hasattr(so, "signed"))
+                type_error(item(sname[k], i) + " must be a numpy.ndarray or a "
+                           "fusedopt.quant.QuantizedState, got " + Py_TYPE(so.ptr())->tp_name);
+            const py::object codes = so.attr("codes"), absmax = so.attr("absmax");
+            out.refs.push_back(codes);
+            out.refs.push_back(absmax);
+            t.state[k] = codes_of(codes.ptr(), item(sname[k], i) + ".codes", p.size);
+            const Array a = check_array(absmax.ptr(), "absmax", i, true);
+            const int64_t nb = (p.size + kQuantBlock - 1) / kQuantBlock;
+            if (a.dtype != DType::kFloat32 || a.size != nb)
+                value_error(item(sname[k], i) + ".absmax must hold " + std::to_string(nb) +
+                            " float32 values");
+            t.absmax[k] = static_cast<float*>(a.data());
+            t.kind[k] = StateKind::kUInt8;
+            t.qsigned[k] = so.attr("signed").cast<bool>();
+        }
+        t.sr_key = fo_sr_key(seed, step, static_cast<unsigned>(i));
+        total += t.size;
+        if (t.size > 0) out.tensors.push_back(t);
+    }
+    CompactCall& c = out.call;
+    c.tensors = out.tensors.data();
+    c.ntensors = static_cast<int64_t>(out.tensors.size());
+    c.total = total;
+    c.stochastic_rounding = stochastic_rounding;
+    c.grad_scale = nullptr;
+    c.map[0] = g_map[0];
+    c.map[1] = g_map[1];
+    c.thresholds[0] = g_thresholds[0];
+    c.thresholds[1] = g_thresholds[1];
+    c.encode[0] = g_encode[0];
+    c.encode[1] = g_encode[1];
+}
+
+const CompactTable& compact_table_for(const char* isa) {
+    if (!std::strcmp(isa, "avx512")) return avx512::compact_table();
+    if (!std::strcmp(isa, "avx2")) return avx2::compact_table();
+    return generic::compact_table();
+}
+
+}  // namespace cpu
+}  // namespace fusedopt
