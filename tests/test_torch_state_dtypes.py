@@ -235,6 +235,15 @@ def test_8bit_state_reaches_the_kernel_without_copies():
     assert not rec.views[1].signed
     opt.step()
     assert (p < 0).all()
+    # bfloat16 states: ml_dtypes.bfloat16 views of the tensors' memory
+    b = torch.nn.Parameter(torch.zeros(10, dtype=torch.bfloat16))
+    opt = ft.Adam([b], lr=0.1, state_dtype="bfloat16", stochastic_rounding=True)
+    b.grad = torch.ones(10, dtype=torch.bfloat16)
+    opt.step()
+    rec = opt._records[id(b)]
+    assert [v.dtype.name for v in rec.views] == ["bfloat16", "bfloat16"]
+    assert [v.ctypes.data for v in rec.views] == [opt.state[b][k].data_ptr()
+                                                  for k in ("exp_avg", "exp_avg_sq")]
 
 
 def test_names_and_defaults_of_the_new_keywords():
