@@ -306,7 +306,7 @@ def convert_state(where: str, a: Any, absmax: Any, fmt: str, name: str, p: Any) 
         also = " (or bfloat16, or uint8 codes with an absmax)" if full == np.float32 else ""
         raise ValueError(f"{where} must have shape {p.shape} and dtype {full}{also}")
     if kind == "uint8":
-        blocks = -(-p.size // quant.BLOCK)
+        blocks = quant.blocks(p.size)
         if getattr(absmax, "dtype", None) != np.float32 or np.shape(absmax) != (blocks,):
             raise ValueError(f"{where} holds 8-bit codes: its absmax ({where}_absmax) must be "
                              f"a float32 array of {blocks} blocks, got "
@@ -834,9 +834,10 @@ def flatten_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """A ``state_dict()`` as a flat dict of NumPy arrays, for ``np.savez(f, **flat)``.
 
     Keys: ``"step"`` (0-d int64), ``"lr"`` (0-d float64; absent when lr is a schedule),
-    ``"seed"`` (0-d int64, with stochastic rounding), ``"hyperparams.<name>"`` (0-d arrays; ``betas`` a 1-d array of 2),
-    and ``"state.<name>.<i>"`` for the i-th array of each state list (CuPy arrays are copied to
-    the host; the None entries of an ``<name>_absmax`` list are left out).
+    ``"seed"`` (0-d int64, with stochastic rounding), ``"hyperparams.<name>"`` (0-d arrays;
+    ``betas`` a 1-d array of 2), and ``"state.<name>.<i>"`` for the i-th array of each state
+    list (CuPy arrays are copied to the host; the None entries of an ``<name>_absmax`` list are
+    left out).
     ``unflatten_state_dict`` inverts it (bfloat16 arrays, which ``np.load`` returns as 2-byte
     void arrays, are viewed as bfloat16 again); nothing needs ``allow_pickle``.
 
