@@ -169,7 +169,8 @@ def run(ctx):
             bar.update()
         if _has_torch():
             for sd in STATE_DTYPES:
-                res = train_torch(cfg, data, order, sd, seed=cfg.seed + k)
+                with mlp._torch_one_thread():   # tiny tensors: faster so on a busy machine
+                    res = train_torch(cfg, data, order, sd, seed=cfg.seed + k)
                 runs.setdefault((torch_model, sd), res + (
                     64 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10,))
                 accs.setdefault((torch_model, sd), []).append(res[2])
