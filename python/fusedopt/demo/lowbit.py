@@ -224,6 +224,11 @@ _STYLE = {"float32": dict(lw=4.0, alpha=0.4), "bfloat16": dict(ls="--", lw=1.3),
           "uint8": dict(ls=":", lw=1.6, color="k")}
 
 
+_SR_STYLE = {"float32 params": dict(lw=4.5, alpha=0.4),
+             "bfloat16, stochastic rounding": dict(ls="--", lw=1.3),
+             "bfloat16 + float32 master": dict(ls=":", lw=1.6, color="k")}
+
+
 def _figures(figs, cfg, runs, sr):
     models = list(dict.fromkeys(m for m, _ in runs))
     fig, axes = figs.new(1, len(models), (5.0, 4.0))
@@ -243,9 +248,10 @@ def _figures(figs, cfg, runs, sr):
     for label, (tl, *_rest) in sr.items():
         k = max(1, len(tl) // 50)
         s = _smooth(tl, k)
-        ax.semilogy(np.arange(len(s)) + k, s, label=label)
+        ax.semilogy(np.arange(len(s)) + k, s, label=label, **_SR_STYLE.get(label, {}))
     ax.set_title(f"bfloat16 params without master weights, SGD lr {SR_LR:g}", fontsize=9)
     ax.set_xlabel("iteration")
     ax.set_ylabel(f"training loss (moving average of {k} batches)")
-    legend_outside(ax)
+    legend_outside(ax, title="float32 (wide band), stochastic\nrounding (dashed) and master\n"
+                   "weights (dotted) lie on each other", title_fontsize=7)
     figs.save(fig, "09_stochastic_rounding.png")
