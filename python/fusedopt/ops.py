@@ -151,6 +151,22 @@ def _compact(states) -> bool:
                any(_checks.state_kind(a) != "plain" for a in seq) for _, seq in states)
 
 
+def _run(plain, impl, s, params, grads, states, master_params, grad_scale, found_inf, step, seed,
+         sr) -> None:
+    """The plain kernel call ``plain()``, or the compact one where a state item is compact or
+    stochastic rounding is on. The plain call's own checks refuse compact items (TypeError,
+    before anything changes), so a plain step pays nothing to look for them."""
+    if not sr:
+        try:
+            plain()
+            return
+        except TypeError:
+            if not _compact(states):
+                raise
+    _compact_step(impl, s, params, grads, states, master_params, grad_scale, found_inf, step,
+                  seed, sr)
+
+
 def _compact_step(impl, s, params, grads, states, master_params, grad_scale, found_inf, step,
                   seed, sr) -> None:
     """A step with compact state or stochastic rounding: every list checked here (the states
@@ -159,7 +175,8 @@ def _compact_step(impl, s, params, grads, states, master_params, grad_scale, fou
     if impl is not _core:
         raise TypeError("bfloat16 and 8-bit state and stochastic_rounding take NumPy arrays; "
                         "the CUDA backend does not have them yet")
-    lists = [("params", params, True, None), ("grads", grads, False, None)]
+    lists: list[tuple[str, Any, bool, str | None]] = [("params", params, True, None),
+                                                      ("grads", grads, False, None)]
     lists += [(n, seq, True, _checks.SIGNEDNESS[n]) for n, seq in states if seq is not None]
     if master_params is not None:
         lists.append(("master_params", master_params, True, _checks.MASTER))
@@ -220,12 +237,9 @@ def sgd_(params: Arrays, grads: Arrays, momentum_buffers: Arrays | None = None, 
     sr = _checks.rounding(params, stochastic_rounding, seed)
     impl = backend_of(params)
     states = [("momentum_buffers", momentum_buffers)] if s.momentum != 0 else []
-    if sr or _compact(states):
-        _compact_step(impl, s, params, grads, states, master_params, grad_scale, found_inf,
-                      step, seed, sr)
-        return
-    impl.sgd(params, grads, momentum_buffers, s,
-             **_extra(impl, master_params, grad_scale, found_inf))
+    _run(lambda: impl.sgd(params, grads, momentum_buffers, s,
+                 **_extra(impl, master_params, grad_scale, found_inf)),
+         impl, s, params, grads, states, master_params, grad_scale, found_inf, step, seed, sr)
 
 
 def adagrad_(params: Arrays, grads: Arrays, state_sums: Arrays, *, step: int, lr: float = 1e-2,
@@ -270,12 +284,9 @@ def adagrad_(params: Arrays, grads: Arrays, state_sums: Arrays, *, step: int, lr
     sr = _checks.rounding(params, stochastic_rounding, seed)
     impl = backend_of(params)
     states = [("state_sums", state_sums)]
-    if sr or _compact(states):
-        _compact_step(impl, s, params, grads, states, master_params, grad_scale, found_inf,
-                      step, seed, sr)
-        return
-    impl.adagrad(params, grads, state_sums, s,
-                 **_extra(impl, master_params, grad_scale, found_inf))
+    _run(lambda: impl.adagrad(params, grads, state_sums, s,
+                     **_extra(impl, master_params, grad_scale, found_inf)),
+         impl, s, params, grads, states, master_params, grad_scale, found_inf, step, seed, sr)
 
 
 def rmsprop_(params: Arrays, grads: Arrays, square_avgs: Arrays, grad_avgs: Arrays | None = None,
@@ -331,12 +342,9 @@ def rmsprop_(params: Arrays, grads: Arrays, square_avgs: Arrays, grad_avgs: Arra
     impl = backend_of(params)
     states = [("square_avgs", square_avgs), ("grad_avgs", grad_avgs if s.centered else None),
               ("momentum_buffers", momentum_buffers if s.momentum != 0 else None)]
-    if sr or _compact(states):
-        _compact_step(impl, s, params, grads, states, master_params, grad_scale, found_inf,
-                      step, seed, sr)
-        return
-    impl.rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, s,
-                 **_extra(impl, master_params, grad_scale, found_inf))
+    _run(lambda: impl.rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, s,
+                     **_extra(impl, master_params, grad_scale, found_inf)),
+         impl, s, params, grads, states, master_params, grad_scale, found_inf, step, seed, sr)
 
 
 def adam_(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_avg_sqs: Arrays,
@@ -394,12 +402,9 @@ def adam_(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_avg_sqs: Arrays,
     impl = backend_of(params)
     states = [("exp_avgs", exp_avgs), ("exp_avg_sqs", exp_avg_sqs),
               ("max_exp_avg_sqs", max_exp_avg_sqs if s.amsgrad else None)]
-    if sr or _compact(states):
-        _compact_step(impl, s, params, grads, states, master_params, grad_scale, found_inf,
-                      step, seed, sr)
-        return
-    impl.adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, s,
-              **_extra(impl, master_params, grad_scale, found_inf))
+    _run(lambda: impl.adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, s,
+                  **_extra(impl, master_params, grad_scale, found_inf)),
+         impl, s, params, grads, states, master_params, grad_scale, found_inf, step, seed, sr)
 
 
 def adamax_(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_infs: Arrays, *, step: int,
@@ -441,12 +446,9 @@ def adamax_(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_infs: Arrays, *
     sr = _checks.rounding(params, stochastic_rounding, seed)
     impl = backend_of(params)
     states = [("exp_avgs", exp_avgs), ("exp_infs", exp_infs)]
-    if sr or _compact(states):
-        _compact_step(impl, s, params, grads, states, master_params, grad_scale, found_inf,
-                      step, seed, sr)
-        return
-    impl.adamax(params, grads, exp_avgs, exp_infs, s,
-                **_extra(impl, master_params, grad_scale, found_inf))
+    _run(lambda: impl.adamax(params, grads, exp_avgs, exp_infs, s,
+                    **_extra(impl, master_params, grad_scale, found_inf)),
+         impl, s, params, grads, states, master_params, grad_scale, found_inf, step, seed, sr)
 
 
 def global_norm(arrays: Arrays) -> float:

@@ -16,12 +16,14 @@ elements per 8-bit state, read and written).
 from __future__ import annotations
 
 import itertools
+from typing import Any, cast
 
 import numpy as np
 
 from .. import _core, ops, quant
 from .registry import Context, make_grads
 from .table import format_table, gbs, ratio, us
+from .timing import Timer
 
 __all__ = ["section", "CONFIGS", "state_bytes"]
 
@@ -63,6 +65,8 @@ def _fused(param: str, state: str, g32):
     pdt = np.float32 if param == "float32" else bf16
     params = [np.ones(g32.size, pdt)]
     grads = [g32.astype(pdt)]
+    m: list[Any]
+    v: list[Any]
     if state == "uint8":
         m = [quant.quantize(np.full(g32.size, 0.01, np.float32), True)]
         v = [quant.quantize(np.full(g32.size, 0.01, np.float32), False)]
@@ -99,7 +103,8 @@ def section(ctx: Context):
     have_bnb = True
     for n in sizes:
         g32 = make_grads([n])[0]
-        fns, nbytes = {}, {}
+        fns: dict[str, Any] = {}
+        nbytes: dict[str, float] = {}
         for name, param, state in CONFIGS:
             r, w = state_bytes(param, state)
             fns[name] = _fused(param, state, g32)
@@ -110,7 +115,7 @@ def section(ctx: Context):
         if have_bnb:
             fns["bitsandbytes Adam8bit"] = bnb_step
             nbytes["bitsandbytes Adam8bit"] = nbytes["8-bit state"]
-        t = ctx.timer(fns)
+        t = cast(Timer, ctx.timer)(fns)
         for name in nbytes:
             probe = t.get("probe " + name, t["probe 8-bit state"])
             rows.append([n, name, f"{nbytes[name] / n:.2f}", us(t[name]),
