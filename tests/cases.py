@@ -101,7 +101,7 @@ def grad_stream(shapes, dtypes, seed=1):
 def bits(a):
     """The array's bytes as unsigned integers, for exact comparison (NaN-safe, -0 != +0)."""
     a = np.ascontiguousarray(a)
-    return a.view({4: np.uint32, 8: np.uint64, 2: np.uint16}[a.dtype.itemsize])
+    return a.view({4: np.uint32, 8: np.uint64, 2: np.uint16, 1: np.uint8}[a.dtype.itemsize])
 
 
 def assert_same_bits(a, b, what=""):
@@ -114,13 +114,24 @@ def assert_same_bits(a, b, what=""):
             f"{a.ravel()[i]!r} vs {b.ravel()[i]!r}")
 
 
+def assert_same_stored(a, b, what=""):
+    """assert_same_bits for one state: an array, or an 8-bit ``quant.QuantizedState`` (the same
+    map, codes and absmax)."""
+    if hasattr(a, "codes") or hasattr(b, "codes"):
+        assert hasattr(a, "codes") and hasattr(b, "codes") and a.signed == b.signed, what
+        assert_same_bits(a.codes, b.codes, f"{what} codes")
+        assert_same_bits(a.absmax, b.absmax, f"{what} absmax")
+    else:
+        assert_same_bits(a, b, what)
+
+
 def assert_same_state(opt_a, opt_b):
     assert opt_a.state.keys() == opt_b.state.keys()
     for i, (p, q) in enumerate(zip(opt_a.params, opt_b.params)):
         assert_same_bits(p, q, f"params[{i}]")
     for name in opt_a.state:
         for i, (x, y) in enumerate(zip(opt_a.state[name], opt_b.state[name])):
-            assert_same_bits(x, y, f"state[{name!r}][{i}]")
+            assert_same_stored(x, y, f"state[{name!r}][{i}]")
 
 
 @contextlib.contextmanager

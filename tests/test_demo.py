@@ -124,6 +124,7 @@ EXPECTED_FIGURES = {
     "01_quadratic_trajectories.png", "01_quadratic_eigencomponents.png", "02_rosenbrock.png",
     "02_rastrigin.png", "02_ackley.png", "03_digits_mlp.png", "04_schedules.png", "05_ewa.png",
     "06_multistart_rastrigin.png", "07_natural_gradient.png", "08_saddle.png",
+    "09_state_dtypes.png", "09_stochastic_rounding.png",
 }
 
 
@@ -145,7 +146,7 @@ def test_quick_demo_writes_its_figures(quick_run):
         assert len(data) > 1000, name
         assert data[:8] == b"\x89PNG\r\n\x1a\n", name
     text = (out / "tables.txt").read_text()
-    for k in range(1, 9):
+    for k in range(1, 10):
         for t in res["tables"][k]:
             assert t.format() in text
 
@@ -225,7 +226,7 @@ def test_trajectory_stops_at_divergence_and_marks_it():
 def test_quick_demo_tables(quick_run):
     _, res = quick_run
     tables = res["tables"]
-    assert sorted(tables) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert sorted(tables) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
     assert res["progress"][0] == res["progress"][1]            # the bar reached its total
     # 1: the stable/unstable learning rates and the one-step inverse preconditioner
     t1 = tables[1][0]
@@ -337,3 +338,32 @@ def test_runs_without_matplotlib_and_skips_what_lacks_its_package(tmp_path, monk
     assert res["figures"] == [] and os.listdir(tmp_path) == ["tables.txt"]
     assert "matplotlib is not installed" in cap.err and "skipping 3." in cap.err
     assert "5. Exponentially weighted averages" in cap.out
+
+
+def test_quick_demo_low_bit_state_and_stochastic_rounding(quick_run):
+    """Item 9, quick: 8-bit and bfloat16 state reach float32 state's validation accuracy within
+    0.5 points (the MLP of item 3 and, with torch, a torch MLP); with bfloat16 params and no
+    master weights, rounding to nearest loses most updates (most weights never move, the loss
+    stays behind float32's) where stochastic rounding follows the float32 run."""
+    _, res = quick_run
+    t9a, t9b = res["tables"][9]
+    models = ["digits MLP (fusedopt.optim.Adam)"] + \
+        (["torch MLP (fusedopt.torch.AdamW)"] if _has_torch() else [])
+    rows = {(r[0], r[1]): dict(zip(t9a.headers, r)) for r in t9a.rows}
+    assert sorted(rows) == sorted((m, sd) for m in models
+                                  for sd in ("float32", "bfloat16", "uint8"))
+    for (model, sd), r in rows.items():
+        base = rows[(model, "float32")]["val accuracy"]
+        assert base > 0.5, model                      # it learned (chance is 0.1)
+        assert r["mean val accuracy of 1 inits"] == r["val accuracy"]     # quick: one init
+        assert r["gap to float32 (points)"] == pytest.approx(100 * (r["val accuracy"] - base))
+        assert r["gap to float32 (points)"] >= -0.5, (model, sd, r)
+    per_param = {sd: rows[(models[-1], sd)]["state bytes / param"]
+                 for sd in ("float32", "bfloat16", "uint8")}
+    assert per_param["uint8"] < per_param["bfloat16"] < per_param["float32"] == 8
+    sr = {r[0]: dict(zip(t9b.headers, r)) for r in t9b.rows}
+    rne, sto = sr["bfloat16, round to nearest"], sr["bfloat16, stochastic rounding"]
+    f32 = sr["float32 params"]["final train loss"]
+    assert rne["weights that moved"] < 0.5 < sto["weights that moved"]
+    behind = rne["final train loss"] - f32
+    assert behind > 0.05 and abs(sto["final train loss"] - f32) < behind / 4

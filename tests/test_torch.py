@@ -52,7 +52,8 @@ def test_agrees_with_torch_optim(case, dtype):
 def test_names_and_defaults_are_torch_optims(name):
     """A user switching from torch.optim keeps the argument names and defaults: every argument
     of ours (but params, backend, optax's eps_root and master_weights, issue 9's float32 copies
-    of 16-bit params) is torch's, with torch's default."""
+    of 16-bit params, and issue 10's state_dtype, stochastic_rounding and seed) is torch's,
+    with torch's default."""
     import inspect
 
     from fusedopt import optim
@@ -60,7 +61,8 @@ def test_names_and_defaults_are_torch_optims(name):
     ours = inspect.signature(getattr(optim, name)).parameters
     theirs = inspect.signature(getattr(torch.optim, TORCH_CLASS[name])).parameters
     for arg, p in ours.items():
-        if arg in ("params", "backend", "eps_root", "master_weights"):
+        if arg in ("params", "backend", "eps_root", "master_weights", "state_dtype",
+                   "stochastic_rounding", "seed"):
             continue
         assert arg in theirs, f"{name}: {arg} is not torch's"
         assert p.default == theirs[arg].default, \

@@ -140,7 +140,8 @@ def test_names_and_defaults_are_torch_optims():
     for name in ft.optimizers.__all__:
         ours = inspect.signature(getattr(ft, name)).parameters
         theirs = inspect.signature(getattr(torch.optim, name)).parameters
-        extra = ("eps_root", "master_weights")          # fusedopt's own keywords
+        extra = ("eps_root", "master_weights", "state_dtype", "stochastic_rounding",
+                 "seed")                                 # fusedopt's own keywords
         assert [a for a in ours if a not in extra] == list(theirs), name
         assert ours["master_weights"].default is False, name
         assert ours["master_weights"].kind == inspect.Parameter.KEYWORD_ONLY, name

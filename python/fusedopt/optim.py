@@ -39,25 +39,50 @@ headers (``csrc/include/fusedopt/rules``) and ``fusedopt.ops`` use the same name
 Checkpoints: ``np.savez(f, **flatten_state_dict(opt.state_dict()))`` and
 ``opt.load_state_dict(unflatten_state_dict(np.load(f)))`` (no pickle); or ``pickle`` the
 optimizer itself.
+
+Fewer bytes of state: ``state_dtype="bfloat16"`` keeps every state in bfloat16 (math in
+float32, rounded to nearest even on store), ``state_dtype="uint8"`` as Dettmers' blockwise 8-bit
+state (``fusedopt.quant.QuantizedState``: uint8 codes of the dynamic map and a float32 absmax
+per block of 256; signed map for ``exp_avg``, ``momentum_buffer`` and ``grad_avg``, unsigned for
+the others) for tensors of at least ``quant.MIN_SIZE`` (4096) elements, float32 for smaller
+ones; both per parameter group too, for float32, float16 and bfloat16 params. In
+``state_dict()`` an 8-bit state is its codes under its name and its absmax in the list
+``<name>_absmax``; ``load_state_dict`` converts what it is given into the optimizer's own
+formats (a float32 checkpoint into an 8-bit optimizer is quantized, and back).
+``stochastic_rounding=True`` (bfloat16 params) rounds the stored params with a counter-based
+hash of ``seed``, the step and the element (the same bits for any thread count); group ``j``
+uses ``group_seed(seed, j)``; the seed is in the state_dict.
 """
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Union
 
 import numpy as np
 
-from . import _checks, _scalars, ops, reference
+from . import _checks, _scalars, ops, quant, reference
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "LBFGS",
-           "flatten_state_dict", "unflatten_state_dict"]
+           "group_seed", "flatten_state_dict", "unflatten_state_dict"]
 
 #: A learning rate: a float, or a schedule (a callable of the number of steps taken).
 LearningRate = Union[float, Callable[[int], float]]
 #: The backends: the fused kernels or the NumPy reference.
 Backend = Literal["auto", "reference"]
+#: How the state is stored: the math type, bfloat16, or blockwise 8-bit (``fusedopt.quant``).
+StateDtype = Literal["float32", "bfloat16", "uint8"]
+STATE_DTYPES = ("float32", "bfloat16", "uint8")
+#: The states quantized with the signed dynamic map (first moments, momentum, RMSprop's
+#: grad_avg); every other state is non-negative and takes the unsigned map.
+SIGNED_STATES = frozenset({"exp_avg", "momentum_buffer", "grad_avg"})
+#: Seeds of stochastic rounding: [0, SEED_LIMIT).
+SEED_LIMIT = 2**63
+#: The per-group keys that choose how the state is stored (not hyperparameters of the rule,
+#: and not taken from a checkpoint: the optimizer converts a loaded state to its own).
+_STORAGE = ("state_dtype", "stochastic_rounding")
 
 _BACKENDS = {"auto": ops, "reference": reference}
 
@@ -105,6 +130,21 @@ maximize : bool, default False
         float16/bfloat16 params only: keep a float32 copy of each param in the state
         (``master_param``); the rule updates it and the param receives it rounded to nearest
         even. Without, each 16-bit param is widened, updated and rounded back. Keyword only.
+    state_dtype : {{"float32", "bfloat16", "uint8"}}, default "float32"
+        How the state is stored (also per parameter group). ``"float32"``: the math type (the
+        param's dtype; float32 for 16-bit params). ``"bfloat16"``: bfloat16 arrays, the math in
+        float32, rounded to nearest even on store. ``"uint8"``: Dettmers' blockwise 8-bit state
+        (``fusedopt.quant``: codes of the dynamic map and a float32 absmax per block of 256),
+        only for tensors of at least ``fusedopt.quant.MIN_SIZE`` (4096) elements; smaller ones
+        keep float32 state. Both need float32, float16 or bfloat16 params; master weights stay
+        float32. Keyword only.
+    stochastic_rounding : bool, default False
+        bfloat16 params only (also per parameter group): round the stored param to bfloat16
+        stochastically (a counter-based hash of the seed, the step and the element: the same
+        bits for any thread count) instead of to nearest even. Keyword only.
+    seed : int or None, default None
+        The seed of stochastic rounding, in [0, 2**63); None draws one from the OS. Kept in
+        ``state_dict`` (``"seed"``), so that a resumed run is bit-identical. Keyword only.
 
     See ``Optimizer`` for ``step`` (AMP's ``grad_scale``/``found_inf``), ``state_dict``,
     checkpoints, threads and non-finite gradients.""",
@@ -163,6 +203,157 @@ def _plain(v: Any) -> Any:
     return v
 
 
+def _bfloat16() -> np.dtype:
+    """``ml_dtypes.bfloat16``, imported on first use (only bfloat16 arrays need it)."""
+    try:
+        import ml_dtypes  # noqa: PLC0415 -- optional
+    except ImportError as e:
+        raise ImportError("bfloat16 state needs ml_dtypes: pip install ml_dtypes") from e
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def check_state_dtype(where: str, v: Any) -> str:
+    """``v`` if it names a state format (ValueError naming ``where`` otherwise)."""
+    if not isinstance(v, str) or v not in STATE_DTYPES:
+        raise ValueError(f"{where} must be one of {', '.join(map(repr, STATE_DTYPES))}, got {v!r}")
+    return v
+
+
+def check_seed(where: str, v: Any) -> int:
+    """A seed of stochastic rounding: an int in [0, 2**63)."""
+    seed = _checks.integer(where, v, minimum=0)
+    if seed >= SEED_LIMIT:
+        raise ValueError(f"{where} must be < 2**63, got {seed}")
+    return seed
+
+
+def new_seed() -> int:
+    """A seed drawn from the OS (``os.urandom``)."""
+    return int.from_bytes(os.urandom(8), "little") % SEED_LIMIT
+
+
+def group_seed(seed: int, j: int) -> int:
+    """The seed that parameter group ``j``'s kernel calls pass to stochastic rounding.
+
+    The hash of stochastic rounding counts tensors within one kernel call, and each group is
+    one call: the groups' seeds are ``seed`` for the first group, then apart by the
+    golden-ratio constant 0x9E3779B97F4A7C15 (mod 2**63), so that tensor ``i`` of two groups
+    does not get the same random bits at the same step. ``fusedopt.torch`` does the same.
+
+    Parameters
+    ----------
+    seed : int
+        The optimizer's seed, in [0, 2**63).
+    j : int
+        The group's index, >= 0.
+
+    Returns
+    -------
+    int
+        In [0, 2**63).
+
+    Examples
+    --------
+    >>> group_seed(5, 0), group_seed(5, 1) == (5 + 0x9E3779B97F4A7C15) % 2**63
+    (5, True)
+    """
+    return (seed + j * 0x9E3779B97F4A7C15) % SEED_LIMIT
+
+
+def state_format(state_dtype: str, size: int, name: str) -> str:
+    """How the state ``name`` of a param of ``size`` elements is stored: ``"full"`` (the math
+    type: float32 for 16-bit params, else the param's dtype), ``"bfloat16"`` or ``"uint8"``.
+    Master weights are always full; 8-bit state only for tensors of at least
+    ``quant.MIN_SIZE`` elements."""
+    if name == "master_param" or state_dtype == "float32":
+        return "full"
+    if state_dtype == "uint8" and size < quant.MIN_SIZE:
+        return "full"
+    return state_dtype
+
+
+def check_storage(where: str, params: Sequence[Any], state_dtype: str,
+                  stochastic_rounding: bool) -> None:
+    """bfloat16/8-bit state needs float32 math (no float64 params); stochastic rounding needs
+    bfloat16 params (ValueError naming the option)."""
+    for i, p in enumerate(params):
+        if state_dtype != "float32" and p.dtype == np.float64:
+            raise ValueError(f"{where}state_dtype={state_dtype!r} needs float32, float16 or "
+                             f"bfloat16 params (float32 math); params[{i}] is float64")
+        if stochastic_rounding and p.dtype.name != "bfloat16":
+            raise ValueError(f"{where}stochastic_rounding rounds bfloat16 params; params[{i}] "
+                             f"has dtype {p.dtype}")
+
+
+def math_dtype(p: Any) -> np.dtype:
+    """The dtype of a param's full-precision state: float32 for 16-bit params."""
+    return np.dtype(np.float32) if _checks.is_16bit(p.dtype) else np.dtype(p.dtype)
+
+
+def convert_state(where: str, a: Any, absmax: Any, fmt: str, name: str, p: Any) -> Any:
+    """New NumPy storage of one state of param ``p`` in format ``fmt`` (see ``state_format``),
+    from a saved one: an array of the math type, a bfloat16 array, or uint8 codes with their
+    float32 ``absmax``. The same format is copied exactly; another goes through float32
+    (dequantized, or widened exactly) and is stored as ``fmt`` wants (quantized, or rounded to
+    nearest even). Raises ValueError naming ``where`` on a wrong shape, dtype or absmax, and
+    TypeError on an array-like that cannot be converted."""
+    full = math_dtype(p)
+    dtype = getattr(a, "dtype", None)
+    kind = "uint8" if dtype == np.uint8 else "bfloat16" if getattr(dtype, "name", None) == \
+        "bfloat16" else "full" if dtype == full else None
+    if getattr(a, "shape", None) != p.shape or kind is None or \
+            (kind != "full" and full != np.float32):
+        also = " (or bfloat16, or uint8 codes with an absmax)" if full == np.float32 else ""
+        raise ValueError(f"{where} must have shape {p.shape} and dtype {full}{also}")
+    if kind == "uint8":
+        blocks = quant.blocks(p.size)
+        if getattr(absmax, "dtype", None) != np.float32 or np.shape(absmax) != (blocks,):
+            raise ValueError(f"{where} holds 8-bit codes: its absmax ({where}_absmax) must be "
+                             f"a float32 array of {blocks} blocks, got "
+                             f"{'none' if absmax is None else np.shape(absmax)}")
+    try:
+        a = np.array(a, copy=True)
+        if kind == "uint8":
+            absmax = np.array(absmax, dtype=np.float32, copy=True)
+    except Exception as e:  # anything the array-like raises: the argument is bad
+        raise TypeError(f"{where} could not be converted to an array: "
+                        f"{type(e).__name__}: {e}") from e
+    signed = name in SIGNED_STATES
+    if kind == "uint8":
+        q = quant.QuantizedState(a, absmax, signed)
+        if fmt == "uint8":
+            return q
+        x = quant.dequantize(q)
+    elif kind == fmt:
+        return a
+    else:
+        x = a.astype(np.float32)   # exact for bfloat16 (and float32 itself)
+    if fmt == "uint8":
+        return quant.quantize(x, signed)
+    if fmt == "bfloat16":
+        return x.astype(_bfloat16())
+    return x.astype(full)
+
+
+def _is_array(a: Any) -> bool:
+    """A NumPy or CuPy array (not a ``quant.QuantizedState``)."""
+    return hasattr(a, "dtype") and hasattr(a, "flags")
+
+
+def _host(a: Any) -> Any:
+    """A CuPy array copied to the host; anything else as it is."""
+    return a.get() if type(a).__module__.startswith("cupy") and hasattr(a, "get") else a
+
+
+def _to_device(b: Any, like: Any) -> Any:
+    """A CuPy copy of the host state ``b`` (an array or a ``quant.QuantizedState``), for the
+    CuPy param ``like``."""
+    cupy = importlib.import_module("cupy")
+    if isinstance(b, quant.QuantizedState):
+        return quant.QuantizedState(cupy.asarray(b.codes), cupy.asarray(b.absmax), b.signed)
+    return cupy.asarray(b)
+
+
 def _amp_value(name: str, x: Any) -> float:
     """The one float32 of ``grad_scale``/``found_inf``, read on the host."""
     if not (hasattr(x, "dtype") and hasattr(x, "reshape")):
@@ -192,6 +383,12 @@ class Optimizer:
         The number of steps taken (read only).
     backend : str
         ``"auto"`` or ``"reference"``.
+    state_dtype : str
+        ``"float32"``, ``"bfloat16"`` or ``"uint8"`` (a group's own value overrides it).
+    stochastic_rounding : bool
+        Whether bfloat16 params are rounded stochastically (a group's own value overrides it).
+    seed : int
+        The seed of stochastic rounding (given, or drawn from the OS).
 
     Notes
     -----
@@ -217,7 +414,8 @@ class Optimizer:
     parallel.
 
     **Checkpoints.** ``state_dict()`` is a copy: ``{"step": int, "lr": float or None (a
-    schedule), "hyperparams": dict, "state": {name: [arrays]}}``; ``load_state_dict`` restores
+    schedule), "hyperparams": dict, "state": {name: [arrays]}}`` (8-bit states as codes and
+    ``<name>_absmax``; and ``"seed"`` with stochastic rounding); ``load_state_dict`` restores
     it (a resumed run continues bit for bit, a schedule from the saved step count) and accepts
     0-d arrays where scalars are expected. ``flatten_state_dict`` turns it into a flat dict of
     NumPy arrays for ``np.savez`` and ``unflatten_state_dict`` back. Optimizers also survive
@@ -225,11 +423,16 @@ class Optimizer:
     """
 
     def __init__(self, params: Any, lr: LearningRate, backend: Backend = "auto",
-                 master_weights: bool = False, **hyperparams: Any) -> None:
+                 master_weights: bool = False, *, state_dtype: StateDtype = "float32",
+                 stochastic_rounding: bool = False, seed: int | None = None,
+                 **hyperparams: Any) -> None:
         if backend not in _BACKENDS:
             raise ValueError(f"backend must be 'auto' or 'reference', got {backend!r}")
         self.backend = backend
         self.master_weights = _checks.flag("master_weights", master_weights)
+        self.state_dtype: str = check_state_dtype("state_dtype", state_dtype)
+        self.stochastic_rounding = _checks.flag("stochastic_rounding", stochastic_rounding)
+        self.seed: int = new_seed() if seed is None else check_seed("seed", seed)
         if not callable(lr):
             lr = _checks.nonneg("lr", lr)
         self.lr: LearningRate = lr
@@ -240,7 +443,7 @@ class Optimizer:
                 self._group(g, f"params[{j}]") for j, g in enumerate(params)]
             self.params: list[Any] = [p for g in self.param_groups for p in g["params"]]
             _checks.check_lists([("params", self.params, True)],
-                                array_type=type(self.params[0]))
+                                array_type=type(self.params[0]), dtypes=_checks.PARAM_DTYPES)
         else:
             self.params = _param_list(params)
             self.param_groups = [{"params": list(self.params)}]
@@ -249,6 +452,9 @@ class Optimizer:
                 if not _checks.is_16bit(p.dtype):
                     raise TypeError("master_weights: float32 master weights belong to float16 "
                                     f"or bfloat16 params; params[{i}] has dtype {p.dtype}")
+        for j, g in enumerate(self.param_groups):
+            check_storage(f"params[{j}]: " if self._grouped else "", g["params"],
+                          *self._storage(g))
         self._step = 0
         self._lock = threading.Lock()
         # Checks every hyperparameter now rather than at the first step.
@@ -289,10 +495,15 @@ class Optimizer:
         for k, v in g.items():
             if k == "params":
                 continue
-            if k != "lr" and k not in self.hyperparams and k not in self._GROUP_EXTRA:
+            if k != "lr" and k not in self.hyperparams and k not in self._GROUP_EXTRA and \
+                    k not in _STORAGE:
                 raise ValueError(f"{where}: {k!r} is not a hyperparameter of "
                                  f"{type(self).__name__}")
-            if k == "lr":
+            if k == "state_dtype":
+                out[k] = check_state_dtype(f"{where}['state_dtype']", v)
+            elif k == "stochastic_rounding":
+                out[k] = _checks.flag(f"{where}['stochastic_rounding']", v)
+            elif k == "lr":
                 out[k] = v if callable(v) else _checks.nonneg(f"{where}['lr']", v)
             elif k in self._GROUP_EXTRA:
                 out[k] = _checks.nonneg(f"{where}[{k!r}]", v)
@@ -307,6 +518,17 @@ class Optimizer:
         hp = dict(self.hyperparams if base is None else base)
         hp.update((k, v) for k, v in group.items() if k in hp)
         return hp
+
+    def _storage(self, group: Mapping[str, Any]) -> tuple[str, bool]:
+        """A group's ``(state_dtype, stochastic_rounding)``: its own, else the optimizer's."""
+        return (group.get("state_dtype", self.state_dtype),
+                group.get("stochastic_rounding", self.stochastic_rounding))
+
+    def _rounding(self, j: int, group: Mapping[str, Any]) -> dict[str, Any]:
+        """The stochastic-rounding keywords of group ``j``'s kernel call (none without)."""
+        if not self._storage(group)[1]:
+            return {}
+        return {"stochastic_rounding": True, "seed": group_seed(self.seed, j)}
 
     def _group_lr_value(self, group: Mapping[str, Any]) -> LearningRate:
         return group.get("lr", self.lr)
@@ -338,8 +560,9 @@ class Optimizer:
             if not isinstance(g, Mapping) or _plain(g.get("size")) != len(ours["params"]):
                 raise ValueError(f"{where}[{j}] must be a dict with 'size' "
                                  f"{len(ours['params'])}")
-            values = {k: v for k, v in g.items() if k not in ("size", "lr")}
+            values = {k: v for k, v in g.items() if k not in ("size", "lr", *_STORAGE)}
             new = self._group({"params": ours["params"], **values}, f"{where}[{j}]")
+            new.update((k, ours[k]) for k in _STORAGE if k in ours)   # ours, not the saved
             if "lr" in g and _plain(g["lr"]) is not None:
                 new["lr"] = _checks.nonneg(f"{where}[{j}]['lr']", _plain(g["lr"]))
             elif callable(ours.get("lr")):
@@ -355,11 +578,20 @@ class Optimizer:
 
     def _new_state(self, p: Any, name: str, group: Mapping[str, Any]) -> Any:
         """A state array: float32 for float16/bfloat16 params (the master weights a copy of the
-        param), else the param's dtype."""
+        param), else the param's dtype; bfloat16, or a ``quant.QuantizedState``, as the group's
+        ``state_dtype`` says."""
         if name == "master_param":
             return p.astype(np.float32)
         dtype = np.float32 if _checks.is_16bit(p.dtype) else p.dtype
         v = self._initial_value(name, group)
+        fmt = state_format(self._storage(group)[0], p.size, name)
+        if fmt == "uint8":
+            signed = name in SIGNED_STATES
+            q = quant.zeros(p.shape, signed) if v == 0.0 else \
+                quant.quantize(np.full(p.shape, v, np.float32), signed)
+            return q if isinstance(p, np.ndarray) else _to_device(q, p)
+        if fmt == "bfloat16":
+            dtype = _bfloat16()
         return np.zeros_like(p, dtype=dtype) if v == 0.0 else np.full_like(p, v, dtype=dtype)
 
     @property
@@ -420,36 +652,80 @@ class Optimizer:
             if master is not None:
                 amp = {**amp, "master_params": master}
             self._update(self.params, grads, self.state, step, self._group_lr(g),
-                         self._group_hp(g), **amp)
+                         self._group_hp(g), **amp, **self._rounding(0, g))
             return
+        # The lists whose every array has the math type are checked as before; the others
+        # (bfloat16 and 8-bit states) array by array.
+        full = {k: v for k, v in self.state.items()
+                if all(state_format(self._storage(g)[0], p.size, k) == "full"
+                       for g in self.param_groups for p in g["params"])}
         _checks.check_lists(
             [("params", self.params, True), ("grads", grads, False)] +
             [(f"state['{k}']", v, True, _checks.MASTER if k == "master_param" else _checks.MATH)
-             for k, v in self.state.items()],
+             for k, v in full.items()],
             array_type=type(self.params[0]), dtypes=_checks.PARAM_DTYPES)
+        for k, v in self.state.items():
+            if k not in full:
+                self._check_stored(k, v)
         calls, lo = [], 0
-        for g in self.param_groups:
+        for j, g in enumerate(self.param_groups):
             hi = lo + len(g["params"])
             lr, hp = self._group_lr(g), self._group_hp(g)
             self._scalars(step, lr, hp)
             extra = {} if master is None else {"master_params": master[lo:hi]}
+            extra.update(self._rounding(j, g))
             calls.append((self.params[lo:hi], grads[lo:hi],
                           {k: v[lo:hi] for k, v in self.state.items()}, lr, hp, extra))
             lo = hi
         for params, gs, state, lr, hp, extra in calls:
             self._update(params, gs, state, step, lr, hp, **amp, **extra)
 
+    def _check_stored(self, name: str, arrs: list[Any]) -> None:
+        """Each state array of a list with bfloat16 or 8-bit states as the kernels take it (one
+        may have been replaced since): an array of the math type or bfloat16 (float32 math),
+        or a ``quant.QuantizedState`` (float32 math) of the param's shape, contiguous and
+        writeable (ValueError naming ``state[name][i]``)."""
+        for i, (a, p) in enumerate(zip(arrs, self.params)):
+            full = math_dtype(p)
+            if isinstance(a, quant.QuantizedState):
+                ok = full == np.float32 and a.codes.shape == p.shape and \
+                    a.absmax.shape == (quant.blocks(p.size),) and \
+                    a.codes.flags.c_contiguous and a.absmax.flags.c_contiguous and \
+                    a.codes.flags.writeable and a.absmax.flags.writeable
+            else:
+                ok = _is_array(a) and a.shape == p.shape and a.flags.c_contiguous and \
+                    getattr(a.flags, "writeable", True) and \
+                    (a.dtype == full or (full == np.float32 and a.dtype.name == "bfloat16"))
+            if not ok:
+                raise ValueError(f"state[{name!r}][{i}] is not a state of params[{i}] (shape "
+                                 f"{p.shape}, dtype {p.dtype}): an array of {full}"
+                                 + (", of bfloat16, or a quant.QuantizedState" if full ==
+                                    np.float32 else "") + ", of its shape, contiguous and "
+                                 "writeable")
+
     def state_dict(self) -> dict[str, Any]:
         """A copy of the optimizer's state: ``{"step": int, "lr": float, or None when lr is a
-        schedule, "hyperparams": dict, "state": {name: list of arrays}}``. See
-        ``flatten_state_dict`` to save it with ``np.savez``."""
+        schedule, "hyperparams": dict, "state": {name: list of arrays}}``, and ``"seed"``
+        where a group rounds stochastically. An
+        8-bit state is its codes (uint8) under its name and its absmax (float32) in the list
+        ``<name>_absmax`` (None for the tensors whose state is not 8-bit); a bfloat16 state a
+        bfloat16 array. See ``flatten_state_dict`` to save it with ``np.savez``."""
         with self._lock:
+            state: dict[str, list[Any]] = {}
+            for k, v in self.state.items():
+                state[k] = [a.codes.copy() if isinstance(a, quant.QuantizedState) else a.copy()
+                            for a in v]
+                if any(isinstance(a, quant.QuantizedState) for a in v):
+                    state[f"{k}_absmax"] = [a.absmax.copy() if isinstance(
+                        a, quant.QuantizedState) else None for a in v]
             out: dict[str, Any] = {
                 "step": self._step,
                 "lr": None if callable(self.lr) else self.lr,
                 "hyperparams": dict(self.hyperparams),
-                "state": {k: [a.copy() for a in v] for k, v in self.state.items()},
+                "state": state,
             }
+            if any(self._storage(g)[1] for g in self.param_groups):
+                out["seed"] = self.seed
             if self._grouped:
                 out["param_groups"] = [
                     {"size": len(g["params"]),
@@ -482,6 +758,9 @@ class Optimizer:
             raise ValueError(
                 f"state_dict['hyperparams'] must have the keys {sorted(self.hyperparams)}")
         hp = {k: _plain(hp[k]) for k in self.hyperparams}
+        seed = self.seed
+        if "seed" in state_dict:    # older checkpoints have none: ours is kept
+            seed = check_seed("state_dict['seed']", _plain(state_dict["seed"]))
         groups = self.param_groups
         if self._grouped or "param_groups" in state_dict:
             groups = self._loaded_groups(state_dict.get("param_groups"))
@@ -491,9 +770,12 @@ class Optimizer:
                           self._group_hp(g, hp))
         names = self._all_state_names(groups, hp)
         st = state_dict["state"]
-        if not isinstance(st, Mapping) or set(st) != set(names):
-            raise ValueError(f"state_dict['state'] must have the arrays {sorted(names)}")
-        state = {name: self._converted(name, st[name]) for name in names}
+        if not isinstance(st, Mapping) or \
+                set(st) - {f"{n}_absmax" for n in names} != set(names):
+            raise ValueError(f"state_dict['state'] must have the arrays {sorted(names)} (and "
+                             "<name>_absmax for 8-bit ones)")
+        state = {name: self._converted(name, st[name], st.get(f"{name}_absmax"), groups)
+                 for name in names}
         # Checked and converted: now apply, in steps that cannot fail.
         with self._lock:
             self.hyperparams = hp
@@ -502,26 +784,32 @@ class Optimizer:
             self.param_groups = groups
             self.state = state
             self._step = step
+            self.seed = seed
 
-    def _converted(self, name: str, arrs: Any) -> list[Any]:
-        """New arrays like the params holding ``arrs`` (checked: shape, dtype, conversion)."""
+    def _converted(self, name: str, arrs: Any, absmaxes: Any,
+                   groups: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """New state arrays holding ``arrs`` (with ``absmaxes`` for 8-bit codes) in the format
+        of each param's group (checked: shape, dtype, absmax, conversion; see
+        ``convert_state``)."""
         where = f"state_dict['state']['{name}']"
-        if not isinstance(arrs, (list, tuple)) or len(arrs) != len(self.params):
-            raise ValueError(f"{where} must be a list of {len(self.params)} arrays")
+        n = len(self.params)
+        if not isinstance(arrs, (list, tuple)) or len(arrs) != n:
+            raise ValueError(f"{where} must be a list of {n} arrays")
+        if absmaxes is not None and (not isinstance(absmaxes, (list, tuple)) or
+                                     len(absmaxes) > n):
+            raise ValueError(f"{where[:-2]}_absmax'] must be a list of at most {n} arrays")
+        absmaxes = list(absmaxes or ()) + [None] * (n - len(absmaxes or ()))
+        formats = [state_format(self._storage(g)[0], p.size, name)
+                   for g in groups for p in g["params"]]
         out = []
-        for i, (a, p) in enumerate(zip(arrs, self.params)):
-            dtype = np.dtype(np.float32) if _checks.is_16bit(p.dtype) else p.dtype
-            if getattr(a, "shape", None) != p.shape or getattr(a, "dtype", None) != dtype:
-                raise ValueError(f"{where}[{i}] must have shape {p.shape} and dtype {dtype}")
-            try:
-                if isinstance(p, np.ndarray):
-                    b = np.empty_like(p, dtype=dtype)
-                    b[...] = a
-                else:
-                    b = importlib.import_module("cupy").array(a, dtype=dtype, copy=True)
-            except Exception as e:  # anything the array-like raises: the argument is bad
-                raise TypeError(f"{where}[{i}] could not be converted to an array: "
-                                f"{type(e).__name__}: {e}") from e
+        for i, (a, m, p, fmt) in enumerate(zip(arrs, absmaxes, self.params, formats)):
+            b = convert_state(f"{where}[{i}]", _host(a), _host(m), fmt, name, p)
+            if not isinstance(p, np.ndarray):
+                b = _to_device(b, p)
+            elif type(p) is not np.ndarray and not isinstance(b, quant.QuantizedState):
+                c = np.empty_like(p, dtype=b.dtype)  # a subclass (the tests' CuPy double)
+                c[...] = b
+                b = c
             out.append(b)
         return out
 
@@ -546,9 +834,12 @@ def flatten_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """A ``state_dict()`` as a flat dict of NumPy arrays, for ``np.savez(f, **flat)``.
 
     Keys: ``"step"`` (0-d int64), ``"lr"`` (0-d float64; absent when lr is a schedule),
-    ``"hyperparams.<name>"`` (0-d arrays; ``betas`` a 1-d array of 2), and
-    ``"state.<name>.<i>"`` for the i-th array of each state list (CuPy arrays are copied to the
-    host). ``unflatten_state_dict`` inverts it; nothing needs ``allow_pickle``.
+    ``"seed"`` (0-d int64, with stochastic rounding), ``"hyperparams.<name>"`` (0-d arrays;
+    ``betas`` a 1-d array of 2), and ``"state.<name>.<i>"`` for the i-th array of each state
+    list (CuPy arrays are copied to the host; the None entries of an ``<name>_absmax`` list are
+    left out).
+    ``unflatten_state_dict`` inverts it (bfloat16 arrays, which ``np.load`` returns as 2-byte
+    void arrays, are viewed as bfloat16 again); nothing needs ``allow_pickle``.
 
     Parameters
     ----------
@@ -567,11 +858,14 @@ def flatten_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
     flat = {"step": np.asarray(state_dict["step"], dtype=np.int64)}
     if state_dict["lr"] is not None:
         flat["lr"] = np.asarray(state_dict["lr"], dtype=np.float64)
+    if state_dict.get("seed") is not None:
+        flat["seed"] = np.asarray(state_dict["seed"], dtype=np.int64)
     for k, v in state_dict["hyperparams"].items():
         flat[f"hyperparams.{k}"] = np.asarray(v)
     for k, arrs in state_dict["state"].items():
         for i, a in enumerate(arrs):
-            flat[f"state.{k}.{i}"] = a if isinstance(a, np.ndarray) else a.get()
+            if a is not None:
+                flat[f"state.{k}.{i}"] = a if isinstance(a, np.ndarray) else a.get()
     for j, g in enumerate(state_dict.get("param_groups", ())):
         for k, v in g.items():
             if v is not None:
@@ -614,7 +908,7 @@ def unflatten_state_dict(flat: Mapping[str, Any]) -> dict[str, Any]:
         v = flat[key]
         head, _, rest = key.partition(".")
         j, _, name = rest.partition(".")
-        if key in ("step", "lr"):
+        if key in ("step", "lr", "seed"):
             out[key] = _plain(v)
         elif head == "hyperparams" and rest:
             out["hyperparams"][rest] = _plain(v)
@@ -622,6 +916,8 @@ def unflatten_state_dict(flat: Mapping[str, Any]) -> dict[str, Any]:
             groups.setdefault(int(j), {})[name] = _plain(v)
         elif head == "state" and rest.rpartition(".")[2].isdigit():
             name, _, i = rest.rpartition(".")
+            if isinstance(v, np.ndarray) and v.dtype.kind == "V" and v.dtype.itemsize == 2:
+                v = v.view(_bfloat16())     # np.save writes bfloat16 as 2-byte voids
             lists.setdefault(name, {})[int(i)] = v
         else:
             raise ValueError(f"flat has an unknown key {key!r}")
@@ -629,6 +925,9 @@ def unflatten_state_dict(flat: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError("flat lacks 'step'")
     out["state"] = {}
     for name, by_index in lists.items():
+        if name.endswith("_absmax"):   # None where a tensor's state is not 8-bit
+            out["state"][name] = [by_index.get(i) for i in range(max(by_index) + 1)]
+            continue
         if sorted(by_index) != list(range(len(by_index))):
             raise ValueError(f"flat's state.{name}.<i> are not numbered 0..n-1")
         out["state"][name] = [by_index[i] for i in range(len(by_index))]
@@ -679,8 +978,10 @@ class SGD(Optimizer):
     def __init__(self, params: Any, lr: LearningRate = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, *,
                  maximize: bool = False, backend: Backend = "auto",
-                 master_weights: bool = False) -> None:
-        super().__init__(params, lr, backend, master_weights, momentum=momentum,
+                 master_weights: bool = False, state_dtype: StateDtype = "float32",
+                 stochastic_rounding: bool = False, seed: int | None = None) -> None:
+        super().__init__(params, lr, backend, master_weights, state_dtype=state_dtype,
+                         stochastic_rounding=stochastic_rounding, seed=seed, momentum=momentum,
                          dampening=dampening,
                          weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
 
@@ -731,9 +1032,12 @@ class Adagrad(Optimizer):
     def __init__(self, params: Any, lr: LearningRate = 1e-2, lr_decay: float = 0.0,
                  weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
                  eps: float = 1e-10, *, eps_root: float = 0.0, maximize: bool = False,
-                 backend: Backend = "auto", master_weights: bool = False) -> None:
+                 backend: Backend = "auto", master_weights: bool = False,
+                 state_dtype: StateDtype = "float32", stochastic_rounding: bool = False,
+                 seed: int | None = None) -> None:
         self._init_acc = _checks.nonneg("initial_accumulator_value", initial_accumulator_value)
-        super().__init__(params, lr, backend, master_weights, lr_decay=lr_decay,
+        super().__init__(params, lr, backend, master_weights, state_dtype=state_dtype,
+                         stochastic_rounding=stochastic_rounding, seed=seed, lr_decay=lr_decay,
                          weight_decay=weight_decay, eps=eps, eps_root=eps_root,
                          maximize=maximize)
 
@@ -795,8 +1099,10 @@ class RMSprop(Optimizer):
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
                  centered: bool = False, *, eps_root: float = 0.0, maximize: bool = False,
                  backend: Backend = "auto",
-                 master_weights: bool = False) -> None:
-        super().__init__(params, lr, backend, master_weights, alpha=alpha, eps=eps,
+                 master_weights: bool = False, state_dtype: StateDtype = "float32",
+                 stochastic_rounding: bool = False, seed: int | None = None) -> None:
+        super().__init__(params, lr, backend, master_weights, state_dtype=state_dtype,
+                         stochastic_rounding=stochastic_rounding, seed=seed, alpha=alpha, eps=eps,
                          eps_root=eps_root,
                          weight_decay=weight_decay, momentum=momentum, centered=centered,
                          maximize=maximize)
@@ -852,8 +1158,10 @@ class Adam(Optimizer):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *, eps_root: float = 0.0,
                  maximize: bool = False, backend: Backend = "auto",
-                 master_weights: bool = False) -> None:
-        super().__init__(params, lr, backend, master_weights, betas=betas, eps=eps,
+                 master_weights: bool = False, state_dtype: StateDtype = "float32",
+                 stochastic_rounding: bool = False, seed: int | None = None) -> None:
+        super().__init__(params, lr, backend, master_weights, state_dtype=state_dtype,
+                         stochastic_rounding=stochastic_rounding, seed=seed, betas=betas, eps=eps,
                          eps_root=eps_root,
                          weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize)
 
@@ -906,9 +1214,12 @@ class AdamW(Adam):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, eps_root: float = 0.0,
                  maximize: bool = False, backend: Backend = "auto",
-                 master_weights: bool = False) -> None:
+                 master_weights: bool = False, state_dtype: StateDtype = "float32",
+                 stochastic_rounding: bool = False, seed: int | None = None) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, eps_root=eps_root,
-                         maximize=maximize, backend=backend, master_weights=master_weights)
+                         maximize=maximize, backend=backend, master_weights=master_weights,
+                         state_dtype=state_dtype, stochastic_rounding=stochastic_rounding,
+                         seed=seed)
 
 
 @_doc(lr="2e-3")
@@ -946,8 +1257,10 @@ class Adamax(Optimizer):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, *, maximize: bool = False,
                  backend: Backend = "auto",
-                 master_weights: bool = False) -> None:
-        super().__init__(params, lr, backend, master_weights, betas=betas, eps=eps,
+                 master_weights: bool = False, state_dtype: StateDtype = "float32",
+                 stochastic_rounding: bool = False, seed: int | None = None) -> None:
+        super().__init__(params, lr, backend, master_weights, state_dtype=state_dtype,
+                         stochastic_rounding=stochastic_rounding, seed=seed, betas=betas, eps=eps,
                          weight_decay=weight_decay,
                          maximize=maximize)
 

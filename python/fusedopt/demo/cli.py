@@ -32,6 +32,7 @@ MODULES = {
     6: "multistart",
     7: "natural_gradient",
     8: "saddle",
+    9: "lowbit",
 }
 
 

@@ -23,13 +23,14 @@ class Config:
     ms_starts: tuple = ((2, 100), (10, 50))   # item 6: (dimension, starts per run)
     ms_runs: int = 5
     grid: int = 300                    # contour grid resolution
+    inits: int = 3                     # item 9: accuracies averaged over this many inits
     dpi: int = 110
 
     @classmethod
     def make(cls, quick, seed=0):
         if quick:
             return cls(quick=True, seed=seed, iters=300, epochs=2, eval_every=5,
-                       ms_starts=((2, 6), (10, 4)), ms_runs=1, grid=60, dpi=60)
+                       ms_starts=((2, 6), (10, 4)), ms_runs=1, grid=60, dpi=60, inits=1)
         return cls(quick=False, seed=seed)
 
 

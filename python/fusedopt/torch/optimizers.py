@@ -32,6 +32,20 @@ the param receives it rounded to nearest even, in the same pass. float32 and flo
 such a group need no master and get none (they are updated as in any other group). A group
 whose params need master weights for some and not for others steps them in two kernel calls.
 
+Fewer bytes of state: ``state_dtype="bfloat16"`` or ``"uint8"`` (a keyword of every class,
+also per parameter group; float32, float16 and bfloat16 params, plain CPU tensors for 8-bit)
+keeps the states in bfloat16 tensors, or as Dettmers' blockwise 8-bit state: the codes, a uint8
+tensor under the state's usual key, and the float32 absmax of each block of 256 under
+``<key>_absmax`` (``fusedopt.quant``). Only tensors of at least ``quant.MIN_SIZE`` (4096)
+elements get 8-bit state; smaller ones keep float32 state. Master weights stay float32. The
+state_dict holds them as they are; a state of another format found at a step (a float32
+checkpoint, torch.optim's, loaded into an 8-bit optimizer, or an 8-bit one into a float32
+optimizer) is converted there, through ``fusedopt.optim.convert_state``: quantized, rounded to
+bfloat16, dequantized or widened. ``stochastic_rounding=True`` (bfloat16 params only, also per
+group) rounds the params stochastically when they are stored; its ``seed`` (drawn from the OS
+when None) is kept in each parameter group, so in the state_dict, and group ``j``'s kernel
+calls use ``fusedopt.optim.group_seed(seed, j)``.
+
 AMP: ``torch.amp.GradScaler`` sees ``_step_supports_amp_scaling`` and hands the optimizer
 ``grad_scale`` and ``found_inf``; ``found_inf`` is read on the host (one float: a sync for CUDA
 tensors) and a step with an inf or NaN gradient changes nothing, its count included; otherwise
@@ -52,7 +66,7 @@ import torch
 import torch.optim.optimizer as _torch_optimizer
 from torch.optim.optimizer import _get_scalar_dtype
 
-from .. import ops
+from .. import ops, optim, quant
 from . import _bridge
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax"]
@@ -309,9 +323,30 @@ class _FusedOptimizer(torch.optim.Optimizer):
             if group.get(flag):
                 raise ValueError(f"param_groups[{n}]['{flag}']: {flag}=True is not supported "
                                  "by fusedopt.torch")
+        self._check_storage(group, n)
         # The kernel on empty lists checks every hyperparameter and updates nothing.
         keys = self._state_keys(group)
         self._kernel(group, [], [], [[] for _ in keys], 1)
+
+    @staticmethod
+    def _check_storage(group: dict, n: int) -> None:
+        """A group's ``state_dtype``, ``stochastic_rounding`` and ``seed``, against its params
+        (bfloat16/8-bit state: float32 math; stochastic rounding: bfloat16 params)."""
+        where = f"param_groups[{n}]"
+        sd = optim.check_state_dtype(f"{where}['state_dtype']",
+                                     group.get("state_dtype", "float32"))
+        sr = group.get("stochastic_rounding", False)
+        if not isinstance(sr, bool):
+            raise TypeError(f"{where}['stochastic_rounding']: must be a bool, got "
+                            f"{type(sr).__name__}")
+        optim.check_seed(f"{where}['seed']", group.get("seed", 0))
+        for i, p in enumerate(group["params"]):
+            if sd != "float32" and p.dtype == torch.float64:
+                raise ValueError(f"{where}['state_dtype']: {sd!r} needs float32, float16 or "
+                                 f"bfloat16 params (float32 math); params[{i}] is float64")
+            if sr and p.dtype != torch.bfloat16:
+                raise ValueError(f"{where}['stochastic_rounding']: rounds bfloat16 params; "
+                                 f"params[{i}] has dtype {p.dtype}")
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
@@ -328,6 +363,10 @@ class _FusedOptimizer(torch.optim.Optimizer):
         torch casts every floating state tensor to its param's dtype: the states (and master
         weights) of a 16-bit param would be rounded to 16 bits. The checkpoint's float32 ones
         are put back after it; 16-bit ones (a ``torch.optim`` checkpoint) are widened exactly.
+        The same for 8-bit codes (torch would make them floats) and bfloat16 states of float16
+        params. Each group keeps its own ``state_dtype`` and ``stochastic_rounding``: the
+        loaded states are converted to it at the next step (see the module docstring); the
+        ``seed`` is the checkpoint's where it has one.
         """
         saved = state_dict["state"]
         ids = list(chain.from_iterable(g["params"] for g in state_dict["param_groups"]))
@@ -339,7 +378,18 @@ class _FusedOptimizer(torch.optim.Optimizer):
                 if p.dtype in _bridge.HALF and isinstance(st, dict):
                     keep.extend((p, k, v) for k, v in st.items() if k != "step"
                                 and isinstance(v, torch.Tensor) and v.dtype == torch.float32)
+                if isinstance(st, dict):  # 8-bit codes (torch would cast them to floats), and
+                    # bfloat16 states of float16 params (torch would round them to float16)
+                    keep.extend((p, k, v) for k, v in st.items() if k != "step" and
+                                isinstance(v, torch.Tensor) and (v.dtype == torch.uint8 or (
+                                    v.dtype == torch.bfloat16 and p.dtype == torch.float16)))
+        # How the state is stored is ours to keep (a loaded state is converted to it); the
+        # seed of stochastic rounding comes with the checkpoint where it has one.
+        storage = [{k: g[k] for k in ("state_dtype", "stochastic_rounding") if k in g}
+                   for g in self.param_groups]
         super().load_state_dict(state_dict)
+        for g, ours in zip(self.param_groups, storage):
+            g.update(ours)
         for p in params:
             if p.dtype in _bridge.HALF and p in self.state:
                 st = self.state[p]
@@ -361,8 +411,14 @@ class _FusedOptimizer(torch.optim.Optimizer):
         state = self.state[p]
         rec.step_view = self._step_view(state, keys)
         sdtype = _bridge.state_dtype(local)
+        packed = []  # the bfloat16 and 8-bit states (and 8-bit ones to unpack)
         for k in keys:
             t = state.get(k)
+            fmt = optim.state_format(group.get("state_dtype", "float32"), local.numel(), k)
+            if fmt != "full" or (t is not None and _bridge.local(t).dtype == torch.uint8):
+                packed.append(self._packed(state, k, fmt, local, rec.pview, local is p, group,
+                                          where))
+                continue
             if t is None:
                 if k == "master_param":  # a float32 copy of the 16-bit param
                     t = p.detach().to(torch.float32)
@@ -383,13 +439,71 @@ class _FusedOptimizer(torch.optim.Optimizer):
             if not lt.is_contiguous():
                 state[k] = t.contiguous()
         rec.state, rec.keys = state, keys
-        rec.pairs = tuple((k, state[k]) for k in keys)
-        rec.views = tuple(_bridge.array(_bridge.local(t), where) for _, t in rec.pairs)
+        rec.pairs = tuple((k, state[k]) for k in keys) + \
+            tuple((f"{k}_absmax", state[f"{k}_absmax"]) for k in packed if k is not None)
+        rec.views = tuple(self._view(state, k, where) for k in keys)
         if keys and keys[-1] == "master_param":
             rec.master = rec.views[-1]
         if rec.ptr != -1:
             self._records[id(p)] = rec
         return rec
+
+    def _packed(self, state: dict, k: str, fmt: str, local: torch.Tensor, pview: Any,
+                plain: bool, group: dict, where: str) -> str | None:
+        """``state[k]`` made (at the first step), or converted from what a checkpoint holds, in
+        format ``fmt``: a bfloat16 tensor, or uint8 codes with a float32 ``state[k +
+        "_absmax"]``; an 8-bit state is unpacked for a "full" ``fmt``. Returns ``k`` when the
+        state is 8-bit, else None. Conversions go through NumPy on the host
+        (``optim.convert_state``)."""
+        if not plain or (fmt == "uint8" and local.device.type != "cpu"):
+            raise ValueError(f"{where}: state_dtype={fmt!r} is supported for plain CPU "
+                             "tensors (not DTensors, not CUDA tensors)")
+        absk = f"{k}_absmax"
+        t, m = state.get(k), state.get(absk)
+        if t is None:
+            v = self._initial(k, group)
+            x = np.full(tuple(local.shape), v, np.float32)
+            if fmt == "uint8":
+                signed = k in optim.SIGNED_STATES
+                new: Any = quant.zeros(x.shape, signed) if v == 0.0 else \
+                    quant.quantize(x, signed)
+            else:
+                new = x.astype(optim._bfloat16())
+        else:
+            if t.shape == local.shape and t.dtype == {"uint8": torch.uint8, "bfloat16":
+                                                      torch.bfloat16}.get(fmt) and \
+                    (fmt != "uint8" or (isinstance(m, torch.Tensor) and m.dtype ==
+                                        torch.float32 and m.shape == (quant.blocks(t.numel()),)
+                                        and m.device == t.device)) and t.device == local.device:
+                state[k] = t.contiguous()
+                if fmt == "uint8":
+                    state[absk] = m.contiguous()
+                return k if fmt == "uint8" else None
+            a = t.detach().cpu()
+            a = _bridge.array(a, where) if a.dtype == torch.bfloat16 else a.numpy()
+            if isinstance(m, torch.Tensor):
+                m = m.detach().cpu().numpy()
+            new = optim.convert_state(f"{where}: state['{k}']", a, m, fmt, k, pview)
+        state.pop(absk, None)
+        if isinstance(new, quant.QuantizedState):
+            state[k] = torch.from_numpy(new.codes)
+            state[absk] = torch.from_numpy(new.absmax)
+            return k
+        if new.dtype.name == "bfloat16":
+            state[k] = torch.from_numpy(new.view(np.int16)).view(torch.bfloat16).to(local.device)
+        else:
+            state[k] = torch.from_numpy(new).to(local.device)
+        return None
+
+    @staticmethod
+    def _view(state: dict, k: str, where: str) -> Any:
+        """The kernel's view of ``state[k]``: an array, or a ``quant.QuantizedState`` of the
+        views of the codes and ``state[k + "_absmax"]``."""
+        t = _bridge.local(state[k])
+        if t.dtype == torch.uint8:
+            return quant.QuantizedState(t.numpy(), state[f"{k}_absmax"].numpy(),
+                                        k in optim.SIGNED_STATES)
+        return _bridge.array(t, where)
 
     def _step_view(self, state: dict, keys: tuple) -> Any:
         """A 0-d array holding the steps taken: a view of ``state["step"]`` (made a CPU float
@@ -553,6 +667,9 @@ class _FusedOptimizer(torch.optim.Optimizer):
         amp: dict[str, Any] = {}
         if recs[0].master is not None:
             amp["master_params"] = [rec.master for rec in recs]
+        if group.get("stochastic_rounding"):
+            j = next(j for j, g in enumerate(self.param_groups) if g is group)
+            amp |= {"stochastic_rounding": True, "seed": optim.group_seed(group["seed"], j)}
         cuda = recs[0].cuda
         if grad_scale is not None:
             if cuda:
@@ -569,6 +686,13 @@ class _FusedOptimizer(torch.optim.Optimizer):
             rec.step_view[()] = step
 
 
+def _storage(state_dtype: str, stochastic_rounding: bool, seed: int | None) -> dict:
+    """The defaults that choose how the state is stored, and the seed (drawn from the OS when
+    None: one per optimizer, kept in each group and so in the state_dict)."""
+    return dict(state_dtype=state_dtype, stochastic_rounding=stochastic_rounding,
+                seed=optim.new_seed() if seed is None else optim.check_seed("seed", seed))
+
+
 def _betas(group: dict) -> tuple[float, float]:
     b1, b2 = group["betas"]
     return float(b1), float(b2)
@@ -583,12 +707,15 @@ class SGD(_FusedOptimizer):
                  dampening: float = 0, weight_decay: float = 0, nesterov: bool = False, *,
                  maximize: bool = False, foreach: bool | None = None,
                  differentiable: bool = False, fused: bool | None = None,
-                 master_weights: bool = False) -> None:
+                 master_weights: bool = False,
+                 state_dtype: str = "float32", stochastic_rounding: bool = False,
+                 seed: int | None = None) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov,
                                       maximize=maximize, foreach=foreach,
                                       differentiable=differentiable, fused=fused,
-                                      master_weights=master_weights))
+                                      master_weights=master_weights,
+                                      **_storage(state_dtype, stochastic_rounding, seed)))
 
     def _state_keys(self, group: dict) -> tuple[str, ...]:
         return ("momentum_buffer",) if group["momentum"] != 0 else ()
@@ -615,7 +742,9 @@ class Adagrad(_FusedOptimizer):
                  weight_decay: float = 0, initial_accumulator_value: float = 0,
                  eps: float = 1e-10, foreach: bool | None = None, *, maximize: bool = False,
                  differentiable: bool = False, fused: bool | None = None,
-                 eps_root: float = 0.0, master_weights: bool = False) -> None:
+                 eps_root: float = 0.0, master_weights: bool = False,
+                 state_dtype: str = "float32", stochastic_rounding: bool = False,
+                 seed: int | None = None) -> None:
         if not initial_accumulator_value >= 0.0:
             raise ValueError("initial_accumulator_value must be >= 0, got "
                              f"{initial_accumulator_value}")
@@ -624,7 +753,8 @@ class Adagrad(_FusedOptimizer):
                                       initial_accumulator_value=initial_accumulator_value,
                                       foreach=foreach, maximize=maximize,
                                       differentiable=differentiable, fused=fused,
-                                      eps_root=eps_root, master_weights=master_weights))
+                                      eps_root=eps_root, master_weights=master_weights,
+                                      **_storage(state_dtype, stochastic_rounding, seed)))
         for group in self.param_groups:
             for p in group["params"]:
                 state = self.state[p]
@@ -654,12 +784,15 @@ class RMSprop(_FusedOptimizer):
                  weight_decay: float = 0, momentum: float = 0, centered: bool = False,
                  capturable: bool = False, foreach: bool | None = None,
                  maximize: bool = False, differentiable: bool = False, *,
-                 eps_root: float = 0.0, master_weights: bool = False) -> None:
+                 eps_root: float = 0.0, master_weights: bool = False,
+                 state_dtype: str = "float32", stochastic_rounding: bool = False,
+                 seed: int | None = None) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps,
                                       centered=centered, weight_decay=weight_decay,
                                       capturable=capturable, foreach=foreach,
                                       maximize=maximize, differentiable=differentiable,
-                                      eps_root=eps_root, master_weights=master_weights))
+                                      eps_root=eps_root, master_weights=master_weights,
+                                      **_storage(state_dtype, stochastic_rounding, seed)))
 
     _state_slots = {"square_avg": 0, "grad_avg": 1, "momentum_buffer": 2}
 
@@ -688,13 +821,16 @@ class Adam(_FusedOptimizer):
                  foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None,
                  decoupled_weight_decay: bool = False, eps_root: float = 0.0,
-                 master_weights: bool = False) -> None:
+                 master_weights: bool = False,
+                 state_dtype: str = "float32", stochastic_rounding: bool = False,
+                 seed: int | None = None) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize, foreach=foreach,
                                       capturable=capturable, differentiable=differentiable,
                                       fused=fused,
                                       decoupled_weight_decay=decoupled_weight_decay,
-                                      eps_root=eps_root, master_weights=master_weights))
+                                      eps_root=eps_root, master_weights=master_weights,
+                                      **_storage(state_dtype, stochastic_rounding, seed)))
 
     def _state_keys(self, group: dict) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ())
@@ -717,12 +853,15 @@ class AdamW(Adam):
                  eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
                  maximize: bool = False, foreach: bool | None = None, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None,
-                 eps_root: float = 0.0, master_weights: bool = False) -> None:
+                 eps_root: float = 0.0, master_weights: bool = False,
+                 state_dtype: str = "float32", stochastic_rounding: bool = False,
+                 seed: int | None = None) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, foreach=foreach, maximize=maximize,
                          capturable=capturable, differentiable=differentiable, fused=fused,
                          decoupled_weight_decay=True, eps_root=eps_root,
-                         master_weights=master_weights)
+                         master_weights=master_weights, state_dtype=state_dtype,
+                         stochastic_rounding=stochastic_rounding, seed=seed)
 
 
 class Adamax(_FusedOptimizer):
@@ -731,11 +870,14 @@ class Adamax(_FusedOptimizer):
     def __init__(self, params: Any, lr: float = 2e-3, betas: tuple = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0, foreach: bool | None = None, *,
                  maximize: bool = False, differentiable: bool = False,
-                 capturable: bool = False, master_weights: bool = False) -> None:
+                 capturable: bool = False, master_weights: bool = False,
+                 state_dtype: str = "float32", stochastic_rounding: bool = False,
+                 seed: int | None = None) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       foreach=foreach, maximize=maximize,
                                       differentiable=differentiable, capturable=capturable,
-                                      master_weights=master_weights))
+                                      master_weights=master_weights,
+                                      **_storage(state_dtype, stochastic_rounding, seed)))
 
     def _state_keys(self, group: dict) -> tuple[str, ...]:
         return ("exp_avg", "exp_inf")
