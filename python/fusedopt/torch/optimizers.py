@@ -621,8 +621,15 @@ class _FusedOptimizer(torch.optim.Optimizer):
     def _plan_of(self, group: dict, keys: tuple, buckets: dict) -> _Plan | None:
         """A plan for the group when it fits one (see _Plan), else None."""
         params = group["params"]
+        if group.get("stochastic_rounding"):
+            return None  # (the general path passes the rounding's seed)
         for recs, grads, index in buckets.values():
             if any(r.ptr == -1 or r.cuda for r in recs):
+                return None
+            # A plan holds full-precision states only (each the param's math type): bfloat16
+            # and 8-bit states take the general path, whose kernels know their formats.
+            if not all(type(v) is np.ndarray and v.dtype == _plan_state_dtype(r.pview.dtype)
+                       for r in recs for v in r.views):
                 return None
             gs = [params[i].grad for i in index]
             if set(map(type, gs)) != {torch.Tensor} or not all(map(_is_cpu, gs)) or \
@@ -684,6 +691,11 @@ class _FusedOptimizer(torch.optim.Optimizer):
             self._kernel(group, params, grads, states, step, **amp)
         for rec in recs:
             rec.step_view[()] = step
+
+
+def _plan_state_dtype(param_dtype: np.dtype) -> np.dtype:
+    """The dtype of a full-precision state of a param of ``param_dtype`` (its math type)."""
+    return param_dtype if param_dtype in (np.float32, np.float64) else np.dtype(np.float32)
 
 
 def _storage(state_dtype: str, stochastic_rounding: bool, seed: int | None) -> dict:
