@@ -14,7 +14,7 @@ import copy
 import numpy as np
 import pytest
 from cases import CASE_IDS, CASES, assert_same_bits, assert_same_state, dtypes16, grad_stream, \
-    make_params
+    make_params, refused_centered_8bit
 from cases import assert_same_stored as same
 
 from fusedopt import ops, optim, quant
@@ -62,6 +62,8 @@ def run(case, dtype, state_dtype, shapes=SHAPES, steps=STEPS, seed=0, **kw):
     """The case's optimizer and the same steps through ``ops`` by hand: (opt, params, states,
     grads used)."""
     p0 = [p.astype(dtype) for p in make_params(shapes, np.float32, seed)]
+    refused_centered_8bit(case, state_dtype, lambda: case.make(
+        [p.copy() for p in p0], state_dtype=state_dtype, seed=77, **kw))
     opt = case.make([p.copy() for p in p0], state_dtype=state_dtype, seed=77, **kw)
     init = case.options.get("initial_accumulator_value", 0.0)
     params = [p.copy() for p in p0]

@@ -131,7 +131,21 @@ def _bits_equal(a, b):
             assert_same_bits(x, y, name)
 
 
+def _centered_8bit(rule_id, kind):
+    return kind == "uint8" and _rule(rule_id)[3].get("centered", False)
+
+
 def _run_both(rule_id, pid, kind, sizes, steps=STEPS):
+    """Both modules' runs, bit-equal (returns ops' run); None for a combination that both
+    refuse before anything changes (centered RMSprop with 8-bit state, asserted here)."""
+    if _centered_8bit(rule_id, kind):
+        m = Model(rule_id, pid, kind, sizes)
+        snap = _snapshot(m)
+        for module in (ops, reference):
+            with pytest.raises(ValueError, match="centered RMSprop with 8-bit state"):
+                m.step(module, 1)
+        _unchanged(m, snap)
+        return None
     a = Model(rule_id, pid, kind, sizes)
     b = copy.deepcopy(a)
     for t in range(1, steps + 1):
@@ -153,12 +167,15 @@ def test_kernels_equal_reference(rule_id, pid, kind):
 @pytest.mark.parametrize("rule_id", RULE_IDS)
 def test_kernels_equal_reference_large_tail(rule_id, pid, kind):
     a = _run_both(rule_id, pid, kind, [BIG, 3], steps=3)
-    assert np.isfinite(a.params[0].astype(np.float32)).all()
+    if a is not None:   # (None: refused, as _run_both asserts)
+        assert np.isfinite(a.params[0].astype(np.float32)).all()
 
 
 @pytest.mark.parametrize("kind", ["bfloat16", "uint8"])
 @pytest.mark.parametrize("rule_id", ["adam", "rmsprop-centered-momentum-wd", "sgd-momentum"])
 def test_same_bits_for_any_thread_count_and_isa(rule_id, kind):
+    if _centered_8bit(rule_id, kind):
+        pytest.skip("refused (see test_kernels_equal_reference)")
     sizes = [BIG, 4097, 70000]
     runs = []
     for threads, isa in [(1, "generic")] + [(n, i) for n in (2, 3) for i in

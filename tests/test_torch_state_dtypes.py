@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 
 import pytest
-from cases import CASES, assert_same_bits
+from cases import CASES, assert_same_bits, refused_centered_8bit
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
@@ -69,6 +69,8 @@ def assert_state_equal(state, name, a, what):
 def run_against_numpy(case, dtype, state_dtype, **kw):
     x, y = digits(dtype)
     model = mlp(dtype)
+    refused_centered_8bit(case, state_dtype, lambda: getattr(ft, case.cls.__name__)(
+        groups(model), state_dtype=state_dtype, seed=11, **case.options, **kw))
     opt = getattr(ft, case.cls.__name__)(groups(model), state_dtype=state_dtype, seed=11,
                                          **case.options, **kw)
     refs = []
@@ -139,6 +141,8 @@ def test_resume_is_bit_identical(case, state_dtype):
     x, y = digits(dtype)
     cls = getattr(ft, case.cls.__name__)
     straight = mlp(dtype)
+    refused_centered_8bit(case, state_dtype,
+                          lambda: cls(groups(straight), seed=5, **case.options, **kw))
     opt = cls(groups(straight), seed=5, **case.options, **kw)
     train(straight, opt, x, y, case.options, steps=12)
     model = mlp(dtype)

@@ -155,6 +155,21 @@ SIGNEDNESS = {"momentum_buffers": SIGNED, "exp_avgs": SIGNED, "grad_avgs": SIGNE
               "max_exp_avg_sqs": UNSIGNED, "exp_infs": UNSIGNED}
 
 
+CENTERED_8BIT = ("centered RMSprop with 8-bit state: square_avg - grad_avg**2 of two "
+                 "independently quantized averages can be negative (sqrt -> NaN); use "
+                 "state_dtype 'bfloat16' or 'float32' for centered RMSprop")
+
+
+def centered_states(centered, square_avgs, grad_avgs) -> None:
+    """Centered RMSprop refuses 8-bit states (ValueError naming ``centered``): the variance
+    estimate of two independently quantized averages goes negative (bitsandbytes' 8-bit
+    RMSprop has no centered form either)."""
+    if centered and any(isinstance(a, quant.QuantizedState)
+                        for lst in (square_avgs, grad_avgs) if isinstance(lst, (list, tuple))
+                        for a in lst):
+        raise ValueError(CENTERED_8BIT)
+
+
 def rounding(params, stochastic_rounding, seed) -> bool:
     """The stochastic rounding keywords of the rules: a bool, and an int seed in [0, 2**64);
     True only with bfloat16 params (every one of them; ValueError naming

@@ -365,6 +365,7 @@ def rmsprop_(params: Arrays, grads: Arrays, square_avgs: Arrays, grad_avgs: Arra
     s = _scalars.rmsprop(step=step, lr=lr, alpha=alpha, eps=eps, eps_root=eps_root,
                          weight_decay=weight_decay, momentum=momentum, centered=centered,
                          maximize=maximize)
+    _checks.centered_states(s.centered, square_avgs, grad_avgs)
     sr = _checks.rounding(params, stochastic_rounding, seed)
     impl = backend_of(params)
     states = [("square_avgs", square_avgs), ("grad_avgs", grad_avgs if s.centered else None),

@@ -273,9 +273,11 @@ def state_format(state_dtype: str, size: int, name: str) -> str:
 
 
 def check_storage(where: str, params: Sequence[Any], state_dtype: str,
-                  stochastic_rounding: bool) -> None:
+                  stochastic_rounding: bool, centered: bool = False) -> None:
     """bfloat16/8-bit state needs float32 math (no float64 params); stochastic rounding needs
-    bfloat16 params (ValueError naming the option)."""
+    bfloat16 params; centered RMSprop refuses 8-bit state (ValueError naming the option)."""
+    if centered and state_dtype == "uint8":
+        raise ValueError(f"{where}state_dtype='uint8': {_checks.CENTERED_8BIT}")
     for i, p in enumerate(params):
         if state_dtype != "float32" and p.dtype == np.float64:
             raise ValueError(f"{where}state_dtype={state_dtype!r} needs float32, float16 or "
@@ -454,7 +456,8 @@ class Optimizer:
                                     f"or bfloat16 params; params[{i}] has dtype {p.dtype}")
         for j, g in enumerate(self.param_groups):
             check_storage(f"params[{j}]: " if self._grouped else "", g["params"],
-                          *self._storage(g))
+                          *self._storage(g),
+                          centered=bool(g.get("centered", self.hyperparams.get("centered"))))
         self._step = 0
         self._lock = threading.Lock()
         # Checks every hyperparameter now rather than at the first step.

@@ -227,6 +227,7 @@ def rmsprop_(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, 
              ("square_avgs", square_avgs, True)]
     if centered:
         lists.append(("grad_avgs", grad_avgs, True))
+    _checks.centered_states(centered, square_avgs, grad_avgs)
     if s.momentum != 0:
         lists.append(("momentum_buffers", momentum_buffers, True))
     _check(lists, master_params)

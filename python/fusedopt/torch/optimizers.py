@@ -66,7 +66,7 @@ import torch
 import torch.optim.optimizer as _torch_optimizer
 from torch.optim.optimizer import _get_scalar_dtype
 
-from .. import ops, optim, quant
+from .. import _checks, ops, optim, quant
 from . import _bridge
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax"]
@@ -340,6 +340,8 @@ class _FusedOptimizer(torch.optim.Optimizer):
             raise TypeError(f"{where}['stochastic_rounding']: must be a bool, got "
                             f"{type(sr).__name__}")
         optim.check_seed(f"{where}['seed']", group.get("seed", 0))
+        if sd == "uint8" and group.get("centered", False):
+            raise ValueError(f"{where}['state_dtype']: 'uint8': {_checks.CENTERED_8BIT}")
         for i, p in enumerate(group["params"]):
             if sd != "float32" and p.dtype == torch.float64:
                 raise ValueError(f"{where}['state_dtype']: {sd!r} needs float32, float16 or "
