@@ -37,7 +37,7 @@ table=$res/${stamp}_${tag}_bench_cuda.txt
 
 # The host emulation and the slow full NVRTC build run on any machine: leave them to CI.
 $PY -m pytest tests/test_cuda.py tests/test_cuda_build.py tests/test_cuda_dispatch.py \
-  tests/test_cuda_lbfgs.py -m "not slow" -k "not host" \
+  tests/test_cuda_lbfgs.py tests/test_lbfgs_device.py -m "not slow" -k "not host" \
   -q -rs -p no:cacheprovider 2>&1 | tee "$log"
 tests_rc=${PIPESTATUS[0]}
 # fusedopt.torch on CUDA tensors: the gpu-marked torch tests (they skip where torch has no CUDA;
