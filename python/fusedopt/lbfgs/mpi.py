@@ -344,31 +344,44 @@ class ShardVec:
 
     rows_axpy = staticmethod(CoreVec.rows_axpy)
 
-    def rows_dots(self, s, y, v, rows, w=None):
-        vs = [v] if w is None else [v, w]
-        pairs = [(a[j], u) for u in vs for a in (s, y) for j in range(rows)]
+    def rows_dots_many(self, s, y, vs, rows):
+        """[s_j . v] + [y_j . v] for each v in ``vs``, one collective: the bits of
+        ``_core.lbfgsb_rows_dots_many`` on the whole vectors (its dots are ``lbfgs_dot``'s)."""
+        pairs = [(a[j], v) for v in vs for a in (s, y) for j in range(rows)]
         return self.dots(pairs)[1] if pairs else np.zeros(0)
 
-    def reduced_gradient(self, r, s, y, a, b, rows, xc, x, g, t, theta):
-        CoreVec.reduced_gradient(r, s, y, a, b, rows, xc, x, g, t, theta)  # local dots unused
-        return self.rows_dots(s, y, r, rows)
+    def rows_dots(self, s, y, v, rows, w=None):
+        return self.rows_dots_many(s, y, [v] if w is None else [v, w], rows)
 
-    def subspace_point(self, xbar, du, s, y, a, b, rows, r, xc, x, g, t, lo, hi, theta):
-        CoreVec.subspace_point(xbar, du, s, y, a, b, rows, r, xc, x, g, t, lo, hi, theta)
-        step = np.subtract(xbar, x)
-        return self.dot(g, step)
+    def subspace_direct(self, xbar, du, s, y, a, b, rows, xc, x, g, t, lo, hi, theta):
+        """The local pass (``CoreVec.subspace_direct``); g . (xbar - x) over every rank (the
+        kernel's return is ``lbfgs_dot(g, xbar - x)``: the same bits)."""
+        CoreVec.subspace_direct(xbar, du, s, y, a, b, rows, xc, x, g, t, lo, hi, theta)
+        return self.dot(g, np.subtract(xbar, x))
 
-    def rows_gram_at(self, s, y, idx, rows):
-        """The Gram matrices over the variables ``idx`` (local indices, increasing) as sums of
-        per-block parts over the blocks of x (so the same bits on any number of ranks)."""
+    def rows_gram_at(self, s, y, idx, rows, q=None):
+        """The Gram matrices over the variables ``idx`` (local indices, increasing), and with q
+        (values at idx) [S q] + [Y q], as sums of per-block parts over the blocks of x, added
+        in block order: the same bits on any number of ranks. Not those of one process, whose
+        kernel sums by blocks of the list idx: a block of that list spans ranks, and a blocked
+        sum cannot be split into parts and joined with the same bits."""
         nb = self.net.nb[self.net.rank]
+        kk = 3 * rows * rows
         cuts = np.searchsorted(idx, np.arange(nb + 1) * BLOCK)
-        parts = np.zeros((nb, 3 * rows * rows))
+        parts = np.zeros((nb, kk + (0 if q is None else 2 * rows)))
         for b in range(nb):
-            if cuts[b + 1] > cuts[b]:
-                parts[b] = np.asarray(CoreVec.rows_gram_at(
-                    s, y, np.ascontiguousarray(idx[cuts[b]:cuts[b + 1]]), rows)).reshape(-1)
-        return self.net.gather_blocks([0.0], parts)[1].reshape(3, rows, rows)
+            lo, hi = cuts[b], cuts[b + 1]
+            if hi > lo:
+                at = np.ascontiguousarray(idx[lo:hi])
+                got = CoreVec.rows_gram_at(s, y, at, rows) if q is None else \
+                    CoreVec.rows_gram_at(s, y, at, rows, np.ascontiguousarray(q[lo:hi]))
+                gram, dots = (got, None) if q is None else got
+                parts[b, :kk] = np.asarray(gram).reshape(-1)
+                if q is not None:
+                    parts[b, kk:] = dots
+        sums = self.net.gather_blocks([0.0], parts)[1]
+        gram = sums[:kk].reshape(3, rows, rows)
+        return gram if q is None else (gram, sums[kk:])
 
     def cauchy_start(self, d, t, x, g, lo, hi) -> float:
         CoreVec.cauchy_start(d, t, x, g, lo, hi)
@@ -704,45 +717,6 @@ class _ShardObjective:
         return total
 
 
-def _subspace_step(x, g, box, cf, xc, c, t, vec):
-    """``lbfgsb.subspace_step`` with the test "any variable fixed" taken over every rank (the
-    Gram over the fixed variables is a collective, so every rank must take it or none)."""
-    mid = cf.middle()
-    r = np.empty_like(x)
-    wtr = cf.reduced_gradient(r, mid @ c, xc, x, g, t)
-    gram = cf.gram_w()
-    if t is not None:
-        fixed = np.flatnonzero(t < 0)
-        if vec.any(fixed.size):
-            gram = gram - cf.gram_w_at(fixed)
-    v = np.linalg.solve(np.eye(gram.shape[0]) - (mid @ gram) / cf.theta, mid @ wtr)
-    xbar = np.empty_like(x)
-    du = np.empty_like(x)
-    if cf.subspace_point(xbar, du, v, r, xc, x, g, t, box) <= 0.0:
-        return xbar
-    alpha = min(1.0, box.max_step(xc, du))
-    vec.axpby(xbar, 1.0, xc, alpha, du)
-    return box.project(xbar, xbar)
-
-
-class _ShardedBoundedSolver(lbfgsb.BoundedSolver):
-    """L-BFGS-B (``lbfgsb.BoundedSolver``) over the rank's slices: ``ShardVec`` for the
-    products, ``ShardBox`` for the box, the Cauchy path merged across ranks
-    (``sharded_cauchy_path``), the tests "any variable free / fixed" over every rank."""
-
-    def _direction(self):
-        cf, box, x, g = self.cf, self.box, self.x, self.g
-        if not box.constrained and cf.count:
-            xc, c, t = x, np.zeros(2 * cf.count), None
-        else:
-            xc, c, t = lbfgsb.cauchy_point(x, g, box, cf, self.vec)
-        if cf.count and (t is None or self.vec.any((t >= 0).any())):
-            xbar = _subspace_step(x, g, box, cf, xc, c, t, self.vec)
-        else:
-            xbar = xc
-        np.subtract(xbar, x, out=self.d)
-
-
 _MESSAGES = {"pgtol": (0, "CONVERGENCE: max |grad| <= gtol"),
              "ftol": _BOUNDED_MESSAGES["ftol"], "maxiter": _BOUNDED_MESSAGES["maxiter"],
              "maxfun": _BOUNDED_MESSAGES["maxfun"]}
@@ -759,7 +733,7 @@ def _run_sharded(fun, x0, box, net, m, maxiter, gtol, ftol, line_search, callbac
         vec = ShardVec(net)
         box = ShardBox(box.lo, box.hi, vec)
         x = box.project(np.empty(x0.size, x0.dtype), x0.reshape(-1))
-        solver = _ShardedBoundedSolver(obj, x, box, m, maxls, vec)
+        solver = lbfgsb.BoundedSolver(obj, x, box, m, maxls, vec)
         messages = _BOUNDED_MESSAGES
     solver.evaluate_start()
 
