@@ -43,19 +43,24 @@ failing rank chained to its own exception): no rank waits forever. Sizes, dtypes
 data-parallel, x0 and the bounds are compared at the first collective; a mismatch raises
 ValueError on every rank naming what differs.
 
-Bounds with ``shard=True`` (each rank gives the bounds of its slice): L-BFGS-B of ``lbfgsb``
-over the slices. Its products over the history and its reductions (projected-gradient norm,
-step to the box) combine across ranks as above, and the tests "any variable free / fixed" are
-taken over every rank. The generalized Cauchy point must take the breakpoints of all n
-variables in increasing order; ``sharded_cauchy_path`` does it in rounds: each rank offers its
-next smallest breakpoints (with t, d_b, z_b and its row of W), every rank merges the offers in
-(t, global index) order, exactly the order of the one-process heap, and processes them up to
-the smallest last offer of a rank that has more, then asks again. Its arithmetic is that of
+Bounds with ``shard=True`` (each rank gives the bounds of its slice): ``lbfgsb.BoundedSolver``
+itself over ``ShardVec`` and ``ShardBox``. Its products over the history (``rows_dots_many``:
+the Cauchy pass's W^T d with the new pair's Gram dots; ``subspace_direct``'s g . (xbar - x))
+and its reductions (projected-gradient norm, step to the box) combine across ranks as above,
+and the tests "any variable free / fixed" (``vec.any``) are taken over every rank. The
+generalized Cauchy point must take the breakpoints of all n variables in increasing order;
+``sharded_cauchy_path`` does it in rounds: each rank offers its next smallest breakpoints (with
+t, d_b, z_b and its row of W), every rank merges the offers in (t, global index) order, exactly
+the order of the one-process heap, and processes them up to the smallest last offer of a rank
+that has more, then asks again. Its arithmetic is that of
 the one-process kernel step for step, so the Cauchy point has the one-process bits (its loop
 over the breakpoints passed is Python here, O(m^2) each: slower than the kernel's C++). The
 Gram over the fixed variables is summed by blocks of x, not of the list of fixed variables as
-in one process: the same bits on any number of ranks, not those of one process. L-BFGS-B's
-2m x 2m algebra is ``compact``'s NumPy/LAPACK, identical on ranks of one machine type.
+in one process (a block of that list spans ranks, and a blocked sum split into parts cannot be
+rejoined with the same bits); so is the product W_A^T q of the subspace step, taken in the same
+pass. Hence the sharded direction has the same bits on any number of ranks, and agrees with the
+one-process direction to rounding (a few ulps of max |d| in float64). L-BFGS-B's 2m x 2m
+algebra is ``compact``'s NumPy/LAPACK, identical on ranks of one machine type.
 """
 from __future__ import annotations
 
