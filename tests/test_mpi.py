@@ -361,6 +361,23 @@ def test_sharded_bounds_rosenbrock_matches_one_process(ranks):
     assert abs(results[0]["fun"] - ref.fun) <= 1e-8 * abs(ref.fun)
 
 
+def test_sharded_unbounded_below_stops_with_status_3(ranks):
+    """Sharded L-BFGS and L-BFGS-B (x <= 1) on f = sum(x) stop as one process does: status 3
+    after the same iterations and evaluations, every rank alike."""
+    results = case(ranks, "unbounded")
+    n = 3 * lmpi.BLOCK + 777
+    refs = {"free": minimize(problems.linear, np.zeros(n)),
+            "upper": minimize(problems.linear, np.zeros(n), bounds=(-np.inf, 1.0))}
+    for name, ref in refs.items():
+        got = [res[name] for res in results]
+        assert all(g == got[0] for g in got), name
+        assert ref.status == 3 and ref.message.startswith("UNBOUNDED"), ref.message
+        assert got[0]["status"] == 3, got[0]["message"]
+        assert got[0]["message"].split(";")[0] == ref.message.split(";")[0]
+        assert (got[0]["nit"], got[0]["nfev"]) == (ref.nit, ref.nfev), name
+        assert got[0]["fun"] < -1e3
+
+
 # --- failures ----------------------------------------------------------------------------------
 
 

@@ -157,6 +157,17 @@ def case_bounded_direction():
     return {np.dtype(dt).name: bounded_direction(comm, dt) for dt in (np.float64, np.float32)}
 
 
+def case_unbounded():
+    """Sharded f = sum(x), unbounded below: without bounds and with x <= 1 (status 3)."""
+    sl = local_slice(DIR_N, comm)
+    x0 = np.zeros(sl.stop - sl.start)
+    out = {}
+    for name, bounds in (("free", None), ("upper", (np.full_like(x0, -np.inf), np.ones_like(x0)))):
+        res = minimize(problems.linear, x0, comm=comm, shard=True, bounds=bounds)
+        out[name] = {k: res[k] for k in ("fun", "nit", "nfev", "status", "message")}
+    return out
+
+
 def _pairs(n, count, dtype, seed):
     rng = np.random.default_rng(seed)
     diag = 0.5 + rng.random(n)

@@ -76,8 +76,8 @@ from .bounds import Box
 from .history import History
 from .line_search import Point, check_line_search
 from .result import OptimizeResult
-from .solver import (_BOUNDED_MESSAGES, FTOL, Solver, _check_x0, _copy_gradient, _pair,
-                     _real_scalar, minimize as _one_process)
+from .solver import (_BOUNDED_MESSAGES, _UNBOUNDED, FTOL, Solver, _check_x0, _copy_gradient,
+                     _pair, _real_scalar, _unbounded, minimize as _one_process)
 
 __all__ = ["local_slice", "minimize", "RankError", "ShardVec", "compact_direction"]
 
@@ -740,11 +740,22 @@ def _run_sharded(fun, x0, box, net, m, maxiter, gtol, ftol, line_search, callbac
         x = box.project(np.empty(x0.size, x0.dtype), x0.reshape(-1))
         solver = lbfgsb.BoundedSolver(obj, x, box, m, maxls, vec)
         messages = _BOUNDED_MESSAGES
+        solver.unbounded_searches = 0   # Solver counts its own; here as _minimize_bounded
     solver.evaluate_start()
+    f0 = solver.f
+    unbounded = []
 
     def after(sv):
+        """The callback, then the stop "unbounded below" (status 3) of one process: f and the
+        line searches are the same on every rank, so every rank stops together."""
         if callback is not None:
             callback(sv.x.reshape(x0.shape).copy())
+        if box is not None:
+            sv.unbounded_searches = sv.unbounded_searches + 1 if sv._search.unbounded else 0
+        why = _unbounded(sv, f0)
+        if why is not None and sv.projected_gradient_norm() > gtol:  # the gradient test first
+            unbounded.append(why)
+            return True
         return False
 
     if maxiter == 0:
@@ -753,7 +764,15 @@ def _run_sharded(fun, x0, box, net, m, maxiter, gtol, ftol, line_search, callbac
     else:
         reason, failure = lbfgsb.run(solver, maxiter=maxiter, maxfun=maxfun, gtol=gtol,
                                      ftol=ftol, after_iteration=after)
-    status, message = (2, "ABNORMAL: " + failure) if failure else messages[reason]
+    if failure and box is None and solver.unbounded_searches:
+        # as one process: x ran off so far that no step changes it any more (float32 soon)
+        status, message = _UNBOUNDED[0], _UNBOUNDED[1].format(
+            "a line search ran out of evaluations still extrapolating, then no step "
+            "decreased f at the resolution of x", solver.f)
+    elif failure:
+        status, message = 2, "ABNORMAL: " + failure
+    else:
+        status, message = unbounded[-1] if reason == "callback" else messages[reason]
     skipped = solver.history.skipped if box is None else solver.skipped
     return OptimizeResult(
         x=solver.x.reshape(x0.shape).copy(), fun=solver.f,
@@ -783,6 +802,7 @@ def minimize(fun, x0, *, comm, shard=False, bounds=None, m=10, maxiter=15000, gt
     ``x[local_slice(n, comm)]`` of the whole x, ``fun(x_r)`` returns (the rank's part of f, the
     gradient's slice); the result's ``x`` and ``jac`` are the rank's slices, ``fun`` the total.
     The result also has ``comm_seconds``, ``collectives`` and ``fun_seconds`` (this rank).
+    The stopping rules are those of one process, "unbounded below" (status 3) included.
 
     ``callback(xk)`` runs on every rank (data-parallel: the whole x; sharded: the rank's
     slice). Unlike ``fun``, its exceptions are not sent to the other ranks: a callback that
