@@ -57,8 +57,9 @@ step, so the Cauchy point has the one-process bits (its loop over the breakpoint
 Python here, O(m^2) each: slower than the kernel's C++). The Gram over the fixed variables
 is summed by blocks of x, not of the list of fixed variables as in one process (a block of
 that list spans ranks, and a blocked sum split into parts cannot be rejoined with the same
-bits); so is the product W_A^T q of the subspace step, taken in the same pass. Hence the sharded direction has the same bits on any number of ranks, and agrees with the
-one-process direction to rounding (a few ulps of max |d| in float64). L-BFGS-B's 2m x 2m
+bits); so is the product W_A^T q of the subspace step, taken in the same pass. Hence the
+sharded direction has the same bits on any number of ranks, and agrees with the one-process
+direction to rounding (a few ulps of max |d| in float64). L-BFGS-B's 2m x 2m
 algebra is ``compact``'s NumPy/LAPACK, identical on ranks of one machine type.
 """
 from __future__ import annotations
