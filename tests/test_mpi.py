@@ -12,7 +12,9 @@ with each other (bit for bit) and with one-process runs in this process:
 * sharded extended Rosenbrock: a run repeats bit for bit; equal to the 1-rank run and to the
   one-process two-loop L-BFGS within the tolerance below (f is summed in rank order);
 * bounds: data-parallel and sharded L-BFGS-B reach the one-process solution and active set;
-  the sharded generalized Cauchy point has the one-process kernel's bits;
+  the sharded generalized Cauchy point has the one-process kernel's bits; the sharded
+  direction (Cauchy point and subspace step) the same bits on any number of ranks, the
+  one-process solver's to rounding (the Gram over the fixed variables is summed by blocks of x);
 * a failing rank, mismatched options / sizes: every rank raises, none hangs.
 
 Skipped where mpi4py or ``mpiexec`` is absent.
@@ -306,6 +308,44 @@ def test_sharded_cauchy_point_equals_one_process_kernel(ranks):
                 assert same_bits(got["c"], c), where
 
 
+@pytest.mark.parametrize("dt", [np.float64, np.float32])
+def test_sharded_bounded_direction_is_rank_count_independent(ranks, dt):
+    """L-BFGS-B's direction (Cauchy point, subspace step, a pair pending) over K ranks has the
+    bits of the same code on one rank (this process, ``MPI.COMM_SELF``), whatever K; its
+    rows_dots_many has the one-process kernel's bits. Against the one-process solver it agrees
+    to rounding only: the Gram matrices and W^T q over the fixed variables (``rows_gram_at``)
+    are summed by blocks of x on the ranks (a rank can only sum its own blocks) but by blocks
+    of the list of fixed variables in one process, and a blocked sum split into parts cannot
+    be rejoined with the same bits. Those 2k x 2k sums differ in the last bit (float64), so d
+    does by a few ulps of max |d|; float32 rounds that away here."""
+    from mpi4py import MPI
+
+    import lbfgs_cases
+    from fusedopt.lbfgs import lbfgsb
+    from fusedopt.lbfgs.bounds import Box
+    name = np.dtype(dt).name
+    one_rank = lbfgs_cases.bounded_direction(MPI.COMM_SELF, dt)
+    d1 = np.concatenate(one_rank["d"])
+    for r, res in enumerate(case(ranks, "bounded_direction")):
+        assert same_bits(np.concatenate(res[name]["d"]), d1), f"rank {r}: d"
+        assert same_bits(res[name]["many"], one_rank["many"]), f"rank {r}: rows_dots_many"
+    x, g, lo, hi, pairs = problems.cauchy_case(lbfgs_cases.DIR_N, dt)
+    empty = (lo == -np.inf) & (hi == -np.inf)
+    lo[empty] = hi[empty] = 0
+    solver = lbfgsb.BoundedSolver(None, x.copy(), Box(lo, hi), 4)
+    solver.g[:] = g
+    for s, y in pairs:
+        solver.cf.push(s, y, _core.lbfgs_dot(s, y))
+    solver._direction()
+    d, cf = solver.d, solver.cf
+    assert same_bits(one_rank["many"], _core.lbfgsb_rows_dots_many(cf.s, cf.y, [g, x], 3))
+    assert np.isfinite(d).all() and 1000 < (d == 0).sum() < d.size - 1000  # fixed and free
+    assert ((d == 0) == (d1 == 0)).all()
+    assert ((x + d == lo) == (x + d1 == lo)).all() and ((x + d == hi) == (x + d1 == hi)).all()
+    tol = 1e-13 if dt == np.float64 else 1e-6
+    np.testing.assert_allclose(d1, d, rtol=0, atol=tol * np.abs(d).max())
+
+
 def test_sharded_bounds_rosenbrock_matches_one_process(ranks):
     results = case(ranks, "rosen_bounds")
     for k in ("fun", "nit", "nfev", "status"):
@@ -319,6 +359,23 @@ def test_sharded_bounds_rosenbrock_matches_one_process(ranks):
     assert (ref.x == hi).sum() >= n // 10
     np.testing.assert_allclose(x, ref.x, rtol=0, atol=1e-5)
     assert abs(results[0]["fun"] - ref.fun) <= 1e-8 * abs(ref.fun)
+
+
+def test_sharded_unbounded_below_stops_with_status_3(ranks):
+    """Sharded L-BFGS and L-BFGS-B (x <= 1) on f = sum(x) stop as one process does: status 3
+    after the same iterations and evaluations, every rank alike."""
+    results = case(ranks, "unbounded")
+    n = 3 * lmpi.BLOCK + 777
+    refs = {"free": minimize(problems.linear, np.zeros(n)),
+            "upper": minimize(problems.linear, np.zeros(n), bounds=(-np.inf, 1.0))}
+    for name, ref in refs.items():
+        got = [res[name] for res in results]
+        assert all(g == got[0] for g in got), name
+        assert ref.status == 3 and ref.message.startswith("UNBOUNDED"), ref.message
+        assert got[0]["status"] == 3, got[0]["message"]
+        assert got[0]["message"].split(";")[0] == ref.message.split(";")[0]
+        assert (got[0]["nit"], got[0]["nfev"]) == (ref.nit, ref.nfev), name
+        assert got[0]["fun"] < -1e3
 
 
 # --- failures ----------------------------------------------------------------------------------

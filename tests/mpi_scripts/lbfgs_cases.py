@@ -127,6 +127,47 @@ def case_cauchy():
     return out
 
 
+def bounded_direction(comm, dt):
+    """The direction d = xbar - x of ``lbfgsb.BoundedSolver`` (Cauchy point, then subspace
+    step) over this rank's slice of problems.cauchy_case, with a pair still pending (its Gram
+    row taken in the Cauchy pass, ``wt_dots``); also W^T [g, x] by ``rows_dots_many``. Shared
+    with tests/test_mpi.py, which runs it in one process on ``MPI.COMM_SELF``."""
+    from fusedopt.lbfgs import lbfgsb
+    sl = local_slice(DIR_N, comm)
+    x, g, lo, hi, pairs = problems.cauchy_case(DIR_N, dt)
+    empty = lo == -np.inf                      # lo == hi == -inf: x (0) outside; fix it at 0
+    empty &= hi == -np.inf
+    lo[empty] = hi[empty] = 0
+    vec = lmpi.ShardVec(lmpi._Net(comm))
+    vec.net.setup({}, lambda k, v: None, -(-(sl.stop - sl.start) // lmpi.BLOCK))
+    box = lmpi.ShardBox(lo[sl].copy(), hi[sl].copy(), vec)
+    solver = lbfgsb.BoundedSolver(None, x[sl].copy(), box, 4, vec=vec)
+    solver.g[:] = g[sl]
+    for s, y in pairs:
+        s, y = s[sl].copy(), y[sl].copy()
+        solver.cf.push(s, y, vec.dot(s, y))
+    solver._direction()
+    cf = solver.cf
+    many = vec.rows_dots_many(cf.s, cf.y, [solver.g, solver.x], cf.count)
+    return {"d": comm.allgather(solver.d), "many": many}
+
+
+def case_bounded_direction():
+    """L-BFGS-B's sharded direction (``bounded_direction``), float64 and float32."""
+    return {np.dtype(dt).name: bounded_direction(comm, dt) for dt in (np.float64, np.float32)}
+
+
+def case_unbounded():
+    """Sharded f = sum(x), unbounded below: without bounds and with x <= 1 (status 3)."""
+    sl = local_slice(DIR_N, comm)
+    x0 = np.zeros(sl.stop - sl.start)
+    out = {}
+    for name, bounds in (("free", None), ("upper", (np.full_like(x0, -np.inf), np.ones_like(x0)))):
+        res = minimize(problems.linear, x0, comm=comm, shard=True, bounds=bounds)
+        out[name] = {k: res[k] for k in ("fun", "nit", "nfev", "status", "message")}
+    return out
+
+
 def _pairs(n, count, dtype, seed):
     rng = np.random.default_rng(seed)
     diag = 0.5 + rng.random(n)

@@ -92,3 +92,8 @@ def cauchy_case(n, dtype, seed=5):
         s = rng.standard_normal(n) * 0.1
         pairs.append((s.astype(dtype), (s * (1.0 + rng.random(n))).astype(dtype)))
     return (x.astype(dtype), g.astype(dtype), lo.astype(dtype), hi.astype(dtype), pairs)
+
+
+def linear(x):
+    """f = sum(x), g = 1: unbounded below (a rank's part of f is the sum of its slice)."""
+    return float(x.sum()), np.ones_like(x)

@@ -49,6 +49,12 @@ class CoreVec:
         _core.lbfgs_axpby(out, 1.0, x)
 
     @staticmethod
+    def any(flag) -> bool:
+        """bool(flag). A test that decides whether a reduction follows goes through it, so that
+        a backend over several processes can take it over all of them (``mpi.ShardVec``)."""
+        return bool(flag)
+
+    @staticmethod
     def sub_dots(out, a, b, c):
         """out = a - b (out may be a or b); returns (c . out, out . out)."""
         return _core.lbfgs_sub_dots(out, a, b, c)

@@ -110,7 +110,7 @@ def subspace_step(x, g, box, cf, xc, c, t, vec=CoreVec, wtd=None):
     gram = cf.gram_w()
     if t is not None:
         fixed = np.flatnonzero(t < 0)
-        if fixed.size:
+        if vec.any(fixed.size):                    # sharded: on any rank (a collective)
             step = xc[fixed] - x[fixed]
             q = g[fixed] + x.dtype.type(theta) * step
             if wtd is not None:
@@ -180,7 +180,7 @@ class BoundedSolver:
             xc, c, t, wtd = x, np.zeros(2 * cf.count), None, None
         else:
             xc, c, t, wtd = cauchy_point(x, g, box, cf, self.vec, with_wtd=True)
-        if cf.count and (t is None or (t >= 0).any()):
+        if cf.count and (t is None or self.vec.any((t >= 0).any())):
             xbar = subspace_step(x, g, box, cf, xc, c, t, self.vec, wtd)
         else:
             xbar = xc

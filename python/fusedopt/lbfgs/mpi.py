@@ -43,19 +43,24 @@ failing rank chained to its own exception): no rank waits forever. Sizes, dtypes
 data-parallel, x0 and the bounds are compared at the first collective; a mismatch raises
 ValueError on every rank naming what differs.
 
-Bounds with ``shard=True`` (each rank gives the bounds of its slice): L-BFGS-B of ``lbfgsb``
-over the slices. Its products over the history and its reductions (projected-gradient norm,
-step to the box) combine across ranks as above, and the tests "any variable free / fixed" are
-taken over every rank. The generalized Cauchy point must take the breakpoints of all n
-variables in increasing order; ``sharded_cauchy_path`` does it in rounds: each rank offers its
-next smallest breakpoints (with t, d_b, z_b and its row of W), every rank merges the offers in
-(t, global index) order, exactly the order of the one-process heap, and processes them up to
-the smallest last offer of a rank that has more, then asks again. Its arithmetic is that of
-the one-process kernel step for step, so the Cauchy point has the one-process bits (its loop
-over the breakpoints passed is Python here, O(m^2) each: slower than the kernel's C++). The
-Gram over the fixed variables is summed by blocks of x, not of the list of fixed variables as
-in one process: the same bits on any number of ranks, not those of one process. L-BFGS-B's
-2m x 2m algebra is ``compact``'s NumPy/LAPACK, identical on ranks of one machine type.
+Bounds with ``shard=True`` (each rank gives the bounds of its slice): ``lbfgsb.BoundedSolver``
+itself over ``ShardVec`` and ``ShardBox``. Its products over the history (``rows_dots_many``:
+the Cauchy pass's W^T d with the new pair's Gram dots; ``subspace_direct``'s g . (xbar - x))
+and its reductions (projected-gradient norm, step to the box) combine across ranks as above,
+and the tests "any variable free / fixed" (``vec.any``) are taken over every rank. The
+generalized Cauchy point must take the breakpoints of all n variables in increasing order;
+``sharded_cauchy_path`` does it in rounds: each rank offers its next smallest breakpoints (with
+t, d_b, z_b and its row of W), every rank merges the offers in (t, global index) order, exactly
+the order of the one-process heap, and processes them up to the smallest last offer of a rank
+that has more, then asks again. Its arithmetic is that of the one-process kernel step for
+step, so the Cauchy point has the one-process bits (its loop over the breakpoints passed is
+Python here, O(m^2) each: slower than the kernel's C++). The Gram over the fixed variables
+is summed by blocks of x, not of the list of fixed variables as in one process (a block of
+that list spans ranks, and a blocked sum split into parts cannot be rejoined with the same
+bits); so is the product W_A^T q of the subspace step, taken in the same pass. Hence the
+sharded direction has the same bits on any number of ranks, and agrees with the one-process
+direction to rounding (a few ulps of max |d| in float64). L-BFGS-B's 2m x 2m
+algebra is ``compact``'s NumPy/LAPACK, identical on ranks of one machine type.
 """
 from __future__ import annotations
 
@@ -71,8 +76,8 @@ from .bounds import Box
 from .history import History
 from .line_search import Point, check_line_search
 from .result import OptimizeResult
-from .solver import (_BOUNDED_MESSAGES, FTOL, Solver, _check_x0, _copy_gradient, _pair,
-                     _real_scalar, minimize as _one_process)
+from .solver import (_BOUNDED_MESSAGES, _UNBOUNDED, FTOL, Solver, _check_x0, _copy_gradient,
+                     _pair, _real_scalar, _unbounded, minimize as _one_process)
 
 __all__ = ["local_slice", "minimize", "RankError", "ShardVec", "compact_direction"]
 
@@ -344,31 +349,44 @@ class ShardVec:
 
     rows_axpy = staticmethod(CoreVec.rows_axpy)
 
-    def rows_dots(self, s, y, v, rows, w=None):
-        vs = [v] if w is None else [v, w]
-        pairs = [(a[j], u) for u in vs for a in (s, y) for j in range(rows)]
+    def rows_dots_many(self, s, y, vs, rows):
+        """[s_j . v] + [y_j . v] for each v in ``vs``, one collective: the bits of
+        ``_core.lbfgsb_rows_dots_many`` on the whole vectors (its dots are ``lbfgs_dot``'s)."""
+        pairs = [(a[j], v) for v in vs for a in (s, y) for j in range(rows)]
         return self.dots(pairs)[1] if pairs else np.zeros(0)
 
-    def reduced_gradient(self, r, s, y, a, b, rows, xc, x, g, t, theta):
-        CoreVec.reduced_gradient(r, s, y, a, b, rows, xc, x, g, t, theta)  # local dots unused
-        return self.rows_dots(s, y, r, rows)
+    def rows_dots(self, s, y, v, rows, w=None):
+        return self.rows_dots_many(s, y, [v] if w is None else [v, w], rows)
 
-    def subspace_point(self, xbar, du, s, y, a, b, rows, r, xc, x, g, t, lo, hi, theta):
-        CoreVec.subspace_point(xbar, du, s, y, a, b, rows, r, xc, x, g, t, lo, hi, theta)
-        step = np.subtract(xbar, x)
-        return self.dot(g, step)
+    def subspace_direct(self, xbar, du, s, y, a, b, rows, xc, x, g, t, lo, hi, theta):
+        """The local pass (``CoreVec.subspace_direct``); g . (xbar - x) over every rank (the
+        kernel's return is ``lbfgs_dot(g, xbar - x)``: the same bits)."""
+        CoreVec.subspace_direct(xbar, du, s, y, a, b, rows, xc, x, g, t, lo, hi, theta)
+        return self.dot(g, np.subtract(xbar, x))
 
-    def rows_gram_at(self, s, y, idx, rows):
-        """The Gram matrices over the variables ``idx`` (local indices, increasing) as sums of
-        per-block parts over the blocks of x (so the same bits on any number of ranks)."""
+    def rows_gram_at(self, s, y, idx, rows, q=None):
+        """The Gram matrices over the variables ``idx`` (local indices, increasing), and with q
+        (values at idx) [S q] + [Y q], as sums of per-block parts over the blocks of x, added
+        in block order: the same bits on any number of ranks. Not those of one process, whose
+        kernel sums by blocks of the list idx: a block of that list spans ranks, and a blocked
+        sum cannot be split into parts and joined with the same bits."""
         nb = self.net.nb[self.net.rank]
+        kk = 3 * rows * rows
         cuts = np.searchsorted(idx, np.arange(nb + 1) * BLOCK)
-        parts = np.zeros((nb, 3 * rows * rows))
+        parts = np.zeros((nb, kk + (0 if q is None else 2 * rows)))
         for b in range(nb):
-            if cuts[b + 1] > cuts[b]:
-                parts[b] = np.asarray(CoreVec.rows_gram_at(
-                    s, y, np.ascontiguousarray(idx[cuts[b]:cuts[b + 1]]), rows)).reshape(-1)
-        return self.net.gather_blocks([0.0], parts)[1].reshape(3, rows, rows)
+            lo, hi = cuts[b], cuts[b + 1]
+            if hi > lo:
+                at = np.ascontiguousarray(idx[lo:hi])
+                got = CoreVec.rows_gram_at(s, y, at, rows) if q is None else \
+                    CoreVec.rows_gram_at(s, y, at, rows, np.ascontiguousarray(q[lo:hi]))
+                gram, dots = (got, None) if q is None else got
+                parts[b, :kk] = np.asarray(gram).reshape(-1)
+                if q is not None:
+                    parts[b, kk:] = dots
+        sums = self.net.gather_blocks([0.0], parts)[1]
+        gram = sums[:kk].reshape(3, rows, rows)
+        return gram if q is None else (gram, sums[kk:])
 
     def cauchy_start(self, d, t, x, g, lo, hi) -> float:
         CoreVec.cauchy_start(d, t, x, g, lo, hi)
@@ -704,45 +722,6 @@ class _ShardObjective:
         return total
 
 
-def _subspace_step(x, g, box, cf, xc, c, t, vec):
-    """``lbfgsb.subspace_step`` with the test "any variable fixed" taken over every rank (the
-    Gram over the fixed variables is a collective, so every rank must take it or none)."""
-    mid = cf.middle()
-    r = np.empty_like(x)
-    wtr = cf.reduced_gradient(r, mid @ c, xc, x, g, t)
-    gram = cf.gram_w()
-    if t is not None:
-        fixed = np.flatnonzero(t < 0)
-        if vec.any(fixed.size):
-            gram = gram - cf.gram_w_at(fixed)
-    v = np.linalg.solve(np.eye(gram.shape[0]) - (mid @ gram) / cf.theta, mid @ wtr)
-    xbar = np.empty_like(x)
-    du = np.empty_like(x)
-    if cf.subspace_point(xbar, du, v, r, xc, x, g, t, box) <= 0.0:
-        return xbar
-    alpha = min(1.0, box.max_step(xc, du))
-    vec.axpby(xbar, 1.0, xc, alpha, du)
-    return box.project(xbar, xbar)
-
-
-class _ShardedBoundedSolver(lbfgsb.BoundedSolver):
-    """L-BFGS-B (``lbfgsb.BoundedSolver``) over the rank's slices: ``ShardVec`` for the
-    products, ``ShardBox`` for the box, the Cauchy path merged across ranks
-    (``sharded_cauchy_path``), the tests "any variable free / fixed" over every rank."""
-
-    def _direction(self):
-        cf, box, x, g = self.cf, self.box, self.x, self.g
-        if not box.constrained and cf.count:
-            xc, c, t = x, np.zeros(2 * cf.count), None
-        else:
-            xc, c, t = lbfgsb.cauchy_point(x, g, box, cf, self.vec)
-        if cf.count and (t is None or self.vec.any((t >= 0).any())):
-            xbar = _subspace_step(x, g, box, cf, xc, c, t, self.vec)
-        else:
-            xbar = xc
-        np.subtract(xbar, x, out=self.d)
-
-
 _MESSAGES = {"pgtol": (0, "CONVERGENCE: max |grad| <= gtol"),
              "ftol": _BOUNDED_MESSAGES["ftol"], "maxiter": _BOUNDED_MESSAGES["maxiter"],
              "maxfun": _BOUNDED_MESSAGES["maxfun"]}
@@ -759,13 +738,24 @@ def _run_sharded(fun, x0, box, net, m, maxiter, gtol, ftol, line_search, callbac
         vec = ShardVec(net)
         box = ShardBox(box.lo, box.hi, vec)
         x = box.project(np.empty(x0.size, x0.dtype), x0.reshape(-1))
-        solver = _ShardedBoundedSolver(obj, x, box, m, maxls, vec)
+        solver = lbfgsb.BoundedSolver(obj, x, box, m, maxls, vec)
         messages = _BOUNDED_MESSAGES
+        solver.unbounded_searches = 0   # Solver counts its own; here as _minimize_bounded
     solver.evaluate_start()
+    f0 = solver.f
+    unbounded = []
 
     def after(sv):
+        """The callback, then the stop "unbounded below" (status 3) of one process: f and the
+        line searches are the same on every rank, so every rank stops together."""
         if callback is not None:
             callback(sv.x.reshape(x0.shape).copy())
+        if box is not None:
+            sv.unbounded_searches = sv.unbounded_searches + 1 if sv._search.unbounded else 0
+        why = _unbounded(sv, f0)
+        if why is not None and sv.projected_gradient_norm() > gtol:  # the gradient test first
+            unbounded.append(why)
+            return True
         return False
 
     if maxiter == 0:
@@ -774,7 +764,15 @@ def _run_sharded(fun, x0, box, net, m, maxiter, gtol, ftol, line_search, callbac
     else:
         reason, failure = lbfgsb.run(solver, maxiter=maxiter, maxfun=maxfun, gtol=gtol,
                                      ftol=ftol, after_iteration=after)
-    status, message = (2, "ABNORMAL: " + failure) if failure else messages[reason]
+    if failure and box is None and solver.unbounded_searches:
+        # as one process: x ran off so far that no step changes it any more (float32 soon)
+        status, message = _UNBOUNDED[0], _UNBOUNDED[1].format(
+            "a line search ran out of evaluations still extrapolating, then no step "
+            "decreased f at the resolution of x", solver.f)
+    elif failure:
+        status, message = 2, "ABNORMAL: " + failure
+    else:
+        status, message = unbounded[-1] if reason == "callback" else messages[reason]
     skipped = solver.history.skipped if box is None else solver.skipped
     return OptimizeResult(
         x=solver.x.reshape(x0.shape).copy(), fun=solver.f,
@@ -804,6 +802,7 @@ def minimize(fun, x0, *, comm, shard=False, bounds=None, m=10, maxiter=15000, gt
     ``x[local_slice(n, comm)]`` of the whole x, ``fun(x_r)`` returns (the rank's part of f, the
     gradient's slice); the result's ``x`` and ``jac`` are the rank's slices, ``fun`` the total.
     The result also has ``comm_seconds``, ``collectives`` and ``fun_seconds`` (this rank).
+    The stopping rules are those of one process, "unbounded below" (status 3) included.
 
     ``callback(xk)`` runs on every rank (data-parallel: the whole x; sharded: the rank's
     slice). Unlike ``fun``, its exceptions are not sent to the other ranks: a callback that
