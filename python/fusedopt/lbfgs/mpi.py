@@ -74,7 +74,7 @@ from . import lbfgsb
 from ._vector import CoreVec
 from .bounds import Box
 from .history import History
-from .line_search import Point, check_line_search
+from .line_search import Point
 from .result import OptimizeResult
 from .solver import (_BOUNDED_MESSAGES, _UNBOUNDED, FTOL, Solver, _check_x0, _copy_gradient,
                      _pair, _real_scalar, _unbounded, minimize as _one_process)
@@ -819,14 +819,8 @@ def minimize(fun, x0, *, comm, shard=False, bounds=None, m=10, maxiter=15000, gt
             raise ValueError(f"x0 is empty: shard=True needs at least one {BLOCK}-element "
                              "block per rank (local_slice gave this rank none)")
         x0 = _check_x0(x0)
-        m = _checks.integer("m", m, minimum=1)
-        maxiter = _checks.integer("maxiter", maxiter, minimum=0)
-        gtol = _checks.nonneg("gtol", gtol)
-        ftol = _checks.nonneg("ftol", ftol)
-        line_search = check_line_search(line_search)
-        _checks.function("callback", callback, optional=True)
-        maxfun = math.inf if maxfun is None else _checks.integer("maxfun", maxfun, minimum=0)
-        maxls = _checks.integer("maxls", maxls, minimum=1)
+        m, maxiter, gtol, ftol, line_search, maxfun, maxls = check_options(
+            m, maxiter, gtol, ftol, line_search, callback, maxfun, maxls)
         box = None
         if bounds is not None:
             if line_search != "strong_wolfe":

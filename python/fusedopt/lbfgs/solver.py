@@ -214,6 +214,20 @@ def _unbounded(solver, f0):
     return _UNBOUNDED[0], _UNBOUNDED[1].format(why, solver.f)
 
 
+def check_options(m, maxiter, gtol, ftol, line_search, callback, maxfun, maxls):
+    """minimize's options checked (TypeError/ValueError naming each), as
+    ``(m, maxiter, gtol, ftol, line_search, maxfun, maxls)``; maxfun None becomes inf."""
+    m = _checks.integer("m", m, minimum=1)
+    maxiter = _checks.integer("maxiter", maxiter, minimum=0)
+    gtol = _checks.nonneg("gtol", gtol)
+    ftol = _checks.nonneg("ftol", ftol)
+    line_search = check_line_search(line_search)
+    _checks.function("callback", callback, optional=True)
+    maxfun = math.inf if maxfun is None else _checks.integer("maxfun", maxfun, minimum=0)
+    maxls = _checks.integer("maxls", maxls, minimum=1)
+    return m, maxiter, gtol, ftol, line_search, maxfun, maxls
+
+
 def minimize(fun, x0, *, bounds=None, m=10, maxiter=15000, gtol=1e-5, ftol=FTOL,
              line_search="strong_wolfe", callback=None, maxfun=None, maxls=20, comm=None,
              shard=False):
@@ -312,14 +326,8 @@ def minimize(fun, x0, *, bounds=None, m=10, maxiter=15000, gtol=1e-5, ftol=FTOL,
     else:
         x0 = _check_x0(x0)
         shape = x0.shape
-    m = _checks.integer("m", m, minimum=1)
-    maxiter = _checks.integer("maxiter", maxiter, minimum=0)
-    gtol = _checks.nonneg("gtol", gtol)
-    ftol = _checks.nonneg("ftol", ftol)
-    line_search = check_line_search(line_search)
-    _checks.function("callback", callback, optional=True)
-    maxfun = math.inf if maxfun is None else _checks.integer("maxfun", maxfun, minimum=0)
-    maxls = _checks.integer("maxls", maxls, minimum=1)
+    m, maxiter, gtol, ftol, line_search, maxfun, maxls = check_options(
+        m, maxiter, gtol, ftol, line_search, callback, maxfun, maxls)
     if bounds is not None:
         if device:
             raise TypeError("bounds are not supported with a CuPy x0 (L-BFGS-B runs on the "
