@@ -77,6 +77,7 @@ from .history import History
 from .line_search import Point
 from .result import OptimizeResult
 from .solver import (_BOUNDED_MESSAGES, _UNBOUNDED, FTOL, Solver, _check_x0, _copy_gradient,
+                     check_options,
                      _pair, _real_scalar, _unbounded, minimize as _one_process)
 
 __all__ = ["local_slice", "minimize", "RankError", "ShardVec", "compact_direction"]
