@@ -77,7 +77,7 @@ from .history import History
 from .line_search import Point
 from .result import OptimizeResult
 from .solver import (_BOUNDED_MESSAGES, _UNBOUNDED, FTOL, Solver, _check_x0, _copy_gradient,
-                     check_options,
+                     check_options, run_bounded,
                      _pair, _real_scalar, _unbounded, minimize as _one_process)
 
 __all__ = ["local_slice", "minimize", "RankError", "ShardVec", "compact_direction"]
@@ -759,12 +759,7 @@ def _run_sharded(fun, x0, box, net, m, maxiter, gtol, ftol, line_search, callbac
             return True
         return False
 
-    if maxiter == 0:
-        reason, failure = ("pgtol", None) if solver.projected_gradient_norm() <= gtol \
-            else ("maxiter", None)
-    else:
-        reason, failure = lbfgsb.run(solver, maxiter=maxiter, maxfun=maxfun, gtol=gtol,
-                                     ftol=ftol, after_iteration=after)
+    reason, failure = run_bounded(solver, maxiter, maxfun, gtol, ftol, after)
     if failure and box is None and solver.unbounded_searches:
         # as one process: x ran off so far that no step changes it any more (float32 soon)
         status, message = _UNBOUNDED[0], _UNBOUNDED[1].format(

@@ -396,6 +396,15 @@ _BOUNDED_MESSAGES = {
 }
 
 
+def run_bounded(solver, maxiter, maxfun, gtol, ftol, after):
+    """``lbfgsb.run`` with this module's ``maxiter = 0``: no iteration (SciPy's drop-in, which
+    calls ``lbfgsb.run`` itself, still takes one); returns ``(reason, failure)``."""
+    if maxiter == 0:
+        return ("pgtol" if solver.projected_gradient_norm() <= gtol else "maxiter"), None
+    return lbfgsb.run(solver, maxiter=maxiter, maxfun=maxfun, gtol=gtol, ftol=ftol,
+                      after_iteration=after)
+
+
 def _minimize_bounded(fun, x0, box, m, maxiter, gtol, ftol, callback, maxfun, maxls):
     """``minimize`` with bounds: L-BFGS-B (``lbfgsb.BoundedSolver``)."""
     obj = _Objective(fun, x0.shape)
@@ -414,12 +423,7 @@ def _minimize_bounded(fun, x0, box, m, maxiter, gtol, ftol, callback, maxfun, ma
             unbounded.append(_unbounded(s, f0))
         return unbounded and unbounded[-1] is not None
 
-    if maxiter == 0:
-        reason, failure = ("pgtol", None) if solver.projected_gradient_norm() <= gtol \
-            else ("maxiter", None)
-    else:
-        reason, failure = lbfgsb.run(solver, maxiter=maxiter, maxfun=maxfun, gtol=gtol,
-                                     ftol=ftol, after_iteration=after)
+    reason, failure = run_bounded(solver, maxiter, maxfun, gtol, ftol, after)
     if failure:
         status, message = 2, "ABNORMAL: " + failure
     elif reason == "callback":
