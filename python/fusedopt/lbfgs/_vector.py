@@ -66,18 +66,6 @@ class CoreVec:
         return _core.lbfgsb_rows_dots(s, y, v, rows, w)
 
     @staticmethod
-    def reduced_gradient(r, s, y, a, b, rows, xc, x, g, t, theta):
-        """L-BFGS-B: r = (t >= 0) ? g + theta (xc - x) - (W a) : 0; returns [S r] + [Y r]."""
-        return _core.lbfgsb_reduced_gradient(r, s, y, a, b, rows, xc, x, g, t, theta)
-
-    @staticmethod
-    def subspace_point(xbar, du, s, y, a, b, rows, r, xc, x, g, t, lo, hi, theta) -> float:
-        """L-BFGS-B: du = (t >= 0) ? -r/theta - (W v)/theta^2 : 0, xbar = clip(xc + du);
-        returns g . (xbar - x)."""
-        return _core.lbfgsb_subspace_point(xbar, du, s, y, a, b, rows, r, xc, x, g, t, lo, hi,
-                                           theta)
-
-    @staticmethod
     def rows_gram_at(s, y, idx, rows, q=None):
         """(S S^T, S Y^T, Y Y^T) of the first ``rows`` rows over the columns ``idx``, (3, rows,
         rows) float64, one pass; with q (values at idx): a tuple (that, [S q] + [Y q])."""

@@ -192,26 +192,12 @@ class CompactForm:
         self.vec.rows_axpy(out, self.s, self.y, cs, cy, self.count)
         return out
 
-    def reduced_gradient(self, r, a, xc, x, g, t):
-        """r = Z^T (g + theta (xc - x) - W a) (0 where t < 0; t None: all free) and returns
-        W^T r, in one pass over the history."""
-        cs, cy = self._coefficients(a)
-        return self._w_order(self.vec.reduced_gradient(r, self.s, self.y, cs, cy, self.count,
-                                                       xc, x, g, t, self.theta))
-
     def subspace_direct(self, xbar, du, a, xc, x, g, t, box):
         """du = Z^T (W a - (g / theta + (xc - x))), xbar = P(xc + du); returns g . (xbar - x),
         in one pass over the history."""
         cs, cy = self._coefficients(a)
         return self.vec.subspace_direct(xbar, du, self.s, self.y, cs, cy, self.count, xc, x, g,
                                         t, box.lo, box.hi, self.theta)
-
-    def subspace_point(self, xbar, du, v, r, xc, x, g, t, box):
-        """du = Z^T (-r / theta - W v / theta^2), xbar = P(xc + du); returns g . (xbar - x),
-        in one pass over the history."""
-        cs, cy = self._coefficients(v)
-        return self.vec.subspace_point(xbar, du, self.s, self.y, cs, cy, self.count, r, xc, x,
-                                       g, t, box.lo, box.hi, self.theta)
 
     def pairs(self):
         """(S, Y) as (k, n) float64 copies, oldest first (for ``hess_inv``)."""
