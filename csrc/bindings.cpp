@@ -21,6 +21,7 @@
 #include "cpu/arrays.h"
 #include "cpu/compact_bindings.h"
 #include "cpu/kernels.h"
+#include "cpu/lbfgs_compact.h"
 #include "cpu/nogil.h"
 #include "fusedopt/rules.h"
 #include "fusedopt/slots.h"
@@ -402,6 +403,9 @@ void set_num_threads(int n) {
 }
 
 }  // namespace
+
+// The kernels' copy in use, for the other tables that follow it (lbfgs_compact.h).
+const char* fusedopt::cpu::active_isa() { return kernels().name; }
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "fusedopt compiled kernels (C++, a worker pool); use fusedopt.ops, not this module";

@@ -1,11 +1,22 @@
-// csrc/cpu/lbfgs_compact.cpp -- the L-BFGS direction through the compact form (see lbfgs.h).
+// csrc/cpu/lbfgs_compact.cpp -- the two passes of the L-BFGS direction through the compact form
+// (see lbfgs.h), compiled once per instruction set (FUSEDOPT_ISA, like kernels.cpp; the table of
+// lbfgs_compact.h, chosen at run time by lbfgs_compact_dispatch.cpp). Every copy has the same
+// bits: each sum is the float64 blocked sum of blocked_sum.h, products and sums in the array's
+// dtype in one fixed order, no FMA contraction (-ffp-contract=off).
 //
-// Pass 1 (compact_dots) streams every history row once against g (and the newest y, for the new
-// Gram column), block by block on the worker pool: g's block (and y_r's) stays in cache while the
-// 2 count rows stream from memory. The calling thread adds the block sums in block order and
-// solves the small triangular systems (compact_coefficients). Pass 2 (compact_combine) streams
-// the rows once more and writes out, taking g . out in the sweep of the last pair. So a
-// direction reads 4 count + 2 vectors and writes one, against the two-loop's (2 count + 1) x 3.
+// Pass 1 (dots_pass: lbfgs.h's compact_dots) streams every history row once against g (and
+// the newest y, for the new Gram column), block by block on the worker pool: g's block (and
+// y_r's) stays in cache while the 2 count rows stream from memory. The calling thread adds the
+// block sums in block order and solves the small triangular systems (compact_coefficients,
+// compiled once). Pass 2 (combine_pass: compact_combine) streams the rows once more and writes
+// out, taking g . out in the sweep of the last pair. So a direction reads 4 count + 2 vectors
+// and writes one, against the two-loop's (2 count + 1) x 3. Both passes walk a block in
+// pieces: every row's piece in turn, so that all rows stream together while the piece of g
+// (pass 1) or of the sum being built (pass 2, a buffer on the stack) stays in L1. Pass 2 writes
+// each finished piece of a large out with non-temporal stores (out's lines are not read before
+// they are written; a store moves bits, it rounds nothing).
+#include <emmintrin.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -13,15 +24,53 @@
 #include "fusedopt/blocked_sum.h"
 #include "lbfgs.h"
 #include "lbfgs_blocks.h"
+#include "lbfgs_compact.h"
 #include "parallel.h"
+
+#ifndef FUSEDOPT_ISA
+#error "FUSEDOPT_ISA must name the instruction set of this copy (generic, avx2, avx512)"
+#endif
 
 namespace fusedopt {
 namespace cpu {
-namespace lbfgs {
-using namespace blocks;  // NOLINT: the block helpers of lbfgs_blocks.h
+namespace FUSEDOPT_ISA {
+namespace {
+using lbfgs::Ring;
+using namespace lbfgs::blocks;  // NOLINT: the block helpers of lbfgs_blocks.h
+
+// Elements per piece (a multiple of 8, so that every piece but a block's last starts a multiple
+// of 8 elements after the block's start, as lanes_add requires).
+#ifndef LBISA_PIECE
+#define LBISA_PIECE 512
+#endif
+constexpr int64_t kCompactPiece = LBISA_PIECE;
+static_assert(kReduceBlock % kCompactPiece == 0 && kCompactPiece % kSumLanes == 0, "pieces");
+
+// Bytes of out from which pass 2 writes with non-temporal stores: beyond the caches' reach (a
+// smaller out is written through the cache, where the line search reads it next).
+constexpr int64_t kStreamBytes = int64_t(32) << 20;
+
+// dst[0, len) = src[0, len); with `stream`, the 16-byte aligned part by non-temporal stores.
+template <typename T>
+inline void store_piece(T* __restrict dst, const T* __restrict src, int64_t len, bool stream) {
+    int64_t i = 0;
+    if (stream) {
+        for (; i < len && (reinterpret_cast<uintptr_t>(dst + i) & 15) != 0; ++i) dst[i] = src[i];
+        if constexpr (sizeof(T) == 8) {
+            for (; i + 2 <= len; i += 2)
+                _mm_stream_pd(reinterpret_cast<double*>(dst + i),
+                              _mm_loadu_pd(reinterpret_cast<const double*>(src + i)));
+        } else {
+            for (; i + 4 <= len; i += 4)
+                _mm_stream_ps(reinterpret_cast<float*>(dst + i),
+                              _mm_loadu_ps(reinterpret_cast<const float*>(src + i)));
+        }
+    }
+    for (; i < len; ++i) dst[i] = src[i];
+}
 
 template <typename T>
-void compact_dots(double* out, const Ring<T>& h, const T* g, int64_t gram_row, bool partials) {
+void dots_pass(double* out, const Ring<T>& h, const T* g, int64_t gram_row, bool partials) {
     const int64_t n = h.n, c = h.count, nb = num_blocks(n);
     const bool gram = gram_row >= 0;
     const int64_t k = (gram ? 4 : 2) * c;
@@ -32,17 +81,24 @@ void compact_dots(double* out, const Ring<T>& h, const T* g, int64_t gram_row, b
         thread_local std::vector<double> lanes;
         lanes.assign(static_cast<size_t>(k * kSumLanes), 0.0);
         double* acc = lanes.data();
-        for (int64_t u = lo; u < hi; u += kPiece) {
-            const int64_t v = std::min(hi, u + kPiece);
+        auto by = [](const T* __restrict a, const T* __restrict b) {
+            return [a, b](int64_t i) {
+                return static_cast<double>(a[i]) * static_cast<double>(b[i]);
+            };
+        };
+        for (int64_t u = lo; u < hi; u += kCompactPiece) {
+            const int64_t v = std::min(hi, u + kCompactPiece);
             for (int64_t j = 0; j < c; ++j) {
                 const int64_t row = (h.head + j) % h.m;
-                const T* __restrict sj = h.s + row * n;
-                const T* __restrict yj = h.y + row * n;
-                auto by = [&](const T* __restrict a, const T* __restrict b) {
-                    return [a, b](int64_t i) {
-                        return static_cast<double>(a[i]) * static_cast<double>(b[i]);
-                    };
-                };
+                const T* sj = h.s + row * n;
+                const T* yj = h.y + row * n;
+#if LBISA_PF
+                if (v < hi)
+                    for (int64_t p = v; p < std::min(hi, v + kCompactPiece); p += 64 / sizeof(T)) {
+                        __builtin_prefetch(sj + p, 0, LBISA_PF);
+                        __builtin_prefetch(yj + p, 0, LBISA_PF);
+                    }
+#endif
                 lanes_add(acc + j * kSumLanes, u, v, by(sj, g));
                 lanes_add(acc + (c + j) * kSumLanes, u, v, by(yj, g));
                 if (gram) {
@@ -67,41 +123,8 @@ void compact_dots(double* out, const Ring<T>& h, const T* g, int64_t gram_row, b
     sums_in_order(out, block_results_k(n, k, block), nb, k);
 }
 
-double compact_coefficients(const double* dots, const double* sy, const double* yy, int64_t m,
-                            int64_t head, int64_t count, double* cs, double* cy) {
-    const int64_t c = count;
-    if (c == 0) return 1.0;
-    std::vector<int64_t> o(static_cast<size_t>(c));
-    for (int64_t k = 0; k < c; ++k) o[k] = (head + k) % m;
-    auto R = [&](int64_t i, int64_t j) { return sy[o[i] * m + o[j]]; };   // i <= j
-    auto YY = [&](int64_t i, int64_t j) { return yy[o[i] * m + o[j]]; };
-    const double* u = dots;          // S^T g
-    const double* w = dots + c;      // Y^T g
-    const double gamma = R(c - 1, c - 1) / YY(c - 1, c - 1);
-    std::vector<double> p(static_cast<size_t>(c)), a(p.size());
-    // p = R^{-1} u, back substitution (newest first), each sum j = i + 1 .. c - 1 in order.
-    for (int64_t i = c - 1; i >= 0; --i) {
-        double t = u[i];
-        for (int64_t j = i + 1; j < c; ++j) t = t - R(i, j) * p[j];
-        p[i] = t / R(i, i);
-    }
-    // z = D p + gamma (Y^T Y p - Y^T g); a = R^{-T} z, forward substitution (oldest first).
-    for (int64_t i = 0; i < c; ++i) {
-        double q = 0.0;
-        for (int64_t j = 0; j < c; ++j) q = q + YY(i, j) * p[j];
-        double t = R(i, i) * p[i] + gamma * (q - w[i]);
-        for (int64_t j = 0; j < i; ++j) t = t - R(j, i) * a[j];
-        a[i] = t / R(i, i);
-    }
-    for (int64_t i = 0; i < c; ++i) {
-        cs[i] = -a[i];
-        cy[i] = gamma * p[i];
-    }
-    return gamma;
-}
-
 template <typename T>
-void compact_combine(double* res, T* out, const T* g, const Ring<T>& h, const double* cs,
+void combine_pass(double* res, T* out, const T* g, const Ring<T>& h, const double* cs,
                      const double* cy, double gamma, bool partials) {
     const int64_t n = h.n, c = h.count, nb = num_blocks(n);
     std::vector<T> ta(static_cast<size_t>(c)), tb(ta.size());
@@ -110,31 +133,42 @@ void compact_combine(double* res, T* out, const T* g, const Ring<T>& h, const do
         tb[k] = static_cast<T>(cy[k]);
     }
     const T ng = static_cast<T>(-gamma);
+    const bool stream = n * static_cast<int64_t>(sizeof(T)) >= kStreamBytes;
     auto block = [&](int64_t lo, int64_t hi) -> double {
-        T* __restrict o = out;
         if (c == 0) {
             // -g exactly (ng * g would turn an infinite g into NaN only through gamma's cast;
             // with no pair the direction is the steepest descent itself).
+            T* __restrict o = out;
             return block_sum(lo, hi, [&](int64_t i) {
                 const T v = -g[i];
                 o[i] = v;
                 return static_cast<double>(g[i]) * static_cast<double>(v);
             });
         }
-        // Piece by piece: out's piece stays in L1 while every row's piece streams in.
+        // Piece by piece: the piece of the sum stays in L1 (buf) while every row's piece
+        // streams in; the finished piece is then stored into out.
+        alignas(64) T buf[kCompactPiece];
         double acc[kSumLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
         const int64_t last = (h.head + c - 1) % h.m;
         const T* __restrict sl = h.s + last * n;
         const T* __restrict yl = h.y + last * n;
         const T al = ta[c - 1], bl = tb[c - 1];
-        for (int64_t u = lo; u < hi; u += kPiece) {
-            const int64_t v = std::min(hi, u + kPiece);
+        for (int64_t u = lo; u < hi; u += kCompactPiece) {
+            const int64_t v = std::min(hi, u + kCompactPiece), len = v - u;
+            T* __restrict o = buf - u;  // o[i] is buf[i - u]
             for (int64_t i = u; i < v; ++i) o[i] = ng * g[i];
             for (int64_t q = 0; q + 1 < c; ++q) {
                 const int64_t row = (h.head + q) % h.m;
                 const T* __restrict sk = h.s + row * n;
                 const T* __restrict yk = h.y + row * n;
                 const T a = ta[q], b = tb[q];
+#if LBISA_PF
+                if (v < hi)
+                    for (int64_t p = v; p < std::min(hi, v + kCompactPiece); p += 64 / sizeof(T)) {
+                        __builtin_prefetch(sk + p, 0, LBISA_PF);
+                        __builtin_prefetch(yk + p, 0, LBISA_PF);
+                    }
+#endif
                 for (int64_t i = u; i < v; ++i) o[i] = (o[i] + a * sk[i]) + b * yk[i];
             }
             // The newest pair, and g . out in the same sweep.
@@ -143,27 +177,30 @@ void compact_combine(double* res, T* out, const T* g, const Ring<T>& h, const do
                 o[i] = w;
                 return static_cast<double>(g[i]) * static_cast<double>(w);
             });
+            store_piece(out + u, buf, len, stream);
         }
+        // This thread's non-temporal stores reach memory before the block is handed back.
+        if (stream) _mm_sfence();
         return combine_lanes(acc);
     };
     if (partials) {
         parallel_chunks(nb, lbfgs_threads(n), [&](int64_t b) {
             res[b] = block(b * kReduceBlock, std::min(n, (b + 1) * kReduceBlock));
         });
-        return;
+    } else {
+        const double* part = block_results<1>(
+            n, [&](int64_t lo, int64_t hi, double* r) { r[0] = block(lo, hi); });
+        res[0] = sum_in_order(part, nb, 1);
     }
-    const double* part = block_results<1>(
-        n, [&](int64_t lo, int64_t hi, double* r) { r[0] = block(lo, hi); });
-    res[0] = sum_in_order(part, nb, 1);
 }
 
 template <typename T>
-double compact_direction(T* out, const T* g, const Ring<T>& h, double* sy, double* yy,
+double direction(T* out, const T* g, const Ring<T>& h, double* sy, double* yy,
                          int64_t gram_row) {
     const int64_t c = h.count, m = h.m;
     std::vector<double> dots(static_cast<size_t>(4 * c)), cs(static_cast<size_t>(c)),
         cy(cs.size());
-    compact_dots(dots.data(), h, g, gram_row, false);
+    dots_pass(dots.data(), h, g, gram_row, false);
     if (gram_row >= 0)
         for (int64_t k = 0; k < c; ++k) {
             const int64_t row = (h.head + k) % m;
@@ -171,23 +208,28 @@ double compact_direction(T* out, const T* g, const Ring<T>& h, double* sy, doubl
             yy[row * m + gram_row] = dots[3 * c + k];
             yy[gram_row * m + row] = dots[3 * c + k];
         }
-    const double gamma = compact_coefficients(dots.data(), sy, yy, m, h.head, c, cs.data(),
-                                              cy.data());
+    const double gamma = lbfgs::compact_coefficients(dots.data(), sy, yy, m, h.head, c,
+                                                     cs.data(), cy.data());
     double res = 0.0;
-    compact_combine(&res, out, g, h, cs.data(), cy.data(), gamma, false);
+    combine_pass(&res, out, g, h, cs.data(), cy.data(), gamma, false);
     return res;
 }
 
-#define FUSEDOPT_COMPACT_INSTANTIATE(T)                                                    \
-    template void compact_dots<T>(double*, const Ring<T>&, const T*, int64_t, bool);       \
-    template void compact_combine<T>(double*, T*, const T*, const Ring<T>&, const double*, \
-                                     const double*, double, bool);                         \
-    template double compact_direction<T>(T*, const T*, const Ring<T>&, double*, double*,   \
-                                         int64_t);
-FUSEDOPT_COMPACT_INSTANTIATE(float)
-FUSEDOPT_COMPACT_INSTANTIATE(double)
-#undef FUSEDOPT_COMPACT_INSTANTIATE
+template <typename T>
+constexpr lbfgs::CompactFns<T> fns_of() {
+    return {&dots_pass<T>, &combine_pass<T>, &direction<T>};
+}
 
-}  // namespace lbfgs
+}  // namespace
+
+#define FUSEDOPT_STR2(x) #x
+#define FUSEDOPT_STR(x) FUSEDOPT_STR2(x)
+const lbfgs::CompactDirectionTable& compact_direction_table() {
+    static const lbfgs::CompactDirectionTable t{FUSEDOPT_STR(FUSEDOPT_ISA), fns_of<float>(),
+                                                fns_of<double>()};
+    return t;
+}
+
+}  // namespace FUSEDOPT_ISA
 }  // namespace cpu
 }  // namespace fusedopt
