@@ -1,7 +1,8 @@
 """fusedopt.lbfgs.minimize on MPI (mpi4py): data-parallel and sharded, under ``mpiexec``.
 
 Each rank count K in (1, 2, 3) is one ``mpiexec -n K`` run of tests/mpi_scripts/lbfgs_cases.py
-(every case, about 10 s), whose ranks pickle what they saw; the tests here compare the ranks
+(every case, about 10 s), and K = 4 one run of the cases about the rank count
+(``FOUR_RANK_CASES``), whose ranks pickle what they saw; the tests here compare the ranks
 with each other (bit for bit) and with one-process runs in this process:
 
 * the sharded dots, max |.|, sub_dots and the compact direction equal the one-process kernels
@@ -15,7 +16,11 @@ with each other (bit for bit) and with one-process runs in this process:
   the sharded generalized Cauchy point has the one-process kernel's bits; the sharded
   direction (Cauchy point and subspace step) the same bits on any number of ranks, the
   one-process solver's to rounding (the Gram over the fixed variables is summed by blocks of x);
-* a failing rank, mismatched options / sizes: every rank raises, none hangs.
+* every rank holds the same iterate at every iteration (data-parallel), and a run repeats bit
+  for bit at every iteration (data-parallel, sharded, sharded with bounds);
+* a failing rank (fun or callback raising, KeyboardInterrupt included, fun returning a bad
+  value), mismatched options / sizes / dtypes / bounds: every rank raises, none hangs; a NaN
+  from one rank is no error and reaches every rank as in one process.
 
 Skipped where mpi4py or ``mpiexec`` is absent.
 """
@@ -49,7 +54,12 @@ MPIEXEC = next((str(p) for p in [Path(sys.executable).parent / "mpiexec"] if p.e
 if MPIEXEC is None:
     pytest.skip("mpiexec not found (pip install 'fusedopt[mpi]')", allow_module_level=True)
 
-RANKS = (1, 2, 3)
+RANKS = (1, 2, 3, 4)
+#: The cases of the 4-rank run (on 2 cores the 4 ranks are oversubscribed: only the cases whose
+#: claims are about the rank count -- bits equal to one process, replicas, failures -- to keep
+#: the MPI tests' time small; .ci/run runs them twice).
+FOUR_RANK_CASES = ("direction", "cauchy", "bounded_direction", "iterates", "fail",
+                   "callback_fail", "mismatch")
 TIMEOUT = 300  # seconds for one mpiexec run of every case (about 10 s here)
 PYTHON_DIR = Path(fusedopt.__file__).resolve().parents[1]  # the ranks import this fusedopt
 #: Data-parallel vs one process: x to 1e-6 relative to max |x|, f to 1e-10 (float64); the
@@ -66,7 +76,7 @@ def ranks(request, tmp_path_factory):
         [str(PYTHON_DIR)] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
         OMP_NUM_THREADS="1", FUSEDOPT_NUM_THREADS="1")
     cmd = [MPIEXEC, "-n", str(k), sys.executable, str(HERE / "mpi_scripts" / "lbfgs_cases.py"),
-           str(out)]
+           str(out), *(FOUR_RANK_CASES if k == 4 else ())]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     assert proc.returncode == 0, f"{cmd} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
     res = {}
@@ -79,6 +89,8 @@ def ranks(request, tmp_path_factory):
 
 def case(ranks, name):
     """The case's results of every rank (fails with the rank's traceback if it raised)."""
+    if name not in ranks[0]:
+        pytest.skip(f"case {name} is not in the {len(ranks)}-rank run (FOUR_RANK_CASES)")
     out = []
     for r, res in sorted(ranks.items()):
         got = res[name]
@@ -410,3 +422,90 @@ def test_mismatched_ranks_are_detected_at_the_first_collective(ranks):
         assert "x0 (crc32) differs" in got["x0"], got["x0"]
         assert "shape differs" in got["n"], got["n"]
         assert "local_slice" in got["split"], got["split"]
+
+
+def test_failing_callback_raises_on_every_rank(ranks):
+    """A callback raising on the last rank (data-parallel / sharded, with and without bounds)
+    ends every rank with RankError naming it, as a raising fun does; a KeyboardInterrupt there
+    stays a KeyboardInterrupt on its rank and ends the others with RankError; the ranks stay in
+    step for the next run."""
+    results = case(ranks, "callback_fail")
+    last = len(results) - 1
+    for r, got in enumerate(results):
+        for mode in ("dp", "dp_bounds", "shard", "shard_bounds"):
+            assert got[mode] == (f"RankError: callback failed on rank {last}: ValueError: "
+                                 "callback boom"), (r, mode, got[mode])
+        if r == last:
+            assert got["interrupt"] == "KeyboardInterrupt: ctrl-c", got["interrupt"]
+        else:
+            assert got["interrupt"] == (f"RankError: callback failed on rank {last}: "
+                                        "KeyboardInterrupt: ctrl-c"), got["interrupt"]
+        assert got["after"]["nit"] == 3 and got["after"]["status"] == 1
+    assert_replicas([got["after"] for got in results])
+
+
+def nan_reference():
+    """The one-process run of case_fun_returns' ``nan``: the whole objective, f NaN at the
+    third evaluation."""
+    whole, calls = problems.logreg_whole(), [0]
+
+    def fun(w):
+        calls[0] += 1
+        f, g = whole(w)
+        return (f + np.nan if calls[0] == 3 else f), g
+    return minimize(fun, np.zeros(40), gtol=1e-6)
+
+
+def test_bad_return_values_end_every_rank(ranks):
+    """fun returning an array for f, a complex gradient, or raising KeyboardInterrupt on the
+    last rank ends every rank; a NaN f on one rank is summed into every rank's f, and the run
+    is the one-process run with that NaN, bit for bit (the other sums are exact here)."""
+    results = case(ranks, "fun_returns")
+    last = len(results) - 1
+    for r, got in enumerate(results):
+        assert got["bad_f"].startswith(f"RankError: fun failed on rank {last}: ValueError: fun "
+                                       "must return a real scalar"), got["bad_f"]
+        assert got["bad_dtype"].startswith(f"RankError: fun failed on rank {last}: TypeError:"), \
+            got["bad_dtype"]
+        assert "dtype complex128" in got["bad_dtype"]
+        want = ("KeyboardInterrupt: ctrl-c in fun" if r == last else
+                f"RankError: fun failed on rank {last}: KeyboardInterrupt: ctrl-c in fun")
+        assert got["interrupt"] == want, got["interrupt"]
+    nans = [got["nan"] for got in results]
+    assert_replicas(nans)
+    ref = nan_reference()
+    assert ref.nfev > 3 and ref.status == 0, ref.message    # the NaN was met and passed
+    for k in ("x", "fun", "jac", "nit", "nfev", "status"):
+        assert same_bits(nans[0][k], ref[k]), k
+
+
+def test_every_rank_holds_the_same_iterate_and_runs_repeat(ranks):
+    """Data-parallel: every rank's iterate has the same bits at every iteration. Data-parallel,
+    sharded and sharded with bounds: a second run repeats the first at every iteration."""
+    results = case(ranks, "iterates")
+    for name in ("dp", "shard", "shard_bounds"):
+        for r, got in enumerate(results):
+            first, second = got[name]
+            assert len(first["crc"]) == first["nit"] > 5, (name, first["nit"])
+            assert first == second, f"rank {r}, {name}: a second run differs"
+            assert got[name][0]["nit"] == results[0][name][0]["nit"]
+            assert got[name][0]["fun"] == results[0][name][0]["fun"]
+    for got in results:
+        assert got["dp"][0]["crc"] == results[0]["dp"][0]["crc"]
+
+
+def test_mismatched_dtypes_bounds_options_callback(ranks):
+    results = case(ranks, "mismatch")
+    for got in results:
+        if len(results) == 1:
+            assert all(got[k] == "no error" for k in ("dtype", "shard_dtype", "bounds_values",
+                                                      "gtol", "callback")), got
+            continue
+        assert "dtype differs" in got["dtype"], got["dtype"]
+        assert "dtype differs" in got["shard_dtype"], got["shard_dtype"]
+        assert "bounds (crc32) differs" in got["bounds_values"], got["bounds_values"]
+        assert "gtol differs" in got["gtol"], got["gtol"]
+        assert "callback differs" in got["callback"], got["callback"]
+        for k in ("dtype", "shard_dtype", "bounds_values", "gtol", "callback"):
+            assert got[k].startswith("ValueError: fusedopt.lbfgs.minimize on MPI: the ranks "
+                                     "disagree"), got[k]

@@ -251,7 +251,119 @@ def case_mismatch():
     sbounds = _catch(lambda: minimize(problems.rosen, x, comm=comm, shard=True, maxiter=2,
                                       bounds=(0.0, 1.0) if last else None))
     nan = _catch(lambda: minimize(fun, np.full(40, np.nan if last else 0.0), comm=comm))
-    return {"m": m, "x0": x0, "n": n, "split": split, "shard_bounds": sbounds, "nan": nan}
+    dtype = _catch(lambda: minimize(fun, np.zeros(40, np.float32 if last else np.float64),
+                                    comm=comm))
+    sdtype = _catch(lambda: minimize(problems.rosen, x.astype(np.float32) if last else x,
+                                     comm=comm, shard=True, maxiter=2))
+    bvals = _catch(lambda: minimize(fun, np.zeros(40), comm=comm,
+                                    bounds=(-1.0, 0.5 if last else 1.0)))
+    gtol = _catch(lambda: minimize(fun, np.zeros(40), comm=comm, gtol=1e-3 if last else 1e-5))
+    cb = _catch(lambda: minimize(fun, np.zeros(40), comm=comm,
+                                 callback=(lambda xk: None) if last else None))
+    return {"m": m, "x0": x0, "n": n, "split": split, "shard_bounds": sbounds, "nan": nan,
+            "dtype": dtype, "shard_dtype": sdtype, "bounds_values": bvals, "gtol": gtol,
+            "callback": cb}
+
+
+def _catch_any(run):
+    """As _catch, for any exception or BaseException (KeyboardInterrupt)."""
+    try:
+        run()
+    except BaseException as e:  # noqa: BLE001 -- what the rank saw is the result
+        return f"{type(e).__name__}: {e}"
+    return "no error"
+
+
+def case_callback_fail():
+    """callback raises on the last rank after its second iteration (data-parallel without and
+    with bounds, sharded without and with bounds): every rank raises; a KeyboardInterrupt
+    there ends its rank as itself and the others with RankError."""
+    def make(exc):
+        calls = [0]
+
+        def callback(xk):
+            calls[0] += 1
+            if rank == size - 1 and calls[0] == 2:
+                raise exc
+        return callback
+    fun = problems.logreg_part(rank, size)
+    sl = local_slice(ROSEN_N, comm)
+    x = problems.rosen_x0(ROSEN_N)[sl]
+    lo, hi = problems.rosen_bounds(ROSEN_N)
+    boom = ValueError("callback boom")
+    return {
+        "dp": _catch_any(lambda: minimize(fun, np.zeros(40), comm=comm,
+                                          callback=make(boom))),
+        "dp_bounds": _catch_any(lambda: minimize(fun, np.full(40, 0.1), comm=comm,
+                                                 bounds=(0.0, 0.3), callback=make(boom))),
+        "shard": _catch_any(lambda: minimize(problems.rosen, x, comm=comm, shard=True,
+                                             callback=make(boom))),
+        "shard_bounds": _catch_any(lambda: minimize(problems.rosen, x, comm=comm, shard=True,
+                                                    bounds=(lo[sl], hi[sl]),
+                                                    callback=make(boom))),
+        "interrupt": _catch_any(lambda: minimize(fun, np.zeros(40), comm=comm,
+                                                 callback=make(KeyboardInterrupt("ctrl-c")))),
+        # and the runs go on afterwards: the communicator is left in step
+        "after": summary(minimize(fun, np.zeros(40), comm=comm, maxiter=3)),
+    }
+
+
+def case_fun_returns():
+    """fun on the last rank returns what one process refuses (f an array, a complex
+    gradient) or raises KeyboardInterrupt: every rank ends. And a NaN: not an error; it
+    reaches every rank in the sum (see test_mpi)."""
+    last = rank == size - 1
+    fun = problems.logreg_part(rank, size)
+    sl = local_slice(ROSEN_N, comm)
+    x = problems.rosen_x0(ROSEN_N)[sl]
+
+    def bad_f(w):
+        f, g = fun(w)
+        return (np.array([f, f]) if last else f), g
+
+    def bad_dtype(w):
+        f, g = fun(w)
+        return f, (g.astype(np.complex128) if last else g)
+
+    def interrupt(xs):
+        if last:
+            raise KeyboardInterrupt("ctrl-c in fun")
+        return problems.rosen(xs)
+    whole = problems.logreg_whole()
+    calls = [0]
+
+    def nan_at_3(w):
+        """logreg_exact's split (rank 0 the whole objective, the others exact zeros) with f
+        NaN on the last rank at its third evaluation: every sum is exact, so the run is the
+        one-process run of the whole objective with that NaN (test_mpi.nan_reference)."""
+        calls[0] += 1
+        f, g = whole(w) if rank == 0 else (0.0, np.zeros_like(w))
+        return (f + np.nan if last and calls[0] == 3 else f), g
+    return {"bad_f": _catch_any(lambda: minimize(bad_f, np.zeros(40), comm=comm)),
+            "bad_dtype": _catch_any(lambda: minimize(bad_dtype, np.zeros(40), comm=comm)),
+            "interrupt": _catch_any(lambda: minimize(interrupt, x, comm=comm, shard=True)),
+            "nan": summary(minimize(nan_at_3, np.zeros(40), comm=comm, gtol=1e-6))}
+
+
+def case_iterates():
+    """Every iterate of every rank, as crc32 of its bytes (data-parallel: the whole x; sharded:
+    the rank's slice), two runs each: the ranks agree at every iteration (data-parallel) and a
+    run repeats bit for bit (both)."""
+    import zlib
+
+    def run(**kw):
+        seen = []
+        res = minimize(callback=lambda xk: seen.append(zlib.crc32(xk.tobytes())), comm=comm,
+                       **kw)
+        return {"crc": seen, "x": zlib.crc32(res.x.tobytes()), "nit": res.nit,
+                "fun": res.fun}
+    sl = local_slice(ROSEN_N, comm)
+    lo, hi = problems.rosen_bounds(ROSEN_N)
+    dp = dict(fun=problems.logreg_part(rank, size), x0=np.zeros(40), gtol=1e-6)
+    sh = dict(fun=problems.rosen, x0=problems.rosen_x0(ROSEN_N)[sl], shard=True, maxiter=25)
+    shb = dict(sh, bounds=(lo[sl], hi[sl]))
+    return {name: [run(**kw), run(**kw)] for name, kw in (("dp", dp), ("shard", sh),
+                                                          ("shard_bounds", shb))}
 
 
 CASES = {k[5:]: v for k, v in globals().items() if k.startswith("case_")}

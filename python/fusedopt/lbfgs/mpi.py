@@ -37,9 +37,13 @@ of f are added in rank order, so a run on k ranks repeats bit for bit and every 
 same scalars, while runs on different rank counts agree to rounding (exactly where f does not
 depend on the split).
 
-Errors: an exception in ``fun`` on any rank (or a wrong return value) is sent in the next
-collective as a status; every rank then raises ``RankError`` with that rank's message (the
-failing rank chained to its own exception): no rank waits forever. Sizes, dtypes, options and,
+Errors: an exception in ``fun`` on any rank (or a wrong return value; also a
+KeyboardInterrupt or another BaseException) is sent in the next collective as a status; every
+rank then raises ``RankError`` with that rank's message (the failing rank chained to its own
+exception; a BaseException that is not an Exception is re-raised as itself on its rank): no
+rank waits forever. The same holds for ``callback``, whose outcome is exchanged in one
+collective after each call. A NaN in f or g is no error: it reaches every rank in the sums, so
+every rank takes the same (one-process) way with it. Sizes, dtypes, options and,
 data-parallel, x0 and the bounds are compared at the first collective; a mismatch raises
 ValueError on every rank naming what differs.
 
@@ -158,15 +162,30 @@ class _Net:
                              + "; ".join(errors))
         return [s[0] for s in sigs]
 
-    def fail_if_any(self, status, error):
+    def fail_if_any(self, status, error, who="fun"):
         """After a collective: if any rank's status is nonzero, every rank raises RankError
-        with the failing ranks' messages (one more collective, on this path only)."""
+        with the failing ranks' messages (one more collective, on this path only); see
+        ``_raise_failure``."""
         if not np.any(status):
             return
         texts = self.comm.allgather(None if error is None else
                                     f"{type(error).__name__}: {error}")
-        msg = "; ".join(f"rank {r}: {t}" for r, t in enumerate(texts) if t is not None)
-        raise RankError(f"fun failed on {msg}") from error
+        _raise_failure(texts, error, who)
+
+    def relay_callback(self, callback, xk):
+        """``callback(xk)`` on this rank, then one collective of every rank's outcome: if the
+        callback raised on any rank (any exception, KeyboardInterrupt included), every rank
+        raises (``_raise_failure``). Without it a rank whose callback raised would leave the
+        others waiting at their next collective."""
+        error = None
+        try:
+            callback(xk)
+        except BaseException as e:  # noqa: BLE001 -- sent to every rank, raised there
+            error = e
+        texts = self._timed(self.comm.allgather,
+                            None if error is None else f"{type(error).__name__}: {error}")
+        if any(t is not None for t in texts):
+            _raise_failure(texts, error, "callback")
 
     def gather_blocks(self, head, parts):
         """Allgatherv of ``head`` (H float64 per rank: status first) and the rank's block
@@ -193,6 +212,17 @@ class _Net:
         MPI = self.MPI
         self._timed(self.comm.Allgather, [send, MPI.BYTE], [recv, MPI.BYTE])
         return recv
+
+
+def _raise_failure(texts, error, who):
+    """The end of a run where ``who`` (fun or callback) failed on the ranks whose ``texts``
+    are not None: RankError naming each (the failing rank's chained to its own exception); a
+    rank whose own failure was not an ``Exception`` (KeyboardInterrupt, SystemExit) re-raises
+    that one instead, so that an interrupt stays an interrupt where it happened."""
+    msg = "; ".join(f"rank {r}: {t}" for r, t in enumerate(texts) if t is not None)
+    if error is not None and not isinstance(error, Exception):
+        raise error
+    raise RankError(f"{who} failed on {msg}") from error
 
 
 def _in_block_order(blocks):
@@ -255,7 +285,7 @@ class _SummedObjective:
             head[1] = _real_scalar(f, "fun")
             _copy_gradient(g_part, g, self.shape, "fun (x0's shape)")
             head[0] = 0.0
-        except Exception as e:  # sent to every rank at this collective, raised there
+        except BaseException as e:  # noqa: BLE001 -- sent to every rank at this collective, raised there
             error = e
             head[:] = (1.0, math.nan)
         self.fun_seconds += self.net.MPI.Wtime() - t0
@@ -707,7 +737,7 @@ class _ShardObjective:
             f = _real_scalar(f, "fun")
             _copy_gradient(g_out, g, self.shape, "fun (x0's shape)")
             return 0.0, f, None
-        except Exception as e:  # sent to every rank at the next collective, raised there
+        except BaseException as e:  # noqa: BLE001 -- sent to every rank at the next collective, raised there
             return 1.0, math.nan, e
         finally:
             self.fun_seconds += self.net.MPI.Wtime() - t0
@@ -750,7 +780,7 @@ def _run_sharded(fun, x0, box, net, m, maxiter, gtol, ftol, line_search, callbac
         """The callback, then the stop "unbounded below" (status 3) of one process: f and the
         line searches are the same on every rank, so every rank stops together."""
         if callback is not None:
-            callback(sv.x.reshape(x0.shape).copy())
+            net.relay_callback(callback, sv.x.reshape(x0.shape).copy())
         if box is not None:
             sv.unbounded_searches = sv.unbounded_searches + 1 if sv._search.unbounded else 0
         why = _unbounded(sv, f0)
@@ -801,8 +831,10 @@ def minimize(fun, x0, *, comm, shard=False, bounds=None, m=10, maxiter=15000, gt
     The stopping rules are those of one process, "unbounded below" (status 3) included.
 
     ``callback(xk)`` runs on every rank (data-parallel: the whole x; sharded: the rank's
-    slice). Unlike ``fun``, its exceptions are not sent to the other ranks: a callback that
-    raises on some ranks only leaves the others waiting at their next collective.
+    slice), followed by one collective (only when a callback is given): an exception in it on
+    any rank ends every rank with ``RankError`` naming that rank and its message, as one in
+    ``fun`` does; a KeyboardInterrupt (any BaseException) is re-raised on its own rank and
+    ends the others with RankError.
     """
     shard = _checks.flag("shard", shard)
     for name in ("Get_rank", "Get_size", "allgather", "Allgatherv"):
@@ -831,7 +863,8 @@ def minimize(fun, x0, *, comm, shard=False, bounds=None, m=10, maxiter=15000, gt
         net.setup({"error": f"{type(error).__name__}: {error}"}, _compare, 0, error)
     sig = {"error": None, "shard": shard, "dtype": x0.dtype.str, "m": m, "maxiter": maxiter,
            "gtol": gtol, "ftol": ftol, "line_search": line_search, "maxfun": maxfun,
-           "maxls": maxls, "bounds": bounds is not None}
+           "maxls": maxls, "bounds": bounds is not None,
+           "callback": callback is not None}  # a callback adds a collective per iteration
     if shard:
         sig["n_local"] = x0.size
         sizes = [s["n_local"] for s in net.setup(sig, _compare, -(-x0.size // BLOCK))]
@@ -856,7 +889,9 @@ def minimize(fun, x0, *, comm, shard=False, bounds=None, m=10, maxiter=15000, gt
     net.setup(sig, _compare, 0)
     summed = _SummedObjective(fun, net, x0.shape, x0.dtype)
     res = _one_process(summed, x0, bounds=bounds, m=m, maxiter=maxiter, gtol=gtol, ftol=ftol,
-                      line_search=line_search, callback=callback,
+                      line_search=line_search,
+                      callback=None if callback is None else
+                      (lambda xk: net.relay_callback(callback, xk)),
                       maxfun=None if maxfun == math.inf else maxfun, maxls=maxls)
     res["comm_seconds"], res["collectives"] = net.seconds, net.collectives
     res["fun_seconds"] = summed.fun_seconds
