@@ -58,8 +58,8 @@ RANKS = (1, 2, 3, 4)
 #: The cases of the 4-rank run (on 2 cores the 4 ranks are oversubscribed: only the cases whose
 #: claims are about the rank count -- bits equal to one process, replicas, failures -- to keep
 #: the MPI tests' time small; .ci/run runs them twice).
-FOUR_RANK_CASES = ("direction", "cauchy", "bounded_direction", "iterates", "fail",
-                   "callback_fail", "mismatch")
+FOUR_RANK_CASES = ("direction", "cauchy", "bounded_direction", "iterates", "logreg_exact",
+                   "fail", "callback_fail", "fun_returns", "mismatch")
 TIMEOUT = 300  # seconds for one mpiexec run of every case (about 10 s here)
 PYTHON_DIR = Path(fusedopt.__file__).resolve().parents[1]  # the ranks import this fusedopt
 #: Data-parallel vs one process: x to 1e-6 relative to max |x|, f to 1e-10 (float64); the

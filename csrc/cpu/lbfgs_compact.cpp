@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "fusedopt/blocked_sum.h"
@@ -40,10 +41,7 @@ using namespace lbfgs::blocks;  // NOLINT: the block helpers of lbfgs_blocks.h
 
 // Elements per piece (a multiple of 8, so that every piece but a block's last starts a multiple
 // of 8 elements after the block's start, as lanes_add requires).
-#ifndef LBISA_PIECE
-#define LBISA_PIECE 512
-#endif
-constexpr int64_t kCompactPiece = LBISA_PIECE;
+constexpr int64_t kCompactPiece = 512;
 static_assert(kReduceBlock % kCompactPiece == 0 && kCompactPiece % kSumLanes == 0, "pieces");
 
 // Bytes of out from which pass 2 writes with non-temporal stores: beyond the caches' reach (a
@@ -69,6 +67,54 @@ inline void store_piece(T* __restrict dst, const T* __restrict src, int64_t len,
     for (; i < len; ++i) dst[i] = src[i];
 }
 
+// Eight float64 lanes as one vector (GCC's vector extension: one zmm register in the AVX-512
+// copy, two ymm in the AVX2 copy, four xmm in the generic one); every operation on it is the
+// IEEE operation lane by lane, as on the scalars.
+typedef double Lanes __attribute__((vector_size(kSumLanes * sizeof(double))));
+typedef float Lanes32 __attribute__((vector_size(kSumLanes * sizeof(float))));
+
+// Elements i .. i + 7 of p, as float64 (exact).
+template <typename T>
+__attribute__((always_inline)) inline Lanes load_lanes(const T* p) {
+    if constexpr (sizeof(T) == sizeof(double)) {
+        Lanes v;
+        std::memcpy(&v, p, sizeof(v));
+        return v;
+    } else {
+        Lanes32 f;
+        std::memcpy(&f, p, sizeof(f));
+        return __builtin_convertvector(f, Lanes);
+    }
+}
+
+// Sums per sweep of the first pass: 4 in the AVX-512 copy (a Lanes is one zmm register: four
+// chains of additions overlap), else 1 (lanes_add per sum; the generic and AVX2 copies ran
+// slower with the vector type, whose 8 lanes take 4 xmm or 2 ymm registers there).
+#if defined(__AVX512F__)
+constexpr int kGroup = 4;
+#else
+constexpr int kGroup = 1;
+#endif
+
+// The lanes of K blocked sums over one piece [lo, hi) of a block, in one sweep: sum q adds
+// a[q][i] * b[q][i] (in float64) to its lanes acc[q][0..8), each lane in the order of
+// lanes_add (lbfgs_blocks.h) -- the K sums advance together, so that their K chains of
+// additions overlap instead of each sum's one chain setting the pace alone.
+template <int K, typename T>
+__attribute__((always_inline)) inline void lanes_dots(double* const (&acc)[K], int64_t lo,
+                                                      int64_t hi, const T* const (&a)[K],
+                                                      const T* const (&b)[K]) {
+    Lanes l[K];
+    for (int q = 0; q < K; ++q) std::memcpy(&l[q], acc[q], sizeof(Lanes));
+    int64_t i = lo;
+    for (; i + kSumLanes <= hi; i += kSumLanes)
+        for (int q = 0; q < K; ++q) l[q] = l[q] + load_lanes(a[q] + i) * load_lanes(b[q] + i);
+    for (int q = 0; q < K; ++q) std::memcpy(acc[q], &l[q], sizeof(Lanes));
+    for (int j = 0; i < hi; ++i, ++j)     // a block's last piece: the tail, lane by lane
+        for (int q = 0; q < K; ++q)
+            acc[q][j] = acc[q][j] + static_cast<double>(a[q][i]) * static_cast<double>(b[q][i]);
+}
+
 template <typename T>
 void dots_pass(double* out, const Ring<T>& h, const T* g, int64_t gram_row, bool partials) {
     const int64_t n = h.n, c = h.count, nb = num_blocks(n);
@@ -77,7 +123,7 @@ void dots_pass(double* out, const Ring<T>& h, const T* g, int64_t gram_row, bool
     if (k == 0) return;
     const T* yr = gram ? h.y + gram_row * n : nullptr;
     auto block = [&](int64_t lo, int64_t hi, double* pb) {
-        // The lanes of the k sums, carried from piece to piece (lanes_add).
+        // The lanes of the k sums, carried from piece to piece.
         thread_local std::vector<double> lanes;
         lanes.assign(static_cast<size_t>(k * kSumLanes), 0.0);
         double* acc = lanes.data();
@@ -86,24 +132,32 @@ void dots_pass(double* out, const Ring<T>& h, const T* g, int64_t gram_row, bool
                 return static_cast<double>(a[i]) * static_cast<double>(b[i]);
             };
         };
+        (void)by;  // not used by the AVX-512 copy
         for (int64_t u = lo; u < hi; u += kCompactPiece) {
             const int64_t v = std::min(hi, u + kCompactPiece);
             for (int64_t j = 0; j < c; ++j) {
                 const int64_t row = (h.head + j) % h.m;
                 const T* sj = h.s + row * n;
                 const T* yj = h.y + row * n;
-#if LBISA_PF
-                if (v < hi)
-                    for (int64_t p = v; p < std::min(hi, v + kCompactPiece); p += 64 / sizeof(T)) {
-                        __builtin_prefetch(sj + p, 0, LBISA_PF);
-                        __builtin_prefetch(yj + p, 0, LBISA_PF);
-                    }
-#endif
-                lanes_add(acc + j * kSumLanes, u, v, by(sj, g));
-                lanes_add(acc + (c + j) * kSumLanes, u, v, by(yj, g));
+                double* const sg = acc + j * kSumLanes;
+                double* const ygl = acc + (c + j) * kSumLanes;
                 if (gram) {
-                    lanes_add(acc + (2 * c + j) * kSumLanes, u, v, by(sj, yr));
-                    lanes_add(acc + (3 * c + j) * kSumLanes, u, v, by(yj, yr));
+                    double* const sgr = acc + (2 * c + j) * kSumLanes;
+                    double* const ygr = acc + (3 * c + j) * kSumLanes;
+                    if constexpr (kGroup >= 4) {
+                        lanes_dots<4, T>({sg, ygl, sgr, ygr}, u, v, {sj, yj, sj, yj},
+                                         {g, g, yr, yr});
+                    } else {
+                        lanes_add(sg, u, v, by(sj, g));
+                        lanes_add(ygl, u, v, by(yj, g));
+                        lanes_add(sgr, u, v, by(sj, yr));
+                        lanes_add(ygr, u, v, by(yj, yr));
+                    }
+                } else if constexpr (kGroup >= 4) {
+                    lanes_dots<2, T>({sg, ygl}, u, v, {sj, yj}, {g, g});
+                } else {
+                    lanes_add(sg, u, v, by(sj, g));
+                    lanes_add(ygl, u, v, by(yj, g));
                 }
             }
         }
@@ -162,13 +216,6 @@ void combine_pass(double* res, T* out, const T* g, const Ring<T>& h, const doubl
                 const T* __restrict sk = h.s + row * n;
                 const T* __restrict yk = h.y + row * n;
                 const T a = ta[q], b = tb[q];
-#if LBISA_PF
-                if (v < hi)
-                    for (int64_t p = v; p < std::min(hi, v + kCompactPiece); p += 64 / sizeof(T)) {
-                        __builtin_prefetch(sk + p, 0, LBISA_PF);
-                        __builtin_prefetch(yk + p, 0, LBISA_PF);
-                    }
-#endif
                 for (int64_t i = u; i < v; ++i) o[i] = (o[i] + a * sk[i]) + b * yk[i];
             }
             // The newest pair, and g . out in the same sweep.
