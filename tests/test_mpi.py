@@ -5,8 +5,9 @@ Each rank count K in (1, 2, 3) is one ``mpiexec -n K`` run of tests/mpi_scripts/
 (``FOUR_RANK_CASES``), whose ranks pickle what they saw; the tests here compare the ranks
 with each other (bit for bit) and with one-process runs in this process:
 
-* the sharded dots, max |.|, sub_dots and the compact direction equal the one-process kernels
-  (``_core.lbfgs_dot`` etc. on the whole vectors) bit for bit, on every K;
+* the sharded dots, max |.|, sub_dots, the compact direction, its g . d and its Gram matrices
+  equal the one-process kernels (``_core.lbfgs_dot``, ``History.direction`` etc. on the whole
+  vectors) bit for bit, on every K;
 * data-parallel logistic regression: every rank's iterate identical; equal to the one-process
   run within the tolerance below (the ranks' f and g are added in rank order, which rounds
   differently from one sum over all samples); bit for bit where the sum is exact;
@@ -59,6 +60,7 @@ RANKS = (1, 2, 3, 4)
 #: claims are about the rank count -- bits equal to one process, replicas, failures -- to keep
 #: the MPI tests' time small; .ci/run runs them twice).
 FOUR_RANK_CASES = ("direction", "cauchy", "bounded_direction", "iterates", "logreg_exact",
+                   "rosen_exact",
                    "fail", "callback_fail", "fun_returns", "mismatch")
 TIMEOUT = 300  # seconds for one mpiexec run of every case (about 10 s here)
 PYTHON_DIR = Path(fusedopt.__file__).resolve().parents[1]  # the ranks import this fusedopt
@@ -153,30 +155,19 @@ def test_local_slice_and_minimize_refuse_bad_arguments():
 # --- the sharded kernels against the one-process kernels ---------------------------------------
 
 
-class _OneProcess:
-    """The ShardVec interface on whole vectors with the one-process kernels (``lbfgs_dot``)."""
-
-    copy = staticmethod(CoreVec.copy)
-    scale = staticmethod(CoreVec.scale)
-
-    @staticmethod
-    def dots(pairs):
-        return None, np.array([_core.lbfgs_dot(a, b) for a, b in pairs])
-
-
 def _direction_reference(dt):
-    """What lbfgs_cases.case_direction computes, in one process with the one-process dots."""
+    """What lbfgs_cases.case_direction computes, in one process: ``History.direction`` (the
+    ``_core`` compact-form kernel) on the whole vectors."""
     pairs, g = _make_pairs(dt)
-    h = lmpi.GramHistory(g.size, 4, dt)
-    one = _OneProcess()
+    h = fusedopt.lbfgs.History(g.size, 4, dt)
     for s, y in pairs[:6]:
-        h._store(s, y, _core.lbfgs_dot(s, y), _core.lbfgs_dot(y, y), one)
+        h._store(s, y, _core.lbfgs_dot(s, y), _core.lbfgs_dot(y, y), CoreVec)
     d1 = np.empty_like(g)
-    gd1 = lmpi.compact_direction(d1, g, h, one)
+    gd1 = h.direction(d1, g)
     s, y = pairs[6]
-    h._store(s, y, _core.lbfgs_dot(s, y), _core.lbfgs_dot(y, y), one)
+    h._store(s, y, _core.lbfgs_dot(s, y), _core.lbfgs_dot(y, y), CoreVec)
     d2 = np.empty_like(g)
-    gd2 = lmpi.compact_direction(d2, g, h, one)
+    gd2 = h.direction(d2, g)
     return h, d1, gd1, d2, gd2, s, y, g
 
 
@@ -201,6 +192,7 @@ def test_sharded_direction_and_dots_equal_one_process_kernels(ranks, dt):
         assert same_bits(np.concatenate(got["d1"]), d1), f"rank {r}: direction (ring wrapped)"
         assert same_bits(np.concatenate(got["d2"]), d2), f"rank {r}: direction (one more pair)"
         assert got["gd1"] == gd1 and got["gd2"] == gd2
+        assert same_bits(got["sy"], h.sy) and same_bits(got["yy"], h.yy), f"rank {r}: Gram"
         assert got["dot"] == _core.lbfgs_dot(g, d2)
         assert got["amax"] == _core.lbfgs_amax(d2)
         a = np.empty_like(g)
@@ -290,6 +282,42 @@ def test_sharded_rosenbrock_repeats_and_matches_one_process(ranks):
     # Both converge to x* = 1 (max |g| <= 1e-6): x within 1e-5 of each other.
     np.testing.assert_allclose(x, ref.x, rtol=0, atol=1e-5)
     np.testing.assert_allclose(x, 1.0, rtol=0, atol=1e-5)
+
+
+def test_sharded_run_with_exact_sums_is_the_one_process_run(ranks):
+    """Where the ranks' parts of f add exactly (case rosen_exact), the sharded run on any K is
+    the one-process run bit for bit: x, f, g, iterations and evaluations (every reduction of
+    fusedopt's own, the direction and g . d included, has the one-process bits)."""
+    results = case(ranks, "rosen_exact")
+    n = 3 * lmpi.BLOCK + 1002
+    ref = minimize(problems.rosen, problems.rosen_x0(n), gtol=1e-6, ftol=0.0)
+    assert ref.status == 0 and ref.nit > 20
+    assert same_bits(np.concatenate([got["x"] for got in results]), ref.x)
+    assert same_bits(np.concatenate([got["jac"] for got in results]), ref.jac)
+    for got in results:
+        assert (got["fun"], got["nit"], got["nfev"], got["status"]) == \
+            (ref.fun, ref.nit, ref.nfev, ref.status)
+
+
+def test_sharded_direction_takes_two_collectives(monkeypatch):
+    """The sharded compact direction costs two collectives per iteration whatever m (the
+    first pass's 2m or 4m block partials, then those of g . d), not 2m sequential ones; here
+    on one rank (``MPI.COMM_SELF``, in this process)."""
+    from mpi4py import MPI
+    counts = []
+    original = lmpi.ShardVec.compact_direction
+
+    def counting(self, *args):
+        before = self.net.collectives
+        out = original(self, *args)
+        counts.append(self.net.collectives - before)
+        return out
+    monkeypatch.setattr(lmpi.ShardVec, "compact_direction", counting)
+    n = 3 * lmpi.BLOCK + 1002
+    res = minimize(problems.rosen, problems.rosen_x0(n), comm=MPI.COMM_SELF, shard=True,
+                   m=10, maxiter=15)
+    assert res.nit == 15 and len(counts) == res.nit - 1     # the first step is steepest descent
+    assert set(counts) == {2}
 
 
 def test_sharded_cauchy_point_equals_one_process_kernel(ranks):

@@ -90,6 +90,20 @@ def case_rosen():
     return {"slice": (sl.start, sl.stop), "runs": runs}
 
 
+def case_rosen_exact():
+    """Sharded extended Rosenbrock where the ranks' parts of f add exactly: rank 0 returns f of
+    the whole x (gathered inside fun) and the others 0.0; each gradient slice is elementwise
+    (no pair is split), hence the one-process bits. With the direction, its g . d and every
+    dot the one-process bits too, the run must be the one-process run bit for bit."""
+    sl = local_slice(ROSEN_N, comm)
+
+    def fun(x):
+        f, g = problems.rosen(np.concatenate(comm.allgather(np.array(x))))
+        return (f if rank == 0 else 0.0), g[sl].copy()
+    return summary(minimize(fun, problems.rosen_x0(ROSEN_N)[sl], comm=comm, shard=True,
+                            gtol=1e-6, ftol=0.0))
+
+
 def case_rosen_bounds():
     """Sharded L-BFGS-B: extended Rosenbrock with every fifth variable bounded by 0.9 above and
     all by -2 below (each rank gives the bounds of its slice)."""
@@ -179,15 +193,17 @@ def _pairs(n, count, dtype, seed):
 
 
 def case_direction():
-    """The sharded dots and compact direction against the one-process kernels (the test
-    recomputes them on the whole vectors): ring of m = 4 after 6 pairs, then one more pair."""
+    """The sharded dots and compact direction (``History.direction`` over ``ShardVec``)
+    against the one-process kernels (the test recomputes them on the whole vectors): ring of
+    m = 4 after 6 pairs, then one more pair."""
+    from fusedopt.lbfgs import History
     sl = local_slice(DIR_N, comm)
     out = {}
     for dt in (np.float64, np.float32):
         pairs, g = _pairs(DIR_N, 7, dt, seed=3)
         vec = lmpi.ShardVec(lmpi._Net(comm))
         vec.net.setup({}, lambda k, v: None, -(-(sl.stop - sl.start) // lmpi.BLOCK))
-        h = lmpi.GramHistory(sl.stop - sl.start, 4, dt)
+        h = History(sl.stop - sl.start, 4, dt)
         for s, y in pairs[:6]:
             s, y = s[sl].copy(), y[sl].copy()
             h._store(s, y, vec.dot(s, y), vec.dot(y, y), vec)
@@ -203,7 +219,7 @@ def case_direction():
         out[np.dtype(dt).name] = {
             "d1": comm.allgather(d1), "d2": comm.allgather(d2), "gd1": gd1, "gd2": gd2,
             "dot": vec.dot(gl, d2), "amax": vec.amax(d2), "sub_dots": dy,
-            "sub": comm.allgather(a)}
+            "sub": comm.allgather(a), "sy": h.sy.copy(), "yy": h.yy.copy()}
     return out
 
 

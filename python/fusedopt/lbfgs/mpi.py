@@ -19,13 +19,15 @@ the inverse Hessian (Byrd, Nocedal & Schnabel 1994; Nocedal & Wright eq. 7.24),
 
     H = gamma I + [S, gamma Y] [[R^-T (D + gamma Y^T Y) R^-1, -R^-T], [-R^-1, 0]] [S; gamma Y]^T
 
-so one collective carries the 2m + 1 dots S^T g, Y^T g, g . g of an iteration (and, in the
-same message, the 2m dots S . y_new, Y . y_new of the new column of S^T Y and Y^T Y for the
-pair stored at the previous iteration); the small 2m x 2m algebra runs on every rank in float64
-on identical numbers (plain Python loops: no LAPACK, whose bits could differ between
-machines); d = -gamma g - S p - Y q is one local pass (``rows_axpy``); g . d follows from the
-gathered dots. Each trial point of the line search is one collective (f, max |g| and the block
-partials of g . d together), and the new pair's s . y, y . y one more.
+computed by the one-process kernels of ``History.direction`` on the rank's slices, in two
+collectives (``ShardVec.compact_direction``): the first pass's per-block partials of
+S^T g, Y^T g and the new column of S^T Y, Y^T Y (the pair stored at the previous iteration),
+2m or 4m sums; then the 2m x 2m algebra on every rank on identical numbers
+(``_core.lbfgs_compact_coefficients``, fixed loops, no LAPACK) and the second pass locally,
+whose partials of g . d are the second collective. So d and g . d have the bits of the
+one-process direction on the whole vectors, on any number of ranks. Each trial point of the
+line search is one collective (f, max |g| and the block partials of g . d together), and the
+new pair's s . y, y . y one more.
 
 Every reduction of fusedopt's own is a sum of per-block partials: each rank computes the
 blocked sums of its blocks of 16384 elements (``_core.block_dots``, the very block sums of the
@@ -84,7 +86,7 @@ from .solver import (_BOUNDED_MESSAGES, _UNBOUNDED, FTOL, Solver, _check_x0, _co
                      check_options, run_bounded,
                      _pair, _real_scalar, _unbounded, minimize as _one_process)
 
-__all__ = ["local_slice", "minimize", "RankError", "ShardVec", "compact_direction"]
+__all__ = ["local_slice", "minimize", "RankError", "ShardVec"]
 
 #: The block of every blocked sum (``_core.reduce_block``): shards start on multiples of it.
 BLOCK = int(_core.reduce_block)
@@ -334,7 +336,8 @@ class _SummedObjective:
 class ShardVec:
     """The solver's vector operations on the rank's slices: elementwise work local
     (``CoreVec``), every dot from gathered block partials in block order, max |.| from the
-    ranks' maxima; the direction in compact form (``compact_direction``)."""
+    ranks' maxima; the direction in compact form (``compact_direction``: the one-process
+    kernels' bits)."""
 
     empty = staticmethod(np.empty)
     copy = staticmethod(CoreVec.copy)
@@ -365,7 +368,27 @@ class ShardVec:
         return float(s[0]), float(s[1])
 
     def direction(self, out, grad, history) -> float:
-        return compact_direction(out, grad, history, self)
+        """``History.direction`` over the rank's slices (the compact form): the bits of the
+        one-process direction on the whole vectors (``compact_direction``)."""
+        return history.direction(out, grad, vec=self)
+
+    def compact_direction(self, out, grad, s, y, sy, yy, head, count, gram_row) -> float:
+        """``_core.lbfgs_compact_direction`` over the rank's slices, with its bits on the whole
+        vectors, in two collectives: the first pass's per-block partials (S^T g, Y^T g and the
+        newest pair's Gram column: 2 or 4 count sums) gathered and added in block order; the
+        2m x 2m algebra (``lbfgs_compact_coefficients``, the kernel's own) on every rank on the
+        same numbers; the second pass local, its partials of g . out gathered in the second."""
+        parts = _core.lbfgs_compact_dots(s, y, grad, head, count, gram_row, True)
+        dots = self.net.gather_blocks([0.0], parts)[1]
+        if gram_row >= 0:  # as the kernel writes the new column
+            m = sy.shape[0]
+            rows = [(head + j) % m for j in range(count)]
+            sy[rows, gram_row] = dots[2 * count:3 * count]
+            yy[rows, gram_row] = dots[3 * count:4 * count]
+            yy[gram_row, rows] = dots[3 * count:4 * count]
+        cs, cy, gamma = _core.lbfgs_compact_coefficients(dots, sy, yy, head, count)
+        part = _core.lbfgs_compact_combine(out, grad, s, y, head, count, cs, cy, gamma, True)
+        return float(self.net.gather_blocks([0.0], part.reshape(-1, 1))[1][0])
 
     def gather(self, values):
         """Every rank's ``values`` (a few floats) as a (size x len) array, one collective."""
@@ -428,112 +451,14 @@ class ShardVec:
                                    f1, f2, bounded)
 
 
-class GramHistory(History):
-    """A ``History`` that also keeps the Gram matrices ``sy[i, j] = s_i . y_j`` (valid where
-    pair i is not newer than pair j: R's upper triangle) and ``yy[i, j] = y_i . y_j`` (storage
-    rows) for the compact form. A stored pair's column is computed at the next direction, in
-    its collective (``pending``)."""
-
-    def __init__(self, n, m, dtype):
-        super().__init__(n, m, dtype)
-        self.sy = np.zeros((self.m, self.m))
-        self.yy = np.zeros((self.m, self.m))
-        self.pending = []   # storage rows whose Gram row and column are not computed yet
-
-    def clear(self):
-        super().clear()
-        self.pending = []
-
-    def _store(self, s, y, sy, yy, vec, step=1.0) -> bool:
-        row = (self.head + self.count) % self.m if self.count < self.m else self.head
-        stored = super()._store(s, y, sy, yy, vec, step)
-        if stored and row not in self.pending:
-            self.pending.append(row)
-        return stored
-
-
-def _upper_solve(r, b):
-    """x with R x = b, R upper triangular (k x k, a list of lists), in float64, fixed order."""
-    k = len(b)
-    x = [0.0] * k
-    for i in range(k - 1, -1, -1):
-        acc = b[i]
-        for j in range(i + 1, k):
-            acc = acc - r[i][j] * x[j]
-        x[i] = acc / r[i][i]
-    return x
-
-
-def _lower_t_solve(r, b):
-    """x with R^T x = b (R upper triangular), in float64, fixed order."""
-    k = len(b)
-    x = [0.0] * k
-    for i in range(k):
-        acc = b[i]
-        for j in range(i):
-            acc = acc - r[j][i] * x[j]
-        x[i] = acc / r[i][i]
-    return x
-
-
-def compact_direction(out, g, h, vec) -> float:
-    """out = -H g by the compact form of H (module docstring) over the ``GramHistory`` h, with
-    ``vec`` a ``ShardVec`` (or anything with ``dots``): one collective for S^T g, Y^T g, g . g
-    and the pending Gram rows; the 2k x 2k algebra in float64 Python on every rank; one local
-    pass for out. Returns g . out from the gathered dots (no second collective)."""
-    k = h.count
-    rows = list(range(k))                        # valid rows are storage rows 0 .. k - 1
-    order = [(h.head + i) % h.m for i in range(k)]   # oldest first
-    pairs = [(h.s[r], g) for r in rows] + [(h.y[r], g) for r in rows] + [(g, g)]
-    pend = [p for p in h.pending if p < k]
-    for p in pend:  # the new column of S^T Y (only i <= j is used) and of Y^T Y
-        pairs += [(h.s[r], h.y[p]) for r in rows] + [(h.y[p], h.y[r]) for r in rows]
-    _, sums = vec.dots(pairs)
-    sg, yg, gg = sums[:k], sums[k:2 * k], float(sums[2 * k])
-    at = 2 * k + 1
-    for p in pend:
-        h.sy[:k, p] = sums[at:at + k]
-        h.yy[p, :k] = h.yy[:k, p] = sums[at + k:at + 2 * k]
-        at += 2 * k
-    h.pending = []
-    new = order[-1]
-    gamma = float(h.sy[new, new]) / float(h.yy[new, new])
-    # chronological: R[i][j] = s_i . y_j (i <= j), D = diag(s_i . y_i)
-    rmat = [[float(h.sy[order[i], order[j]]) for j in range(k)] for i in range(k)]
-    a = [float(sg[r]) for r in order]
-    b = [float(yg[r]) for r in order]
-    v1 = _upper_solve(rmat, a)                           # R^-1 S^T g
-    w = []
-    for i in range(k):                                   # (D + gamma Y^T Y) v1 - gamma Y^T g
-        acc = rmat[i][i] * v1[i]
-        for j in range(k):
-            acc = acc + gamma * float(h.yy[order[i], order[j]]) * v1[j]
-        w.append(acc - gamma * b[i])
-    top = _lower_t_solve(rmat, w)                        # R^-T w
-    # H g = gamma g + S top - gamma Y v1, so out = -gamma g - S top + gamma Y v1
-    cs = np.zeros(k)
-    cy = np.zeros(k)
-    for i, r in enumerate(order):
-        cs[r] = -top[i]
-        cy[r] = gamma * v1[i]
-    CoreVec.rows_axpy(out, h.s, h.y, cs, cy, k)
-    CoreVec.axpby(out, 1.0, out, -gamma, g)
-    gd = gamma * gg
-    for i in range(k):
-        gd = gd + top[i] * a[i]
-    for i in range(k):
-        gd = gd - gamma * v1[i] * b[i]
-    return -gd
-
-
 class _ShardedSolver(Solver):
     """``Solver`` (the iteration of one process) over the rank's slices: ``ShardVec`` for the
-    vector work, ``GramHistory`` for the compact direction, and each evaluation one collective
+    vector work (the compact direction of ``History`` included), and each evaluation one collective
     (the ranks' f, max |g| and the block partials of g . d)."""
 
     def __init__(self, obj, x, m, line_search, maxls, net):
         super().__init__(obj, x, m, line_search, vec=ShardVec(net), maxls=maxls,
-                         history=GramHistory(x.size, m, x.dtype))
+                         history=History(x.size, m, x.dtype))
         self.net = net
         self._gmax = {}        # id(g buffer) -> global max |g| of the point it holds
 

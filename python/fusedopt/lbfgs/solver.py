@@ -93,7 +93,7 @@ class Solver:
         self.g = vec.empty(n, dt)
         self.d = vec.empty(n, dt)
         self.slots = [(vec.empty(n, dt), vec.empty(n, dt)) for _ in range(2)]
-        if history is None:  # mpi: a GramHistory; CuPy: the device's history
+        if history is None:  # CuPy: the device's history (mpi passes a History)
             history = History(n, m, dt) if vec is CoreVec else vec.history(n, m, dt)
         self.history = history
         self.nit = 0
