@@ -693,3 +693,140 @@ def test_deferred_gram_has_the_bits_of_the_eager_one():
     np.testing.assert_allclose(merged.ss[np.ix_(o, o)], s_rows @ s_rows.T, rtol=1e-12)
     np.testing.assert_allclose(merged.yy[np.ix_(o, o)], y_rows @ y_rows.T, rtol=1e-12)
     np.testing.assert_allclose(merged.sy[np.ix_(o, o)], s_rows @ y_rows.T, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# The Gram matrices over the fixed variables, per block of x and updated (formk)
+
+def _gram_case(rng, dtype, m=5, n=3 * 16384 + 777, p=0.3):
+    s = rng.standard_normal((m, n)).astype(dtype)
+    y = rng.standard_normal((m, n)).astype(dtype)
+    idx = np.flatnonzero(rng.uniform(size=n) < p)
+    return s, y, idx
+
+
+def _gram_tables(n, m):
+    nb = -(-n // 16384)
+    return np.zeros((nb, 3 * m * m)), np.zeros((nb, 2 * m)), nb
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, p", [(3 * 16384 + 777, 0.3), (N_PAR, 0.2), (16383, 1.0), (9, 0.5)])
+def test_gram_blocks_against_reference_any_thread_count(dtype, n, p):
+    """lbfgsb_gram_blocks from scratch: the bits of reference.lbfgsb_gram_at (per block of x,
+    in block order) for 1, 2, 3 threads; the partials left in parts/qparts are the blocks'."""
+    from fusedopt import _core, reference
+    rng = np.random.default_rng(21)
+    m, rows = 5, 4
+    s, y, idx = _gram_case(rng, dtype, m, n, p)
+    q = rng.standard_normal(idx.size).astype(dtype)
+
+    def run():
+        parts, qparts, nb = _gram_tables(n, m)
+        got = _core.lbfgsb_gram_blocks(parts, qparts, s, y, idx, rows, np.ones(nb, np.uint8),
+                                       -1, q)
+        return got, parts, qparts
+    runs = _threads(run)
+    want, want_q = reference.lbfgsb_gram_at(s, y, idx, rows, q)
+    for (gram, dots), parts, qparts in runs:
+        assert gram.tobytes() == want.tobytes()
+        assert dots.tobytes() == want_q.tobytes()
+        assert parts.tobytes() == runs[0][1].tobytes() and qparts.tobytes() == runs[0][2].tobytes()
+    plain = _core.lbfgsb_gram_blocks(*_gram_tables(n, m)[:2], s, y, idx, rows,
+                                     np.ones(_gram_tables(n, m)[2], np.uint8))
+    assert plain.tobytes() == want.tobytes()
+    s64, y64 = s[:rows, idx].astype(np.float64), y[:rows, idx].astype(np.float64)
+    for got, ref in zip(want, (s64 @ s64.T, s64 @ y64.T, y64 @ y64.T)):
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gram_blocks_updates_have_the_bits_of_a_fresh_sum(dtype):
+    """The formk update: a row of the history new or overwritten (row = r) and the list changed
+    in some blocks (redo there) gives the bits of a sum from scratch, over a sequence of updates;
+    ``changed_blocks`` flags exactly the blocks where the lists differ."""
+    from fusedopt import _core, reference
+    from fusedopt.lbfgs.compact import changed_blocks
+    rng = np.random.default_rng(22)
+    m, n = 4, 4 * 16384 + 5
+    s, y, idx = _gram_case(rng, dtype, m, n)
+    parts, qparts, nb = _gram_tables(n, m)
+    _core.lbfgsb_gram_blocks(parts, qparts, s, y, idx, 3, np.ones(nb, np.uint8))
+    rows = 4
+    for step, r in enumerate([3, 0, 1, 2, 3]):   # rows grows 3 -> 4 with row 3 new, then a ring
+        s[r] = rng.standard_normal(n).astype(dtype)
+        y[r] = rng.standard_normal(n).astype(dtype)
+        mask = np.zeros(n, bool)
+        mask[idx] = True
+        blk = (2 * step) % nb
+        lo = blk * 16384
+        mask[lo:lo + 16384] = rng.uniform(size=min(16384, n - lo)) < 0.5   # one block changes
+        new = np.flatnonzero(mask)
+        flags = changed_blocks(idx, new, nb)
+        assert flags.tolist() == [int(b == blk) for b in range(nb)]
+        q = rng.standard_normal(new.size).astype(dtype)
+        gram, dots = _core.lbfgsb_gram_blocks(parts, qparts, s, y, new, rows, flags, r, q)
+        want, want_q = reference.lbfgsb_gram_at(s, y, new, rows, q)
+        assert gram.tobytes() == want.tobytes(), step
+        assert dots.tobytes() == want_q.tobytes(), step
+        idx = new
+    assert changed_blocks(idx, idx.copy(), nb).tolist() == [0] * nb
+
+
+def test_gram_w_at_incremental_equals_fresh():
+    """CompactForm.gram_w_at, kept up to date through pushes (growing, then a full ring that
+    overwrites its oldest row), two pushes between calls, a changing fixed set and clear(),
+    has the bits of a new CompactForm with the same pairs computing it from scratch."""
+    rng = np.random.default_rng(23)
+    n, m = 2 * 16384 + 99, 3
+    a = rng.uniform(0.5, 3.0, n)
+    cf = CompactForm(n, m, np.float64)
+    idx = np.flatnonzero(rng.uniform(size=n) < 0.25)
+    wrapped = False
+    for step in range(9):
+        s = rng.standard_normal(n)
+        cf.push(s, a * s, float(s @ (a * s)))
+        if step == 4:
+            continue                            # two pushes before the next call
+        if step == 6:
+            cf.clear()
+            cf.push(s, a * s, float(s @ (a * s)))
+        if step % 3 == 2:                       # the set changes in block 1 only
+            mask = np.zeros(n, bool)
+            mask[idx] = True
+            mask[16384:16384 + 500] = ~mask[16384:16384 + 500]
+            idx = np.flatnonzero(mask)
+        q = rng.standard_normal(idx.size)
+        fresh = CompactForm(n, m, np.float64)
+        for r in cf.order():
+            fresh.push(cf.s[r], cf.y[r], float(cf.s[r] @ cf.y[r]))
+        got, got_q = cf.gram_w_at(idx, q)
+        want, want_q = fresh.gram_w_at(idx, q)
+        # the same pairs in other ring rows once the ring wrapped: gram_w_at is chronological
+        assert got.tobytes() == want.tobytes(), step
+        assert got_q.tobytes() == want_q.tobytes(), step
+        wrapped = wrapped or cf.head != 0
+    assert wrapped                              # the ring did overwrite rows (before clear())
+
+
+def test_gram_blocks_argument_checks():
+    """Bad input is refused by name before parts or qparts are written."""
+    from fusedopt import _core
+    s = np.ones((3, 20))
+    idx = np.array([1, 4, 7])
+    parts, qparts, nb = _gram_tables(20, 3)
+    redo = np.ones(nb, np.uint8)
+    for args, exc, match in [
+            ((parts, qparts, s, s, np.array([4, 1]), 2, redo), ValueError, "idx"),
+            ((parts, qparts, s, s, np.array([1, 20]), 2, redo), ValueError, "idx"),
+            ((parts, qparts, s, s, idx, 4, redo), ValueError, "rows"),
+            ((parts, qparts, s, s, idx, 2, redo, 2), ValueError, "row"),
+            ((parts, qparts, s, s, idx, 2, np.ones(nb + 1, np.uint8)), ValueError, "redo"),
+            ((parts[:, :-1], qparts, s, s, idx, 2, redo), ValueError, "parts"),
+            ((parts.astype(np.float32), qparts, s, s, idx, 2, redo), TypeError, "parts"),
+            ((parts, qparts[:, :-1], s, s, idx, 2, redo, -1, np.ones(3)), ValueError, "qparts"),
+            ((parts, qparts, s, s, idx, 2, redo, -1, np.ones(2)), ValueError, "q"),
+            ((parts, qparts, s, s.astype(np.float32), idx, 2, redo), TypeError, "y")]:
+        with pytest.raises(exc, match=match):
+            _core.lbfgsb_gram_blocks(*args)
+        assert not parts.any() and not qparts.any()

@@ -250,6 +250,62 @@ void rows_gram_at(double* out, const T* s, const T* y, const int64_t* idx, int64
     sums_in_order(out, part, num_blocks(na), k);
 }
 
+template <typename T>
+void gram_blocks(double* out, double* parts, double* qparts, const T* s, const T* y,
+                 const int64_t* idx, int64_t na, int64_t m, int64_t rows, int64_t n,
+                 const uint8_t* redo, int64_t row, const T* q) {
+    if (rows == 0) return;
+    const int64_t mm = m * m, nb = num_blocks(n);
+    parallel_chunks(nb, lbfgs_threads(na), [&](int64_t b) {
+        const int64_t lo = std::lower_bound(idx, idx + na, b * kReduceBlock) - idx;
+        const int64_t hi = std::lower_bound(idx + lo, idx + na, (b + 1) * kReduceBlock) - idx;
+        const bool all = redo[b] != 0;
+        if (!all && row < 0 && !q) return;
+        const int64_t len = hi - lo;
+        thread_local std::vector<T> buf;
+        buf.resize(static_cast<size_t>(2 * rows * len));
+        T* bs = buf.data();             // rows x len: s at idx[lo, hi); then y
+        T* by = bs + rows * len;
+        for (int64_t j = 0; j < rows; ++j)
+            for (int64_t e = 0; e < len; ++e) {
+                bs[j * len + e] = s[j * n + idx[lo + e]];
+                by[j * len + e] = y[j * n + idx[lo + e]];
+            }
+        double* ss = parts + 3 * mm * b;
+        double* sy = ss + mm;
+        double* yy = sy + mm;
+        // One entry of each Gram matrix: (i, j) and, S S^T and Y Y^T being symmetric, (j, i)
+        // (a . b and b . a have the same terms, so the same bits).
+        auto entry = [&](int64_t i, int64_t j) {
+            ss[i * m + j] = ss[j * m + i] = dot_block(bs + i * len, bs + j * len, int64_t(0), len);
+            yy[i * m + j] = yy[j * m + i] = dot_block(by + i * len, by + j * len, int64_t(0), len);
+            sy[i * m + j] = dot_block(bs + i * len, by + j * len, int64_t(0), len);
+            if (i != j) sy[j * m + i] = dot_block(bs + j * len, by + i * len, int64_t(0), len);
+        };
+        if (all) {
+            for (int64_t i = 0; i < rows; ++i)
+                for (int64_t j = i; j < rows; ++j) entry(i, j);
+        } else if (row >= 0) {
+            for (int64_t j = 0; j < rows; ++j) entry(row, j);
+        }
+        if (q)
+            for (int64_t j = 0; j < rows; ++j) {
+                qparts[2 * m * b + j] = dot_block(bs + j * len, q + lo, int64_t(0), len);
+                qparts[2 * m * b + m + j] = dot_block(by + j * len, q + lo, int64_t(0), len);
+            }
+    });
+    // The blocks' partials added in block order from 0.0.
+    for (int64_t c = 0; c < 3; ++c)
+        for (int64_t i = 0; i < rows; ++i)
+            for (int64_t j = 0; j < rows; ++j)
+                out[(c * rows + i) * rows + j] = sum_in_order(parts + c * mm + i * m + j, nb, 3 * mm);
+    if (q)
+        for (int64_t j = 0; j < rows; ++j) {
+            out[3 * rows * rows + j] = sum_in_order(qparts + j, nb, 2 * m);
+            out[3 * rows * rows + rows + j] = sum_in_order(qparts + m + j, nb, 2 * m);
+        }
+}
+
 namespace {
 // o[lo, hi) = sum_j (ta[j] s_j + tb[j] y_j), accumulated from 0 in T, j = 0, 1, ...
 template <typename T>
@@ -509,6 +565,9 @@ int64_t parallel_min() { return kParallelMin; }
                                       int64_t);                                             \
     template void rows_gram_at<T>(double*, const T*, const T*, const int64_t*, int64_t,    \
                                   int64_t, int64_t, const T*);                             \
+    template void gram_blocks<T>(double*, double*, double*, const T*, const T*,              \
+                                 const int64_t*, int64_t, int64_t, int64_t, int64_t,         \
+                                 const uint8_t*, int64_t, const T*);                         \
     template double subspace_direct<T>(T*, T*, const T*, const T*, const double*,           \
                                        const double*, int64_t, const T*, const T*, const T*, \
                                        const T*, const T*, const T*, double, int64_t);       \

@@ -108,6 +108,24 @@ template <typename T>
 void rows_gram_at(double* out, const T* s, const T* y, const int64_t* idx, int64_t na,
                   int64_t rows, int64_t n, const T* q = nullptr);
 
+// gram_blocks: rows_gram_at summed by the blocks of x (the kReduceBlock blocks of [0, n)), not
+// of the list idx, each block's partials kept between calls, so that an L-BFGS-B iteration
+// recomputes only what changed (the "formk" update of Byrd, Lu, Nocedal & Zhu) and a sharded run
+// (whose shards are whole blocks of x) gets the one-process bits. idx is strictly increasing.
+// parts (num_blocks(n) x 3 m m, float64) holds per block b the Gram matrices of the storage rows
+// (i, j < rows, row stride m) over the idx entries in b: [S S^T | S Y^T | Y Y^T], each entry the
+// blocked sum over the block's gathered entries in increasing order (blocked_sum.h's lanes by
+// position in that sub-list). A block with redo[b] != 0 is recomputed whole; otherwise only the
+// row and column `row` of its three matrices (row >= 0), or nothing (row < 0): the other entries
+// must hold the partials of the same idx entries and rows from an earlier call. With q (na
+// values, q[e] belonging to idx[e]), qparts (num_blocks(n) x 2 m) gets per block [S q | Y q] over
+// the block's entries. out = the blocks' partials of the rows x rows matrices added in block
+// order from 0.0, three row-major rows x rows blocks as rows_gram_at; with q, then 2 rows dots.
+template <typename T>
+void gram_blocks(double* out, double* parts, double* qparts, const T* s, const T* y,
+                 const int64_t* idx, int64_t na, int64_t m, int64_t rows, int64_t n,
+                 const uint8_t* redo, int64_t row, const T* q = nullptr);
+
 // rows_axpy: out[i] = sum_j (a[j] s_j[i] + b[j] y_j[i]), accumulated in T from 0 in the order
 // j = 0 .. rows - 1, s term before y term (a and b cast to T once).
 template <typename T>

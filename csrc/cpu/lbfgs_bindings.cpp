@@ -252,6 +252,72 @@ py::object rows_gram_at(py::handle s_h, py::handle y_h,
     return py::make_tuple(gram, dots);
 }
 
+// A float64 C-contiguous writable (rows, cols) array, checked by name.
+double* f64_table(py::handle h, const char* name, int64_t rows, int64_t cols) {
+    if (!py::isinstance<py::array>(h))
+        throw py::type_error(std::string(name) + " must be a numpy.ndarray");
+    py::array a = py::reinterpret_borrow<py::array>(h);
+    if (!a.dtype().is(py::dtype::of<double>()))
+        throw py::type_error(std::string(name) + " must have dtype float64");
+    if (!(a.flags() & py::array::c_style) || !a.writeable())
+        throw py::value_error(std::string(name) + " must be C-contiguous and writable");
+    if (a.ndim() != 2 || a.shape(0) != rows || a.shape(1) != cols)
+        throw py::value_error(std::string(name) + " must have shape (" + std::to_string(rows) +
+                              ", " + std::to_string(cols) + ")");
+    return static_cast<double*>(a.mutable_data());
+}
+
+py::object gram_blocks(py::handle parts_h, py::handle qparts_h, py::handle s_h, py::handle y_h,
+                       py::array_t<int64_t, py::array::c_style | py::array::forcecast> idx,
+                       int64_t rows, py::array_t<uint8_t, py::array::c_style | py::array::forcecast> redo,
+                       int64_t row, py::handle q_h) {
+    const Array s = array_arg(s_h, "s", false);
+    const Array y = array_arg(y_h, "y", false, &s);
+    if (s.ndim() != 2 || s.dim(0) < 1)
+        throw py::value_error("s must have shape (m, n) with m >= 1, got " + s.shape());
+    same_shape(y, s);
+    const int64_t m = s.dim(0), n = s.dim(1), nb = (n + fusedopt::cpu::kReduceBlock - 1) /
+                                                  fusedopt::cpu::kReduceBlock;
+    if (rows < 0 || rows > m)
+        throw py::value_error("rows must be in [0, " + std::to_string(m) + "], got " +
+                              std::to_string(rows));
+    if (row < -1 || row >= rows)
+        throw py::value_error("row must be -1 or in [0, rows), got " + std::to_string(row));
+    if (idx.ndim() != 1) throw py::value_error("idx must be 1-D");
+    const int64_t na = idx.shape(0);
+    const int64_t* ix = idx.data();
+    for (int64_t e = 0; e < na; ++e) {
+        if (ix[e] < 0 || ix[e] >= n)
+            throw py::value_error("idx: index " + std::to_string(ix[e]) + " out of [0, " +
+                                  std::to_string(n) + ")");
+        if (e && ix[e] <= ix[e - 1]) throw py::value_error("idx must be strictly increasing");
+    }
+    if (redo.ndim() != 1 || redo.shape(0) != nb)
+        throw py::value_error("redo must be 1-D with one flag per block (" + std::to_string(nb) +
+                              ")");
+    double* parts = f64_table(parts_h, "parts", nb, 3 * m * m);
+    const bool has_q = !q_h.is_none();
+    double* qparts = has_q ? f64_table(qparts_h, "qparts", nb, 2 * m) : nullptr;
+    const Array q = has_q ? array_arg(q_h, "q", false, &s) : s;
+    if (has_q && (q.ndim() != 1 || q.size != na))
+        throw py::value_error("q must be 1-D with len(idx) = " + std::to_string(na) +
+                              " elements, got " + q.shape());
+    std::vector<double> o(static_cast<size_t>(3 * rows * rows + (has_q ? 2 * rows : 0)));
+    by_dtype(s, [&](auto zero) {
+        using T = decltype(zero);
+        fusedopt::NoGil nogil;
+        lb::gram_blocks(o.data(), parts, qparts, static_cast<const T*>(s.data()),
+                        static_cast<const T*>(y.data()), ix, na, m, rows, n, redo.data(), row,
+                        has_q ? static_cast<const T*>(q.data()) : nullptr);
+    });
+    py::array_t<double> gram({int64_t(3), rows, rows});
+    std::copy(o.begin(), o.begin() + 3 * rows * rows, gram.mutable_data());
+    if (!has_q) return std::move(gram);
+    py::array_t<double> dots(2 * rows);
+    std::copy(o.begin() + 3 * rows * rows, o.end(), dots.mutable_data());
+    return py::make_tuple(gram, dots);
+}
+
 // The coefficient vectors of a combination of history rows: float64, 1-D, >= rows elements.
 void coefficients(const Array& c, int64_t rows) {
     if (c.dtype != DType::kFloat64)
@@ -660,6 +726,15 @@ void register_lbfgs(py::module_& m) {
           " idx, as a (3, rows, rows) float64 array, in one pass (blocked sums: same bits for any"
           " thread count). With q (len(idx) values of s's dtype): a tuple (that array, "
           "[s_j[idx] . q] + [y_j[idx] . q]), taken in the same pass.");
+    m.def("lbfgsb_gram_blocks", &gram_blocks, py::arg("parts"), py::arg("qparts"), py::arg("s"),
+          py::arg("y"), py::arg("idx"), py::arg("rows"), py::arg("redo"), py::arg("row") = -1,
+          py::arg("q") = py::none(),
+          "lbfgsb_rows_gram_at summed by the 16384-element blocks of x (idx strictly increasing)"
+          ", the blocks' partials kept in parts (num_blocks x 3 m m, float64: S S^T, S Y^T, "
+          "Y Y^T of the storage rows, row stride m): blocks with redo[b] != 0 are recomputed, "
+          "the others only in row and column `row` (row >= 0), then the partials of the first "
+          "rows rows are added in block order. With q: qparts (num_blocks x 2 m) gets the "
+          "blocks' [S q | Y q] and the result is a tuple (gram, dots) as lbfgsb_rows_gram_at's.");
     m.def("lbfgsb_reduced_gradient", &reduced_gradient, py::arg("r"), py::arg("s"),
           py::arg("y"), py::arg("a"), py::arg("b"), py::arg("rows"), py::arg("xc"), py::arg("x"),
           py::arg("g"), py::arg("t"), py::arg("theta"),

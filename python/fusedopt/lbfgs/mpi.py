@@ -365,27 +365,19 @@ class ShardVec:
         CoreVec.subspace_direct(xbar, du, s, y, a, b, rows, xc, x, g, t, lo, hi, theta)
         return self.dot(g, np.subtract(xbar, x))
 
-    def rows_gram_at(self, s, y, idx, rows, q=None):
-        """The Gram matrices over the variables ``idx`` (local indices, increasing), and with q
-        (values at idx) [S q] + [Y q], as sums of per-block parts over the blocks of x, added
-        in block order: the same bits on any number of ranks. Not those of one process, whose
-        kernel sums by blocks of the list idx: a block of that list spans ranks, and a blocked
-        sum cannot be split into parts and joined with the same bits."""
-        nb = self.net.nb[self.net.rank]
+    def gram_blocks(self, parts, qparts, s, y, idx, rows, redo, row=-1, q=None):
+        """``CoreVec.gram_blocks`` on the rank's blocks (idx: local indices, increasing), whose
+        partials (the Gram matrices, and with q [S q] + [Y q], per block of x) are gathered and
+        added in block order: the bits of the one-process kernel, which sums by the same blocks,
+        on any number of ranks."""
+        CoreVec.gram_blocks(parts, qparts, s, y, idx, rows, redo, row, q)
+        m = s.shape[0]
+        nb = parts.shape[0]
+        mine = parts.reshape(nb, 3, m, m)[:, :, :rows, :rows].reshape(nb, -1)
+        if q is not None:
+            mine = np.hstack([mine, qparts[:, :rows], qparts[:, m:m + rows]])
+        sums = self.net.gather_blocks([0.0], np.ascontiguousarray(mine))[1]
         kk = 3 * rows * rows
-        cuts = np.searchsorted(idx, np.arange(nb + 1) * BLOCK)
-        parts = np.zeros((nb, kk + (0 if q is None else 2 * rows)))
-        for b in range(nb):
-            lo, hi = cuts[b], cuts[b + 1]
-            if hi > lo:
-                at = np.ascontiguousarray(idx[lo:hi])
-                got = CoreVec.rows_gram_at(s, y, at, rows) if q is None else \
-                    CoreVec.rows_gram_at(s, y, at, rows, np.ascontiguousarray(q[lo:hi]))
-                gram, dots = (got, None) if q is None else got
-                parts[b, :kk] = np.asarray(gram).reshape(-1)
-                if q is not None:
-                    parts[b, kk:] = dots
-        sums = self.net.gather_blocks([0.0], parts)[1]
         gram = sums[:kk].reshape(3, rows, rows)
         return gram if q is None else (gram, sums[kk:])
 
