@@ -830,3 +830,68 @@ def test_gram_blocks_argument_checks():
         with pytest.raises(exc, match=match):
             _core.lbfgsb_gram_blocks(*args)
         assert not parts.any() and not qparts.any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_step_in_box_is_axpby_then_clip(dtype):
+    """lbfgsb_step_in_box: the bits of x + t d (lbfgs_axpby) then numpy.clip, signed zeros at
+    a zero bound, NaN, infinite bounds and lo == hi included, for any thread count; in place."""
+    from fusedopt import _core
+    rng = np.random.default_rng(24)
+    n = N_PAR
+    x = rng.uniform(-2, 2, n).astype(dtype)
+    d = rng.standard_normal(n).astype(dtype)
+    lo = np.where(rng.uniform(size=n) < 0.5, -1.0, -np.inf).astype(dtype)
+    hi = np.where(rng.uniform(size=n) < 0.5, 1.0, np.inf).astype(dtype)
+    lo[:40] = hi[:40] = 0.0
+    x[:20], d[:20] = -0.0, -0.0                 # x + t d = -0.0 against the bounds 0.0
+    lo[40:60] = -0.0
+    x[40:60], d[40:60] = 0.0, 0.0               # +0.0 against lo = -0.0
+    x[60:70] = np.nan
+    d[70:80] = np.inf
+    t = 0.37
+    want = np.empty(n, dtype)
+    _core.lbfgs_axpby(want, 1.0, x, t, d)
+    want = np.clip(want, lo, hi)
+    assert not np.signbit(want[:20]).any() and np.signbit(want[40:60]).all()   # the ties
+    assert np.isnan(want[60:70]).all() and (want[70:80] >= 1).all()
+
+    def run():
+        out = np.empty(n, dtype)
+        _core.lbfgsb_step_in_box(out, x, t, d, lo, hi)
+        return out
+    for got in _threads(run):
+        assert got.tobytes() == want.tobytes()
+    inplace = x.copy()
+    _core.lbfgsb_step_in_box(inplace, inplace, t, d, lo, hi)
+    assert inplace.tobytes() == want.tobytes()
+    with pytest.raises(ValueError, match="d"):
+        _core.lbfgsb_step_in_box(np.empty(n, dtype), x, t, d[:-1], lo, hi)
+    with pytest.raises(ValueError, match="alias|shares"):
+        _core.lbfgsb_step_in_box(d, x, t, d, lo, hi)
+
+
+def test_direction_pass_gd_is_the_dot_of_g_and_d():
+    """g . d taken in the subspace pass (reused by the line search) has the bits of
+    ``lbfgs_dot(g, d)``; the projected-gradient norm kept per iterate is the kernel's."""
+    from fusedopt import _core
+    from fusedopt.benchmarks.lbfgs import ext_rosenbrock, ext_rosenbrock_bounds, ext_rosenbrock_x0
+    from fusedopt.lbfgs import lbfgsb
+    from fusedopt.lbfgs.bounds import Box
+    from fusedopt.lbfgs.solver import _Objective
+    n = 3 * 16384 + 10
+    lo, hi = ext_rosenbrock_bounds(n)
+    box = Box(np.asarray(lo, np.float64), np.asarray(hi, np.float64))
+    solver = lbfgsb.BoundedSolver(_Objective(ext_rosenbrock, (n,)), box.project(
+        np.empty(n), ext_rosenbrock_x0(n)), box, 5)
+    solver.evaluate_start()
+    reused = 0
+    for _ in range(12):
+        solver._direction()
+        if solver._gd is not None:
+            reused += 1
+            assert solver._gd == _core.lbfgs_dot(solver.g, solver.d)
+        assert solver.iterate() is None
+        pg = solver.projected_gradient_norm()
+        assert pg == _core.lbfgsb_projected_amax(solver.x, solver.g, box.lo, box.hi)
+    assert reused >= 6

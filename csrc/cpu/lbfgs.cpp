@@ -141,6 +141,20 @@ void axpby(T* out, double a, const T* x, double b, const T* y, int64_t n) {
     });
 }
 
+template <typename T>
+void step_in_box(T* out, const T* x, double t, const T* d, const T* lo, const T* hi, int64_t n) {
+    const T tt = static_cast<T>(t);
+    parallel_chunks(num_blocks(n), lbfgs_threads(n), [&](int64_t blk) {
+        const int64_t b0 = blk * kReduceBlock, b1 = std::min(n, b0 + kReduceBlock);
+        for (int64_t i = b0; i < b1; ++i) {
+            // NumPy's clip: NaN kept, max before min, ties (0.0 and -0.0) to the bound
+            T v = x[i] + tt * d[i];
+            v = (v != v || v > lo[i]) ? v : lo[i];
+            out[i] = (v != v || v < hi[i]) ? v : hi[i];
+        }
+    });
+}
+
 namespace {
 // max |val(i)| over [0, n) as float64, NaN if any is NaN: blocks in parallel, then in order.
 template <typename T, typename Val>
@@ -552,6 +566,7 @@ int64_t parallel_min() { return kParallelMin; }
     template double dot<T>(const T*, const T*, int64_t);                                \
     template void axpby<T>(T*, double, const T*, double, const T*, int64_t);            \
     template double amax<T>(const T*, int64_t);                                          \
+    template void step_in_box<T>(T*, const T*, double, const T*, const T*, const T*, int64_t); \
     template void rows_dots<T>(double*, const T*, const T*, const T*, const T*, int64_t,   \
                                int64_t);                                                  \
     template void rows_dots_many<T>(double*, const T*, const T*, const T* const*, int64_t,  \

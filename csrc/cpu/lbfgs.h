@@ -108,6 +108,11 @@ template <typename T>
 void rows_gram_at(double* out, const T* s, const T* y, const int64_t* idx, int64_t na,
                   int64_t rows, int64_t n, const T* q = nullptr);
 
+// step_in_box: out = clip(x + t d, lo, hi), NumPy's np.clip of axpby's x + t d bit for bit (t
+// cast to T; NaN kept; a tie with a bound, 0.0 against -0.0, gives the bound); out may be x.
+template <typename T>
+void step_in_box(T* out, const T* x, double t, const T* d, const T* lo, const T* hi, int64_t n);
+
 // gram_blocks: rows_gram_at summed by the blocks of x (the kReduceBlock blocks of [0, n)), not
 // of the list idx, each block's partials kept between calls, so that an L-BFGS-B iteration
 // recomputes only what changed (the "formk" update of Byrd, Lu, Nocedal & Zhu) and a sharded run

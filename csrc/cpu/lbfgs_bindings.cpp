@@ -397,6 +397,25 @@ double max_step(py::handle x, py::handle d, py::handle lo, py::handle hi) {
     return box_reduce(x, d, lo, hi, "d", [](auto... a) { return lb::max_step(a...); });
 }
 
+void step_in_box(py::handle out_h, py::handle x_h, double t, py::handle d_h, py::handle lo_h,
+                 py::handle hi_h) {
+    const Array out = array_arg(out_h, "out", true);
+    const Array x = array_arg(x_h, "x", false, &out);
+    const Array d = array_arg(d_h, "d", false, &out);
+    const Array lo = array_arg(lo_h, "lo", false, &out);
+    const Array hi = array_arg(hi_h, "hi", false, &out);
+    for (const Array* in : {&x, &d, &lo, &hi}) same_size(*in, out);
+    no_overlap(out, x, true);
+    for (const Array* in : {&d, &lo, &hi}) no_overlap(out, *in);
+    by_dtype(out, [&](auto zero) {
+        using T = decltype(zero);
+        fusedopt::NoGil nogil;
+        lb::step_in_box(static_cast<T*>(out.data()), static_cast<const T*>(x.data()), t,
+                        static_cast<const T*>(d.data()), static_cast<const T*>(lo.data()),
+                        static_cast<const T*>(hi.data()), out.size);
+    });
+}
+
 py::array_t<double> reduced_gradient(py::handle r_h, py::handle s_h, py::handle y_h,
                                      py::handle a_h, py::handle b_h, int64_t rows,
                                      py::handle xc_h, py::handle x_h, py::handle g_h,
@@ -762,6 +781,10 @@ void register_lbfgs(py::module_& m) {
           "(inf: none, -1: held); returns d.d (float64).");
     m.def("lbfgsb_projected_amax", &projected_amax, py::arg("x"), py::arg("g"), py::arg("lo"),
           py::arg("hi"), "L-BFGS-B's projected-gradient norm (SciPy's projgr) in one pass.");
+    m.def("lbfgsb_step_in_box", &step_in_box, py::arg("out"), py::arg("x"), py::arg("t"),
+          py::arg("d"), py::arg("lo"), py::arg("hi"),
+          "out = numpy.clip(x + t d, lo, hi) in one pass, bit for bit (t cast to x's dtype); "
+          "out may be x itself.");
     m.def("lbfgsb_max_step", &max_step, py::arg("x"), py::arg("d"), py::arg("lo"), py::arg("hi"),
           "The largest t >= 0 with lo <= x + t d <= hi (inf if unlimited), in one pass.");
     m.def("lbfgsb_cauchy_path", &cauchy_path, py::arg("xc"), py::arg("d"), py::arg("t"),

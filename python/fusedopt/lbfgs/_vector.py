@@ -66,6 +66,12 @@ class CoreVec:
         return _core.lbfgsb_rows_dots(s, y, v, rows, w)
 
     @staticmethod
+    def step_in_box(out, x, t, d, lo, hi):
+        """out = numpy.clip(x + t d, lo, hi) in one pass (the bits of axpby, then clip)."""
+        _core.lbfgsb_step_in_box(out, x, t, d, lo, hi)
+        return out
+
+    @staticmethod
     def gram_blocks(parts, qparts, s, y, idx, rows, redo, row=-1, q=None):
         """``rows_gram_at`` summed by the blocks of x from the per-block partials ``parts``
         (and ``qparts`` with q), which it brings up to date: the blocks flagged in ``redo``
