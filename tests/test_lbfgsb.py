@@ -765,10 +765,17 @@ def test_gram_blocks_updates_have_the_bits_of_a_fresh_sum(dtype):
         flags = changed_blocks(idx, new, nb)
         assert flags.tolist() == [int(b == blk) for b in range(nb)]
         q = rng.standard_normal(new.size).astype(dtype)
+        q[rng.uniform(size=q.size) < 0.7] = 0                    # zeros: skipped, same bits
         gram, dots = _core.lbfgsb_gram_blocks(parts, qparts, s, y, new, rows, flags, r, q)
         want, want_q = reference.lbfgsb_gram_at(s, y, new, rows, q)
         assert gram.tobytes() == want.tobytes(), step
         assert dots.tobytes() == want_q.tobytes(), step
+        # nothing new: only q's dots (from the entries with q != 0), the Gram unchanged
+        q2 = np.where(rng.uniform(size=q.size) < 0.5, 0, q).astype(dtype)
+        gram2, dots2 = _core.lbfgsb_gram_blocks(parts, qparts, s, y, new, rows,
+                                                np.zeros(nb, np.uint8), -1, q2)
+        assert gram2.tobytes() == want.tobytes(), step
+        assert dots2.tobytes() == reference.lbfgsb_gram_at(s, y, new, rows, q2)[1].tobytes()
         idx = new
     assert changed_blocks(idx, idx.copy(), nb).tolist() == [0] * nb
 
@@ -797,6 +804,9 @@ def test_gram_w_at_incremental_equals_fresh():
             mask[16384:16384 + 500] = ~mask[16384:16384 + 500]
             idx = np.flatnonzero(mask)
         q = rng.standard_normal(idx.size)
+        q[::3] = 0.0                            # held from the start: no term
+        if step % 2:
+            cf.wt_dots(rng.standard_normal(n))  # the new pair's row in the first pass
         fresh = CompactForm(n, m, np.float64)
         for r in cf.order():
             fresh.push(cf.s[r], cf.y[r], float(cf.s[r] @ cf.y[r]))
@@ -895,3 +905,40 @@ def test_direction_pass_gd_is_the_dot_of_g_and_d():
         pg = solver.projected_gradient_norm()
         assert pg == _core.lbfgsb_projected_amax(solver.x, solver.g, box.lo, box.hi)
     assert reused >= 6
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, p", [(3 * 16384 + 777, 0.3), (N_PAR, 0.2), (9, 0.5)])
+def test_rows_dots_many_gram_row_is_the_gram_blocks_update(dtype, n, p):
+    """The new pair's Gram row taken in the first pass (lbfgsb_rows_dots_many with parts, idx,
+    row) leaves the partials of lbfgsb_gram_blocks(..., redo = 0, row), bit for bit, for any
+    thread count, and the dots of the pass unchanged."""
+    from fusedopt import _core
+    rng = np.random.default_rng(25)
+    m, rows = 4, 4
+    s, y, idx = _gram_case(rng, dtype, m, n, p)
+    vs = [rng.standard_normal(n).astype(dtype) for _ in range(2)]
+    parts0, _, nb = _gram_tables(n, m)
+    _core.lbfgsb_gram_blocks(parts0, None, s, y, idx, rows, np.ones(nb, np.uint8))
+    for row in (0, 2):
+        s[row] = rng.standard_normal(n).astype(dtype)
+        y[row] = rng.standard_normal(n).astype(dtype)
+        want = parts0.copy()
+        _core.lbfgsb_gram_blocks(want, None, s, y, idx, rows, np.zeros(nb, np.uint8), row)
+        assert not np.array_equal(want, parts0)
+
+        def run():
+            parts = parts0.copy()
+            dots = _core.lbfgsb_rows_dots_many(s, y, vs, rows, parts, idx, row)
+            return dots, parts
+        plain = _core.lbfgsb_rows_dots_many(s, y, vs, rows)
+        for dots, parts in _threads(run):
+            assert dots.tobytes() == plain.tobytes()
+            assert parts.tobytes() == want.tobytes()
+        parts0 = want
+    with pytest.raises(ValueError, match="row"):
+        _core.lbfgsb_rows_dots_many(s, y, vs, rows, parts0, idx, rows)
+    with pytest.raises(ValueError, match="idx"):
+        _core.lbfgsb_rows_dots_many(s, y, vs, rows, parts0, idx[::-1], 0)
+    with pytest.raises(ValueError, match="parts"):
+        _core.lbfgsb_rows_dots_many(s, y, vs, rows, parts0[:-1], idx, 0)

@@ -94,9 +94,20 @@ void rows_dots(double* out, const T* s, const T* y, const T* v, const T* w, int6
 
 // rows_dots_many: the same for nv vectors vs[q], one pass: out[2 rows q + j] = s_j . vs[q],
 // out[2 rows q + rows + j] = y_j . vs[q] (rows_dots is the case {v, w}).
+// With gr (not null), the same pass also brings the Gram partials of gram_blocks up to date
+// in row and column gr->row (a new pair), over the list gr->idx (strictly increasing): per block
+// of x, the bits of gram_blocks(..., redo = 0, row) -- the gather happens while the block's
+// piece of every row is in cache, so the update costs no pass of its own.
+struct GramRow {
+    double* parts;        // num_blocks(n) x 3 m m, as gram_blocks
+    int64_t m;            // rows of the storage (the row stride of parts)
+    const int64_t* idx;   // the list, na entries
+    int64_t na;
+    int64_t row;          // 0 <= row < rows
+};
 template <typename T>
 void rows_dots_many(double* out, const T* s, const T* y, const T* const* vs, int64_t nv,
-                    int64_t rows, int64_t n);
+                    int64_t rows, int64_t n, const GramRow* gr = nullptr);
 
 // rows_gram_at: the Gram matrices of the first `rows` rows over the columns idx[0..na) of s and
 // y (the history at some variables), out = [S S^T, S Y^T, Y Y^T] as three row-major rows x rows
@@ -124,7 +135,8 @@ void step_in_box(T* out, const T* x, double t, const T* d, const T* lo, const T*
 // row and column `row` of its three matrices (row >= 0), or nothing (row < 0): the other entries
 // must hold the partials of the same idx entries and rows from an earlier call. With q (na
 // values, q[e] belonging to idx[e]), qparts (num_blocks(n) x 2 m) gets per block [S q | Y q] over
-// the block's entries. out = the blocks' partials of the rows x rows matrices added in block
+// the block's entries (where nothing else is recomputed, only the entries with q != 0 are read:
+// the others add zeros to their lanes, the history being finite). out = the blocks' partials of the rows x rows matrices added in block
 // order from 0.0, three row-major rows x rows blocks as rows_gram_at; with q, then 2 rows dots.
 template <typename T>
 void gram_blocks(double* out, double* parts, double* qparts, const T* s, const T* y,

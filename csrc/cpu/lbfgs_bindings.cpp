@@ -186,8 +186,40 @@ py::array_t<double> rows_dots(py::handle s_h, py::handle y_h, py::handle v_h, in
     return out;
 }
 
+// A float64 C-contiguous writable (rows, cols) array, checked by name.
+double* f64_table(py::handle h, const char* name, int64_t rows, int64_t cols) {
+    if (!py::isinstance<py::array>(h))
+        throw py::type_error(std::string(name) + " must be a numpy.ndarray");
+    py::array a = py::reinterpret_borrow<py::array>(h);
+    if (!a.dtype().is(py::dtype::of<double>()))
+        throw py::type_error(std::string(name) + " must have dtype float64");
+    if (!(a.flags() & py::array::c_style) || !a.writeable())
+        throw py::value_error(std::string(name) + " must be C-contiguous and writable");
+    if (a.ndim() != 2 || a.shape(0) != rows || a.shape(1) != cols)
+        throw py::value_error(std::string(name) + " must have shape (" + std::to_string(rows) +
+                              ", " + std::to_string(cols) + ")");
+    return static_cast<double*>(a.mutable_data());
+}
+
+// idx as a strictly increasing int64 index list into [0, n) (ValueError naming idx otherwise).
+py::array_t<int64_t, py::array::c_style | py::array::forcecast> sorted_index(py::handle h,
+                                                                             int64_t n) {
+    auto idx = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(h);
+    if (!idx) throw py::type_error("idx must be an array of integers");
+    if (idx.ndim() != 1) throw py::value_error("idx must be 1-D");
+    const int64_t* ix = idx.data();
+    for (int64_t e = 0; e < idx.shape(0); ++e) {
+        if (ix[e] < 0 || ix[e] >= n)
+            throw py::value_error("idx: index " + std::to_string(ix[e]) + " out of [0, " +
+                                  std::to_string(n) + ")");
+        if (e && ix[e] <= ix[e - 1]) throw py::value_error("idx must be strictly increasing");
+    }
+    return idx;
+}
+
 py::array_t<double> rows_dots_many(py::handle s_h, py::handle y_h, py::sequence vs_h,
-                                   int64_t rows) {
+                                   int64_t rows, py::handle parts_h, py::handle idx_h,
+                                   int64_t row) {
     const int64_t nv = static_cast<int64_t>(py::len(vs_h));
     if (nv < 1) throw py::value_error("vs must hold at least one vector");
     std::vector<Array> vs;
@@ -200,6 +232,23 @@ py::array_t<double> rows_dots_many(py::handle s_h, py::handle y_h, py::sequence 
     const Array s = array_arg(s_h, "s", false, &vs[0]);
     const Array y = array_arg(y_h, "y", false, &vs[0]);
     history_rows(s, y, vs[0], rows);
+    const int64_t n = vs[0].size;
+    lb::GramRow gr{};
+    py::array_t<int64_t, py::array::c_style | py::array::forcecast> idx;
+    const bool with_gram = !parts_h.is_none();
+    if (with_gram) {
+        if (idx_h.is_none()) throw py::value_error("idx is required with parts");
+        if (row < 0 || row >= rows)
+            throw py::value_error("row must be in [0, rows) with parts, got " +
+                                  std::to_string(row));
+        idx = sorted_index(idx_h, n);
+        gr.m = s.dim(0);
+        gr.parts = f64_table(parts_h, "parts", (n + fusedopt::cpu::kReduceBlock - 1) /
+                                                   fusedopt::cpu::kReduceBlock, 3 * gr.m * gr.m);
+        gr.idx = idx.data();
+        gr.na = idx.shape(0);
+        gr.row = row;
+    }
     py::array_t<double> out(2 * nv * rows);
     double* o = out.mutable_data();
     by_dtype(vs[0], [&](auto zero) {
@@ -208,7 +257,7 @@ py::array_t<double> rows_dots_many(py::handle s_h, py::handle y_h, py::sequence 
         for (const Array& v : vs) ptr.push_back(static_cast<const T*>(v.data()));
         fusedopt::NoGil nogil;
         lb::rows_dots_many(o, static_cast<const T*>(s.data()), static_cast<const T*>(y.data()),
-                           ptr.data(), nv, rows, vs[0].size);
+                           ptr.data(), nv, rows, n, with_gram ? &gr : nullptr);
     });
     return out;
 }
@@ -252,24 +301,8 @@ py::object rows_gram_at(py::handle s_h, py::handle y_h,
     return py::make_tuple(gram, dots);
 }
 
-// A float64 C-contiguous writable (rows, cols) array, checked by name.
-double* f64_table(py::handle h, const char* name, int64_t rows, int64_t cols) {
-    if (!py::isinstance<py::array>(h))
-        throw py::type_error(std::string(name) + " must be a numpy.ndarray");
-    py::array a = py::reinterpret_borrow<py::array>(h);
-    if (!a.dtype().is(py::dtype::of<double>()))
-        throw py::type_error(std::string(name) + " must have dtype float64");
-    if (!(a.flags() & py::array::c_style) || !a.writeable())
-        throw py::value_error(std::string(name) + " must be C-contiguous and writable");
-    if (a.ndim() != 2 || a.shape(0) != rows || a.shape(1) != cols)
-        throw py::value_error(std::string(name) + " must have shape (" + std::to_string(rows) +
-                              ", " + std::to_string(cols) + ")");
-    return static_cast<double*>(a.mutable_data());
-}
-
 py::object gram_blocks(py::handle parts_h, py::handle qparts_h, py::handle s_h, py::handle y_h,
-                       py::array_t<int64_t, py::array::c_style | py::array::forcecast> idx,
-                       int64_t rows, py::array_t<uint8_t, py::array::c_style | py::array::forcecast> redo,
+                       py::handle idx_h, int64_t rows, py::array_t<uint8_t, py::array::c_style | py::array::forcecast> redo,
                        int64_t row, py::handle q_h) {
     const Array s = array_arg(s_h, "s", false);
     const Array y = array_arg(y_h, "y", false, &s);
@@ -283,15 +316,9 @@ py::object gram_blocks(py::handle parts_h, py::handle qparts_h, py::handle s_h, 
                               std::to_string(rows));
     if (row < -1 || row >= rows)
         throw py::value_error("row must be -1 or in [0, rows), got " + std::to_string(row));
-    if (idx.ndim() != 1) throw py::value_error("idx must be 1-D");
+    const auto idx = sorted_index(idx_h, n);
     const int64_t na = idx.shape(0);
     const int64_t* ix = idx.data();
-    for (int64_t e = 0; e < na; ++e) {
-        if (ix[e] < 0 || ix[e] >= n)
-            throw py::value_error("idx: index " + std::to_string(ix[e]) + " out of [0, " +
-                                  std::to_string(n) + ")");
-        if (e && ix[e] <= ix[e - 1]) throw py::value_error("idx must be strictly increasing");
-    }
     if (redo.ndim() != 1 || redo.shape(0) != nb)
         throw py::value_error("redo must be 1-D with one flag per block (" + std::to_string(nb) +
                               ")");
@@ -736,9 +763,12 @@ void register_lbfgs(py::module_& m) {
           " rows of the (m, n) arrays s, y, in one pass (float64 blocked sums: same bits for any"
           " thread count).");
     m.def("lbfgsb_rows_dots_many", &rows_dots_many, py::arg("s"), py::arg("y"), py::arg("vs"),
-          py::arg("rows"),
+          py::arg("rows"), py::arg("parts") = py::none(), py::arg("idx") = py::none(),
+          py::arg("row") = -1,
           "[s_j . v] + [y_j . v] for each v of the sequence vs in turn, over the first rows rows"
-          " of s, y, in one pass (the bits of lbfgsb_rows_dots).");
+          " of s, y, in one pass (the bits of lbfgsb_rows_dots). With parts, idx and row: the "
+          "same pass also updates lbfgsb_gram_blocks's partials over idx in row and column row "
+          "(the bits of lbfgsb_gram_blocks(..., redo = 0, row)).");
     m.def("lbfgsb_rows_gram_at", &rows_gram_at, py::arg("s"), py::arg("y"), py::arg("idx"),
           py::arg("rows"), py::arg("q") = py::none(),
           "(S S^T, S Y^T, Y Y^T) of the first rows rows of the (m, n) arrays s, y over the columns"

@@ -79,9 +79,13 @@ class CoreVec:
         return _core.lbfgsb_gram_blocks(parts, qparts, s, y, idx, rows, redo, row, q)
 
     @staticmethod
-    def rows_dots_many(s, y, vs, rows):
-        """[s_j . v] + [y_j . v] for each v in vs, over the first ``rows`` rows, one pass."""
-        return _core.lbfgsb_rows_dots_many(s, y, vs, rows)
+    def rows_dots_many(s, y, vs, rows, gram=None):
+        """[s_j . v] + [y_j . v] for each v in vs, over the first ``rows`` rows, one pass; with
+        gram = (parts, idx, row), the same pass updates ``gram_blocks``'s partials in row and
+        column ``row``."""
+        if gram is None:
+            return _core.lbfgsb_rows_dots_many(s, y, vs, rows)
+        return _core.lbfgsb_rows_dots_many(s, y, vs, rows, *gram)
 
     @staticmethod
     def subspace_direct(xbar, du, s, y, a, b, rows, xc, x, g, t, lo, hi, theta) -> float:

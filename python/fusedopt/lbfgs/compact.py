@@ -19,8 +19,9 @@ Gram matrices or theta before that brings them up to date first (``_flush``).
 
 The Gram matrices over a subset A of the variables (L-BFGS-B's fixed set, ``gram_w_at``) are
 kept as per-block partials over the 16384-element blocks of x and updated as Byrd, Lu, Nocedal
-& Zhu's ``formk`` does: a new pair adds one row and column in every block, and only the blocks
-where A changed are summed again; the blocks are added in block order, so the result depends on
+& Zhu's ``formk`` does: a new pair adds one row and column in every block (taken over the last A
+in the next pass over the history, ``wt_dots``, while each piece of the rows is in cache), and
+only the blocks where A changed are summed again; W_A^T q then reads the entries with q != 0; the blocks are added in block order, so the result depends on
 A and the pairs alone (not on the history of updates), and a sharded run, whose shards are whole
 blocks, gets the same bits.
 """
@@ -132,11 +133,18 @@ class CompactForm:
 
     def wt_dots(self, *vs):
         """[W^T v for v in vs] (2k each, float64) in one pass over the history, which also takes
-        the pending pair's Gram row and column."""
+        the pending pair's Gram row and column, over every variable and (per block, for
+        ``gram_w_at``) over the last fixed set."""
         k = self.count
         r = self._pending
         if r >= 0:
-            d = self.vec.rows_dots_many(self.s, self.y, list(vs) + [self.s[r], self.y[r]], k)
+            gram = None
+            if self._at is not None and self._at_new == [r]:
+                # the Gram partials over the last fixed set get the new pair's row in this pass
+                gram = (self._at[1], self._at[0], r)
+                self._at_new = []
+            d = self.vec.rows_dots_many(self.s, self.y, list(vs) + [self.s[r], self.y[r]], k,
+                                        gram)
             n = 2 * k * len(vs)
             self._take_gram(d[n:n + 2 * k], d[n + 2 * k:])
         elif len(vs) == 1:

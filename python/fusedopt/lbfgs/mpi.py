@@ -350,9 +350,15 @@ class ShardVec:
 
     rows_axpy = staticmethod(CoreVec.rows_axpy)
 
-    def rows_dots_many(self, s, y, vs, rows):
+    def rows_dots_many(self, s, y, vs, rows, gram=None):
         """[s_j . v] + [y_j . v] for each v in ``vs``, one collective: the bits of
-        ``_core.lbfgsb_rows_dots_many`` on the whole vectors (its dots are ``lbfgs_dot``'s)."""
+        ``_core.lbfgsb_rows_dots_many`` on the whole vectors (its dots are ``lbfgs_dot``'s).
+        With gram = (parts, idx, row): the rank's Gram partials updated in that row (local,
+        ``CoreVec.gram_blocks``: the bits of the one-process fused pass)."""
+        if gram is not None:
+            parts, idx, row = gram
+            CoreVec.gram_blocks(parts, None, s, y, idx, rows, np.zeros(parts.shape[0], np.uint8),
+                                row)
         pairs = [(a[j], v) for v in vs for a in (s, y) for j in range(rows)]
         return self.dots(pairs)[1] if pairs else np.zeros(0)
 
