@@ -942,3 +942,23 @@ def test_rows_dots_many_gram_row_is_the_gram_blocks_update(dtype, n, p):
         _core.lbfgsb_rows_dots_many(s, y, vs, rows, parts0, idx[::-1], 0)
     with pytest.raises(ValueError, match="parts"):
         _core.lbfgsb_rows_dots_many(s, y, vs, rows, parts0[:-1], idx, 0)
+
+
+def test_bench_bounded_phases():
+    """The per-phase table of the bounded bench: every phase timed (the Cauchy point and both
+    history passes every iteration), the phases and the rest add up to the total, and the
+    timers are removed afterwards."""
+    from fusedopt.benchmarks import lbfgs as lbfgs_bench
+    from fusedopt.lbfgs._vector import CoreVec
+    from fusedopt.lbfgs.compact import CompactForm
+    before = [CompactForm.__dict__["wt_dots"], CoreVec.__dict__["cauchy_start"]]
+    title, table = lbfgs_bench.bounded_phases(3000)
+    assert "per phase" in title and "n=3e+03" in title
+    rows = {ln.rsplit(None, 1)[0].strip(): float(ln.rsplit(None, 1)[1])
+            for ln in table.splitlines()[2:]}
+    assert len(rows) == len(lbfgs_bench._PHASES) + 3
+    for label, _, _ in lbfgs_bench._PHASES[:3]:
+        assert rows[label] > 0, label
+    parts = sum(v for k, v in rows.items() if k not in ("objective (f and g)", "total outside f"))
+    assert parts == pytest.approx(rows["total outside f"], abs=0.02 * len(rows))
+    assert [CompactForm.__dict__["wt_dots"], CoreVec.__dict__["cauchy_start"]] == before
