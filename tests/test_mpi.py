@@ -312,12 +312,9 @@ def test_sharded_cauchy_point_equals_one_process_kernel(ranks):
 def test_sharded_bounded_direction_is_rank_count_independent(ranks, dt):
     """L-BFGS-B's direction (Cauchy point, subspace step, a pair pending) over K ranks has the
     bits of the same code on one rank (this process, ``MPI.COMM_SELF``), whatever K; its
-    rows_dots_many has the one-process kernel's bits. Against the one-process solver it agrees
-    to rounding only: the Gram matrices and W^T q over the fixed variables (``rows_gram_at``)
-    are summed by blocks of x on the ranks (a rank can only sum its own blocks) but by blocks
-    of the list of fixed variables in one process, and a blocked sum split into parts cannot
-    be rejoined with the same bits. Those 2k x 2k sums differ in the last bit (float64), so d
-    does by a few ulps of max |d|; float32 rounds that away here."""
+    rows_dots_many has the one-process kernel's bits. It also has the bits of the one-process
+    solver (issue 14): the Gram matrices and W^T q over the fixed variables, whose list crosses
+    the rank boundaries, are summed by blocks of x in both (``CompactForm.gram_w_at``)."""
     from mpi4py import MPI
 
     import lbfgs_cases
@@ -344,6 +341,7 @@ def test_sharded_bounded_direction_is_rank_count_independent(ranks, dt):
     assert ((x + d == lo) == (x + d1 == lo)).all() and ((x + d == hi) == (x + d1 == hi)).all()
     tol = 1e-13 if dt == np.float64 else 1e-6
     np.testing.assert_allclose(d1, d, rtol=0, atol=tol * np.abs(d).max())
+    assert same_bits(d1, d)
 
 
 def test_sharded_bounds_rosenbrock_matches_one_process(ranks):
@@ -410,28 +408,6 @@ def test_mismatched_ranks_are_detected_at_the_first_collective(ranks):
         assert "x0 (crc32) differs" in got["x0"], got["x0"]
         assert "shape differs" in got["n"], got["n"]
         assert "local_slice" in got["split"], got["split"]
-
-
-@pytest.mark.parametrize("dt", [np.float64, np.float32])
-def test_sharded_bounded_direction_has_one_process_bits(ranks, dt):
-    """Issue 14: L-BFGS-B's sharded direction has the bits of the one-process solver on any
-    rank count: the Gram matrices and W^T q over the fixed variables (whose list crosses the
-    rank boundaries) are summed by blocks of x in both (``CompactForm.gram_w_at``)."""
-    import lbfgs_cases
-    from fusedopt.lbfgs import lbfgsb
-    from fusedopt.lbfgs.bounds import Box
-    x, g, lo, hi, pairs = problems.cauchy_case(lbfgs_cases.DIR_N, dt)
-    empty = (lo == -np.inf) & (hi == -np.inf)
-    lo[empty] = hi[empty] = 0
-    solver = lbfgsb.BoundedSolver(None, x.copy(), Box(lo, hi), 4)
-    solver.g[:] = g
-    for s, y in pairs:
-        solver.cf.push(s, y, _core.lbfgs_dot(s, y))
-    solver._direction()
-    fixed = (solver.d == 0).sum()
-    assert 1000 < fixed < solver.d.size - 1000
-    for r, res in enumerate(case(ranks, "bounded_direction")):
-        assert same_bits(np.concatenate(res[np.dtype(dt).name]["d"]), solver.d), f"rank {r}"
 
 
 def test_sharded_bounds_iterates_have_one_process_bits(ranks):

@@ -270,6 +270,24 @@ void rows_dots(double* out, const T* s, const T* y, const T* v, const T* w, int6
     rows_dots_many(out, s, y, vs, w ? 2 : 1, rows, n);
 }
 
+namespace {
+// The first rows rows of s, then of y, at the columns at[0, len), gathered into a thread-local
+// buffer (rows x len each; valid until the next call on this thread).
+template <typename T>
+T* gather_at(const T* s, const T* y, const int64_t* at, int64_t len, int64_t rows, int64_t n) {
+    thread_local std::vector<T> buf;
+    buf.resize(static_cast<size_t>(2 * rows * len));
+    T* bs = buf.data();
+    T* by = bs + rows * len;
+    for (int64_t j = 0; j < rows; ++j)
+        for (int64_t e = 0; e < len; ++e) {
+            bs[j * len + e] = s[j * n + at[e]];
+            by[j * len + e] = y[j * n + at[e]];
+        }
+    return bs;
+}
+}  // namespace
+
 template <typename T>
 void rows_gram_at(double* out, const T* s, const T* y, const int64_t* idx, int64_t na,
                   int64_t rows, int64_t n, const T* q) {
@@ -277,15 +295,8 @@ void rows_gram_at(double* out, const T* s, const T* y, const int64_t* idx, int64
     if (rows == 0) return;
     const double* part = block_results_k(na, k, [&](int64_t lo, int64_t hi, double* pb) {
         const int64_t len = hi - lo;
-        thread_local std::vector<T> buf;
-        buf.resize(static_cast<size_t>(2 * rows * len));
-        T* bs = buf.data();             // rows x len: s at idx[lo, hi); then y
-        T* by = bs + rows * len;
-        for (int64_t j = 0; j < rows; ++j)
-            for (int64_t e = 0; e < len; ++e) {
-                bs[j * len + e] = s[j * n + idx[lo + e]];
-                by[j * len + e] = y[j * n + idx[lo + e]];
-            }
+        T* bs = gather_at(s, y, idx + lo, len, rows, n);   // rows x len: s at idx[lo, hi)
+        T* by = bs + rows * len;                              // then y
         // S S^T and Y Y^T are symmetric: the upper triangle, mirrored (a . b and b . a have
         // the same terms, so the same bits).
         for (int64_t i = 0; i < rows; ++i)
@@ -344,15 +355,8 @@ void gram_blocks(double* out, double* parts, double* qparts, const T* s, const T
             }
             return;
         }
-        thread_local std::vector<T> buf;
-        buf.resize(static_cast<size_t>(2 * rows * len));
-        T* bs = buf.data();             // rows x len: s at idx[lo, hi); then y
-        T* by = bs + rows * len;
-        for (int64_t j = 0; j < rows; ++j)
-            for (int64_t e = 0; e < len; ++e) {
-                bs[j * len + e] = s[j * n + idx[lo + e]];
-                by[j * len + e] = y[j * n + idx[lo + e]];
-            }
+        T* bs = gather_at(s, y, idx + lo, len, rows, n);   // rows x len: s at idx[lo, hi)
+        T* by = bs + rows * len;                              // then y
         double* ss = parts + 3 * mm * b;
         double* sy = ss + mm;
         double* yy = sy + mm;

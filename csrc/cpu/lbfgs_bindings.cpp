@@ -262,6 +262,26 @@ py::array_t<double> rows_dots_many(py::handle s_h, py::handle y_h, py::sequence 
     return out;
 }
 
+// q of the Gram kernels: None (then s, unused) or len(idx) values of s's dtype.
+Array gram_q(py::handle q_h, const Array& s, int64_t na) {
+    if (q_h.is_none()) return s;
+    const Array q = array_arg(q_h, "q", false, &s);
+    if (q.ndim() != 1 || q.size != na)
+        throw py::value_error("q must be 1-D with len(idx) = " + std::to_string(na) +
+                              " elements, got " + q.shape());
+    return q;
+}
+
+// The Gram kernels' result: (3, rows, rows), and with q a tuple (that, the 2 rows dots).
+py::object gram_result(const std::vector<double>& o, int64_t rows, bool has_q) {
+    py::array_t<double> gram({int64_t(3), rows, rows});
+    std::copy(o.begin(), o.begin() + 3 * rows * rows, gram.mutable_data());
+    if (!has_q) return std::move(gram);
+    py::array_t<double> dots(2 * rows);
+    std::copy(o.begin() + 3 * rows * rows, o.end(), dots.mutable_data());
+    return py::make_tuple(gram, dots);
+}
+
 py::object rows_gram_at(py::handle s_h, py::handle y_h,
                         py::array_t<int64_t, py::array::c_style | py::array::forcecast> idx,
                         int64_t rows, py::handle q_h) {
@@ -281,10 +301,7 @@ py::object rows_gram_at(py::handle s_h, py::handle y_h,
             throw py::value_error("idx: index " + std::to_string(ix[e]) + " out of [0, " +
                                   std::to_string(n) + ")");
     const bool has_q = !q_h.is_none();
-    const Array q = has_q ? array_arg(q_h, "q", false, &s) : s;
-    if (has_q && (q.ndim() != 1 || q.size != na))
-        throw py::value_error("q must be 1-D with len(idx) = " + std::to_string(na) +
-                              " elements, got " + q.shape());
+    const Array q = gram_q(q_h, s, na);
     std::vector<double> o(static_cast<size_t>(3 * rows * rows + (has_q ? 2 * rows : 0)));
     by_dtype(s, [&](auto zero) {
         using T = decltype(zero);
@@ -293,12 +310,7 @@ py::object rows_gram_at(py::handle s_h, py::handle y_h,
                          static_cast<const T*>(y.data()), ix, na, rows, n,
                          has_q ? static_cast<const T*>(q.data()) : nullptr);
     });
-    py::array_t<double> gram({int64_t(3), rows, rows});
-    std::copy(o.begin(), o.begin() + 3 * rows * rows, gram.mutable_data());
-    if (!has_q) return std::move(gram);
-    py::array_t<double> dots(2 * rows);
-    std::copy(o.begin() + 3 * rows * rows, o.end(), dots.mutable_data());
-    return py::make_tuple(gram, dots);
+    return gram_result(o, rows, has_q);
 }
 
 py::object gram_blocks(py::handle parts_h, py::handle qparts_h, py::handle s_h, py::handle y_h,
@@ -325,10 +337,7 @@ py::object gram_blocks(py::handle parts_h, py::handle qparts_h, py::handle s_h, 
     double* parts = f64_table(parts_h, "parts", nb, 3 * m * m);
     const bool has_q = !q_h.is_none();
     double* qparts = has_q ? f64_table(qparts_h, "qparts", nb, 2 * m) : nullptr;
-    const Array q = has_q ? array_arg(q_h, "q", false, &s) : s;
-    if (has_q && (q.ndim() != 1 || q.size != na))
-        throw py::value_error("q must be 1-D with len(idx) = " + std::to_string(na) +
-                              " elements, got " + q.shape());
+    const Array q = gram_q(q_h, s, na);
     std::vector<double> o(static_cast<size_t>(3 * rows * rows + (has_q ? 2 * rows : 0)));
     by_dtype(s, [&](auto zero) {
         using T = decltype(zero);
@@ -337,12 +346,7 @@ py::object gram_blocks(py::handle parts_h, py::handle qparts_h, py::handle s_h, 
                         static_cast<const T*>(y.data()), ix, na, m, rows, n, redo.data(), row,
                         has_q ? static_cast<const T*>(q.data()) : nullptr);
     });
-    py::array_t<double> gram({int64_t(3), rows, rows});
-    std::copy(o.begin(), o.begin() + 3 * rows * rows, gram.mutable_data());
-    if (!has_q) return std::move(gram);
-    py::array_t<double> dots(2 * rows);
-    std::copy(o.begin() + 3 * rows * rows, o.end(), dots.mutable_data());
-    return py::make_tuple(gram, dots);
+    return gram_result(o, rows, has_q);
 }
 
 // The coefficient vectors of a combination of history rows: float64, 1-D, >= rows elements.

@@ -54,12 +54,11 @@ t, d_b, z_b and its row of W), every rank merges the offers in (t, global index)
 the order of the one-process heap, and processes them up to the smallest last offer of a rank
 that has more, then asks again. Its arithmetic is that of the one-process kernel step for
 step, so the Cauchy point has the one-process bits (its loop over the breakpoints passed is
-Python here, O(m^2) each: slower than the kernel's C++). The Gram over the fixed variables
-is summed by blocks of x, not of the list of fixed variables as in one process (a block of
-that list spans ranks, and a blocked sum split into parts cannot be rejoined with the same
-bits); so is the product W_A^T q of the subspace step, taken in the same pass. Hence the
-sharded direction has the same bits on any number of ranks, and agrees with the one-process
-direction to rounding (a few ulps of max |d| in float64). L-BFGS-B's 2m x 2m
+Python here, O(m^2) each: slower than the kernel's C++). The Gram matrices over the fixed
+variables, and W_A^T q of the subspace step, are kept per block of x (``CompactForm.gram_w_at``,
+the same in one process): each rank updates the partials of its own blocks, and they are
+gathered and added in block order (``gram_blocks``). Hence the sharded direction has the bits
+of the one-process direction on any number of ranks. L-BFGS-B's 2m x 2m
 algebra is ``compact``'s NumPy/LAPACK, identical on ranks of one machine type.
 """
 from __future__ import annotations
