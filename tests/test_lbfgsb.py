@@ -693,3 +693,272 @@ def test_deferred_gram_has_the_bits_of_the_eager_one():
     np.testing.assert_allclose(merged.ss[np.ix_(o, o)], s_rows @ s_rows.T, rtol=1e-12)
     np.testing.assert_allclose(merged.yy[np.ix_(o, o)], y_rows @ y_rows.T, rtol=1e-12)
     np.testing.assert_allclose(merged.sy[np.ix_(o, o)], s_rows @ y_rows.T, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# The Gram matrices over the fixed variables, per block of x and updated (formk)
+
+def _gram_case(rng, dtype, m=5, n=3 * 16384 + 777, p=0.3):
+    s = rng.standard_normal((m, n)).astype(dtype)
+    y = rng.standard_normal((m, n)).astype(dtype)
+    idx = np.flatnonzero(rng.uniform(size=n) < p)
+    return s, y, idx
+
+
+def _gram_tables(n, m):
+    nb = -(-n // 16384)
+    return np.zeros((nb, 3 * m * m)), np.zeros((nb, 2 * m)), nb
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, p", [(3 * 16384 + 777, 0.3), (N_PAR, 0.2), (16383, 1.0), (9, 0.5)])
+def test_gram_blocks_against_reference_any_thread_count(dtype, n, p):
+    """lbfgsb_gram_blocks from scratch: the bits of reference.lbfgsb_gram_at (per block of x,
+    in block order) for 1, 2, 3 threads; the partials left in parts/qparts are the blocks'."""
+    from fusedopt import _core, reference
+    rng = np.random.default_rng(21)
+    m, rows = 5, 4
+    s, y, idx = _gram_case(rng, dtype, m, n, p)
+    q = rng.standard_normal(idx.size).astype(dtype)
+
+    def run():
+        parts, qparts, nb = _gram_tables(n, m)
+        got = _core.lbfgsb_gram_blocks(parts, qparts, s, y, idx, rows, np.ones(nb, np.uint8),
+                                       -1, q)
+        return got, parts, qparts
+    runs = _threads(run)
+    want, want_q = reference.lbfgsb_gram_at(s, y, idx, rows, q)
+    for (gram, dots), parts, qparts in runs:
+        assert gram.tobytes() == want.tobytes()
+        assert dots.tobytes() == want_q.tobytes()
+        assert parts.tobytes() == runs[0][1].tobytes() and qparts.tobytes() == runs[0][2].tobytes()
+    plain = _core.lbfgsb_gram_blocks(*_gram_tables(n, m)[:2], s, y, idx, rows,
+                                     np.ones(_gram_tables(n, m)[2], np.uint8))
+    assert plain.tobytes() == want.tobytes()
+    s64, y64 = s[:rows, idx].astype(np.float64), y[:rows, idx].astype(np.float64)
+    for got, ref in zip(want, (s64 @ s64.T, s64 @ y64.T, y64 @ y64.T)):
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gram_blocks_updates_have_the_bits_of_a_fresh_sum(dtype):
+    """The formk update: a row of the history new or overwritten (row = r) and the list changed
+    in some blocks (redo there) gives the bits of a sum from scratch, over a sequence of updates;
+    ``changed_blocks`` flags exactly the blocks where the lists differ."""
+    from fusedopt import _core, reference
+    from fusedopt.lbfgs.compact import changed_blocks
+    rng = np.random.default_rng(22)
+    m, n = 4, 4 * 16384 + 5
+    s, y, idx = _gram_case(rng, dtype, m, n)
+    parts, qparts, nb = _gram_tables(n, m)
+    _core.lbfgsb_gram_blocks(parts, qparts, s, y, idx, 3, np.ones(nb, np.uint8))
+    rows = 4
+    for step, r in enumerate([3, 0, 1, 2, 3]):   # rows grows 3 -> 4 with row 3 new, then a ring
+        s[r] = rng.standard_normal(n).astype(dtype)
+        y[r] = rng.standard_normal(n).astype(dtype)
+        mask = np.zeros(n, bool)
+        mask[idx] = True
+        blk = (2 * step) % nb
+        lo = blk * 16384
+        mask[lo:lo + 16384] = rng.uniform(size=min(16384, n - lo)) < 0.5   # one block changes
+        new = np.flatnonzero(mask)
+        flags = changed_blocks(idx, new, nb)
+        assert flags.tolist() == [int(b == blk) for b in range(nb)]
+        q = rng.standard_normal(new.size).astype(dtype)
+        q[rng.uniform(size=q.size) < 0.7] = 0                    # zeros: skipped, same bits
+        gram, dots = _core.lbfgsb_gram_blocks(parts, qparts, s, y, new, rows, flags, r, q)
+        want, want_q = reference.lbfgsb_gram_at(s, y, new, rows, q)
+        assert gram.tobytes() == want.tobytes(), step
+        assert dots.tobytes() == want_q.tobytes(), step
+        # nothing new: only q's dots (from the entries with q != 0), the Gram unchanged
+        q2 = np.where(rng.uniform(size=q.size) < 0.5, 0, q).astype(dtype)
+        gram2, dots2 = _core.lbfgsb_gram_blocks(parts, qparts, s, y, new, rows,
+                                                np.zeros(nb, np.uint8), -1, q2)
+        assert gram2.tobytes() == want.tobytes(), step
+        assert dots2.tobytes() == reference.lbfgsb_gram_at(s, y, new, rows, q2)[1].tobytes()
+        idx = new
+    assert changed_blocks(idx, idx.copy(), nb).tolist() == [0] * nb
+
+
+def test_gram_w_at_incremental_equals_fresh():
+    """CompactForm.gram_w_at, kept up to date through pushes (growing, then a full ring that
+    overwrites its oldest row), two pushes between calls, a changing fixed set and clear(),
+    has the bits of a new CompactForm with the same pairs computing it from scratch."""
+    rng = np.random.default_rng(23)
+    n, m = 2 * 16384 + 99, 3
+    a = rng.uniform(0.5, 3.0, n)
+    cf = CompactForm(n, m, np.float64)
+    idx = np.flatnonzero(rng.uniform(size=n) < 0.25)
+    wrapped = False
+    for step in range(9):
+        s = rng.standard_normal(n)
+        cf.push(s, a * s, float(s @ (a * s)))
+        if step == 4:
+            continue                            # two pushes before the next call
+        if step == 6:
+            cf.clear()
+            cf.push(s, a * s, float(s @ (a * s)))
+        if step % 3 == 2:                       # the set changes in block 1 only
+            mask = np.zeros(n, bool)
+            mask[idx] = True
+            mask[16384:16384 + 500] = ~mask[16384:16384 + 500]
+            idx = np.flatnonzero(mask)
+        q = rng.standard_normal(idx.size)
+        q[::3] = 0.0                            # held from the start: no term
+        if step % 2:
+            cf.wt_dots(rng.standard_normal(n))  # the new pair's row in the first pass
+        fresh = CompactForm(n, m, np.float64)
+        for r in cf.order():
+            fresh.push(cf.s[r], cf.y[r], float(cf.s[r] @ cf.y[r]))
+        got, got_q = cf.gram_w_at(idx, q)
+        want, want_q = fresh.gram_w_at(idx, q)
+        # the same pairs in other ring rows once the ring wrapped: gram_w_at is chronological
+        assert got.tobytes() == want.tobytes(), step
+        assert got_q.tobytes() == want_q.tobytes(), step
+        wrapped = wrapped or cf.head != 0
+    assert wrapped                              # the ring did overwrite rows (before clear())
+
+
+def test_gram_blocks_argument_checks():
+    """Bad input is refused by name before parts or qparts are written."""
+    from fusedopt import _core
+    s = np.ones((3, 20))
+    idx = np.array([1, 4, 7])
+    parts, qparts, nb = _gram_tables(20, 3)
+    redo = np.ones(nb, np.uint8)
+    for args, exc, match in [
+            ((parts, qparts, s, s, np.array([4, 1]), 2, redo), ValueError, "idx"),
+            ((parts, qparts, s, s, np.array([1, 20]), 2, redo), ValueError, "idx"),
+            ((parts, qparts, s, s, idx, 4, redo), ValueError, "rows"),
+            ((parts, qparts, s, s, idx, 2, redo, 2), ValueError, "row"),
+            ((parts, qparts, s, s, idx, 2, np.ones(nb + 1, np.uint8)), ValueError, "redo"),
+            ((parts[:, :-1], qparts, s, s, idx, 2, redo), ValueError, "parts"),
+            ((parts.astype(np.float32), qparts, s, s, idx, 2, redo), TypeError, "parts"),
+            ((parts, qparts[:, :-1], s, s, idx, 2, redo, -1, np.ones(3)), ValueError, "qparts"),
+            ((parts, qparts, s, s, idx, 2, redo, -1, np.ones(2)), ValueError, "q"),
+            ((parts, qparts, s, s.astype(np.float32), idx, 2, redo), TypeError, "y")]:
+        with pytest.raises(exc, match=match):
+            _core.lbfgsb_gram_blocks(*args)
+        assert not parts.any() and not qparts.any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_step_in_box_is_axpby_then_clip(dtype):
+    """lbfgsb_step_in_box: the bits of x + t d (lbfgs_axpby) then numpy.clip, signed zeros at
+    a zero bound, NaN, infinite bounds and lo == hi included, for any thread count; in place."""
+    from fusedopt import _core
+    rng = np.random.default_rng(24)
+    n = N_PAR
+    x = rng.uniform(-2, 2, n).astype(dtype)
+    d = rng.standard_normal(n).astype(dtype)
+    lo = np.where(rng.uniform(size=n) < 0.5, -1.0, -np.inf).astype(dtype)
+    hi = np.where(rng.uniform(size=n) < 0.5, 1.0, np.inf).astype(dtype)
+    lo[:40] = hi[:40] = 0.0
+    x[:20], d[:20] = -0.0, -0.0                 # x + t d = -0.0 against the bounds 0.0
+    lo[40:60] = -0.0
+    x[40:60], d[40:60] = 0.0, 0.0               # +0.0 against lo = -0.0
+    x[60:70] = np.nan
+    d[70:80] = np.inf
+    t = 0.37
+    want = np.empty(n, dtype)
+    _core.lbfgs_axpby(want, 1.0, x, t, d)
+    want = np.clip(want, lo, hi)
+    assert not np.signbit(want[:20]).any() and np.signbit(want[40:60]).all()   # the ties
+    assert np.isnan(want[60:70]).all() and (want[70:80] >= 1).all()
+
+    def run():
+        out = np.empty(n, dtype)
+        _core.lbfgsb_step_in_box(out, x, t, d, lo, hi)
+        return out
+    for got in _threads(run):
+        assert got.tobytes() == want.tobytes()
+    inplace = x.copy()
+    _core.lbfgsb_step_in_box(inplace, inplace, t, d, lo, hi)
+    assert inplace.tobytes() == want.tobytes()
+    with pytest.raises(ValueError, match="d"):
+        _core.lbfgsb_step_in_box(np.empty(n, dtype), x, t, d[:-1], lo, hi)
+    with pytest.raises(ValueError, match="alias|shares"):
+        _core.lbfgsb_step_in_box(d, x, t, d, lo, hi)
+
+
+def test_direction_pass_gd_is_the_dot_of_g_and_d():
+    """g . d taken in the subspace pass (reused by the line search) has the bits of
+    ``lbfgs_dot(g, d)``; the projected-gradient norm kept per iterate is the kernel's."""
+    from fusedopt import _core
+    from fusedopt.benchmarks.lbfgs import ext_rosenbrock, ext_rosenbrock_bounds, ext_rosenbrock_x0
+    from fusedopt.lbfgs import lbfgsb
+    from fusedopt.lbfgs.bounds import Box
+    from fusedopt.lbfgs.solver import _Objective
+    n = 3 * 16384 + 10
+    lo, hi = ext_rosenbrock_bounds(n)
+    box = Box(np.asarray(lo, np.float64), np.asarray(hi, np.float64))
+    solver = lbfgsb.BoundedSolver(_Objective(ext_rosenbrock, (n,)), box.project(
+        np.empty(n), ext_rosenbrock_x0(n)), box, 5)
+    solver.evaluate_start()
+    reused = 0
+    for _ in range(12):
+        solver._direction()
+        if solver._gd is not None:
+            reused += 1
+            assert solver._gd == _core.lbfgs_dot(solver.g, solver.d)
+        assert solver.iterate() is None
+        pg = solver.projected_gradient_norm()
+        assert pg == _core.lbfgsb_projected_amax(solver.x, solver.g, box.lo, box.hi)
+    assert reused >= 6
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, p", [(3 * 16384 + 777, 0.3), (N_PAR, 0.2), (9, 0.5)])
+def test_rows_dots_many_gram_row_is_the_gram_blocks_update(dtype, n, p):
+    """The new pair's Gram row taken in the first pass (lbfgsb_rows_dots_many with parts, idx,
+    row) leaves the partials of lbfgsb_gram_blocks(..., redo = 0, row), bit for bit, for any
+    thread count, and the dots of the pass unchanged."""
+    from fusedopt import _core
+    rng = np.random.default_rng(25)
+    m, rows = 4, 4
+    s, y, idx = _gram_case(rng, dtype, m, n, p)
+    vs = [rng.standard_normal(n).astype(dtype) for _ in range(2)]
+    parts0, _, nb = _gram_tables(n, m)
+    _core.lbfgsb_gram_blocks(parts0, None, s, y, idx, rows, np.ones(nb, np.uint8))
+    for row in (0, 2):
+        s[row] = rng.standard_normal(n).astype(dtype)
+        y[row] = rng.standard_normal(n).astype(dtype)
+        want = parts0.copy()
+        _core.lbfgsb_gram_blocks(want, None, s, y, idx, rows, np.zeros(nb, np.uint8), row)
+        assert not np.array_equal(want, parts0)
+
+        def run():
+            parts = parts0.copy()
+            dots = _core.lbfgsb_rows_dots_many(s, y, vs, rows, parts, idx, row)
+            return dots, parts
+        plain = _core.lbfgsb_rows_dots_many(s, y, vs, rows)
+        for dots, parts in _threads(run):
+            assert dots.tobytes() == plain.tobytes()
+            assert parts.tobytes() == want.tobytes()
+        parts0 = want
+    with pytest.raises(ValueError, match="row"):
+        _core.lbfgsb_rows_dots_many(s, y, vs, rows, parts0, idx, rows)
+    with pytest.raises(ValueError, match="idx"):
+        _core.lbfgsb_rows_dots_many(s, y, vs, rows, parts0, idx[::-1], 0)
+    with pytest.raises(ValueError, match="parts"):
+        _core.lbfgsb_rows_dots_many(s, y, vs, rows, parts0[:-1], idx, 0)
+
+
+def test_bench_bounded_phases():
+    """The per-phase table of the bounded bench: every phase timed (the Cauchy point and both
+    history passes every iteration), the phases and the rest add up to the total, and the
+    timers are removed afterwards."""
+    from fusedopt.benchmarks import lbfgs as lbfgs_bench
+    from fusedopt.lbfgs._vector import CoreVec
+    from fusedopt.lbfgs.compact import CompactForm
+    before = [CompactForm.__dict__["wt_dots"], CoreVec.__dict__["cauchy_start"]]
+    title, table = lbfgs_bench.bounded_phases(3000)
+    assert "per phase" in title and "n=3e+03" in title
+    rows = {ln.rsplit(None, 1)[0].strip(): float(ln.rsplit(None, 1)[1])
+            for ln in table.splitlines()[2:]}
+    assert len(rows) == len(lbfgs_bench._PHASES) + 3
+    for label, _, _ in lbfgs_bench._PHASES[:3]:
+        assert rows[label] > 0, label
+    parts = sum(v for k, v in rows.items() if k not in ("objective (f and g)", "total outside f"))
+    assert parts == pytest.approx(rows["total outside f"], abs=0.02 * len(rows))
+    assert [CompactForm.__dict__["wt_dots"], CoreVec.__dict__["cauchy_start"]] == before

@@ -60,7 +60,7 @@ RANKS = (1, 2, 3, 4)
 #: claims are about the rank count -- bits equal to one process, replicas, failures -- to keep
 #: the MPI tests' time small; .ci/run runs them twice).
 FOUR_RANK_CASES = ("direction", "cauchy", "bounded_direction", "iterates", "logreg_exact",
-                   "rosen_exact",
+                   "rosen_exact", "rosen_bounds_bits",
                    "fail", "callback_fail", "fun_returns", "mismatch")
 TIMEOUT = 300  # seconds for one mpiexec run of every case (about 10 s here)
 PYTHON_DIR = Path(fusedopt.__file__).resolve().parents[1]  # the ranks import this fusedopt
@@ -352,12 +352,9 @@ def test_sharded_cauchy_point_equals_one_process_kernel(ranks):
 def test_sharded_bounded_direction_is_rank_count_independent(ranks, dt):
     """L-BFGS-B's direction (Cauchy point, subspace step, a pair pending) over K ranks has the
     bits of the same code on one rank (this process, ``MPI.COMM_SELF``), whatever K; its
-    rows_dots_many has the one-process kernel's bits. Against the one-process solver it agrees
-    to rounding only: the Gram matrices and W^T q over the fixed variables (``rows_gram_at``)
-    are summed by blocks of x on the ranks (a rank can only sum its own blocks) but by blocks
-    of the list of fixed variables in one process, and a blocked sum split into parts cannot
-    be rejoined with the same bits. Those 2k x 2k sums differ in the last bit (float64), so d
-    does by a few ulps of max |d|; float32 rounds that away here."""
+    rows_dots_many has the one-process kernel's bits. It also has the bits of the one-process
+    solver (issue 14): the Gram matrices and W^T q over the fixed variables, whose list crosses
+    the rank boundaries, are summed by blocks of x in both (``CompactForm.gram_w_at``)."""
     from mpi4py import MPI
 
     import lbfgs_cases
@@ -384,6 +381,7 @@ def test_sharded_bounded_direction_is_rank_count_independent(ranks, dt):
     assert ((x + d == lo) == (x + d1 == lo)).all() and ((x + d == hi) == (x + d1 == hi)).all()
     tol = 1e-13 if dt == np.float64 else 1e-6
     np.testing.assert_allclose(d1, d, rtol=0, atol=tol * np.abs(d).max())
+    assert same_bits(d1, d)
 
 
 def test_sharded_bounds_rosenbrock_matches_one_process(ranks):
@@ -537,3 +535,20 @@ def test_mismatched_dtypes_bounds_options_callback(ranks):
         for k in ("dtype", "shard_dtype", "bounds_values", "gtol", "callback"):
             assert got[k].startswith("ValueError: fusedopt.lbfgs.minimize on MPI: the ranks "
                                      "disagree"), got[k]
+
+
+def test_sharded_bounds_iterates_have_one_process_bits(ranks):
+    """Issue 14: sharded L-BFGS-B on the bounded extended Rosenbrock (a fifth of the variables
+    end at a bound, the fixed ones on every rank), with an f that does not depend on the split,
+    gives the one-process run bit for bit: x, f, g, iterations, evaluations."""
+    import lbfgs_cases
+    results = case(ranks, "rosen_bounds_bits")
+    n = lbfgs_cases.ROSEN_N
+    lo, hi = problems.rosen_bounds(n)
+    ref = minimize(problems.rosen, problems.rosen_x0(n), bounds=(lo, hi), gtol=1e-6)
+    assert ref.status == 0 and (ref.x == hi).sum() >= n // 10
+    for r, got in enumerate(results):
+        assert same_bits(got["x"], ref.x[local_slice(n, _Comm(r, len(results)))]), f"rank {r}: x"
+        assert same_bits(got["jac"], ref.jac[local_slice(n, _Comm(r, len(results)))]), f"rank {r}: g"
+        for k in ("fun", "nit", "nfev", "status"):
+            assert got[k] == getattr(ref, k), (r, k)

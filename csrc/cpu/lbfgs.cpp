@@ -141,6 +141,20 @@ void axpby(T* out, double a, const T* x, double b, const T* y, int64_t n) {
     });
 }
 
+template <typename T>
+void step_in_box(T* out, const T* x, double t, const T* d, const T* lo, const T* hi, int64_t n) {
+    const T tt = static_cast<T>(t);
+    parallel_chunks(num_blocks(n), lbfgs_threads(n), [&](int64_t blk) {
+        const int64_t b0 = blk * kReduceBlock, b1 = std::min(n, b0 + kReduceBlock);
+        for (int64_t i = b0; i < b1; ++i) {
+            // NumPy's clip: NaN kept, max before min, ties (0.0 and -0.0) to the bound
+            T v = x[i] + tt * d[i];
+            v = (v != v || v > lo[i]) ? v : lo[i];
+            out[i] = (v != v || v < hi[i]) ? v : hi[i];
+        }
+    });
+}
+
 namespace {
 // max |val(i)| over [0, n) as float64, NaN if any is NaN: blocks in parallel, then in order.
 template <typename T, typename Val>
@@ -171,7 +185,7 @@ double amax(const T* a, int64_t n) {
 
 template <typename T>
 void rows_dots_many(double* out, const T* s, const T* y, const T* const* vs, int64_t nv,
-                    int64_t rows, int64_t n) {
+                    int64_t rows, int64_t n, const GramRow* gr) {
     const int64_t k = 2 * nv * rows;
     if (k == 0) return;
     const double* part = block_results_k(n, k, [&](int64_t lo, int64_t hi, double* pb) {
@@ -180,8 +194,36 @@ void rows_dots_many(double* out, const T* s, const T* y, const T* const* vs, int
         thread_local std::vector<double> lanes;
         lanes.assign(static_cast<size_t>(k * kSumLanes), 0.0);
         double* acc = lanes.data();
+        // gr: the Gram row's 4 rows dots over the list entries in this block, entry e of the
+        // block's sub-list in lane e % 8 (the lanes of dot_block over the gathered sub-list)
+        thread_local std::vector<double> glanes;
+        int64_t e0 = 0, ep = 0, e1 = 0;
+        if (gr) {
+            glanes.assign(static_cast<size_t>(4 * rows * kSumLanes), 0.0);
+            e0 = ep = std::lower_bound(gr->idx, gr->idx + gr->na, lo) - gr->idx;
+            e1 = std::lower_bound(gr->idx + e0, gr->idx + gr->na, hi) - gr->idx;
+        }
         for (int64_t u = lo; u < hi; u += kPiece) {
             const int64_t v = std::min(hi, u + kPiece);
+            if (gr) {
+                double* ga = glanes.data();
+                const T* __restrict sr = s + gr->row * n;
+                const T* __restrict yr = y + gr->row * n;
+                for (; ep < e1 && gr->idx[ep] < v; ++ep) {
+                    const int64_t i = gr->idx[ep];
+                    const int lane = static_cast<int>((ep - e0) % kSumLanes);
+                    const double a = static_cast<double>(sr[i]), b = static_cast<double>(yr[i]);
+                    for (int64_t j = 0; j < rows; ++j) {
+                        const double sj = static_cast<double>(s[j * n + i]);
+                        const double yj = static_cast<double>(y[j * n + i]);
+                        double* gj = ga + j * kSumLanes + lane;
+                        gj[0] = gj[0] + a * sj;                          // s_row . s_j
+                        gj[rows * kSumLanes] = gj[rows * kSumLanes] + a * yj;      // s_row . y_j
+                        gj[2 * rows * kSumLanes] = gj[2 * rows * kSumLanes] + sj * b;  // s_j . y_row
+                        gj[3 * rows * kSumLanes] = gj[3 * rows * kSumLanes] + b * yj;  // y_row . y_j
+                    }
+                }
+            }
             for (int64_t j = 0; j < rows; ++j)
                 for (int64_t q = 0; q < nv; ++q) {
                     const T* __restrict b = vs[q];
@@ -200,6 +242,23 @@ void rows_dots_many(double* out, const T* s, const T* y, const T* const* vs, int
             for (int j = 0; j < kSumLanes; ++j) l[j] = acc[r * kSumLanes + j];
             pb[r] = combine_lanes(l);
         }
+        if (gr) {
+            const int64_t m = gr->m, mm = m * m, w = gr->row;
+            double* ss = gr->parts + 3 * mm * (lo / kReduceBlock);
+            double* sy = ss + mm;
+            double* yy = sy + mm;
+            auto sum = [&](int64_t c, int64_t j) {
+                double l[kSumLanes];
+                for (int q = 0; q < kSumLanes; ++q) l[q] = glanes[(c * rows + j) * kSumLanes + q];
+                return combine_lanes(l);
+            };
+            for (int64_t j = 0; j < rows; ++j) {
+                ss[w * m + j] = ss[j * m + w] = sum(0, j);
+                sy[w * m + j] = sum(1, j);
+                sy[j * m + w] = sum(2, j);
+                yy[w * m + j] = yy[j * m + w] = sum(3, j);
+            }
+        }
     });
     sums_in_order(out, part, num_blocks(n), k);
 }
@@ -211,6 +270,24 @@ void rows_dots(double* out, const T* s, const T* y, const T* v, const T* w, int6
     rows_dots_many(out, s, y, vs, w ? 2 : 1, rows, n);
 }
 
+namespace {
+// The first rows rows of s, then of y, at the columns at[0, len), gathered into a thread-local
+// buffer (rows x len each; valid until the next call on this thread).
+template <typename T>
+T* gather_at(const T* s, const T* y, const int64_t* at, int64_t len, int64_t rows, int64_t n) {
+    thread_local std::vector<T> buf;
+    buf.resize(static_cast<size_t>(2 * rows * len));
+    T* bs = buf.data();
+    T* by = bs + rows * len;
+    for (int64_t j = 0; j < rows; ++j)
+        for (int64_t e = 0; e < len; ++e) {
+            bs[j * len + e] = s[j * n + at[e]];
+            by[j * len + e] = y[j * n + at[e]];
+        }
+    return bs;
+}
+}  // namespace
+
 template <typename T>
 void rows_gram_at(double* out, const T* s, const T* y, const int64_t* idx, int64_t na,
                   int64_t rows, int64_t n, const T* q) {
@@ -218,15 +295,8 @@ void rows_gram_at(double* out, const T* s, const T* y, const int64_t* idx, int64
     if (rows == 0) return;
     const double* part = block_results_k(na, k, [&](int64_t lo, int64_t hi, double* pb) {
         const int64_t len = hi - lo;
-        thread_local std::vector<T> buf;
-        buf.resize(static_cast<size_t>(2 * rows * len));
-        T* bs = buf.data();             // rows x len: s at idx[lo, hi); then y
-        T* by = bs + rows * len;
-        for (int64_t j = 0; j < rows; ++j)
-            for (int64_t e = 0; e < len; ++e) {
-                bs[j * len + e] = s[j * n + idx[lo + e]];
-                by[j * len + e] = y[j * n + idx[lo + e]];
-            }
+        T* bs = gather_at(s, y, idx + lo, len, rows, n);   // rows x len: s at idx[lo, hi)
+        T* by = bs + rows * len;                              // then y
         // S S^T and Y Y^T are symmetric: the upper triangle, mirrored (a . b and b . a have
         // the same terms, so the same bits).
         for (int64_t i = 0; i < rows; ++i)
@@ -248,6 +318,78 @@ void rows_gram_at(double* out, const T* s, const T* y, const int64_t* idx, int64
             }
     });
     sums_in_order(out, part, num_blocks(na), k);
+}
+
+template <typename T>
+void gram_blocks(double* out, double* parts, double* qparts, const T* s, const T* y,
+                 const int64_t* idx, int64_t na, int64_t m, int64_t rows, int64_t n,
+                 const uint8_t* redo, int64_t row, const T* q) {
+    if (rows == 0) return;
+    const int64_t mm = m * m, nb = num_blocks(n);
+    parallel_chunks(nb, lbfgs_threads(na), [&](int64_t b) {
+        const int64_t lo = std::lower_bound(idx, idx + na, b * kReduceBlock) - idx;
+        const int64_t hi = std::lower_bound(idx + lo, idx + na, (b + 1) * kReduceBlock) - idx;
+        const bool all = redo[b] != 0;
+        if (!all && row < 0 && !q) return;
+        const int64_t len = hi - lo;
+        if (!all && row < 0) {
+            // Only [S q | Y q]: the entries with q != 0, read in place, each in the lane of
+            // its position (the entries skipped add zeros: the history is finite).
+            thread_local std::vector<double> lanes;
+            lanes.assign(static_cast<size_t>(2 * rows * kSumLanes), 0.0);
+            for (int64_t e = lo; e < hi; ++e) {
+                if (q[e] == T(0)) continue;
+                const int64_t i = idx[e];
+                const int lane = static_cast<int>((e - lo) % kSumLanes);
+                const double qe = static_cast<double>(q[e]);
+                for (int64_t j = 0; j < rows; ++j) {
+                    double* l = lanes.data() + j * kSumLanes + lane;
+                    l[0] = l[0] + static_cast<double>(s[j * n + i]) * qe;
+                    l[rows * kSumLanes] = l[rows * kSumLanes] + static_cast<double>(y[j * n + i]) * qe;
+                }
+            }
+            for (int64_t j = 0; j < 2 * rows; ++j) {
+                double l[kSumLanes];
+                for (int c = 0; c < kSumLanes; ++c) l[c] = lanes[j * kSumLanes + c];
+                qparts[2 * m * b + (j < rows ? j : m + j - rows)] = combine_lanes(l);
+            }
+            return;
+        }
+        T* bs = gather_at(s, y, idx + lo, len, rows, n);   // rows x len: s at idx[lo, hi)
+        T* by = bs + rows * len;                              // then y
+        double* ss = parts + 3 * mm * b;
+        double* sy = ss + mm;
+        double* yy = sy + mm;
+        // One entry of each Gram matrix: (i, j) and, S S^T and Y Y^T being symmetric, (j, i)
+        // (a . b and b . a have the same terms, so the same bits).
+        auto entry = [&](int64_t i, int64_t j) {
+            ss[i * m + j] = ss[j * m + i] = dot_block(bs + i * len, bs + j * len, int64_t(0), len);
+            yy[i * m + j] = yy[j * m + i] = dot_block(by + i * len, by + j * len, int64_t(0), len);
+            sy[i * m + j] = dot_block(bs + i * len, by + j * len, int64_t(0), len);
+            if (i != j) sy[j * m + i] = dot_block(bs + j * len, by + i * len, int64_t(0), len);
+        };
+        if (all) {
+            for (int64_t i = 0; i < rows; ++i)
+                for (int64_t j = i; j < rows; ++j) entry(i, j);
+        } else if (row >= 0) {
+            for (int64_t j = 0; j < rows; ++j) entry(row, j);
+        }
+        if (q)
+            for (int64_t j = 0; j < rows; ++j) {
+                qparts[2 * m * b + j] = dot_block(bs + j * len, q + lo, int64_t(0), len);
+                qparts[2 * m * b + m + j] = dot_block(by + j * len, q + lo, int64_t(0), len);
+            }
+    });
+    // The blocks' partials added in block order from 0.0.
+    for (int64_t c = 0; c < 3; ++c)
+        for (int64_t i = 0; i < rows; ++i)
+            for (int64_t j = 0; j < rows; ++j)
+                out[(c * rows + i) * rows + j] = sum_in_order(parts + c * mm + i * m + j, nb, 3 * mm);
+    if (q)
+        for (int64_t j = 0; j < rows; ++j) {
+            out[3 * rows * rows + j] = sum_in_order(qparts + j, nb, 2 * m);
+            out[3 * rows * rows + rows + j] = sum_in_order(qparts + m + j, nb, 2 * m);
+        }
 }
 
 namespace {
@@ -496,10 +638,11 @@ int64_t parallel_min() { return kParallelMin; }
     template double dot<T>(const T*, const T*, int64_t);                                \
     template void axpby<T>(T*, double, const T*, double, const T*, int64_t);            \
     template double amax<T>(const T*, int64_t);                                          \
+    template void step_in_box<T>(T*, const T*, double, const T*, const T*, const T*, int64_t); \
     template void rows_dots<T>(double*, const T*, const T*, const T*, const T*, int64_t,   \
                                int64_t);                                                  \
     template void rows_dots_many<T>(double*, const T*, const T*, const T* const*, int64_t,  \
-                                    int64_t, int64_t);                                      \
+                                    int64_t, int64_t, const GramRow*);                      \
     template void reduced_gradient<T>(double*, T*, const T*, const T*, const double*,       \
                                       const double*, int64_t, const T*, const T*, const T*, \
                                       const T*, double, int64_t);                           \
@@ -509,6 +652,9 @@ int64_t parallel_min() { return kParallelMin; }
                                       int64_t);                                             \
     template void rows_gram_at<T>(double*, const T*, const T*, const int64_t*, int64_t,    \
                                   int64_t, int64_t, const T*);                             \
+    template void gram_blocks<T>(double*, double*, double*, const T*, const T*,              \
+                                 const int64_t*, int64_t, int64_t, int64_t, int64_t,         \
+                                 const uint8_t*, int64_t, const T*);                         \
     template double subspace_direct<T>(T*, T*, const T*, const T*, const double*,           \
                                        const double*, int64_t, const T*, const T*, const T*, \
                                        const T*, const T*, const T*, double, int64_t);       \

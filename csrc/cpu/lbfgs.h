@@ -94,9 +94,20 @@ void rows_dots(double* out, const T* s, const T* y, const T* v, const T* w, int6
 
 // rows_dots_many: the same for nv vectors vs[q], one pass: out[2 rows q + j] = s_j . vs[q],
 // out[2 rows q + rows + j] = y_j . vs[q] (rows_dots is the case {v, w}).
+// With gr (not null), the same pass also brings the Gram partials of gram_blocks up to date
+// in row and column gr->row (a new pair), over the list gr->idx (strictly increasing): per block
+// of x, the bits of gram_blocks(..., redo = 0, row) -- the gather happens while the block's
+// piece of every row is in cache, so the update costs no pass of its own.
+struct GramRow {
+    double* parts;        // num_blocks(n) x 3 m m, as gram_blocks
+    int64_t m;            // rows of the storage (the row stride of parts)
+    const int64_t* idx;   // the list, na entries
+    int64_t na;
+    int64_t row;          // 0 <= row < rows
+};
 template <typename T>
 void rows_dots_many(double* out, const T* s, const T* y, const T* const* vs, int64_t nv,
-                    int64_t rows, int64_t n);
+                    int64_t rows, int64_t n, const GramRow* gr = nullptr);
 
 // rows_gram_at: the Gram matrices of the first `rows` rows over the columns idx[0..na) of s and
 // y (the history at some variables), out = [S S^T, S Y^T, Y Y^T] as three row-major rows x rows
@@ -107,6 +118,30 @@ void rows_dots_many(double* out, const T* s, const T* y, const T* const* vs, int
 template <typename T>
 void rows_gram_at(double* out, const T* s, const T* y, const int64_t* idx, int64_t na,
                   int64_t rows, int64_t n, const T* q = nullptr);
+
+// step_in_box: out = clip(x + t d, lo, hi), NumPy's np.clip of axpby's x + t d bit for bit (t
+// cast to T; NaN kept; a tie with a bound, 0.0 against -0.0, gives the bound); out may be x.
+template <typename T>
+void step_in_box(T* out, const T* x, double t, const T* d, const T* lo, const T* hi, int64_t n);
+
+// gram_blocks: rows_gram_at summed by the blocks of x (the kReduceBlock blocks of [0, n)), not
+// of the list idx, each block's partials kept between calls, so that an L-BFGS-B iteration
+// recomputes only what changed (the "formk" update of Byrd, Lu, Nocedal & Zhu) and a sharded run
+// (whose shards are whole blocks of x) gets the one-process bits. idx is strictly increasing.
+// parts (num_blocks(n) x 3 m m, float64) holds per block b the Gram matrices of the storage rows
+// (i, j < rows, row stride m) over the idx entries in b: [S S^T | S Y^T | Y Y^T], each entry the
+// blocked sum over the block's gathered entries in increasing order (blocked_sum.h's lanes by
+// position in that sub-list). A block with redo[b] != 0 is recomputed whole; otherwise only the
+// row and column `row` of its three matrices (row >= 0), or nothing (row < 0): the other entries
+// must hold the partials of the same idx entries and rows from an earlier call. With q (na
+// values, q[e] belonging to idx[e]), qparts (num_blocks(n) x 2 m) gets per block [S q | Y q] over
+// the block's entries (where nothing else is recomputed, only the entries with q != 0 are read:
+// the others add zeros to their lanes, the history being finite). out = the blocks' partials of the rows x rows matrices added in block
+// order from 0.0, three row-major rows x rows blocks as rows_gram_at; with q, then 2 rows dots.
+template <typename T>
+void gram_blocks(double* out, double* parts, double* qparts, const T* s, const T* y,
+                 const int64_t* idx, int64_t na, int64_t m, int64_t rows, int64_t n,
+                 const uint8_t* redo, int64_t row, const T* q = nullptr);
 
 // rows_axpy: out[i] = sum_j (a[j] s_j[i] + b[j] y_j[i]), accumulated in T from 0 in the order
 // j = 0 .. rows - 1, s term before y term (a and b cast to T once).

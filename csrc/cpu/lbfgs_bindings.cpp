@@ -186,8 +186,40 @@ py::array_t<double> rows_dots(py::handle s_h, py::handle y_h, py::handle v_h, in
     return out;
 }
 
+// A float64 C-contiguous writable (rows, cols) array, checked by name.
+double* f64_table(py::handle h, const char* name, int64_t rows, int64_t cols) {
+    if (!py::isinstance<py::array>(h))
+        throw py::type_error(std::string(name) + " must be a numpy.ndarray");
+    py::array a = py::reinterpret_borrow<py::array>(h);
+    if (!a.dtype().is(py::dtype::of<double>()))
+        throw py::type_error(std::string(name) + " must have dtype float64");
+    if (!(a.flags() & py::array::c_style) || !a.writeable())
+        throw py::value_error(std::string(name) + " must be C-contiguous and writable");
+    if (a.ndim() != 2 || a.shape(0) != rows || a.shape(1) != cols)
+        throw py::value_error(std::string(name) + " must have shape (" + std::to_string(rows) +
+                              ", " + std::to_string(cols) + ")");
+    return static_cast<double*>(a.mutable_data());
+}
+
+// idx as a strictly increasing int64 index list into [0, n) (ValueError naming idx otherwise).
+py::array_t<int64_t, py::array::c_style | py::array::forcecast> sorted_index(py::handle h,
+                                                                             int64_t n) {
+    auto idx = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(h);
+    if (!idx) throw py::type_error("idx must be an array of integers");
+    if (idx.ndim() != 1) throw py::value_error("idx must be 1-D");
+    const int64_t* ix = idx.data();
+    for (int64_t e = 0; e < idx.shape(0); ++e) {
+        if (ix[e] < 0 || ix[e] >= n)
+            throw py::value_error("idx: index " + std::to_string(ix[e]) + " out of [0, " +
+                                  std::to_string(n) + ")");
+        if (e && ix[e] <= ix[e - 1]) throw py::value_error("idx must be strictly increasing");
+    }
+    return idx;
+}
+
 py::array_t<double> rows_dots_many(py::handle s_h, py::handle y_h, py::sequence vs_h,
-                                   int64_t rows) {
+                                   int64_t rows, py::handle parts_h, py::handle idx_h,
+                                   int64_t row) {
     const int64_t nv = static_cast<int64_t>(py::len(vs_h));
     if (nv < 1) throw py::value_error("vs must hold at least one vector");
     std::vector<Array> vs;
@@ -200,6 +232,23 @@ py::array_t<double> rows_dots_many(py::handle s_h, py::handle y_h, py::sequence 
     const Array s = array_arg(s_h, "s", false, &vs[0]);
     const Array y = array_arg(y_h, "y", false, &vs[0]);
     history_rows(s, y, vs[0], rows);
+    const int64_t n = vs[0].size;
+    lb::GramRow gr{};
+    py::array_t<int64_t, py::array::c_style | py::array::forcecast> idx;
+    const bool with_gram = !parts_h.is_none();
+    if (with_gram) {
+        if (idx_h.is_none()) throw py::value_error("idx is required with parts");
+        if (row < 0 || row >= rows)
+            throw py::value_error("row must be in [0, rows) with parts, got " +
+                                  std::to_string(row));
+        idx = sorted_index(idx_h, n);
+        gr.m = s.dim(0);
+        gr.parts = f64_table(parts_h, "parts", (n + fusedopt::cpu::kReduceBlock - 1) /
+                                                   fusedopt::cpu::kReduceBlock, 3 * gr.m * gr.m);
+        gr.idx = idx.data();
+        gr.na = idx.shape(0);
+        gr.row = row;
+    }
     py::array_t<double> out(2 * nv * rows);
     double* o = out.mutable_data();
     by_dtype(vs[0], [&](auto zero) {
@@ -208,9 +257,29 @@ py::array_t<double> rows_dots_many(py::handle s_h, py::handle y_h, py::sequence 
         for (const Array& v : vs) ptr.push_back(static_cast<const T*>(v.data()));
         fusedopt::NoGil nogil;
         lb::rows_dots_many(o, static_cast<const T*>(s.data()), static_cast<const T*>(y.data()),
-                           ptr.data(), nv, rows, vs[0].size);
+                           ptr.data(), nv, rows, n, with_gram ? &gr : nullptr);
     });
     return out;
+}
+
+// q of the Gram kernels: None (then s, unused) or len(idx) values of s's dtype.
+Array gram_q(py::handle q_h, const Array& s, int64_t na) {
+    if (q_h.is_none()) return s;
+    const Array q = array_arg(q_h, "q", false, &s);
+    if (q.ndim() != 1 || q.size != na)
+        throw py::value_error("q must be 1-D with len(idx) = " + std::to_string(na) +
+                              " elements, got " + q.shape());
+    return q;
+}
+
+// The Gram kernels' result: (3, rows, rows), and with q a tuple (that, the 2 rows dots).
+py::object gram_result(const std::vector<double>& o, int64_t rows, bool has_q) {
+    py::array_t<double> gram({int64_t(3), rows, rows});
+    std::copy(o.begin(), o.begin() + 3 * rows * rows, gram.mutable_data());
+    if (!has_q) return std::move(gram);
+    py::array_t<double> dots(2 * rows);
+    std::copy(o.begin() + 3 * rows * rows, o.end(), dots.mutable_data());
+    return py::make_tuple(gram, dots);
 }
 
 py::object rows_gram_at(py::handle s_h, py::handle y_h,
@@ -232,10 +301,7 @@ py::object rows_gram_at(py::handle s_h, py::handle y_h,
             throw py::value_error("idx: index " + std::to_string(ix[e]) + " out of [0, " +
                                   std::to_string(n) + ")");
     const bool has_q = !q_h.is_none();
-    const Array q = has_q ? array_arg(q_h, "q", false, &s) : s;
-    if (has_q && (q.ndim() != 1 || q.size != na))
-        throw py::value_error("q must be 1-D with len(idx) = " + std::to_string(na) +
-                              " elements, got " + q.shape());
+    const Array q = gram_q(q_h, s, na);
     std::vector<double> o(static_cast<size_t>(3 * rows * rows + (has_q ? 2 * rows : 0)));
     by_dtype(s, [&](auto zero) {
         using T = decltype(zero);
@@ -244,12 +310,43 @@ py::object rows_gram_at(py::handle s_h, py::handle y_h,
                          static_cast<const T*>(y.data()), ix, na, rows, n,
                          has_q ? static_cast<const T*>(q.data()) : nullptr);
     });
-    py::array_t<double> gram({int64_t(3), rows, rows});
-    std::copy(o.begin(), o.begin() + 3 * rows * rows, gram.mutable_data());
-    if (!has_q) return std::move(gram);
-    py::array_t<double> dots(2 * rows);
-    std::copy(o.begin() + 3 * rows * rows, o.end(), dots.mutable_data());
-    return py::make_tuple(gram, dots);
+    return gram_result(o, rows, has_q);
+}
+
+py::object gram_blocks(py::handle parts_h, py::handle qparts_h, py::handle s_h, py::handle y_h,
+                       py::handle idx_h, int64_t rows, py::array_t<uint8_t, py::array::c_style | py::array::forcecast> redo,
+                       int64_t row, py::handle q_h) {
+    const Array s = array_arg(s_h, "s", false);
+    const Array y = array_arg(y_h, "y", false, &s);
+    if (s.ndim() != 2 || s.dim(0) < 1)
+        throw py::value_error("s must have shape (m, n) with m >= 1, got " + s.shape());
+    same_shape(y, s);
+    const int64_t m = s.dim(0), n = s.dim(1), nb = (n + fusedopt::cpu::kReduceBlock - 1) /
+                                                  fusedopt::cpu::kReduceBlock;
+    if (rows < 0 || rows > m)
+        throw py::value_error("rows must be in [0, " + std::to_string(m) + "], got " +
+                              std::to_string(rows));
+    if (row < -1 || row >= rows)
+        throw py::value_error("row must be -1 or in [0, rows), got " + std::to_string(row));
+    const auto idx = sorted_index(idx_h, n);
+    const int64_t na = idx.shape(0);
+    const int64_t* ix = idx.data();
+    if (redo.ndim() != 1 || redo.shape(0) != nb)
+        throw py::value_error("redo must be 1-D with one flag per block (" + std::to_string(nb) +
+                              ")");
+    double* parts = f64_table(parts_h, "parts", nb, 3 * m * m);
+    const bool has_q = !q_h.is_none();
+    double* qparts = has_q ? f64_table(qparts_h, "qparts", nb, 2 * m) : nullptr;
+    const Array q = gram_q(q_h, s, na);
+    std::vector<double> o(static_cast<size_t>(3 * rows * rows + (has_q ? 2 * rows : 0)));
+    by_dtype(s, [&](auto zero) {
+        using T = decltype(zero);
+        fusedopt::NoGil nogil;
+        lb::gram_blocks(o.data(), parts, qparts, static_cast<const T*>(s.data()),
+                        static_cast<const T*>(y.data()), ix, na, m, rows, n, redo.data(), row,
+                        has_q ? static_cast<const T*>(q.data()) : nullptr);
+    });
+    return gram_result(o, rows, has_q);
 }
 
 // The coefficient vectors of a combination of history rows: float64, 1-D, >= rows elements.
@@ -329,6 +426,25 @@ double projected_amax(py::handle x, py::handle g, py::handle lo, py::handle hi) 
 
 double max_step(py::handle x, py::handle d, py::handle lo, py::handle hi) {
     return box_reduce(x, d, lo, hi, "d", [](auto... a) { return lb::max_step(a...); });
+}
+
+void step_in_box(py::handle out_h, py::handle x_h, double t, py::handle d_h, py::handle lo_h,
+                 py::handle hi_h) {
+    const Array out = array_arg(out_h, "out", true);
+    const Array x = array_arg(x_h, "x", false, &out);
+    const Array d = array_arg(d_h, "d", false, &out);
+    const Array lo = array_arg(lo_h, "lo", false, &out);
+    const Array hi = array_arg(hi_h, "hi", false, &out);
+    for (const Array* in : {&x, &d, &lo, &hi}) same_size(*in, out);
+    no_overlap(out, x, true);
+    for (const Array* in : {&d, &lo, &hi}) no_overlap(out, *in);
+    by_dtype(out, [&](auto zero) {
+        using T = decltype(zero);
+        fusedopt::NoGil nogil;
+        lb::step_in_box(static_cast<T*>(out.data()), static_cast<const T*>(x.data()), t,
+                        static_cast<const T*>(d.data()), static_cast<const T*>(lo.data()),
+                        static_cast<const T*>(hi.data()), out.size);
+    });
 }
 
 py::array_t<double> reduced_gradient(py::handle r_h, py::handle s_h, py::handle y_h,
@@ -651,15 +767,27 @@ void register_lbfgs(py::module_& m) {
           " rows of the (m, n) arrays s, y, in one pass (float64 blocked sums: same bits for any"
           " thread count).");
     m.def("lbfgsb_rows_dots_many", &rows_dots_many, py::arg("s"), py::arg("y"), py::arg("vs"),
-          py::arg("rows"),
+          py::arg("rows"), py::arg("parts") = py::none(), py::arg("idx") = py::none(),
+          py::arg("row") = -1,
           "[s_j . v] + [y_j . v] for each v of the sequence vs in turn, over the first rows rows"
-          " of s, y, in one pass (the bits of lbfgsb_rows_dots).");
+          " of s, y, in one pass (the bits of lbfgsb_rows_dots). With parts, idx and row: the "
+          "same pass also updates lbfgsb_gram_blocks's partials over idx in row and column row "
+          "(the bits of lbfgsb_gram_blocks(..., redo = 0, row)).");
     m.def("lbfgsb_rows_gram_at", &rows_gram_at, py::arg("s"), py::arg("y"), py::arg("idx"),
           py::arg("rows"), py::arg("q") = py::none(),
           "(S S^T, S Y^T, Y Y^T) of the first rows rows of the (m, n) arrays s, y over the columns"
           " idx, as a (3, rows, rows) float64 array, in one pass (blocked sums: same bits for any"
           " thread count). With q (len(idx) values of s's dtype): a tuple (that array, "
           "[s_j[idx] . q] + [y_j[idx] . q]), taken in the same pass.");
+    m.def("lbfgsb_gram_blocks", &gram_blocks, py::arg("parts"), py::arg("qparts"), py::arg("s"),
+          py::arg("y"), py::arg("idx"), py::arg("rows"), py::arg("redo"), py::arg("row") = -1,
+          py::arg("q") = py::none(),
+          "lbfgsb_rows_gram_at summed by the 16384-element blocks of x (idx strictly increasing)"
+          ", the blocks' partials kept in parts (num_blocks x 3 m m, float64: S S^T, S Y^T, "
+          "Y Y^T of the storage rows, row stride m): blocks with redo[b] != 0 are recomputed, "
+          "the others only in row and column `row` (row >= 0), then the partials of the first "
+          "rows rows are added in block order. With q: qparts (num_blocks x 2 m) gets the "
+          "blocks' [S q | Y q] and the result is a tuple (gram, dots) as lbfgsb_rows_gram_at's.");
     m.def("lbfgsb_reduced_gradient", &reduced_gradient, py::arg("r"), py::arg("s"),
           py::arg("y"), py::arg("a"), py::arg("b"), py::arg("rows"), py::arg("xc"), py::arg("x"),
           py::arg("g"), py::arg("t"), py::arg("theta"),
@@ -687,6 +815,10 @@ void register_lbfgs(py::module_& m) {
           "(inf: none, -1: held); returns d.d (float64).");
     m.def("lbfgsb_projected_amax", &projected_amax, py::arg("x"), py::arg("g"), py::arg("lo"),
           py::arg("hi"), "L-BFGS-B's projected-gradient norm (SciPy's projgr) in one pass.");
+    m.def("lbfgsb_step_in_box", &step_in_box, py::arg("out"), py::arg("x"), py::arg("t"),
+          py::arg("d"), py::arg("lo"), py::arg("hi"),
+          "out = numpy.clip(x + t d, lo, hi) in one pass, bit for bit (t cast to x's dtype); "
+          "out may be x itself.");
     m.def("lbfgsb_max_step", &max_step, py::arg("x"), py::arg("d"), py::arg("lo"), py::arg("hi"),
           "The largest t >= 0 with lo <= x + t d <= hi (inf if unlimited), in one pass.");
     m.def("lbfgsb_cauchy_path", &cauchy_path, py::arg("xc"), py::arg("d"), py::arg("t"),

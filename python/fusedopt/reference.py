@@ -546,3 +546,38 @@ def lbfgs_compact_direction(out, grad, s, y, sy, yy, head, count, gram_row=-1):
 
 __all__ += ["blocked_sums", "blocked_dot", "lbfgs_compact_dots", "lbfgs_compact_coefficients",
             "lbfgs_compact_combine", "lbfgs_compact_direction"]
+
+
+def lbfgsb_gram_at(s, y, idx, rows, q=None):
+    """The Gram matrices ``(S S^T, S Y^T, Y Y^T)`` of the first ``rows`` rows of the (m, n)
+    history ``s``, ``y`` over the columns ``idx`` (strictly increasing), summed as
+    ``_core.lbfgsb_gram_blocks`` does (bit for bit, however its partials were updated): per
+    block of ``REDUCE_BLOCK`` elements of x, the ``blocked_dot`` of the block's gathered
+    columns (lanes by position in that sub-list); the blocks added in block order from 0.0.
+    With q (values at idx): ``(gram, [S q] + [Y q])`` summed the same way."""
+    idx = np.asarray(idx, np.int64)
+    n = s.shape[1]
+    cuts = np.searchsorted(idx, np.arange(0, n + REDUCE_BLOCK, REDUCE_BLOCK))
+    subs = [idx[cuts[b]:cuts[b + 1]] for b in range(-(-n // REDUCE_BLOCK))]
+
+    def by_blocks(a, b):
+        """sum over the blocks, in order from 0.0, of blocked_dot(a(block), b(block))."""
+        total = 0.0
+        for blk, at in enumerate(subs):
+            total = total + blocked_dot(a(blk, at), b(blk, at))
+        return total
+
+    gram = np.zeros((3, rows, rows))
+    for c, (u, v) in enumerate([(s, s), (s, y), (y, y)]):
+        for i in range(rows):
+            for j in range(rows):
+                gram[c, i, j] = by_blocks(lambda _, at: u[i, at], lambda _, at: v[j, at])
+    if q is None:
+        return gram
+    q = np.asarray(q)
+    dots = np.array([by_blocks(lambda _, at: u[j, at], lambda b, _: q[cuts[b]:cuts[b + 1]])
+                     for u in (s, y) for j in range(rows)])
+    return gram, dots
+
+
+__all__ += ["lbfgsb_gram_at"]

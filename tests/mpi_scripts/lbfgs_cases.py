@@ -114,6 +114,22 @@ def case_rosen_bounds():
     return summary(res)
 
 
+def case_rosen_bounds_bits():
+    """Sharded L-BFGS-B on problems.rosen_bounds with an objective whose f does not depend on
+    the split (rank 0 returns f of the whole x, the others 0; g is elementwise): the iterates
+    are those of one process bit for bit (the Gram matrices over the fixed variables, whose
+    list crosses the rank boundaries, summed by blocks of x in both)."""
+    sl = local_slice(ROSEN_N, comm)
+    lo, hi = problems.rosen_bounds(ROSEN_N)
+
+    def fun(x):
+        f, g = problems.rosen(np.concatenate(comm.allgather(x)))
+        return (f if rank == 0 else 0.0), g[sl]
+    res = minimize(fun, problems.rosen_x0(ROSEN_N)[sl], comm=comm, shard=True,
+                   bounds=(lo[sl], hi[sl]), gtol=1e-6)
+    return summary(res)
+
+
 def case_cauchy():
     """The sharded generalized Cauchy point against the one-process kernel (the test
     recomputes it): a box, a history of 3 pairs; first batch 3 and the default."""

@@ -17,7 +17,8 @@ none.
 By default the section fits the one-minute budget of ``python -m fusedopt bench`` on 2 cores:
 directions at n = 1e5 and 1e6, Extended Rosenbrock at 1e4 and 1e5, the chained Rosenbrock at
 1e5 for 100 iterations, the bound-constrained Extended Rosenbrock (L-BFGS-B: a fifth of the
-variables end at an upper bound) at 1e4 and 1e5. ``--full`` adds the long cases (directions at
+variables end at an upper bound) at 1e4 and 1e5, and fusedopt's time per iteration on the
+largest of them split into the phases of an L-BFGS-B iteration. ``--full`` adds the long cases (directions at
 1e7, Extended Rosenbrock at 1e6, the chained Rosenbrock at 1e6 for 500 iterations, the bounded
 problem at 1e6); ``--quick`` keeps the smallest.
 ``bench/bench_lbfgs.py`` times the same callables with pytest-benchmark.
@@ -38,7 +39,8 @@ from .timing import Timer, stopwatch
 __all__ = ["section", "run", "cases", "direction_case", "history_bytes", "reference_direction",
            "compact_step",
            "ext_rosenbrock", "ext_rosenbrock_x0", "chained_rosenbrock", "solvers",
-           "timed_objective", "solve_timed", "ext_rosenbrock_bounds", "bounded_solvers"]
+           "timed_objective", "solve_timed", "ext_rosenbrock_bounds", "bounded_solvers",
+           "bounded_phases"]
 
 
 def cases(quick: bool = False, full: bool = False) -> dict:
@@ -278,6 +280,66 @@ def _bounded_table(n):
     return title, format_table(["solver", "wall s", "outside f ms/it", "nit", "nfev", "f"], rows)
 
 
+#: The phases of an L-BFGS-B iteration that ``bounded_phases`` times: (label, owner, name).
+_PHASES = [("history pass 1: W^T d + new pair's Gram", "compact", "wt_dots"),
+           ("Cauchy start (d, breakpoints)", "vec", "cauchy_start"),
+           ("Cauchy path (breakpoints passed, x^c)", "vec", "cauchy_path"),
+           ("Gram over the fixed set (formk) + W_A^T q", "compact", "gram_w_at"),
+           ("history pass 2: subspace step", "compact", "subspace_direct"),
+           ("new pair stored", "compact", "push")]
+
+
+@contextlib.contextmanager
+def _phase_timers(seconds):
+    """Wraps the methods of ``_PHASES`` so that each adds its time to ``seconds[label]``;
+    restores them on exit."""
+    from ..lbfgs._vector import CoreVec  # noqa: PLC0415
+    from ..lbfgs.compact import CompactForm  # noqa: PLC0415
+
+    owners = {"compact": CompactForm, "vec": CoreVec}
+    saved = []
+    for label, owner, name in _PHASES:
+        cls = owners[owner]
+        raw = cls.__dict__[name]
+        fn = raw.__func__ if isinstance(raw, staticmethod) else raw
+
+        def timed(*a, _fn=fn, _label=label, **k):
+            t0 = stopwatch()
+            try:
+                return _fn(*a, **k)
+            finally:
+                seconds[_label] = seconds.get(_label, 0.0) + stopwatch() - t0
+        setattr(cls, name, staticmethod(timed) if isinstance(raw, staticmethod) else timed)
+        saved.append((cls, name, raw))
+    try:
+        yield seconds
+    finally:
+        for cls, name, raw in saved:
+            setattr(cls, name, raw)
+
+
+def bounded_phases(n):
+    """(title, table): fusedopt's L-BFGS-B on the bounded Extended Rosenbrock at n, its time
+    per iteration split into the phases of an iteration (the objective, the passes over the
+    history, the Cauchy point, the Gram matrices over the fixed set, the rest: line search
+    updates, the projected-gradient test, the 2k x 2k algebra, Python)."""
+    x0, bounds = ext_rosenbrock_x0(n), ext_rosenbrock_bounds(n)
+    with _phase_timers({}) as seconds:
+        wall, outside, f, nit, nfev = solve_timed(
+            lambda fun, x, *a: run_fusedopt_bounded(fun, x, bounds, *a), ext_rosenbrock, x0,
+            15000, 1e-5, 2.2e-9)
+    it = max(nit, 1)
+    rows = [["objective (f and g)", f"{(wall - outside) / it * 1e3:.2f}"]]
+    rows += [[label, f"{seconds.get(label, 0.0) / it * 1e3:.2f}"] for label, _, _ in _PHASES]
+    rest = outside - sum(seconds.values())
+    rows += [["the rest (line search, tests, small algebra)", f"{rest / it * 1e3:.2f}"],
+             ["total outside f", f"{outside / it * 1e3:.2f}"]]
+    title = (f"lbfgs fusedopt L-BFGS-B per phase, bounded Extended Rosenbrock n={n:.0e}: "
+             f"{nit} iterations, {nfev} evaluations, wall {wall:.3f} s (the timers add a "
+             "little)")
+    return title, format_table(["phase", "ms/it"], rows)
+
+
 def solve_timed(runner, objective, x0, maxiter, gtol, ftol):
     """(wall s, s outside the objective, f, nit, nfev)."""
     fun = timed_objective(objective)
@@ -376,6 +438,8 @@ def run(quick: bool = False, full: bool = False, threads: int | None = None,
         for n in size["bounded"]:
             title, table = _bounded_table(n)
             blocks.append(f"{title}\n{table}")
+        title, table = bounded_phases(size["bounded"][-1])
+        blocks.append(f"{title}\n{table}")
     return blocks
 
 

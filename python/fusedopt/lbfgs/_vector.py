@@ -66,15 +66,26 @@ class CoreVec:
         return _core.lbfgsb_rows_dots(s, y, v, rows, w)
 
     @staticmethod
-    def rows_gram_at(s, y, idx, rows, q=None):
-        """(S S^T, S Y^T, Y Y^T) of the first ``rows`` rows over the columns ``idx``, (3, rows,
-        rows) float64, one pass; with q (values at idx): a tuple (that, [S q] + [Y q])."""
-        return _core.lbfgsb_rows_gram_at(s, y, idx, rows, q)
+    def step_in_box(out, x, t, d, lo, hi):
+        """out = numpy.clip(x + t d, lo, hi) in one pass (the bits of axpby, then clip)."""
+        _core.lbfgsb_step_in_box(out, x, t, d, lo, hi)
+        return out
 
     @staticmethod
-    def rows_dots_many(s, y, vs, rows):
-        """[s_j . v] + [y_j . v] for each v in vs, over the first ``rows`` rows, one pass."""
-        return _core.lbfgsb_rows_dots_many(s, y, vs, rows)
+    def gram_blocks(parts, qparts, s, y, idx, rows, redo, row=-1, q=None):
+        """``rows_gram_at`` summed by the blocks of x from the per-block partials ``parts``
+        (and ``qparts`` with q), which it brings up to date: the blocks flagged in ``redo``
+        whole, the others in row and column ``row`` (``_core.lbfgsb_gram_blocks``)."""
+        return _core.lbfgsb_gram_blocks(parts, qparts, s, y, idx, rows, redo, row, q)
+
+    @staticmethod
+    def rows_dots_many(s, y, vs, rows, gram=None):
+        """[s_j . v] + [y_j . v] for each v in vs, over the first ``rows`` rows, one pass; with
+        gram = (parts, idx, row), the same pass updates ``gram_blocks``'s partials in row and
+        column ``row``."""
+        if gram is None:
+            return _core.lbfgsb_rows_dots_many(s, y, vs, rows)
+        return _core.lbfgsb_rows_dots_many(s, y, vs, rows, *gram)
 
     @staticmethod
     def subspace_direct(xbar, du, s, y, a, b, rows, xc, x, g, t, lo, hi, theta) -> float:

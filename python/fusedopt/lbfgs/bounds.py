@@ -35,6 +35,11 @@ class Box:
         np.clip(x, self.lo, self.hi, out=out)
         return out
 
+    def step(self, out, x, t, d):
+        """out = the projection of x + t d on the box, one pass (the bits of ``axpby``, then
+        ``project``)."""
+        return CoreVec.step_in_box(out, x, t, d, self.lo, self.hi)
+
     def projected_gradient_norm(self, x, g) -> float:
         """max_i |P(x - g)_i - x_i| in SciPy's form (``projgr``): a negative g_i is cut at
         x_i - hi_i, a positive one at x_i - lo_i (NaN if any is NaN)."""

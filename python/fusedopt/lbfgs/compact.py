@@ -16,14 +16,34 @@ in ring order and updated by one row and column per new pair (4k dots), so no pr
 history is ever recomputed. A new pair's dots are taken in the next pass over the history
 (``wt_dots``: the Cauchy point's W^T d and W^T g), not in a pass of their own; whatever reads the
 Gram matrices or theta before that brings them up to date first (``_flush``).
+
+The Gram matrices over a subset A of the variables (L-BFGS-B's fixed set, ``gram_w_at``) are
+kept as per-block partials over the 16384-element blocks of x and updated as Byrd, Lu, Nocedal
+& Zhu's ``formk`` does: a new pair adds one row and column in every block (taken over the last A
+in the next pass over the history, ``wt_dots``, while each piece of the rows is in cache), and
+only the blocks where A changed are summed again; W_A^T q then reads the entries with q != 0; the blocks are added in block order, so the result depends on
+A and the pairs alone (not on the history of updates), and a sharded run, whose shards are whole
+blocks, gets the same bits.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .. import _core
 from ._vector import CoreVec
 
-__all__ = ["CompactForm"]
+__all__ = ["CompactForm", "changed_blocks"]
+
+BLOCK = int(_core.reduce_block)   # the blocks of x of every reduction
+
+
+def changed_blocks(old, new, nb):
+    """uint8 flags over the nb blocks of x: 1 where the increasing index lists old and new
+    differ (an index in one and not the other)."""
+    flags = np.zeros(nb, np.uint8)
+    if old.size != new.size or not np.array_equal(old, new):
+        flags[np.setxor1d(old, new, assume_unique=True) // BLOCK] = 1
+    return flags
 
 
 class CompactForm:
@@ -53,6 +73,8 @@ class CompactForm:
         self.count = 0      # 0 <= count <= m: valid rows head .. head + count - 1 (mod m)
         self._mid = None    # cached M (2k x 2k), None when stale
         self._pending = -1  # the row whose Gram row and column are not taken yet (-1: none)
+        self._at = None     # (idx, parts, qparts): the Gram partials per block over idx (or None)
+        self._at_new = []   # storage rows pushed since those partials were taken
 
     # The Gram matrices and theta, current (a pending pair's dots taken first).
     ss = property(lambda self: self._flush()._ss)
@@ -66,6 +88,7 @@ class CompactForm:
         self._theta = 1.0
         self._mid = None
         self._pending = -1
+        self._at = None
 
     def order(self):
         """Ring rows of the valid pairs, oldest first."""
@@ -86,6 +109,7 @@ class CompactForm:
         self.vec.copy(self.y[r], y)
         self._pending = r
         self._mid = None
+        self._at_new.append(r)
 
     def _take_gram(self, ds, dy):
         """Stores the pending row's dots: ds = (S s_r, Y s_r), dy = (S y_r, Y y_r) over the
@@ -109,11 +133,18 @@ class CompactForm:
 
     def wt_dots(self, *vs):
         """[W^T v for v in vs] (2k each, float64) in one pass over the history, which also takes
-        the pending pair's Gram row and column."""
+        the pending pair's Gram row and column, over every variable and (per block, for
+        ``gram_w_at``) over the last fixed set."""
         k = self.count
         r = self._pending
         if r >= 0:
-            d = self.vec.rows_dots_many(self.s, self.y, list(vs) + [self.s[r], self.y[r]], k)
+            gram = None
+            if self._at is not None and self._at_new == [r]:
+                # the Gram partials over the last fixed set get the new pair's row in this pass
+                gram = (self._at[1], self._at[0], r)
+                self._at_new = []
+            d = self.vec.rows_dots_many(self.s, self.y, list(vs) + [self.s[r], self.y[r]], k,
+                                        gram)
             n = 2 * k * len(vs)
             self._take_gram(d[n:n + 2 * k], d[n + 2 * k:])
         elif len(vs) == 1:
@@ -151,15 +182,34 @@ class CompactForm:
 
     def gram_w_at(self, idx, q=None):
         """W_A^T W_A (2k x 2k) over the rows A = ``idx`` of W: the Gram matrices of the history
-        at idx in one pass (``rows_gram_at``, float64 blocked sums). With q (values at idx, the
+        at idx, from the per-block partials (``_gram_blocks``). With q (values at idx, the
         history's dtype): ``(W_A^T W_A, W_A^T q)`` from the same pass."""
         o, k, t = self.order(), self.count, self.theta
-        got = self.vec.rows_gram_at(self.s, self.y, idx, k, q)
+        got = self._gram_blocks(idx, q)
         (ss, sy, yy), dots = (got, None) if q is None else got
         ix = np.ix_(o, o)
         ys = sy[ix].T
         gram = np.block([[yy[ix], t * ys], [t * ys.T, t * t * ss[ix]]])
         return gram if q is None else (gram, self._w_order(dots))
+
+    def _gram_blocks(self, idx, q):
+        """The Gram matrices of the history over idx (increasing), summed by blocks of x from
+        the partials kept since the last call: a block is summed again when its part of idx
+        changed, or every block when more than one pair (or none known) is new; otherwise only
+        the row and column of the new pair. One gathered pass over the blocks that need it."""
+        n, m = self.n, self.m
+        nb = -(-n // BLOCK)
+        new = sorted(set(self._at_new))
+        self._at_new = []
+        if self._at is None or len(new) > 1:
+            parts = self._at[1] if self._at is not None else np.zeros((nb, 3 * m * m))
+            qparts = self._at[2] if self._at is not None else np.zeros((nb, 2 * m))
+            redo, row = np.ones(nb, np.uint8), -1
+        else:
+            old, parts, qparts = self._at
+            redo, row = changed_blocks(old, idx, nb), (new[0] if new else -1)
+        self._at = (idx, parts, qparts)
+        return self.vec.gram_blocks(parts, qparts, self.s, self.y, idx, self.count, redo, row, q)
 
     def w_row(self, i):
         """Row i of W (2k, float64): (y_1[i] .. y_k[i], theta s_1[i] .. theta s_k[i])."""

@@ -86,7 +86,7 @@ def cauchy_point(x, g, box, cf, vec=CoreVec, with_wtd=False):
     return (xc, np.asarray(c), t, wtd) if with_wtd else (xc, np.asarray(c), t)
 
 
-def subspace_step(x, g, box, cf, xc, c, t, vec=CoreVec, wtd=None):
+def subspace_step(x, g, box, cf, xc, c, t, vec=CoreVec, wtd=None, with_gd=False):
     """The end point xbar of the search direction d = xbar - x: the minimizer of the model over
     the free variables from x^c (Byrd et al., section 5.1), projected on the box (Morales &
     Nocedal 2011); when the projected point is not a descent direction, the minimizer truncated
@@ -102,7 +102,8 @@ def subspace_step(x, g, box, cf, xc, c, t, vec=CoreVec, wtd=None):
     cancels: W^T Z Z^T q = -W^T d + theta c - W_A^T q' with q' = q but 0 where x^c = x (H), no
     pass and no cancellation over H. The step itself,
     du = -r / theta - W v / theta^2 = W (M c / theta - v / theta^2) - (g / theta + x^c - x) on the
-    free variables, is one fused pass (``subspace_direct``)."""
+    free variables, is one fused pass (``subspace_direct``). With ``with_gd``: ``(xbar, gd)``,
+    gd = g . (xbar - x) when that pass took it (the bits of ``vec.dot``), else None."""
     theta = cf.theta
     mid = cf.middle()
     mc = mid @ c
@@ -124,11 +125,12 @@ def subspace_step(x, g, box, cf, xc, c, t, vec=CoreVec, wtd=None):
     v = np.linalg.solve(np.eye(k2) - (mid @ gram) / theta, mid @ wtr)
     xbar = np.empty_like(x)
     du = np.empty_like(x)
-    if cf.subspace_direct(xbar, du, mc / theta - v / (theta * theta), xc, x, g, t, box) <= 0.0:
-        return xbar
+    gd = cf.subspace_direct(xbar, du, mc / theta - v / (theta * theta), xc, x, g, t, box)
+    if gd <= 0.0:
+        return (xbar, gd) if with_gd else xbar
     alpha = min(1.0, box.max_step(xc, du))
-    vec.axpby(xbar, 1.0, xc, alpha, du)
-    return box.project(xbar, xbar)
+    box.step(xbar, xc, alpha, du)
+    return (xbar, None) if with_gd else xbar
 
 
 class BoundedSolver:
@@ -157,18 +159,27 @@ class BoundedSolver:
         self._search = LineSearch(self._evaluate)
         self._search.c1 = 1e-3                # SciPy's (dcsrch ftol)
         self._search.max_evals = maxls
+        self._pgnorm = None                   # (key of the point, its projected-gradient norm)
+        self._gd = None                       # g . d when the direction's pass took it
 
     def evaluate_start(self):
         self.f = first_evaluation(self.obj, self.x, self.g, self.vec)
+        self._pgnorm = None
 
     def projected_gradient_norm(self) -> float:
-        return self.box.projected_gradient_norm(self.x, self.g)
+        """max |P(x - g) - x| at the current point (taken once per iterate: the run's stopping
+        test and its caller's both ask)."""
+        key = (self.nit, id(self.x), id(self.g))
+        if self._pgnorm is None or self._pgnorm[0] != key:
+            self._pgnorm = (key, self.box.projected_gradient_norm(self.x, self.g))
+        return self._pgnorm[1]
 
     def _evaluate(self, t, slot):
         xt, gt = self.slots[slot]
-        self.vec.axpby(xt, 1.0, self.x, t, self.d)
-        if self.box.constrained:
-            self.box.project(xt, xt)          # exact feasibility under rounding
+        if self.box.constrained:              # projected: exact feasibility under rounding
+            self.box.step(xt, self.x, t, self.d)
+        else:
+            self.vec.axpby(xt, 1.0, self.x, t, self.d)
         f = self.obj(xt, gt)
         dg = self.vec.dot(gt, self.d) if math.isfinite(f) else math.nan
         return Point(t, f, dg, slot)
@@ -180,15 +191,16 @@ class BoundedSolver:
             xc, c, t, wtd = x, np.zeros(2 * cf.count), None, None
         else:
             xc, c, t, wtd = cauchy_point(x, g, box, cf, self.vec, with_wtd=True)
+        self._gd = None
         if cf.count and (t is None or self.vec.any((t >= 0).any())):
-            xbar = subspace_step(x, g, box, cf, xc, c, t, self.vec, wtd)
+            xbar, self._gd = subspace_step(x, g, box, cf, xc, c, t, self.vec, wtd, with_gd=True)
         else:
             xbar = xc
         np.subtract(xbar, x, out=self.d)
 
     def _search_along(self):
         vec, d = self.vec, self.d
-        dg0 = vec.dot(self.g, d)
+        dg0 = vec.dot(self.g, d) if self._gd is None else self._gd
         if not dg0 < 0.0:
             return None
         tmax = self.box.max_step(self.x, d) if self.box.constrained else math.inf

@@ -60,12 +60,11 @@ t, d_b, z_b and its row of W), every rank merges the offers in (t, global index)
 the order of the one-process heap, and processes them up to the smallest last offer of a rank
 that has more, then asks again. Its arithmetic is that of the one-process kernel step for
 step, so the Cauchy point has the one-process bits (its loop over the breakpoints passed is
-Python here, O(m^2) each: slower than the kernel's C++). The Gram over the fixed variables
-is summed by blocks of x, not of the list of fixed variables as in one process (a block of
-that list spans ranks, and a blocked sum split into parts cannot be rejoined with the same
-bits); so is the product W_A^T q of the subspace step, taken in the same pass. Hence the
-sharded direction has the same bits on any number of ranks, and agrees with the one-process
-direction to rounding (a few ulps of max |d| in float64). L-BFGS-B's 2m x 2m
+Python here, O(m^2) each: slower than the kernel's C++). The Gram matrices over the fixed
+variables, and W_A^T q of the subspace step, are kept per block of x (``CompactForm.gram_w_at``,
+the same in one process): each rank updates the partials of its own blocks, and they are
+gathered and added in block order (``gram_blocks``). Hence the sharded direction has the bits
+of the one-process direction on any number of ranks. L-BFGS-B's 2m x 2m
 algebra is ``compact``'s NumPy/LAPACK, identical on ranks of one machine type.
 """
 from __future__ import annotations
@@ -403,9 +402,15 @@ class ShardVec:
 
     rows_axpy = staticmethod(CoreVec.rows_axpy)
 
-    def rows_dots_many(self, s, y, vs, rows):
+    def rows_dots_many(self, s, y, vs, rows, gram=None):
         """[s_j . v] + [y_j . v] for each v in ``vs``, one collective: the bits of
-        ``_core.lbfgsb_rows_dots_many`` on the whole vectors (its dots are ``lbfgs_dot``'s)."""
+        ``_core.lbfgsb_rows_dots_many`` on the whole vectors (its dots are ``lbfgs_dot``'s).
+        With gram = (parts, idx, row): the rank's Gram partials updated in that row (local,
+        ``CoreVec.gram_blocks``: the bits of the one-process fused pass)."""
+        if gram is not None:
+            parts, idx, row = gram
+            CoreVec.gram_blocks(parts, None, s, y, idx, rows, np.zeros(parts.shape[0], np.uint8),
+                                row)
         pairs = [(a[j], v) for v in vs for a in (s, y) for j in range(rows)]
         return self.dots(pairs)[1] if pairs else np.zeros(0)
 
@@ -418,27 +423,19 @@ class ShardVec:
         CoreVec.subspace_direct(xbar, du, s, y, a, b, rows, xc, x, g, t, lo, hi, theta)
         return self.dot(g, np.subtract(xbar, x))
 
-    def rows_gram_at(self, s, y, idx, rows, q=None):
-        """The Gram matrices over the variables ``idx`` (local indices, increasing), and with q
-        (values at idx) [S q] + [Y q], as sums of per-block parts over the blocks of x, added
-        in block order: the same bits on any number of ranks. Not those of one process, whose
-        kernel sums by blocks of the list idx: a block of that list spans ranks, and a blocked
-        sum cannot be split into parts and joined with the same bits."""
-        nb = self.net.nb[self.net.rank]
+    def gram_blocks(self, parts, qparts, s, y, idx, rows, redo, row=-1, q=None):
+        """``CoreVec.gram_blocks`` on the rank's blocks (idx: local indices, increasing), whose
+        partials (the Gram matrices, and with q [S q] + [Y q], per block of x) are gathered and
+        added in block order: the bits of the one-process kernel, which sums by the same blocks,
+        on any number of ranks."""
+        CoreVec.gram_blocks(parts, qparts, s, y, idx, rows, redo, row, q)
+        m = s.shape[0]
+        nb = parts.shape[0]
+        mine = parts.reshape(nb, 3, m, m)[:, :, :rows, :rows].reshape(nb, -1)
+        if q is not None:
+            mine = np.hstack([mine, qparts[:, :rows], qparts[:, m:m + rows]])
+        sums = self.net.gather_blocks([0.0], np.ascontiguousarray(mine))[1]
         kk = 3 * rows * rows
-        cuts = np.searchsorted(idx, np.arange(nb + 1) * BLOCK)
-        parts = np.zeros((nb, kk + (0 if q is None else 2 * rows)))
-        for b in range(nb):
-            lo, hi = cuts[b], cuts[b + 1]
-            if hi > lo:
-                at = np.ascontiguousarray(idx[lo:hi])
-                got = CoreVec.rows_gram_at(s, y, at, rows) if q is None else \
-                    CoreVec.rows_gram_at(s, y, at, rows, np.ascontiguousarray(q[lo:hi]))
-                gram, dots = (got, None) if q is None else got
-                parts[b, :kk] = np.asarray(gram).reshape(-1)
-                if q is not None:
-                    parts[b, kk:] = dots
-        sums = self.net.gather_blocks([0.0], parts)[1]
         gram = sums[:kk].reshape(3, rows, rows)
         return gram if q is None else (gram, sums[kk:])
 
