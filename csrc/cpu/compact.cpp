@@ -8,7 +8,12 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "compact.h"
 #include "fusedopt/compact.h"
@@ -39,6 +44,71 @@ __attribute__((noinline)) void load_values(DType d, const void* src, int64_t at,
     }
 }
 
+// The block's grad as float32, divided by *grad_scale where given (AMP).
+__attribute__((noinline)) void load_grad(const CompactCall& c, const CompactTensor& t, int64_t at,
+                                         int n, float* __restrict out) {
+    load_values(t.dtype, t.grad, at, n, out);
+    if (c.grad_scale) {
+        const float scale = *c.grad_scale;
+        for (int i = 0; i < n; ++i) out[i] = out[i] / scale;
+    }
+}
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+// The AVX-512 copy looks the 256-entry tables (the map, the thresholds) up in registers: eight
+// two-register permutes pick by the index's low 5 bits, three rounds of blends by bits 5, 6, 7
+// -- no memory gathers. Exact selections: the same float32 bits as table[index].
+struct Table256 {
+    __m512 r[16];
+    explicit Table256(const float* t) {
+        for (int j = 0; j < 16; ++j) r[j] = _mm512_loadu_ps(t + 16 * j);
+    }
+    __m512 operator[](__m512i idx) const {
+        const __m512 a0 = _mm512_permutex2var_ps(r[0], idx, r[1]);
+        const __m512 a1 = _mm512_permutex2var_ps(r[2], idx, r[3]);
+        const __m512 a2 = _mm512_permutex2var_ps(r[4], idx, r[5]);
+        const __m512 a3 = _mm512_permutex2var_ps(r[6], idx, r[7]);
+        const __m512 a4 = _mm512_permutex2var_ps(r[8], idx, r[9]);
+        const __m512 a5 = _mm512_permutex2var_ps(r[10], idx, r[11]);
+        const __m512 a6 = _mm512_permutex2var_ps(r[12], idx, r[13]);
+        const __m512 a7 = _mm512_permutex2var_ps(r[14], idx, r[15]);
+        const __mmask16 b5 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(32));
+        const __mmask16 b6 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(64));
+        const __mmask16 b7 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(128));
+        const __m512 c0 = _mm512_mask_blend_ps(b5, a0, a1);
+        const __m512 c1 = _mm512_mask_blend_ps(b5, a2, a3);
+        const __m512 c2 = _mm512_mask_blend_ps(b5, a4, a5);
+        const __m512 c3 = _mm512_mask_blend_ps(b5, a6, a7);
+        const __m512 d0 = _mm512_mask_blend_ps(b6, c0, c1);
+        const __m512 d1 = _mm512_mask_blend_ps(b6, c2, c3);
+        return _mm512_mask_blend_ps(b7, d0, d1);
+    }
+};
+
+// The mask of the first min(16, n - i) lanes.
+inline __mmask16 lanes(int i, int n) {
+    const int r = n - i;
+    return r >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << r) - 1u);
+}
+#endif
+
+// n 8-bit codes dequantized: map[code] * a (one float32 multiplication).
+__attribute__((noinline)) void decode_block(const uint8_t* __restrict q,
+                                            const float* __restrict m, float a, int n,
+                                            float* __restrict out) {
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    const Table256 map(m);
+    const __m512 va = _mm512_set1_ps(a);
+    for (int i = 0; i < n; i += 16) {
+        const __mmask16 k = lanes(i, n);
+        const __m512i code = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, q + i));
+        _mm512_mask_storeu_ps(out + i, k, _mm512_mul_ps(map[code], va));
+    }
+#else
+    for (int i = 0; i < n; ++i) out[i] = m[q[i]] * a;
+#endif
+}
+
 // State slot k of tensor t, block at `at` (a multiple of kB): widened or dequantized
 // (map[code] * absmax, one float32 multiplication).
 __attribute__((noinline)) void load_state(const CompactCall& c, const CompactTensor& t, int k,
@@ -55,10 +125,8 @@ __attribute__((noinline)) void load_state(const CompactCall& c, const CompactTen
             break;
         }
         case StateKind::kUInt8: {
-            const uint8_t* __restrict q = as<uint8_t>(t.state[k]) + at;
-            const float* __restrict m = c.map[t.qsigned[k]];
-            const float a = t.absmax[k][at / kB];
-            for (int i = 0; i < n; ++i) out[i] = m[q[i]] * a;
+            decode_block(as<uint8_t>(t.state[k]) + at, c.map[t.qsigned[k]],
+                         t.absmax[k][at / kB], n, out);
             break;
         }
     }
@@ -74,7 +142,31 @@ __attribute__((noinline)) void encode_block(const float* __restrict in, float a,
         for (int i = 0; i < n; ++i) q[i] = zero;
         return;
     }
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    // fo_quant_encode, 16 lanes at a time, the thresholds looked up in registers
+    const Table256 thr(th);
+    const __m512 va = _mm512_set1_ps(a);
+    const __m512i lo = _mm512_set1_epi32(static_cast<int>(kEncodeLo));
+    const __m512i hi = _mm512_set1_epi32(static_cast<int>(kEncodeHi));
+    const __m512i span = _mm512_set1_epi32(static_cast<int>(kEncodeSpan));
+    const __m512i one = _mm512_set1_epi32(1);
+    for (int i = 0; i < n; i += 16) {
+        const __mmask16 k = lanes(i, n);
+        const __m512 y = _mm512_div_ps(_mm512_maskz_loadu_ps(k, in + i), va);
+        const __m512i u = _mm512_castps_si512(y);
+        __m512i e = _mm512_srli_epi32(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), 16);
+        e = _mm512_min_epu32(_mm512_max_epu32(e, lo), hi);
+        __m512i idx = _mm512_sub_epi32(e, lo);
+        idx = _mm512_mask_add_epi32(idx, _mm512_movepi32_mask(u), idx, span);
+        const __m512i c = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), k, idx, lut, 4);
+        __m512i code = _mm512_mask_add_epi32(c, _mm512_cmp_ps_mask(y, thr[c], _CMP_GT_OQ), c, one);
+        code = _mm512_mask_mov_epi32(code, _mm512_cmp_ps_mask(y, y, _CMP_UNORD_Q),
+                                     _mm512_set1_epi32(255));
+        _mm_mask_storeu_epi8(q + i, k, _mm512_cvtepi32_epi8(code));
+    }
+#else
     for (int i = 0; i < n; ++i) q[i] = static_cast<uint8_t>(fo_quant_encode(in[i] / a, lut, th));
+#endif
 }
 
 // The block's new values into state slot k: as float32, rounded to bfloat16 (nearest even), or
@@ -110,11 +202,13 @@ __attribute__((noinline)) void store_state(const CompactCall& c, const CompactTe
     }
 }
 
-// The block's new param values: into the master weights (when given) and the param, rounded to
-// nearest even or (bfloat16, stochastic_rounding) stochastically.
+// The block's new param values: into the master weights (when given and `to_master`; the fused
+// pass updates them in place) and the param, rounded to nearest even or (bfloat16,
+// stochastic_rounding) stochastically.
 __attribute__((noinline)) void store_param(const CompactCall& c, const CompactTensor& t,
-                                           int64_t at, int n, const float* __restrict in) {
-    if (t.master) {
+                                           int64_t at, int n, const float* __restrict in,
+                                           bool to_master) {
+    if (t.master && to_master) {
         float* __restrict mw = as<float>(t.master) + at;
         for (int i = 0; i < n; ++i) mw[i] = in[i];
     }
@@ -137,13 +231,108 @@ __attribute__((noinline)) void store_param(const CompactCall& c, const CompactTe
     }
 }
 
+// The fused pass over one block whose every state is of kind K (bfloat16 or 8-bit): each
+// element's states are widened or dequantized, updated and rounded (bfloat16) in registers, one
+// loop over the block; 8-bit values go to `qv` (an L1 buffer per slot) with their absmax kept
+// as an integer maximum, and are encoded after the loop. `pio` holds the param (the param or
+// master weights themselves when float32, else a buffer), `gin` the grad (the grad itself when
+// float32 and unscaled, else a buffer).
+template <StateKind K, typename Op>
+__attribute__((always_inline)) inline void fused_block(const CompactCall& c,
+                                                       const CompactTensor& t, const Op& op,
+                                                       int64_t at, int n, float* __restrict pio,
+                                                       const float* __restrict gin,
+                                                       float (*__restrict qv)[kB]) {
+    constexpr unsigned S = Op::kStates;
+    constexpr bool U8 = K == StateKind::kUInt8;
+    constexpr bool H0 = (S & state_bit(0)) != 0, H1 = (S & state_bit(1)) != 0,
+                   H2 = (S & state_bit(2)) != 0;
+    using Code = typename std::conditional<U8, uint8_t, uint16_t>::type;
+    Code* __restrict c0 = H0 ? as<Code>(t.state[0]) + at : nullptr;
+    Code* __restrict c1 = H1 ? as<Code>(t.state[1]) + at : nullptr;
+    Code* __restrict c2 = H2 ? as<Code>(t.state[2]) + at : nullptr;
+    // 8-bit: the map of each slot times the block's absmax (dequantize: map[code] * absmax)
+    if constexpr (U8) {
+        for (int k = 0; k < 3; ++k)
+            if (S & state_bit(k))
+                decode_block(as<uint8_t>(t.state[k]) + at, c.map[t.qsigned[k]],
+                             t.absmax[k][at / kB], n, qv[k]);
+    }
+    float* __restrict v0 = qv[0];
+    float* __restrict v1 = qv[1];
+    float* __restrict v2 = qv[2];
+    unsigned mx0 = 0, mx1 = 0, mx2 = 0;  // max |x| as bits (orders as |x|; a NaN above inf)
+    FUSEDOPT_IVDEP
+    for (int i = 0; i < n; ++i) {
+        float p = pio[i];
+        const float g = gin[i];
+        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f;
+        if constexpr (U8) {
+            if constexpr (H0) s0 = v0[i];
+            if constexpr (H1) s1 = v1[i];
+            if constexpr (H2) s2 = v2[i];
+        } else {
+            if constexpr (H0) s0 = fo_bf16_to_float(c0[i]);
+            if constexpr (H1) s1 = fo_bf16_to_float(c1[i]);
+            if constexpr (H2) s2 = fo_bf16_to_float(c2[i]);
+        }
+        op(p, g, s0, s1, s2);
+        pio[i] = p;
+        if constexpr (U8) {
+            if constexpr (H0) {
+                v0[i] = s0;
+                const unsigned b = fo_float_bits(s0) & 0x7fffffffu;
+                mx0 = b > mx0 ? b : mx0;
+            }
+            if constexpr (H1) {
+                v1[i] = s1;
+                const unsigned b = fo_float_bits(s1) & 0x7fffffffu;
+                mx1 = b > mx1 ? b : mx1;
+            }
+            if constexpr (H2) {
+                v2[i] = s2;
+                const unsigned b = fo_float_bits(s2) & 0x7fffffffu;
+                mx2 = b > mx2 ? b : mx2;
+            }
+        } else {
+            if constexpr (H0) c0[i] = fo_float_to_bf16(s0);
+            if constexpr (H1) c1[i] = fo_float_to_bf16(s1);
+            if constexpr (H2) c2[i] = fo_float_to_bf16(s2);
+        }
+    }
+    if constexpr (U8) {
+        const unsigned mx[3] = {mx0, mx1, mx2};
+        for (int k = 0; k < 3; ++k) {
+            if (!(S & state_bit(k))) continue;
+            const float a = fo_bits_float(mx[k]);
+            t.absmax[k][at / kB] = a;
+            encode_block(qv[k], a, as<uint8_t>(t.state[k]) + at, c.encode[t.qsigned[k]],
+                         c.thresholds[t.qsigned[k]], n);
+        }
+    }
+}
+
+// The kind shared by every state of tensor t that the rule uses (kFloat32 where they differ:
+// the general block loop then takes the tensor).
+StateKind uniform_kind(const CompactTensor& t, unsigned states) {
+    int kind = -1;
+    for (int k = 0; k < 3; ++k) {
+        if (!(states & state_bit(k))) continue;
+        const int kk = static_cast<int>(t.kind[k]);
+        if (kind >= 0 && kk != kind) return StateKind::kFloat32;
+        kind = kk;
+    }
+    return kind < 0 ? StateKind::kFloat32 : static_cast<StateKind>(kind);
+}
+
 struct Unit {
     int64_t tensor;
     int64_t begin;
 };
 
 // The loop: chunks of kCompactChunk elements of one tensor on the pool's threads; in each, block
-// by block, load, run the functor, store.
+// by block: a tensor whose states are all bfloat16 or all 8-bit takes the fused pass
+// (fused_block), any other mix the general one (load into buffers, the functor, store).
 template <typename Op>
 void compact_loop(const CompactCall& c, const Op& op0) {
     constexpr unsigned S = Op::kStates;
@@ -156,25 +345,39 @@ void compact_loop(const CompactCall& c, const Op& op0) {
         const Op op = op0;  // a local copy: the scalars stay in registers
         const CompactTensor& t = c.tensors[u[j].tensor];
         const int64_t end = std::min(t.size, u[j].begin + kCompactChunk);
-        alignas(64) float p[kB], g[kB], s0[kB], s1[kB], s2[kB];
+        const StateKind form = uniform_kind(t, S);
+        // the param in place where it is float32 (or has float32 master weights), the grad where
+        // it is float32 and unscaled; else their float32 values in buffers
+        const bool p_direct = t.master != nullptr || t.dtype == DType::kFloat32;
+        const bool g_direct = t.dtype == DType::kFloat32 && !c.grad_scale;
+        alignas(64) float p[kB], g[kB], s[3][kB];
         for (int64_t at = u[j].begin; at < end; at += kB) {
             const int n = static_cast<int>(std::min<int64_t>(kB, end - at));
+            if (form != StateKind::kFloat32 && S != 0) {
+                float* pio = p_direct ? as<float>(t.master ? t.master : t.param) + at : p;
+                const float* gin = g_direct ? as<float>(t.grad) + at : g;
+                if (!p_direct) load_values(t.dtype, t.param, at, n, p);
+                if (!g_direct) load_grad(c, t, at, n, g);
+                if (form == StateKind::kBFloat16)
+                    fused_block<StateKind::kBFloat16>(c, t, op, at, n, pio, gin, s);
+                else
+                    fused_block<StateKind::kUInt8>(c, t, op, at, n, pio, gin, s);
+                if (t.master || t.dtype != DType::kFloat32)
+                    store_param(c, t, at, n, pio, /*to_master=*/false);
+                continue;
+            }
             load_values(t.master ? DType::kFloat32 : t.dtype, t.master ? t.master : t.param, at,
                         n, p);
-            load_values(t.dtype, t.grad, at, n, g);
-            if (c.grad_scale) {
-                const float scale = *c.grad_scale;
-                for (int i = 0; i < n; ++i) g[i] = g[i] / scale;
-            }
-            if (S & state_bit(0)) load_state(c, t, 0, at, n, s0);
-            if (S & state_bit(1)) load_state(c, t, 1, at, n, s1);
-            if (S & state_bit(2)) load_state(c, t, 2, at, n, s2);
+            load_grad(c, t, at, n, g);
+            if (S & state_bit(0)) load_state(c, t, 0, at, n, s[0]);
+            if (S & state_bit(1)) load_state(c, t, 1, at, n, s[1]);
+            if (S & state_bit(2)) load_state(c, t, 2, at, n, s[2]);
             FUSEDOPT_IVDEP
-            for (int i = 0; i < n; ++i) op(p[i], g[i], s0[i], s1[i], s2[i]);
-            store_param(c, t, at, n, p);
-            if (S & state_bit(0)) store_state(c, t, 0, at, n, s0);
-            if (S & state_bit(1)) store_state(c, t, 1, at, n, s1);
-            if (S & state_bit(2)) store_state(c, t, 2, at, n, s2);
+            for (int i = 0; i < n; ++i) op(p[i], g[i], s[0][i], s[1][i], s[2][i]);
+            store_param(c, t, at, n, p, /*to_master=*/true);
+            if (S & state_bit(0)) store_state(c, t, 0, at, n, s[0]);
+            if (S & state_bit(1)) store_state(c, t, 1, at, n, s[1]);
+            if (S & state_bit(2)) store_state(c, t, 2, at, n, s[2]);
         }
     });
 }
