@@ -2,13 +2,13 @@
 // blockwise state, stochastic rounding of bfloat16 params.
 //
 // Compiled once per instruction set (FUSEDOPT_ISA), like kernels.cpp. Only float32 math exists
-// here (compact state needs float32 math), and only the rule's loop over a block is a template
-// instance; loading and storing a block are plain functions shared by every rule, so the new
-// kernels add few instances to the build.
+// here (compact state needs float32 math), and only the rule's loops over a block are template
+// code (one instance per rule and flags, holding the fused pass for bfloat16 and for 8-bit state
+// and the general loop); dequantizing, encoding, loading and storing buffers are plain functions
+// shared by every rule, so the new kernels add few instances to the build.
 #include <algorithm>
 #include <cstdint>
 #include <limits>
-#include <type_traits>
 #include <vector>
 
 #if defined(__AVX512F__)
@@ -202,20 +202,11 @@ __attribute__((noinline)) void store_state(const CompactCall& c, const CompactTe
     }
 }
 
-// The block's new param values: into the master weights (when given and `to_master`; the fused
-// pass updates them in place) and the param, rounded to nearest even or (bfloat16,
-// stochastic_rounding) stochastically.
+// The block's new param values (the master weights, when given, are updated in place) into a
+// 16-bit param, rounded to nearest even or (bfloat16, stochastic_rounding) stochastically.
 __attribute__((noinline)) void store_param(const CompactCall& c, const CompactTensor& t,
-                                           int64_t at, int n, const float* __restrict in,
-                                           bool to_master) {
-    if (t.master && to_master) {
-        float* __restrict mw = as<float>(t.master) + at;
-        for (int i = 0; i < n; ++i) mw[i] = in[i];
-    }
-    if (t.dtype == DType::kFloat32) {
-        float* __restrict p = as<float>(t.param) + at;
-        for (int i = 0; i < n; ++i) p[i] = in[i];
-    } else if (t.dtype == DType::kFloat16) {
+                                           int64_t at, int n, const float* __restrict in) {
+    if (t.dtype == DType::kFloat16) {
         uint16_t* __restrict p = as<uint16_t>(t.param) + at;
         for (int i = 0; i < n; ++i) p[i] = fo_float_to_half(in[i]);
     } else if (c.stochastic_rounding) {
@@ -231,54 +222,54 @@ __attribute__((noinline)) void store_param(const CompactCall& c, const CompactTe
     }
 }
 
-// The fused pass over one block whose every state is of kind K (bfloat16 or 8-bit): each
-// element's states are widened or dequantized, updated and rounded (bfloat16) in registers, one
-// loop over the block; 8-bit values go to `qv` (an L1 buffer per slot) with their absmax kept
-// as an integer maximum, and are encoded after the loop. `pio` holds the param (the param or
-// master weights themselves when float32, else a buffer), `gin` the grad (the grad itself when
-// float32 and unscaled, else a buffer).
-template <StateKind K, typename Op>
+// The fused pass over one block. `InRegisters` (every state bfloat16): each element's states
+// are widened, updated and rounded to nearest even in registers, one loop over the block. Else
+// (8-bit states, or a mix of kinds): the states are widened or dequantized into `sv` (L1 buffers)
+// first, the loop updates them there and keeps each one's absmax as an integer maximum, then
+// 8-bit states are encoded with that absmax and the others stored. `pio` holds the param (the
+// param or master weights themselves when float32, else a buffer), `gin` the grad (the grad
+// itself when float32 and unscaled, else a buffer).
+template <bool InRegisters, typename Op>
 __attribute__((always_inline)) inline void fused_block(const CompactCall& c,
                                                        const CompactTensor& t, const Op& op,
                                                        int64_t at, int n, float* __restrict pio,
                                                        const float* __restrict gin,
-                                                       float (*__restrict qv)[kB]) {
+                                                       float (*__restrict sv)[kB]) {
     constexpr unsigned S = Op::kStates;
-    constexpr bool U8 = K == StateKind::kUInt8;
     constexpr bool H0 = (S & state_bit(0)) != 0, H1 = (S & state_bit(1)) != 0,
                    H2 = (S & state_bit(2)) != 0;
-    using Code = typename std::conditional<U8, uint8_t, uint16_t>::type;
-    Code* __restrict c0 = H0 ? as<Code>(t.state[0]) + at : nullptr;
-    Code* __restrict c1 = H1 ? as<Code>(t.state[1]) + at : nullptr;
-    Code* __restrict c2 = H2 ? as<Code>(t.state[2]) + at : nullptr;
-    // 8-bit: the map of each slot times the block's absmax (dequantize: map[code] * absmax)
-    if constexpr (U8) {
+    uint16_t* __restrict h0 = InRegisters && H0 ? as<uint16_t>(t.state[0]) + at : nullptr;
+    uint16_t* __restrict h1 = InRegisters && H1 ? as<uint16_t>(t.state[1]) + at : nullptr;
+    uint16_t* __restrict h2 = InRegisters && H2 ? as<uint16_t>(t.state[2]) + at : nullptr;
+    if constexpr (!InRegisters) {
         for (int k = 0; k < 3; ++k)
-            if (S & state_bit(k))
-                decode_block(as<uint8_t>(t.state[k]) + at, c.map[t.qsigned[k]],
-                             t.absmax[k][at / kB], n, qv[k]);
+            if (S & state_bit(k)) load_state(c, t, k, at, n, sv[k]);
     }
-    float* __restrict v0 = qv[0];
-    float* __restrict v1 = qv[1];
-    float* __restrict v2 = qv[2];
+    float* __restrict v0 = sv[0];
+    float* __restrict v1 = sv[1];
+    float* __restrict v2 = sv[2];
     unsigned mx0 = 0, mx1 = 0, mx2 = 0;  // max |x| as bits (orders as |x|; a NaN above inf)
     FUSEDOPT_IVDEP
     for (int i = 0; i < n; ++i) {
         float p = pio[i];
         const float g = gin[i];
         float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f;
-        if constexpr (U8) {
+        if constexpr (InRegisters) {
+            if constexpr (H0) s0 = fo_bf16_to_float(h0[i]);
+            if constexpr (H1) s1 = fo_bf16_to_float(h1[i]);
+            if constexpr (H2) s2 = fo_bf16_to_float(h2[i]);
+        } else {
             if constexpr (H0) s0 = v0[i];
             if constexpr (H1) s1 = v1[i];
             if constexpr (H2) s2 = v2[i];
-        } else {
-            if constexpr (H0) s0 = fo_bf16_to_float(c0[i]);
-            if constexpr (H1) s1 = fo_bf16_to_float(c1[i]);
-            if constexpr (H2) s2 = fo_bf16_to_float(c2[i]);
         }
         op(p, g, s0, s1, s2);
         pio[i] = p;
-        if constexpr (U8) {
+        if constexpr (InRegisters) {
+            if constexpr (H0) h0[i] = fo_float_to_bf16(s0);
+            if constexpr (H1) h1[i] = fo_float_to_bf16(s1);
+            if constexpr (H2) h2[i] = fo_float_to_bf16(s2);
+        } else {
             if constexpr (H0) {
                 v0[i] = s0;
                 const unsigned b = fo_float_bits(s0) & 0x7fffffffu;
@@ -294,35 +285,30 @@ __attribute__((always_inline)) inline void fused_block(const CompactCall& c,
                 const unsigned b = fo_float_bits(s2) & 0x7fffffffu;
                 mx2 = b > mx2 ? b : mx2;
             }
-        } else {
-            if constexpr (H0) c0[i] = fo_float_to_bf16(s0);
-            if constexpr (H1) c1[i] = fo_float_to_bf16(s1);
-            if constexpr (H2) c2[i] = fo_float_to_bf16(s2);
         }
     }
-    if constexpr (U8) {
+    if constexpr (!InRegisters) {
         const unsigned mx[3] = {mx0, mx1, mx2};
         for (int k = 0; k < 3; ++k) {
             if (!(S & state_bit(k))) continue;
+            if (t.kind[k] != StateKind::kUInt8) {
+                store_state(c, t, k, at, n, sv[k]);
+                continue;
+            }
             const float a = fo_bits_float(mx[k]);
             t.absmax[k][at / kB] = a;
-            encode_block(qv[k], a, as<uint8_t>(t.state[k]) + at, c.encode[t.qsigned[k]],
+            encode_block(sv[k], a, as<uint8_t>(t.state[k]) + at, c.encode[t.qsigned[k]],
                          c.thresholds[t.qsigned[k]], n);
         }
     }
 }
 
-// The kind shared by every state of tensor t that the rule uses (kFloat32 where they differ:
-// the general block loop then takes the tensor).
-StateKind uniform_kind(const CompactTensor& t, unsigned states) {
-    int kind = -1;
-    for (int k = 0; k < 3; ++k) {
-        if (!(states & state_bit(k))) continue;
-        const int kk = static_cast<int>(t.kind[k]);
-        if (kind >= 0 && kk != kind) return StateKind::kFloat32;
-        kind = kk;
-    }
-    return kind < 0 ? StateKind::kFloat32 : static_cast<StateKind>(kind);
+// Whether every state of tensor t that the rule uses is bfloat16 (and there is one).
+bool all_bfloat16(const CompactTensor& t, unsigned states) {
+    bool all = states != 0;
+    for (int k = 0; k < 3; ++k)
+        if (states & state_bit(k)) all = all && t.kind[k] == StateKind::kBFloat16;
+    return all;
 }
 
 struct Unit {
@@ -331,8 +317,7 @@ struct Unit {
 };
 
 // The loop: chunks of kCompactChunk elements of one tensor on the pool's threads; in each, block
-// by block: a tensor whose states are all bfloat16 or all 8-bit takes the fused pass
-// (fused_block), any other mix the general one (load into buffers, the functor, store).
+// by block, the fused pass (fused_block: in registers when every state is bfloat16).
 template <typename Op>
 void compact_loop(const CompactCall& c, const Op& op0) {
     constexpr unsigned S = Op::kStates;
@@ -345,7 +330,7 @@ void compact_loop(const CompactCall& c, const Op& op0) {
         const Op op = op0;  // a local copy: the scalars stay in registers
         const CompactTensor& t = c.tensors[u[j].tensor];
         const int64_t end = std::min(t.size, u[j].begin + kCompactChunk);
-        const StateKind form = uniform_kind(t, S);
+        const bool in_registers = all_bfloat16(t, S);
         // the param in place where it is float32 (or has float32 master weights), the grad where
         // it is float32 and unscaled; else their float32 values in buffers
         const bool p_direct = t.master != nullptr || t.dtype == DType::kFloat32;
@@ -353,31 +338,15 @@ void compact_loop(const CompactCall& c, const Op& op0) {
         alignas(64) float p[kB], g[kB], s[3][kB];
         for (int64_t at = u[j].begin; at < end; at += kB) {
             const int n = static_cast<int>(std::min<int64_t>(kB, end - at));
-            if (form != StateKind::kFloat32 && S != 0) {
-                float* pio = p_direct ? as<float>(t.master ? t.master : t.param) + at : p;
-                const float* gin = g_direct ? as<float>(t.grad) + at : g;
-                if (!p_direct) load_values(t.dtype, t.param, at, n, p);
-                if (!g_direct) load_grad(c, t, at, n, g);
-                if (form == StateKind::kBFloat16)
-                    fused_block<StateKind::kBFloat16>(c, t, op, at, n, pio, gin, s);
-                else
-                    fused_block<StateKind::kUInt8>(c, t, op, at, n, pio, gin, s);
-                if (t.master || t.dtype != DType::kFloat32)
-                    store_param(c, t, at, n, pio, /*to_master=*/false);
-                continue;
-            }
-            load_values(t.master ? DType::kFloat32 : t.dtype, t.master ? t.master : t.param, at,
-                        n, p);
-            load_grad(c, t, at, n, g);
-            if (S & state_bit(0)) load_state(c, t, 0, at, n, s[0]);
-            if (S & state_bit(1)) load_state(c, t, 1, at, n, s[1]);
-            if (S & state_bit(2)) load_state(c, t, 2, at, n, s[2]);
-            FUSEDOPT_IVDEP
-            for (int i = 0; i < n; ++i) op(p[i], g[i], s[0][i], s[1][i], s[2][i]);
-            store_param(c, t, at, n, p, /*to_master=*/true);
-            if (S & state_bit(0)) store_state(c, t, 0, at, n, s[0]);
-            if (S & state_bit(1)) store_state(c, t, 1, at, n, s[1]);
-            if (S & state_bit(2)) store_state(c, t, 2, at, n, s[2]);
+            float* pio = p_direct ? as<float>(t.master ? t.master : t.param) + at : p;
+            const float* gin = g_direct ? as<float>(t.grad) + at : g;
+            if (!p_direct) load_values(t.dtype, t.param, at, n, p);
+            if (!g_direct) load_grad(c, t, at, n, g);
+            if (in_registers)
+                fused_block<true>(c, t, op, at, n, pio, gin, s);
+            else
+                fused_block<false>(c, t, op, at, n, pio, gin, s);
+            if (t.master || t.dtype != DType::kFloat32) store_param(c, t, at, n, pio);
         }
     });
 }
