@@ -476,3 +476,47 @@ def test_ops_picks_the_kernel_from_the_state_dtypes(monkeypatch, kind):
     calls.clear()
     mixed.step(ops, 1)
     assert calls == ["compact_step"]
+
+
+_VBMI_RUN = """
+import sys
+import numpy as np
+from fusedopt import ops, quant
+rng = np.random.default_rng(5)
+sizes = [278011, 4097, 70, 1]
+params = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+m = [quant.quantize(np.zeros(n, np.float32), True) for n in sizes]
+v = [quant.quantize(np.zeros(n, np.float32), False) for n in sizes]
+w = [quant.quantize(np.zeros(n, np.float32), False) for n in sizes]
+for t in range(1, 6):
+    grads = [(10.0 ** rng.uniform(-3, 1) * rng.standard_normal(n)).astype(np.float32)
+             for n in sizes]
+    ops.adam_(params, grads, m, v, w, step=t, lr=0.01, amsgrad=True)
+out = {}
+for i in range(len(sizes)):
+    out[f"p{i}"] = params[i]
+    for name, s in (("m", m), ("v", v), ("w", w)):
+        out[f"{name}{i}c"], out[f"{name}{i}a"] = s[i].codes, s[i].absmax
+np.savez(sys.argv[1], **out)
+"""
+
+
+def test_avx512_decode_with_and_without_vbmi_same_bits(tmp_path):
+    # The AVX-512 copy decodes 8-bit state with VBMI byte permutes where the CPU has them, else
+    # with float permutes; FUSEDOPT_NO_VBMI turns the first off. Both (and every other copy, see
+    # above) give the same bits.
+    import os
+    import subprocess
+    import sys
+
+    if "avx512" not in _core.available_isas():
+        pytest.skip("no AVX-512 copy on this CPU")
+    runs = []
+    for env_extra in ({}, {"FUSEDOPT_NO_VBMI": "1"}):
+        env = dict(os.environ, **env_extra)
+        f = tmp_path / f"run{len(runs)}.npz"
+        subprocess.run([sys.executable, "-c", _VBMI_RUN, str(f)], env=env, check=True)
+        runs.append(np.load(f))
+    assert sorted(runs[0].files) == sorted(runs[1].files)
+    for k in runs[0].files:
+        assert runs[0][k].tobytes() == runs[1][k].tobytes(), k

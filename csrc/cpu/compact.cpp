@@ -92,11 +92,66 @@ inline __mmask16 lanes(int i, int n) {
 }
 #endif
 
-// n 8-bit codes dequantized: map[code] * a (one float32 multiplication).
-__attribute__((noinline)) void decode_block(const uint8_t* __restrict q,
-                                            const float* __restrict m, float a, int n,
-                                            float* __restrict out) {
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+// VBMI: 64 codes at a time. Each byte of the entries' float32 bits is looked up in its own plane
+// (two 128-entry byte permutes, blended by the code's bit 7), and the four planes are interleaved
+// into 64 float32 values by byte and word unpacks. The unpacks work within 128-bit lanes, so the
+// codes are first put in the order that makes their output come out in element order: lane l,
+// dword j of output vector v is element 16 v + 4 l + j.
+__attribute__((target("avx512vbmi"), noinline)) void decode_block_vbmi(
+    const uint8_t* __restrict q, const uint8_t* __restrict planes, float a, int n,
+    float* __restrict out) {
+    alignas(64) uint8_t order[64];
+    for (int l = 0; l < 4; ++l)
+        for (int v = 0; v < 4; ++v)
+            for (int j = 0; j < 4; ++j) order[16 * l + 4 * v + j] = static_cast<uint8_t>(16 * v + 4 * l + j);
+    const __m512i perm = _mm512_load_si512(order);
+    __m512i t[4][2][2];
+    for (int b = 0; b < 4; ++b)
+        for (int h = 0; h < 2; ++h)
+            for (int r = 0; r < 2; ++r)
+                t[b][h][r] = _mm512_loadu_si512(planes + b * kB + h * 128 + r * 64);
+    const __m512 va = _mm512_set1_ps(a);
+    for (int i = 0; i < n; i += 64) {
+        const int rest = n - i;
+        const __mmask64 k = rest >= 64 ? ~static_cast<__mmask64>(0)
+                                       : (static_cast<__mmask64>(1) << rest) - 1;
+        const __m512i codes = _mm512_permutexvar_epi8(perm, _mm512_maskz_loadu_epi8(k, q + i));
+        const __mmask64 high = _mm512_movepi8_mask(codes);
+        __m512i p[4];
+        for (int b = 0; b < 4; ++b)
+            p[b] = _mm512_mask_blend_epi8(high,
+                                          _mm512_permutex2var_epi8(t[b][0][0], codes, t[b][0][1]),
+                                          _mm512_permutex2var_epi8(t[b][1][0], codes, t[b][1][1]));
+        const __m512i lo01 = _mm512_unpacklo_epi8(p[0], p[1]);
+        const __m512i hi01 = _mm512_unpackhi_epi8(p[0], p[1]);
+        const __m512i lo23 = _mm512_unpacklo_epi8(p[2], p[3]);
+        const __m512i hi23 = _mm512_unpackhi_epi8(p[2], p[3]);
+        const __m512i f[4] = {_mm512_unpacklo_epi16(lo01, lo23), _mm512_unpackhi_epi16(lo01, lo23),
+                              _mm512_unpacklo_epi16(hi01, hi23), _mm512_unpackhi_epi16(hi01, hi23)};
+        for (int v = 0; v < 4; ++v) {
+            const int r = rest - 16 * v;
+            const __mmask16 kv = r >= 16 ? static_cast<__mmask16>(0xffff)
+                                 : r <= 0 ? static_cast<__mmask16>(0)
+                                          : static_cast<__mmask16>((1u << r) - 1u);
+            _mm512_mask_storeu_ps(out + i + 16 * v, kv,
+                                  _mm512_mul_ps(_mm512_castsi512_ps(f[v]), va));
+        }
+    }
+}
+#endif
+
+// n 8-bit codes of slot k's map (signedness s) dequantized: map[code] * a (one float32
+// multiplication).
+__attribute__((noinline)) void decode_block(const CompactCall& c, bool s,
+                                            const uint8_t* __restrict q, float a, int n,
+                                            float* __restrict out) {
+    const float* __restrict m = c.map[s];
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    if (c.vbmi) {
+        decode_block_vbmi(q, c.map_planes[s], a, n, out);
+        return;
+    }
     const Table256 map(m);
     const __m512 va = _mm512_set1_ps(a);
     for (int i = 0; i < n; i += 16) {
@@ -125,8 +180,8 @@ __attribute__((noinline)) void load_state(const CompactCall& c, const CompactTen
             break;
         }
         case StateKind::kUInt8: {
-            decode_block(as<uint8_t>(t.state[k]) + at, c.map[t.qsigned[k]],
-                         t.absmax[k][at / kB], n, out);
+            decode_block(c, t.qsigned[k], as<uint8_t>(t.state[k]) + at, t.absmax[k][at / kB],
+                         n, out);
             break;
         }
     }

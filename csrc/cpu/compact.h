@@ -51,6 +51,9 @@ struct CompactCall {
     const float* map[2];          // the dynamic map, [0] unsigned, [1] signed (fusedopt.quant)
     const float* thresholds[2];   // and its encoding thresholds
     const int* encode[2];         // and its encoding table (fusedopt.quant.encode_table)
+    const uint8_t* map_planes[2]; // the map's float32 bits as 4 byte planes of 256 (plane b:
+                                  // byte b of each entry), for the AVX-512 VBMI decode
+    bool vbmi;                    // the CPU has AVX-512 VBMI (and FUSEDOPT_NO_VBMI is unset)
 };
 
 // Elements per chunk of a thread: a multiple of kQuantBlock.
