@@ -520,3 +520,11 @@ def test_avx512_decode_with_and_without_vbmi_same_bits(tmp_path):
     assert sorted(runs[0].files) == sorted(runs[1].files)
     for k in runs[0].files:
         assert runs[0][k].tobytes() == runs[1][k].tobytes(), k
+    # and without VBMI: the encoding edges and every rule with 8-bit state against the reference
+    env = dict(os.environ, FUSEDOPT_NO_VBMI="1")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                        "-k", "at_every_bucket_edge or (equal_reference and not large and uint8 "
+                        "and float32)"],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert " passed" in r.stdout

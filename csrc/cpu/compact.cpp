@@ -93,30 +93,29 @@ inline __mmask16 lanes(int i, int n) {
 #endif
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-// VBMI: 64 codes at a time. Each byte of the entries' float32 bits is looked up in its own plane
-// (two 128-entry byte permutes, blended by the code's bit 7), and the four planes are interleaved
-// into 64 float32 values by byte and word unpacks. The unpacks work within 128-bit lanes, so the
-// codes are first put in the order that makes their output come out in element order: lane l,
-// dword j of output vector v is element 16 v + 4 l + j.
-__attribute__((target("avx512vbmi"), noinline)) void decode_block_vbmi(
-    const uint8_t* __restrict q, const uint8_t* __restrict planes, float a, int n,
-    float* __restrict out) {
-    alignas(64) uint8_t order[64];
-    for (int l = 0; l < 4; ++l)
-        for (int v = 0; v < 4; ++v)
-            for (int j = 0; j < 4; ++j) order[16 * l + 4 * v + j] = static_cast<uint8_t>(16 * v + 4 * l + j);
-    const __m512i perm = _mm512_load_si512(order);
+// VBMI: a 256-entry float32 table looked up for 64 codes at once. Each byte of the entries' bits
+// is looked up in its own plane (two 128-entry byte permutes, blended by the code's bit 7), and
+// the four planes are interleaved into 64 float32 values by byte and word unpacks. The unpacks
+// work within 128-bit lanes, so the codes are first put in the order that makes their output
+// come out in element order: lane l, dword j of output vector v is element 16 v + 4 l + j.
+struct Planes256 {
+    __m512i order;
     __m512i t[4][2][2];
-    for (int b = 0; b < 4; ++b)
-        for (int h = 0; h < 2; ++h)
-            for (int r = 0; r < 2; ++r)
-                t[b][h][r] = _mm512_loadu_si512(planes + b * kB + h * 128 + r * 64);
-    const __m512 va = _mm512_set1_ps(a);
-    for (int i = 0; i < n; i += 64) {
-        const int rest = n - i;
-        const __mmask64 k = rest >= 64 ? ~static_cast<__mmask64>(0)
-                                       : (static_cast<__mmask64>(1) << rest) - 1;
-        const __m512i codes = _mm512_permutexvar_epi8(perm, _mm512_maskz_loadu_epi8(k, q + i));
+    __attribute__((target("avx512vbmi"))) explicit Planes256(const uint8_t* planes) {
+        alignas(64) uint8_t o[64];
+        for (int l = 0; l < 4; ++l)
+            for (int v = 0; v < 4; ++v)
+                for (int j = 0; j < 4; ++j)
+                    o[16 * l + 4 * v + j] = static_cast<uint8_t>(16 * v + 4 * l + j);
+        order = _mm512_load_si512(o);
+        for (int b = 0; b < 4; ++b)
+            for (int h = 0; h < 2; ++h)
+                for (int r = 0; r < 2; ++r)
+                    t[b][h][r] = _mm512_loadu_si512(planes + b * kB + h * 128 + r * 64);
+    }
+    // f[v] = table[codes[16 v + j]], j < 16 (codes: 64 bytes in element order)
+    __attribute__((target("avx512vbmi"))) void operator()(__m512i codes, __m512i f[4]) const {
+        codes = _mm512_permutexvar_epi8(order, codes);
         const __mmask64 high = _mm512_movepi8_mask(codes);
         __m512i p[4];
         for (int b = 0; b < 4; ++b)
@@ -127,15 +126,74 @@ __attribute__((target("avx512vbmi"), noinline)) void decode_block_vbmi(
         const __m512i hi01 = _mm512_unpackhi_epi8(p[0], p[1]);
         const __m512i lo23 = _mm512_unpacklo_epi8(p[2], p[3]);
         const __m512i hi23 = _mm512_unpackhi_epi8(p[2], p[3]);
-        const __m512i f[4] = {_mm512_unpacklo_epi16(lo01, lo23), _mm512_unpackhi_epi16(lo01, lo23),
-                              _mm512_unpacklo_epi16(hi01, hi23), _mm512_unpackhi_epi16(hi01, hi23)};
-        for (int v = 0; v < 4; ++v) {
-            const int r = rest - 16 * v;
-            const __mmask16 kv = r >= 16 ? static_cast<__mmask16>(0xffff)
-                                 : r <= 0 ? static_cast<__mmask16>(0)
-                                          : static_cast<__mmask16>((1u << r) - 1u);
-            _mm512_mask_storeu_ps(out + i + 16 * v, kv,
+        f[0] = _mm512_unpacklo_epi16(lo01, lo23);
+        f[1] = _mm512_unpackhi_epi16(lo01, lo23);
+        f[2] = _mm512_unpacklo_epi16(hi01, hi23);
+        f[3] = _mm512_unpackhi_epi16(hi01, hi23);
+    }
+};
+
+// The mask of lanes i.. of a vector of 16 holding elements below n (none when i >= n).
+inline __mmask16 lanes16(int i, int n) {
+    const int r = n - i;
+    return r >= 16 ? static_cast<__mmask16>(0xffff)
+           : r <= 0 ? static_cast<__mmask16>(0)
+                    : static_cast<__mmask16>((1u << r) - 1u);
+}
+
+__attribute__((target("avx512vbmi"), noinline)) void decode_block_vbmi(
+    const uint8_t* __restrict q, const uint8_t* __restrict planes, float a, int n,
+    float* __restrict out) {
+    const Planes256 map(planes);
+    const __m512 va = _mm512_set1_ps(a);
+    for (int i = 0; i < n; i += 64) {
+        const int rest = n - i;
+        const __mmask64 k = rest >= 64 ? ~static_cast<__mmask64>(0)
+                                       : (static_cast<__mmask64>(1) << rest) - 1;
+        __m512i f[4];
+        map(_mm512_maskz_loadu_epi8(k, q + i), f);
+        for (int v = 0; v < 4; ++v)
+            _mm512_mask_storeu_ps(out + i + 16 * v, lanes16(i + 16 * v, n),
                                   _mm512_mul_ps(_mm512_castsi512_ps(f[v]), va));
+    }
+}
+
+// encode_block's loop (a != 0) with the thresholds looked up 64 at a time (Planes256).
+__attribute__((target("avx512vbmi"), noinline)) void encode_block_vbmi(
+    const float* __restrict in, float a, uint8_t* __restrict q, const int* __restrict lut,
+    const uint8_t* __restrict thr_planes, int n) {
+    const Planes256 thr(thr_planes);
+    const __m512 va = _mm512_set1_ps(a);
+    const __m512i lo = _mm512_set1_epi32(static_cast<int>(kEncodeLo));
+    const __m512i hi = _mm512_set1_epi32(static_cast<int>(kEncodeHi));
+    const __m512i span = _mm512_set1_epi32(static_cast<int>(kEncodeSpan));
+    const __m512i one = _mm512_set1_epi32(1);
+    for (int i = 0; i < n; i += 64) {
+        __m512 y[4];
+        __m512i c[4];
+        __mmask16 k[4];
+        for (int v = 0; v < 4; ++v) {
+            k[v] = lanes16(i + 16 * v, n);
+            y[v] = _mm512_div_ps(_mm512_maskz_loadu_ps(k[v], in + i + 16 * v), va);
+            const __m512i u = _mm512_castps_si512(y[v]);
+            __m512i e = _mm512_srli_epi32(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), 16);
+            e = _mm512_min_epu32(_mm512_max_epu32(e, lo), hi);
+            __m512i idx = _mm512_sub_epi32(e, lo);
+            idx = _mm512_mask_add_epi32(idx, _mm512_movepi32_mask(u), idx, span);
+            c[v] = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), k[v], idx, lut, 4);
+        }
+        __m512i cb = _mm512_castsi128_si512(_mm512_cvtepi32_epi8(c[0]));
+        cb = _mm512_inserti32x4(cb, _mm512_cvtepi32_epi8(c[1]), 1);
+        cb = _mm512_inserti32x4(cb, _mm512_cvtepi32_epi8(c[2]), 2);
+        cb = _mm512_inserti32x4(cb, _mm512_cvtepi32_epi8(c[3]), 3);
+        __m512i t[4];
+        thr(cb, t);
+        for (int v = 0; v < 4; ++v) {
+            __m512i code = _mm512_mask_add_epi32(
+                c[v], _mm512_cmp_ps_mask(y[v], _mm512_castsi512_ps(t[v]), _CMP_GT_OQ), c[v], one);
+            code = _mm512_mask_mov_epi32(code, _mm512_cmp_ps_mask(y[v], y[v], _CMP_UNORD_Q),
+                                         _mm512_set1_epi32(255));
+            _mm_mask_storeu_epi8(q + i + 16 * v, k[v], _mm512_cvtepi32_epi8(code));
         }
     }
 }
@@ -188,16 +246,22 @@ __attribute__((noinline)) void load_state(const CompactCall& c, const CompactTen
 }
 
 // The codes of a block of values with absmax a (fusedopt/compact.h fo_quant_encode of x / a,
-// or of 0 where a == 0).
+// or of 0 where a == 0). `thr_planes` (the thresholds as byte planes, or null): the AVX-512 copy
+// looks the thresholds up with VBMI where given.
 __attribute__((noinline)) void encode_block(const float* __restrict in, float a,
                                             uint8_t* __restrict q, const int* __restrict lut,
-                                            const float* __restrict th, int n) {
+                                            const float* __restrict th, int n,
+                                            const uint8_t* thr_planes) {
     if (a == 0.0f) {
         const uint8_t zero = static_cast<uint8_t>(fo_quant_encode(0.0f, lut, th));
         for (int i = 0; i < n; ++i) q[i] = zero;
         return;
     }
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    if (thr_planes) {  // the CPU has VBMI
+        encode_block_vbmi(in, a, q, lut, thr_planes, n);
+        return;
+    }
     // fo_quant_encode, 16 lanes at a time, the thresholds looked up in registers
     const Table256 thr(th);
     const __m512 va = _mm512_set1_ps(a);
@@ -251,7 +315,8 @@ __attribute__((noinline)) void store_state(const CompactCall& c, const CompactTe
             uint8_t* __restrict q = as<uint8_t>(t.state[k]) + at;
             const float* __restrict th = c.thresholds[t.qsigned[k]];
             const int* __restrict lut = c.encode[t.qsigned[k]];
-            encode_block(in, a, q, lut, th, n);
+            encode_block(in, a, q, lut, th, n,
+                         c.vbmi ? c.thr_planes[t.qsigned[k]] : nullptr);
             break;
         }
     }
@@ -353,7 +418,8 @@ __attribute__((always_inline)) inline void fused_block(const CompactCall& c,
             const float a = fo_bits_float(mx[k]);
             t.absmax[k][at / kB] = a;
             encode_block(sv[k], a, as<uint8_t>(t.state[k]) + at, c.encode[t.qsigned[k]],
-                         c.thresholds[t.qsigned[k]], n);
+                         c.thresholds[t.qsigned[k]], n,
+                         c.vbmi ? c.thr_planes[t.qsigned[k]] : nullptr);
         }
     }
 }

@@ -53,6 +53,7 @@ struct CompactCall {
     const int* encode[2];         // and its encoding table (fusedopt.quant.encode_table)
     const uint8_t* map_planes[2]; // the map's float32 bits as 4 byte planes of 256 (plane b:
                                   // byte b of each entry), for the AVX-512 VBMI decode
+    const uint8_t* thr_planes[2]; // and the thresholds', for the VBMI encode
     bool vbmi;                    // the CPU has AVX-512 VBMI (and FUSEDOPT_NO_VBMI is unset)
 };
 

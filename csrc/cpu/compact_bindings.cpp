@@ -26,7 +26,8 @@ constexpr int kWriteable = 0x0400;
 float g_map[2][kQuantBlock];
 float g_thresholds[2][kQuantBlock];
 int g_encode[2][2 * kEncodeSpan];
-uint8_t g_planes[2][4 * kQuantBlock];
+uint8_t g_planes[2][4 * kQuantBlock];      // the maps as byte planes (CompactCall)
+uint8_t g_thr_planes[2][4 * kQuantBlock];  // the thresholds as byte planes
 bool g_tables = false;
 
 // The AVX-512 copy decodes 8-bit state with VBMI byte permutes where the CPU has them; the
@@ -89,8 +90,11 @@ void set_quant_tables(py::handle map_unsigned, py::handle thr_unsigned, py::hand
     for (int s = 0; s < 2; ++s)
         for (int j = 0; j < kQuantBlock; ++j) {
             const unsigned bits = fo_float_bits(g_map[s][j]);
-            for (int b = 0; b < 4; ++b)
+            const unsigned tbits = fo_float_bits(g_thresholds[s][j]);
+            for (int b = 0; b < 4; ++b) {
                 g_planes[s][b * kQuantBlock + j] = static_cast<uint8_t>(bits >> (8 * b));
+                g_thr_planes[s][b * kQuantBlock + j] = static_cast<uint8_t>(tbits >> (8 * b));
+            }
         }
     const py::handle e[2] = {encode_unsigned, encode_signed};
     for (int k = 0; k < 2; ++k) {
@@ -228,6 +232,8 @@ void collect_compact(CompactArgs& out, py::handle params, py::handle grads, py::
     c.encode[1] = g_encode[1];
     c.map_planes[0] = g_planes[0];
     c.map_planes[1] = g_planes[1];
+    c.thr_planes[0] = g_thr_planes[0];
+    c.thr_planes[1] = g_thr_planes[1];
     c.vbmi = has_vbmi();
 }
 
