@@ -85,10 +85,25 @@ struct Table256 {
     }
 };
 
-// The mask of the first min(16, n - i) lanes.
+// fo_quant_encode's first look-up for 16 values y (lanes k): the code of the smallest value of
+// each one's bucket (sign and top 16 bits of |y|, clamped).
+inline __m512i encode_lookup(__m512 y, __mmask16 k, const int* lut) {
+    const __m512i u = _mm512_castps_si512(y);
+    __m512i e = _mm512_srli_epi32(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), 16);
+    e = _mm512_min_epu32(_mm512_max_epu32(e, _mm512_set1_epi32(static_cast<int>(kEncodeLo))),
+                         _mm512_set1_epi32(static_cast<int>(kEncodeHi)));
+    __m512i idx = _mm512_sub_epi32(e, _mm512_set1_epi32(static_cast<int>(kEncodeLo)));
+    idx = _mm512_mask_add_epi32(idx, _mm512_movepi32_mask(u), idx,
+                                _mm512_set1_epi32(static_cast<int>(kEncodeSpan)));
+    return _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), k, idx, lut, 4);
+}
+
+// The mask of the lanes of a vector of 16 from element i that lie below n (none when i >= n).
 inline __mmask16 lanes(int i, int n) {
     const int r = n - i;
-    return r >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << r) - 1u);
+    return r >= 16 ? static_cast<__mmask16>(0xffff)
+           : r <= 0 ? static_cast<__mmask16>(0)
+                    : static_cast<__mmask16>((1u << r) - 1u);
 }
 #endif
 
@@ -133,14 +148,6 @@ struct Planes256 {
     }
 };
 
-// The mask of lanes i.. of a vector of 16 holding elements below n (none when i >= n).
-inline __mmask16 lanes16(int i, int n) {
-    const int r = n - i;
-    return r >= 16 ? static_cast<__mmask16>(0xffff)
-           : r <= 0 ? static_cast<__mmask16>(0)
-                    : static_cast<__mmask16>((1u << r) - 1u);
-}
-
 __attribute__((target("avx512vbmi"), noinline)) void decode_block_vbmi(
     const uint8_t* __restrict q, const uint8_t* __restrict planes, float a, int n,
     float* __restrict out) {
@@ -153,7 +160,7 @@ __attribute__((target("avx512vbmi"), noinline)) void decode_block_vbmi(
         __m512i f[4];
         map(_mm512_maskz_loadu_epi8(k, q + i), f);
         for (int v = 0; v < 4; ++v)
-            _mm512_mask_storeu_ps(out + i + 16 * v, lanes16(i + 16 * v, n),
+            _mm512_mask_storeu_ps(out + i + 16 * v, lanes(i + 16 * v, n),
                                   _mm512_mul_ps(_mm512_castsi512_ps(f[v]), va));
     }
 }
@@ -164,23 +171,15 @@ __attribute__((target("avx512vbmi"), noinline)) void encode_block_vbmi(
     const uint8_t* __restrict thr_planes, int n) {
     const Planes256 thr(thr_planes);
     const __m512 va = _mm512_set1_ps(a);
-    const __m512i lo = _mm512_set1_epi32(static_cast<int>(kEncodeLo));
-    const __m512i hi = _mm512_set1_epi32(static_cast<int>(kEncodeHi));
-    const __m512i span = _mm512_set1_epi32(static_cast<int>(kEncodeSpan));
     const __m512i one = _mm512_set1_epi32(1);
     for (int i = 0; i < n; i += 64) {
         __m512 y[4];
         __m512i c[4];
         __mmask16 k[4];
         for (int v = 0; v < 4; ++v) {
-            k[v] = lanes16(i + 16 * v, n);
+            k[v] = lanes(i + 16 * v, n);
             y[v] = _mm512_div_ps(_mm512_maskz_loadu_ps(k[v], in + i + 16 * v), va);
-            const __m512i u = _mm512_castps_si512(y[v]);
-            __m512i e = _mm512_srli_epi32(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), 16);
-            e = _mm512_min_epu32(_mm512_max_epu32(e, lo), hi);
-            __m512i idx = _mm512_sub_epi32(e, lo);
-            idx = _mm512_mask_add_epi32(idx, _mm512_movepi32_mask(u), idx, span);
-            c[v] = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), k[v], idx, lut, 4);
+            c[v] = encode_lookup(y[v], k[v], lut);
         }
         __m512i cb = _mm512_castsi128_si512(_mm512_cvtepi32_epi8(c[0]));
         cb = _mm512_inserti32x4(cb, _mm512_cvtepi32_epi8(c[1]), 1);
@@ -265,19 +264,11 @@ __attribute__((noinline)) void encode_block(const float* __restrict in, float a,
     // fo_quant_encode, 16 lanes at a time, the thresholds looked up in registers
     const Table256 thr(th);
     const __m512 va = _mm512_set1_ps(a);
-    const __m512i lo = _mm512_set1_epi32(static_cast<int>(kEncodeLo));
-    const __m512i hi = _mm512_set1_epi32(static_cast<int>(kEncodeHi));
-    const __m512i span = _mm512_set1_epi32(static_cast<int>(kEncodeSpan));
     const __m512i one = _mm512_set1_epi32(1);
     for (int i = 0; i < n; i += 16) {
         const __mmask16 k = lanes(i, n);
         const __m512 y = _mm512_div_ps(_mm512_maskz_loadu_ps(k, in + i), va);
-        const __m512i u = _mm512_castps_si512(y);
-        __m512i e = _mm512_srli_epi32(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), 16);
-        e = _mm512_min_epu32(_mm512_max_epu32(e, lo), hi);
-        __m512i idx = _mm512_sub_epi32(e, lo);
-        idx = _mm512_mask_add_epi32(idx, _mm512_movepi32_mask(u), idx, span);
-        const __m512i c = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), k, idx, lut, 4);
+        const __m512i c = encode_lookup(y, k, lut);
         __m512i code = _mm512_mask_add_epi32(c, _mm512_cmp_ps_mask(y, thr[c], _CMP_GT_OQ), c, one);
         code = _mm512_mask_mov_epi32(code, _mm512_cmp_ps_mask(y, y, _CMP_UNORD_Q),
                                      _mm512_set1_epi32(255));
