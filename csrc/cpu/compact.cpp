@@ -2,13 +2,18 @@
 // blockwise state, stochastic rounding of bfloat16 params.
 //
 // Compiled once per instruction set (FUSEDOPT_ISA), like kernels.cpp. Only float32 math exists
-// here (compact state needs float32 math), and only the rule's loop over a block is a template
-// instance; loading and storing a block are plain functions shared by every rule, so the new
-// kernels add few instances to the build.
+// here (compact state needs float32 math), and only the rule's loops over a block are template
+// code (one instance per rule and flags, holding the fused pass for bfloat16 and for 8-bit state
+// and the general loop); dequantizing, encoding, loading and storing buffers are plain functions
+// shared by every rule, so the new kernels add few instances to the build.
 #include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "compact.h"
 #include "fusedopt/compact.h"
@@ -39,6 +44,183 @@ __attribute__((noinline)) void load_values(DType d, const void* src, int64_t at,
     }
 }
 
+// The block's grad as float32, divided by *grad_scale where given (AMP).
+__attribute__((noinline)) void load_grad(const CompactCall& c, const CompactTensor& t, int64_t at,
+                                         int n, float* __restrict out) {
+    load_values(t.dtype, t.grad, at, n, out);
+    if (c.grad_scale) {
+        const float scale = *c.grad_scale;
+        for (int i = 0; i < n; ++i) out[i] = out[i] / scale;
+    }
+}
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+// The AVX-512 copy looks the 256-entry tables (the map, the thresholds) up in registers: eight
+// two-register permutes pick by the index's low 5 bits, three rounds of blends by bits 5, 6, 7
+// -- no memory gathers. Exact selections: the same float32 bits as table[index].
+struct Table256 {
+    __m512 r[16];
+    explicit Table256(const float* t) {
+        for (int j = 0; j < 16; ++j) r[j] = _mm512_loadu_ps(t + 16 * j);
+    }
+    __m512 operator[](__m512i idx) const {
+        const __m512 a0 = _mm512_permutex2var_ps(r[0], idx, r[1]);
+        const __m512 a1 = _mm512_permutex2var_ps(r[2], idx, r[3]);
+        const __m512 a2 = _mm512_permutex2var_ps(r[4], idx, r[5]);
+        const __m512 a3 = _mm512_permutex2var_ps(r[6], idx, r[7]);
+        const __m512 a4 = _mm512_permutex2var_ps(r[8], idx, r[9]);
+        const __m512 a5 = _mm512_permutex2var_ps(r[10], idx, r[11]);
+        const __m512 a6 = _mm512_permutex2var_ps(r[12], idx, r[13]);
+        const __m512 a7 = _mm512_permutex2var_ps(r[14], idx, r[15]);
+        const __mmask16 b5 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(32));
+        const __mmask16 b6 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(64));
+        const __mmask16 b7 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(128));
+        const __m512 c0 = _mm512_mask_blend_ps(b5, a0, a1);
+        const __m512 c1 = _mm512_mask_blend_ps(b5, a2, a3);
+        const __m512 c2 = _mm512_mask_blend_ps(b5, a4, a5);
+        const __m512 c3 = _mm512_mask_blend_ps(b5, a6, a7);
+        const __m512 d0 = _mm512_mask_blend_ps(b6, c0, c1);
+        const __m512 d1 = _mm512_mask_blend_ps(b6, c2, c3);
+        return _mm512_mask_blend_ps(b7, d0, d1);
+    }
+};
+
+// fo_quant_encode's first look-up for 16 values y (lanes k): the code of the smallest value of
+// each one's bucket (sign and top 16 bits of |y|, clamped).
+inline __m512i encode_lookup(__m512 y, __mmask16 k, const int* lut) {
+    const __m512i u = _mm512_castps_si512(y);
+    __m512i e = _mm512_srli_epi32(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), 16);
+    e = _mm512_min_epu32(_mm512_max_epu32(e, _mm512_set1_epi32(static_cast<int>(kEncodeLo))),
+                         _mm512_set1_epi32(static_cast<int>(kEncodeHi)));
+    __m512i idx = _mm512_sub_epi32(e, _mm512_set1_epi32(static_cast<int>(kEncodeLo)));
+    idx = _mm512_mask_add_epi32(idx, _mm512_movepi32_mask(u), idx,
+                                _mm512_set1_epi32(static_cast<int>(kEncodeSpan)));
+    return _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), k, idx, lut, 4);
+}
+
+// The mask of the lanes of a vector of 16 from element i that lie below n (none when i >= n).
+inline __mmask16 lanes(int i, int n) {
+    const int r = n - i;
+    return r >= 16 ? static_cast<__mmask16>(0xffff)
+           : r <= 0 ? static_cast<__mmask16>(0)
+                    : static_cast<__mmask16>((1u << r) - 1u);
+}
+#endif
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+// VBMI: a 256-entry float32 table looked up for 64 codes at once. Each byte of the entries' bits
+// is looked up in its own plane (two 128-entry byte permutes, blended by the code's bit 7), and
+// the four planes are interleaved into 64 float32 values by byte and word unpacks. The unpacks
+// work within 128-bit lanes, so the codes are first put in the order that makes their output
+// come out in element order: lane l, dword j of output vector v is element 16 v + 4 l + j.
+struct Planes256 {
+    __m512i order;
+    __m512i t[4][2][2];
+    __attribute__((target("avx512vbmi"))) explicit Planes256(const uint8_t* planes) {
+        alignas(64) uint8_t o[64];
+        for (int l = 0; l < 4; ++l)
+            for (int v = 0; v < 4; ++v)
+                for (int j = 0; j < 4; ++j)
+                    o[16 * l + 4 * v + j] = static_cast<uint8_t>(16 * v + 4 * l + j);
+        order = _mm512_load_si512(o);
+        for (int b = 0; b < 4; ++b)
+            for (int h = 0; h < 2; ++h)
+                for (int r = 0; r < 2; ++r)
+                    t[b][h][r] = _mm512_loadu_si512(planes + b * kB + h * 128 + r * 64);
+    }
+    // f[v] = table[codes[16 v + j]], j < 16 (codes: 64 bytes in element order)
+    __attribute__((target("avx512vbmi"))) void operator()(__m512i codes, __m512i f[4]) const {
+        codes = _mm512_permutexvar_epi8(order, codes);
+        const __mmask64 high = _mm512_movepi8_mask(codes);
+        __m512i p[4];
+        for (int b = 0; b < 4; ++b)
+            p[b] = _mm512_mask_blend_epi8(high,
+                                          _mm512_permutex2var_epi8(t[b][0][0], codes, t[b][0][1]),
+                                          _mm512_permutex2var_epi8(t[b][1][0], codes, t[b][1][1]));
+        const __m512i lo01 = _mm512_unpacklo_epi8(p[0], p[1]);
+        const __m512i hi01 = _mm512_unpackhi_epi8(p[0], p[1]);
+        const __m512i lo23 = _mm512_unpacklo_epi8(p[2], p[3]);
+        const __m512i hi23 = _mm512_unpackhi_epi8(p[2], p[3]);
+        f[0] = _mm512_unpacklo_epi16(lo01, lo23);
+        f[1] = _mm512_unpackhi_epi16(lo01, lo23);
+        f[2] = _mm512_unpacklo_epi16(hi01, hi23);
+        f[3] = _mm512_unpackhi_epi16(hi01, hi23);
+    }
+};
+
+__attribute__((target("avx512vbmi"), noinline)) void decode_block_vbmi(
+    const uint8_t* __restrict q, const uint8_t* __restrict planes, float a, int n,
+    float* __restrict out) {
+    const Planes256 map(planes);
+    const __m512 va = _mm512_set1_ps(a);
+    for (int i = 0; i < n; i += 64) {
+        const int rest = n - i;
+        const __mmask64 k = rest >= 64 ? ~static_cast<__mmask64>(0)
+                                       : (static_cast<__mmask64>(1) << rest) - 1;
+        __m512i f[4];
+        map(_mm512_maskz_loadu_epi8(k, q + i), f);
+        for (int v = 0; v < 4; ++v)
+            _mm512_mask_storeu_ps(out + i + 16 * v, lanes(i + 16 * v, n),
+                                  _mm512_mul_ps(_mm512_castsi512_ps(f[v]), va));
+    }
+}
+
+// encode_block's loop (a != 0) with the thresholds looked up 64 at a time (Planes256).
+__attribute__((target("avx512vbmi"), noinline)) void encode_block_vbmi(
+    const float* __restrict in, float a, uint8_t* __restrict q, const int* __restrict lut,
+    const uint8_t* __restrict thr_planes, int n) {
+    const Planes256 thr(thr_planes);
+    const __m512 va = _mm512_set1_ps(a);
+    const __m512i one = _mm512_set1_epi32(1);
+    for (int i = 0; i < n; i += 64) {
+        __m512 y[4];
+        __m512i c[4];
+        __mmask16 k[4];
+        for (int v = 0; v < 4; ++v) {
+            k[v] = lanes(i + 16 * v, n);
+            y[v] = _mm512_div_ps(_mm512_maskz_loadu_ps(k[v], in + i + 16 * v), va);
+            c[v] = encode_lookup(y[v], k[v], lut);
+        }
+        __m512i cb = _mm512_castsi128_si512(_mm512_cvtepi32_epi8(c[0]));
+        cb = _mm512_inserti32x4(cb, _mm512_cvtepi32_epi8(c[1]), 1);
+        cb = _mm512_inserti32x4(cb, _mm512_cvtepi32_epi8(c[2]), 2);
+        cb = _mm512_inserti32x4(cb, _mm512_cvtepi32_epi8(c[3]), 3);
+        __m512i t[4];
+        thr(cb, t);
+        for (int v = 0; v < 4; ++v) {
+            __m512i code = _mm512_mask_add_epi32(
+                c[v], _mm512_cmp_ps_mask(y[v], _mm512_castsi512_ps(t[v]), _CMP_GT_OQ), c[v], one);
+            code = _mm512_mask_mov_epi32(code, _mm512_cmp_ps_mask(y[v], y[v], _CMP_UNORD_Q),
+                                         _mm512_set1_epi32(255));
+            _mm_mask_storeu_epi8(q + i + 16 * v, k[v], _mm512_cvtepi32_epi8(code));
+        }
+    }
+}
+#endif
+
+// n 8-bit codes of slot k's map (signedness s) dequantized: map[code] * a (one float32
+// multiplication).
+__attribute__((noinline)) void decode_block(const CompactCall& c, bool s,
+                                            const uint8_t* __restrict q, float a, int n,
+                                            float* __restrict out) {
+    const float* __restrict m = c.map[s];
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    if (c.vbmi) {
+        decode_block_vbmi(q, c.map_planes[s], a, n, out);
+        return;
+    }
+    const Table256 map(m);
+    const __m512 va = _mm512_set1_ps(a);
+    for (int i = 0; i < n; i += 16) {
+        const __mmask16 k = lanes(i, n);
+        const __m512i code = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, q + i));
+        _mm512_mask_storeu_ps(out + i, k, _mm512_mul_ps(map[code], va));
+    }
+#else
+    for (int i = 0; i < n; ++i) out[i] = m[q[i]] * a;
+#endif
+}
+
 // State slot k of tensor t, block at `at` (a multiple of kB): widened or dequantized
 // (map[code] * absmax, one float32 multiplication).
 __attribute__((noinline)) void load_state(const CompactCall& c, const CompactTensor& t, int k,
@@ -55,26 +237,46 @@ __attribute__((noinline)) void load_state(const CompactCall& c, const CompactTen
             break;
         }
         case StateKind::kUInt8: {
-            const uint8_t* __restrict q = as<uint8_t>(t.state[k]) + at;
-            const float* __restrict m = c.map[t.qsigned[k]];
-            const float a = t.absmax[k][at / kB];
-            for (int i = 0; i < n; ++i) out[i] = m[q[i]] * a;
+            decode_block(c, t.qsigned[k], as<uint8_t>(t.state[k]) + at, t.absmax[k][at / kB],
+                         n, out);
             break;
         }
     }
 }
 
 // The codes of a block of values with absmax a (fusedopt/compact.h fo_quant_encode of x / a,
-// or of 0 where a == 0).
+// or of 0 where a == 0). `thr_planes` (the thresholds as byte planes, or null): the AVX-512 copy
+// looks the thresholds up with VBMI where given.
 __attribute__((noinline)) void encode_block(const float* __restrict in, float a,
                                             uint8_t* __restrict q, const int* __restrict lut,
-                                            const float* __restrict th, int n) {
+                                            const float* __restrict th, int n,
+                                            const uint8_t* thr_planes) {
     if (a == 0.0f) {
         const uint8_t zero = static_cast<uint8_t>(fo_quant_encode(0.0f, lut, th));
         for (int i = 0; i < n; ++i) q[i] = zero;
         return;
     }
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    if (thr_planes) {  // the CPU has VBMI
+        encode_block_vbmi(in, a, q, lut, thr_planes, n);
+        return;
+    }
+    // fo_quant_encode, 16 lanes at a time, the thresholds looked up in registers
+    const Table256 thr(th);
+    const __m512 va = _mm512_set1_ps(a);
+    const __m512i one = _mm512_set1_epi32(1);
+    for (int i = 0; i < n; i += 16) {
+        const __mmask16 k = lanes(i, n);
+        const __m512 y = _mm512_div_ps(_mm512_maskz_loadu_ps(k, in + i), va);
+        const __m512i c = encode_lookup(y, k, lut);
+        __m512i code = _mm512_mask_add_epi32(c, _mm512_cmp_ps_mask(y, thr[c], _CMP_GT_OQ), c, one);
+        code = _mm512_mask_mov_epi32(code, _mm512_cmp_ps_mask(y, y, _CMP_UNORD_Q),
+                                     _mm512_set1_epi32(255));
+        _mm_mask_storeu_epi8(q + i, k, _mm512_cvtepi32_epi8(code));
+    }
+#else
     for (int i = 0; i < n; ++i) q[i] = static_cast<uint8_t>(fo_quant_encode(in[i] / a, lut, th));
+#endif
 }
 
 // The block's new values into state slot k: as float32, rounded to bfloat16 (nearest even), or
@@ -104,24 +306,18 @@ __attribute__((noinline)) void store_state(const CompactCall& c, const CompactTe
             uint8_t* __restrict q = as<uint8_t>(t.state[k]) + at;
             const float* __restrict th = c.thresholds[t.qsigned[k]];
             const int* __restrict lut = c.encode[t.qsigned[k]];
-            encode_block(in, a, q, lut, th, n);
+            encode_block(in, a, q, lut, th, n,
+                         c.vbmi ? c.thr_planes[t.qsigned[k]] : nullptr);
             break;
         }
     }
 }
 
-// The block's new param values: into the master weights (when given) and the param, rounded to
-// nearest even or (bfloat16, stochastic_rounding) stochastically.
+// The block's new param values (the master weights, when given, are updated in place) into a
+// 16-bit param, rounded to nearest even or (bfloat16, stochastic_rounding) stochastically.
 __attribute__((noinline)) void store_param(const CompactCall& c, const CompactTensor& t,
                                            int64_t at, int n, const float* __restrict in) {
-    if (t.master) {
-        float* __restrict mw = as<float>(t.master) + at;
-        for (int i = 0; i < n; ++i) mw[i] = in[i];
-    }
-    if (t.dtype == DType::kFloat32) {
-        float* __restrict p = as<float>(t.param) + at;
-        for (int i = 0; i < n; ++i) p[i] = in[i];
-    } else if (t.dtype == DType::kFloat16) {
+    if (t.dtype == DType::kFloat16) {
         uint16_t* __restrict p = as<uint16_t>(t.param) + at;
         for (int i = 0; i < n; ++i) p[i] = fo_float_to_half(in[i]);
     } else if (c.stochastic_rounding) {
@@ -137,13 +333,103 @@ __attribute__((noinline)) void store_param(const CompactCall& c, const CompactTe
     }
 }
 
+// The fused pass over one block. `InRegisters` (every state bfloat16): each element's states
+// are widened, updated and rounded to nearest even in registers, one loop over the block. Else
+// (8-bit states, or a mix of kinds): the states are widened or dequantized into `sv` (L1 buffers)
+// first, the loop updates them there and keeps each one's absmax as an integer maximum, then
+// 8-bit states are encoded with that absmax and the others stored. `pio` holds the param (the
+// param or master weights themselves when float32, else a buffer), `gin` the grad (the grad
+// itself when float32 and unscaled, else a buffer).
+template <bool InRegisters, typename Op>
+__attribute__((always_inline)) inline void fused_block(const CompactCall& c,
+                                                       const CompactTensor& t, const Op& op,
+                                                       int64_t at, int n, float* __restrict pio,
+                                                       const float* __restrict gin,
+                                                       float (*__restrict sv)[kB]) {
+    constexpr unsigned S = Op::kStates;
+    constexpr bool H0 = (S & state_bit(0)) != 0, H1 = (S & state_bit(1)) != 0,
+                   H2 = (S & state_bit(2)) != 0;
+    uint16_t* __restrict h0 = InRegisters && H0 ? as<uint16_t>(t.state[0]) + at : nullptr;
+    uint16_t* __restrict h1 = InRegisters && H1 ? as<uint16_t>(t.state[1]) + at : nullptr;
+    uint16_t* __restrict h2 = InRegisters && H2 ? as<uint16_t>(t.state[2]) + at : nullptr;
+    if constexpr (!InRegisters) {
+        for (int k = 0; k < 3; ++k)
+            if (S & state_bit(k)) load_state(c, t, k, at, n, sv[k]);
+    }
+    float* __restrict v0 = sv[0];
+    float* __restrict v1 = sv[1];
+    float* __restrict v2 = sv[2];
+    unsigned mx0 = 0, mx1 = 0, mx2 = 0;  // max |x| as bits (orders as |x|; a NaN above inf)
+    FUSEDOPT_IVDEP
+    for (int i = 0; i < n; ++i) {
+        float p = pio[i];
+        const float g = gin[i];
+        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f;
+        if constexpr (InRegisters) {
+            if constexpr (H0) s0 = fo_bf16_to_float(h0[i]);
+            if constexpr (H1) s1 = fo_bf16_to_float(h1[i]);
+            if constexpr (H2) s2 = fo_bf16_to_float(h2[i]);
+        } else {
+            if constexpr (H0) s0 = v0[i];
+            if constexpr (H1) s1 = v1[i];
+            if constexpr (H2) s2 = v2[i];
+        }
+        op(p, g, s0, s1, s2);
+        pio[i] = p;
+        if constexpr (InRegisters) {
+            if constexpr (H0) h0[i] = fo_float_to_bf16(s0);
+            if constexpr (H1) h1[i] = fo_float_to_bf16(s1);
+            if constexpr (H2) h2[i] = fo_float_to_bf16(s2);
+        } else {
+            if constexpr (H0) {
+                v0[i] = s0;
+                const unsigned b = fo_float_bits(s0) & 0x7fffffffu;
+                mx0 = b > mx0 ? b : mx0;
+            }
+            if constexpr (H1) {
+                v1[i] = s1;
+                const unsigned b = fo_float_bits(s1) & 0x7fffffffu;
+                mx1 = b > mx1 ? b : mx1;
+            }
+            if constexpr (H2) {
+                v2[i] = s2;
+                const unsigned b = fo_float_bits(s2) & 0x7fffffffu;
+                mx2 = b > mx2 ? b : mx2;
+            }
+        }
+    }
+    if constexpr (!InRegisters) {
+        const unsigned mx[3] = {mx0, mx1, mx2};
+        for (int k = 0; k < 3; ++k) {
+            if (!(S & state_bit(k))) continue;
+            if (t.kind[k] != StateKind::kUInt8) {
+                store_state(c, t, k, at, n, sv[k]);
+                continue;
+            }
+            const float a = fo_bits_float(mx[k]);
+            t.absmax[k][at / kB] = a;
+            encode_block(sv[k], a, as<uint8_t>(t.state[k]) + at, c.encode[t.qsigned[k]],
+                         c.thresholds[t.qsigned[k]], n,
+                         c.vbmi ? c.thr_planes[t.qsigned[k]] : nullptr);
+        }
+    }
+}
+
+// Whether every state of tensor t that the rule uses is bfloat16 (and there is one).
+bool all_bfloat16(const CompactTensor& t, unsigned states) {
+    bool all = states != 0;
+    for (int k = 0; k < 3; ++k)
+        if (states & state_bit(k)) all = all && t.kind[k] == StateKind::kBFloat16;
+    return all;
+}
+
 struct Unit {
     int64_t tensor;
     int64_t begin;
 };
 
 // The loop: chunks of kCompactChunk elements of one tensor on the pool's threads; in each, block
-// by block, load, run the functor, store.
+// by block, the fused pass (fused_block: in registers when every state is bfloat16).
 template <typename Op>
 void compact_loop(const CompactCall& c, const Op& op0) {
     constexpr unsigned S = Op::kStates;
@@ -156,25 +442,23 @@ void compact_loop(const CompactCall& c, const Op& op0) {
         const Op op = op0;  // a local copy: the scalars stay in registers
         const CompactTensor& t = c.tensors[u[j].tensor];
         const int64_t end = std::min(t.size, u[j].begin + kCompactChunk);
-        alignas(64) float p[kB], g[kB], s0[kB], s1[kB], s2[kB];
+        const bool in_registers = all_bfloat16(t, S);
+        // the param in place where it is float32 (or has float32 master weights), the grad where
+        // it is float32 and unscaled; else their float32 values in buffers
+        const bool p_direct = t.master != nullptr || t.dtype == DType::kFloat32;
+        const bool g_direct = t.dtype == DType::kFloat32 && !c.grad_scale;
+        alignas(64) float p[kB], g[kB], s[3][kB];
         for (int64_t at = u[j].begin; at < end; at += kB) {
             const int n = static_cast<int>(std::min<int64_t>(kB, end - at));
-            load_values(t.master ? DType::kFloat32 : t.dtype, t.master ? t.master : t.param, at,
-                        n, p);
-            load_values(t.dtype, t.grad, at, n, g);
-            if (c.grad_scale) {
-                const float scale = *c.grad_scale;
-                for (int i = 0; i < n; ++i) g[i] = g[i] / scale;
-            }
-            if (S & state_bit(0)) load_state(c, t, 0, at, n, s0);
-            if (S & state_bit(1)) load_state(c, t, 1, at, n, s1);
-            if (S & state_bit(2)) load_state(c, t, 2, at, n, s2);
-            FUSEDOPT_IVDEP
-            for (int i = 0; i < n; ++i) op(p[i], g[i], s0[i], s1[i], s2[i]);
-            store_param(c, t, at, n, p);
-            if (S & state_bit(0)) store_state(c, t, 0, at, n, s0);
-            if (S & state_bit(1)) store_state(c, t, 1, at, n, s1);
-            if (S & state_bit(2)) store_state(c, t, 2, at, n, s2);
+            float* pio = p_direct ? as<float>(t.master ? t.master : t.param) + at : p;
+            const float* gin = g_direct ? as<float>(t.grad) + at : g;
+            if (!p_direct) load_values(t.dtype, t.param, at, n, p);
+            if (!g_direct) load_grad(c, t, at, n, g);
+            if (in_registers)
+                fused_block<true>(c, t, op, at, n, pio, gin, s);
+            else
+                fused_block<false>(c, t, op, at, n, pio, gin, s);
+            if (t.master || t.dtype != DType::kFloat32) store_param(c, t, at, n, pio);
         }
     });
 }

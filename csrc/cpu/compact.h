@@ -3,13 +3,17 @@
 // (compact_bindings.cpp) and the loops (compact.cpp, compiled once per instruction set like
 // kernels.cpp).
 //
-// The loop works block by block (fusedopt::kQuantBlock elements): it loads the block's param,
-// grad and states into float32 buffers on the stack (dequantizing 8-bit state, widening 16-bit
-// values), runs the rule's functor (fusedopt/functors.h, the same as the plain loop's) over the
-// buffers, then stores: the new absmax of each 8-bit state's block and its codes, bfloat16 state
-// rounded to nearest even, the param rounded to nearest even or stochastically. One pass over
-// memory; the threads take chunks of kCompactChunk elements of one tensor, a multiple of the
-// block, so that a block never straddles two threads.
+// The loop works block by block (fusedopt::kQuantBlock elements). A tensor whose states are all
+// bfloat16 or all 8-bit takes one fused pass per block: each element's states are widened or
+// dequantized, updated by the rule's functor (fusedopt/functors.h, the same as the plain loop's)
+// and rounded to nearest even (bfloat16) in registers; 8-bit values go to an L1 buffer with the
+// block's absmax kept as an integer maximum, then are encoded. The AVX-512 copy looks the
+// 256-entry map and thresholds up with in-register permutes (no gathers). Float32 params and
+// grads (and float32 master weights) are read and written in place; 16-bit ones pass through a
+// float32 buffer, rounded to nearest even or stochastically on store. Any other mix of state
+// kinds (float32 beside compact) takes the general block loop: load into buffers, the functor,
+// store. One pass over memory; the threads take chunks of kCompactChunk elements of one tensor,
+// a multiple of the block, so that a block never straddles two threads.
 #pragma once
 #include <cstdint>
 
@@ -47,6 +51,10 @@ struct CompactCall {
     const float* map[2];          // the dynamic map, [0] unsigned, [1] signed (fusedopt.quant)
     const float* thresholds[2];   // and its encoding thresholds
     const int* encode[2];         // and its encoding table (fusedopt.quant.encode_table)
+    const uint8_t* map_planes[2]; // the map's float32 bits as 4 byte planes of 256 (plane b:
+                                  // byte b of each entry), for the AVX-512 VBMI decode
+    const uint8_t* thr_planes[2]; // and the thresholds', for the VBMI encode
+    bool vbmi;                    // the CPU has AVX-512 VBMI (and FUSEDOPT_NO_VBMI is unset)
 };
 
 // Elements per chunk of a thread: a multiple of kQuantBlock.

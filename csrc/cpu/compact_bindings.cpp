@@ -8,6 +8,7 @@
 // read or write out of bounds.
 #include "compact_bindings.h"
 
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -25,7 +26,20 @@ constexpr int kWriteable = 0x0400;
 float g_map[2][kQuantBlock];
 float g_thresholds[2][kQuantBlock];
 int g_encode[2][2 * kEncodeSpan];
+uint8_t g_planes[2][4 * kQuantBlock];      // the maps as byte planes (CompactCall)
+uint8_t g_thr_planes[2][4 * kQuantBlock];  // the thresholds as byte planes
 bool g_tables = false;
+
+// The AVX-512 copy decodes 8-bit state with VBMI byte permutes where the CPU has them; the
+// environment variable FUSEDOPT_NO_VBMI (any value) turns that off (the tests compare both).
+bool has_vbmi() {
+#if defined(__x86_64__) || defined(__i386__)
+    static const bool v = __builtin_cpu_supports("avx512vbmi") && !std::getenv("FUSEDOPT_NO_VBMI");
+    return v;
+#else
+    return false;
+#endif
+}
 
 [[noreturn]] void type_error(const std::string& msg) { throw py::type_error(msg); }
 [[noreturn]] void value_error(const std::string& msg) { throw py::value_error(msg); }
@@ -73,6 +87,15 @@ void set_quant_tables(py::handle map_unsigned, py::handle thr_unsigned, py::hand
         float* dst = (k & 1) ? g_thresholds[k >> 1] : g_map[k >> 1];
         std::memcpy(dst, a.data(), sizeof(float) * kQuantBlock);
     }
+    for (int s = 0; s < 2; ++s)
+        for (int j = 0; j < kQuantBlock; ++j) {
+            const unsigned bits = fo_float_bits(g_map[s][j]);
+            const unsigned tbits = fo_float_bits(g_thresholds[s][j]);
+            for (int b = 0; b < 4; ++b) {
+                g_planes[s][b * kQuantBlock + j] = static_cast<uint8_t>(bits >> (8 * b));
+                g_thr_planes[s][b * kQuantBlock + j] = static_cast<uint8_t>(tbits >> (8 * b));
+            }
+        }
     const py::handle e[2] = {encode_unsigned, encode_signed};
     for (int k = 0; k < 2; ++k) {
         const auto a = py::array_t<int32_t, py::array::c_style | py::array::forcecast>::ensure(e[k]);
@@ -207,6 +230,11 @@ void collect_compact(CompactArgs& out, py::handle params, py::handle grads, py::
     c.thresholds[1] = g_thresholds[1];
     c.encode[0] = g_encode[0];
     c.encode[1] = g_encode[1];
+    c.map_planes[0] = g_planes[0];
+    c.map_planes[1] = g_planes[1];
+    c.thr_planes[0] = g_thr_planes[0];
+    c.thr_planes[1] = g_thr_planes[1];
+    c.vbmi = has_vbmi();
 }
 
 const CompactTable& compact_table_for(const char* isa) {

@@ -85,6 +85,8 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
+
 from . import _checks, _core, _scalars
 from . import quant
 
@@ -171,27 +173,33 @@ def _extra(impl, master_params, grad_scale, found_inf) -> dict:
                               ("found_inf", found_inf)) if v is not None}
 
 
+#: dtypes of a plain state array (the math types): anything else is looked at by
+#: ``_checks.state_kind``
+_PLAIN_STATE = frozenset(np.dtype(d) for d in ("float32", "float64", "float16"))
+
+
 def _compact(states) -> bool:
     """Whether any tensor of the state lists (name, list or None) is held compactly (bfloat16
-    or 8-bit). Malformed lists answer False: the plain path's checks then name them."""
-    return any(isinstance(seq, (list, tuple)) and
-               any(_checks.state_kind(a) != "plain" for a in seq) for _, seq in states)
+    or 8-bit), from the items' types and dtypes alone (one pass, nothing else read). Malformed
+    lists answer False: the plain path's checks then name them."""
+    for _, seq in states:
+        if isinstance(seq, (list, tuple)):
+            for a in seq:
+                if getattr(a, "dtype", None) not in _PLAIN_STATE \
+                        and _checks.state_kind(a) != "plain":
+                    return True
+    return False
 
 
 def _run(plain, impl, s, params, grads, states, master_params, grad_scale, found_inf, step, seed,
          sr) -> None:
     """The plain kernel call ``plain()``, or the compact one where a state item is compact or
-    stochastic rounding is on. The plain call's own checks refuse compact items (TypeError,
-    before anything changes), so a plain step pays nothing to look for them."""
-    if not sr:
-        try:
-            plain()
-            return
-        except TypeError:
-            if not _compact(states):
-                raise
-    _compact_step(impl, s, params, grads, states, master_params, grad_scale, found_inf, step,
-                  seed, sr)
+    stochastic rounding is on: decided here from the states' types before either is called."""
+    if sr or _compact(states):
+        _compact_step(impl, s, params, grads, states, master_params, grad_scale, found_inf, step,
+                      seed, sr)
+    else:
+        plain()
 
 
 def _compact_step(impl, s, params, grads, states, master_params, grad_scale, found_inf, step,
