@@ -34,6 +34,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+#include <cstdlib>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -65,6 +66,12 @@ constexpr int64_t kStallNs = 20000000;         // 20 ms
 constexpr int64_t kBackoffMinNs = 10000000;    // 10 ms
 constexpr int64_t kBackoffMaxNs = 1000000000;  // 1 s
 constexpr int64_t kBackoffResetNs = 10000000000;  // 10 s
+
+// EXPERIMENT knobs (removed before commit)
+inline int env_int(const char* k, int d) { const char* v = getenv(k); return v ? atoi(v) : d; }
+inline int idle_spin() { static int v = env_int("FO_SPIN", kSpin); return v; }
+inline int64_t wait_ns() { static int64_t v = env_int("FO_WAITUS", 100) * 1000LL; return v; }
+inline bool block_wait() { static bool v = env_int("FO_BLOCK", 1) != 0; return v; }
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -104,10 +111,29 @@ class Pool {
         for (int spin = 0; done_.load(std::memory_order_acquire) < nchunks; ++spin) {
             if (spin < kWaitSpin) {
                 cpu_relax();
-            } else {
-                if (spin == kWaitSpin) waiting_since = now_ns();
-                std::this_thread::yield();
+                continue;
             }
+            if (!waiting_since) waiting_since = now_ns();
+            if (now_ns() - waiting_since < wait_ns()) {
+                cpu_relax();
+                continue;
+            }
+            if (!block_wait()) {
+                std::this_thread::yield();
+                continue;
+            }
+            // Block: this core goes idle, and the scheduler may move the worker that holds the
+            // chunk here (descheduled behind another thread on its own core: torch's OpenMP
+            // workers spinning after torch's parallel region). Yielding kept this thread
+            // runnable, so the worker waited for its own core.
+            waiter_.store(1, std::memory_order_seq_cst);
+            if (done_.load(std::memory_order_seq_cst) < nchunks) {
+                std::unique_lock<std::mutex> lock(done_mutex_);
+                done_cv_.wait_for(lock, std::chrono::microseconds(500), [&] {
+                    return done_.load(std::memory_order_acquire) >= nchunks;
+                });
+            }
+            waiter_.store(0, std::memory_order_relaxed);
         }
         state_.store((uint64_t(gen) << 32) | kIdle, std::memory_order_seq_cst);
         if (waiting_since) note_wait(now_ns() - waiting_since);
@@ -167,7 +193,11 @@ class Pool {
             if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
                                              std::memory_order_acquire)) {
                 fn(ctx, k);
-                done_.fetch_add(1, std::memory_order_release);
+                if (done_.fetch_add(1, std::memory_order_seq_cst) + 1 == n &&
+                    waiter_.load(std::memory_order_seq_cst)) {
+                    { std::lock_guard<std::mutex> lock(done_mutex_); }
+                    done_cv_.notify_one();
+                }
                 s = state_.load(std::memory_order_acquire);
             }
         }
@@ -175,7 +205,8 @@ class Pool {
 
     // Returns the state once its generation differs from `seen`.
     uint64_t next_job(uint32_t seen) {
-        for (int spin = 0; spin < kSpin; ++spin) {
+        const int spins = idle_spin();
+        for (int spin = 0; spin < spins; ++spin) {
             const uint64_t s = state_.load(std::memory_order_acquire);
             if (generation(s) != seen) return s;
             if (spin % kYieldEvery == kYieldEvery - 1)
@@ -215,6 +246,10 @@ class Pool {
     std::atomic<int64_t> nchunks_{0};
     std::atomic<int> wanted_{0};     // workers with a smaller id take part
     alignas(64) std::atomic<int64_t> done_{0};   // chunks of the running job that have finished
+    // The caller blocked on its job's last chunks (see run).
+    alignas(64) std::atomic<int> waiter_{0};
+    std::mutex done_mutex_;
+    std::condition_variable done_cv_;
     std::mutex sleep_mutex_;
     std::condition_variable wake_;
     std::atomic<int> sleepers_{0};
