@@ -13,10 +13,12 @@
 // claim's compare-and-swap fails. The caller returns when every claimed chunk has reported done.
 //
 // Waiting: an idle worker polls for a few milliseconds (see kSpin), then sleeps on a condition
-// variable; the caller never
-// waits for a worker to wake (it starts on the chunks itself), only for chunks a worker has
-// claimed. If that wait shows a stall (a claimed chunk not done after kStallNs: its worker was
-// descheduled), the next calls run on the calling thread alone for a back-off time.
+// variable; the caller never waits for a worker to wake (it starts on the chunks itself), only
+// for chunks a worker has claimed: it polls for about a chunk's time (kBlockAfterUs), then blocks
+// on a condition variable that the worker finishing the job's last chunk signals (see run). If
+// that wait shows a stall (a claimed chunk not done after kStallNs: its worker was descheduled),
+// the next calls run on the calling thread alone for a back-off time. set_pool_waits (parallel.h)
+// changes the two waits at run time, for benchmarks that compare them.
 // No environment variable is read or set (the pool is not OpenMP's; OMP_WAIT_POLICY and
 // GOMP_SPINCOUNT do not apply); the thread count is OpenMP's setting (omp_get_max_threads:
 // OMP_NUM_THREADS, fusedopt.set_num_threads).
@@ -30,11 +32,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <climits>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
-#include <cstdlib>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -52,8 +54,8 @@ constexpr uint64_t kIdle = 0xffffffffu;  // chunk index of the state between job
 // that follows another library's parallel region, find it awake; then it sleeps. (Yielding
 // between polls, tried first, left the worker asleep or behind other spinning threads: the 2-thread
 // step at 1e5 ran no faster than 1 thread, and 1 busy process cost 1e6 a third more.) The caller,
-// once every chunk is claimed, polls kWaitSpin times, then yields between polls: on a shared core
-// the thread it waits for may need that very CPU.
+// once every chunk is claimed, polls kWaitSpin times, then reads the clock between polls until
+// kBlockAfterUs have passed, then blocks (run).
 constexpr int kSpin = 200000;
 constexpr int kYieldEvery = 1 << 30;  // never, within kSpin
 constexpr int kWaitSpin = 64;
@@ -67,11 +69,12 @@ constexpr int64_t kBackoffMinNs = 10000000;    // 10 ms
 constexpr int64_t kBackoffMaxNs = 1000000000;  // 1 s
 constexpr int64_t kBackoffResetNs = 10000000000;  // 10 s
 
-// EXPERIMENT knobs (removed before commit)
-inline int env_int(const char* k, int d) { const char* v = getenv(k); return v ? atoi(v) : d; }
-inline int idle_spin() { static int v = env_int("FO_SPIN", kSpin); return v; }
-inline int64_t wait_ns() { static int64_t v = env_int("FO_WAITUS", 100) * 1000LL; return v; }
-inline bool block_wait() { static bool v = env_int("FO_BLOCK", 1) != 0; return v; }
+// The waits of set_pool_waits (parallel.h), read once per job / per idle period. A chunk takes
+// 20-100 us: a caller still waiting after 100 us waits for a worker that is not running.
+constexpr int kBlockAfterUs = 100;
+std::atomic<int> g_idle_polls{kSpin};
+std::atomic<int> g_block_after_us{kBlockAfterUs};
+inline int idle_spin() { return g_idle_polls.load(std::memory_order_relaxed); }
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -106,7 +109,14 @@ class Pool {
             wake_.notify_all();
         }
         drain(gen);
-        // Every chunk is claimed; wait for those that workers are still running.
+        // Every chunk is claimed; wait for those that workers are still running: poll for up
+        // to block_after (a chunk's time), then block. Blocking leaves this core idle, and the
+        // scheduler may move the worker that holds the chunk here when it was descheduled behind
+        // another thread on its own core (torch's OpenMP workers spinning after torch's parallel
+        // region); yielding instead keeps this thread runnable, and the worker waits for its own
+        // core.
+        const int block_us = g_block_after_us.load(std::memory_order_relaxed);
+        const int64_t block_after = block_us < 0 ? INT64_MAX : int64_t(block_us) * 1000;
         int64_t waiting_since = 0;
         for (int spin = 0; done_.load(std::memory_order_acquire) < nchunks; ++spin) {
             if (spin < kWaitSpin) {
@@ -114,18 +124,12 @@ class Pool {
                 continue;
             }
             if (!waiting_since) waiting_since = now_ns();
-            if (now_ns() - waiting_since < wait_ns()) {
-                cpu_relax();
+            const int64_t waited = now_ns() - waiting_since;
+            if (waited < block_after) {
+                if (block_us < 0) std::this_thread::yield();
+                else cpu_relax();
                 continue;
             }
-            if (!block_wait()) {
-                std::this_thread::yield();
-                continue;
-            }
-            // Block: this core goes idle, and the scheduler may move the worker that holds the
-            // chunk here (descheduled behind another thread on its own core: torch's OpenMP
-            // workers spinning after torch's parallel region). Yielding kept this thread
-            // runnable, so the worker waited for its own core.
             waiter_.store(1, std::memory_order_seq_cst);
             if (done_.load(std::memory_order_seq_cst) < nchunks) {
                 std::unique_lock<std::mutex> lock(done_mutex_);
@@ -281,6 +285,16 @@ int threads_for(int64_t work) {
     (void)work;
     return 1;
 #endif
+}
+
+PoolWaits pool_waits() {
+    return {g_idle_polls.load(std::memory_order_relaxed),
+            g_block_after_us.load(std::memory_order_relaxed)};
+}
+
+void set_pool_waits(PoolWaits w) {
+    g_idle_polls.store(std::max(0, w.idle_polls), std::memory_order_relaxed);
+    g_block_after_us.store(std::max(-1, w.block_after_us), std::memory_order_relaxed);
 }
 
 void run_chunks(int64_t nchunks, int threads, Fn fn, void* ctx) {

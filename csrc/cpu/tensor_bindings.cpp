@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "parallel.h"
 #include "tensors.h"
 
 namespace py = pybind11;
@@ -325,4 +326,20 @@ void register_tensors(py::module_& m) {
         .def(py::init<const py::sequence&>(), py::arg("slots"))
         .def("set_grads", &TensorPlan::set_grads, py::arg("grads"))
         .def("__len__", &TensorPlan::size);
+    // The worker pool's waits (parallel.h; benchmarks compare them side by side): returns the
+    // previous (idle_polls, block_after_us) and sets the given ones.
+    m.def(
+        "_pool_waits",
+        [](py::object idle_polls, py::object block_after_us) {
+            using fusedopt::cpu::PoolWaits;
+            const PoolWaits old = fusedopt::cpu::pool_waits();
+            PoolWaits w = old;
+            if (!idle_polls.is_none()) w.idle_polls = idle_polls.cast<int>();
+            if (!block_after_us.is_none()) w.block_after_us = block_after_us.cast<int>();
+            if (w.idle_polls < 0) throw py::value_error("idle_polls must be >= 0");
+            if (w.block_after_us < -1) throw py::value_error("block_after_us must be >= -1");
+            fusedopt::cpu::set_pool_waits(w);
+            return py::make_tuple(old.idle_polls, old.block_after_us);
+        },
+        py::arg("idle_polls") = py::none(), py::arg("block_after_us") = py::none());
 }
