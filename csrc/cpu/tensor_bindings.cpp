@@ -12,6 +12,10 @@
 
 namespace py = pybind11;
 
+namespace {
+std::string type_name(py::handle h) { return std::string(Py_TYPE(h.ptr())->tp_name); }
+}  // namespace
+
 namespace fusedopt {
 namespace cpu {
 namespace {
@@ -23,7 +27,6 @@ std::string item(int slot, size_t i) {
     return std::string(kSlotNames[slot]) + "[" + std::to_string(i) + "]";
 }
 
-std::string type_name(py::handle h) { return std::string(Py_TYPE(h.ptr())->tp_name); }
 
 // The bytes of one element of `slot` for a tensor of dtype d: params and grads the dtype's,
 // states and master weights its math type's (float32 for 16-bit params).
@@ -334,8 +337,20 @@ void register_tensors(py::module_& m) {
             using fusedopt::cpu::PoolWaits;
             const PoolWaits old = fusedopt::cpu::pool_waits();
             PoolWaits w = old;
-            if (!idle_polls.is_none()) w.idle_polls = idle_polls.cast<int>();
-            if (!block_after_us.is_none()) w.block_after_us = block_after_us.cast<int>();
+            auto as_int = [](py::handle v, const char* name) {
+                if (!PyLong_Check(v.ptr()))
+                    throw py::type_error(std::string(name) + " must be an int or None, got " +
+                                         type_name(v));
+                const long long x = PyLong_AsLongLong(v.ptr());
+                if (PyErr_Occurred() || x > INT32_MAX || x < INT32_MIN) {
+                    PyErr_Clear();
+                    throw py::value_error(std::string(name) + " is out of range");
+                }
+                return static_cast<int>(x);
+            };
+            if (!idle_polls.is_none()) w.idle_polls = as_int(idle_polls, "idle_polls");
+            if (!block_after_us.is_none())
+                w.block_after_us = as_int(block_after_us, "block_after_us");
             if (w.idle_polls < 0) throw py::value_error("idle_polls must be >= 0");
             if (w.block_after_us < -1) throw py::value_error("block_after_us must be >= -1");
             fusedopt::cpu::set_pool_waits(w);
