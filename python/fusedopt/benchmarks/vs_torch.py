@@ -208,6 +208,19 @@ def _block(ctx: Context, with_deepspeed: bool):
     return blocks
 
 
+def timed_iteration(model, opt, x, y) -> tuple[float, float]:
+    """Seconds of one training iteration (zero_grad, forward, MSE loss, backward, step) and of
+    its step."""
+    torch = _torch()
+    t0 = time.perf_counter()
+    opt.zero_grad()
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    t1 = time.perf_counter()
+    opt.step()
+    t2 = time.perf_counter()
+    return t2 - t0, t2 - t1
+
+
 #: The training loop's columns: (label, optimizer, the pool's waits or None for the default).
 LOOP_IMPLS = {
     "fusedopt": ("fusedopt.torch.Adam", "fusedopt", None),
@@ -245,15 +258,10 @@ def training_loop(quick: bool = False, rounds: int = 0) -> tuple[dict, int]:
             for key in keys[r % len(keys):] + keys[:r % len(keys)]:
                 model, opt, waits = runs[key]
                 _core._pool_waits(*(waits or default))
-                t0 = time.perf_counter()
-                opt.zero_grad()
-                torch.nn.functional.mse_loss(model(x), y).backward()
-                t1 = time.perf_counter()
-                opt.step()
-                t2 = time.perf_counter()
+                it, st = timed_iteration(model, opt, x, y)
                 if r >= 2:
-                    times[key][0].append(t2 - t0)
-                    times[key][1].append(t2 - t1)
+                    times[key][0].append(it)
+                    times[key][1].append(st)
     finally:
         _core._pool_waits(*default)
     n = sum(p.numel() for p in runs["torch"][0].parameters())
@@ -336,15 +344,10 @@ def _fsdp_worker(rank: int, port: int, out: str, width: int, repeats: int) -> No
     for r in range(3 + repeats):
         for name, (model, opt) in models.items():
             dist.barrier()
-            t0 = time.perf_counter()
-            opt.zero_grad()
-            torch.nn.functional.mse_loss(model(x), y).backward()
-            t1 = time.perf_counter()
-            opt.step()
-            t2 = time.perf_counter()
+            it, st = timed_iteration(model, opt, x, y)
             if r >= 3:
-                times[name]["step"].append(t2 - t0)
-                times[name]["optimizer"].append(t2 - t1)
+                times[name]["step"].append(it)
+                times[name]["optimizer"].append(st)
     local = sum(p.to_local().numel() for p in models["fusedopt"][0].parameters())
     if rank == 0:
         med = {name: {k: statistics.median(v) for k, v in t.items()} for name, t in times.items()}
