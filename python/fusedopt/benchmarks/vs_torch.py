@@ -287,9 +287,12 @@ def section(ctx: Context):
     FSDP2 CPU-offload step; nothing without torch."""
     if not ctx.with_torch:
         return ["torch: skipped (torch is not installed, or --no-torch)"]
-    fsdp = "torch FSDP2: skipped (--sizes given; the FSDP2 step has its own model)" \
-        if ctx.sizes_given else fsdp_block(ctx.quick)
-    return _block(ctx, with_deepspeed=False) + [loop_block(ctx.quick), fsdp]
+    if ctx.sizes_given:
+        own = ["torch: a training loop: skipped (--sizes given; the loop has its own model)",
+               "torch FSDP2: skipped (--sizes given; the FSDP2 step has its own model)"]
+    else:
+        own = [loop_block(ctx.quick), fsdp_block(ctx.quick)]
+    return _block(ctx, with_deepspeed=False) + own
 
 
 def section_deepspeed(ctx: Context):
