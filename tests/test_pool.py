@@ -117,6 +117,42 @@ def test_same_bits_while_other_processes_load_the_cores():
     assert not [p for p in multiprocessing.active_children() if p.is_alive()]
 
 
+# The pool's waits (_core._pool_waits): idle polls before a worker sleeps, and how long a caller
+# polls before it blocks on the workers' last chunks (-1: never blocks, yields). None changes a bit.
+WAITS = [(200000, 100), (200000, -1), (200000, 0), (0, 0), (20000, 100)]
+
+
+@pytest.mark.parametrize("waits", WAITS, ids=[f"idle{a}-block{b}" for a, b in WAITS])
+def test_same_bits_under_every_pool_wait(waits):
+    with fusedopt.num_threads(1):
+        want = _all_kernels()
+    old = _core._pool_waits(*waits)
+    try:
+        assert _core._pool_waits() == waits
+        with fusedopt.num_threads(2):
+            assert _all_kernels() == want
+            time.sleep(0.01)  # (the workers asleep with idle 0: woken by the next call)
+            assert _all_kernels() == want
+        with load.Spinners(2), fusedopt.num_threads(3):  # workers descheduled: callers block
+            assert _all_kernels() == want
+    finally:
+        _core._pool_waits(*old)
+    assert _core._pool_waits() == old
+
+
+def test_pool_waits_refuse_bad_values():
+    old = _core._pool_waits()
+    with pytest.raises(ValueError, match="idle_polls"):
+        _core._pool_waits(-1, None)
+    with pytest.raises(ValueError, match="block_after_us"):
+        _core._pool_waits(None, -2)
+    with pytest.raises(TypeError, match="idle_polls must be an int"):
+        _core._pool_waits("many", None)
+    with pytest.raises(ValueError, match="block_after_us is out of range"):
+        _core._pool_waits(None, 2**40)
+    assert _core._pool_waits() == old
+
+
 def test_two_python_threads_at_once():
     """Kernels release the GIL; two threads calling at once share the pool (one of them runs on
     its own thread) and both get the bits of a lone call."""

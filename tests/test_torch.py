@@ -87,3 +87,32 @@ def test_parameter_groups_agree_with_torch_optims(case):
     topt = getattr(torch.optim, TORCH_CLASS[case.cls.__name__])(
         [{"params": tparams[:SPLIT]}, {"params": tparams[SPLIT:], **group1}], **case.options)
     step_both(ours, tparams, topt, SHAPES, dtype)
+
+
+# ---- the torch section's training loop and column order (smoke runs) ---------------------------
+
+def test_symmetric_timing_runs_both_orders_and_averages():
+    from fusedopt.benchmarks import vs_torch  # noqa: PLC0415
+
+    orders = []
+
+    def timer(fns):
+        orders.append(list(fns))
+        return {k: (1.0 if len(orders) == 1 else 3.0) * (i + 1) for i, k in enumerate(fns)}
+
+    got = vs_torch.symmetric(timer, {"a": None, "b": None, "c": None})
+    assert orders == [["a", "b", "c"], ["c", "b", "a"]]
+    assert got == {"a": (1.0 + 9.0) / 2, "b": (2.0 + 6.0) / 2, "c": (3.0 + 3.0) / 2}
+
+
+def test_training_loop_times_every_column_and_restores_the_pool_waits():
+    from fusedopt import _core  # noqa: PLC0415
+    from fusedopt.benchmarks import vs_torch  # noqa: PLC0415
+
+    before = _core._pool_waits()
+    times, n = vs_torch.training_loop(quick=True, rounds=1)
+    assert _core._pool_waits() == before
+    assert set(times) == set(vs_torch.LOOP_IMPLS)
+    assert n == 4 * 1024 * 1024 + 4 * 1024
+    for it, st in times.values():
+        assert 0 < st < it

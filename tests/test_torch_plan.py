@@ -1,12 +1,15 @@
-"""fusedopt.torch's cached kernel calls: ``fusedopt._core.TensorPlan`` (data pointers checked
-once) and the per-group ``_Plan`` that checks a step in bulk (skipped where torch is absent).
+"""fusedopt.torch's cached kernel calls: ``fusedopt._core.TensorPlan`` (the arrays checked once,
+the grads at each step, in C++) and the per-group ``_Plan`` that checks a step in bulk (skipped
+where torch is absent).
 
 Ground truths: the same steps through the general path (every param checked and viewed as a
 NumPy array, as before plans existed) must give the same bits, over steps whose grads are kept
 (``zero_grad(set_to_none=False)``) or made anew (torch's default); every event that a plan must
 notice (a grad set to None, ``p.data = ...``, a state or the whole state replaced, a bad grad)
 sends the group back to the general path, and a bad input raises naming the param with nothing
-changed. ``TensorPlan`` itself is checked against ``fusedopt.ops`` on lists of arrays.
+changed. ``TensorPlan`` itself is checked against ``fusedopt.ops`` on lists of arrays, and
+fuzzed: every bad array or grad (dtype, size, shape, layout, device, alignment, aliasing, freed
+storage, a raw pointer) is refused with nothing changed.
 """
 from __future__ import annotations
 
@@ -171,10 +174,6 @@ def arrays(sizes, dtype, seed):
     return [rng.standard_normal(n).astype(dtype) for n in sizes]
 
 
-def ptrs(xs):
-    return [a.ctypes.data for a in xs]
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_plan_steps_as_the_lists_do(dtype):
     sizes = [5, 0, 16411, 3]
@@ -182,16 +181,31 @@ def test_a_plan_steps_as_the_lists_do(dtype):
     lists[3] = [np.abs(v) for v in lists[3]]
     copies = [[a.copy() for a in x] for x in lists]
     p, g, m, v = lists
-    plan = ops.tensor_plan([np.dtype(dtype).name] * 4, sizes,
-                           [ptrs(p), None, ptrs(m), ptrs(v), None, None], [p, m, v])
+    plan = ops.tensor_plan(p, [m, v])
     for step in (1, 2, 3):
-        plan.set_grads(ptrs(g), g)
+        plan.set_grads(g)
         ops.adam_(plan, plan, plan, plan, step=step, lr=0.01, weight_decay=0.1,
                   decoupled_weight_decay=True)
         cp, cg, cm, cv = copies
         ops.adam_(cp, cg, cm, cv, step=step, lr=0.01, weight_decay=0.1,
                   decoupled_weight_decay=True)
     for x, y in zip(lists, copies):
+        for a, b in zip(x, y):
+            assert_same_bits(a, b)
+
+
+def test_a_plan_takes_torch_grads():
+    """Grads given as torch CPU tensors: the same bits as their NumPy views."""
+    sizes = [5, 16411, 3]
+    p, g, m = (arrays(sizes, np.float32, s) for s in range(3))
+    copies = [[a.copy() for a in x] for x in (p, g, m)]
+    plan = ops.tensor_plan(p, [m])
+    tg = [torch.from_numpy(a) for a in g]
+    for step in (1, 2):
+        plan.set_grads(tg)
+        ops.sgd_(plan, plan, plan, step=step, lr=0.1, momentum=0.9)
+        ops.sgd_(copies[0], copies[1], copies[2], step=step, lr=0.1, momentum=0.9)
+    for x, y in zip((p, g, m), copies):
         for a, b in zip(x, y):
             assert_same_bits(a, b)
 
@@ -205,9 +219,8 @@ def test_a_plan_with_master_weights_and_mixed_dtypes():
     v = [np.zeros(n, np.float32) for n in sizes]
     w = [x.astype(np.float32) for x in p]
     ref = [[a.copy() for a in x] for x in (p, g, m, v, w)]
-    plan = ops.tensor_plan(["bfloat16", "float16"], sizes,
-                           [ptrs(p), None, ptrs(m), ptrs(v), None, ptrs(w)], [p, m, v, w])
-    plan.set_grads(ptrs(g), g)
+    plan = ops.tensor_plan(p, [m, v], w)
+    plan.set_grads(g)
     ops.adam_(plan, plan, plan, plan, step=1, lr=0.1, master_params=plan)
     ops.adam_(*ref[:4], step=1, lr=0.1, master_params=ref[4])
     for x, y in zip((p, m, v, w), ref[:1] + ref[2:]):
@@ -216,30 +229,50 @@ def test_a_plan_with_master_weights_and_mixed_dtypes():
 
 
 def test_plan_checks():
+    """The plan derives every pointer, dtype and size from the arrays and checks them as the
+    kernels' lists are checked."""
     p, m, g = (arrays([4, 4], np.float32, s) for s in range(3))
-    slots = [ptrs(p), None, ptrs(m), None, None, None]
-    with pytest.raises(TypeError, match="dtypes"):
-        ops.tensor_plan(["int8", "float32"], [4, 4], slots, p)
+    with pytest.raises(TypeError, match=r"params\[0\] has dtype int8"):
+        ops.tensor_plan([np.zeros(4, np.int8), p[1]], [m])
     with pytest.raises(ValueError, match="slots must have 6"):
-        ops.tensor_plan(["float32"] * 2, [4, 4], slots[:5], p)
+        from fusedopt import _core
+        _core.TensorPlan([p, None, m, None, None])
     with pytest.raises(ValueError, match="grads.*must be None"):
-        ops.tensor_plan(["float32"] * 2, [4, 4], [ptrs(p), ptrs(g)] + [None] * 4, p)
+        from fusedopt import _core
+        _core.TensorPlan([p, g, m, None, None, None])
     with pytest.raises(ValueError, match="params.*required"):
-        ops.tensor_plan(["float32"] * 2, [4, 4], [None] * 6, p)
-    with pytest.raises(ValueError, match=r"state0 has 1 pointers"):
-        ops.tensor_plan(["float32"] * 2, [4, 4], [ptrs(p), None, ptrs(m)[:1]] + [None] * 3, p)
+        from fusedopt import _core
+        _core.TensorPlan([None] * 6)
+    with pytest.raises(ValueError, match="at most 3"):
+        ops.tensor_plan(p, [m, m, m, m])
+    with pytest.raises(ValueError, match=r"state0 has 1 arrays"):
+        ops.tensor_plan(p, [m[:1]])
     with pytest.raises(ValueError, match=r"state0\[1\] shares memory with params\[1\]|"
                                          r"params\[1\] shares memory with state0\[1\]"):
-        ops.tensor_plan(["float32"] * 2, [4, 4], [ptrs(p), None, [m[0].ctypes.data,
-                        p[1].ctypes.data + 8]] + [None] * 3, p)
+        big = np.zeros(8, np.float32)
+        ops.tensor_plan([p[0], big[:4]], [[m[0], big[2:6]]])
     with pytest.raises(ValueError, match=r"params\[0\] must be aligned"):
-        ops.tensor_plan(["float32"] * 2, [4, 4], [[p[0].ctypes.data + 1, p[1].ctypes.data]]
-                        + [None] * 5, p)
-    with pytest.raises(TypeError, match=r"master_params\[0\]: master weights belong"):
-        ops.tensor_plan(["float32"] * 2, [4, 4], [ptrs(p)] + [None] * 4 + [ptrs(m)], p)
-    with pytest.raises(TypeError, match=r"params\[0\]: a data pointer \(int\)"):
-        ops.tensor_plan(["float32"] * 2, [4, 4], [[1.5, 2]] + [None] * 5, p)
-    plan = ops.tensor_plan(["float32"] * 2, [4, 4], slots, [p, m])
+        raw = np.zeros(17, np.uint8)[1:].view(np.float32)
+        ops.tensor_plan([raw, p[1]], [m])
+    with pytest.raises(ValueError, match=r"params\[0\] must be C-contiguous"):
+        ops.tensor_plan([np.zeros(8, np.float32)[::2], p[1]], [m])
+    with pytest.raises(ValueError, match=r"params\[0\] is read-only"):
+        ro = p[0].copy()
+        ro.flags.writeable = False
+        ops.tensor_plan([ro, p[1]], [m])
+    with pytest.raises(ValueError, match=r"state0\[1\]: shape \(5,\) does not match"):
+        ops.tensor_plan(p, [[m[0], np.zeros(5, np.float32)]])
+    with pytest.raises(TypeError, match=r"state0\[1\] has dtype float64"):
+        ops.tensor_plan(p, [[m[0], np.zeros(4)]])
+    with pytest.raises(TypeError, match=r"state0\[0\] has dtype uint8"):  # 8-bit codes
+        ops.tensor_plan(p, [[np.zeros(4, np.uint8), m[1]]])
+    with pytest.raises(TypeError, match=r"master_params: float32 master weights belong"):
+        ops.tensor_plan(p, [], m)
+    with pytest.raises(TypeError, match=r"params\[0\] must be a numpy.ndarray, got int"):
+        ops.tensor_plan([1234, 5678])
+    with pytest.raises(TypeError, match=r"state0 must be a list or tuple"):
+        ops.tensor_plan(p, [m[0]])
+    plan = ops.tensor_plan(p, [m])
     assert len(plan) == 2
     before = [a.copy() for a in p + m]
 
@@ -249,11 +282,11 @@ def test_plan_checks():
 
     with pytest.raises(ValueError, match="set_grads"):   # no grads given yet
         ops.sgd_(plan, plan, plan, step=2, lr=0.1, momentum=0.9)
-    with pytest.raises(ValueError, match="grads has 1 pointers"):
-        plan.set_grads(ptrs(g)[:1], g)
+    with pytest.raises(ValueError, match="grads has 1 items"):
+        plan.set_grads(g[:1])
     with pytest.raises(ValueError, match=r"grads\[1\] shares memory with state0\[1\]"):
-        plan.set_grads([g[0].ctypes.data, m[1].ctypes.data + 4], g)
-    plan.set_grads(ptrs(g), g)
+        plan.set_grads([g[0], m[1]])
+    plan.set_grads(g)
     with pytest.raises(TypeError, match="momentum_buffers: must be the TensorPlan"):
         ops.sgd_(plan, plan, m, step=2, lr=0.1, momentum=0.9)
     with pytest.raises(ValueError, match="holds params, grads, state0; this call takes "
@@ -264,6 +297,148 @@ def test_plan_checks():
     assert not np.array_equal(p[0], before[0])
     with pytest.raises(ValueError, match="set_grads"):   # each set_grads serves one call
         ops.sgd_(plan, plan, plan, step=3, lr=0.1, momentum=0.9)
+
+
+def _bad_grads():
+    """(name, grads for a plan of two float32 (4,) params, error type, message): every way a
+    grad can be wrong."""
+    ok = torch.ones(4)
+    freed = torch.ones(4)
+    freed.untyped_storage().resize_(0)
+    base = torch.ones(9)
+    return [
+        ("wrong dtype (numpy)", [np.ones(4), np.ones(4, np.float32)], TypeError,
+         r"grads\[0\] has dtype float64"),
+        ("wrong dtype (torch)", [ok, torch.ones(4, dtype=torch.float64)], TypeError,
+         r"grads\[1\] has dtype torch.float64"),
+        ("bfloat16 for float32", [torch.ones(4, dtype=torch.bfloat16), ok], TypeError,
+         r"grads\[0\] has dtype torch.bfloat16"),
+        ("too small (numpy)", [np.ones(3, np.float32), ok], ValueError,
+         r"grads\[0\]: its shape does not match"),
+        ("too large (torch)", [ok, torch.ones(5)], ValueError, r"grads\[1\]: its shape"),
+        ("same size, other shape", [ok, torch.ones(2, 2)], ValueError, r"grads\[1\]: its shape"),
+        ("not contiguous (torch)", [base[::2][:4], ok], ValueError,
+         r"grads\[0\] must be contiguous"),
+        ("not contiguous (numpy)", [np.ones(8, np.float32)[::2], ok], ValueError,
+         r"grads\[0\] must be C-contiguous"),
+        ("misaligned (numpy)", [np.zeros(17, np.uint8)[1:].view(np.float32), ok], ValueError,
+         r"grads\[0\] must be aligned"),
+        ("misaligned (torch)", [torch.from_numpy(np.zeros(17, np.uint8)[1:].view(np.float32)),
+                                ok], ValueError, r"grads\[0\] must be aligned"),
+        ("freed storage", [freed, ok], ValueError, r"grads\[0\]: holds no memory"),
+        ("meta tensor", [torch.ones(4, device="meta"), ok], ValueError,
+         r"grads\[0\]: not on the CPU"),
+        ("sparse", [torch.ones(4).to_sparse(), ok], TypeError, r"grads\[0\]: only dense"),
+        ("a list", [[1.0] * 4, ok], TypeError, r"grads\[0\] must be a numpy.ndarray or a "
+                                               r"torch.Tensor, got list"),
+        ("an int (a pointer)", [ok.data_ptr(), ok], TypeError, r"grads\[0\] must be"),
+        ("a tensor subclass", [torch.ones(4).as_subclass(_Sub), ok], TypeError,
+         r"grads\[0\] must be a numpy.ndarray or a torch.Tensor, got _Sub"),
+        ("too few", [ok], ValueError, "grads has 1 items"),
+        ("not a list", ok, TypeError, "grads must be a list or tuple"),
+    ]
+
+
+class _Sub(torch.Tensor):
+    pass
+
+
+@pytest.mark.parametrize("case", range(18))
+def test_set_grads_refuses_every_bad_grad_with_nothing_changed(case):
+    name, grads, exc, msg = _bad_grads()[case]
+    p, m = (arrays([4, 4], np.float32, s) for s in range(2))
+    plan = ops.tensor_plan(p, [m])
+    before = [a.copy() for a in p + m]
+    with pytest.raises(exc, match=msg):
+        plan.set_grads(grads)
+    with pytest.raises(ValueError, match="set_grads"):  # nothing was bound
+        ops.sgd_(plan, plan, plan, step=1, lr=0.1, momentum=0.9)
+    for a, b in zip(p + m, before):
+        assert_same_bits(a, b)
+
+
+def test_bad_grads_table_is_whole():
+    assert len(_bad_grads()) == 18
+
+
+def test_set_grads_overlapping_the_plan_refused():
+    """A grad aliasing a param, a state or straddling two arrays of the plan; a read-only
+    overlap among grads themselves is allowed (they are only read)."""
+    buf = np.zeros(16, np.float32)
+    p = [buf[0:4], buf[8:12]]
+    m = [np.zeros(4, np.float32), np.zeros(4, np.float32)]
+    plan = ops.tensor_plan(p, [m])
+    t = torch.from_numpy(buf)
+    for grads, who in [([t[0:4], t[12:16]], r"params\[0\]"), ([t[12:16], t[6:10]], r"params\[1\]"),
+                       ([torch.from_numpy(m[1]), t[12:16]], r"state0\[1\]")]:
+        with pytest.raises(ValueError, match=r"grads\[\d\] shares memory with " + who):
+            plan.set_grads(grads)
+    g = torch.ones(4)
+    plan.set_grads([g, g])  # the same grad twice: read only
+    ops.sgd_(plan, plan, plan, step=1, lr=0.5, momentum=0.9)
+    assert np.array_equal(buf[0:4], np.full(4, -0.5, np.float32))
+
+
+def test_a_plan_outlives_the_callers_references():
+    """The plan holds its arrays: dropping every other reference frees nothing it uses."""
+    import gc
+
+    p = [torch.zeros(5).numpy(), torch.zeros(3).numpy()]
+    m = [np.zeros(5, np.float32), np.zeros(3, np.float32)]
+    plan = ops.tensor_plan(p, [m])
+    view = [a[:] for a in p]
+    del p, m
+    gc.collect()
+    plan.set_grads([torch.ones(5), torch.ones(3)])
+    ops.sgd_(plan, plan, plan, step=1, lr=1.0, momentum=0.5)
+    assert np.array_equal(view[0], -np.ones(5, np.float32))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fuzz_tensor_plan(seed):
+    """Random lists of arrays of random dtypes, sizes, offsets and aliasing: the plan is either
+    refused (TypeError/ValueError) or steps exactly as the lists do, never crashes, and a refused
+    set_grads changes nothing."""
+    rng = np.random.default_rng(seed)
+    dtypes = [np.float32, np.float64, np.float16, np.int32, np.uint8]
+    made = refused = 0
+    for _ in range(60):
+        n = int(rng.integers(1, 4))
+        pool = np.zeros(64, np.float64).view(np.uint8)
+
+        def arr(size):
+            if rng.random() < 0.15:  # carved from a shared buffer: may alias or misalign
+                dt = np.dtype(dtypes[int(rng.integers(0, 3))])
+                off = int(rng.integers(0, 64))
+                take = min(size, (512 - off) // dt.itemsize)
+                return pool[off:off + take * dt.itemsize].view(dt)
+            dt = dtypes[int(rng.integers(0, len(dtypes)))] if rng.random() < 0.1 else np.float32
+            return rng.standard_normal(size).astype(dt)
+
+        sizes = [int(rng.integers(0, 40)) for _ in range(n)]
+        p = [arr(s) for s in sizes]
+        m = [arr(s) for s in sizes]
+        try:
+            plan = ops.tensor_plan(p, [m])
+        except (TypeError, ValueError):
+            refused += 1
+            continue
+        made += 1
+        g = [arr(s) if rng.random() < 0.3 else torch.from_numpy(arr(s)) for s in sizes]
+        before = [a.copy() for a in p + m]
+        try:
+            plan.set_grads(g)
+        except (TypeError, ValueError):
+            for a, b in zip(p + m, before):
+                assert_same_bits(a, b)
+            continue
+        gn = [x.numpy() if isinstance(x, torch.Tensor) else x for x in g]
+        cp, cm = [a.copy() for a in p], [a.copy() for a in m]
+        ops.sgd_(plan, plan, plan, step=1, lr=0.1, momentum=0.9)
+        ops.sgd_(cp, [a.copy() for a in gn], cm, step=1, lr=0.1, momentum=0.9)
+        for a, b in zip(p + m, cp + cm):
+            assert_same_bits(a, b)
+    assert made and refused  # both outcomes were exercised
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,10 +13,12 @@
 // claim's compare-and-swap fails. The caller returns when every claimed chunk has reported done.
 //
 // Waiting: an idle worker polls for a few milliseconds (see kSpin), then sleeps on a condition
-// variable; the caller never
-// waits for a worker to wake (it starts on the chunks itself), only for chunks a worker has
-// claimed. If that wait shows a stall (a claimed chunk not done after kStallNs: its worker was
-// descheduled), the next calls run on the calling thread alone for a back-off time.
+// variable; the caller never waits for a worker to wake (it starts on the chunks itself), only
+// for chunks a worker has claimed: it polls for about a chunk's time (kBlockAfterUs), then blocks
+// on a condition variable that the worker finishing the job's last chunk signals (see run). If
+// that wait shows a stall (a claimed chunk not done after kStallNs: its worker was descheduled),
+// the next calls run on the calling thread alone for a back-off time. set_pool_waits (parallel.h)
+// changes the two waits at run time, for benchmarks that compare them.
 // No environment variable is read or set (the pool is not OpenMP's; OMP_WAIT_POLICY and
 // GOMP_SPINCOUNT do not apply); the thread count is OpenMP's setting (omp_get_max_threads:
 // OMP_NUM_THREADS, fusedopt.set_num_threads).
@@ -30,6 +32,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <climits>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -51,8 +54,8 @@ constexpr uint64_t kIdle = 0xffffffffu;  // chunk index of the state between job
 // that follows another library's parallel region, find it awake; then it sleeps. (Yielding
 // between polls, tried first, left the worker asleep or behind other spinning threads: the 2-thread
 // step at 1e5 ran no faster than 1 thread, and 1 busy process cost 1e6 a third more.) The caller,
-// once every chunk is claimed, polls kWaitSpin times, then yields between polls: on a shared core
-// the thread it waits for may need that very CPU.
+// once every chunk is claimed, polls kWaitSpin times, then reads the clock between polls until
+// kBlockAfterUs have passed, then blocks (run).
 constexpr int kSpin = 200000;
 constexpr int kYieldEvery = 1 << 30;  // never, within kSpin
 constexpr int kWaitSpin = 64;
@@ -65,6 +68,13 @@ constexpr int64_t kStallNs = 20000000;         // 20 ms
 constexpr int64_t kBackoffMinNs = 10000000;    // 10 ms
 constexpr int64_t kBackoffMaxNs = 1000000000;  // 1 s
 constexpr int64_t kBackoffResetNs = 10000000000;  // 10 s
+
+// The waits of set_pool_waits (parallel.h), read once per job / per idle period. A chunk takes
+// 20-100 us: a caller still waiting after 100 us waits for a worker that is not running.
+constexpr int kBlockAfterUs = 100;
+std::atomic<int> g_idle_polls{kSpin};
+std::atomic<int> g_block_after_us{kBlockAfterUs};
+inline int idle_spin() { return g_idle_polls.load(std::memory_order_relaxed); }
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -99,15 +109,35 @@ class Pool {
             wake_.notify_all();
         }
         drain(gen);
-        // Every chunk is claimed; wait for those that workers are still running.
+        // Every chunk is claimed; wait for those that workers are still running: poll for up
+        // to block_after (a chunk's time), then block. Blocking leaves this core idle, and the
+        // scheduler may move the worker that holds the chunk here when it was descheduled behind
+        // another thread on its own core (torch's OpenMP workers spinning after torch's parallel
+        // region); yielding instead keeps this thread runnable, and the worker waits for its own
+        // core.
+        const int block_us = g_block_after_us.load(std::memory_order_relaxed);
+        const int64_t block_after = block_us < 0 ? INT64_MAX : int64_t(block_us) * 1000;
         int64_t waiting_since = 0;
         for (int spin = 0; done_.load(std::memory_order_acquire) < nchunks; ++spin) {
             if (spin < kWaitSpin) {
                 cpu_relax();
-            } else {
-                if (spin == kWaitSpin) waiting_since = now_ns();
-                std::this_thread::yield();
+                continue;
             }
+            if (!waiting_since) waiting_since = now_ns();
+            const int64_t waited = now_ns() - waiting_since;
+            if (waited < block_after) {
+                if (block_us < 0) std::this_thread::yield();
+                else cpu_relax();
+                continue;
+            }
+            waiter_.store(1, std::memory_order_seq_cst);
+            if (done_.load(std::memory_order_seq_cst) < nchunks) {
+                std::unique_lock<std::mutex> lock(done_mutex_);
+                done_cv_.wait_for(lock, std::chrono::microseconds(500), [&] {
+                    return done_.load(std::memory_order_acquire) >= nchunks;
+                });
+            }
+            waiter_.store(0, std::memory_order_relaxed);
         }
         state_.store((uint64_t(gen) << 32) | kIdle, std::memory_order_seq_cst);
         if (waiting_since) note_wait(now_ns() - waiting_since);
@@ -167,7 +197,11 @@ class Pool {
             if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
                                              std::memory_order_acquire)) {
                 fn(ctx, k);
-                done_.fetch_add(1, std::memory_order_release);
+                if (done_.fetch_add(1, std::memory_order_seq_cst) + 1 == n &&
+                    waiter_.load(std::memory_order_seq_cst)) {
+                    { std::lock_guard<std::mutex> lock(done_mutex_); }
+                    done_cv_.notify_one();
+                }
                 s = state_.load(std::memory_order_acquire);
             }
         }
@@ -175,7 +209,8 @@ class Pool {
 
     // Returns the state once its generation differs from `seen`.
     uint64_t next_job(uint32_t seen) {
-        for (int spin = 0; spin < kSpin; ++spin) {
+        const int spins = idle_spin();
+        for (int spin = 0; spin < spins; ++spin) {
             const uint64_t s = state_.load(std::memory_order_acquire);
             if (generation(s) != seen) return s;
             if (spin % kYieldEvery == kYieldEvery - 1)
@@ -215,6 +250,10 @@ class Pool {
     std::atomic<int64_t> nchunks_{0};
     std::atomic<int> wanted_{0};     // workers with a smaller id take part
     alignas(64) std::atomic<int64_t> done_{0};   // chunks of the running job that have finished
+    // The caller blocked on its job's last chunks (see run).
+    alignas(64) std::atomic<int> waiter_{0};
+    std::mutex done_mutex_;
+    std::condition_variable done_cv_;
     std::mutex sleep_mutex_;
     std::condition_variable wake_;
     std::atomic<int> sleepers_{0};
@@ -246,6 +285,16 @@ int threads_for(int64_t work) {
     (void)work;
     return 1;
 #endif
+}
+
+PoolWaits pool_waits() {
+    return {g_idle_polls.load(std::memory_order_relaxed),
+            g_block_after_us.load(std::memory_order_relaxed)};
+}
+
+void set_pool_waits(PoolWaits w) {
+    g_idle_polls.store(std::max(0, w.idle_polls), std::memory_order_relaxed);
+    g_block_after_us.store(std::max(-1, w.block_after_us), std::memory_order_relaxed);
 }
 
 void run_chunks(int64_t nchunks, int threads, Fn fn, void* ctx) {

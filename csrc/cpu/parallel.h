@@ -40,6 +40,17 @@ int threads_for(int64_t work);
 // this one runs its chunks itself. Safe from any thread; the pool is re-created after fork().
 void run_chunks(int64_t nchunks, int threads, void (*fn)(void*, int64_t), void* ctx);
 
+// How the pool waits (no result depends on it; for benchmarks and tests): an idle worker polls
+// `idle_polls` times (the CPU's pause instruction) for the next job before it sleeps, and a caller
+// whose chunks are all claimed polls `block_after_us` microseconds for the workers' last chunks,
+// then blocks until they are done (-1: never blocks; it yields between polls). Process-wide.
+struct PoolWaits {
+    int idle_polls;
+    int block_after_us;
+};
+PoolWaits pool_waits();
+void set_pool_waits(PoolWaits w);
+
 // f(k) for every k in [0, nchunks), as run_chunks.
 template <typename F>
 inline void parallel_chunks(int64_t nchunks, int threads, F&& f) {

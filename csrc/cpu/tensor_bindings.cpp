@@ -1,5 +1,5 @@
-// csrc/cpu/tensor_bindings.cpp -- fusedopt._core.TensorPlan: a multi-tensor call given as data
-// pointers, checked once (see tensors.h).
+// csrc/cpu/tensor_bindings.cpp -- fusedopt._core.TensorPlan: a multi-tensor call whose params,
+// states and master weights are checked once, from the arrays themselves (see tensors.h).
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
@@ -7,9 +7,14 @@
 #include <string>
 #include <vector>
 
+#include "parallel.h"
 #include "tensors.h"
 
 namespace py = pybind11;
+
+namespace {
+std::string type_name(py::handle h) { return std::string(Py_TYPE(h.ptr())->tp_name); }
+}  // namespace
 
 namespace fusedopt {
 namespace cpu {
@@ -22,23 +27,12 @@ std::string item(int slot, size_t i) {
     return std::string(kSlotNames[slot]) + "[" + std::to_string(i) + "]";
 }
 
+
 // The bytes of one element of `slot` for a tensor of dtype d: params and grads the dtype's,
 // states and master weights its math type's (float32 for 16-bit params).
 int64_t slot_itemsize(int slot, DType d) {
     if (slot == kParam || slot == kGrad) return itemsize(d);
     return is_16bit(d) ? 4 : itemsize(d);
-}
-
-uintptr_t pointer(py::handle o, int slot, size_t i) {
-    if (!PyLong_Check(o.ptr()))
-        throw py::type_error(item(slot, i) + ": a data pointer (int) is expected, got " +
-                             std::string(Py_TYPE(o.ptr())->tp_name));
-    const unsigned long long v = PyLong_AsUnsignedLongLong(o.ptr());
-    if (PyErr_Occurred()) {
-        PyErr_Clear();
-        throw py::value_error(item(slot, i) + ": not a data pointer (negative or too large)");
-    }
-    return static_cast<uintptr_t>(v);
 }
 
 struct Span {
@@ -47,125 +41,171 @@ struct Span {
     size_t index;
 };
 
+// What set_grads needs of torch, looked up in sys.modules when the first torch tensor is seen
+// (a grad can only be a torch tensor once torch is imported; nothing here imports it): the
+// exact types accepted, torch.strided, and the dtype objects in DType order. Held for the life
+// of the process (never released: torch outlives every plan).
+struct Torch {
+    PyObject* tensor = nullptr;     // torch.Tensor
+    PyObject* parameter = nullptr;  // torch.nn.Parameter
+    PyObject* strided = nullptr;
+    PyObject* dtypes[kDTypes] = {nullptr, nullptr, nullptr, nullptr};
+    PyObject *s_layout, *s_is_cpu, *s_dtype, *s_shape, *s_is_contiguous, *s_data_ptr;
+};
+
+const Torch* torch_of(PyObject* o) {
+    static Torch* t = nullptr;
+    if (t) return t;
+    PyObject* modules = PyImport_GetModuleDict();
+    PyObject* torch = PyDict_GetItemString(modules, "torch");  // borrowed
+    if (!torch) return nullptr;
+    // Only a fully imported torch (the object's type comes from it).
+    py::module_ m = py::reinterpret_borrow<py::module_>(torch);
+    if (!py::hasattr(m, "Tensor") || !py::hasattr(m, "nn")) return nullptr;
+    (void)o;
+    auto* fresh = new Torch();
+    auto keep = [](py::object x) { return x.release().ptr(); };
+    fresh->tensor = keep(m.attr("Tensor"));
+    fresh->parameter = keep(m.attr("nn").attr("Parameter"));
+    fresh->strided = keep(m.attr("strided"));
+    const char* names[kDTypes] = {"float32", "float64", "float16", "bfloat16"};
+    for (int d = 0; d < kDTypes; ++d) fresh->dtypes[d] = keep(m.attr(names[d]));
+    fresh->s_layout = PyUnicode_InternFromString("layout");
+    fresh->s_is_cpu = PyUnicode_InternFromString("is_cpu");
+    fresh->s_dtype = PyUnicode_InternFromString("dtype");
+    fresh->s_shape = PyUnicode_InternFromString("shape");
+    fresh->s_is_contiguous = PyUnicode_InternFromString("is_contiguous");
+    fresh->s_data_ptr = PyUnicode_InternFromString("data_ptr");
+    t = fresh;
+    return t;
+}
+
+// getattr / a method call without arguments, as new references (errors propagate).
+py::object attr(PyObject* o, PyObject* name) {
+    PyObject* r = PyObject_GetAttr(o, name);
+    if (!r) throw py::error_already_set();
+    return py::reinterpret_steal<py::object>(r);
+}
+
+py::object call0(PyObject* o, PyObject* name) {
+    PyObject* r = PyObject_CallMethodNoArgs(o, name);
+    if (!r) throw py::error_already_set();
+    return py::reinterpret_steal<py::object>(r);
+}
+
 }  // namespace
 
 class TensorPlan {
   public:
-    TensorPlan(const py::sequence& dtypes, const py::sequence& sizes, const py::sequence& slots,
-               py::object owners)
-        : owners_(std::move(owners)) {
-        const size_t n = static_cast<size_t>(py::len(dtypes));
-        if (static_cast<size_t>(py::len(sizes)) != n)
-            throw py::value_error("sizes has " + std::to_string(py::len(sizes)) +
-                                  " items but dtypes has " + std::to_string(n));
+    // slots: params, grads, state0, state1, state2, master_params; each a list (or tuple) of
+    // NumPy arrays or None. Checked by collect() as any kernel call's lists are (dtypes, shapes,
+    // C-contiguous, aligned, writeable, no written array overlapping another); the plan then
+    // holds a reference to every array.
+    explicit TensorPlan(const py::sequence& slots) {
         if (py::len(slots) != static_cast<size_t>(kSlots))
             throw py::value_error("slots must have " + std::to_string(kSlots) +
                                   " items (params, grads, state0-2, master_params), each a list of "
-                                  "data pointers or None");
+                                  "arrays or None");
+        py::object lists[kSlots];
+        for (int s = 0; s < kSlots; ++s) lists[s] = slots[s];
+        if (!lists[kGrad].is_none())
+            throw py::value_error("slots[1] (grads) must be None: grads are given at each "
+                                  "step with set_grads()");
+        if (lists[kParam].is_none()) throw py::value_error("slots[0] (params) is required");
+        ListArgs args{};
+        for (int s = 0; s < kSlots; ++s) {
+            if (lists[s].is_none()) continue;
+            if (!PyList_Check(lists[s].ptr()) && !PyTuple_Check(lists[s].ptr()))
+                throw py::type_error(std::string(kSlotNames[s]) + " must be a list or tuple of "
+                                     "numpy arrays, got " + type_name(lists[s]));
+            args.add({kSlotNames[s], lists[s], true, static_cast<Slot>(s)});
+            mask_ |= 1u << s;
+        }
+        collect(args, arrays_, /*half_ok=*/true);  // every check; holds the arrays
+        mask_ |= 1u << kGrad;
+        // Per tensor: dtype, size and shape (for the grads' checks), its Segment.
+        py::sequence params = lists[kParam];
+        const size_t n = static_cast<size_t>(py::len(params));
         dtype_.resize(n);
         size_.resize(n);
+        shape_.resize(n);
+        place_.assign(n, -1);
+        size_t next[kDTypes] = {0, 0, 0, 0};
         for (size_t i = 0; i < n; ++i) {
-            const long d = py::cast<long>(dtypes[i]);
-            if (d < 0 || d >= kDTypes)
-                throw py::value_error("dtypes[" + std::to_string(i) + "]: a dtype code in 0.." +
-                                      std::to_string(kDTypes - 1) + " is expected, got " +
-                                      std::to_string(d));
-            dtype_[i] = static_cast<DType>(d);
-            size_[i] = py::cast<int64_t>(sizes[i]);
-            if (size_[i] < 0)
-                throw py::value_error("sizes[" + std::to_string(i) + "] must be >= 0");
+            py::object p = params[i];
+            const Array a = check_array(p.ptr(), "params", static_cast<int64_t>(i), true,
+                                        nullptr, true);
+            dtype_[i] = a.dtype;
+            size_[i] = a.size;
+            shape_[i] = p.attr("shape");
+            if (a.size == 0) continue;
+            const int d = static_cast<int>(a.dtype);
+            place_[i] = static_cast<int64_t>(next[d]++) * kDTypes + d;
         }
-        std::vector<uintptr_t> ptrs[kSlots];
-        for (int s = 0; s < kSlots; ++s) {
-            py::handle list = slots[s];
-            if (list.is_none()) continue;
-            if (s == kGrad)
-                throw py::value_error("slots[1] (grads) must be None: grads are given at each "
-                                      "step with set_grads()");
-            if (static_cast<size_t>(py::len(list)) != n)
-                throw py::value_error(std::string(kSlotNames[s]) + " has " +
-                                      std::to_string(py::len(list)) + " pointers but dtypes has " +
-                                      std::to_string(n));
-            mask_ |= 1u << s;
-            ptrs[s].resize(n);
-            py::sequence seq = py::reinterpret_borrow<py::sequence>(list);
-            for (size_t i = 0; i < n; ++i) {
-                ptrs[s][i] = pointer(seq[i], s, i);
-                if (s == kMaster && !is_16bit(dtype_[i]))
-                    throw py::type_error(item(s, i) + ": master weights belong to float16 or "
-                                         "bfloat16 params; " + item(kParam, i) + " has dtype " +
-                                         dtype_name(dtype_[i]));
-                check_aligned(ptrs[s][i], s, i);
+        for (int d = 0; d < kDTypes; ++d) {
+            segs_[d] = arrays_.segs[d];
+            for (Segment& seg : segs_[d]) seg.grad = nullptr;
+        }
+        for (size_t i = 0; i < n; ++i) {
+            if (place_[i] < 0) continue;
+            const Segment& seg = segs_[place_[i] % kDTypes][static_cast<size_t>(place_[i] / kDTypes)];
+            const void* at[kSlots] = {seg.param, nullptr, seg.state[0], seg.state[1],
+                                      seg.state[2], seg.master};
+            for (int s = 0; s < kSlots; ++s) {
+                if (!at[s]) continue;
+                const uintptr_t lo = reinterpret_cast<uintptr_t>(at[s]);
+                written_.push_back({lo, lo + uintptr_t(size_[i] * slot_itemsize(s, dtype_[i])),
+                                    s, i});
             }
         }
-        if (!(mask_ & (1u << kParam))) throw py::value_error("slots[0] (params) is required");
-        mask_ |= 1u << kGrad;
-        // No written array may overlap another.
-        for (int s = 0; s < kSlots; ++s)
-            for (size_t i = 0; s != kGrad && !ptrs[s].empty() && i < n; ++i)
-                if (size_[i] > 0)
-                    written_.push_back({ptrs[s][i],
-                                        ptrs[s][i] + uintptr_t(size_[i] * slot_itemsize(s, dtype_[i])),
-                                        s, i});
         std::sort(written_.begin(), written_.end(),
                   [](const Span& x, const Span& y) { return x.lo < y.lo; });
-        for (size_t k = 1; k < written_.size(); ++k)
-            if (written_[k].lo < written_[k - 1].hi)
-                throw py::value_error(item(written_[k].slot, written_[k].index) +
-                                      " shares memory with " +
-                                      item(written_[k - 1].slot, written_[k - 1].index) +
-                                      "; arrays that are updated in place must not alias");
-        // The Segments, by dtype as collect() makes them; place_[i] finds tensor i's.
-        int64_t offset[kDTypes] = {0, 0, 0, 0};
-        place_.assign(n, -1);
-        for (size_t i = 0; i < n; ++i) {
-            if (size_[i] == 0) continue;
-            Segment seg{nullptr, nullptr, {nullptr, nullptr, nullptr}, nullptr, size_[i], 0};
-            for (int s = 0; s < kSlots; ++s)
-                if (!ptrs[s].empty()) seg.set(static_cast<Slot>(s), reinterpret_cast<void*>(ptrs[s][i]));
-            const int d = static_cast<int>(dtype_[i]);
-            seg.offset = offset[d];
-            offset[d] += size_[i];
-            place_[i] = static_cast<int64_t>(segs_[d].size()) * kDTypes + d;
-            segs_[d].push_back(seg);
-        }
     }
 
-    // The grads of the next kernel call: one data pointer per tensor (the param's dtype and
-    // size, contiguous: checked by the caller), held through `owners` until that call ends.
-    void set_grads(const py::sequence& ptrs, py::object owners) {
+    ~TensorPlan() { arrays_.release(); }  // (pybind11 destroys it with the GIL held)
+
+    // The grads of the next kernel call, one per tensor: NumPy arrays, or torch CPU tensors
+    // (exactly torch.Tensor or torch.nn.Parameter), each checked here: the param's dtype and
+    // shape, contiguous (strided layout, on the CPU), aligned, overlapping no written array.
+    // The pointers are read from the objects themselves; the list is held until that call ends.
+    // None forgets the grads of an earlier call.
+    void set_grads(py::handle grads) {
         grads_set_ = false;
         grads_owner_ = py::none();
+        if (grads.is_none()) return;  // (forgets the grads of an earlier set_grads)
+        PyObject* o = grads.ptr();
+        if (!PyList_Check(o) && !PyTuple_Check(o))
+            throw py::type_error("grads must be a list or tuple of arrays or tensors, got " +
+                                 type_name(grads));
+        const py::object held = py::reinterpret_borrow<py::object>(grads);
+        const bool list = PyList_Check(o);
         const size_t n = size_.size();
-        if (static_cast<size_t>(py::len(ptrs)) != n)
-            throw py::value_error("grads has " + std::to_string(py::len(ptrs)) +
-                                  " pointers but the plan has " + std::to_string(n) + " tensors");
+        const size_t got = static_cast<size_t>(list ? PyList_GET_SIZE(o) : PyTuple_GET_SIZE(o));
+        if (got != n)
+            throw py::value_error("grads has " + std::to_string(got) +
+                                  " items but the plan has " + std::to_string(n) + " tensors");
+        // Check every grad before any Segment is touched; `ptr` holds the addresses meanwhile.
+        ptr_.resize(n);
         for (size_t i = 0; i < n; ++i) {
-            const uintptr_t g = pointer(ptrs[i], kGrad, i);
+            PyObject* g = list ? PyList_GET_ITEM(o, i) : PyTuple_GET_ITEM(o, i);
+            ptr_[i] = grad_pointer(g, i);
+        }
+        for (size_t i = 0; i < n; ++i) {
             if (place_[i] < 0) continue;
-            check_aligned(g, kGrad, i);
-            const uintptr_t hi = g + uintptr_t(size_[i] * itemsize(dtype_[i]));
-            // The written spans are disjoint and sorted: the first whose end lies beyond g is
-            // the only candidate for an overlap.
-            const auto w = std::upper_bound(
-                written_.begin(), written_.end(), g,
-                [](uintptr_t v, const Span& sp) { return v < sp.hi; });
-            if (w != written_.end() && w->lo < hi)
-                throw py::value_error(item(kGrad, i) + " shares memory with " +
-                                      item(w->slot, w->index) +
-                                      "; arrays that are updated in place must not alias");
             const int64_t at = place_[i];
             segs_[at % kDTypes][static_cast<size_t>(at / kDTypes)].grad =
-                reinterpret_cast<const void*>(g);
+                reinterpret_cast<const void*>(ptr_[i]);
         }
-        grads_owner_ = std::move(owners);
+        // A list that the caller may change after this call: hold a copy of its items.
+        grads_owner_ = list ? py::reinterpret_steal<py::object>(PyList_AsTuple(o)) : held;
+        if (!grads_owner_) throw py::error_already_set();
         grads_set_ = true;
     }
 
     size_t size() const { return size_.size(); }
     unsigned mask() const { return mask_; }
 
-    // Fills `out` for one kernel call; the grads (and the reference to their owners) pass to it.
+    // Fills `out` for one kernel call; the grads (and the reference to them) pass to it.
     void fill(Batches& out, py::handle self) {
         if (!grads_set_)
             throw py::value_error("grads: set_grads() has not been called since this plan's last "
@@ -179,20 +219,74 @@ class TensorPlan {
     }
 
   private:
-    void check_aligned(uintptr_t p, int slot, size_t i) const {
-        if (size_[i] == 0) return;  // never read nor written
-        if (p == 0) throw py::value_error(item(slot, i) + ": null data pointer");
-        if (p % static_cast<uintptr_t>(slot_itemsize(slot, dtype_[i])))
-            throw py::value_error(item(slot, i) + " must be aligned to its dtype");
+    // Grad i's data pointer, after its checks (TypeError / ValueError naming grads[i]).
+    uintptr_t grad_pointer(PyObject* g, size_t i) {
+        const DType d = dtype_[i];
+        uintptr_t p = 0;
+        if (py::detail::npy_api::get().PyArray_Check_(g)) {
+            const Array a = check_array(g, "grads", static_cast<int64_t>(i), false, nullptr, true);
+            if (a.dtype != d)
+                throw py::type_error(item(kGrad, i) + " has dtype " + dtype_name(a.dtype) +
+                                     "; expected " + dtype_name(d) + " like " + item(kParam, i));
+            if (!shape_[i].equal(py::reinterpret_borrow<py::object>(g).attr("shape")))
+                throw py::value_error(item(kGrad, i) + ": its shape does not match " +
+                                      item(kParam, i) + " " + py::str(shape_[i]).cast<std::string>());
+            p = a.lo();
+        } else try {
+            const Torch* t = torch_of(g);
+            PyTypeObject* type = Py_TYPE(g);
+            if (!t || (reinterpret_cast<PyObject*>(type) != t->tensor &&
+                       reinterpret_cast<PyObject*>(type) != t->parameter))
+                throw py::type_error(item(kGrad, i) + " must be a numpy.ndarray or a "
+                                     "torch.Tensor, got " + type_name(g));
+            if (!attr(g, t->s_layout).is(py::handle(t->strided)))
+                throw py::type_error(item(kGrad, i) + ": only dense (strided) tensors are taken");
+            if (!PyObject_IsTrue(attr(g, t->s_is_cpu).ptr()))
+                throw py::value_error(item(kGrad, i) + ": not on the CPU, as " + item(kParam, i) +
+                                      " is");
+            const py::object dt = attr(g, t->s_dtype);
+            if (!dt.is(py::handle(t->dtypes[static_cast<int>(d)])))
+                throw py::type_error(item(kGrad, i) + " has dtype " + py::str(dt).cast<std::string>() +
+                                     "; expected " + dtype_name(d) + " like " + item(kParam, i));
+            if (!shape_[i].equal(attr(g, t->s_shape)))
+                throw py::value_error(item(kGrad, i) + ": its shape does not match " +
+                                      item(kParam, i) + " " + py::str(shape_[i]).cast<std::string>());
+            if (!PyObject_IsTrue(call0(g, t->s_is_contiguous).ptr()))
+                throw py::value_error(item(kGrad, i) + " must be contiguous");
+            if (size_[i] == 0) return 0;
+            const py::object ptr = call0(g, t->s_data_ptr);
+            const unsigned long long v = PyLong_AsUnsignedLongLong(ptr.ptr());
+            if (PyErr_Occurred()) throw py::error_already_set();
+            p = static_cast<uintptr_t>(v);
+        } catch (py::error_already_set& e) {  // torch refused a query (sparse, freed storage)
+            if (!e.matches(PyExc_Exception)) throw;
+            throw py::value_error(item(kGrad, i) + ": " + e.what());
+        }
+        if (size_[i] == 0) return p;
+        if (p == 0) throw py::value_error(item(kGrad, i) + ": holds no memory (freed storage)");
+        if (p % static_cast<uintptr_t>(itemsize(d)))
+            throw py::value_error(item(kGrad, i) + " must be aligned to its dtype");
+        const uintptr_t hi = p + uintptr_t(size_[i] * itemsize(d));
+        // The written spans are sorted and disjoint: the first whose end lies beyond p is the
+        // only candidate for an overlap.
+        const auto w = std::upper_bound(written_.begin(), written_.end(), p,
+                                        [](uintptr_t v, const Span& sp) { return v < sp.hi; });
+        if (w != written_.end() && w->lo < hi)
+            throw py::value_error(item(kGrad, i) + " shares memory with " +
+                                  item(w->slot, w->index) +
+                                  "; arrays that are updated in place must not alias");
+        return p;
     }
 
+    Batches arrays_;               // the params', states' and master weights' arrays, held
     std::vector<DType> dtype_;
     std::vector<int64_t> size_;
+    std::vector<py::object> shape_;  // the params' shapes (tuples)
     unsigned mask_ = 0;            // bit s: the plan holds slot s (grads always)
     std::vector<Span> written_;    // the written arrays, sorted by address, disjoint
     std::vector<Segment> segs_[kDTypes];
     std::vector<int64_t> place_;   // tensor i's Segment: index * kDTypes + dtype, or -1 (empty)
-    py::object owners_;            // keeps the params' and states' memory alive
+    std::vector<uintptr_t> ptr_;   // set_grads' scratch
     py::object grads_owner_ = py::none();
     bool grads_set_ = false;
 };
@@ -229,14 +323,38 @@ bool collect_plan(const ListArgs& args, Batches& out) {
 void register_tensors(py::module_& m) {
     using fusedopt::cpu::TensorPlan;
     py::class_<TensorPlan>(m, "TensorPlan",
-                           "The arrays of one multi-tensor call as data pointers, checked once "
-                           "(fusedopt.torch's path to the kernels): pass it as every list "
-                           "argument of a rule; set_grads() before each call.")
-        .def(py::init<const py::sequence&, const py::sequence&, const py::sequence&, py::object>(),
-             py::arg("dtypes"), py::arg("sizes"), py::arg("slots"), py::arg("owners"))
-        .def("set_grads", &TensorPlan::set_grads, py::arg("ptrs"), py::arg("owners"))
-        .def("__len__", &TensorPlan::size)
-        .def_property_readonly_static("DTYPES", [](py::object) {
-            return py::make_tuple("float32", "float64", "float16", "bfloat16");
-        });
+                           "The arrays of one multi-tensor call, checked once (fusedopt.torch's "
+                           "path to the kernels): pass it as every list argument of a rule; "
+                           "set_grads(grads) before each call.")
+        .def(py::init<const py::sequence&>(), py::arg("slots"))
+        .def("set_grads", &TensorPlan::set_grads, py::arg("grads"))
+        .def("__len__", &TensorPlan::size);
+    // The worker pool's waits (parallel.h; benchmarks compare them side by side): returns the
+    // previous (idle_polls, block_after_us) and sets the given ones.
+    m.def(
+        "_pool_waits",
+        [](py::object idle_polls, py::object block_after_us) {
+            using fusedopt::cpu::PoolWaits;
+            const PoolWaits old = fusedopt::cpu::pool_waits();
+            PoolWaits w = old;
+            auto as_int = [](py::handle v, const char* name) {
+                if (!PyLong_Check(v.ptr()))
+                    throw py::type_error(std::string(name) + " must be an int or None, got " +
+                                         type_name(v));
+                const long long x = PyLong_AsLongLong(v.ptr());
+                if (PyErr_Occurred() || x > INT32_MAX || x < INT32_MIN) {
+                    PyErr_Clear();
+                    throw py::value_error(std::string(name) + " is out of range");
+                }
+                return static_cast<int>(x);
+            };
+            if (!idle_polls.is_none()) w.idle_polls = as_int(idle_polls, "idle_polls");
+            if (!block_after_us.is_none())
+                w.block_after_us = as_int(block_after_us, "block_after_us");
+            if (w.idle_polls < 0) throw py::value_error("idle_polls must be >= 0");
+            if (w.block_after_us < -1) throw py::value_error("block_after_us must be >= -1");
+            fusedopt::cpu::set_pool_waits(w);
+            return py::make_tuple(old.idle_polls, old.block_after_us);
+        },
+        py::arg("idle_polls") = py::none(), py::arg("block_after_us") = py::none());
 }

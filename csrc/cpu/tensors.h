@@ -1,16 +1,18 @@
-// csrc/cpu/tensors.h -- tensors of another library (torch) reaching the kernels as raw pointers.
+// csrc/cpu/tensors.h -- tensors of another library (torch) reaching the kernels, checked once.
 //
 // fusedopt.torch steps the same tensors step after step: building a NumPy view of every tensor at
 // every step cost about a microsecond per tensor. A TensorPlan (tensor_bindings.cpp) holds the
-// Segments of one kernel call -- the params, states and master weights, given once as data
-// pointers with their sizes and dtypes, checked once (aligned, and no written array overlapping
-// another) -- and, per step, only the grads' pointers are given (set_grads: aligned, overlapping
-// no written array). The rule entries of fusedopt._core take the plan in place of every list it
-// holds (`_core.adam(plan, plan, plan, plan, None, scalars)`): collect() finds it there and
-// fills the call's Batches from it. No torch header is needed: the caller (fusedopt.torch) reads
-// the pointers with Tensor.data_ptr() and keeps the tensors alive: the plan holds a reference to
-// the objects that own the params' and states' memory, and each set_grads call to the objects
-// that own the grads' memory until the kernel call that uses them ends.
+// Segments of one kernel call. The params, states and master weights are given once, as NumPy
+// arrays (zero-copy views of the tensors), and checked by collect() exactly as a kernel call's
+// lists are (dtypes, shapes, contiguity, alignment, writeable, no aliasing); the plan holds them.
+// Per step only the grads are given (set_grads): NumPy arrays, or torch CPU tensors whose
+// pointer, dtype, shape, layout, device and contiguity are read from the tensor itself through
+// its Python methods (torch is looked up in sys.modules, never imported: no torch header, no
+// build-time dependency), checked against the plan's param, aligned, aliasing no written array.
+// No pointer is ever taken from the caller as a number. The rule entries of fusedopt._core take
+// the plan in place of every list it holds (`_core.adam(plan, plan, plan, plan, None, scalars)`):
+// collect() finds it there and fills the call's Batches from it, with a reference to the grads
+// until that call ends.
 #pragma once
 #include "arrays.h"
 

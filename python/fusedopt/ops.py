@@ -140,31 +140,27 @@ def backend_of(params: Arrays):
     return _core
 
 
-def tensor_plan(dtypes: Sequence[str], sizes: Sequence[int], slots: Sequence[Any],
-                owners: Any) -> Any:
-    """The arrays of one multi-tensor call given as data pointers, checked once: a
-    ``fusedopt._core.TensorPlan``, the path of ``fusedopt.torch`` to the CPU kernels.
+def tensor_plan(params: Sequence[Any], states: Sequence[Any] = (),
+                master_params: Sequence[Any] | None = None) -> Any:
+    """The arrays of one multi-tensor call, checked once: a ``fusedopt._core.TensorPlan``, the
+    path of ``fusedopt.torch`` to the CPU kernels.
 
-    ``dtypes`` names each tensor's dtype (``"float32"``, ``"float64"``, ``"float16"``,
-    ``"bfloat16"``), ``sizes`` its element count; ``slots`` has one entry per array slot
-    (params, grads, state0, state1, state2, master_params), each a list of data pointers (ints)
-    or None: grads must be None (they are given per call with ``plan.set_grads(ptrs, owners)``),
-    params are required, and the rest follow the shared arguments above (states of the param's
-    math type, master weights float32 for 16-bit params). ``owners`` is held by the plan: it must
-    keep every pointed-to buffer alive. The pointers are checked (aligned; no written array
-    overlapping another) here; the caller vouches for contiguity and extent.
+    ``params`` is a list of NumPy arrays (float32, float64, float16 or ``ml_dtypes.bfloat16``),
+    ``states`` up to three lists of arrays in the kernel's state slots (state0, state1, state2;
+    None for a slot the rule does not use), each of the param's math type (float32 for 16-bit
+    params) and shape, ``master_params`` float32 arrays of 16-bit params. The plan checks them
+    as every kernel call checks its lists (dtypes, shapes, C-contiguous, aligned, writeable, no
+    array aliasing another) and holds them.
 
     The plan then stands in for every list it holds: ``adam_(plan, plan, plan, plan, step=...)``
-    after ``plan.set_grads(...)`` (each ``set_grads`` serves one call; its grads must overlap no
-    written array).
+    after ``plan.set_grads(grads)``, where ``grads`` has one NumPy array or torch CPU tensor per
+    param, checked at each call (the param's dtype and shape, contiguous, aligned, aliasing no
+    array of the plan); each ``set_grads`` serves one kernel call.
     """
-    codes = _core.TensorPlan.DTYPES
-    try:
-        idx = [codes.index(d) for d in dtypes]
-    except ValueError:
-        raise TypeError(f"dtypes: each must be one of {', '.join(codes)}, got {list(dtypes)}") \
-            from None
-    return _core.TensorPlan(idx, sizes, slots, owners)
+    states = list(states)
+    if len(states) > 3:
+        raise ValueError(f"states: at most 3 lists (state0, state1, state2), got {len(states)}")
+    return _core.TensorPlan([params, None, *states, *[None] * (3 - len(states)), master_params])
 
 
 def _extra(impl, master_params, grad_scale, found_inf) -> dict:

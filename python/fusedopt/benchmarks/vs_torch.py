@@ -13,6 +13,10 @@ pointers, one kernel call per step). The cases:
   per element (reads p 2, g 2, master 4, exp_avg 4, exp_avg_sq 4; writes all but g). torch has
   no master weights: ``Adam(fused=True)`` steps the bfloat16 params with bfloat16 states (18
   bytes per element, other rounding) -- the column shows what a torch user gets;
+* a training loop on one process (an MLP's forward and backward in torch, then the step):
+  the iteration and the step's share, ``fusedopt.torch.Adam`` (also under the worker pool's
+  former waiting, ``_core._pool_waits``, and a short idle poll) against ``Adam(fused=True)``:
+  what a user sees when torch's OpenMP threads and fusedopt's workers take turns on the cores;
 * one training step of FSDP2 with ``CPUOffloadPolicy(pin_memory=False)`` on 2 gloo processes
   (this module run as a script: ``python -m fusedopt.benchmarks.vs_torch fsdp-worker ...``), an
   MLP of 3 square layers (width 1024, 512 with --quick), one thread per rank: the whole step and
@@ -161,8 +165,17 @@ def probe_step(case: Case):
     return lambda: _core.stream(*lists, 4, 3)
 
 
+def symmetric(timer, fns: dict) -> dict:
+    """``timer(fns)`` in the given order and in the reverse order, the two medians averaged:
+    round-robin in one order lets each column always follow the same other one (a column that
+    leaves spinning threads behind slows the next); with both orders each follows every other."""
+    a = timer(fns)
+    b = timer(dict(reversed(list(fns.items()))))
+    return {k: (a[k] + b[k]) / 2 for k in fns}
+
+
 def compare(case: Case, timer, with_deepspeed: bool):
-    """Times of every column (seconds per step), interleaved."""
+    """Times of every column (seconds per step), interleaved in both orders (``symmetric``)."""
     params, grads = make_tensors(case)
     fns = {"fusedopt": fusedopt_step(case, params, grads), "probe": probe_step(case)}
     tp, tg = make_tensors(case)  # torch gets its own tensors: it may not share fusedopt's
@@ -170,7 +183,7 @@ def compare(case: Case, timer, with_deepspeed: bool):
     if with_deepspeed:
         dp, dg = make_tensors(case)
         fns["deepspeed"] = deepspeed_step(case, dp, dg)
-    return timer(fns)
+    return symmetric(timer, fns)
 
 
 def _block(ctx: Context, with_deepspeed: bool):
@@ -195,14 +208,91 @@ def _block(ctx: Context, with_deepspeed: bool):
     return blocks
 
 
+def timed_iteration(model, opt, x, y) -> tuple[float, float]:
+    """Seconds of one training iteration (zero_grad, forward, MSE loss, backward, step) and of
+    its step."""
+    torch = _torch()
+    t0 = time.perf_counter()
+    opt.zero_grad()
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    t1 = time.perf_counter()
+    opt.step()
+    t2 = time.perf_counter()
+    return t2 - t0, t2 - t1
+
+
+#: The training loop's columns: (label, optimizer, the pool's waits or None for the default).
+LOOP_IMPLS = {
+    "fusedopt": ("fusedopt.torch.Adam", "fusedopt", None),
+    "fusedopt-yield": ("  pool waits as before (yield)", "fusedopt", (200000, -1)),
+    "fusedopt-idle": ("  short idle poll (20000)", "fusedopt", (20000, 100)),
+    "torch": ("torch Adam(fused=True)", "torch", None),
+}
+
+
+def training_loop(quick: bool = False, rounds: int = 0) -> tuple[dict, int]:
+    """Median seconds of one iteration (zero_grad, forward, backward, step) and of its step,
+    per column of LOOP_IMPLS: ``({key: (iteration, step)}, parameters)``. Each column trains its
+    own copy of an MLP (4 layers of width 2048, 1024 with --quick; batch 64) with the same
+    threads; the columns take turns, in an order that rotates each round."""
+    torch = _torch()
+    import fusedopt.torch as ft  # noqa: PLC0415 -- imports torch
+
+    width = 1024 if quick else 2048
+    rounds = rounds or (5 if quick else 15)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, width, generator=g), torch.randn(64, width, generator=g)
+    runs = {}
+    for key, (_, kind, waits) in LOOP_IMPLS.items():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(*[m for _ in range(4) for m in
+                                      (torch.nn.Linear(width, width), torch.nn.ReLU())][:-1])
+        opt = ft.Adam(model.parameters(), **ADAM) if kind == "fusedopt" else \
+            torch.optim.Adam(model.parameters(), fused=True, **ADAM)
+        runs[key] = (model, opt, waits)
+    keys = list(runs)
+    times: dict = {k: ([], []) for k in keys}
+    default = _core._pool_waits()
+    try:
+        for r in range(2 + rounds):
+            for key in keys[r % len(keys):] + keys[:r % len(keys)]:
+                model, opt, waits = runs[key]
+                _core._pool_waits(*(waits or default))
+                it, st = timed_iteration(model, opt, x, y)
+                if r >= 2:
+                    times[key][0].append(it)
+                    times[key][1].append(st)
+    finally:
+        _core._pool_waits(*default)
+    n = sum(p.numel() for p in runs["torch"][0].parameters())
+    return {k: (statistics.median(a), statistics.median(b)) for k, (a, b) in times.items()}, n
+
+
+def loop_block(quick: bool = False) -> str:
+    """The training loop's table."""
+    t, n = training_loop(quick)
+    base = t["fusedopt"]
+    rows = [[label, f"{t[k][0] * 1e3:.2f}", f"{t[k][1] * 1e3:.2f}", f"{t[k][1] / t[k][0]:.0%}",
+             f"{t[k][0] / base[0]:.2f}", f"{t[k][1] / base[1]:.2f}"]
+            for k, (label, _, _) in LOOP_IMPLS.items()]
+    title = (f"torch: a training loop (MLP, {n:.2e} parameters, Adam float32, "
+             f"{_core.get_num_threads()} threads): iteration = zero_grad + forward + backward + step")
+    return f"{title}\n" + format_table(
+        ["implementation", "iteration ms", "step ms", "step share", "iteration / fusedopt",
+         "step / fusedopt"], rows)
+
+
 def section(ctx: Context):
-    """fusedopt vs torch.optim.Adam(fused=True), one table per case, and the FSDP2 CPU-offload
-    step; nothing without torch."""
+    """fusedopt vs torch.optim.Adam(fused=True), one table per case, a training loop, and the
+    FSDP2 CPU-offload step; nothing without torch."""
     if not ctx.with_torch:
         return ["torch: skipped (torch is not installed, or --no-torch)"]
-    fsdp = "torch FSDP2: skipped (--sizes given; the FSDP2 step has its own model)" \
-        if ctx.sizes_given else fsdp_block(ctx.quick)
-    return _block(ctx, with_deepspeed=False) + [fsdp]
+    if ctx.sizes_given:
+        own = ["torch: a training loop: skipped (--sizes given; the loop has its own model)",
+               "torch FSDP2: skipped (--sizes given; the FSDP2 step has its own model)"]
+    else:
+        own = [loop_block(ctx.quick), fsdp_block(ctx.quick)]
+    return _block(ctx, with_deepspeed=False) + own
 
 
 def section_deepspeed(ctx: Context):
@@ -257,15 +347,10 @@ def _fsdp_worker(rank: int, port: int, out: str, width: int, repeats: int) -> No
     for r in range(3 + repeats):
         for name, (model, opt) in models.items():
             dist.barrier()
-            t0 = time.perf_counter()
-            opt.zero_grad()
-            torch.nn.functional.mse_loss(model(x), y).backward()
-            t1 = time.perf_counter()
-            opt.step()
-            t2 = time.perf_counter()
+            it, st = timed_iteration(model, opt, x, y)
             if r >= 3:
-                times[name]["step"].append(t2 - t0)
-                times[name]["optimizer"].append(t2 - t1)
+                times[name]["step"].append(it)
+                times[name]["optimizer"].append(st)
     local = sum(p.to_local().numel() for p in models["fusedopt"][0].parameters())
     if rank == 0:
         med = {name: {k: statistics.median(v) for k, v in t.items()} for name, t in times.items()}

@@ -17,9 +17,10 @@ its 16-bit params, one for the others), through zero-copy views (``Tensor.numpy(
 ``from_dlpack`` for CUDA tensors). Views of the params and of the state are cached per param and
 rebuilt when a tensor is replaced (``p.data = ...``, ``load_state_dict``). Everything is checked
 before the first kernel runs: a bad input raises TypeError/ValueError naming the param and
-changes nothing. CPU groups are then cached as plans (``_Plan``: the calls' data pointers in a
-``fusedopt._core.TensorPlan``), which later steps check in bulk and pass the grads' pointers to,
-without building views (the per-step cost about 15 us + 0.5 us per tensor); whatever a plan
+changes nothing. CPU groups are then cached as plans (``_Plan``: the calls' arrays in a
+``fusedopt._core.TensorPlan``, checked there once), which later steps check in bulk and hand the
+grad tensors to, without building views (the C++ plan reads and checks each grad's pointer,
+dtype, shape and layout; the per-step cost about 20 us + 0.7 us per tensor); whatever a plan
 does not vouch for goes through the general path above. CUDA tensors are exported and stepped on
 torch's current stream.
 
@@ -57,7 +58,6 @@ from __future__ import annotations
 import functools
 import operator
 import re
-import weakref
 from itertools import chain
 from typing import Any
 
@@ -103,39 +103,34 @@ class _Record:
 
 _is = operator.is_
 _data_ptr = torch.Tensor.data_ptr
-_size = torch.Tensor.size
-_is_contiguous = torch.Tensor.is_contiguous
-_dtype_of = operator.attrgetter("dtype")
-_is_cpu = operator.attrgetter("is_cpu")
 
 
 class _Plan:
     """One group's kernel calls, cached, for plain CPU tensors (the common case).
 
     A part per bucket of the general path (step count, master weights or not): a
-    ``fusedopt._core.TensorPlan`` holding the data pointers of its params, states and master
-    weights (checked once, when the plan is made, and owned through the records' NumPy views).
-    At each step only cheap checks run, in bulk (C-level ``map`` over the group): the group holds
-    the same params, each param the same memory and the same state tensors, the same params have
-    a grad, and each grad is the same tensor with the same memory as at the last step (held by
-    weak references between steps, so that ``zero_grad`` frees the grads) or, if not, a plain
-    CPU tensor of the param's dtype and shape, contiguous. Anything else (a grad
-    set to None or given, a state replaced, ``p.data = ...``, a sparse or non-contiguous grad)
-    sends the group to the general path of ``step``, which checks it whole and names the param,
-    and makes a new plan. What the plan cannot see: a step count or a grad's strides changed in
-    place (``state["step"].fill_(...)``, ``grad.t_()``) between steps, and a ``.data`` swap of a
-    param's, a state's or a grad's memory by another thread while the kernel runs."""
+    ``fusedopt._core.TensorPlan`` holding the NumPy views of its params, states and master
+    weights, checked there once, when the plan is made (dtypes, shapes, contiguity, alignment,
+    no aliasing). At each step only cheap checks run here, in bulk (C-level ``map`` over the
+    group): the group holds the same params, each param the same memory and the same state
+    tensors, and the same params have a grad. The grads themselves are checked in C++ by
+    ``TensorPlan.set_grads`` (``bind``): each a plain CPU tensor of its param's dtype and shape,
+    contiguous, its pointer read from the tensor and aligned, aliasing no array of the plan;
+    a grad that fails any of these sends the group to the general path, which copies a
+    non-contiguous grad or refuses it naming the param. Anything else (a grad set to None or
+    given, a state replaced, ``p.data = ...``) also sends the group to the general path, which
+    checks it whole and makes a new plan. What the plan cannot see: a step count changed in
+    place (``state["step"].fill_(...)``) between steps, and a ``.data`` swap of a param's, a
+    state's or a grad's memory by another thread while the kernel runs."""
 
     __slots__ = ("group", "params", "keys", "parts", "order", "dense", "pattern", "grads",
-                 "refs", "gptrs", "ordered", "pptrs", "sts", "values", "shapes", "dtypes",
-                 "master")
+                 "ordered", "pptrs", "sts", "values", "master")
 
     def __init__(self, group: dict, keys: tuple, buckets: dict, slots: dict) -> None:
         self.group, self.keys = group, keys
         self.params = list(group["params"])
         self.master = group.get("master_weights") is True
-        full = [p.grad for p in self.params]
-        self.pattern = [g is not None for g in full]
+        self.pattern = [p.grad is not None for p in self.params]
         self.order: list[int] = []
         self.parts: list[list] = []  # [TensorPlan, steps taken, step views, master, lo, hi]
         recs_all = []
@@ -143,14 +138,11 @@ class _Plan:
             lo = len(self.order)
             self.order.extend(index)
             recs_all.extend(recs)
-            views: list = [[rec.pview for rec in recs], None, None, None, None]
+            states: list = [None, None, None]
             for j, k in enumerate(keys):  # each state in its kernel slot (fusedopt/slots.h)
-                views[2 + slots.get(k, j)] = [rec.views[j] for rec in recs]
-            views.append([rec.master for rec in recs] if master else None)
-            ptrs = [None if v is None else [a.ctypes.data for a in v] for v in views]
-            owners = [a for v in views if v is not None for a in v]
-            names = [_bridge.DTYPE_NAMES[rec.p.dtype] for rec in recs]
-            core = ops.tensor_plan(names, [a.size for a in views[0]], ptrs, owners)
+                states[slots.get(k, j)] = [rec.views[j] for rec in recs]
+            core = ops.tensor_plan([rec.pview for rec in recs], states,
+                                   [rec.master for rec in recs] if master else None)
             self.parts.append([core, taken, [rec.step_view for rec in recs], master, lo,
                                len(self.order)])
         self.ordered = [self.params[i] for i in self.order]
@@ -161,16 +153,13 @@ class _Plan:
         for k in set(chain.from_iterable(rec.keys for rec in recs_all)) | {"step"}:
             having = [st for st in self.sts if k in st]
             self.values.append((operator.itemgetter(k), having, [st[k] for st in having]))
-        self.shapes = list(map(_size, self.ordered))
-        self.dtypes = list(map(_dtype_of, self.ordered))
         self.pptrs = list(map(_data_ptr, self.ordered))
         self.dense = self.order == list(range(len(self.params)))
-        self.grads: list | None = [full[i] for i in self.order]
-        self.gptrs = list(map(_data_ptr, self.grads))
-        self.refs = list(map(weakref.ref, self.grads))
+        self.grads: list | None = None
 
-    def valid(self, group: dict, keys: tuple, state: Any, state_same: bool) -> bool:
-        """Whether the plan still serves ``group``; its grads are then taken (see the class)."""
+    def valid(self, n: int, group: dict, keys: tuple, state: Any, state_same: bool) -> bool:
+        """Whether the plan still serves ``group`` (``param_groups[n]``; see the class); its
+        grads are then bound."""
         params = group["params"]
         if group is not self.group or keys != self.keys or len(params) != len(self.params) or \
                 (group.get("master_weights") is True) != self.master or \
@@ -179,23 +168,6 @@ class _Plan:
         full = [p.grad for p in params]
         if [g is not None for g in full] != self.pattern:
             return False
-        grads = full if self.dense else [full[i] for i in self.order]
-        if all(map(_is, grads, [r() for r in self.refs])):
-            if list(map(_data_ptr, grads)) != self.gptrs:
-                return False
-        else:
-            try:
-                if set(map(type, grads)) != {torch.Tensor} or \
-                        list(map(_dtype_of, grads)) != self.dtypes or \
-                        not all(map(_is_cpu, grads)) or \
-                        list(map(_size, grads)) != self.shapes or \
-                        not all(map(_is_contiguous, grads)):
-                    return False
-            except (TypeError, RuntimeError):  # layouts without sizes or strides
-                return False
-            self.refs = list(map(weakref.ref, grads))
-            self.gptrs = list(map(_data_ptr, grads))
-        self.grads = grads
         if list(map(_data_ptr, self.ordered)) != self.pptrs:
             return False
         # The params' state dicts: looked up only when some entry of the optimizer's state was
@@ -209,20 +181,30 @@ class _Plan:
                     return False
         except KeyError:
             return False
-        return True
+        return self.bind(n, full if self.dense else [full[i] for i in self.order])
 
-    def bind(self, n: int) -> None:
-        """Hands the grads' pointers to the kernel plans (checked there: aligned, overlapping no
-        written array)."""
-        for core, _, _, _, lo, hi in self.parts:
-            try:
-                core.set_grads(self.gptrs[lo:hi], self.grads[lo:hi])  # type: ignore[index]
-            except (TypeError, ValueError) as e:
-                # "grads[j] ...": j counts the part's tensors; name the group's param instead
-                j = re.match(r"grads\[(\d+)\]", str(e))
-                where = f"param_groups[{n}]['params']" + \
-                    (f"[{self.order[lo + int(j.group(1))]}]" if j else "")
-                raise type(e)(f"{where}: {e}") from None
+    def bind(self, n: int, grads: list) -> bool:
+        """Hands the grads to the kernel plans, which check them (see the class); False, with
+        no grad held, when one fails there (the general path then copies or names it), except
+        for a grad aliasing a written array, refused here naming the param."""
+        parts = self.parts
+        lo = 0
+        try:
+            for part in parts:
+                lo = part[4]
+                part[0].set_grads(grads[lo:part[5]])
+        except (TypeError, ValueError) as e:
+            for part in parts:
+                part[0].set_grads(None)
+            if "shares memory" not in str(e):
+                return False
+            # "grads[j] ...": j counts the part's tensors; name the group's param instead
+            j = re.match(r"grads\[(\d+)\]", str(e))
+            where = f"param_groups[{n}]['params']" + \
+                (f"[{self.order[lo + int(j.group(1))]}]" if j else "")
+            raise type(e)(f"{where}: {e}") from None
+        self.grads = grads
+        return True
 
 
 _GLOBAL_PRE = getattr(_torch_optimizer, "_global_optimizer_pre_hooks", None)
@@ -542,7 +524,7 @@ class _FusedOptimizer(torch.optim.Optimizer):
         for n, group in enumerate(self.param_groups):
             keys = self._state_keys(group)
             plan = self._plans.get(n)
-            if plan is not None and plan.valid(group, keys, state, state_same):
+            if plan is not None and plan.valid(n, group, keys, state, state_same):
                 fast.append((n, group, plan))
                 continue
             self._plans.pop(n, None)
@@ -550,15 +532,14 @@ class _FusedOptimizer(torch.optim.Optimizer):
             if not buckets:
                 continue
             plan = self._plan_of(group, keys, buckets)
-            if plan is None:
+            if plan is None or \
+                    not plan.bind(n, [group["params"][i].grad for i in plan.order]):
                 plans.append((n, group, keys, buckets))
             else:
                 self._plans[n] = plan
                 fast.append((n, group, plan))
         if not state_same:
             self._state_seen = list(state.values())
-        for n, _, plan in fast:
-            plan.bind(n)
         if not plans and len(fast) <= 1:
             for _, group, plan in fast:  # one kernel call, everything checked
                 self._call(group, plan, grad_scale)
@@ -622,10 +603,9 @@ class _FusedOptimizer(torch.optim.Optimizer):
 
     def _plan_of(self, group: dict, keys: tuple, buckets: dict) -> _Plan | None:
         """A plan for the group when it fits one (see _Plan), else None."""
-        params = group["params"]
         if group.get("stochastic_rounding"):
             return None  # (the general path passes the rounding's seed)
-        for recs, grads, index in buckets.values():
+        for recs, _, _ in buckets.values():
             if any(r.ptr == -1 or r.cuda for r in recs):
                 return None
             # A plan holds full-precision states only (each the param's math type): bfloat16
@@ -633,13 +613,10 @@ class _FusedOptimizer(torch.optim.Optimizer):
             if not all(type(v) is np.ndarray and v.dtype == _plan_state_dtype(r.pview.dtype)
                        for r in recs for v in r.views):
                 return None
-            gs = [params[i].grad for i in index]
-            if set(map(type, gs)) != {torch.Tensor} or not all(map(_is_cpu, gs)) or \
-                    list(map(_dtype_of, gs)) != [r.p.dtype for r in recs] or \
-                    list(map(_size, gs)) != [r.p.shape for r in recs] or \
-                    not all(map(_is_contiguous, gs)):
-                return None
-        return _Plan(group, keys, buckets, self._state_slots)
+        try:  # (the plan checks the arrays again; the general path then names the param)
+            return _Plan(group, keys, buckets, self._state_slots)
+        except (TypeError, ValueError):
+            return None
 
     def _call(self, group: dict, plan: _Plan, grad_scale: Any) -> None:
         """The kernel calls of a plan (its grads bound), then the step counts advance."""

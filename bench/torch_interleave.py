@@ -1,0 +1,84 @@
+"""fusedopt.torch's step next to torch's own threads: Adam (float32) alone, right after a
+``torch.optim.Adam(fused=True)`` step, right after an MLP's forward and backward, and the other
+way round, under each setting of fusedopt's worker-pool waits (``_core._pool_waits``), all
+interleaved in one process (the settings and the cases take turns, the order rotating each round).
+
+    PYTHONPATH=python python bench/torch_interleave.py                 # n = 1e7, 8 rounds
+    PYTHONPATH=python python bench/torch_interleave.py --n 1e6 --rounds 12
+    OMP_WAIT_POLICY=passive PYTHONPATH=python python bench/torch_interleave.py  # torch's
+        # OpenMP threads sleep at once after a parallel region (fusedopt's pool ignores it)
+
+Settings: "yield" is the pool's former waiting (the caller yields while a worker finishes its last
+chunk; idle workers poll 200000 times), "block" the default (the caller blocks after 100 us,
+so that the OS may move a descheduled worker onto its core), "block, short idle" also lets idle
+workers sleep after 20000 polls (less spinning while torch runs next). Run it on a quiet
+machine: the effects are a few milliseconds.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import fusedopt.torch as ft
+from fusedopt import _core
+
+SETTINGS = {"yield": (200000, -1), "block": (200000, 100), "block, short idle": (20000, 100)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=float, default=1e7)
+    ap.add_argument("--rounds", type=int, default=8)
+    args = ap.parse_args()
+    n = int(args.n)
+    torch.manual_seed(0)
+    p1, p2 = torch.zeros(n), torch.zeros(n)
+    p1.grad, p2.grad = torch.randn(n), torch.randn(n)
+    ours = ft.Adam([p1], lr=1e-3)
+    theirs = torch.optim.Adam([p2], lr=1e-3, fused=True)
+    mlp = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.ReLU(), torch.nn.Linear(512, 10))
+    x, y = torch.randn(128, 256), torch.randint(0, 10, (128,))
+
+    def fwd_bwd():
+        torch.nn.functional.cross_entropy(mlp(x), y).backward()
+
+    cases = {
+        "ours alone": (None, ours.step),
+        "ours after torch step": (theirs.step, ours.step),
+        "ours after fwd+bwd": (fwd_bwd, ours.step),
+        "torch alone": (None, theirs.step),
+        "torch after ours": (ours.step, theirs.step),
+        "fwd+bwd after ours": (ours.step, fwd_bwd),
+        "fwd+bwd after torch": (theirs.step, fwd_bwd),
+    }
+    for _ in range(3):
+        ours.step(), theirs.step(), fwd_bwd()
+    names = list(SETTINGS)
+    res: dict = {(s, c): [] for s in names for c in cases}
+    default = _core._pool_waits()
+    try:
+        for r in range(args.rounds):
+            for s in names[r % len(names):] + names[:r % len(names)]:
+                _core._pool_waits(*SETTINGS[s])
+                for c, (before, timed) in cases.items():
+                    for _ in range(3):
+                        if before:
+                            before()
+                        t0 = time.perf_counter()
+                        timed()
+                        res[(s, c)].append(time.perf_counter() - t0)
+    finally:
+        _core._pool_waits(*default)
+    print(f"n = {n:.0e}, {_core.get_num_threads()} threads, medians in ms "
+          f"({args.rounds} rounds x 3 of each case)")
+    print(f"{'case':24s}" + "".join(f"{s:>20s}" for s in names))
+    for c in cases:
+        print(f"{c:24s}" + "".join(f"{statistics.median(res[(s, c)]) * 1e3:20.2f}"
+                                   for s in names))
+
+
+if __name__ == "__main__":
+    main()
