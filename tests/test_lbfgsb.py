@@ -488,6 +488,45 @@ def test_box_kernels_against_numpy(dtype):
                                  np.full(n, np.inf, dtype)) == np.inf
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cauchy_start_pg_is_start_and_projected_norm_in_one_pass(dtype):
+    """lbfgsb_cauchy_start_pg: the d, t and d . d of lbfgsb_cauchy_start, the projected-gradient
+    norm of lbfgsb_projected_amax and the count of moving variables without a breakpoint, bit
+    for bit, on any thread count; NaN in g gives a NaN norm."""
+    from fusedopt import _core
+    rng = np.random.default_rng(5)
+    n = N_PAR + 7
+    lo = np.where(rng.uniform(size=n) < 0.6, -rng.uniform(0, 1, n), -np.inf).astype(dtype)
+    hi = np.where(rng.uniform(size=n) < 0.6, rng.uniform(0, 1, n), np.inf).astype(dtype)
+    hi[:50] = lo[:50] = dtype(0.5)
+    x = np.clip(rng.uniform(-1, 1, n), lo, hi).astype(dtype)
+    x[60:90] = np.where(np.isfinite(lo[60:90]), lo[60:90], x[60:90])
+    g = rng.standard_normal(n).astype(dtype)
+    g[100:120] = 0
+
+    def fused():
+        d, t = np.empty(n, dtype), np.empty(n, dtype)
+        return d, t, _core.lbfgsb_cauchy_start_pg(d, t, x, g, lo, hi)
+
+    d0, t0 = np.empty(n, dtype), np.empty(n, dtype)
+    dd0 = _core.lbfgsb_cauchy_start(d0, t0, x, g, lo, hi)
+    pg0 = _core.lbfgsb_projected_amax(x, g, lo, hi)
+    open0 = int((np.isinf(t0) & (d0 != 0)).sum())
+    assert open0 > 0
+    for d, t, (dd, pg, open_) in _threads(fused):
+        assert d.tobytes() == d0.tobytes() and t.tobytes() == t0.tobytes()
+        assert (dd, pg, open_) == (dd0, pg0, open0)
+    both = np.full(n, 0.5, dtype)                      # every moving variable bounded
+    assert _core.lbfgsb_cauchy_start_pg(np.empty(n, dtype), np.empty(n, dtype), x, g, -both,
+                                        both)[2] == 0
+    g[N_PAR - 3] = np.nan
+    _, _, (_, pg, _) = fused()
+    assert np.isnan(pg) and np.isnan(_core.lbfgsb_projected_amax(x, g, lo, hi))
+    with pytest.raises(TypeError):
+        _core.lbfgsb_cauchy_start_pg(np.zeros(10), np.zeros(10, np.float32), np.zeros(10),
+                                     np.zeros(10), np.zeros(10), np.zeros(10))
+
+
 def test_kernel_argument_checks():
     from fusedopt import _core
     s = np.zeros((3, 10))
@@ -654,6 +693,24 @@ def test_merged_pass_kernels_against_numpy_any_thread_count(dtype):
     for xbar, du, gd in _threads(lambda: direct(t)):
         assert du.tobytes() == du_ref.tobytes() and xbar.tobytes() == xbar_ref.tobytes()
         assert gd == reference.blocked_dot(g, xbar_ref - x)
+
+    def direct_d(tt):
+        xbar, du, d = np.empty(n, dtype), np.empty(n, dtype), np.empty(n, dtype)
+        gd, tmax = _core.lbfgsb_subspace_direct_d(xbar, du, d, s, y, a, b, rows, xc, x, g, tt,
+                                                  lo, hi, theta)
+        return xbar, du, d, gd, tmax
+
+    for tt in (t, None):     # d = xbar - x, g . d and the step to the box from the same pass
+        xbar0, du0, gd0 = direct(tt)
+        d0 = xbar0 - x
+        for xbar, du, d, gd, tmax in _threads(lambda: direct_d(tt)):
+            assert xbar.tobytes() == xbar0.tobytes() and du.tobytes() == du0.tobytes()
+            assert d.tobytes() == d0.tobytes() and gd == gd0
+            assert tmax == _core.lbfgsb_max_step(x, d0, lo, hi)
+    with pytest.raises(ValueError, match="d shares memory with du"):
+        bad = np.empty(n, dtype)
+        _core.lbfgsb_subspace_direct_d(np.empty(n, dtype), bad, bad, s, y, a, b, rows, xc, x, g,
+                                       t, lo, hi, theta)
     xbar, du, _ = direct(None)                 # every variable free
     assert du.tobytes() == (wa - (g * dtype(1 / theta) + (xc - x))).astype(dtype).tobytes()
     with pytest.raises(ValueError, match="xbar"):

@@ -451,14 +451,18 @@ void reduced_gradient(double* out, T* r, const T* s, const T* y, const double* a
 
 namespace {
 // One pass of the subspace step: du = W a (combine_block), then du[i] = free ? step(i, du[i]) :
-// 0, xbar = min(max(xc + du, lo), hi); returns g . (xbar - x).
+// 0, xbar = min(max(xc + du, lo), hi); returns g . (xbar - x). With dout: dout = xbar - x and
+// *tmax = max_step(x, dout, lo, hi) from the same pass.
 template <typename T, typename Step>
 double subspace_pass(T* xbar, T* du, const T* s, const T* y, const double* a, const double* b,
                      int64_t rows, const T* xc, const T* x, const T* g, const T* t, const T* lo,
-                     const T* hi, int64_t n, Step&& step) {
+                     const T* hi, int64_t n, Step&& step, T* dout = nullptr,
+                     double* tmax = nullptr) {
+    const double inf = HUGE_VAL;
     const std::vector<T> ta = cast_all<T>(a, rows), tb = cast_all<T>(b, rows);
-    const double* part = block_results<1>(n, [&](int64_t b0, int64_t b1, double* res) {
+    const double* part = block_results<2>(n, [&](int64_t b0, int64_t b1, double* res) {
         combine_block(du, s, y, ta.data(), tb.data(), rows, n, b0, b1);
+        double tm = inf;
         res[0] = block_sum(b0, b1, [&](int64_t i) {
             const bool free = !t || t[i] >= T(0);
             const T u = free ? step(i, du[i]) : T(0);
@@ -467,10 +471,27 @@ double subspace_pass(T* xbar, T* du, const T* s, const T* y, const double* a, co
             v = v < lo[i] ? lo[i] : v;
             v = v > hi[i] ? hi[i] : v;
             xbar[i] = v;
-            return static_cast<double>(g[i]) * static_cast<double>(v - x[i]);
+            const T di = v - x[i];
+            if (dout) {                              // max_step's term, d = xbar - x
+                dout[i] = di;
+                double ti = inf;
+                if (di < T(0) && lo[i] > static_cast<T>(-inf))
+                    ti = static_cast<double>(lo[i] - x[i]) / static_cast<double>(di);
+                else if (di > T(0) && hi[i] < static_cast<T>(inf))
+                    ti = static_cast<double>(hi[i] - x[i]) / static_cast<double>(di);
+                tm = ti < tm ? ti : tm;
+            }
+            return static_cast<double>(g[i]) * static_cast<double>(di);
         });
+        res[1] = tm;
     });
-    return sum_in_order(part, num_blocks(n), 1);
+    const int64_t nb = num_blocks(n);
+    if (tmax) {                                      // max_step's join
+        double tt = inf;
+        for (int64_t blk = 0; blk < nb; ++blk) tt = part[2 * blk + 1] < tt ? part[2 * blk + 1] : tt;
+        *tmax = tt > 0.0 ? tt : 0.0;
+    }
+    return sum_in_order(part, nb, 2);
 }
 }  // namespace
 
@@ -493,9 +514,24 @@ double subspace_direct(T* xbar, T* du, const T* s, const T* y, const double* a, 
 }
 
 template <typename T>
-double cauchy_start(T* d, T* t, const T* x, const T* g, const T* lo, const T* hi, int64_t n) {
+double subspace_direct_d(T* xbar, T* du, T* d, double* tmax, const T* s, const T* y,
+                         const double* a, const double* b, int64_t rows, const T* xc, const T* x,
+                         const T* g, const T* t, const T* lo, const T* hi, double theta,
+                         int64_t n) {
+    const T ith = static_cast<T>(1.0 / theta);
+    return subspace_pass(
+        xbar, du, s, y, a, b, rows, xc, x, g, t, lo, hi, n,
+        [&](int64_t i, T wa) { return wa - (g[i] * ith + (xc[i] - x[i])); }, d, tmax);
+}
+
+template <typename T>
+void cauchy_start_pg(T* d, T* t, const T* x, const T* g, const T* lo, const T* hi, int64_t n,
+                     double* out) {
     const double inf = HUGE_VAL;
-    const double* part = block_results<1>(n, [&](int64_t b0, int64_t b1, double* r) {
+    const double* part = block_results<3>(n, [&](int64_t b0, int64_t b1, double* r) {
+        T m = T(0);          // projected_amax's block maximum, its NaN flag
+        bool nan = false;
+        int64_t open = 0;    // moving variables without a breakpoint
         r[0] = block_sum(b0, b1, [&](int64_t i) {
             const T xi = x[i], gi = g[i], l = lo[i], h = hi[i];
             const bool held = (xi <= l && gi >= T(0)) || (xi >= h && gi <= T(0)) || l == h;
@@ -505,10 +541,45 @@ double cauchy_start(T* d, T* t, const T* x, const T* g, const T* lo, const T* hi
             if (!held && gi < T(0) && h < static_cast<T>(inf)) ti = (xi - h) / gi;
             d[i] = di;
             t[i] = ti;
+            open += (ti == static_cast<T>(inf) && di != T(0)) ? 1 : 0;
+            T e;                                    // projected_amax's term
+            if (gi < T(0)) {
+                e = xi - h;
+                e = e > gi ? e : gi;
+            } else {
+                e = xi - l;
+                e = e < gi ? e : gi;
+            }
+            const T v = std::fabs(e);
+            m = v > m ? v : m;
+            nan = nan || (v != v);
             return static_cast<double>(di) * static_cast<double>(di);
         });
+        r[1] = nan ? std::nan("") : static_cast<double>(m);
+        r[2] = static_cast<double>(open);
     });
-    return sum_in_order(part, num_blocks(n), 1);
+    const int64_t nb = num_blocks(n);
+    out[0] = sum_in_order(part, nb, 3);
+    double pm = 0.0, cnt = 0.0;
+    bool nan = false;
+    for (int64_t b = 0; b < nb; ++b) {            // abs_max's join
+        const double v = part[3 * b + 1];
+        if (std::isnan(v)) {
+            nan = true;
+            pm = v;
+        }
+        if (!nan) pm = v > pm ? v : pm;
+        cnt = cnt + part[3 * b + 2];
+    }
+    out[1] = pm;
+    out[2] = cnt;
+}
+
+template <typename T>
+double cauchy_start(T* d, T* t, const T* x, const T* g, const T* lo, const T* hi, int64_t n) {
+    double out[3];
+    cauchy_start_pg(d, t, x, g, lo, hi, n, out);
+    return out[0];
 }
 
 template <typename T>
@@ -661,6 +732,12 @@ int64_t parallel_min() { return kParallelMin; }
     template void rows_axpy<T>(T*, const T*, const T*, const double*, const double*,      \
                                int64_t, int64_t);                                         \
     template double cauchy_start<T>(T*, T*, const T*, const T*, const T*, const T*, int64_t); \
+    template void cauchy_start_pg<T>(T*, T*, const T*, const T*, const T*, const T*, int64_t,  \
+                                     double*);                                                \
+    template double subspace_direct_d<T>(T*, T*, T*, double*, const T*, const T*,             \
+                                         const double*, const double*, int64_t, const T*,     \
+                                         const T*, const T*, const T*, const T*, const T*,    \
+                                         double, int64_t);                                    \
     template double projected_amax<T>(const T*, const T*, const T*, const T*, int64_t);      \
     template double max_step<T>(const T*, const T*, const T*, const T*, int64_t);          \
     template double cauchy_path<T>(T*, T*, T*, const T*, const T*, const T*, const T*,        \

@@ -156,6 +156,13 @@ void rows_axpy(T* out, const T* s, const T* y, const double* a, const double* b,
 template <typename T>
 double cauchy_start(T* d, T* t, const T* x, const T* g, const T* lo, const T* hi, int64_t n);
 
+// cauchy_start with, from the same pass, out[0] = d . d (its bits), out[1] = projected_amax(x,
+// g, lo, hi) (its bits) and out[2] = the number of moving variables without a breakpoint
+// (t[i] = inf and d[i] != 0: the path is bounded when it is 0; SciPy's bnded).
+template <typename T>
+void cauchy_start_pg(T* d, T* t, const T* x, const T* g, const T* lo, const T* hi, int64_t n,
+                     double* out);
+
 // The path of the generalized Cauchy point (Byrd, Lu, Nocedal & Zhu 1995, Algorithm CP; SciPy's
 // cauchy) after cauchy_start: the breakpoints t[i] >= 0 (finite) are taken in increasing order
 // from a binary heap (built in O(n), each pop O(log n): no sort of all n up front) while the
@@ -197,6 +204,14 @@ template <typename T>
 double subspace_direct(T* xbar, T* du, const T* s, const T* y, const double* a, const double* b,
                        int64_t rows, const T* xc, const T* x, const T* g, const T* t,
                        const T* lo, const T* hi, double theta, int64_t n);
+
+// subspace_direct_d: subspace_direct that also writes d = xbar - x (the bits of a subtraction)
+// and *tmax = max_step(x, d, lo, hi) (its bits) from the same pass; returns g . d.
+template <typename T>
+double subspace_direct_d(T* xbar, T* du, T* d, double* tmax, const T* s, const T* y,
+                         const double* a, const double* b, int64_t rows, const T* xc, const T* x,
+                         const T* g, const T* t, const T* lo, const T* hi, double theta,
+                         int64_t n);
 
 // L-BFGS-B's projected-gradient norm (SciPy's projgr): max |p_i| with p_i = max(x - hi, g) for
 // g < 0 and min(x - lo, g) otherwise, as float64; NaN if any p_i is NaN.

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "arrays.h"
 #include "lbfgs.h"
@@ -403,6 +404,35 @@ double cauchy_start(py::handle d_h, py::handle t_h, py::handle x_h, py::handle g
     });
 }
 
+// (d . d, projected-gradient norm, moving variables without a breakpoint): see lbfgs.h.
+py::tuple cauchy_start_pg(py::handle d_h, py::handle t_h, py::handle x_h, py::handle g_h,
+                          py::handle lo_h, py::handle hi_h) {
+    const Array d = array_arg(d_h, "d", true);
+    const Array t = array_arg(t_h, "t", true, &d);
+    same_size(t, d);
+    no_overlap(t, d);
+    const Array x = array_arg(x_h, "x", false, &d);
+    const Array g = array_arg(g_h, "g", false, &d);
+    const Array lo = array_arg(lo_h, "lo", false, &d);
+    const Array hi = array_arg(hi_h, "hi", false, &d);
+    for (const Array* in : {&x, &g, &lo, &hi}) {
+        same_size(*in, d);
+        no_overlap(d, *in);
+        no_overlap(t, *in);
+    }
+    double out[3];
+    by_dtype(d, [&](auto zero) {
+        using T = decltype(zero);
+        fusedopt::NoGil nogil;
+        lb::cauchy_start_pg(static_cast<T*>(d.data()), static_cast<T*>(t.data()),
+                            static_cast<const T*>(x.data()), static_cast<const T*>(g.data()),
+                            static_cast<const T*>(lo.data()), static_cast<const T*>(hi.data()),
+                            d.size, out);
+        return 0.0;
+    });
+    return py::make_tuple(out[0], out[1], static_cast<int64_t>(out[2]));
+}
+
 // Four read-only vectors of one size and dtype (x, g or d, lo, hi).
 template <typename Fn>
 double box_reduce(py::handle x_h, py::handle g_h, py::handle lo_h, py::handle hi_h,
@@ -561,6 +591,27 @@ double subspace_direct(py::handle xbar_h, py::handle du_h, py::handle s_h, py::h
                                      int64_t k, auto, auto... rest) {
         return lb::subspace_direct(xbar, du, s, y, a, b, k, rest..., theta, A.xbar.size);
     });
+}
+
+// subspace_direct writing d = xbar - x too; returns (g . d, max_step(x, d, lo, hi)).
+py::tuple subspace_direct_d(py::handle xbar_h, py::handle du_h, py::handle d_h, py::handle s_h,
+                            py::handle y_h, py::handle a_h, py::handle b_h, int64_t rows,
+                            py::handle xc_h, py::handle x_h, py::handle g_h, py::handle t_h,
+                            py::handle lo_h, py::handle hi_h, double theta) {
+    const SubspaceArgs A = subspace_args(xbar_h, du_h, s_h, y_h, a_h, b_h, rows, py::none(),
+                                         xc_h, x_h, g_h, t_h, lo_h, hi_h);
+    const Array d = array_arg(d_h, "d", true, &A.xbar);
+    same_size(d, A.xbar);
+    for (const Array* in : {&A.xbar, &A.du, &A.s, &A.y, &A.xc, &A.x, &A.g, &A.t, &A.lo, &A.hi})
+        no_overlap(d, *in);
+    double tmax = 0.0;
+    const double gd = subspace_run(A, rows, [&](auto* xbar, auto* du, auto s, auto y, auto a,
+                                                auto b, int64_t k, auto, auto... rest) {
+        using T = std::remove_pointer_t<decltype(xbar)>;
+        return lb::subspace_direct_d(xbar, du, static_cast<T*>(d.data()), &tmax, s, y, a, b, k,
+                                     rest..., theta, A.xbar.size);
+    });
+    return py::make_tuple(gd, tmax);
 }
 
 // Returns (tsum, p, c): see lbfgs.h. xc, d, t written; s, y the (m, n) ring storage.
@@ -805,6 +856,12 @@ void register_lbfgs(py::module_& m) {
           py::arg("theta"),
           "L-BFGS-B: du = free ? (sum a_j s_j + b_j y_j) - (g/theta + (xc - x)) : 0, xbar = "
           "clip(xc + du); returns g . (xbar - x) (one pass over the history).");
+    m.def("lbfgsb_subspace_direct_d", &subspace_direct_d, py::arg("xbar"), py::arg("du"),
+          py::arg("d"), py::arg("s"), py::arg("y"), py::arg("a"), py::arg("b"), py::arg("rows"),
+          py::arg("xc"), py::arg("x"), py::arg("g"), py::arg("t"), py::arg("lo"), py::arg("hi"),
+          py::arg("theta"),
+          "lbfgsb_subspace_direct, also writing d = xbar - x; returns (g . d, the largest t >= 0 "
+          "with lo <= x + t d <= hi) from the same pass (the bits of lbfgsb_max_step).");
     m.def("lbfgsb_rows_axpy", &rows_axpy, py::arg("out"), py::arg("s"), py::arg("y"),
           py::arg("a"), py::arg("b"), py::arg("rows"),
           "out = sum_j (a[j] s_j + b[j] y_j) over the first rows rows, in one pass (a, b float64,"
@@ -813,6 +870,10 @@ void register_lbfgs(py::module_& m) {
           py::arg("g"), py::arg("lo"), py::arg("hi"),
           "L-BFGS-B's Cauchy point start: d = -g or 0 where held at a bound, t = breakpoints "
           "(inf: none, -1: held); returns d.d (float64).");
+    m.def("lbfgsb_cauchy_start_pg", &cauchy_start_pg, py::arg("d"), py::arg("t"), py::arg("x"),
+          py::arg("g"), py::arg("lo"), py::arg("hi"),
+          "lbfgsb_cauchy_start and, from the same pass, lbfgsb_projected_amax(x, g, lo, hi) and "
+          "the number of moving variables without a breakpoint: (d.d, pg norm, count).");
     m.def("lbfgsb_projected_amax", &projected_amax, py::arg("x"), py::arg("g"), py::arg("lo"),
           py::arg("hi"), "L-BFGS-B's projected-gradient norm (SciPy's projgr) in one pass.");
     m.def("lbfgsb_step_in_box", &step_in_box, py::arg("out"), py::arg("x"), py::arg("t"),

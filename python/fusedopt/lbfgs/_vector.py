@@ -95,6 +95,13 @@ class CoreVec:
                                             theta)
 
     @staticmethod
+    def subspace_direct_d(xbar, du, d, s, y, a, b, rows, xc, x, g, t, lo, hi, theta):
+        """``subspace_direct`` that also writes d = xbar - x; returns (g . d, the largest
+        t >= 0 with x + t d in the box: ``max_step``'s bits), one pass."""
+        return _core.lbfgsb_subspace_direct_d(xbar, du, d, s, y, a, b, rows, xc, x, g, t, lo, hi,
+                                              theta)
+
+    @staticmethod
     def rows_axpy(out, s, y, a, b, rows):
         """out = sum_j a[j] s_j + b[j] y_j over the first ``rows`` rows, one pass."""
         _core.lbfgsb_rows_axpy(out, s, y, a, b, rows)
@@ -104,6 +111,12 @@ class CoreVec:
         """L-BFGS-B: d = -g (0 where held at a bound), t = breakpoints (inf none, -1 held);
         returns d . d."""
         return _core.lbfgsb_cauchy_start(d, t, x, g, lo, hi)
+
+    @staticmethod
+    def cauchy_start_pg(d, t, x, g, lo, hi):
+        """``cauchy_start`` and, from its pass, ``projected_amax(x, g, lo, hi)`` and the number
+        of moving variables without a breakpoint: (d . d, pg norm, count)."""
+        return _core.lbfgsb_cauchy_start_pg(d, t, x, g, lo, hi)
 
     @staticmethod
     def cauchy_path(xc, d, t, x, lo, hi, s, y, order, theta, mid, p, c, f1, f2, bounded):

@@ -249,6 +249,13 @@ class CompactForm:
         return self.vec.subspace_direct(xbar, du, self.s, self.y, cs, cy, self.count, xc, x, g,
                                         t, box.lo, box.hi, self.theta)
 
+    def subspace_direct_d(self, xbar, du, d, a, xc, x, g, t, box):
+        """``subspace_direct`` writing d = xbar - x too: returns (g . d, the step from x to the
+        box along d), from the same pass."""
+        cs, cy = self._coefficients(a)
+        return self.vec.subspace_direct_d(xbar, du, d, self.s, self.y, cs, cy, self.count, xc, x,
+                                          g, t, box.lo, box.hi, self.theta)
+
     def pairs(self):
         """(S, Y) as (k, n) float64 copies, oldest first (for ``hess_inv``)."""
         o = self.order()

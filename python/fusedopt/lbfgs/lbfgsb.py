@@ -52,7 +52,7 @@ def _f64(a):
     return np.asarray(a, dtype=np.float64)
 
 
-def cauchy_point(x, g, box, cf, vec=CoreVec, with_wtd=False):
+def cauchy_point(x, g, box, cf, vec=CoreVec, with_wtd=False, work=None, start=None):
     """The generalized Cauchy point (Byrd et al. 1995, Algorithm CP, as in SciPy's ``cauchy``).
 
     Returns ``(xc, c, t)``: x^c (a new array), c = W^T (x^c - x) (2k, float64) and t, whose
@@ -60,25 +60,30 @@ def cauchy_point(x, g, box, cf, vec=CoreVec, with_wtd=False):
     held at a bound by the gradient, or fixed by lo == hi). ``with_wtd``: ``(xc, c, t, W^T d)``
     with d the path's first direction (-g but 0 where held; None when the path is empty), for
     ``subspace_step``. Its pass also takes the newest pair's Gram dots (``CompactForm.wt_dots``):
-    one pass over the history in all.
+    one pass over the history in all. ``work``: the buffers (d, t, xc) to use instead of new
+    arrays; ``start``: (d . d, moving variables without a breakpoint) when d and t in ``work``
+    already hold ``vec.cauchy_start_pg``'s output at (x, g) (``BoundedSolver`` takes it with the
+    projected-gradient test).
     """
     lo, hi = box.lo, box.hi
-    d = np.empty_like(x)
-    t = np.empty_like(x)
-    dd = vec.cauchy_start(d, t, x, g, lo, hi)      # one pass: d, breakpoints, d . d
+    d, t, xc = (np.empty_like(x), np.empty_like(x), np.empty_like(x)) if work is None else work
+    if start is None:
+        dd, _, open_ = vec.cauchy_start_pg(d, t, x, g, lo, hi)   # one pass: d, breakpoints
+    else:
+        dd, open_ = start
     k2 = 2 * cf.count
     c = np.zeros(k2)
     if dd == 0.0:                                  # t = -1: held at a bound (or lo == hi)
-        return (x.copy(), c, t, None) if with_wtd else (x.copy(), c, t)
+        vec.copy(xc, x)
+        return (xc, c, t, None) if with_wtd else (xc, c, t)
     # SciPy's bnded: every moving variable has a breakpoint
-    bounded_path = not bool((np.isinf(t) & (d != 0)).any())
+    bounded_path = open_ == 0
     p = cf.wt_dot(d)
     wtd = p.copy()                                 # the path updates p in place
     theta = cf.theta
     mid = cf.middle()
     f1 = -dd
     f2 = -theta * f1 - float(p @ (mid @ p))
-    xc = np.empty_like(x)
     _, p, c = vec.cauchy_path(xc, d, t, x, lo, hi, cf.s, cf.y, cf.order(), theta,
                               np.ascontiguousarray(mid), p.tolist(), c.tolist(), f1, f2,
                               bounded_path)
@@ -86,7 +91,8 @@ def cauchy_point(x, g, box, cf, vec=CoreVec, with_wtd=False):
     return (xc, np.asarray(c), t, wtd) if with_wtd else (xc, np.asarray(c), t)
 
 
-def subspace_step(x, g, box, cf, xc, c, t, vec=CoreVec, wtd=None, with_gd=False):
+def subspace_step(x, g, box, cf, xc, c, t, vec=CoreVec, wtd=None, with_gd=False, fixed=None,
+                  work=None):
     """The end point xbar of the search direction d = xbar - x: the minimizer of the model over
     the free variables from x^c (Byrd et al., section 5.1), projected on the box (Morales &
     Nocedal 2011); when the projected point is not a descent direction, the minimizer truncated
@@ -103,14 +109,20 @@ def subspace_step(x, g, box, cf, xc, c, t, vec=CoreVec, wtd=None, with_gd=False)
     pass and no cancellation over H. The step itself,
     du = -r / theta - W v / theta^2 = W (M c / theta - v / theta^2) - (g / theta + x^c - x) on the
     free variables, is one fused pass (``subspace_direct``). With ``with_gd``: ``(xbar, gd)``,
-    gd = g . (xbar - x) when that pass took it (the bits of ``vec.dot``), else None."""
+    gd = g . (xbar - x) when that pass took it (the bits of ``vec.dot``), else None.
+
+    ``fixed``: ``numpy.flatnonzero(t < 0)`` when the caller has it. ``work``: the buffers
+    (xbar, du, d) to use instead of new arrays; the pass then also writes d = xbar - x and the
+    return is ``(xbar, gd, tmax)``, tmax the step from x to the box along d (``Box.max_step``'s
+    bits), or ``(xbar, None, None)`` when the point was truncated (d not written)."""
     theta = cf.theta
     mid = cf.middle()
     mc = mid @ c
     wtq = (cf.wt_dot(g) if wtd is None else -wtd) + theta * c
     gram = cf.gram_w()
     if t is not None:
-        fixed = np.flatnonzero(t < 0)
+        if fixed is None:
+            fixed = np.flatnonzero(t < 0)
         if vec.any(fixed.size):                    # sharded: on any rank (a collective)
             step = xc[fixed] - x[fixed]
             q = g[fixed] + x.dtype.type(theta) * step
@@ -123,13 +135,23 @@ def subspace_step(x, g, box, cf, xc, c, t, vec=CoreVec, wtd=None, with_gd=False)
     k2 = gram.shape[0]
     # (theta I - A M A^T)^{-1} = I/theta + A (I - M A^T A / theta)^{-1} M A^T / theta^2
     v = np.linalg.solve(np.eye(k2) - (mid @ gram) / theta, mid @ wtr)
-    xbar = np.empty_like(x)
-    du = np.empty_like(x)
-    gd = cf.subspace_direct(xbar, du, mc / theta - v / (theta * theta), xc, x, g, t, box)
+    a = mc / theta - v / (theta * theta)
+    if work is None:
+        xbar = np.empty_like(x)
+        du = np.empty_like(x)
+        gd = cf.subspace_direct(xbar, du, a, xc, x, g, t, box)
+        tmax = None
+    else:
+        xbar, du, d = work
+        gd, tmax = cf.subspace_direct_d(xbar, du, d, a, xc, x, g, t, box)
     if gd <= 0.0:
+        if work is not None:
+            return xbar, gd, tmax
         return (xbar, gd) if with_gd else xbar
     alpha = min(1.0, box.max_step(xc, du))
     box.step(xbar, xc, alpha, du)
+    if work is not None:
+        return xbar, None, None
     return (xbar, None) if with_gd else xbar
 
 
@@ -161,6 +183,10 @@ class BoundedSolver:
         self._search.max_evals = maxls
         self._pgnorm = None                   # (key of the point, its projected-gradient norm)
         self._gd = None                       # g . d when the direction's pass took it
+        self._tmax = None                     # the step to the box along d, when it took it
+        # the Cauchy point's d and t (taken with the projected-gradient test), x^c, xbar, du
+        self._work = [vec.empty(n, dt) for _ in range(5)]
+        self._start = None                    # (key, d . d, unbounded count) in _work[0:2]
 
     def evaluate_start(self):
         self.f = first_evaluation(self.obj, self.x, self.g, self.vec)
@@ -168,10 +194,18 @@ class BoundedSolver:
 
     def projected_gradient_norm(self) -> float:
         """max |P(x - g) - x| at the current point (taken once per iterate: the run's stopping
-        test and its caller's both ask)."""
+        test and its caller's both ask). With bounds, its pass is the next Cauchy point's start
+        (``cauchy_start_pg``), kept for ``_direction``."""
         key = (self.nit, id(self.x), id(self.g))
         if self._pgnorm is None or self._pgnorm[0] != key:
-            self._pgnorm = (key, self.box.projected_gradient_norm(self.x, self.g))
+            if self.box.constrained:
+                d, t = self._work[0], self._work[1]
+                dd, pg, open_ = self.vec.cauchy_start_pg(d, t, self.x, self.g, self.box.lo,
+                                                         self.box.hi)
+                self._start = (key, dd, open_)
+            else:
+                pg = self.box.projected_gradient_norm(self.x, self.g)
+            self._pgnorm = (key, pg)
         return self._pgnorm[1]
 
     def _evaluate(self, t, slot):
@@ -186,24 +220,39 @@ class BoundedSolver:
 
     def _direction(self):
         """d = xbar - x (Cauchy point, then subspace minimization)."""
-        cf, box, x, g = self.cf, self.box, self.x, self.g
+        cf, box, x, g, vec = self.cf, self.box, self.x, self.g, self.vec
+        self._gd = self._tmax = None
+        start, self._start = self._start, None     # d and t are rewritten by the path
+        if start is not None and start[0] != (self.nit, id(x), id(g)):
+            start = None
         if not box.constrained and cf.count:
             xc, c, t, wtd = x, np.zeros(2 * cf.count), None, None
         else:
-            xc, c, t, wtd = cauchy_point(x, g, box, cf, self.vec, with_wtd=True)
-        self._gd = None
-        if cf.count and (t is None or self.vec.any((t >= 0).any())):
-            xbar, self._gd = subspace_step(x, g, box, cf, xc, c, t, self.vec, wtd, with_gd=True)
-        else:
-            xbar = xc
-        np.subtract(xbar, x, out=self.d)
+            xc, c, t, wtd = cauchy_point(x, g, box, cf, vec, with_wtd=True,
+                                         work=self._work[:3],
+                                         start=None if start is None else start[1:])
+        if cf.count:
+            fixed = None if t is None else np.flatnonzero(t < 0)
+            if t is None or vec.any(fixed.size < t.size):      # a free variable (any rank)
+                xbar, self._gd, self._tmax = subspace_step(
+                    x, g, box, cf, xc, c, t, vec, wtd, fixed=fixed,
+                    work=(self._work[3], self._work[4], self.d))
+                if self._gd is None:                # truncated: d not written by the pass
+                    np.subtract(xbar, x, out=self.d)
+                return
+        np.subtract(xc, x, out=self.d)
 
     def _search_along(self):
         vec, d = self.vec, self.d
         dg0 = vec.dot(self.g, d) if self._gd is None else self._gd
         if not dg0 < 0.0:
             return None
-        tmax = self.box.max_step(self.x, d) if self.box.constrained else math.inf
+        if not self.box.constrained:
+            tmax = math.inf
+        elif self._tmax is not None:
+            tmax = self._tmax                 # from the direction's pass
+        else:
+            tmax = self.box.max_step(self.x, d)
         if self.nit == 0 and self.box.constrained:
             tmax = 1.0
         tmax = max(tmax, 1.0)        # x + d is in the box by construction (rounding aside)

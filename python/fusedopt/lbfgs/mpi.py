@@ -423,6 +423,15 @@ class ShardVec:
         CoreVec.subspace_direct(xbar, du, s, y, a, b, rows, xc, x, g, t, lo, hi, theta)
         return self.dot(g, np.subtract(xbar, x))
 
+    def subspace_direct_d(self, xbar, du, d, s, y, a, b, rows, xc, x, g, t, lo, hi, theta):
+        """The local pass (``CoreVec.subspace_direct_d``, d = xbar - x written); g . d and the
+        step to the box over every rank in one collective (the bits of one process: the dot's
+        block partials added in block order, the minimum of the ranks' steps)."""
+        _, tmax = CoreVec.subspace_direct_d(xbar, du, d, s, y, a, b, rows, xc, x, g, t, lo, hi,
+                                            theta)
+        heads, sums = self.net.gather_blocks([0.0, tmax], _core.block_dots([g], [d]))
+        return float(sums[0]), float(heads[:, 1].min())
+
     def gram_blocks(self, parts, qparts, s, y, idx, rows, redo, row=-1, q=None):
         """``CoreVec.gram_blocks`` on the rank's blocks (idx: local indices, increasing), whose
         partials (the Gram matrices, and with q [S q] + [Y q], per block of x) are gathered and
@@ -438,6 +447,15 @@ class ShardVec:
         kk = 3 * rows * rows
         gram = sums[:kk].reshape(3, rows, rows)
         return gram if q is None else (gram, sums[kk:])
+
+    def cauchy_start_pg(self, d, t, x, g, lo, hi):
+        """``CoreVec.cauchy_start_pg`` on the rank's slices; d . d, the projected-gradient norm
+        and the count of moving variables without a breakpoint over every rank, one
+        collective."""
+        _, pg, open_ = CoreVec.cauchy_start_pg(d, t, x, g, lo, hi)
+        heads, sums = self.net.gather_blocks([0.0, pg, float(open_)],
+                                             _core.block_dots([d], [d]))
+        return float(sums[0]), _max_of(heads[:, 1]), int(heads[:, 2].sum())
 
     def cauchy_start(self, d, t, x, g, lo, hi) -> float:
         CoreVec.cauchy_start(d, t, x, g, lo, hi)
