@@ -489,6 +489,31 @@ def test_box_kernels_against_numpy(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pair_dots_are_sub_dots_without_the_stores(dtype):
+    """lbfgs_pair_dots(xt, x, gt, g): (s . y, y . y) with the bits of lbfgs_sub_dots after
+    s = xt - x, on any thread count; CompactForm.push_difference stores numpy's s and y."""
+    from fusedopt import _core, reference
+    rng = np.random.default_rng(6)
+    n = N_PAR + 13
+    xt, x, gt, g = (rng.standard_normal(n).astype(dtype) for _ in range(4))
+    s = xt - x
+    y = np.empty(n, dtype)
+    want = _core.lbfgs_sub_dots(y, gt, g, s)
+    assert y.tobytes() == (gt - g).tobytes()
+    for got in _threads(lambda: _core.lbfgs_pair_dots(xt, x, gt, g)):
+        assert got == want
+    assert want[0] == reference.blocked_dot(s, y) and want[1] == reference.blocked_dot(y, y)
+    cf = CompactForm(n, 2, dtype)
+    for _ in range(3):                       # the third wraps the ring
+        cf.push_difference(xt, x, gt, g)
+    for r in range(2):
+        assert cf.s[r].tobytes() == s.tobytes() and cf.y[r].tobytes() == y.tobytes()
+    assert cf.count == 2 and cf.head == 1
+    with pytest.raises(ValueError, match="gt"):
+        _core.lbfgs_pair_dots(xt, x, gt[:-1], g)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cauchy_start_pg_is_start_and_projected_norm_in_one_pass(dtype):
     """lbfgsb_cauchy_start_pg: the d, t and d . d of lbfgsb_cauchy_start, the projected-gradient
     norm of lbfgsb_projected_amax and the count of moving variables without a breakpoint, bit

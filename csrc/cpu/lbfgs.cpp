@@ -128,6 +128,29 @@ void sub_dots(T* out, const T* a, const T* b, const T* c, int64_t n, double* dot
 }
 
 template <typename T>
+void pair_dots(const T* xt, const T* x, const T* gt, const T* g, int64_t n, double* dots) {
+    const double* part = block_results<2>(n, [&](int64_t lo, int64_t hi, double* r) {
+        // block_sum's lanes, for two sums in one loop: the bits of dot_block(s, y), (y, y)
+        double sy[kSumLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
+        double yy[kSumLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
+        auto add = [&](int64_t i, int j) {
+            const T si = xt[i] - x[i], yi = gt[i] - g[i];
+            const double ds = static_cast<double>(si), dy = static_cast<double>(yi);
+            sy[j] = sy[j] + ds * dy;
+            yy[j] = yy[j] + dy * dy;
+        };
+        int64_t i = lo;
+        for (; i + kSumLanes <= hi; i += kSumLanes)
+            for (int j = 0; j < kSumLanes; ++j) add(i + j, j);
+        for (int j = 0; i < hi; ++i, ++j) add(i, j);
+        r[0] = combine_lanes(sy);
+        r[1] = combine_lanes(yy);
+    });
+    dots[0] = sum_in_order(part, num_blocks(n), 2);
+    dots[1] = sum_in_order(part + 1, num_blocks(n), 2);
+}
+
+template <typename T>
 void axpby(T* out, double a, const T* x, double b, const T* y, int64_t n) {
     const T ta = static_cast<T>(a), tb = static_cast<T>(b);
     // out may be x or y itself (each element is read before it is written), so no __restrict.
@@ -705,6 +728,7 @@ int64_t parallel_min() { return kParallelMin; }
 
 #define FUSEDOPT_LBFGS_INSTANTIATE(T)                                                   \
     template double direction<T>(T*, const T*, const Ring<T>&);                         \
+    template void pair_dots<T>(const T*, const T*, const T*, const T*, int64_t, double*); \
     template void sub_dots<T>(T*, const T*, const T*, const T*, int64_t, double*);      \
     template double dot<T>(const T*, const T*, int64_t);                                \
     template void axpby<T>(T*, double, const T*, double, const T*, int64_t);            \

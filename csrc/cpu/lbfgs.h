@@ -39,6 +39,11 @@ double dot(const T* a, const T* b, int64_t n);
 template <typename T>
 void sub_dots(T* out, const T* a, const T* b, const T* c, int64_t n, double* dots);
 
+// pair_dots: with s = xt - x and y = gt - g (each rounded to T, written nowhere), dots[0] = s . y
+// and dots[1] = y . y, one pass: the bits of sub_dots(y, gt, g, s) after s = xt - x.
+template <typename T>
+void pair_dots(const T* xt, const T* x, const T* gt, const T* g, int64_t n, double* dots);
+
 // out[i] = a * x[i] + b * y[i], with a and b cast to T once; out[i] = a * x[i] when y is null.
 template <typename T>
 void axpby(T* out, double a, const T* x, double b, const T* y, int64_t n);

@@ -125,6 +125,24 @@ void axpby(py::handle out_h, double a, py::handle x_h, double b, py::handle y_h)
     });
 }
 
+py::tuple pair_dots(py::handle xt_h, py::handle x_h, py::handle gt_h, py::handle g_h) {
+    const Array xt = array_arg(xt_h, "xt", false);
+    const Array x = array_arg(x_h, "x", false, &xt);
+    const Array gt = array_arg(gt_h, "gt", false, &xt);
+    const Array g = array_arg(g_h, "g", false, &xt);
+    for (const Array* in : {&x, &gt, &g}) same_size(*in, xt);
+    double dots[2];
+    by_dtype(xt, [&](auto zero) {
+        using T = decltype(zero);
+        fusedopt::NoGil nogil;
+        lb::pair_dots(static_cast<const T*>(xt.data()), static_cast<const T*>(x.data()),
+                      static_cast<const T*>(gt.data()), static_cast<const T*>(g.data()), xt.size,
+                      dots);
+        return 0.0;
+    });
+    return py::make_tuple(dots[0], dots[1]);
+}
+
 py::tuple sub_dots(py::handle out_h, py::handle a_h, py::handle b_h, py::handle c_h) {
     const Array out = array_arg(out_h, "out", true);
     const Array a = array_arg(a_h, "a", false, &out);
@@ -804,6 +822,10 @@ void register_lbfgs(py::module_& m) {
           "out = -H grad by the L-BFGS two-loop recursion over the ring buffer (s, y, rho, head,"
           " count) of fusedopt.lbfgs.History; fused passes, same bits for any thread count."
           " Returns grad.out (float64).");
+    m.def("lbfgs_pair_dots", &pair_dots, py::arg("xt"), py::arg("x"), py::arg("gt"),
+          py::arg("g"),
+          "(s . y, y . y) with s = xt - x and y = gt - g (in the arrays' dtype, stored nowhere), "
+          "one pass: the bits of lbfgs_sub_dots(y, gt, g, s) after s = xt - x.");
     m.def("lbfgs_sub_dots", &sub_dots, py::arg("out"), py::arg("a"), py::arg("b"), py::arg("c"),
           "out = a - b (out may be a or b); returns (c.out, out.out) in float64.");
     m.def("lbfgs_dot", &dot, py::arg("a"), py::arg("b"),

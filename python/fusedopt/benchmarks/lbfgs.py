@@ -287,7 +287,7 @@ _PHASES = [("history pass 1: W^T d + new pair's Gram", "compact", "wt_dots"),
            ("Gram over the fixed set (formk) + W_A^T q", "compact", "gram_w_at"),
            ("history pass 2: subspace step (+ d, step to the box)", "compact",
             "subspace_direct_d"),
-           ("new pair stored", "compact", "push")]
+           ("new pair stored", "compact", "push_difference")]
 
 
 @contextlib.contextmanager

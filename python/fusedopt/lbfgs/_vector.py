@@ -60,6 +60,12 @@ class CoreVec:
         return _core.lbfgs_sub_dots(out, a, b, c)
 
     @staticmethod
+    def pair_dots(xt, x, gt, g):
+        """(s . y, y . y) with s = xt - x, y = gt - g, stored nowhere (the bits of ``sub_dots``
+        after s = xt - x), one pass."""
+        return _core.lbfgs_pair_dots(xt, x, gt, g)
+
+    @staticmethod
     def rows_dots(s, y, v, rows, w=None):
         """[s_j . v] + [y_j . v] (+ [s_j . w] + [y_j . w]) (float64) over the first ``rows``
         rows, one pass."""

@@ -98,6 +98,12 @@ class CompactForm:
         """Append the pair (s, y) with s . y = sy > 0 (the caller tests the curvature). Its Gram
         row and column (4k dots) are taken in the next pass over the history (``wt_dots``), or
         by ``_flush`` in a pass of their own when something needs them first."""
+        r = self._next_row()
+        self.vec.copy(self.s[r], s)
+        self.vec.copy(self.y[r], y)
+
+    def _next_row(self):
+        """The ring row of a new pair (the oldest when full), marked pending."""
         self._flush()                      # at most one pair pending
         if self.count < self.m:
             r = (self.head + self.count) % self.m
@@ -105,11 +111,17 @@ class CompactForm:
         else:
             r = self.head
             self.head = (self.head + 1) % self.m
-        self.vec.copy(self.s[r], s)
-        self.vec.copy(self.y[r], y)
         self._pending = r
         self._mid = None
         self._at_new.append(r)
+        return r
+
+    def push_difference(self, xt, x, gt, g):
+        """``push`` of the pair s = xt - x, y = gt - g, each written straight into its ring row
+        (the bits of numpy.subtract); no copy of s or y is made."""
+        r = self._next_row()
+        self.vec.axpby(self.s[r], 1.0, xt, -1.0, x)
+        self.vec.axpby(self.y[r], 1.0, gt, -1.0, g)
 
     def _take_gram(self, ds, dy):
         """Stores the pending row's dots: ds = (S s_r, Y s_r), dy = (S y_r, Y y_r) over the

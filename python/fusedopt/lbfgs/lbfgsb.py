@@ -170,8 +170,6 @@ class BoundedSolver:
         self.x = x
         self.g = vec.empty(n, dt)
         self.d = vec.empty(n, dt)
-        self._s = vec.empty(n, dt)
-        self._y = vec.empty(n, dt)
         self.slots = [(vec.empty(n, dt), vec.empty(n, dt)) for _ in range(2)]
         self.cf = CompactForm(n, m, dt, vec)
         self.nit = 0
@@ -290,12 +288,11 @@ class BoundedSolver:
         point, dg0 = found
         vec = self.vec
         xt, gt = self.slots[point.slot]
-        s, y = self._s, self._y
-        np.subtract(xt, self.x, out=s)
-        sy, yy = vec.sub_dots(y, gt, self.g, s)     # y = g_new - g; (s . y, y . y)
+        # s = x_new - x, y = g_new - g: their dots first, then (accepted) written into the ring
+        sy, yy = vec.pair_dots(xt, self.x, gt, self.g)
         eps = float(np.finfo(self.x.dtype).eps)
         if math.isfinite(sy) and math.isfinite(yy) and sy > eps * (-point.t * dg0) and sy > 0:
-            self.cf.push(s, y, sy)
+            self.cf.push_difference(xt, self.x, gt, self.g)
         else:
             self.skipped += 1
         self.slots[point.slot] = (self.x, self.g)

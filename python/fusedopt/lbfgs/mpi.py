@@ -366,6 +366,13 @@ class ShardVec:
         s = self.dots([(c, out), (out, out)])[1]
         return float(s[0]), float(s[1])
 
+    def pair_dots(self, xt, x, gt, g):
+        """(s . y, y . y), s = xt - x, y = gt - g, over every rank (``sub_dots``'s bits)."""
+        sv = np.subtract(xt, x)
+        yv = np.subtract(gt, g)
+        s = self.dots([(sv, yv), (yv, yv)])[1]
+        return float(s[0]), float(s[1])
+
     def direction(self, out, grad, history) -> float:
         """``History.direction`` over the rank's slices (the compact form): the bits of the
         one-process direction on the whole vectors (``compact_direction``)."""
