@@ -121,4 +121,4 @@ def parse_bounds(bounds, shape, dtype):
     if (lo == np.inf).any() or (hi == -np.inf).any():
         raise ValueError("bounds: a lower bound of +inf or an upper bound of -inf is empty")
     dt = np.dtype(dtype)
-    return Box(lo.astype(dt), hi.astype(dt))
+    return Box(lo.astype(dt, copy=False), hi.astype(dt, copy=False))   # lo, hi: our own
