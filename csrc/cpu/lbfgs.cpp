@@ -179,6 +179,30 @@ void step_in_box(T* out, const T* x, double t, const T* d, const T* lo, const T*
 }
 
 namespace {
+// max_step's term: the t >= 0 where x + t d meets the bound d points at (inf: none), float64.
+template <typename T>
+inline double box_step_term(T xi, T di, T l, T h) {
+    const double inf = HUGE_VAL;
+    if (di < T(0) && l > static_cast<T>(-inf))
+        return static_cast<double>(l - xi) / static_cast<double>(di);
+    if (di > T(0) && h < static_cast<T>(inf))
+        return static_cast<double>(h - xi) / static_cast<double>(di);
+    return inf;
+}
+
+// projected_amax's term (SciPy's projgr): max(x - hi, g) for g < 0, else min(x - lo, g).
+template <typename T>
+inline T projected_term(T xi, T gi, T l, T h) {
+    if (gi < T(0)) {
+        const T e = xi - h;
+        return e > gi ? e : gi;
+    }
+    const T e = xi - l;
+    return e < gi ? e : gi;
+}
+}  // namespace
+
+namespace {
 // max |val(i)| over [0, n) as float64, NaN if any is NaN: blocks in parallel, then in order.
 template <typename T, typename Val>
 double abs_max(int64_t n, Val&& val) {
@@ -497,11 +521,7 @@ double subspace_pass(T* xbar, T* du, const T* s, const T* y, const double* a, co
             const T di = v - x[i];
             if (dout) {                              // max_step's term, d = xbar - x
                 dout[i] = di;
-                double ti = inf;
-                if (di < T(0) && lo[i] > static_cast<T>(-inf))
-                    ti = static_cast<double>(lo[i] - x[i]) / static_cast<double>(di);
-                else if (di > T(0) && hi[i] < static_cast<T>(inf))
-                    ti = static_cast<double>(hi[i] - x[i]) / static_cast<double>(di);
+                const double ti = box_step_term(x[i], di, lo[i], hi[i]);
                 tm = ti < tm ? ti : tm;
             }
             return static_cast<double>(g[i]) * static_cast<double>(di);
@@ -565,15 +585,7 @@ void cauchy_start_pg(T* d, T* t, const T* x, const T* g, const T* lo, const T* h
             d[i] = di;
             t[i] = ti;
             open += (ti == static_cast<T>(inf) && di != T(0)) ? 1 : 0;
-            T e;                                    // projected_amax's term
-            if (gi < T(0)) {
-                e = xi - h;
-                e = e > gi ? e : gi;
-            } else {
-                e = xi - l;
-                e = e < gi ? e : gi;
-            }
-            const T v = std::fabs(e);
+            const T v = std::fabs(projected_term(xi, gi, l, h));   // projected_amax's
             m = v > m ? v : m;
             nan = nan || (v != v);
             return static_cast<double>(di) * static_cast<double>(di);
@@ -692,15 +704,7 @@ double cauchy_path(T* xc, T* d, T* t, const T* x, const T* lo, const T* hi, cons
 
 template <typename T>
 double projected_amax(const T* x, const T* g, const T* lo, const T* hi, int64_t n) {
-    return abs_max<T>(n, [&](int64_t i) {
-        const T gi = g[i];
-        if (gi < T(0)) {
-            const T e = x[i] - hi[i];
-            return e > gi ? e : gi;
-        }
-        const T e = x[i] - lo[i];
-        return e < gi ? e : gi;
-    });
+    return abs_max<T>(n, [&](int64_t i) { return projected_term(x[i], g[i], lo[i], hi[i]); });
 }
 
 template <typename T>
@@ -709,12 +713,7 @@ double max_step(const T* x, const T* d, const T* lo, const T* hi, int64_t n) {
     const double* part = block_results<1>(n, [&](int64_t b0, int64_t b1, double* r) {
         double t = inf;
         for (int64_t i = b0; i < b1; ++i) {
-            const T di = d[i];
-            double ti = inf;
-            if (di < T(0) && lo[i] > static_cast<T>(-inf))
-                ti = static_cast<double>(lo[i] - x[i]) / static_cast<double>(di);
-            else if (di > T(0) && hi[i] < static_cast<T>(inf))
-                ti = static_cast<double>(hi[i] - x[i]) / static_cast<double>(di);
+            const double ti = box_step_term(x[i], d[i], lo[i], hi[i]);
             t = ti < t ? ti : t;
         }
         r[0] = t;

@@ -397,31 +397,6 @@ void rows_axpy(py::handle out_h, py::handle s_h, py::handle y_h, py::handle a_h,
     });
 }
 
-double cauchy_start(py::handle d_h, py::handle t_h, py::handle x_h, py::handle g_h,
-                    py::handle lo_h, py::handle hi_h) {
-    const Array d = array_arg(d_h, "d", true);
-    const Array t = array_arg(t_h, "t", true, &d);
-    same_size(t, d);
-    no_overlap(t, d);
-    const Array x = array_arg(x_h, "x", false, &d);
-    const Array g = array_arg(g_h, "g", false, &d);
-    const Array lo = array_arg(lo_h, "lo", false, &d);
-    const Array hi = array_arg(hi_h, "hi", false, &d);
-    for (const Array* in : {&x, &g, &lo, &hi}) {
-        same_size(*in, d);
-        no_overlap(d, *in);
-        no_overlap(t, *in);
-    }
-    return by_dtype(d, [&](auto zero) {
-        using T = decltype(zero);
-        fusedopt::NoGil nogil;
-        return lb::cauchy_start(static_cast<T*>(d.data()), static_cast<T*>(t.data()),
-                                static_cast<const T*>(x.data()), static_cast<const T*>(g.data()),
-                                static_cast<const T*>(lo.data()), static_cast<const T*>(hi.data()),
-                                d.size);
-    });
-}
-
 // (d . d, projected-gradient norm, moving variables without a breakpoint): see lbfgs.h.
 py::tuple cauchy_start_pg(py::handle d_h, py::handle t_h, py::handle x_h, py::handle g_h,
                           py::handle lo_h, py::handle hi_h) {
@@ -449,6 +424,11 @@ py::tuple cauchy_start_pg(py::handle d_h, py::handle t_h, py::handle x_h, py::ha
         return 0.0;
     });
     return py::make_tuple(out[0], out[1], static_cast<int64_t>(out[2]));
+}
+
+double cauchy_start(py::handle d_h, py::handle t_h, py::handle x_h, py::handle g_h,
+                    py::handle lo_h, py::handle hi_h) {
+    return cauchy_start_pg(d_h, t_h, x_h, g_h, lo_h, hi_h)[0].cast<double>();
 }
 
 // Four read-only vectors of one size and dtype (x, g or d, lo, hi).
