@@ -363,11 +363,11 @@ def test_subspace_step_against_dense_minimizer():
         f_idx = np.flatnonzero(free)
         du = np.zeros(n)
         du[f_idx] = -np.linalg.solve(b_dense[np.ix_(f_idx, f_idx)], r[f_idx])
-        got = subspace_step(x, g, box, cf, xc, c, t)
+        got = subspace_step(x, g, box, cf, xc, c, t)[0]
         # the solver's way: W^T g through the Cauchy pass's W^T d (held part cancelled)
         xc2, c2, t2, wtd = cauchy_point(x, g, box, cf, with_wtd=True)
         assert xc2.tobytes() == xc.tobytes() and np.array_equal(t2, t)
-        assert np.allclose(subspace_step(x, g, box, cf, xc2, c2, t2, wtd=wtd), got,
+        assert np.allclose(subspace_step(x, g, box, cf, xc2, c2, t2, wtd=wtd)[0], got,
                            rtol=1e-12, atol=1e-14)
         cand = np.clip(xc + du, lo, hi)
         if g @ (cand - x) <= 0:
@@ -1033,7 +1033,7 @@ def test_bench_bounded_phases():
     from fusedopt.benchmarks import lbfgs as lbfgs_bench
     from fusedopt.lbfgs._vector import CoreVec
     from fusedopt.lbfgs.compact import CompactForm
-    before = [CompactForm.__dict__["wt_dots"], CoreVec.__dict__["cauchy_start"]]
+    before = [CompactForm.__dict__["wt_dots"], CoreVec.__dict__["cauchy_start_pg"]]
     title, table = lbfgs_bench.bounded_phases(3000)
     assert "per phase" in title and "n=3e+03" in title
     rows = {ln.rsplit(None, 1)[0].strip(): float(ln.rsplit(None, 1)[1])
@@ -1043,4 +1043,4 @@ def test_bench_bounded_phases():
         assert rows[label] > 0, label
     parts = sum(v for k, v in rows.items() if k not in ("objective (f and g)", "total outside f"))
     assert parts == pytest.approx(rows["total outside f"], abs=0.02 * len(rows))
-    assert [CompactForm.__dict__["wt_dots"], CoreVec.__dict__["cauchy_start"]] == before
+    assert [CompactForm.__dict__["wt_dots"], CoreVec.__dict__["cauchy_start_pg"]] == before

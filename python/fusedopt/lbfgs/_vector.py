@@ -94,16 +94,10 @@ class CoreVec:
         return _core.lbfgsb_rows_dots_many(s, y, vs, rows, *gram)
 
     @staticmethod
-    def subspace_direct(xbar, du, s, y, a, b, rows, xc, x, g, t, lo, hi, theta) -> float:
-        """L-BFGS-B: du = (t >= 0) ? (W a) - (g/theta + (xc - x)) : 0, xbar = clip(xc + du);
-        returns g . (xbar - x)."""
-        return _core.lbfgsb_subspace_direct(xbar, du, s, y, a, b, rows, xc, x, g, t, lo, hi,
-                                            theta)
-
-    @staticmethod
     def subspace_direct_d(xbar, du, d, s, y, a, b, rows, xc, x, g, t, lo, hi, theta):
-        """``subspace_direct`` that also writes d = xbar - x; returns (g . d, the largest
-        t >= 0 with x + t d in the box: ``max_step``'s bits), one pass."""
+        """L-BFGS-B: du = (t >= 0) ? (W a) - (g/theta + (xc - x)) : 0, xbar = clip(xc + du),
+        d = xbar - x; returns (g . d, the largest t >= 0 with x + t d in the box:
+        ``max_step``'s bits), one pass."""
         return _core.lbfgsb_subspace_direct_d(xbar, du, d, s, y, a, b, rows, xc, x, g, t, lo, hi,
                                               theta)
 
@@ -113,15 +107,10 @@ class CoreVec:
         _core.lbfgsb_rows_axpy(out, s, y, a, b, rows)
 
     @staticmethod
-    def cauchy_start(d, t, x, g, lo, hi) -> float:
-        """L-BFGS-B: d = -g (0 where held at a bound), t = breakpoints (inf none, -1 held);
-        returns d . d."""
-        return _core.lbfgsb_cauchy_start(d, t, x, g, lo, hi)
-
-    @staticmethod
     def cauchy_start_pg(d, t, x, g, lo, hi):
-        """``cauchy_start`` and, from its pass, ``projected_amax(x, g, lo, hi)`` and the number
-        of moving variables without a breakpoint: (d . d, pg norm, count)."""
+        """L-BFGS-B: d = -g (0 where held at a bound), t = breakpoints (inf none, -1 held) and,
+        from the same pass, ``projected_amax(x, g, lo, hi)`` and the number of moving variables
+        without a breakpoint: (d . d, pg norm, count)."""
         return _core.lbfgsb_cauchy_start_pg(d, t, x, g, lo, hi)
 
     @staticmethod

@@ -254,16 +254,9 @@ class CompactForm:
         self.vec.rows_axpy(out, self.s, self.y, cs, cy, self.count)
         return out
 
-    def subspace_direct(self, xbar, du, a, xc, x, g, t, box):
-        """du = Z^T (W a - (g / theta + (xc - x))), xbar = P(xc + du); returns g . (xbar - x),
-        in one pass over the history."""
-        cs, cy = self._coefficients(a)
-        return self.vec.subspace_direct(xbar, du, self.s, self.y, cs, cy, self.count, xc, x, g,
-                                        t, box.lo, box.hi, self.theta)
-
     def subspace_direct_d(self, xbar, du, d, a, xc, x, g, t, box):
-        """``subspace_direct`` writing d = xbar - x too: returns (g . d, the step from x to the
-        box along d), from the same pass."""
+        """du = Z^T (W a - (g / theta + (xc - x))), xbar = P(xc + du), d = xbar - x, in one pass
+        over the history; returns (g . d, the step from x to the box along d)."""
         cs, cy = self._coefficients(a)
         return self.vec.subspace_direct_d(xbar, du, d, self.s, self.y, cs, cy, self.count, xc, x,
                                           g, t, box.lo, box.hi, self.theta)

@@ -91,8 +91,7 @@ def cauchy_point(x, g, box, cf, vec=CoreVec, with_wtd=False, work=None, start=No
     return (xc, np.asarray(c), t, wtd) if with_wtd else (xc, np.asarray(c), t)
 
 
-def subspace_step(x, g, box, cf, xc, c, t, vec=CoreVec, wtd=None, with_gd=False, fixed=None,
-                  work=None):
+def subspace_step(x, g, box, cf, xc, c, t, vec=CoreVec, wtd=None, fixed=None, work=None):
     """The end point xbar of the search direction d = xbar - x: the minimizer of the model over
     the free variables from x^c (Byrd et al., section 5.1), projected on the box (Morales &
     Nocedal 2011); when the projected point is not a descent direction, the minimizer truncated
@@ -108,13 +107,13 @@ def subspace_step(x, g, box, cf, xc, c, t, vec=CoreVec, wtd=None, with_gd=False,
     cancels: W^T Z Z^T q = -W^T d + theta c - W_A^T q' with q' = q but 0 where x^c = x (H), no
     pass and no cancellation over H. The step itself,
     du = -r / theta - W v / theta^2 = W (M c / theta - v / theta^2) - (g / theta + x^c - x) on the
-    free variables, is one fused pass (``subspace_direct``). With ``with_gd``: ``(xbar, gd)``,
-    gd = g . (xbar - x) when that pass took it (the bits of ``vec.dot``), else None.
+    free variables, is one fused pass (``subspace_direct_d``), which also writes d = xbar - x.
+    Returns ``(xbar, gd, tmax)``: gd = g . d (the bits of ``vec.dot``) and tmax the step from x
+    to the box along d (``Box.max_step``'s bits), both from that pass, or ``(xbar, None, None)``
+    when the point was truncated (d not written).
 
     ``fixed``: ``numpy.flatnonzero(t < 0)`` when the caller has it. ``work``: the buffers
-    (xbar, du, d) to use instead of new arrays; the pass then also writes d = xbar - x and the
-    return is ``(xbar, gd, tmax)``, tmax the step from x to the box along d (``Box.max_step``'s
-    bits), or ``(xbar, None, None)`` when the point was truncated (d not written)."""
+    (xbar, du, d) to use instead of new arrays."""
     theta = cf.theta
     mid = cf.middle()
     mc = mid @ c
@@ -136,23 +135,14 @@ def subspace_step(x, g, box, cf, xc, c, t, vec=CoreVec, wtd=None, with_gd=False,
     # (theta I - A M A^T)^{-1} = I/theta + A (I - M A^T A / theta)^{-1} M A^T / theta^2
     v = np.linalg.solve(np.eye(k2) - (mid @ gram) / theta, mid @ wtr)
     a = mc / theta - v / (theta * theta)
-    if work is None:
-        xbar = np.empty_like(x)
-        du = np.empty_like(x)
-        gd = cf.subspace_direct(xbar, du, a, xc, x, g, t, box)
-        tmax = None
-    else:
-        xbar, du, d = work
-        gd, tmax = cf.subspace_direct_d(xbar, du, d, a, xc, x, g, t, box)
+    xbar, du, d = (np.empty_like(x), np.empty_like(x), np.empty_like(x)) if work is None \
+        else work
+    gd, tmax = cf.subspace_direct_d(xbar, du, d, a, xc, x, g, t, box)
     if gd <= 0.0:
-        if work is not None:
-            return xbar, gd, tmax
-        return (xbar, gd) if with_gd else xbar
+        return xbar, gd, tmax
     alpha = min(1.0, box.max_step(xc, du))
     box.step(xbar, xc, alpha, du)
-    if work is not None:
-        return xbar, None, None
-    return (xbar, None) if with_gd else xbar
+    return xbar, None, None
 
 
 class BoundedSolver:

@@ -51,9 +51,9 @@ ValueError on every rank naming what differs.
 
 Bounds with ``shard=True`` (each rank gives the bounds of its slice): ``lbfgsb.BoundedSolver``
 itself over ``ShardVec`` and ``ShardBox``. Its products over the history (``rows_dots_many``:
-the Cauchy pass's W^T d with the new pair's Gram dots; ``subspace_direct``'s g . (xbar - x))
-and its reductions (projected-gradient norm, step to the box) combine across ranks as above,
-and the tests "any variable free / fixed" (``vec.any``) are taken over every rank. The
+the Cauchy pass's W^T d with the new pair's Gram dots; ``subspace_direct_d``'s g . d and step
+to the box) and its reductions (projected-gradient norm, step to the box) combine across ranks
+as above, and the tests "any variable free / fixed" (``vec.any``) are taken over every rank. The
 generalized Cauchy point must take the breakpoints of all n variables in increasing order;
 ``sharded_cauchy_path`` does it in rounds: each rank offers its next smallest breakpoints (with
 t, d_b, z_b and its row of W), every rank merges the offers in (t, global index) order, exactly
@@ -424,12 +424,6 @@ class ShardVec:
     def rows_dots(self, s, y, v, rows, w=None):
         return self.rows_dots_many(s, y, [v] if w is None else [v, w], rows)
 
-    def subspace_direct(self, xbar, du, s, y, a, b, rows, xc, x, g, t, lo, hi, theta):
-        """The local pass (``CoreVec.subspace_direct``); g . (xbar - x) over every rank (the
-        kernel's return is ``lbfgs_dot(g, xbar - x)``: the same bits)."""
-        CoreVec.subspace_direct(xbar, du, s, y, a, b, rows, xc, x, g, t, lo, hi, theta)
-        return self.dot(g, np.subtract(xbar, x))
-
     def subspace_direct_d(self, xbar, du, d, s, y, a, b, rows, xc, x, g, t, lo, hi, theta):
         """The local pass (``CoreVec.subspace_direct_d``, d = xbar - x written); g . d and the
         step to the box over every rank in one collective (the bits of one process: the dot's
@@ -463,10 +457,6 @@ class ShardVec:
         heads, sums = self.net.gather_blocks([0.0, pg, float(open_)],
                                              _core.block_dots([d], [d]))
         return float(sums[0]), _max_of(heads[:, 1]), int(heads[:, 2].sum())
-
-    def cauchy_start(self, d, t, x, g, lo, hi) -> float:
-        CoreVec.cauchy_start(d, t, x, g, lo, hi)
-        return self.dot(d, d)
 
     def cauchy_path(self, xc, d, t, x, lo, hi, s, y, order, theta, mid, p, c, f1, f2, bounded):
         return sharded_cauchy_path(self, xc, d, t, x, lo, hi, s, y, order, theta, mid, p, c,
