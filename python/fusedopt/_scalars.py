@@ -61,13 +61,12 @@ class RmspropScalars(NamedTuple):
 
 
 class AdamScalars(NamedTuple):
-    lr: float
+    step_size: float  # lr / (1 - beta1**t)
     beta1: float
     one_minus_beta1: float
     beta2: float
     one_minus_beta2: float
-    bias_correction1: float  # 1 - beta1**t
-    bias_correction2: float  # 1 - beta2**t
+    inv_bias_correction2: float  # 1 / (1 - beta2**t)
     eps: float
     eps_root: float
     weight_decay: float
@@ -156,8 +155,8 @@ def adam(*, step, lr, betas, eps, eps_root, weight_decay, decoupled_weight_decay
     amsgrad = c.flag("amsgrad", amsgrad)
     maximize = c.flag("maximize", maximize)
     decay = 1.0 - lr * weight_decay if decoupled else 1.0
-    return AdamScalars(lr, beta1, 1.0 - beta1, beta2, 1.0 - beta2, 1.0 - beta1**t,
-                       1.0 - beta2**t, eps, eps_root, weight_decay, decay, maximize,
+    return AdamScalars(lr / (1.0 - beta1**t), beta1, 1.0 - beta1, beta2, 1.0 - beta2,
+                       1.0 / (1.0 - beta2**t), eps, eps_root, weight_decay, decay, maximize,
                        _decay_mode(weight_decay, decoupled), amsgrad)
 
 

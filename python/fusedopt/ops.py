@@ -395,6 +395,10 @@ def adam_(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_avg_sqs: Arrays,
         m_hat = exp_avg / (1 - b1^t),  v_hat = exp_avg_sq / (1 - b2^t)
         p              <- p - lr * m_hat / (sqrt(v_hat + eps_root) + eps)
 
+    computed with one division per element: ``step_size * exp_avg / (sqrt(exp_avg_sq *
+    inv_bias_correction2 + eps_root) + eps)``, ``step_size = lr / (1 - b1^t)`` and
+    ``inv_bias_correction2 = 1 / (1 - b2^t)`` in float64, cast once (``fusedopt.reference``).
+
     Parameters
     ----------
     params, grads

@@ -271,9 +271,12 @@ def adam_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, l
         exp_avg        <- beta1 * exp_avg + (1 - beta1) * g
         exp_avg_sq     <- beta2 * exp_avg_sq + (1 - beta2) * (g * g)
         max_exp_avg_sq <- max(max_exp_avg_sq, exp_avg_sq)    (amsgrad; replaces exp_avg_sq below)
-        m_hat = exp_avg / bias_correction1,     bias_correction1 = 1 - beta1**t
-        v_hat = exp_avg_sq / bias_correction2,  bias_correction2 = 1 - beta2**t
-        p              <- p - lr * m_hat / (sqrt(v_hat + eps_root) + eps)
+        v_hat = exp_avg_sq * inv_bias_correction2,  inv_bias_correction2 = 1 / (1 - beta2**t)
+        p              <- p - step_size * exp_avg / (sqrt(v_hat + eps_root) + eps),
+                          step_size = lr / (1 - beta1**t)
+
+    (lr * m_hat / (sqrt(v_hat + eps_root) + eps) with m_hat = exp_avg / (1 - beta1**t): the
+    bias corrections are folded into two float64 scalars, one division per element.)
     """
     s = _scalars.adam(step=step, lr=lr, betas=betas, eps=eps, eps_root=eps_root,
                       weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
@@ -305,9 +308,8 @@ def adam_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, l
             v = _load(max_exp_avg_sqs[i])
             np.maximum(v, exp_avg_sq, out=v)
             _store(max_exp_avg_sqs[i], v)
-        m_hat = exp_avg / k.bias_correction1
-        v_hat = v / k.bias_correction2
-        p[...] = p - k.lr * m_hat / (np.sqrt(v_hat + k.eps_root) + k.eps)
+        v_hat = v * k.inv_bias_correction2
+        p[...] = p - k.step_size * exp_avg / (np.sqrt(v_hat + k.eps_root) + k.eps)
         _narrow(p16, p, quant.sr_key(seed, step, i) if sr else None)
 
 

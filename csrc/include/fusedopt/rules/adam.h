@@ -6,20 +6,23 @@
 //   exp_avg        <- b1 * exp_avg + (1 - b1) * g
 //   exp_avg_sq     <- b2 * exp_avg_sq + (1 - b2) * (g * g)
 //   max_exp_avg_sq <- max(max_exp_avg_sq, exp_avg_sq)     (amsgrad; it replaces exp_avg_sq below)
-//   m_hat = exp_avg / bias_correction1,       bias_correction1 = 1 - b1^t
-//   v_hat = exp_avg_sq / bias_correction2,    bias_correction2 = 1 - b2^t
-//   p              <- p - lr * m_hat / (sqrt(v_hat + eps_root) + eps)
+//   v_hat = exp_avg_sq * inv_bias_correction2,  inv_bias_correction2 = 1 / (1 - b2^t)
+//   p              <- p - step_size * exp_avg / (sqrt(v_hat + eps_root) + eps),
+//                     step_size = lr / (1 - b1^t)
+// That is lr * m_hat / (sqrt(v_hat + eps_root) + eps) with the bias corrections folded into two
+// host scalars: one division and one square root per element (as DeepSpeed's CPU Adam), where
+// dividing by each bias correction would cost two more divisions.
 #pragma once
 #include "common.h"
 
 namespace fusedopt {
 namespace rules {
 
-// decay: 1 - lr * weight_decay (decoupled weight decay only, else 1).
-#define FUSEDOPT_ADAM_SCALARS(X)                                                                \
-    X(T, lr) X(T, beta1) X(T, one_minus_beta1) X(T, beta2) X(T, one_minus_beta2)                \
-    X(T, bias_correction1) X(T, bias_correction2) X(T, eps) X(T, eps_root) X(T, weight_decay) \
-    X(T, decay)
+// step_size: lr / (1 - beta1^t); inv_bias_correction2: 1 / (1 - beta2^t); decay: 1 - lr *
+// weight_decay (decoupled weight decay only, else 1). All computed on the host in float64.
+#define FUSEDOPT_ADAM_SCALARS(X)                                                        \
+    X(T, step_size) X(T, beta1) X(T, one_minus_beta1) X(T, beta2) X(T, one_minus_beta2) \
+    X(T, inv_bias_correction2) X(T, eps) X(T, eps_root) X(T, weight_decay) X(T, decay)
 #define FUSEDOPT_ADAM_FLAGS(X) X(bool, maximize) X(int, weight_decay_mode) X(bool, amsgrad)
 
 template <typename T>
@@ -43,9 +46,8 @@ FUSEDOPT_HD void adam_update(T& p, T g, T& exp_avg, T& exp_avg_sq, T& max_exp_av
         max_exp_avg_sq = fo_max(max_exp_avg_sq, exp_avg_sq);
         v = max_exp_avg_sq;
     }
-    const T m_hat = exp_avg / s.bias_correction1;
-    const T v_hat = v / s.bias_correction2;
-    p = p - s.lr * m_hat / (fo_sqrt(v_hat + s.eps_root) + s.eps);
+    const T v_hat = v * s.inv_bias_correction2;
+    p = p - s.step_size * exp_avg / (fo_sqrt(v_hat + s.eps_root) + s.eps);
 }
 
 }  // namespace rules
