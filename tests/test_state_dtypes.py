@@ -390,6 +390,81 @@ def test_kernel_encoding_equals_reference_at_every_bucket_edge_and_threshold(sig
     assert np.array_equal(buf.codes, want.codes)
 
 
+def _momentum_codes(x, isa, threads):
+    """SGD's first momentum step stores g itself: the kernel's quantization of x (signed)."""
+    buf = quant.zeros(x.shape, True)
+    with threads_and_isa(threads, isa):
+        ops.sgd_([np.zeros_like(x)], [x], [buf], step=1, lr=0.0, momentum=0.9)
+    return buf
+
+
+def _blocks_of(*blocks):
+    return np.concatenate([np.resize(np.asarray(b, np.float32), quant.BLOCK) for b in blocks])
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_encoder_multiplies_by_the_reciprocal_of_absmax_per_block(isa):
+    # quant's rule: y = x * (1 / absmax), one float32 reciprocal per block (not x / absmax);
+    # blocks of subnormal absmax are scaled by 2^64 first; zero, infinite and NaN absmax.
+    if isa not in _core.available_isas():
+        pytest.skip(f"this CPU cannot run the {isa} copy")
+    rng = np.random.default_rng(11)
+    normal = [rng.standard_normal(quant.BLOCK) * 10.0 ** k for k in (-30, -3, 0, 5, 30)]
+    tiny = [rng.standard_normal(quant.BLOCK) * np.float32(s) for s in (1e-39, 1e-44, 2.0 ** -127)]
+    one_tiny = np.zeros(quant.BLOCK, np.float32)
+    one_tiny[[3, 77]] = [np.float32(1e-45), np.float32(-1e-45)]  # 2^-149 both
+    inf = rng.standard_normal(quant.BLOCK)
+    inf[[5, 9]] = [np.inf, -np.inf]
+    nan = rng.standard_normal(quant.BLOCK)
+    nan[17] = np.nan
+    x = _blocks_of(*normal, *tiny, one_tiny, np.zeros(quant.BLOCK), inf, nan,
+                   rng.standard_normal(77))
+    want = quant.quantize(x, True)
+    for threads in (1, 2):
+        got = _momentum_codes(x, isa, threads)
+        assert_same_bits(got.absmax, want.absmax, "absmax")
+        assert np.array_equal(got.codes, want.codes), np.flatnonzero(got.codes != want.codes)[:9]
+    # the blocks' largest elements stay exact (code of +-1 or the nearest to it), subnormal
+    # blocks included, and the zero block is all zero codes
+    m = quant.dynamic_map(True)
+    for b in range(9):
+        i = b * quant.BLOCK + int(np.argmax(np.abs(x[b * quant.BLOCK:(b + 1) * quant.BLOCK])))
+        assert abs(float(m[want.codes[i]])) >= 0.99, (b, m[want.codes[i]])
+    assert (want.codes[9 * quant.BLOCK:10 * quant.BLOCK] == 127).all()
+    assert m[want.codes[10 * quant.BLOCK + 5]] == 1.0  # inf * (1 / inf): NaN, code 255
+    assert (want.codes[11 * quant.BLOCK:12 * quant.BLOCK] == 255).all()  # a NaN block
+
+
+def test_encoder_rule_is_the_reciprocal_not_the_division():
+    # blocks where x * (1 / absmax) and x / absmax (both float32) fall on either side of a
+    # threshold: the reference (and so every kernel) takes the reciprocal's code
+    rng = np.random.default_rng(5)
+    t = quant.thresholds(True)[128:254].astype(np.float32)
+    found = []
+    for a in (rng.uniform(1, 2, 4000).astype(np.float32)):
+        inv = np.float32(1) / a
+        x = (t * a).astype(np.float32)
+        for d in (-1, 0, 1):
+            xx = (x.view(np.int32) + d).view(np.float32)
+            by_mul, by_div = xx * inv, xx / a
+            hit = (by_mul > t) != (by_div > t)
+            found += [(a, v) for v in xx[hit & (xx < a)]]
+        if len(found) >= 8:
+            break
+    assert len(found) >= 8
+    x = _blocks_of(*[[a, v] for a, v in found[:8]])
+    q = quant.quantize(x, True)
+    m = quant.dynamic_map(True).astype(np.float64)
+    mid = (m[:-1] + m[1:]) / 2.0
+    xb = x.reshape(-1, quant.BLOCK)
+    inv = (np.float32(1) / xb[:, 0]).astype(np.float32)
+    by_mul = np.searchsorted(mid, (xb * inv[:, None]).astype(np.float64), side="left")
+    by_div = np.searchsorted(mid, (xb / xb[:, :1]).astype(np.float64), side="left")
+    assert (by_mul != by_div).any()
+    assert np.array_equal(q.codes, by_mul.ravel().astype(np.uint8))
+    assert np.array_equal(_momentum_codes(x, "auto", 2).codes, q.codes)
+
+
 def test_bench_state_section_runs_and_counts_bytes():
     from fusedopt.benchmarks import state
     from fusedopt.benchmarks.registry import Context

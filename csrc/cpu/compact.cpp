@@ -165,12 +165,56 @@ __attribute__((target("avx512vbmi"), noinline)) void decode_block_vbmi(
     }
 }
 
-// encode_block's loop (a != 0) with the thresholds looked up 64 at a time (Planes256).
-__attribute__((target("avx512vbmi"), noinline)) void encode_block_vbmi(
-    const float* __restrict in, float a, uint8_t* __restrict q, const int* __restrict lut,
+// encode_block's loop for a finite normal absmax (so every x is finite and |y| <= 1 + 2^-23;
+// no NaN to handle), 64 values at a time in bytes: the bucket's code by a dword gather from the
+// byte table `bytes` (CompactCall::encode_bytes) indexed by the top 16 bits of y with |y| raised
+// to 2^-31 at least (vrangeps keeps y's sign; the same bucket as fo_quant_encode's clamp), the
+// 64 codes packed by two byte permutes, the thresholds looked up by VBMI (Planes256) and the
+// comparisons' masks added in bytes.
+__attribute__((target("avx512vbmi"), noinline)) void encode_block_vbmi_finite(
+    const float* __restrict in, float inv, uint8_t* __restrict q, const uint8_t* __restrict bytes,
     const uint8_t* __restrict thr_planes, int n) {
     const Planes256 thr(thr_planes);
-    const __m512 va = _mm512_set1_ps(a);
+    const __m512 vinv = _mm512_set1_ps(inv);
+    const __m512 tiny = _mm512_set1_ps(4.656612873077392578125e-10f);  // 2^-31
+    const uint8_t* base = bytes - kEncodeLo;  // indexed by the raw top 16 bits (>= kEncodeLo)
+    alignas(64) uint8_t pick[64];  // byte 0 of each dword of two vectors, then don't-care
+    for (int j = 0; j < 64; ++j) pick[j] = static_cast<uint8_t>(j < 32 ? 4 * j : 0);
+    const __m512i vpick = _mm512_load_si512(pick);
+    const __m512i one = _mm512_set1_epi8(1);
+    for (int i = 0; i < n; i += 64) {
+        __m512 y[4];
+        __m512i c[4];
+        for (int v = 0; v < 4; ++v) {
+            y[v] = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes(i + 16 * v, n), in + i + 16 * v),
+                                 vinv);
+            // sign(y) * max(|y|, 2^-31): imm 0b0111 = larger magnitude, sign of the first
+            const __m512 r = _mm512_range_ps(y[v], tiny, 0x7);
+            c[v] = _mm512_i32gather_epi32(_mm512_srli_epi32(_mm512_castps_si512(r), 16), base, 1);
+        }
+        const __m512i lo = _mm512_permutex2var_epi8(c[0], vpick, c[1]);
+        const __m512i hi = _mm512_permutex2var_epi8(c[2], vpick, c[3]);
+        const __m512i cb = _mm512_inserti64x4(lo, _mm512_castsi512_si256(hi), 1);
+        __m512i t[4];
+        thr(cb, t);
+        const __mmask64 up = _mm512_kunpackd(
+            _mm512_kunpackw(_mm512_cmp_ps_mask(y[3], _mm512_castsi512_ps(t[3]), _CMP_GT_OQ),
+                            _mm512_cmp_ps_mask(y[2], _mm512_castsi512_ps(t[2]), _CMP_GT_OQ)),
+            _mm512_kunpackw(_mm512_cmp_ps_mask(y[1], _mm512_castsi512_ps(t[1]), _CMP_GT_OQ),
+                            _mm512_cmp_ps_mask(y[0], _mm512_castsi512_ps(t[0]), _CMP_GT_OQ)));
+        const int rest = n - i;
+        const __mmask64 k = rest >= 64 ? ~static_cast<__mmask64>(0)
+                                       : (static_cast<__mmask64>(1) << rest) - 1;
+        _mm512_mask_storeu_epi8(q + i, k, _mm512_mask_add_epi8(cb, up, cb, one));
+    }
+}
+
+// encode_block's loop (y = x * inv) with the thresholds looked up 64 at a time (Planes256).
+__attribute__((target("avx512vbmi"), noinline)) void encode_block_vbmi(
+    const float* __restrict in, float inv, uint8_t* __restrict q, const int* __restrict lut,
+    const uint8_t* __restrict thr_planes, int n) {
+    const Planes256 thr(thr_planes);
+    const __m512 vinv = _mm512_set1_ps(inv);
     const __m512i one = _mm512_set1_epi32(1);
     for (int i = 0; i < n; i += 64) {
         __m512 y[4];
@@ -178,7 +222,7 @@ __attribute__((target("avx512vbmi"), noinline)) void encode_block_vbmi(
         __mmask16 k[4];
         for (int v = 0; v < 4; ++v) {
             k[v] = lanes(i + 16 * v, n);
-            y[v] = _mm512_div_ps(_mm512_maskz_loadu_ps(k[v], in + i + 16 * v), va);
+            y[v] = _mm512_mul_ps(_mm512_maskz_loadu_ps(k[v], in + i + 16 * v), vinv);
             c[v] = encode_lookup(y[v], k[v], lut);
         }
         __m512i cb = _mm512_castsi128_si512(_mm512_cvtepi32_epi8(c[0]));
@@ -244,30 +288,41 @@ __attribute__((noinline)) void load_state(const CompactCall& c, const CompactTen
     }
 }
 
-// The codes of a block of values with absmax a (fusedopt/compact.h fo_quant_encode of x / a,
-// or of 0 where a == 0). `thr_planes` (the thresholds as byte planes, or null): the AVX-512 copy
-// looks the thresholds up with VBMI where given.
+// The codes of a block of values with absmax a (fusedopt/compact.h: fo_quant_encode of
+// fo_quant_normalize(x, a) -- x * (1 / a), one reciprocal per block --, or of 0 where a == 0).
+// `thr_planes` (the thresholds as byte planes, or null): the AVX-512 copy looks the thresholds up
+// with VBMI where given.
 __attribute__((noinline)) void encode_block(const float* __restrict in, float a,
                                             uint8_t* __restrict q, const int* __restrict lut,
                                             const float* __restrict th, int n,
-                                            const uint8_t* thr_planes) {
+                                            const uint8_t* thr_planes,
+                                            const uint8_t* lut_bytes) {
     if (a == 0.0f) {
         const uint8_t zero = static_cast<uint8_t>(fo_quant_encode(0.0f, lut, th));
         for (int i = 0; i < n; ++i) q[i] = zero;
         return;
     }
+    if (fo_quant_tiny(a)) {  // a subnormal absmax: x and a scaled by 2^64 first (rare)
+        for (int i = 0; i < n; ++i)
+            q[i] = static_cast<uint8_t>(fo_quant_encode(fo_quant_normalize(in[i], a), lut, th));
+        return;
+    }
+    const float inv = fo_quant_inv(a);
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
     if (thr_planes) {  // the CPU has VBMI
-        encode_block_vbmi(in, a, q, lut, thr_planes, n);
+        if (a < std::numeric_limits<float>::infinity())  // finite (not NaN): no NaN y
+            encode_block_vbmi_finite(in, inv, q, lut_bytes, thr_planes, n);
+        else
+            encode_block_vbmi(in, inv, q, lut, thr_planes, n);
         return;
     }
     // fo_quant_encode, 16 lanes at a time, the thresholds looked up in registers
     const Table256 thr(th);
-    const __m512 va = _mm512_set1_ps(a);
+    const __m512 vinv = _mm512_set1_ps(inv);
     const __m512i one = _mm512_set1_epi32(1);
     for (int i = 0; i < n; i += 16) {
         const __mmask16 k = lanes(i, n);
-        const __m512 y = _mm512_div_ps(_mm512_maskz_loadu_ps(k, in + i), va);
+        const __m512 y = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, in + i), vinv);
         const __m512i c = encode_lookup(y, k, lut);
         __m512i code = _mm512_mask_add_epi32(c, _mm512_cmp_ps_mask(y, thr[c], _CMP_GT_OQ), c, one);
         code = _mm512_mask_mov_epi32(code, _mm512_cmp_ps_mask(y, y, _CMP_UNORD_Q),
@@ -275,12 +330,12 @@ __attribute__((noinline)) void encode_block(const float* __restrict in, float a,
         _mm_mask_storeu_epi8(q + i, k, _mm512_cvtepi32_epi8(code));
     }
 #else
-    for (int i = 0; i < n; ++i) q[i] = static_cast<uint8_t>(fo_quant_encode(in[i] / a, lut, th));
+    for (int i = 0; i < n; ++i) q[i] = static_cast<uint8_t>(fo_quant_encode(in[i] * inv, lut, th));
 #endif
 }
 
 // The block's new values into state slot k: as float32, rounded to bfloat16 (nearest even), or
-// requantized: absmax = max |x| (a NaN wins), codes of x / absmax (0 where absmax == 0).
+// requantized: absmax = max |x| (a NaN wins), codes of x * (1 / absmax) (encode_block).
 __attribute__((noinline)) void store_state(const CompactCall& c, const CompactTensor& t, int k,
                                            int64_t at, int n, const float* __restrict in) {
     switch (t.kind[k]) {
@@ -306,8 +361,8 @@ __attribute__((noinline)) void store_state(const CompactCall& c, const CompactTe
             uint8_t* __restrict q = as<uint8_t>(t.state[k]) + at;
             const float* __restrict th = c.thresholds[t.qsigned[k]];
             const int* __restrict lut = c.encode[t.qsigned[k]];
-            encode_block(in, a, q, lut, th, n,
-                         c.vbmi ? c.thr_planes[t.qsigned[k]] : nullptr);
+            encode_block(in, a, q, lut, th, n, c.vbmi ? c.thr_planes[t.qsigned[k]] : nullptr,
+                         c.encode_bytes[t.qsigned[k]]);
             break;
         }
     }
@@ -410,7 +465,8 @@ __attribute__((always_inline)) inline void fused_block(const CompactCall& c,
             t.absmax[k][at / kB] = a;
             encode_block(sv[k], a, as<uint8_t>(t.state[k]) + at, c.encode[t.qsigned[k]],
                          c.thresholds[t.qsigned[k]], n,
-                         c.vbmi ? c.thr_planes[t.qsigned[k]] : nullptr);
+                         c.vbmi ? c.thr_planes[t.qsigned[k]] : nullptr,
+                         c.encode_bytes[t.qsigned[k]]);
         }
     }
 }

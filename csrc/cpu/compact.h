@@ -17,6 +17,7 @@
 #pragma once
 #include <cstdint>
 
+#include "fusedopt/compact.h"
 #include "fusedopt/rules.h"
 #include "kernels.h"
 
@@ -55,7 +56,13 @@ struct CompactCall {
                                   // byte b of each entry), for the AVX-512 VBMI decode
     const uint8_t* thr_planes[2]; // and the thresholds', for the VBMI encode
     bool vbmi;                    // the CPU has AVX-512 VBMI (and FUSEDOPT_NO_VBMI is unset)
+    const uint8_t* encode_bytes[2];  // encode[] as bytes indexed by (bits of y >> 16) - kEncodeLo
+                                     // for |y| in [2^-31, 1 + 2^-23]: the VBMI encoder's gather
 };
+
+// The size of CompactCall::encode_bytes: both halves (the negative one at 0x8000) and 3 bytes
+// of padding (the gather reads a dword at each index).
+constexpr unsigned kEncodeBytes = 0x8000u + kEncodeSpan + 3u;
 
 // Elements per chunk of a thread: a multiple of kQuantBlock.
 constexpr int64_t kCompactChunk = 16384;

@@ -28,6 +28,7 @@ float g_thresholds[2][kQuantBlock];
 int g_encode[2][2 * kEncodeSpan];
 uint8_t g_planes[2][4 * kQuantBlock];      // the maps as byte planes (CompactCall)
 uint8_t g_thr_planes[2][4 * kQuantBlock];  // the thresholds as byte planes
+uint8_t g_encode_bytes[2][kEncodeBytes];   // the encoding tables by raw top 16 bits (CompactCall)
 bool g_tables = false;
 
 // The AVX-512 copy decodes 8-bit state with VBMI byte permutes where the CPU has them; the
@@ -106,6 +107,13 @@ void set_quant_tables(py::handle map_unsigned, py::handle thr_unsigned, py::hand
             const int32_t c = a.data()[i];
             if (c < 0 || c > 255) value_error("an encoding table entry is not a code");
             g_encode[k][i] = c;
+        }
+        // the same table indexed by the top 16 bits of y itself, sign included, minus kEncodeLo
+        // (positive y from 0, negative from 0x8000); entries between the halves are unused
+        std::memset(g_encode_bytes[k], 0, kEncodeBytes);
+        for (unsigned j = 0; j < kEncodeSpan; ++j) {
+            g_encode_bytes[k][j] = static_cast<uint8_t>(g_encode[k][j]);
+            g_encode_bytes[k][0x8000u + j] = static_cast<uint8_t>(g_encode[k][kEncodeSpan + j]);
         }
     }
     g_tables = true;
@@ -230,6 +238,8 @@ void collect_compact(CompactArgs& out, py::handle params, py::handle grads, py::
     c.thresholds[1] = g_thresholds[1];
     c.encode[0] = g_encode[0];
     c.encode[1] = g_encode[1];
+    c.encode_bytes[0] = g_encode_bytes[0];
+    c.encode_bytes[1] = g_encode_bytes[1];
     c.map_planes[0] = g_planes[0];
     c.map_planes[1] = g_planes[1];
     c.thr_planes[0] = g_thr_planes[0];

@@ -12,7 +12,15 @@ consecutive elements (flat, C order; the last block may be short). Element i of 
 Quantization of one block (:func:`quantize`; the kernels do the same, bit for bit):
 
 1. ``absmax = max |x|`` over the block (float32; a NaN in the block gives a NaN absmax);
-2. ``y = x / absmax`` (a float32 division), or ``y = 0`` where ``absmax == 0``;
+2. ``y = x * inv`` with ``inv = 1 / absmax`` computed once per block in float32 (one float32
+   reciprocal per block and one float32 multiplication per element, as bitsandbytes; no
+   division per element), or ``y = 0`` where ``absmax == 0``. A subnormal absmax
+   (``0 < absmax < 2**-126``), whose reciprocal may overflow, first scales both by ``2**64``
+   (exact): ``y = (x * 2**64) * (1 / (absmax * 2**64))``. ``y`` may differ from the exactly
+   rounded ``x / absmax`` by an ulp (the element equal to absmax may give ``1 - 2**-24``); the
+   codes are the nearest ones to this ``y``, and absmax stays the stored scale. A NaN absmax
+   gives a NaN ``y`` (code 255); an infinite one ``y = 0`` for finite x and NaN for infinite x
+   (code 255), as the division did;
 3. the code is the index of the map entry nearest to ``y``; a ``y`` exactly half-way between
    two entries takes the lower one (the entry of smaller value). Computed exactly:
    ``code = #{j : y > mid_j}`` with ``mid_j = (map[j] + map[j+1]) / 2`` in float64 (exact
@@ -208,6 +216,22 @@ class QuantizedState:
                 f"blocks={self.absmax.size})")
 
 
+#: Absmax values below this (subnormal) are scaled by TINY_SCALE before their reciprocal.
+TINY_ABSMAX = np.float32(2.0 ** -126)
+TINY_SCALE = np.float32(2.0 ** 64)
+
+
+def _normalize(xb: np.ndarray, absmax: np.ndarray) -> np.ndarray:
+    """float32 ``y`` of the blocks ``xb`` (rows) with their absmax: ``x * (1 / absmax)``, one
+    reciprocal per block (see the module docstring: subnormal absmax, zero absmax)."""
+    tiny = absmax < TINY_ABSMAX
+    pre = np.where(tiny, TINY_SCALE, np.float32(1)).astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        inv = (np.float32(1) / (absmax * pre)).astype(np.float32)
+        y = (xb * pre[:, None]) * inv[:, None]  # pre == 1: exactly x * inv
+    return np.where(absmax[:, None] == 0, np.float32(0), y).astype(np.float32)
+
+
 def _encode(x: np.ndarray, signed: bool):
     """(codes, absmax) of a float32 array, flat."""
     x = np.ascontiguousarray(x, dtype=np.float32).ravel()
@@ -219,7 +243,7 @@ def _encode(x: np.ndarray, signed: bool):
     with np.errstate(invalid="ignore", divide="ignore"):
         absmax = np.max(np.abs(xb), axis=1) if nb else np.zeros(0, np.float32)
         absmax = absmax.astype(np.float32)
-        y = np.where(absmax[:, None] == 0, np.float32(0), xb / absmax[:, None]).ravel()[:n]
+        y = _normalize(xb, absmax).ravel()[:n]
     # Nearest entry, ties to the lower: the number of exact midpoints strictly below y.
     m = dynamic_map(signed).astype(np.float64)
     mid = (m[:-1] + m[1:]) / 2.0

@@ -20,7 +20,8 @@ and ml_dtypes' ``astype``). The states are float32.
 Compact state (issue 10): where the math type is float32 (float32, float16 and bfloat16 params)
 each state tensor may instead be a bfloat16 array (the rule sees it widened, exactly; the new
 value is stored rounded to nearest even) or a ``fusedopt.quant.QuantizedState`` (the rule sees
-it dequantized; the new values are requantized block by block: new absmax, nearest codes).
+it dequantized; the new values are requantized block by block: new absmax, nearest codes of
+x * (1 / absmax), see ``fusedopt.quant``).
 First moments and momentum are signed, every other state unsigned (see ``_checks.SIGNED``).
 The rule's float32 values of this step are used throughout the step (the update of the param
 uses the state before it is stored compactly).

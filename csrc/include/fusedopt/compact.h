@@ -55,7 +55,22 @@ constexpr unsigned kEncodeLo = 0x3000u;
 constexpr unsigned kEncodeHi = 0x3f81u;
 constexpr unsigned kEncodeSpan = kEncodeHi - kEncodeLo + 1;
 
-// The 8-bit code of a normalized value y (x / absmax): the nearest entry of the map, ties to the
+// The encoder's normalization of a block with absmax a (> 0, or NaN/inf): y = x * inv with
+// inv = 1.0f / a, one float32 reciprocal per block and one multiplication per element (no
+// division per element; as bitsandbytes). A subnormal a (below 2^-126), whose reciprocal may
+// overflow, first scales x and a by 2^64 (exact): y = (x * 2^64) * (1.0f / (a * 2^64)).
+// fusedopt.quant's docstring states the same; a == 0 gives code-of-zero without normalizing.
+constexpr float kQuantTinyAbsmax = 1.17549435082228750797e-38f;  // 2^-126, FLT_MIN
+constexpr float kQuantTinyScale = 18446744073709551616.0f;        // 2^64
+FUSEDOPT_HD bool fo_quant_tiny(float a) { return a < kQuantTinyAbsmax; }
+FUSEDOPT_HD float fo_quant_inv(float a) {
+    return fo_quant_tiny(a) ? 1.0f / (a * kQuantTinyScale) : 1.0f / a;
+}
+FUSEDOPT_HD float fo_quant_normalize(float x, float a) {
+    return fo_quant_tiny(a) ? (x * kQuantTinyScale) * fo_quant_inv(a) : x * fo_quant_inv(a);
+}
+
+// The 8-bit code of a normalized value y (fo_quant_normalize): the nearest entry of the map, ties to the
 // lower, a NaN 255 -- the count of thresholds t[j] (fusedopt.quant.thresholds: the largest float32
 // at or below the exact midpoint of entries j and j+1) below y. `lut` (fusedopt.quant.
 // encode_table) gives the code of the smallest value of y's bucket, and a bucket holds at most one
