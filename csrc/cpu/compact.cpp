@@ -113,16 +113,22 @@ inline __mmask16 lanes(int i, int n) {
 // the four planes are interleaved into 64 float32 values by byte and word unpacks. The unpacks
 // work within 128-bit lanes, so the codes are first put in the order that makes their output
 // come out in element order: lane l, dword j of output vector v is element 16 v + 4 l + j.
+// Byte 16 l + 4 v + j of kPlanesOrder is 16 v + 4 l + j (a constant: no set-up per block).
+alignas(64) constexpr uint8_t kPlanesOrder[64] = {
+    0, 1, 2, 3, 16, 17, 18, 19, 32, 33, 34, 35, 48, 49, 50, 51,
+    4, 5, 6, 7, 20, 21, 22, 23, 36, 37, 38, 39, 52, 53, 54, 55,
+    8, 9, 10, 11, 24, 25, 26, 27, 40, 41, 42, 43, 56, 57, 58, 59,
+    12, 13, 14, 15, 28, 29, 30, 31, 44, 45, 46, 47, 60, 61, 62, 63};
+// Byte 0 of each dword of two vectors (permutex2var_epi8), then don't-care.
+alignas(64) constexpr uint8_t kFirstBytes[64] = {
+    0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60,
+    64, 68, 72, 76, 80, 84, 88, 92, 96, 100, 104, 108, 112, 116, 120, 124};
+
 struct Planes256 {
     __m512i order;
     __m512i t[4][2][2];
     __attribute__((target("avx512vbmi"))) explicit Planes256(const uint8_t* planes) {
-        alignas(64) uint8_t o[64];
-        for (int l = 0; l < 4; ++l)
-            for (int v = 0; v < 4; ++v)
-                for (int j = 0; j < 4; ++j)
-                    o[16 * l + 4 * v + j] = static_cast<uint8_t>(16 * v + 4 * l + j);
-        order = _mm512_load_si512(o);
+        order = _mm512_load_si512(kPlanesOrder);
         for (int b = 0; b < 4; ++b)
             for (int h = 0; h < 2; ++h)
                 for (int r = 0; r < 2; ++r)
@@ -178,9 +184,7 @@ __attribute__((target("avx512vbmi"), noinline)) void encode_block_vbmi_finite(
     const __m512 vinv = _mm512_set1_ps(inv);
     const __m512 tiny = _mm512_set1_ps(4.656612873077392578125e-10f);  // 2^-31
     const uint8_t* base = bytes - kEncodeLo;  // indexed by the raw top 16 bits (>= kEncodeLo)
-    alignas(64) uint8_t pick[64];  // byte 0 of each dword of two vectors, then don't-care
-    for (int j = 0; j < 64; ++j) pick[j] = static_cast<uint8_t>(j < 32 ? 4 * j : 0);
-    const __m512i vpick = _mm512_load_si512(pick);
+    const __m512i vpick = _mm512_load_si512(kFirstBytes);
     const __m512i one = _mm512_set1_epi8(1);
     for (int i = 0; i < n; i += 64) {
         __m512 y[4];
