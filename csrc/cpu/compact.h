@@ -7,13 +7,15 @@
 // bfloat16 or all 8-bit takes one fused pass per block: each element's states are widened or
 // dequantized, updated by the rule's functor (fusedopt/functors.h, the same as the plain loop's)
 // and rounded to nearest even (bfloat16) in registers; 8-bit values go to an L1 buffer with the
-// block's absmax kept as an integer maximum, then are encoded. The AVX-512 copy looks the
-// 256-entry map and thresholds up with in-register permutes (no gathers). Float32 params and
+// block's absmax kept as an integer maximum, then are encoded (y = x * (1 / absmax), one
+// reciprocal per block: fusedopt/compact.h). The AVX-512 copy looks the 256-entry map and
+// thresholds up with in-register permutes (with VBMI: byte permutes, 64 codes at a time); its
+// encoder gathers only the bucket's code (a byte table, encode_bytes). Float32 params and
 // grads (and float32 master weights) are read and written in place; 16-bit ones pass through a
 // float32 buffer, rounded to nearest even or stochastically on store. Any other mix of state
-// kinds (float32 beside compact) takes the general block loop: load into buffers, the functor,
-// store. One pass over memory; the threads take chunks of kCompactChunk elements of one tensor,
-// a multiple of the block, so that a block never straddles two threads.
+// kinds (float32 beside compact) takes the buffered form of the same pass. One pass over
+// memory; the threads take chunks of kCompactChunk elements of one tensor, a multiple of the
+// block, so that a block never straddles two threads.
 #pragma once
 #include <cstdint>
 
