@@ -278,3 +278,43 @@ def test_cuda_compact_amp_pair_and_devices(dev):
         d.step(1)
     d.states[0][1] = q
     _bits_equal(d.host(), before)
+
+
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "uint8"])
+@pytest.mark.parametrize("cls", ["Adam", "SGD", "RMSprop"])
+def test_cuda_optimizer_class_compact_state(dev, cls, state_dtype):
+    """fusedopt.optim with CuPy params and ``state_dtype`` makes its compact state on the device
+    and steps with the bits of the same class on NumPy params; its state_dict holds them."""
+    from fusedopt import optim  # noqa: PLC0415
+
+    _need_bf16(dev)
+    kw = dict(lr=0.01, stochastic_rounding=True, seed=7, state_dtype=state_dtype)
+    if cls == "SGD":
+        kw["momentum"] = 0.9
+    if cls == "RMSprop":
+        kw["momentum"] = 0.5
+    shapes = [(5000,), (7,), (4097,)]
+    rng = np.random.default_rng(1)
+    params = [rng.standard_normal(s).astype(BF16) for s in shapes]
+    gpu = getattr(optim, cls)([dev.asarray(p) for p in params], **kw)
+    cpu = getattr(optim, cls)([p.copy() for p in params], **kw)
+    for _ in range(5):
+        g = [(rng.standard_normal(s) * 0.1).astype(BF16) for s in shapes]
+        gpu.step([dev.asarray(x) for x in g])
+        cpu.step(g)
+    for i, p in enumerate(cpu.params):
+        assert_same_bits(dev.asnumpy(gpu.params[i]), p, f"params[{i}]")
+    assert gpu.state.keys() == cpu.state.keys()
+    compact = 0
+    for name in cpu.state:
+        for i, (x, y) in enumerate(zip(gpu.state[name], cpu.state[name])):
+            if isinstance(y, quant.QuantizedState):
+                compact += 1
+                assert isinstance(x.codes, dev.ndarray)
+                assert np.array_equal(dev.asnumpy(x.codes), y.codes), (name, i)
+                assert np.array_equal(dev.asnumpy(x.absmax), y.absmax), (name, i)
+            else:
+                compact += y.dtype == BF16
+                assert isinstance(x, dev.ndarray)
+                assert_same_bits(dev.asnumpy(x), y, f"state[{name!r}][{i}]")
+    assert compact >= 2
