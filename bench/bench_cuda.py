@@ -10,7 +10,10 @@ bench/report.py prints GB/s and the share of the copy bandwidth per row (bench/g
 runs it).
 
 Groups: ``adam-f32-n=1e6`` / ``1e7`` / ``1e8`` (one tensor) and ``adam-f32-200tensors`` (a model
-of 200 tensors, with the same elements as one flat buffer for comparison).
+of 200 tensors, with the same elements as one flat buffer for comparison), and
+``adam-state-n=1e7`` (issue 10: Adam with float32, bfloat16 and 8-bit state, float32 params and
+grads, and bfloat16 params and grads with 8-bit state; csrc/cuda/compact.cu), each row's bytes
+those of its own read/write pattern.
 """
 from __future__ import annotations
 
@@ -175,3 +178,52 @@ def test_first_call_after_cached_compile(benchmark):
     benchmark.group = "first-call"
     benchmark.name = "adam after cached compile"
     benchmark.pedantic(first, rounds=5, iterations=1)
+
+
+# issue 10: bytes per element read + written by an Adam step: params and grads, exp_avg and
+# exp_avg_sq (the absmax of 8-bit state, 4 bytes per 256 elements each, is left out).
+STATE_CONFIGS = {"f32-state": (np.float32, "float32"), "bf16-state": (np.float32, "bfloat16"),
+                 "u8-state": (np.float32, "uint8"), "bf16-params-u8-state": ("bfloat16", "uint8")}
+
+
+def _state_bytes(param, state):
+    pb = 2 if param == "bfloat16" else 4
+    sb = {"float32": 4, "bfloat16": 2, "uint8": 1}[state]
+    return 3 * pb + 4 * sb  # params read/written, grads read; two states read/written
+
+
+@pytest.mark.parametrize("config", list(STATE_CONFIGS))
+def test_adam_state_dtypes_1e7(benchmark, config):
+    from fusedopt import quant  # noqa: PLC0415
+
+    param, state = STATE_CONFIGS[config]
+    if param == "bfloat16" or state == "bfloat16":
+        import ml_dtypes  # noqa: PLC0415
+
+        bf16 = np.dtype(ml_dtypes.bfloat16)
+        try:
+            cupy.asarray(np.zeros(2, bf16))
+        except Exception as e:  # noqa: BLE001 -- a CuPy without bfloat16 arrays
+            pytest.skip(f"this CuPy cannot hold bfloat16 arrays: {e!r}")
+    n = SIZES["1e7"]
+    rng = np.random.default_rng(0)
+    p32 = rng.standard_normal(n).astype(np.float32)
+    g32 = (rng.standard_normal(n) * 1e-2).astype(np.float32)
+    pdt = bf16 if param == "bfloat16" else np.float32
+    p, g = [cupy.asarray(p32.astype(pdt))], [cupy.asarray(g32.astype(pdt))]
+
+    def zeros(signed):
+        if state == "uint8":
+            q = quant.zeros(n, signed)
+            return quant.QuantizedState(cupy.asarray(q.codes), cupy.asarray(q.absmax), signed)
+        return cupy.asarray(np.zeros(n, bf16 if state == "bfloat16" else np.float32))
+
+    m, v = [zeros(True)], [zeros(False)]
+    t = {"t": 0}
+
+    def fn():
+        t["t"] += 1
+        ops.adam_(p, g, m, v, step=t["t"], lr=1e-3)
+
+    _time(benchmark, fn, group="adam-state-n=1e7", nbytes=_state_bytes(param, state) * n, n=n,
+          name=config)

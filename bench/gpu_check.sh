@@ -3,8 +3,9 @@
 #   bash bench/gpu_check.sh
 # 1. makes sure CuPy imports (installed already; else from wheels carried in .whl/; else pip),
 # 2. builds fusedopt._core (./dev-build.sh),
-# 3. runs the CUDA tests (gpu-marked ones included) and the gpu-marked fusedopt.torch tests,
-# 4. runs bench/bench_cuda.py,
+# 3. runs the CUDA tests (gpu-marked ones included; compact state: a subset, see below) and the
+#    gpu-marked fusedopt.torch tests,
+# 4. runs bench/bench_cuda.py (its adam-state-n=1e7 group: float32 vs bfloat16 vs 8-bit state),
 # and writes under bench/results/ (and $OUT, when set): the test log, the benchmark JSON, its
 # table (bench/report.py) and a meta JSON with device name, driver, date, commit, command.
 set -uo pipefail
@@ -40,6 +41,14 @@ $PY -m pytest tests/test_cuda.py tests/test_cuda_build.py tests/test_cuda_dispat
   tests/test_cuda_lbfgs.py tests/test_lbfgs_device.py -m "not slow" -k "not host" \
   -q -rs -p no:cacheprovider 2>&1 | tee "$log"
 tests_rc=${PIPESTATUS[0]}
+# Compact state on CUDA (issue 10, csrc/cuda/compact.cu): five of the twelve rules of the
+# registry (every param kind and state kind) and every other test of the file, against the
+# reference and the CPU kernels (~20 kernel instances to compile: about a minute).
+$PY -m pytest tests/test_cuda_compact.py -q -rs -p no:cacheprovider -k "not host and \
+(sgd-momentum or adamw-amsgrad-max or rmsprop-momentum-max or adagrad or adamax-wd-max or \
+not equals_reference)" 2>&1 | tee -a "$log"
+compact_rc=${PIPESTATUS[0]}
+[ "$compact_rc" -ne 0 ] && tests_rc=$compact_rc
 # fusedopt.torch on CUDA tensors: the gpu-marked torch tests (they skip where torch has no CUDA;
 # rc 5, nothing collected, where torch is absent).
 $PY -m pytest tests/test_torch_cuda.py tests/test_torch_optim.py -m gpu \

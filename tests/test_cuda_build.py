@@ -6,7 +6,7 @@
   and the last value of the others), so that a syntax or type error fails CI wherever nvcc is.
 * NVRTC (where CuPy and the NVRTC library are installed) compiles the very source text
   ``_cuda`` compiles at run time, the covering set for compute_80 and compute_90 and, marked
-  ``slow``, all of the instances (866) for compute_90; the PTX is checked for what would break
+  ``slow``, all of the instances (1101) for compute_90; the PTX is checked for what would break
   bitwise equality with NumPy: fused multiply-adds, flush to zero, approximate division/sqrt.
 """
 from __future__ import annotations

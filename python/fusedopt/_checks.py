@@ -191,7 +191,7 @@ def _math32(p) -> bool:
     return p.dtype == np.float32 or is_16bit(p.dtype)
 
 
-def _check_quantized(name, i, q, p, pname, want, written, spans):
+def _check_quantized(name, i, q, p, pname, want, written, spans, array_type=np.ndarray):
     """The checks of one QuantizedState item (codes, absmax, signedness); adds its spans."""
     if not _math32(p):
         raise TypeError(f"{name}[{i}] is 8-bit state, which needs float32 math; {pname}[{i}] "
@@ -201,14 +201,14 @@ def _check_quantized(name, i, q, p, pname, want, written, spans):
         raise ValueError(f"{name}[{i}] is {'signed' if q.signed else 'unsigned'} 8-bit state; "
                          f"{name} must be {want}")
     for part, a in (("codes", q.codes), ("absmax", q.absmax)):
-        if not isinstance(a, np.ndarray):
-            raise TypeError(f"{name}[{i}].{part} must be a numpy.ndarray, got "
-                            f"{type(a).__module__}.{type(a).__name__}")
+        if not isinstance(a, array_type):
+            raise TypeError(f"{name}[{i}].{part} must be a {array_type.__module__}."
+                            f"{array_type.__name__}, got {type(a).__module__}.{type(a).__name__}")
         if not a.flags.c_contiguous:
             raise ValueError(f"{name}[{i}].{part} must be C-contiguous")
-        if written and not a.flags.writeable:
+        if written and not getattr(a.flags, "writeable", True):
             raise ValueError(f"{name}[{i}].{part} is read-only; it is updated in place")
-        if not a.flags.aligned:
+        if not getattr(a.flags, "aligned", True):
             raise ValueError(f"{name}[{i}].{part} must be aligned to its dtype")
     if q.codes.dtype != np.uint8:
         raise TypeError(f"{name}[{i}].codes has dtype {q.codes.dtype}; expected uint8")
@@ -260,7 +260,7 @@ def check_lists(lists, *, array_type=np.ndarray, dtypes=(np.float32, np.float64)
         for k, (name, seq, written, want) in enumerate(lists):
             a = seq[i]
             if k and want in (SIGNED, UNSIGNED) and isinstance(a, quant.QuantizedState):
-                _check_quantized(name, i, a, p, pname, want, written, spans)
+                _check_quantized(name, i, a, p, pname, want, written, spans, array_type)
                 continue
             if not isinstance(a, array_type):
                 raise TypeError(
@@ -277,8 +277,7 @@ def check_lists(lists, *, array_type=np.ndarray, dtypes=(np.float32, np.float64)
                 if want == MASTER and not is_16bit(p.dtype):
                     raise TypeError(f"{name}: float32 master weights belong to float16 or "
                                     f"bfloat16 params; {pname}[{i}] has dtype {p.dtype}")
-                bf16_state = (want in (SIGNED, UNSIGNED) and a.dtype.name == "bfloat16"
-                              and array_type is np.ndarray)
+                bf16_state = want in (SIGNED, UNSIGNED) and a.dtype.name == "bfloat16"
                 if bf16_state and not _math32(p):
                     raise TypeError(f"{name}[{i}] is bfloat16 state, which needs float32 math; "
                                     f"{pname}[{i}] has dtype {p.dtype}")

@@ -52,7 +52,9 @@ stored rounded to nearest even) or a :class:`fusedopt.quant.QuantizedState` (8-b
 uint8 codes and one float32 absmax per 256 elements, dequantized, updated in float32 and
 requantized in the same pass; see :mod:`fusedopt.quant`). Signed 8-bit state for first moments
 and momentum (``exp_avg``, ``momentum_buffer``, ``grad_avg``), unsigned for the others. Kinds
-may differ from tensor to tensor and list to list.
+may differ from tensor to tensor and list to list. NumPy and CuPy alike: with CuPy params the
+bfloat16 states are CuPy arrays and a QuantizedState holds CuPy ``codes`` and ``absmax`` on the
+params' device (the same bits as the CPU kernels and the reference).
 stochastic_rounding : bool, default False
     bfloat16 params only (ValueError otherwise): the param receives the float32 result rounded
     stochastically (``quant.stochastic_round_bf16``), with random bits from a counter-based hash
@@ -202,10 +204,14 @@ def _compact_step(impl, s, params, grads, states, master_params, grad_scale, fou
                   seed, sr) -> None:
     """A step with compact state or stochastic rounding: every list checked here (the states
     (name, list or None) in the slots of fusedopt/slots.h), then one fused call of
-    ``_core.compact_step`` (csrc/cpu/compact.cpp)."""
+    ``_core.compact_step`` (csrc/cpu/compact.cpp); for CuPy arrays ``_cuda.compact_step``
+    (csrc/cuda/compact.cu), which checks the same lists for device arrays."""
     if impl is not _core:
-        raise TypeError("bfloat16 and 8-bit state and stochastic_rounding take NumPy arrays; "
-                        "the CUDA backend does not have them yet")
+        slots = [None if seq is None else (n, seq) for n, seq in states]
+        impl.compact_step(s, params, grads, slots + [None] * (3 - len(slots)),
+                          master_params=master_params, grad_scale=grad_scale,
+                          found_inf=found_inf, step=step, seed=seed, stochastic_rounding=sr)
+        return
     lists: list[tuple[str, Any, bool, str | None]] = [("params", params, True, None),
                                                       ("grads", grads, False, None)]
     lists += [(n, seq, True, _checks.SIGNEDNESS[n]) for n, seq in states if seq is not None]

@@ -55,7 +55,6 @@ uses ``group_seed(seed, j)``; the seed is in the state_dict.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -350,7 +349,9 @@ def _host(a: Any) -> Any:
 def _to_device(b: Any, like: Any) -> Any:
     """A CuPy copy of the host state ``b`` (an array or a ``quant.QuantizedState``), for the
     CuPy param ``like``."""
-    cupy = importlib.import_module("cupy")
+    from ._cuda import runtime  # noqa: PLC0415 -- CuPy is optional: reached through _cuda
+
+    cupy = runtime.cupy()
     if isinstance(b, quant.QuantizedState):
         return quant.QuantizedState(cupy.asarray(b.codes), cupy.asarray(b.absmax), b.signed)
     return cupy.asarray(b)
@@ -592,7 +593,7 @@ class Optimizer:
             signed = name in SIGNED_STATES
             q = quant.zeros(p.shape, signed) if v == 0.0 else \
                 quant.quantize(np.full(p.shape, v, np.float32), signed)
-            return q if isinstance(p, np.ndarray) else _to_device(q, p)
+            return _to_device(q, p) if type(p).__module__.startswith("cupy") else q
         if fmt == "bfloat16":
             dtype = _bfloat16()
         return np.zeros_like(p, dtype=dtype) if v == 0.0 else np.full_like(p, v, dtype=dtype)

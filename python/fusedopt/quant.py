@@ -167,13 +167,20 @@ def blocks(n: int) -> int:
     return -(-int(n) // BLOCK)
 
 
+def _is_array(a) -> bool:
+    """A NumPy array, or a CuPy one (device state for fusedopt._cuda; CuPy is not imported)."""
+    return isinstance(a, np.ndarray) or type(a).__module__.split(".")[0] == "cupy"
+
+
 class QuantizedState:
     """One tensor of 8-bit blockwise state.
 
     Attributes
     ----------
     codes : uint8 ndarray
-        The tensor's shape; indices into ``dynamic_map(signed)``.
+        The tensor's shape; indices into ``dynamic_map(signed)``. NumPy arrays for the CPU
+        kernels, or CuPy arrays (``codes`` and ``absmax`` on the params' device) for the CUDA
+        ones; only the kernels and the checks take CuPy ones (the functions here are NumPy's).
     absmax : float32 ndarray
         One-dimensional, ``ceil(size / BLOCK)`` values.
     signed : bool
@@ -183,11 +190,12 @@ class QuantizedState:
     __slots__ = ("codes", "absmax", "signed")
 
     def __init__(self, codes, absmax, signed: bool):
-        if not isinstance(codes, np.ndarray) or codes.dtype != np.uint8:
-            raise TypeError("codes must be a uint8 numpy.ndarray, got "
+        if not _is_array(codes) or codes.dtype != np.uint8:
+            raise TypeError("codes must be a uint8 numpy.ndarray (or cupy.ndarray), got "
                             f"{type(codes).__name__} {getattr(codes, 'dtype', '')}".rstrip())
-        if not isinstance(absmax, np.ndarray) or absmax.dtype != np.float32 or absmax.ndim != 1:
-            raise TypeError("absmax must be a one-dimensional float32 numpy.ndarray, got "
+        if not _is_array(absmax) or absmax.dtype != np.float32 or absmax.ndim != 1:
+            raise TypeError("absmax must be a one-dimensional float32 numpy.ndarray (or "
+                            "cupy.ndarray), got "
                             f"{type(absmax).__name__} {getattr(absmax, 'dtype', '')} "
                             f"of {getattr(absmax, 'ndim', '?')} dimensions")
         if absmax.size != blocks(codes.size):

@@ -25,7 +25,7 @@ import numpy as np
 from fusedopt import _cuda
 
 HERE = pathlib.Path(__file__).resolve().parent
-FILES = ("optim.cu", "reduce.cu", "lbfgs.cu")
+FILES = ("optim.cu", "reduce.cu", "lbfgs.cu", "compact.cu")
 GXX = shutil.which("g++")
 
 
@@ -95,28 +95,32 @@ xp = types.SimpleNamespace(
     abs=np.abs, max=np.max,
     cuda=types.SimpleNamespace(Device=_Device))
 
-_LIB = None
+_LIBS: dict = {}
 
 
-def _names():
-    return [n for f in FILES for n in _cuda.name_expressions()[f]]
+def _headers_text() -> str:
+    """Every header the kernel files include (csrc/include/fusedopt and csrc/cuda/*.cuh)."""
+    root = _cuda._csrc()
+    files = sorted([*(root / "include" / "fusedopt").rglob("*.h"), *(root / "cuda").glob("*.cuh")])
+    return "\0".join(f"{f.relative_to(root)}\0{f.read_text()}" for f in files)
 
 
-def library():
-    """{name expression: launcher} of a shared library holding every kernel instance; built
-    once per source version (cached in the temp directory)."""
-    global _LIB
-    if _LIB is not None:
-        return _LIB
-    names = _names()
+def _file_library(file: str) -> dict:
+    """{name expression: launcher} of the shared library of one kernel file's instances, built
+    once per version of that file and the headers (cached in the temp directory), so that a
+    change in one file rebuilds only its library."""
+    if file in _LIBS:
+        return _LIBS[file]
+    names = _cuda.name_expressions()[file]
     text = "\n".join(
-        ['#include "cuda_host.h"'] + [f'#include "{f}"' for f in FILES]
+        ['#include "cuda_host.h"', f'#include "{file}"']
         + [f'extern "C" void fo_run_{i}(unsigned g, unsigned b, void** a) '
            f"{{ fusedopt_emulation::launch(&{n}, g, b, a); }}" for i, n in enumerate(names)]) + "\n"
     cmd = [GXX, "-std=c++20", "-O1", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared",
            "-pthread", f"-I{HERE}", *(f"-I{d}" for d in _cuda.include_dirs())]
-    key = hashlib.sha256("\0".join([text, (HERE / "cuda_host.h").read_text(),
-                                    _cuda.sources_hash(), *cmd[1:]]).encode()).hexdigest()
+    key = hashlib.sha256("\0".join([text, (HERE / "cuda_host.h").read_text(), _headers_text(),
+                                    (_cuda._csrc() / "cuda" / file).read_text(),
+                                    *cmd[1:]]).encode()).hexdigest()
     out = pathlib.Path(tempfile.gettempdir()) / "fusedopt-cuda-host" / f"{key[:32]}.so"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -126,11 +130,16 @@ def library():
             r = subprocess.run(cmd + [str(src), "-o", str(pathlib.Path(tmp) / "k.so")],
                                capture_output=True, text=True, check=False)
             if r.returncode:
-                raise RuntimeError(f"host build of the CUDA kernels failed:\n{r.stderr[-4000:]}")
+                raise RuntimeError(f"host build of {file} failed:\n{r.stderr[-4000:]}")
             os.replace(pathlib.Path(tmp) / "k.so", out)
     dll = ctypes.CDLL(str(out))
-    _LIB = {n: getattr(dll, f"fo_run_{i}") for i, n in enumerate(names)}
-    return _LIB
+    _LIBS[file] = {n: getattr(dll, f"fo_run_{i}") for i, n in enumerate(names)}
+    return _LIBS[file]
+
+
+def library():
+    """{name expression: launcher} of every kernel instance (one shared library per file)."""
+    return {n: fn for f in FILES for n, fn in _file_library(f).items()}
 
 
 def _c_value(a):
@@ -148,7 +157,7 @@ def _c_value(a):
 
 
 def _function(file, name):
-    fn = library()[name]
+    fn = _file_library(file)[name]
 
     def launch(grid, block, args):
         held = [_c_value(a) for a in args]
@@ -169,8 +178,7 @@ def install(monkeypatch, blocks=2, kernels=None, record=None):
     ``dict(file, name, grid, block, args, device)`` before it runs. This is the tests' one CuPy
     double."""
     if kernels is None:
-        library()
-        kernels = _function
+        kernels = _function  # each file's library is built (or found) at its first launch
 
     def function(file, name):
         run = kernels(file, name)

@@ -8,7 +8,8 @@ then runs one kernel launch per dtype present for the whole list of tensors. CUD
 addition: the update functions take keyword-only ``master_params`` (mixed precision, see
 ``fusedopt.ops``), besides AMP's ``grad_scale`` and ``found_inf`` as on the CPU; ``found_inf_``
 is AMP's non-finite check; ``lbfgs_direction``, ``lbfgs_dot``, ``lbfgs_axpby`` and
-``lbfgs_amax`` mirror ``_core``'s L-BFGS kernels.
+``lbfgs_amax`` mirror ``_core``'s L-BFGS kernels; ``compact_step`` is ``_core.compact_step``
+(bfloat16 and 8-bit state, stochastic rounding; csrc/cuda/compact.cu).
 
 Each call costs some Python time per array for the checks (about a microsecond), which a
 synchronized step of a model of many small tensors can notice.
@@ -34,10 +35,11 @@ without a device and checks the PTX for ``.ftz`` and FMA.
 The package, one module per concern: ``sources`` (files, hash, NVRTC text and options),
 ``compiler`` (NVRTC and the disk cache), ``runtime`` (CuPy, the memoized kernels, the grid, the
 tables: the state a test replaces), ``checks``, ``launch``, ``rules`` (the update functions),
-``lbfgs`` and ``instances`` (every name expression, for the build tests).
+``lbfgs``, ``compact`` and ``instances`` (every name expression, for the build tests).
 """
 from __future__ import annotations
 
+from .compact import compact_step
 from .compiler import _cached_binary, _target, cache_dir, compile_instances
 from .instances import name_expressions
 from .lbfgs import lbfgs_amax, lbfgs_axpby, lbfgs_direction, lbfgs_dot
@@ -46,5 +48,5 @@ from .runtime import BLOCKS_PER_SM, CHUNK, SLOTS, THREADS
 from .sources import OPTIONS, _csrc, include_dirs, nvrtc_options, source_text, sources_hash
 
 __all__ = ["sgd", "adagrad", "rmsprop", "adam", "adamax", "sum_squares", "scale_", "found_inf_",
-           "lbfgs_direction", "lbfgs_dot", "lbfgs_axpby", "lbfgs_amax", "OPTIONS",
+           "compact_step", "lbfgs_direction", "lbfgs_dot", "lbfgs_axpby", "lbfgs_amax", "OPTIONS",
            "cache_dir", "compile_instances", "name_expressions", "source_text"]

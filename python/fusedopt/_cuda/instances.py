@@ -45,4 +45,13 @@ def name_expressions(cover: bool = False) -> dict:
     lbfgs = [f"fusedopt::cuda::{k}" for c in _CTYPES.values()
              for k in (f"lbfgs_first<{c}>", f"lbfgs_pass<{c}, true>", f"lbfgs_pass<{c}, false>",
                        f"lbfgs_negate<{c}>", f"lbfgs_dot<{c}>", f"lbfgs_axpby<{c}>")]
-    return {"optim.cu": optim, "reduce.cu": reduce, "lbfgs.cu": lbfgs}
+    def compact_names(kernel, *choices):
+        ptypes = ("float", *_HALF_CTYPES.values())
+        return [f"fusedopt::cuda::{kernel}<{c[0]}, {_flags(*c[1:])}>"
+                for c in combos([ptypes, *choices])]
+
+    compact = (compact_names("sgd_compact", tf, wd, tf, tf)
+               + compact_names("adagrad_compact", tf, wd)
+               + compact_names("rmsprop_compact", tf, wd, tf, tf)
+               + compact_names("adam_compact", tf, wd, tf) + compact_names("adamax_compact", tf, wd))
+    return {"optim.cu": optim, "reduce.cu": reduce, "lbfgs.cu": lbfgs, "compact.cu": compact}

@@ -34,7 +34,7 @@ such a group need no master and get none (they are updated as in any other group
 whose params need master weights for some and not for others steps them in two kernel calls.
 
 Fewer bytes of state: ``state_dtype="bfloat16"`` or ``"uint8"`` (a keyword of every class,
-also per parameter group; float32, float16 and bfloat16 params, plain CPU tensors for 8-bit)
+also per parameter group; float32, float16 and bfloat16 params; CPU and CUDA tensors, not DTensors)
 keeps the states in bfloat16 tensors, or as Dettmers' blockwise 8-bit state: the codes, a uint8
 tensor under the state's usual key, and the float32 absmax of each block of 256 under
 ``<key>_absmax`` (``fusedopt.quant``). Only tensors of at least ``quant.MIN_SIZE`` (4096)
@@ -439,9 +439,9 @@ class _FusedOptimizer(torch.optim.Optimizer):
         "_absmax"]``; an 8-bit state is unpacked for a "full" ``fmt``. Returns ``k`` when the
         state is 8-bit, else None. Conversions go through NumPy on the host
         (``optim.convert_state``)."""
-        if not plain or (fmt == "uint8" and local.device.type != "cpu"):
-            raise ValueError(f"{where}: state_dtype={fmt!r} is supported for plain CPU "
-                             "tensors (not DTensors, not CUDA tensors)")
+        if not plain:
+            raise ValueError(f"{where}: state_dtype={fmt!r} is supported for plain CPU and "
+                             "CUDA tensors (not DTensors)")
         absk = f"{k}_absmax"
         t, m = state.get(k), state.get(absk)
         if t is None:
@@ -470,8 +470,8 @@ class _FusedOptimizer(torch.optim.Optimizer):
             new = optim.convert_state(f"{where}: state['{k}']", a, m, fmt, k, pview)
         state.pop(absk, None)
         if isinstance(new, quant.QuantizedState):
-            state[k] = torch.from_numpy(new.codes)
-            state[absk] = torch.from_numpy(new.absmax)
+            state[k] = torch.from_numpy(new.codes).to(local.device)
+            state[absk] = torch.from_numpy(new.absmax).to(local.device)
             return k
         if new.dtype.name == "bfloat16":
             state[k] = torch.from_numpy(new.view(np.int16)).view(torch.bfloat16).to(local.device)
@@ -484,8 +484,9 @@ class _FusedOptimizer(torch.optim.Optimizer):
         """The kernel's view of ``state[k]``: an array, or a ``quant.QuantizedState`` of the
         views of the codes and ``state[k + "_absmax"]``."""
         t = _bridge.local(state[k])
-        if t.dtype == torch.uint8:
-            return quant.QuantizedState(t.numpy(), state[f"{k}_absmax"].numpy(),
+        if t.dtype == torch.uint8:  # NumPy or (CUDA tensors) CuPy views of codes and absmax
+            return quant.QuantizedState(_bridge.array(t, where),
+                                        _bridge.array(state[f"{k}_absmax"], where),
                                         k in optim.SIGNED_STATES)
         return _bridge.array(t, where)
 
