@@ -408,6 +408,7 @@ class ShardVec:
     # --- L-BFGS-B (the products of ``CompactForm`` and ``lbfgsb``) ------------------------------
 
     rows_axpy = staticmethod(CoreVec.rows_axpy)
+    fixed_set = staticmethod(CoreVec.fixed_set)     # elementwise: local indices of the slice
 
     def rows_dots_many(self, s, y, vs, rows, gram=None):
         """[s_j . v] + [y_j . v] for each v in ``vs``, one collective: the bits of
