@@ -709,6 +709,50 @@ def test_cauchy_point_same_bits_any_thread_count():
     assert (runs[0][2] < 0).sum() > 0      # the path passed breakpoints
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [N_PAR + 7, 3 * 16384 + 5, 11])
+def test_cauchy_path_heap_in_scratch_has_the_same_bits(dtype, n):
+    """The Cauchy path's heap in the caller's int64 scratch: x^c, c, t (the breakpoints passed,
+    ties in t included) the bits of the path without it, on 1/2/3 threads; the scratch
+    checked (dtype, size, aliasing) before anything is written."""
+    from fusedopt import _core
+    rng = np.random.default_rng(23)
+    cf = CompactForm(n, 4, dtype)
+    for _ in range(3):
+        s_ = rng.standard_normal(n).astype(dtype)
+        y_ = (2.0 * s_ + 0.1 * rng.standard_normal(n)).astype(dtype)
+        cf.push(s_, y_, float(s_.astype(np.float64) @ y_.astype(np.float64)))
+    lo, hi = np.full(n, -0.5), np.full(n, 0.5)
+    hi[::5] = np.inf
+    hi[1::7] = 0.25                          # equal breakpoints: ties broken by the index
+    box = parse_bounds((lo, hi), (n,), dtype)
+    x = np.round(rng.uniform(-0.4, 0.4, n), 1).astype(dtype)
+    g = np.round(rng.standard_normal(n), 1).astype(dtype)
+    want = cauchy_point(x, g, box, cf)
+
+    def run():
+        scratch = np.full(n, -3, np.int64)
+        return cauchy_point(x, g, box, cf, scratch=scratch)
+    for xc, c, t in _threads(run):
+        assert xc.tobytes() == want[0].tobytes() and t.tobytes() == want[2].tobytes()
+        assert c.tobytes() == want[1].tobytes()
+    assert (want[2] < 0).sum() > 0
+    d, t = np.empty(n, dtype), np.empty(n, dtype)
+    _core.lbfgsb_cauchy_start(d, t, x, g, box.lo, box.hi)
+    args = (x, box.lo, box.hi, cf.s, cf.y, cf.order(), cf.theta,
+            np.ascontiguousarray(cf.middle()), [0.0] * 6, [0.0] * 6, -1.0, 1.0, False)
+    for bad, exc, match in [(np.empty(n, np.int32), TypeError, "scratch"),
+                            (np.empty(n - 1, np.int64), ValueError, "scratch"),
+                            (t.view(np.int64) if dtype == np.float64 else None, ValueError,
+                             "scratch shares memory with t")]:
+        if bad is None:
+            continue
+        before = t.copy()
+        with pytest.raises(exc, match=match):
+            _core.lbfgsb_cauchy_path(np.empty(n, dtype), d, t, *args, scratch=bad)
+        assert t.tobytes() == before.tobytes()
+
+
 def test_bench_bounded_table():
     from fusedopt.benchmarks import lbfgs as lbfgs_bench
     lo, hi = lbfgs_bench.ext_rosenbrock_bounds(1000)

@@ -668,45 +668,53 @@ double cauchy_start(T* d, T* t, const T* x, const T* g, const T* lo, const T* hi
 template <typename T>
 double cauchy_path(T* xc, T* d, T* t, const T* x, const T* lo, const T* hi, const T* s,
                    const T* y, const int64_t* order, int64_t k, double theta, const double* mid,
-                   double* p, double* c, double f1, double f2, bool bounded, int64_t n) {
+                   double* p, double* c, double f1, double f2, bool bounded, int64_t n,
+                   int64_t* scratch) {
     const int64_t k2 = 2 * k;
     // Candidates (t_i, i) in a min-heap: greater<> makes the heap's front the smallest.
     // The candidates of each block in parallel, then joined in block order (the order of a
     // serial scan; the heap's pops depend only on the pairs (t_i, i), not on that order).
-    // The candidate lists and the heap are kept by the calling thread from call to call (an
-    // iteration's breakpoints take megabytes: fresh pages every iteration otherwise).
+    // The candidates' indices, in increasing i, in `scratch` (n entries, the caller's: no
+    // fresh pages per iteration) or a vector of their number: counted per block in parallel,
+    // then written per block in parallel; then a min-heap over them by (t_i, i).
     const int64_t nb = num_blocks(n);
-    thread_local std::vector<std::vector<std::pair<double, int64_t>>> kept_found;
-    thread_local std::vector<std::pair<double, int64_t>> kept_heap;
-    auto& found = kept_found;     // the caller's (a worker naming kept_found gets its own)
-    auto& heap = kept_heap;
-    if (found.size() < static_cast<size_t>(nb)) found.resize(static_cast<size_t>(nb));
-    parallel_chunks(nb, lbfgs_threads(n), [&](int64_t blk) {
+    const int threads = lbfgs_threads(n);
+    auto candidate = [&](int64_t i) {
+        return t[i] >= T(0) && t[i] < static_cast<T>(HUGE_VAL) && d[i] != T(0);
+    };
+    std::vector<int64_t> start(static_cast<size_t>(nb) + 1, 0);
+    parallel_chunks(nb, threads, [&](int64_t blk) {
         const int64_t b0 = blk * kReduceBlock, b1 = std::min(n, b0 + kReduceBlock);
-        auto& f = found[static_cast<size_t>(blk)];
-        f.clear();
-        for (int64_t i = b0; i < b1; ++i)
-            if (t[i] >= T(0) && t[i] < static_cast<T>(HUGE_VAL) && d[i] != T(0))
-                f.emplace_back(static_cast<double>(t[i]), i);
+        int64_t cnt = 0;
+        for (int64_t i = b0; i < b1; ++i) cnt += candidate(i) ? 1 : 0;
+        start[static_cast<size_t>(blk) + 1] = cnt;
     });
-    heap.clear();
-    for (int64_t blk = 0; blk < nb; ++blk) {
-        const auto& f = found[static_cast<size_t>(blk)];
-        heap.insert(heap.end(), f.begin(), f.end());
-    }
-    std::greater<std::pair<double, int64_t>> later;
-    std::make_heap(heap.begin(), heap.end(), later);
+    for (int64_t blk = 0; blk < nb; ++blk) start[blk + 1] += start[blk];
+    const int64_t total = start[static_cast<size_t>(nb)];
+    std::vector<int64_t> own;
+    if (!scratch) own.resize(static_cast<size_t>(total));
+    int64_t* heap = scratch ? scratch : own.data();
+    parallel_chunks(nb, threads, [&](int64_t blk) {
+        const int64_t b0 = blk * kReduceBlock, b1 = std::min(n, b0 + kReduceBlock);
+        int64_t e = start[static_cast<size_t>(blk)];
+        for (int64_t i = b0; i < b1; ++i)
+            if (candidate(i)) heap[e++] = i;
+    });
+    // (t_a, a) after (t_b, b): the heap's front is the smallest t, ties by the smaller index
+    auto later = [&](int64_t a, int64_t b) { return t[a] > t[b] || (t[a] == t[b] && a > b); };
+    std::make_heap(heap, heap + total, later);
+    int64_t size = total;
     std::vector<double> wb(static_cast<size_t>(k2)), v(wb.size());
     std::vector<std::pair<int64_t, T>> hits;
     const double f2_org = f2;
     double dtm = -f1 / f2, t_old = 0.0;
-    while (!heap.empty()) {
-        const double tj = heap.front().first;
-        const int64_t b = heap.front().second;
+    while (size > 0) {
+        const int64_t b = heap[0];
+        const double tj = static_cast<double>(t[b]);
         const double dt = tj - t_old;
         if (dtm < dt) break;
-        std::pop_heap(heap.begin(), heap.end(), later);
-        heap.pop_back();
+        std::pop_heap(heap, heap + size, later);
+        --size;
         const double db = static_cast<double>(d[b]);
         const double zb = (db > 0.0 ? static_cast<double>(hi[b]) : static_cast<double>(lo[b])) -
                           static_cast<double>(x[b]);
@@ -738,7 +746,7 @@ double cauchy_path(T* xc, T* d, T* t, const T* x, const T* lo, const T* hi, cons
         }
         f2 = std::max(DBL_EPSILON * f2_org, f2);
         t_old = tj;
-        dtm = (heap.empty() && bounded) ? 0.0 : -f1 / f2;
+        dtm = (size == 0 && bounded) ? 0.0 : -f1 / f2;
     }
     dtm = std::max(dtm, 0.0);
     const double tsum = t_old + dtm;
@@ -822,7 +830,8 @@ int64_t parallel_min() { return kParallelMin; }
     template double max_step<T>(const T*, const T*, const T*, const T*, int64_t);          \
     template double cauchy_path<T>(T*, T*, T*, const T*, const T*, const T*, const T*,        \
                                    const T*, const int64_t*, int64_t, double, const double*,  \
-                                   double*, double*, double, double, bool, int64_t);
+                                   double*, double*, double, double, bool, int64_t,       \
+                                   int64_t*);
 FUSEDOPT_LBFGS_INSTANTIATE(float)
 FUSEDOPT_LBFGS_INSTANTIATE(double)
 #undef FUSEDOPT_LBFGS_INSTANTIATE

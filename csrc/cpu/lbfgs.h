@@ -190,10 +190,13 @@ void cauchy_start_pg(T* d, T* t, const T* x, const T* g, const T* lo, const T* h
 // from the rows order[0..k) of s and y (oldest first) and mid = M (2k x 2k, row-major). Then
 // xc = x + tsum d, with the variables passed at their bounds. bounded: every moving variable
 // has a breakpoint. Returns tsum; p and c are updated in place (c += dtm p at the end).
+// scratch (n entries, may be null: then a vector of the candidates' number) holds the heap of
+// candidate indices, ordered by (t_i, i).
 template <typename T>
 double cauchy_path(T* xc, T* d, T* t, const T* x, const T* lo, const T* hi, const T* s,
                    const T* y, const int64_t* order, int64_t k, double theta, const double* mid,
-                   double* p, double* c, double f1, double f2, bool bounded, int64_t n);
+                   double* p, double* c, double f1, double f2, bool bounded, int64_t n,
+                   int64_t* scratch = nullptr);
 
 // The subspace minimization of L-BFGS-B (Byrd et al. 1995, section 5.1), two fused passes over
 // the history; free[i]: t == null or t[i] >= 0 (t as left by cauchy_path).

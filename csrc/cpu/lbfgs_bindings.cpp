@@ -677,7 +677,7 @@ py::tuple cauchy_path(py::handle xc_h, py::handle d_h, py::handle t_h, py::handl
                       std::vector<int64_t> order, double theta,
                       py::array_t<double, py::array::c_style | py::array::forcecast> mid,
                       std::vector<double> p, std::vector<double> c, double f1, double f2,
-                      bool bounded) {
+                      bool bounded, py::handle scratch_h) {
     const Array xc = array_arg(xc_h, "xc", true);
     const Array d = array_arg(d_h, "d", true, &xc);
     const Array t = array_arg(t_h, "t", true, &xc);
@@ -700,6 +700,24 @@ py::tuple cauchy_path(py::handle xc_h, py::handle d_h, py::handle t_h, py::handl
     no_overlap(xc, d);
     no_overlap(xc, t);
     no_overlap(d, t);
+    int64_t* scratch = nullptr;          // the heap's storage: an int64 array of xc's size
+    if (!scratch_h.is_none()) {
+        if (!py::isinstance<py::array>(scratch_h))
+            throw py::type_error("scratch must be a numpy.ndarray or None");
+        py::array sa = py::reinterpret_borrow<py::array>(scratch_h);
+        if (!sa.dtype().is(py::dtype::of<int64_t>()))
+            throw py::type_error("scratch must have dtype int64");
+        if (!(sa.flags() & py::array::c_style) || !sa.writeable() || sa.ndim() != 1 ||
+            sa.shape(0) != xc.size)
+            throw py::value_error("scratch must be a writable C-contiguous int64 array of " +
+                                  std::to_string(xc.size) + " entries");
+        const auto slo = reinterpret_cast<uintptr_t>(sa.data());
+        const uintptr_t shi = slo + static_cast<uintptr_t>(xc.size) * sizeof(int64_t);
+        for (const Array* in : {&xc, &d, &t, &x, &lo, &hi, &s, &y})
+            if (xc.size && slo < in->hi() && in->lo() < shi)
+                throw py::value_error("scratch shares memory with " + in->name());
+        scratch = static_cast<int64_t*>(sa.mutable_data());
+    }
     const double* m = mid.data();
     const double tsum = by_dtype(xc, [&](auto zero) {
         using T = decltype(zero);
@@ -709,7 +727,7 @@ py::tuple cauchy_path(py::handle xc_h, py::handle d_h, py::handle t_h, py::handl
                                static_cast<const T*>(lo.data()), static_cast<const T*>(hi.data()),
                                static_cast<const T*>(s.data()), static_cast<const T*>(y.data()),
                                order.data(), k, theta, m, p.data(), c.data(), f1, f2, bounded,
-                               xc.size);
+                               xc.size, scratch);
     });
     return py::make_tuple(tsum, p, c);
 }
@@ -954,9 +972,9 @@ void register_lbfgs(py::module_& m) {
     m.def("lbfgsb_cauchy_path", &cauchy_path, py::arg("xc"), py::arg("d"), py::arg("t"),
           py::arg("x"), py::arg("lo"), py::arg("hi"), py::arg("s"), py::arg("y"),
           py::arg("order"), py::arg("theta"), py::arg("mid"), py::arg("p"), py::arg("c"),
-          py::arg("f1"), py::arg("f2"), py::arg("bounded"),
+          py::arg("f1"), py::arg("f2"), py::arg("bounded"), py::arg("scratch") = py::none(),
           "L-BFGS-B: the generalized Cauchy point's path, breakpoints from a heap; returns "
-          "(tsum, p, c).");
+          "(tsum, p, c). scratch: an int64 array of len(xc) for the heap (else allocated).");
     m.def("lbfgs_compact_dots", &compact_dots, py::arg("s"), py::arg("y"), py::arg("g"),
           py::arg("head"), py::arg("count"), py::arg("gram_row") = -1,
           py::arg("partials") = false,

@@ -126,10 +126,12 @@ class CoreVec:
         return _core.lbfgsb_cauchy_start_pg(d, t, x, g, lo, hi)
 
     @staticmethod
-    def cauchy_path(xc, d, t, x, lo, hi, s, y, order, theta, mid, p, c, f1, f2, bounded):
-        """L-BFGS-B: the Cauchy point's path, breakpoints from a heap; (tsum, p, c)."""
+    def cauchy_path(xc, d, t, x, lo, hi, s, y, order, theta, mid, p, c, f1, f2, bounded,
+                    scratch=None):
+        """L-BFGS-B: the Cauchy point's path, breakpoints from a heap; (tsum, p, c). scratch:
+        an int64 array of x's size to hold the heap (else the kernel allocates one)."""
         return _core.lbfgsb_cauchy_path(xc, d, t, x, lo, hi, s, y, order, theta, mid, p, c,
-                                        f1, f2, bounded)
+                                        f1, f2, bounded, scratch)
 
     @staticmethod
     def projected_amax(x, g, lo, hi) -> float:

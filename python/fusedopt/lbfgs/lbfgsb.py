@@ -52,7 +52,8 @@ def _f64(a):
     return np.asarray(a, dtype=np.float64)
 
 
-def cauchy_point(x, g, box, cf, vec=CoreVec, with_wtd=False, work=None, start=None):
+def cauchy_point(x, g, box, cf, vec=CoreVec, with_wtd=False, work=None, start=None,
+                 scratch=None):
     """The generalized Cauchy point (Byrd et al. 1995, Algorithm CP, as in SciPy's ``cauchy``).
 
     Returns ``(xc, c, t)``: x^c (a new array), c = W^T (x^c - x) (2k, float64) and t, whose
@@ -63,7 +64,7 @@ def cauchy_point(x, g, box, cf, vec=CoreVec, with_wtd=False, work=None, start=No
     one pass over the history in all. ``work``: the buffers (d, t, xc) to use instead of new
     arrays; ``start``: (d . d, moving variables without a breakpoint) when d and t in ``work``
     already hold ``vec.cauchy_start_pg``'s output at (x, g) (``BoundedSolver`` takes it with the
-    projected-gradient test).
+    projected-gradient test). ``scratch``: an int64 array of x's size for the path's heap.
     """
     lo, hi = box.lo, box.hi
     d, t, xc = (np.empty_like(x), np.empty_like(x), np.empty_like(x)) if work is None else work
@@ -86,7 +87,7 @@ def cauchy_point(x, g, box, cf, vec=CoreVec, with_wtd=False, work=None, start=No
     f2 = -theta * f1 - float(p @ (mid @ p))
     _, p, c = vec.cauchy_path(xc, d, t, x, lo, hi, cf.s, cf.y, cf.order(), theta,
                               np.ascontiguousarray(mid), p.tolist(), c.tolist(), f1, f2,
-                              bounded_path)
+                              bounded_path, scratch=scratch)
     # the kernel marks each variable passed on the path: t = -1
     return (xc, np.asarray(c), t, wtd) if with_wtd else (xc, np.asarray(c), t)
 
@@ -227,18 +228,21 @@ class BoundedSolver:
             dg = self.vec.dot(gt, self.d) if math.isfinite(f) else math.nan
         return Point(t, f, dg, slot)
 
+    def _index_buffer(self):
+        """One of two kept int64 buffers of x's size: not the one whose list the compact form
+        keeps from its last Gram call (the Cauchy path's heap, then the fixed set, use it)."""
+        if self._fixed is None:
+            n = self.x.size
+            self._fixed = ([np.empty(n, np.int64), np.empty(n, np.int64)],
+                           self.vec.empty(n, self.x.dtype))
+        lists = self._fixed[0]
+        return lists[1] if self.cf.keeps(lists[0]) else lists[0]
+
     def _fixed_set(self, t, xc, wtd):
         """(idx, q): the variables with t < 0 and q = g + theta (x^c - x) over them (0 where held
-        from the start, with ``wtd``), one pass into kept buffers; the index buffer is not the
-        one whose list the compact form keeps from its last Gram call."""
-        x = self.x
-        if self._fixed is None:
-            n = x.size
-            self._fixed = ([np.empty(n, np.int64), np.empty(n, np.int64)],
-                           self.vec.empty(n, x.dtype))
-        lists, q = self._fixed
-        idx = lists[1] if self.cf.keeps(lists[0]) else lists[0]
-        k = self.vec.fixed_set(idx, q, t, xc, x, self.g, self.cf.theta, wtd is not None)
+        from the start, with ``wtd``), one pass into kept buffers (``_index_buffer``)."""
+        idx, q = self._index_buffer(), self._fixed[1]
+        k = self.vec.fixed_set(idx, q, t, xc, self.x, self.g, self.cf.theta, wtd is not None)
         return idx[:k], q[:k]
 
     def _direction(self):
@@ -253,7 +257,8 @@ class BoundedSolver:
         else:
             xc, c, t, wtd = cauchy_point(x, g, box, cf, vec, with_wtd=True,
                                          work=self._work[:3],
-                                         start=None if start is None else start[1:])
+                                         start=None if start is None else start[1:],
+                                         scratch=self._index_buffer())
         if cf.count:
             fixed = None if t is None else self._fixed_set(t, xc, wtd)
             if t is None or vec.any(fixed[0].size < t.size):   # a free variable (any rank)

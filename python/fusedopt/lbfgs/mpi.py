@@ -459,7 +459,9 @@ class ShardVec:
                                              _core.block_dots([d], [d]))
         return float(sums[0]), _max_of(heads[:, 1]), int(heads[:, 2].sum())
 
-    def cauchy_path(self, xc, d, t, x, lo, hi, s, y, order, theta, mid, p, c, f1, f2, bounded):
+    def cauchy_path(self, xc, d, t, x, lo, hi, s, y, order, theta, mid, p, c, f1, f2, bounded,
+                    scratch=None):
+        """``sharded_cauchy_path`` (scratch, the one-process kernel's heap storage, unused)."""
         return sharded_cauchy_path(self, xc, d, t, x, lo, hi, s, y, order, theta, mid, p, c,
                                    f1, f2, bounded)
 
