@@ -9,6 +9,7 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <type_traits>
 
@@ -637,6 +638,27 @@ double copy_dot(py::handle out_h, py::handle g_h, py::handle d_h) {
     });
 }
 
+// A writable C-contiguous int64 output of n entries named `name` (an index list or a heap's
+// storage), checked against the float arrays it must not overlap; returns its data.
+int64_t* int64_out(py::handle h, const char* name, int64_t n,
+                   std::initializer_list<const Array*> inputs) {
+    const std::string nm(name);
+    if (!py::isinstance<py::array>(h)) throw py::type_error(nm + " must be a numpy.ndarray");
+    py::array a = py::reinterpret_borrow<py::array>(h);
+    if (!a.dtype().is(py::dtype::of<int64_t>()))
+        throw py::type_error(nm + " must have dtype int64");
+    if (!(a.flags() & py::array::c_style) || !a.writeable() || a.ndim() != 1 || a.shape(0) != n)
+        throw py::value_error(nm + " must be a writable C-contiguous int64 array of shape (" +
+                              std::to_string(n) + ",)");
+    const auto lo = reinterpret_cast<uintptr_t>(a.data());
+    const uintptr_t hi = lo + static_cast<uintptr_t>(n) * sizeof(int64_t);
+    for (const Array* in : inputs)
+        if (n && lo < in->hi() && in->lo() < hi)
+            throw py::value_error(nm + " shares memory with " + in->name() +
+                                  "; the output must not alias an input");
+    return static_cast<int64_t*>(a.mutable_data());
+}
+
 // fixed_set: idx (int64, n entries) and q (n, t's dtype) written; returns the count.
 int64_t fixed_set(py::handle idx_h, py::handle q_h, py::handle t_h, py::handle xc_h,
                   py::handle x_h, py::handle g_h, double theta, bool zero_held) {
@@ -647,21 +669,7 @@ int64_t fixed_set(py::handle idx_h, py::handle q_h, py::handle t_h, py::handle x
     const Array g = array_arg(g_h, "g", false, &q);
     for (const Array* in : {&q, &xc, &x, &g}) same_size(*in, t);
     for (const Array* in : {&t, &xc, &x, &g}) no_overlap(q, *in);
-    if (!py::isinstance<py::array>(idx_h)) throw py::type_error("idx must be a numpy.ndarray");
-    py::array idx = py::reinterpret_borrow<py::array>(idx_h);
-    if (!idx.dtype().is(py::dtype::of<int64_t>()))
-        throw py::type_error("idx must have dtype int64");
-    if (!(idx.flags() & py::array::c_style) || !idx.writeable())
-        throw py::value_error("idx must be C-contiguous and writable");
-    if (idx.ndim() != 1 || idx.shape(0) != t.size)
-        throw py::value_error("idx must have shape (" + std::to_string(t.size) + ",) like t");
-    const auto ilo = reinterpret_cast<uintptr_t>(idx.data());
-    const uintptr_t ihi = ilo + static_cast<uintptr_t>(t.size) * sizeof(int64_t);
-    for (const Array* in : {&q, &t, &xc, &x, &g})
-        if (t.size && ilo < in->hi() && in->lo() < ihi)
-            throw py::value_error("idx shares memory with " + in->name() +
-                                  "; the output must not alias an input");
-    auto* ix = static_cast<int64_t*>(idx.mutable_data());
+    int64_t* ix = int64_out(idx_h, "idx", t.size, {&q, &t, &xc, &x, &g});
     return by_dtype(q, [&](auto zero) {
         using T = decltype(zero);
         fusedopt::NoGil nogil;
@@ -700,24 +708,9 @@ py::tuple cauchy_path(py::handle xc_h, py::handle d_h, py::handle t_h, py::handl
     no_overlap(xc, d);
     no_overlap(xc, t);
     no_overlap(d, t);
-    int64_t* scratch = nullptr;          // the heap's storage: an int64 array of xc's size
-    if (!scratch_h.is_none()) {
-        if (!py::isinstance<py::array>(scratch_h))
-            throw py::type_error("scratch must be a numpy.ndarray or None");
-        py::array sa = py::reinterpret_borrow<py::array>(scratch_h);
-        if (!sa.dtype().is(py::dtype::of<int64_t>()))
-            throw py::type_error("scratch must have dtype int64");
-        if (!(sa.flags() & py::array::c_style) || !sa.writeable() || sa.ndim() != 1 ||
-            sa.shape(0) != xc.size)
-            throw py::value_error("scratch must be a writable C-contiguous int64 array of " +
-                                  std::to_string(xc.size) + " entries");
-        const auto slo = reinterpret_cast<uintptr_t>(sa.data());
-        const uintptr_t shi = slo + static_cast<uintptr_t>(xc.size) * sizeof(int64_t);
-        for (const Array* in : {&xc, &d, &t, &x, &lo, &hi, &s, &y})
-            if (xc.size && slo < in->hi() && in->lo() < shi)
-                throw py::value_error("scratch shares memory with " + in->name());
-        scratch = static_cast<int64_t*>(sa.mutable_data());
-    }
+    int64_t* scratch = nullptr;         // the heap's storage (None: the kernel allocates it)
+    if (!scratch_h.is_none())
+        scratch = int64_out(scratch_h, "scratch", xc.size, {&xc, &d, &t, &x, &lo, &hi, &s, &y});
     const double* m = mid.data();
     const double tsum = by_dtype(xc, [&](auto zero) {
         using T = decltype(zero);
