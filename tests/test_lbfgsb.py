@@ -369,6 +369,16 @@ def test_subspace_step_against_dense_minimizer():
         assert xc2.tobytes() == xc.tobytes() and np.array_equal(t2, t)
         assert np.allclose(subspace_step(x, g, box, cf, xc2, c2, t2, wtd=wtd)[0], got,
                            rtol=1e-12, atol=1e-14)
+        # the solver's pass writes d only; xbar (and du) only when the point is truncated
+        full = subspace_step(x, g, box, cf, xc2, c2, t2, wtd=wtd)
+        work = (np.full(n, 5.0), np.full(n, 5.0), np.full(n, 5.0))
+        xb, gd, tm = subspace_step(x, g, box, cf, xc2, c2, t2, wtd=wtd, work=work,
+                                   xbar_needed=False)
+        if full[1] is None:                      # truncated: the same xbar from a second pass
+            assert xb.tobytes() == full[0].tobytes() and gd is None and tm is None
+        else:
+            assert xb is None and (gd, tm) == full[1:]
+            assert work[2].tobytes() == (full[0] - x).tobytes()
         cand = np.clip(xc + du, lo, hi)
         if g @ (cand - x) <= 0:
             projected += 1
@@ -381,6 +391,33 @@ def test_subspace_step_against_dense_minimizer():
             alpha = min(1.0, ratios.min())
             assert np.allclose(got, xc + alpha * du, rtol=1e-9, atol=1e-12)
     assert projected > 0
+
+
+def test_truncated_point_when_the_pass_wrote_d_only(monkeypatch):
+    """subspace_step(xbar_needed=False): when g . d > 0 (forced here: it is rare) the point is
+    truncated from xbar and du of a second pass, the bits of the pass that wrote them at once."""
+    from fusedopt.lbfgs.lbfgsb import subspace_step
+    n = 3 * 16384 + 21
+    rng = np.random.default_rng(4)
+    cf = CompactForm(n, 5, np.float64)
+    for _ in range(4):
+        s = rng.standard_normal(n)
+        y = 2.0 * s + 0.1 * rng.standard_normal(n)
+        cf.push(s, y, float(s @ y))
+    lo, hi = -rng.uniform(0.05, 0.5, n), rng.uniform(0.05, 0.5, n)
+    box = parse_bounds((lo, hi), (n,), np.float64)
+    x = rng.uniform(lo, hi)
+    g = 3 * rng.standard_normal(n)
+    xc, c, t, wtd = cauchy_point(x, g, box, cf, with_wtd=True)
+    orig = CompactForm.subspace_direct_d
+    monkeypatch.setattr(CompactForm, "subspace_direct_d",
+                        lambda self, *a: (abs(orig(self, *a)[0]) + 1.0, 0.0))
+    full = subspace_step(x, g, box, cf, xc, c, t, wtd=wtd)
+    work = (np.full(n, 5.0), np.full(n, 5.0), np.full(n, 5.0))
+    xb, gd, tm = subspace_step(x, g, box, cf, xc, c, t, wtd=wtd, work=work, xbar_needed=False)
+    assert full[1] is None and gd is None and tm is None
+    assert xb is work[0] and xb.tobytes() == full[0].tobytes()
+    assert not np.array_equal(xb, xc)            # a step was taken from x^c
 
 
 # ---------------------------------------------------------------------------------------------
