@@ -369,6 +369,16 @@ def test_subspace_step_against_dense_minimizer():
         assert xc2.tobytes() == xc.tobytes() and np.array_equal(t2, t)
         assert np.allclose(subspace_step(x, g, box, cf, xc2, c2, t2, wtd=wtd)[0], got,
                            rtol=1e-12, atol=1e-14)
+        # the solver's pass writes d only; xbar (and du) only when the point is truncated
+        full = subspace_step(x, g, box, cf, xc2, c2, t2, wtd=wtd)
+        work = (np.full(n, 5.0), np.full(n, 5.0), np.full(n, 5.0))
+        xb, gd, tm = subspace_step(x, g, box, cf, xc2, c2, t2, wtd=wtd, work=work,
+                                   xbar_needed=False)
+        if full[1] is None:                      # truncated: the same xbar from a second pass
+            assert xb.tobytes() == full[0].tobytes() and gd is None and tm is None
+        else:
+            assert xb is None and (gd, tm) == full[1:]
+            assert work[2].tobytes() == (full[0] - x).tobytes()
         cand = np.clip(xc + du, lo, hi)
         if g @ (cand - x) <= 0:
             projected += 1
@@ -381,6 +391,33 @@ def test_subspace_step_against_dense_minimizer():
             alpha = min(1.0, ratios.min())
             assert np.allclose(got, xc + alpha * du, rtol=1e-9, atol=1e-12)
     assert projected > 0
+
+
+def test_truncated_point_when_the_pass_wrote_d_only(monkeypatch):
+    """subspace_step(xbar_needed=False): when g . d > 0 (forced here: it is rare) the point is
+    truncated from xbar and du of a second pass, the bits of the pass that wrote them at once."""
+    from fusedopt.lbfgs.lbfgsb import subspace_step
+    n = 3 * 16384 + 21
+    rng = np.random.default_rng(4)
+    cf = CompactForm(n, 5, np.float64)
+    for _ in range(4):
+        s = rng.standard_normal(n)
+        y = 2.0 * s + 0.1 * rng.standard_normal(n)
+        cf.push(s, y, float(s @ y))
+    lo, hi = -rng.uniform(0.05, 0.5, n), rng.uniform(0.05, 0.5, n)
+    box = parse_bounds((lo, hi), (n,), np.float64)
+    x = rng.uniform(lo, hi)
+    g = 3 * rng.standard_normal(n)
+    xc, c, t, wtd = cauchy_point(x, g, box, cf, with_wtd=True)
+    orig = CompactForm.subspace_direct_d
+    monkeypatch.setattr(CompactForm, "subspace_direct_d",
+                        lambda self, *a: (abs(orig(self, *a)[0]) + 1.0, 0.0))
+    full = subspace_step(x, g, box, cf, xc, c, t, wtd=wtd)
+    work = (np.full(n, 5.0), np.full(n, 5.0), np.full(n, 5.0))
+    xb, gd, tm = subspace_step(x, g, box, cf, xc, c, t, wtd=wtd, work=work, xbar_needed=False)
+    assert full[1] is None and gd is None and tm is None
+    assert xb is work[0] and xb.tobytes() == full[0].tobytes()
+    assert not np.array_equal(xb, xc)            # a step was taken from x^c
 
 
 # ---------------------------------------------------------------------------------------------
@@ -514,6 +551,125 @@ def test_pair_dots_are_sub_dots_without_the_stores(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [N_PAR + 13, 3 * 16384 + 5, 7])
+def test_copy_dot_is_a_copy_and_the_dot(dtype, n):
+    """lbfgs_copy_dot(out, g, d): out = g exactly and lbfgs_dot(g, d)'s bits (the reference's
+    blocked dot), on any thread count; NaN and inf copied as they are."""
+    from fusedopt import _core, reference
+    rng = np.random.default_rng(21)
+    g, d = (rng.standard_normal(n).astype(dtype) for _ in range(2))
+    g[n // 2] = np.inf if n > 7 else g[n // 2]
+    g[1] = -0.0
+
+    def run():
+        out = np.full(n, 7, dtype)
+        return out, _core.lbfgs_copy_dot(out, g, d)
+    for out, gd in _threads(run):
+        assert out.tobytes() == g.tobytes()
+        assert gd == _core.lbfgs_dot(g, d) and (gd == reference.blocked_dot(g, d) or n > 7)
+    g[0] = np.nan
+    out = np.empty(n, dtype)
+    assert np.isnan(_core.lbfgs_copy_dot(out, g, d)) and np.isnan(out[0])
+    with pytest.raises(ValueError, match="out shares memory with g"):
+        _core.lbfgs_copy_dot(g, g, d)
+    with pytest.raises(ValueError, match="d"):
+        _core.lbfgs_copy_dot(out, g, d[:-1])
+    with pytest.raises(TypeError, match="g"):
+        _core.lbfgs_copy_dot(out, g.astype(np.float16), d)
+
+
+def _fixed_set_numpy(t, xc, x, g, theta, zero_held):
+    """lbfgsb.subspace_step's NumPy lines: the list and q."""
+    fixed = np.flatnonzero(t < 0)
+    step = xc[fixed] - x[fixed]
+    q = g[fixed] + x.dtype.type(theta) * step
+    if zero_held:
+        q[step == 0] = 0
+    return fixed, q
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, p", [(N_PAR + 13, 0.2), (3 * 16384 + 777, 0.5), (9, 0.5),
+                                  (16385, 0.0), (16385, 1.0)])
+def test_fixed_set_is_numpys_list_and_q(dtype, n, p):
+    """lbfgsb_fixed_set: numpy.flatnonzero(t < 0) and q = g + theta (xc - x) over it (0 where
+    xc == x with zero_held), NumPy's bits, on 1/2/3 threads; empty and full lists."""
+    from fusedopt import _core
+    rng = np.random.default_rng(22)
+    x = rng.uniform(-1, 1, n).astype(dtype)
+    xc = np.where(rng.uniform(size=n) < 0.5, x, x + rng.uniform(-0.1, 0.1, n)).astype(dtype)
+    g = rng.standard_normal(n).astype(dtype)
+    t = np.where(rng.uniform(size=n) < p, -1, rng.uniform(0, 2, n)).astype(dtype)
+    t[rng.uniform(size=n) < 0.05] = np.inf
+    for zero_held in (False, True):
+        want_idx, want_q = _fixed_set_numpy(t, xc, x, g, 1.7, zero_held)
+
+        def run():
+            idx, q = np.full(n, -5, np.int64), np.full(n, 9, dtype)
+            k = _core.lbfgsb_fixed_set(idx, q, t, xc, x, g, 1.7, zero_held)
+            return idx[:k], q[:k]
+        for idx, q in _threads(run):
+            assert np.array_equal(idx, want_idx) and q.tobytes() == want_q.tobytes()
+    idx, q = np.empty(n, np.int64), np.empty(n, dtype)
+    with pytest.raises(TypeError, match="idx"):
+        _core.lbfgsb_fixed_set(idx.astype(np.int32), q, t, xc, x, g, 1.7, True)
+    with pytest.raises(ValueError, match="idx"):
+        _core.lbfgsb_fixed_set(idx[:-1], q, t, xc, x, g, 1.7, True)
+    with pytest.raises(ValueError, match="q shares memory with g"):
+        _core.lbfgsb_fixed_set(idx, g, t, xc, x, g, 1.7, True)
+    with pytest.raises(TypeError, match="xc"):
+        _core.lbfgsb_fixed_set(idx, q, t, xc.astype(np.float16), x, g, 1.7, True)
+
+
+def test_solver_fixed_buffers_never_overwrite_the_kept_list():
+    """BoundedSolver's fixed lists alternate between two buffers, never the one whose view the
+    compact form keeps for its next Gram update, and its runs give the same iterates as the
+    NumPy lines of subspace_step (fixed_q=None)."""
+    from fusedopt.benchmarks import lbfgs as lbfgs_bench
+    from fusedopt.lbfgs import lbfgsb
+    n = 3 * 16384 + 12
+    x0 = lbfgs_bench.ext_rosenbrock_x0(n)
+    hi = lbfgs_bench.ext_rosenbrock_bounds(n)[1]       # every fifth ends at its bound
+    fun = lbfgs_bench.ext_rosenbrock
+
+    fast = lbfgs.minimize(fun, x0, bounds=(np.full(n, -np.inf), hi), maxiter=25)
+    orig = lbfgsb.BoundedSolver._fixed_set
+    seen = []
+
+    def spy(self, t, xc, wtd):
+        out = orig(self, t, xc, wtd)
+        assert not self.cf.keeps(out[0].base)
+        seen.append(out[0].base)
+        return out
+    lbfgsb.BoundedSolver._fixed_set = spy
+    try:
+        again = lbfgs.minimize(fun, x0, bounds=(np.full(n, -np.inf), hi), maxiter=25)
+    finally:
+        lbfgsb.BoundedSolver._fixed_set = orig
+    assert len({id(b) for b in seen}) == 2
+    assert again.x.tobytes() == fast.x.tobytes() and again.fun == fast.fun
+    # the former lines: the list and q in NumPy, xbar and du written by the pass, the line
+    # search's g . d a dot of its own after the gradient's copy
+    from fusedopt.lbfgs.solver import _Objective
+    step = lbfgsb.subspace_step
+    lbfgsb.BoundedSolver._fixed_set = lambda self, t, xc, wtd: _fixed_set_numpy(
+        t, xc, self.x, self.g, self.cf.theta, wtd is not None)
+    lbfgsb.subspace_step = lambda *a, **k: step(*a, **dict(k, xbar_needed=True))
+    try:
+        box = parse_bounds((np.full(n, -np.inf), hi), x0.shape, x0.dtype)
+        slow = lbfgsb.BoundedSolver(_Objective(fun, x0.shape), box.project(np.empty(n), x0),
+                                    box, 10, 20)
+        slow._with_dot = None
+        slow.evaluate_start()
+        lbfgsb.run(slow, maxiter=25, maxfun=np.inf, gtol=1e-5, ftol=1e-12)
+    finally:
+        lbfgsb.BoundedSolver._fixed_set = orig
+        lbfgsb.subspace_step = step
+    assert slow.x.tobytes() == fast.x.tobytes() and slow.f == fast.fun
+    assert (slow.nit, slow.obj.nfev) == (fast.nit, fast.nfev) and fast.nit > 10
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cauchy_start_pg_is_start_and_projected_norm_in_one_pass(dtype):
     """lbfgsb_cauchy_start_pg: the d, t and d . d of lbfgsb_cauchy_start, the projected-gradient
     norm of lbfgsb_projected_amax and the count of moving variables without a breakpoint, bit
@@ -588,6 +744,50 @@ def test_cauchy_point_same_bits_any_thread_count():
         assert xc.tobytes() == runs[0][0].tobytes() and np.array_equal(t, runs[0][2])
         assert c.tobytes() == runs[0][1].tobytes()
     assert (runs[0][2] < 0).sum() > 0      # the path passed breakpoints
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [N_PAR + 7, 3 * 16384 + 5, 11])
+def test_cauchy_path_heap_in_scratch_has_the_same_bits(dtype, n):
+    """The Cauchy path's heap in the caller's int64 scratch: x^c, c, t (the breakpoints passed,
+    ties in t included) the bits of the path without it, on 1/2/3 threads; the scratch
+    checked (dtype, size, aliasing) before anything is written."""
+    from fusedopt import _core
+    rng = np.random.default_rng(23)
+    cf = CompactForm(n, 4, dtype)
+    for _ in range(3):
+        s_ = rng.standard_normal(n).astype(dtype)
+        y_ = (2.0 * s_ + 0.1 * rng.standard_normal(n)).astype(dtype)
+        cf.push(s_, y_, float(s_.astype(np.float64) @ y_.astype(np.float64)))
+    lo, hi = np.full(n, -0.5), np.full(n, 0.5)
+    hi[::5] = np.inf
+    hi[1::7] = 0.25                          # equal breakpoints: ties broken by the index
+    box = parse_bounds((lo, hi), (n,), dtype)
+    x = np.round(rng.uniform(-0.4, 0.4, n), 1).astype(dtype)
+    g = np.round(rng.standard_normal(n), 1).astype(dtype)
+    want = cauchy_point(x, g, box, cf)
+
+    def run():
+        scratch = np.full(n, -3, np.int64)
+        return cauchy_point(x, g, box, cf, scratch=scratch)
+    for xc, c, t in _threads(run):
+        assert xc.tobytes() == want[0].tobytes() and t.tobytes() == want[2].tobytes()
+        assert c.tobytes() == want[1].tobytes()
+    assert (want[2] < 0).sum() > 0
+    d, t = np.empty(n, dtype), np.empty(n, dtype)
+    _core.lbfgsb_cauchy_start(d, t, x, g, box.lo, box.hi)
+    args = (x, box.lo, box.hi, cf.s, cf.y, cf.order(), cf.theta,
+            np.ascontiguousarray(cf.middle()), [0.0] * 6, [0.0] * 6, -1.0, 1.0, False)
+    for bad, exc, match in [(np.empty(n, np.int32), TypeError, "scratch"),
+                            (np.empty(n - 1, np.int64), ValueError, "scratch"),
+                            (t.view(np.int64) if dtype == np.float64 else None, ValueError,
+                             "scratch shares memory with t")]:
+        if bad is None:
+            continue
+        before = t.copy()
+        with pytest.raises(exc, match=match):
+            _core.lbfgsb_cauchy_path(np.empty(n, dtype), d, t, *args, scratch=bad)
+        assert t.tobytes() == before.tobytes()
 
 
 def test_bench_bounded_table():
@@ -732,6 +932,20 @@ def test_merged_pass_kernels_against_numpy_any_thread_count(dtype):
             assert xbar.tobytes() == xbar0.tobytes() and du.tobytes() == du0.tobytes()
             assert d.tobytes() == d0.tobytes() and gd == gd0
             assert tmax == _core.lbfgsb_max_step(x, d0, lo, hi)
+
+        def d_only():                          # xbar = du = None: d alone, the same bits
+            d = np.empty(n, dtype)
+            return (d, *_core.lbfgsb_subspace_direct_d(None, None, d, s, y, a, b, rows, xc, x,
+                                                       g, tt, lo, hi, theta))
+        for d, gd, tmax in _threads(d_only):
+            assert d.tobytes() == d0.tobytes() and gd == gd0
+            assert tmax == _core.lbfgsb_max_step(x, d0, lo, hi)
+    with pytest.raises(TypeError, match="both"):
+        _core.lbfgsb_subspace_direct_d(None, np.empty(n, dtype), np.empty(n, dtype), s, y, a, b,
+                                       rows, xc, x, g, t, lo, hi, theta)
+    with pytest.raises(ValueError, match="d shares memory with x"):
+        _core.lbfgsb_subspace_direct_d(None, None, x, s, y, a, b, rows, xc, x, g, t, lo, hi,
+                                       theta)
     with pytest.raises(ValueError, match="d shares memory with du"):
         bad = np.empty(n, dtype)
         _core.lbfgsb_subspace_direct_d(np.empty(n, dtype), bad, bad, s, y, a, b, rows, xc, x, g,

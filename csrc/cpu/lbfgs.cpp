@@ -117,6 +117,18 @@ double dot(const T* a, const T* c, int64_t n) {
 }
 
 template <typename T>
+double copy_dot(T* out, const T* g, const T* d, int64_t n) {
+    const double* part = block_results<1>(n, [&](int64_t lo, int64_t hi, double* r) {
+        r[0] = block_sum(lo, hi, [&](int64_t i) {          // dot_block(g, d)'s terms
+            const T gi = g[i];
+            out[i] = gi;
+            return static_cast<double>(gi) * static_cast<double>(d[i]);
+        });
+    });
+    return sum_in_order(part, num_blocks(n), 1);
+}
+
+template <typename T>
 void sub_dots(T* out, const T* a, const T* b, const T* c, int64_t n, double* dots) {
     const double* part = block_results<2>(n, [&](int64_t lo, int64_t hi, double* r) {
         for (int64_t i = lo; i < hi; ++i) out[i] = a[i] - b[i];
@@ -176,6 +188,34 @@ void step_in_box(T* out, const T* x, double t, const T* d, const T* lo, const T*
             out[i] = (v != v || v < hi[i]) ? v : hi[i];
         }
     });
+}
+
+template <typename T>
+int64_t fixed_set(int64_t* idx, T* q, const T* t, const T* xc, const T* x, const T* g,
+                  double theta, bool zero_held, int64_t n) {
+    const T th = static_cast<T>(theta);
+    const int64_t nb = num_blocks(n);
+    const int threads = lbfgs_threads(n);
+    std::vector<int64_t> start(static_cast<size_t>(nb) + 1, 0);
+    parallel_chunks(nb, threads, [&](int64_t blk) {      // each block's count
+        const int64_t b0 = blk * kReduceBlock, b1 = std::min(n, b0 + kReduceBlock);
+        int64_t c = 0;
+        for (int64_t i = b0; i < b1; ++i) c += t[i] < T(0) ? 1 : 0;
+        start[static_cast<size_t>(blk) + 1] = c;
+    });
+    for (int64_t blk = 0; blk < nb; ++blk) start[blk + 1] += start[blk];
+    parallel_chunks(nb, threads, [&](int64_t blk) {      // then its entries, in order
+        const int64_t b0 = blk * kReduceBlock, b1 = std::min(n, b0 + kReduceBlock);
+        int64_t e = start[static_cast<size_t>(blk)];
+        for (int64_t i = b0; i < b1; ++i) {
+            if (!(t[i] < T(0))) continue;
+            const T step = xc[i] - x[i];
+            idx[e] = i;
+            q[e] = (zero_held && step == T(0)) ? T(0) : g[i] + th * step;
+            ++e;
+        }
+    });
+    return start[static_cast<size_t>(nb)];
 }
 
 namespace {
@@ -440,19 +480,21 @@ void gram_blocks(double* out, double* parts, double* qparts, const T* s, const T
 }
 
 namespace {
-// o[lo, hi) = sum_j (ta[j] s_j + tb[j] y_j), accumulated from 0 in T, j = 0, 1, ...
+// o[i - off] = sum_j (ta[j] s_j[i] + tb[j] y_j[i]) for i in [lo, hi), accumulated from 0 in T,
+// j = 0, 1, ... (off = 0: o indexed like the vector; off = lo: o a block-sized scratch).
 template <typename T>
 void combine_block(T* __restrict o, const T* s, const T* y, const T* ta, const T* tb,
-                   int64_t rows, int64_t n, int64_t lo, int64_t hi) {
+                   int64_t rows, int64_t n, int64_t lo, int64_t hi, int64_t off = 0) {
     // Piece by piece (elementwise: the same bits), every row streaming at once, o's piece in L1.
     for (int64_t u = lo; u < hi; u += kPiece) {
         const int64_t v = std::min(hi, u + kPiece);
-        for (int64_t i = u; i < v; ++i) o[i] = T(0);
+        T* __restrict op = o + (u - off);
+        for (int64_t i = 0; i < v - u; ++i) op[i] = T(0);
         for (int64_t j = 0; j < rows; ++j) {
-            const T* __restrict sj = s + j * n;
-            const T* __restrict yj = y + j * n;
+            const T* __restrict sj = s + j * n + u;
+            const T* __restrict yj = y + j * n + u;
             const T aj = ta[j], bj = tb[j];
-            for (int64_t i = u; i < v; ++i) o[i] = (o[i] + aj * sj[i]) + bj * yj[i];
+            for (int64_t i = 0; i < v - u; ++i) op[i] = (op[i] + aj * sj[i]) + bj * yj[i];
         }
     }
 }
@@ -499,7 +541,8 @@ void reduced_gradient(double* out, T* r, const T* s, const T* y, const double* a
 namespace {
 // One pass of the subspace step: du = W a (combine_block), then du[i] = free ? step(i, du[i]) :
 // 0, xbar = min(max(xc + du, lo), hi); returns g . (xbar - x). With dout: dout = xbar - x and
-// *tmax = max_step(x, dout, lo, hi) from the same pass.
+// *tmax = max_step(x, dout, lo, hi) from the same pass; then xbar and du may be null (not
+// stored: W a goes to a block-sized scratch of the thread).
 template <typename T, typename Step>
 double subspace_pass(T* xbar, T* du, const T* s, const T* y, const double* a, const double* b,
                      int64_t rows, const T* xc, const T* x, const T* g, const T* t, const T* lo,
@@ -508,16 +551,21 @@ double subspace_pass(T* xbar, T* du, const T* s, const T* y, const double* a, co
     const double inf = HUGE_VAL;
     const std::vector<T> ta = cast_all<T>(a, rows), tb = cast_all<T>(b, rows);
     const double* part = block_results<2>(n, [&](int64_t b0, int64_t b1, double* res) {
-        combine_block(du, s, y, ta.data(), tb.data(), rows, n, b0, b1);
+        thread_local std::vector<T> scratch;
+        if (!du && scratch.size() < static_cast<size_t>(kReduceBlock))
+            scratch.resize(static_cast<size_t>(kReduceBlock));
+        T* w = du ? du : scratch.data();             // W a at w[i - off]
+        const int64_t off = du ? 0 : b0;
+        combine_block(w, s, y, ta.data(), tb.data(), rows, n, b0, b1, off);
         double tm = inf;
         res[0] = block_sum(b0, b1, [&](int64_t i) {
             const bool free = !t || t[i] >= T(0);
-            const T u = free ? step(i, du[i]) : T(0);
-            du[i] = u;
+            const T u = free ? step(i, w[i - off]) : T(0);
+            if (du) du[i] = u;
             T v = xc[i] + u;
             v = v < lo[i] ? lo[i] : v;
             v = v > hi[i] ? hi[i] : v;
-            xbar[i] = v;
+            if (xbar) xbar[i] = v;
             const T di = v - x[i];
             if (dout) {                              // max_step's term, d = xbar - x
                 dout[i] = di;
@@ -620,39 +668,53 @@ double cauchy_start(T* d, T* t, const T* x, const T* g, const T* lo, const T* hi
 template <typename T>
 double cauchy_path(T* xc, T* d, T* t, const T* x, const T* lo, const T* hi, const T* s,
                    const T* y, const int64_t* order, int64_t k, double theta, const double* mid,
-                   double* p, double* c, double f1, double f2, bool bounded, int64_t n) {
+                   double* p, double* c, double f1, double f2, bool bounded, int64_t n,
+                   int64_t* scratch) {
     const int64_t k2 = 2 * k;
     // Candidates (t_i, i) in a min-heap: greater<> makes the heap's front the smallest.
     // The candidates of each block in parallel, then joined in block order (the order of a
     // serial scan; the heap's pops depend only on the pairs (t_i, i), not on that order).
+    // The candidates' indices, in increasing i, in `scratch` (n entries, the caller's: no
+    // fresh pages per iteration) or a vector of their number: counted per block in parallel,
+    // then written per block in parallel; then a min-heap over them by (t_i, i).
     const int64_t nb = num_blocks(n);
-    std::vector<std::vector<std::pair<double, int64_t>>> found(static_cast<size_t>(nb));
-    parallel_chunks(nb, lbfgs_threads(n), [&](int64_t blk) {
+    const int threads = lbfgs_threads(n);
+    auto candidate = [&](int64_t i) {
+        return t[i] >= T(0) && t[i] < static_cast<T>(HUGE_VAL) && d[i] != T(0);
+    };
+    std::vector<int64_t> start(static_cast<size_t>(nb) + 1, 0);
+    parallel_chunks(nb, threads, [&](int64_t blk) {
         const int64_t b0 = blk * kReduceBlock, b1 = std::min(n, b0 + kReduceBlock);
-        auto& f = found[static_cast<size_t>(blk)];
-        for (int64_t i = b0; i < b1; ++i)
-            if (t[i] >= T(0) && t[i] < static_cast<T>(HUGE_VAL) && d[i] != T(0))
-                f.emplace_back(static_cast<double>(t[i]), i);
+        int64_t cnt = 0;
+        for (int64_t i = b0; i < b1; ++i) cnt += candidate(i) ? 1 : 0;
+        start[static_cast<size_t>(blk) + 1] = cnt;
     });
-    size_t total = 0;
-    for (const auto& f : found) total += f.size();
-    std::vector<std::pair<double, int64_t>> heap;
-    heap.reserve(total);
-    for (auto& f : found) heap.insert(heap.end(), f.begin(), f.end());
-    found.clear();
-    std::greater<std::pair<double, int64_t>> later;
-    std::make_heap(heap.begin(), heap.end(), later);
+    for (int64_t blk = 0; blk < nb; ++blk) start[blk + 1] += start[blk];
+    const int64_t total = start[static_cast<size_t>(nb)];
+    std::vector<int64_t> own;
+    if (!scratch) own.resize(static_cast<size_t>(total));
+    int64_t* heap = scratch ? scratch : own.data();
+    parallel_chunks(nb, threads, [&](int64_t blk) {
+        const int64_t b0 = blk * kReduceBlock, b1 = std::min(n, b0 + kReduceBlock);
+        int64_t e = start[static_cast<size_t>(blk)];
+        for (int64_t i = b0; i < b1; ++i)
+            if (candidate(i)) heap[e++] = i;
+    });
+    // (t_a, a) after (t_b, b): the heap's front is the smallest t, ties by the smaller index
+    auto later = [&](int64_t a, int64_t b) { return t[a] > t[b] || (t[a] == t[b] && a > b); };
+    std::make_heap(heap, heap + total, later);
+    int64_t size = total;
     std::vector<double> wb(static_cast<size_t>(k2)), v(wb.size());
     std::vector<std::pair<int64_t, T>> hits;
     const double f2_org = f2;
     double dtm = -f1 / f2, t_old = 0.0;
-    while (!heap.empty()) {
-        const double tj = heap.front().first;
-        const int64_t b = heap.front().second;
+    while (size > 0) {
+        const int64_t b = heap[0];
+        const double tj = static_cast<double>(t[b]);
         const double dt = tj - t_old;
         if (dtm < dt) break;
-        std::pop_heap(heap.begin(), heap.end(), later);
-        heap.pop_back();
+        std::pop_heap(heap, heap + size, later);
+        --size;
         const double db = static_cast<double>(d[b]);
         const double zb = (db > 0.0 ? static_cast<double>(hi[b]) : static_cast<double>(lo[b])) -
                           static_cast<double>(x[b]);
@@ -684,7 +746,7 @@ double cauchy_path(T* xc, T* d, T* t, const T* x, const T* lo, const T* hi, cons
         }
         f2 = std::max(DBL_EPSILON * f2_org, f2);
         t_old = tj;
-        dtm = (heap.empty() && bounded) ? 0.0 : -f1 / f2;
+        dtm = (size == 0 && bounded) ? 0.0 : -f1 / f2;
     }
     dtm = std::max(dtm, 0.0);
     const double tsum = t_old + dtm;
@@ -730,6 +792,9 @@ int64_t parallel_min() { return kParallelMin; }
     template void pair_dots<T>(const T*, const T*, const T*, const T*, int64_t, double*); \
     template void sub_dots<T>(T*, const T*, const T*, const T*, int64_t, double*);      \
     template double dot<T>(const T*, const T*, int64_t);                                \
+    template double copy_dot<T>(T*, const T*, const T*, int64_t);                       \
+    template int64_t fixed_set<T>(int64_t*, T*, const T*, const T*, const T*, const T*, double, \
+                                  bool, int64_t);                                        \
     template void axpby<T>(T*, double, const T*, double, const T*, int64_t);            \
     template double amax<T>(const T*, int64_t);                                          \
     template void step_in_box<T>(T*, const T*, double, const T*, const T*, const T*, int64_t); \
@@ -765,7 +830,8 @@ int64_t parallel_min() { return kParallelMin; }
     template double max_step<T>(const T*, const T*, const T*, const T*, int64_t);          \
     template double cauchy_path<T>(T*, T*, T*, const T*, const T*, const T*, const T*,        \
                                    const T*, const int64_t*, int64_t, double, const double*,  \
-                                   double*, double*, double, double, bool, int64_t);
+                                   double*, double*, double, double, bool, int64_t,       \
+                                   int64_t*);
 FUSEDOPT_LBFGS_INSTANTIATE(float)
 FUSEDOPT_LBFGS_INSTANTIATE(double)
 #undef FUSEDOPT_LBFGS_INSTANTIATE

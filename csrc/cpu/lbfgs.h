@@ -35,6 +35,10 @@ double direction(T* out, const T* grad, const Ring<T>& h);
 template <typename T>
 double dot(const T* a, const T* b, int64_t n);
 
+// copy_dot: out = g (an exact copy) and, from the same pass, returns dot(g, d)'s bits.
+template <typename T>
+double copy_dot(T* out, const T* g, const T* d, int64_t n);
+
 // out[i] = a[i] - b[i] (out may be a or b itself); dots = {c.out, out.out} in float64.
 template <typename T>
 void sub_dots(T* out, const T* a, const T* b, const T* c, int64_t n, double* dots);
@@ -129,6 +133,15 @@ void rows_gram_at(double* out, const T* s, const T* y, const int64_t* idx, int64
 template <typename T>
 void step_in_box(T* out, const T* x, double t, const T* d, const T* lo, const T* hi, int64_t n);
 
+// fixed_set: the variables fixed at the Cauchy point and the subspace step's q over them, in
+// one pass (two over t): idx = the i with t[i] < 0, increasing (numpy.flatnonzero(t < 0)), and
+// q[e] = g[i] + T(theta) * (xc[i] - x[i]) at i = idx[e] (NumPy's bits: the subtraction, the
+// product, the sum, each rounded to T), or 0 where zero_held and xc[i] - x[i] == 0. idx and q
+// hold n entries; returns the count. Blocks counted in parallel, then filled in parallel.
+template <typename T>
+int64_t fixed_set(int64_t* idx, T* q, const T* t, const T* xc, const T* x, const T* g,
+                  double theta, bool zero_held, int64_t n);
+
 // gram_blocks: rows_gram_at summed by the blocks of x (the kReduceBlock blocks of [0, n)), not
 // of the list idx, each block's partials kept between calls, so that an L-BFGS-B iteration
 // recomputes only what changed (the "formk" update of Byrd, Lu, Nocedal & Zhu) and a sharded run
@@ -177,10 +190,13 @@ void cauchy_start_pg(T* d, T* t, const T* x, const T* g, const T* lo, const T* h
 // from the rows order[0..k) of s and y (oldest first) and mid = M (2k x 2k, row-major). Then
 // xc = x + tsum d, with the variables passed at their bounds. bounded: every moving variable
 // has a breakpoint. Returns tsum; p and c are updated in place (c += dtm p at the end).
+// scratch (n entries, may be null: then a vector of the candidates' number) holds the heap of
+// candidate indices, ordered by (t_i, i).
 template <typename T>
 double cauchy_path(T* xc, T* d, T* t, const T* x, const T* lo, const T* hi, const T* s,
                    const T* y, const int64_t* order, int64_t k, double theta, const double* mid,
-                   double* p, double* c, double f1, double f2, bool bounded, int64_t n);
+                   double* p, double* c, double f1, double f2, bool bounded, int64_t n,
+                   int64_t* scratch = nullptr);
 
 // The subspace minimization of L-BFGS-B (Byrd et al. 1995, section 5.1), two fused passes over
 // the history; free[i]: t == null or t[i] >= 0 (t as left by cauchy_path).
@@ -211,7 +227,8 @@ double subspace_direct(T* xbar, T* du, const T* s, const T* y, const double* a, 
                        const T* lo, const T* hi, double theta, int64_t n);
 
 // subspace_direct_d: subspace_direct that also writes d = xbar - x (the bits of a subtraction)
-// and *tmax = max_step(x, d, lo, hi) (its bits) from the same pass; returns g . d.
+// and *tmax = max_step(x, d, lo, hi) (its bits) from the same pass; returns g . d. xbar and du
+// may be null (both): then only d is written (the same d, g . d and tmax).
 template <typename T>
 double subspace_direct_d(T* xbar, T* du, T* d, double* tmax, const T* s, const T* y,
                          const double* a, const double* b, int64_t rows, const T* xc, const T* x,

@@ -9,6 +9,7 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <type_traits>
 
@@ -523,9 +524,10 @@ struct SubspaceArgs {
 SubspaceArgs subspace_args(py::handle xbar_h, py::handle du_h, py::handle s_h, py::handle y_h,
                            py::handle a_h, py::handle b_h, int64_t rows, py::handle r_h,
                            py::handle xc_h, py::handle x_h, py::handle g_h, py::handle t_h,
-                           py::handle lo_h, py::handle hi_h) {
-    const Array xbar = array_arg(xbar_h, "xbar", true);
-    const Array du = array_arg(du_h, "du", true, &xbar);
+                           py::handle lo_h, py::handle hi_h, const char* xbar_name = "xbar") {
+    const Array xbar = array_arg(xbar_h, xbar_name, true);
+    const bool has_du = !du_h.is_none();         // None: subspace_direct_d without xbar, du
+    const Array du = has_du ? array_arg(du_h, "du", true, &xbar) : xbar;
     const Array s = array_arg(s_h, "s", false, &xbar);
     const Array y = array_arg(y_h, "y", false, &xbar);
     history_rows(s, y, xbar, rows);
@@ -544,10 +546,10 @@ SubspaceArgs subspace_args(py::handle xbar_h, py::handle du_h, py::handle s_h, p
     const Array hi = array_arg(hi_h, "hi", false, &xbar);
     same_size(du, xbar);
     for (const Array* in : {&r, &xc, &x, &g, &t, &lo, &hi}) same_size(*in, xbar);
-    no_overlap(xbar, du);
+    if (has_du) no_overlap(xbar, du);
     for (const Array* in : {&s, &y, &a, &b, &r, &xc, &x, &g, &t, &lo, &hi}) {
         no_overlap(xbar, *in);
-        no_overlap(du, *in);
+        if (has_du) no_overlap(du, *in);
     }
     return SubspaceArgs{xbar, du, s, y, a, b, r, xc, x, g, t, lo, hi, has_r, has_t};
 }
@@ -596,20 +598,85 @@ py::tuple subspace_direct_d(py::handle xbar_h, py::handle du_h, py::handle d_h, 
                             py::handle y_h, py::handle a_h, py::handle b_h, int64_t rows,
                             py::handle xc_h, py::handle x_h, py::handle g_h, py::handle t_h,
                             py::handle lo_h, py::handle hi_h, double theta) {
-    const SubspaceArgs A = subspace_args(xbar_h, du_h, s_h, y_h, a_h, b_h, rows, py::none(),
-                                         xc_h, x_h, g_h, t_h, lo_h, hi_h);
-    const Array d = array_arg(d_h, "d", true, &A.xbar);
+    // xbar = du = None: only d written (then d stands in for them in the checks)
+    const bool store = !xbar_h.is_none() || !du_h.is_none();
+    if (store && (xbar_h.is_none() || du_h.is_none()))
+        throw py::type_error("xbar and du must both be arrays or both None");
+    const SubspaceArgs A = subspace_args(store ? xbar_h : d_h, store ? du_h : py::none(), s_h,
+                                         y_h, a_h, b_h, rows, py::none(), xc_h, x_h, g_h, t_h,
+                                         lo_h, hi_h, store ? "xbar" : "d");
+    const Array d = store ? array_arg(d_h, "d", true, &A.xbar) : A.xbar;   // else checked
     same_size(d, A.xbar);
-    for (const Array* in : {&A.xbar, &A.du, &A.s, &A.y, &A.xc, &A.x, &A.g, &A.t, &A.lo, &A.hi})
-        no_overlap(d, *in);
+    if (store)
+        for (const Array* in : {&A.xbar, &A.du, &A.s, &A.y, &A.xc, &A.x, &A.g, &A.t, &A.lo,
+                                &A.hi})
+            no_overlap(d, *in);
     double tmax = 0.0;
     const double gd = subspace_run(A, rows, [&](auto* xbar, auto* du, auto s, auto y, auto a,
                                                 auto b, int64_t k, auto, auto... rest) {
         using T = std::remove_pointer_t<decltype(xbar)>;
-        return lb::subspace_direct_d(xbar, du, static_cast<T*>(d.data()), &tmax, s, y, a, b, k,
-                                     rest..., theta, A.xbar.size);
+        return lb::subspace_direct_d(store ? xbar : nullptr, store ? du : nullptr,
+                                     static_cast<T*>(d.data()), &tmax, s, y, a, b, k, rest...,
+                                     theta, A.xbar.size);
     });
     return py::make_tuple(gd, tmax);
+}
+
+double copy_dot(py::handle out_h, py::handle g_h, py::handle d_h) {
+    const Array out = array_arg(out_h, "out", true);
+    const Array g = array_arg(g_h, "g", false, &out);
+    const Array d = array_arg(d_h, "d", false, &out);
+    same_size(g, out);
+    same_size(d, out);
+    no_overlap(out, g);
+    no_overlap(out, d);
+    return by_dtype(out, [&](auto zero) {
+        using T = decltype(zero);
+        fusedopt::NoGil nogil;
+        return lb::copy_dot(static_cast<T*>(out.data()), static_cast<const T*>(g.data()),
+                            static_cast<const T*>(d.data()), out.size);
+    });
+}
+
+// A writable C-contiguous int64 output of n entries named `name` (an index list or a heap's
+// storage), checked against the float arrays it must not overlap; returns its data.
+int64_t* int64_out(py::handle h, const char* name, int64_t n,
+                   std::initializer_list<const Array*> inputs) {
+    const std::string nm(name);
+    if (!py::isinstance<py::array>(h)) throw py::type_error(nm + " must be a numpy.ndarray");
+    py::array a = py::reinterpret_borrow<py::array>(h);
+    if (!a.dtype().is(py::dtype::of<int64_t>()))
+        throw py::type_error(nm + " must have dtype int64");
+    if (!(a.flags() & py::array::c_style) || !a.writeable() || a.ndim() != 1 || a.shape(0) != n)
+        throw py::value_error(nm + " must be a writable C-contiguous int64 array of shape (" +
+                              std::to_string(n) + ",)");
+    const auto lo = reinterpret_cast<uintptr_t>(a.data());
+    const uintptr_t hi = lo + static_cast<uintptr_t>(n) * sizeof(int64_t);
+    for (const Array* in : inputs)
+        if (n && lo < in->hi() && in->lo() < hi)
+            throw py::value_error(nm + " shares memory with " + in->name() +
+                                  "; the output must not alias an input");
+    return static_cast<int64_t*>(a.mutable_data());
+}
+
+// fixed_set: idx (int64, n entries) and q (n, t's dtype) written; returns the count.
+int64_t fixed_set(py::handle idx_h, py::handle q_h, py::handle t_h, py::handle xc_h,
+                  py::handle x_h, py::handle g_h, double theta, bool zero_held) {
+    const Array q = array_arg(q_h, "q", true);
+    const Array t = array_arg(t_h, "t", false, &q);
+    const Array xc = array_arg(xc_h, "xc", false, &q);
+    const Array x = array_arg(x_h, "x", false, &q);
+    const Array g = array_arg(g_h, "g", false, &q);
+    for (const Array* in : {&q, &xc, &x, &g}) same_size(*in, t);
+    for (const Array* in : {&t, &xc, &x, &g}) no_overlap(q, *in);
+    int64_t* ix = int64_out(idx_h, "idx", t.size, {&q, &t, &xc, &x, &g});
+    return by_dtype(q, [&](auto zero) {
+        using T = decltype(zero);
+        fusedopt::NoGil nogil;
+        return lb::fixed_set(ix, static_cast<T*>(q.data()), static_cast<const T*>(t.data()),
+                             static_cast<const T*>(xc.data()), static_cast<const T*>(x.data()),
+                             static_cast<const T*>(g.data()), theta, zero_held, t.size);
+    });
 }
 
 // Returns (tsum, p, c): see lbfgs.h. xc, d, t written; s, y the (m, n) ring storage.
@@ -618,7 +685,7 @@ py::tuple cauchy_path(py::handle xc_h, py::handle d_h, py::handle t_h, py::handl
                       std::vector<int64_t> order, double theta,
                       py::array_t<double, py::array::c_style | py::array::forcecast> mid,
                       std::vector<double> p, std::vector<double> c, double f1, double f2,
-                      bool bounded) {
+                      bool bounded, py::handle scratch_h) {
     const Array xc = array_arg(xc_h, "xc", true);
     const Array d = array_arg(d_h, "d", true, &xc);
     const Array t = array_arg(t_h, "t", true, &xc);
@@ -641,6 +708,9 @@ py::tuple cauchy_path(py::handle xc_h, py::handle d_h, py::handle t_h, py::handl
     no_overlap(xc, d);
     no_overlap(xc, t);
     no_overlap(d, t);
+    int64_t* scratch = nullptr;         // the heap's storage (None: the kernel allocates it)
+    if (!scratch_h.is_none())
+        scratch = int64_out(scratch_h, "scratch", xc.size, {&xc, &d, &t, &x, &lo, &hi, &s, &y});
     const double* m = mid.data();
     const double tsum = by_dtype(xc, [&](auto zero) {
         using T = decltype(zero);
@@ -650,7 +720,7 @@ py::tuple cauchy_path(py::handle xc_h, py::handle d_h, py::handle t_h, py::handl
                                static_cast<const T*>(lo.data()), static_cast<const T*>(hi.data()),
                                static_cast<const T*>(s.data()), static_cast<const T*>(y.data()),
                                order.data(), k, theta, m, p.data(), c.data(), f1, f2, bounded,
-                               xc.size);
+                               xc.size, scratch);
     });
     return py::make_tuple(tsum, p, c);
 }
@@ -863,7 +933,15 @@ void register_lbfgs(py::module_& m) {
           py::arg("xc"), py::arg("x"), py::arg("g"), py::arg("t"), py::arg("lo"), py::arg("hi"),
           py::arg("theta"),
           "lbfgsb_subspace_direct, also writing d = xbar - x; returns (g . d, the largest t >= 0 "
-          "with lo <= x + t d <= hi) from the same pass (the bits of lbfgsb_max_step).");
+          "with lo <= x + t d <= hi) from the same pass (the bits of lbfgsb_max_step). xbar = du "
+          "= None: only d is written.");
+    m.def("lbfgs_copy_dot", &copy_dot, py::arg("out"), py::arg("g"), py::arg("d"),
+          "out = g (an exact copy); returns g . d with lbfgs_dot's bits, from the same pass.");
+    m.def("lbfgsb_fixed_set", &fixed_set, py::arg("idx"), py::arg("q"), py::arg("t"),
+          py::arg("xc"), py::arg("x"), py::arg("g"), py::arg("theta"), py::arg("zero_held"),
+          "L-BFGS-B's fixed variables at the Cauchy point: idx[:k] = numpy.flatnonzero(t < 0), "
+          "q[:k] = g + theta * (xc - x) there (0 where zero_held and xc == x), in NumPy's bits; "
+          "returns k. idx int64 and q hold len(t) entries.");
     m.def("lbfgsb_rows_axpy", &rows_axpy, py::arg("out"), py::arg("s"), py::arg("y"),
           py::arg("a"), py::arg("b"), py::arg("rows"),
           "out = sum_j (a[j] s_j + b[j] y_j) over the first rows rows, in one pass (a, b float64,"
@@ -887,9 +965,9 @@ void register_lbfgs(py::module_& m) {
     m.def("lbfgsb_cauchy_path", &cauchy_path, py::arg("xc"), py::arg("d"), py::arg("t"),
           py::arg("x"), py::arg("lo"), py::arg("hi"), py::arg("s"), py::arg("y"),
           py::arg("order"), py::arg("theta"), py::arg("mid"), py::arg("p"), py::arg("c"),
-          py::arg("f1"), py::arg("f2"), py::arg("bounded"),
+          py::arg("f1"), py::arg("f2"), py::arg("bounded"), py::arg("scratch") = py::none(),
           "L-BFGS-B: the generalized Cauchy point's path, breakpoints from a heap; returns "
-          "(tsum, p, c).");
+          "(tsum, p, c). scratch: an int64 array of len(xc) for the heap (else allocated).");
     m.def("lbfgs_compact_dots", &compact_dots, py::arg("s"), py::arg("y"), py::arg("g"),
           py::arg("head"), py::arg("count"), py::arg("gram_row") = -1,
           py::arg("partials") = false,

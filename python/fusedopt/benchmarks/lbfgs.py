@@ -284,9 +284,13 @@ def _bounded_table(n):
 _PHASES = [("history pass 1: W^T d + new pair's Gram", "compact", "wt_dots"),
            ("Cauchy start (d, breakpoints) + projected-gradient test", "vec", "cauchy_start_pg"),
            ("Cauchy path (breakpoints passed, x^c)", "vec", "cauchy_path"),
+           ("fixed set and q at x^c", "vec", "fixed_set"),
            ("Gram over the fixed set (formk) + W_A^T q", "compact", "gram_w_at"),
-           ("history pass 2: subspace step (+ d, step to the box)", "compact",
+           ("history pass 2: subspace step (d, step to the box)", "compact",
             "subspace_direct_d"),
+           ("trial points x + t d in the box", "vec", "step_in_box"),
+           ("gradient copied + line search's g . d", "vec", "copy_dot"),
+           ("new pair: s . y, y . y", "vec", "pair_dots"),
            ("new pair stored", "compact", "push_difference")]
 
 

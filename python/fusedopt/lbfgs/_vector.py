@@ -49,6 +49,11 @@ class CoreVec:
         _core.lbfgs_axpby(out, 1.0, x)
 
     @staticmethod
+    def copy_dot(out, g, d) -> float:
+        """out = g (an exact copy); returns g . d (``dot``'s bits), one pass."""
+        return _core.lbfgs_copy_dot(out, g, d)
+
+    @staticmethod
     def any(flag) -> bool:
         """bool(flag). A test that decides whether a reduction follows goes through it, so that
         a backend over several processes can take it over all of them (``mpi.ShardVec``)."""
@@ -97,9 +102,16 @@ class CoreVec:
     def subspace_direct_d(xbar, du, d, s, y, a, b, rows, xc, x, g, t, lo, hi, theta):
         """L-BFGS-B: du = (t >= 0) ? (W a) - (g/theta + (xc - x)) : 0, xbar = clip(xc + du),
         d = xbar - x; returns (g . d, the largest t >= 0 with x + t d in the box:
-        ``max_step``'s bits), one pass."""
+        ``max_step``'s bits), one pass. xbar = du = None: only d is written."""
         return _core.lbfgsb_subspace_direct_d(xbar, du, d, s, y, a, b, rows, xc, x, g, t, lo, hi,
                                               theta)
+
+    @staticmethod
+    def fixed_set(idx, q, t, xc, x, g, theta, zero_held):
+        """L-BFGS-B's fixed variables and the subspace step's q over them, one pass (elementwise:
+        local on a shard): ``idx[:k] = numpy.flatnonzero(t < 0)``, ``q[:k] = g + theta (xc -
+        x)`` there in x's dtype (0 where ``zero_held`` and xc == x); returns k."""
+        return _core.lbfgsb_fixed_set(idx, q, t, xc, x, g, theta, zero_held)
 
     @staticmethod
     def rows_axpy(out, s, y, a, b, rows):
@@ -114,10 +126,12 @@ class CoreVec:
         return _core.lbfgsb_cauchy_start_pg(d, t, x, g, lo, hi)
 
     @staticmethod
-    def cauchy_path(xc, d, t, x, lo, hi, s, y, order, theta, mid, p, c, f1, f2, bounded):
-        """L-BFGS-B: the Cauchy point's path, breakpoints from a heap; (tsum, p, c)."""
+    def cauchy_path(xc, d, t, x, lo, hi, s, y, order, theta, mid, p, c, f1, f2, bounded,
+                    scratch=None):
+        """L-BFGS-B: the Cauchy point's path, breakpoints from a heap; (tsum, p, c). scratch:
+        an int64 array of x's size to hold the heap (else the kernel allocates one)."""
         return _core.lbfgsb_cauchy_path(xc, d, t, x, lo, hi, s, y, order, theta, mid, p, c,
-                                        f1, f2, bounded)
+                                        f1, f2, bounded, scratch)
 
     @staticmethod
     def projected_amax(x, g, lo, hi) -> float:

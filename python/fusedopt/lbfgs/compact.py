@@ -192,6 +192,11 @@ class CompactForm:
         return np.block([[self.yy[np.ix_(o, o)], t * ys],
                          [t * ys.T, t * t * self.ss[np.ix_(o, o)]]])
 
+    def keeps(self, a) -> bool:
+        """Whether the index list kept from the last ``gram_w_at`` call is a view of the array
+        a (a caller that reuses buffers must not write that one)."""
+        return self._at is not None and self._at[0].base is a
+
     def gram_w_at(self, idx, q=None):
         """W_A^T W_A (2k x 2k) over the rows A = ``idx`` of W: the Gram matrices of the history
         at idx, from the per-block partials (``_gram_blocks``). With q (values at idx, the

@@ -52,7 +52,8 @@ def _f64(a):
     return np.asarray(a, dtype=np.float64)
 
 
-def cauchy_point(x, g, box, cf, vec=CoreVec, with_wtd=False, work=None, start=None):
+def cauchy_point(x, g, box, cf, vec=CoreVec, with_wtd=False, work=None, start=None,
+                 scratch=None):
     """The generalized Cauchy point (Byrd et al. 1995, Algorithm CP, as in SciPy's ``cauchy``).
 
     Returns ``(xc, c, t)``: x^c (a new array), c = W^T (x^c - x) (2k, float64) and t, whose
@@ -63,7 +64,7 @@ def cauchy_point(x, g, box, cf, vec=CoreVec, with_wtd=False, work=None, start=No
     one pass over the history in all. ``work``: the buffers (d, t, xc) to use instead of new
     arrays; ``start``: (d . d, moving variables without a breakpoint) when d and t in ``work``
     already hold ``vec.cauchy_start_pg``'s output at (x, g) (``BoundedSolver`` takes it with the
-    projected-gradient test).
+    projected-gradient test). ``scratch``: an int64 array of x's size for the path's heap.
     """
     lo, hi = box.lo, box.hi
     d, t, xc = (np.empty_like(x), np.empty_like(x), np.empty_like(x)) if work is None else work
@@ -86,12 +87,13 @@ def cauchy_point(x, g, box, cf, vec=CoreVec, with_wtd=False, work=None, start=No
     f2 = -theta * f1 - float(p @ (mid @ p))
     _, p, c = vec.cauchy_path(xc, d, t, x, lo, hi, cf.s, cf.y, cf.order(), theta,
                               np.ascontiguousarray(mid), p.tolist(), c.tolist(), f1, f2,
-                              bounded_path)
+                              bounded_path, scratch=scratch)
     # the kernel marks each variable passed on the path: t = -1
     return (xc, np.asarray(c), t, wtd) if with_wtd else (xc, np.asarray(c), t)
 
 
-def subspace_step(x, g, box, cf, xc, c, t, vec=CoreVec, wtd=None, fixed=None, work=None):
+def subspace_step(x, g, box, cf, xc, c, t, vec=CoreVec, wtd=None, fixed=None, work=None,
+                  fixed_q=None, xbar_needed=True):
     """The end point xbar of the search direction d = xbar - x: the minimizer of the model over
     the free variables from x^c (Byrd et al., section 5.1), projected on the box (Morales &
     Nocedal 2011); when the projected point is not a descent direction, the minimizer truncated
@@ -112,21 +114,26 @@ def subspace_step(x, g, box, cf, xc, c, t, vec=CoreVec, wtd=None, fixed=None, wo
     to the box along d (``Box.max_step``'s bits), both from that pass, or ``(xbar, None, None)``
     when the point was truncated (d not written).
 
-    ``fixed``: ``numpy.flatnonzero(t < 0)`` when the caller has it. ``work``: the buffers
-    (xbar, du, d) to use instead of new arrays."""
+    ``fixed``: ``numpy.flatnonzero(t < 0)`` when the caller has it; ``fixed_q``: (that list, q
+    over it, 0 where held) from ``vec.fixed_set`` instead. ``work``: the buffers (xbar, du, d)
+    to use instead of new arrays. ``xbar_needed=False``: the pass writes d only, and xbar is
+    returned (as None) only when the point was truncated."""
     theta = cf.theta
     mid = cf.middle()
     mc = mid @ c
     wtq = (cf.wt_dot(g) if wtd is None else -wtd) + theta * c
     gram = cf.gram_w()
     if t is not None:
-        if fixed is None:
+        if fixed_q is not None:
+            fixed, q = fixed_q
+        elif fixed is None:
             fixed = np.flatnonzero(t < 0)
         if vec.any(fixed.size):                    # sharded: on any rank (a collective)
-            step = xc[fixed] - x[fixed]
-            q = g[fixed] + x.dtype.type(theta) * step
-            if wtd is not None:
-                q[step == 0] = 0                   # held from the start: in -W^T d already
+            if fixed_q is None:
+                step = xc[fixed] - x[fixed]
+                q = g[fixed] + x.dtype.type(theta) * step
+                if wtd is not None:
+                    q[step == 0] = 0               # held from the start: in -W^T d already
             gram_a, wtq_a = cf.gram_w_at(fixed, q)
             gram = gram - gram_a
             wtq = wtq - wtq_a
@@ -137,7 +144,13 @@ def subspace_step(x, g, box, cf, xc, c, t, vec=CoreVec, wtd=None, fixed=None, wo
     a = mc / theta - v / (theta * theta)
     xbar, du, d = (np.empty_like(x), np.empty_like(x), np.empty_like(x)) if work is None \
         else work
-    gd, tmax = cf.subspace_direct_d(xbar, du, d, a, xc, x, g, t, box)
+    if xbar_needed:
+        gd, tmax = cf.subspace_direct_d(xbar, du, d, a, xc, x, g, t, box)
+    else:                                          # d only; xbar, du again if truncated
+        gd, tmax = cf.subspace_direct_d(None, None, d, a, xc, x, g, t, box)
+        if gd <= 0.0:
+            return None, gd, tmax
+        cf.subspace_direct_d(xbar, du, d, a, xc, x, g, t, box)
     if gd <= 0.0:
         return xbar, gd, tmax
     alpha = min(1.0, box.max_step(xc, du))
@@ -174,6 +187,11 @@ class BoundedSolver:
         self._tmax = None                     # the step to the box along d, when it took it
         # the Cauchy point's d and t (taken with the projected-gradient test), x^c, xbar, du
         self._work = [vec.empty(n, dt) for _ in range(5)]
+        # the fixed set's index lists (two: the compact form keeps the last one it was given)
+        # and q over it (``vec.fixed_set``), allocated at the first use
+        self._fixed = None
+        # f and g . d from one pass where the objective copies the gradient (one process)
+        self._with_dot = getattr(objective, "evaluate_dot", None) if vec is CoreVec else None
         self._start = None                    # (key, d . d, unbounded count) in _work[0:2]
 
     def evaluate_start(self):
@@ -202,9 +220,30 @@ class BoundedSolver:
             self.box.step(xt, self.x, t, self.d)
         else:
             self.vec.axpby(xt, 1.0, self.x, t, self.d)
-        f = self.obj(xt, gt)
-        dg = self.vec.dot(gt, self.d) if math.isfinite(f) else math.nan
+        if self._with_dot is not None:        # the gradient's copy takes g . d
+            f, dg = self._with_dot(xt, gt, self.d)
+            dg = dg if math.isfinite(f) else math.nan
+        else:
+            f = self.obj(xt, gt)
+            dg = self.vec.dot(gt, self.d) if math.isfinite(f) else math.nan
         return Point(t, f, dg, slot)
+
+    def _index_buffer(self):
+        """One of two kept int64 buffers of x's size: not the one whose list the compact form
+        keeps from its last Gram call (the Cauchy path's heap, then the fixed set, use it)."""
+        if self._fixed is None:
+            n = self.x.size
+            self._fixed = ([np.empty(n, np.int64), np.empty(n, np.int64)],
+                           self.vec.empty(n, self.x.dtype))
+        lists = self._fixed[0]
+        return lists[1] if self.cf.keeps(lists[0]) else lists[0]
+
+    def _fixed_set(self, t, xc, wtd):
+        """(idx, q): the variables with t < 0 and q = g + theta (x^c - x) over them (0 where held
+        from the start, with ``wtd``), one pass into kept buffers (``_index_buffer``)."""
+        idx, q = self._index_buffer(), self._fixed[1]
+        k = self.vec.fixed_set(idx, q, t, xc, self.x, self.g, self.cf.theta, wtd is not None)
+        return idx[:k], q[:k]
 
     def _direction(self):
         """d = xbar - x (Cauchy point, then subspace minimization)."""
@@ -218,13 +257,14 @@ class BoundedSolver:
         else:
             xc, c, t, wtd = cauchy_point(x, g, box, cf, vec, with_wtd=True,
                                          work=self._work[:3],
-                                         start=None if start is None else start[1:])
+                                         start=None if start is None else start[1:],
+                                         scratch=self._index_buffer())
         if cf.count:
-            fixed = None if t is None else np.flatnonzero(t < 0)
-            if t is None or vec.any(fixed.size < t.size):      # a free variable (any rank)
+            fixed = None if t is None else self._fixed_set(t, xc, wtd)
+            if t is None or vec.any(fixed[0].size < t.size):   # a free variable (any rank)
                 xbar, self._gd, self._tmax = subspace_step(
-                    x, g, box, cf, xc, c, t, vec, wtd, fixed=fixed,
-                    work=(self._work[3], self._work[4], self.d))
+                    x, g, box, cf, xc, c, t, vec, wtd, fixed_q=fixed,
+                    work=(self._work[3], self._work[4], self.d), xbar_needed=False)
                 if self._gd is None:                # truncated: d not written by the pass
                     np.subtract(xbar, x, out=self.d)
                 return

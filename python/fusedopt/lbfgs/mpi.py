@@ -408,6 +408,7 @@ class ShardVec:
     # --- L-BFGS-B (the products of ``CompactForm`` and ``lbfgsb``) ------------------------------
 
     rows_axpy = staticmethod(CoreVec.rows_axpy)
+    fixed_set = staticmethod(CoreVec.fixed_set)     # elementwise: local indices of the slice
 
     def rows_dots_many(self, s, y, vs, rows, gram=None):
         """[s_j . v] + [y_j . v] for each v in ``vs``, one collective: the bits of
@@ -458,7 +459,9 @@ class ShardVec:
                                              _core.block_dots([d], [d]))
         return float(sums[0]), _max_of(heads[:, 1]), int(heads[:, 2].sum())
 
-    def cauchy_path(self, xc, d, t, x, lo, hi, s, y, order, theta, mid, p, c, f1, f2, bounded):
+    def cauchy_path(self, xc, d, t, x, lo, hi, s, y, order, theta, mid, p, c, f1, f2, bounded,
+                    scratch=None):
+        """``sharded_cauchy_path`` (scratch, the one-process kernel's heap storage, unused)."""
         return sharded_cauchy_path(self, xc, d, t, x, lo, hi, s, y, order, theta, mid, p, c,
                                    f1, f2, bounded)
 

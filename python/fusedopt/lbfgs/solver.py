@@ -37,7 +37,9 @@ def _real_scalar(f, who):
     return float(f.reshape(()))
 
 
-def _copy_gradient(out, g, shape, who):
+def _copy_gradient(out, g, shape, who, d=None):
+    """out = the gradient g (checked; cast to out's dtype). With d: returns out . d
+    (``CoreVec.dot``'s bits), from the copy's pass when g needs no conversion."""
     g = np.asarray(g)
     if g.shape != shape:
         raise ValueError(f"{who} returned a gradient of shape {g.shape}; expected {shape}")
@@ -45,9 +47,13 @@ def _copy_gradient(out, g, shape, who):
         raise TypeError(f"{who} returned a gradient of dtype {g.dtype}; expected a real dtype")
     if (g.dtype == out.dtype and g.flags.c_contiguous and g.flags.aligned
             and not np.may_share_memory(g, out)):
-        CoreVec.copy(out, g)  # the same bits as np.copyto, in parallel when large
+        # the same bits as np.copyto, in parallel when large
+        if d is not None and not np.may_share_memory(g, d):
+            return CoreVec.copy_dot(out, g, d)
+        CoreVec.copy(out, g)
     else:
         np.copyto(out.reshape(shape), g, casting="unsafe")
+    return None if d is None else CoreVec.dot(out, d)
 
 
 def _pair(out, who):
@@ -67,13 +73,18 @@ class _Objective:
 
     def __call__(self, x, g_out):
         """f at x (a float); the gradient is written to g_out."""
+        return self.evaluate_dot(x, g_out, None)[0]
+
+    def evaluate_dot(self, x, g_out, d):
+        """``(f, g . d)`` at x, the gradient written to g_out as by the call, g . d (``CoreVec
+        .dot``'s bits) taken in the copy's pass (L-BFGS-B's line search needs both); d None:
+        ``(f, None)``."""
         view = x.reshape(self.shape)
         view.flags.writeable = False
         f, g = _pair(self.fun(view), "fun")
         self.nfev += 1
         f = _real_scalar(f, "fun")
-        _copy_gradient(g_out, g, self.shape, "fun (x0's shape)")
-        return f
+        return f, _copy_gradient(g_out, g, self.shape, "fun (x0's shape)", d)
 
 
 class Solver:
