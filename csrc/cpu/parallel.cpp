@@ -53,8 +53,8 @@ constexpr uint64_t kIdle = 0xffffffffu;  // chunk index of the state between job
 // An idle worker polls for the next job with the CPU's pause instruction for idle_spin_us
 // (kDefaultIdleSpinUs, parallel.h), reading the steady clock every kClockEvery polls (the pause
 // takes 10-150 cycles depending on the core, so a count of polls is no measure of time), so that
-// back-to-back calls find it awake; then it sleeps. It used to poll 200000 times (about 4 ms on
-// a Zen 4 core, 10+ ms where pause takes 140 cycles, libgomp's order): in a torch training loop
+// back-to-back calls find it awake; then it sleeps. It used to poll 200000 times (2.2 ms on this
+// project's Xeon VM, about 4 ms on a Zen 4 core; libgomp's order): in a torch training loop
 // the two workers' spin after our step took the cores from torch's forward pass and fused step
 // (torch's Adam right after ours 7.83 ms, alone 6.36 ms; bench/torch_interleave.py).
 // (Yielding between polls, tried first, left the worker asleep or behind other spinning threads:

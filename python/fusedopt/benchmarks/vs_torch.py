@@ -15,7 +15,7 @@ pointers, one kernel call per step). The cases:
   bytes per element, other rounding) -- the column shows what a torch user gets;
 * a training loop on one process (an MLP's forward and backward in torch, then the step):
   the iteration and the step's share, ``fusedopt.torch.Adam`` (also with the worker pool's idle
-  spin of 5 ms, the order of its former spin and of libgomp's, with none: idle workers sleep
+  spin of 2 ms, about its former spin and the order of libgomp's, with none: idle workers sleep
   at once, ``fusedopt.set_pool_spin``, and with the chunks on the OpenMP runtime's threads,
   torch's own when both load one libgomp) against ``Adam(fused=True)``:
   what a user sees when torch's OpenMP threads and fusedopt's workers take turns on the cores;
@@ -227,7 +227,7 @@ def timed_iteration(model, opt, x, y) -> tuple[float, float]:
 #: block_after_us, openmp) of ``_core._pool_waits`` -- or None for the default).
 LOOP_IMPLS = {
     "fusedopt": ("fusedopt.torch.Adam", "fusedopt", None),
-    "fusedopt-long": ("  idle spin 5 ms (as before)", "fusedopt", (5000, 100, False)),
+    "fusedopt-long": ("  idle spin 2 ms (as before)", "fusedopt", (2000, 100, False)),
     "fusedopt-none": ("  idle spin 0 (sleep at once)", "fusedopt", (0, 100, False)),
     "fusedopt-omp": ("  on the OpenMP threads", "fusedopt", (200, 100, True)),
     "torch": ("torch Adam(fused=True)", "torch", None),
