@@ -51,6 +51,7 @@ struct Torch {
     PyObject* strided = nullptr;
     PyObject* dtypes[kDTypes] = {nullptr, nullptr, nullptr, nullptr};
     PyObject *s_layout, *s_is_cpu, *s_dtype, *s_shape, *s_is_contiguous, *s_data_ptr;
+    PyObject *s_untyped_storage, *s_nbytes, *s_storage_offset;
 };
 
 const Torch* torch_of(PyObject* o) {
@@ -76,6 +77,9 @@ const Torch* torch_of(PyObject* o) {
     fresh->s_shape = PyUnicode_InternFromString("shape");
     fresh->s_is_contiguous = PyUnicode_InternFromString("is_contiguous");
     fresh->s_data_ptr = PyUnicode_InternFromString("data_ptr");
+    fresh->s_untyped_storage = PyUnicode_InternFromString("untyped_storage");
+    fresh->s_nbytes = PyUnicode_InternFromString("nbytes");
+    fresh->s_storage_offset = PyUnicode_InternFromString("storage_offset");
     t = fresh;
     return t;
 }
@@ -258,6 +262,22 @@ class TensorPlan {
             const unsigned long long v = PyLong_AsUnsignedLongLong(ptr.ptr());
             if (PyErr_Occurred()) throw py::error_already_set();
             p = static_cast<uintptr_t>(v);
+            // The storage must hold the elements from the tensor's offset on: a storage resized
+            // in place (untyped_storage().resize_(k)) under the tensor keeps its shape. (A
+            // storage resized to 0 has no pointer: refused below.)
+            if (p != 0) {
+                const py::object storage = call0(g, t->s_untyped_storage);
+                const long long nbytes = PyLong_AsLongLong(call0(storage.ptr(), t->s_nbytes).ptr());
+                if (PyErr_Occurred()) throw py::error_already_set();
+                const long long offset = PyLong_AsLongLong(call0(g, t->s_storage_offset).ptr());
+                if (PyErr_Occurred()) throw py::error_already_set();
+                const long long need = (offset + size_[i]) * itemsize(d);
+                if (offset < 0 || nbytes < need)
+                    throw py::value_error(item(kGrad, i) + ": its storage holds " +
+                                          std::to_string(nbytes) + " bytes, fewer than the " +
+                                          std::to_string(need) + " its shape and offset need "
+                                          "(storage resized under the tensor)");
+            }
         } catch (py::error_already_set& e) {  // torch refused a query (sparse, freed storage)
             if (!e.matches(PyExc_Exception)) throw;
             throw py::value_error(item(kGrad, i) + ": " + e.what());
