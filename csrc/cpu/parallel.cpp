@@ -13,16 +13,18 @@
 // claim's compare-and-swap fails. The caller returns when every claimed chunk has reported done.
 //
 // Waiting: an idle worker polls for the next job for a short time measured on the steady clock
-// (idle_spin_us, 200 us by default), then sleeps on a condition variable; the caller never waits for a worker to wake (it starts on the chunks itself), only
-// for chunks a worker has claimed: it polls for about a chunk's time (kBlockAfterUs), then blocks
-// on a condition variable that the worker finishing the job's last chunk signals (see run). If
-// that wait shows a stall (a claimed chunk not done after kStallNs: its worker was descheduled),
-// the next calls run on the calling thread alone for a back-off time. set_pool_waits (parallel.h)
-// changes the two waits at run time, for benchmarks that compare them.
+// (idle_spin_us, 200 us by default), then sleeps on a condition variable; the caller never waits
+// for a worker to wake (it starts on the chunks itself), only for chunks a worker has claimed: it
+// polls for about a chunk's time (kBlockAfterUs), then blocks on a condition variable that the
+// worker finishing the job's last chunk signals (see run). If that wait shows a stall (a claimed
+// chunk not done after kStallNs: its worker was descheduled), the next calls run on the calling
+// thread alone for a back-off time. set_pool_waits (parallel.h) changes the waits at run time,
+// and can send the chunks to the OpenMP runtime's threads instead (run_on_openmp).
 // The pool is not OpenMP's (OMP_WAIT_POLICY and GOMP_SPINCOUNT do not apply); its idle spin is
-// FUSEDOPT_POOL_SPIN_US (read when _core is imported, tensor_bindings.cpp) or
-// fusedopt.set_pool_spin; the thread count is OpenMP's setting (omp_get_max_threads:
-// OMP_NUM_THREADS, fusedopt.set_num_threads).
+// fusedopt.set_pool_spin (FUSEDOPT_POOL_SPIN_US, read by fusedopt/__init__.py at import); the
+// thread count is OpenMP's setting (omp_get_max_threads: OMP_NUM_THREADS,
+// fusedopt.set_num_threads; one libgomp serves fusedopt and torch in one process, so the
+// setting is torch's too).
 //
 // fork(): the child gets a fresh, empty pool (the parent's workers do not exist there; the old
 // pool is left allocated, untouched). Exit: workers are detached and the pool is never destroyed,
