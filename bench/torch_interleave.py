@@ -1,18 +1,20 @@
 """fusedopt.torch's step next to torch's own threads: Adam (float32) alone, right after a
 ``torch.optim.Adam(fused=True)`` step, right after an MLP's forward and backward, and the other
-way round, under each setting of fusedopt's worker-pool waits (``_core._pool_waits``), all
-interleaved in one process (the settings and the cases take turns, the order rotating each round).
+way round, under several settings of fusedopt's worker pool (its idle spin, ``set_pool_spin``,
+and its thread count), all interleaved in one process (the settings and the cases take turns, the
+order rotating each round).
 
     PYTHONPATH=python python bench/torch_interleave.py                 # n = 1e7, 8 rounds
     PYTHONPATH=python python bench/torch_interleave.py --n 1e6 --rounds 12
     OMP_WAIT_POLICY=passive PYTHONPATH=python python bench/torch_interleave.py  # torch's
         # OpenMP threads sleep at once after a parallel region (fusedopt's pool ignores it)
 
-Settings: "yield" is the pool's former waiting (the caller yields while a worker finishes its last
-chunk; idle workers poll 200000 times), "block" the default (the caller blocks after 100 us,
-so that the OS may move a descheduled worker onto its core), "block, short idle" also lets idle
-workers sleep after 20000 polls (less spinning while torch runs next). Run it on a quiet
-machine: the effects are a few milliseconds.
+Settings: "spin 200us" is the default (idle workers poll 200 us for the next call, then sleep),
+"spin 2ms" the pool's former spin (200000 pauses: 2.2 ms on this Xeon; libgomp's default spin
+is of that order), "spin 0" sleeps at once, "1 thread" runs our step on the calling thread alone
+(is a worker worth having while torch's OpenMP threads still spin?), "on OpenMP threads" runs
+our chunks in an OpenMP parallel region instead of on the pool (torch's threads: both load one
+libgomp). Run it on a quiet machine: the effects are a few milliseconds.
 """
 from __future__ import annotations
 
@@ -25,7 +27,10 @@ import torch
 import fusedopt.torch as ft
 from fusedopt import _core
 
-SETTINGS = {"yield": (200000, -1), "block": (200000, 100), "block, short idle": (20000, 100)}
+# name: (idle_spin_us, block_after_us, openmp) of _core._pool_waits, threads (None: the default)
+SETTINGS = {"spin 200us": ((200, 100, False), None), "spin 2ms": ((2000, 100, False), None),
+            "spin 0": ((0, 100, False), None), "1 thread": ((200, 100, False), 1),
+            "on OpenMP threads": ((200, 100, True), None)}
 
 
 def main() -> None:
@@ -45,24 +50,39 @@ def main() -> None:
     def fwd_bwd():
         torch.nn.functional.cross_entropy(mlp(x), y).backward()
 
+    threads = _core.get_num_threads()
+    ours_threads = [threads]
+
+    def our_step():
+        # (fusedopt and torch share one libgomp here, whose thread count both read: set ours
+        # around our step only, so that torch keeps its threads)
+        if ours_threads[0] == threads:
+            return ours.step()
+        _core.set_num_threads(ours_threads[0])
+        try:
+            ours.step()
+        finally:
+            _core.set_num_threads(threads)
+
     cases = {
-        "ours alone": (None, ours.step),
-        "ours after torch step": (theirs.step, ours.step),
-        "ours after fwd+bwd": (fwd_bwd, ours.step),
+        "ours alone": (None, our_step),
+        "ours after torch step": (theirs.step, our_step),
+        "ours after fwd+bwd": (fwd_bwd, our_step),
         "torch alone": (None, theirs.step),
-        "torch after ours": (ours.step, theirs.step),
-        "fwd+bwd after ours": (ours.step, fwd_bwd),
+        "torch after ours": (our_step, theirs.step),
+        "fwd+bwd after ours": (our_step, fwd_bwd),
         "fwd+bwd after torch": (theirs.step, fwd_bwd),
     }
     for _ in range(3):
-        ours.step(), theirs.step(), fwd_bwd()
+        our_step(), theirs.step(), fwd_bwd()
     names = list(SETTINGS)
     res: dict = {(s, c): [] for s in names for c in cases}
     default = _core._pool_waits()
     try:
         for r in range(args.rounds):
             for s in names[r % len(names):] + names[:r % len(names)]:
-                _core._pool_waits(*SETTINGS[s])
+                _core._pool_waits(*SETTINGS[s][0])
+                ours_threads[0] = SETTINGS[s][1] or threads
                 for c, (before, timed) in cases.items():
                     for _ in range(3):
                         if before:

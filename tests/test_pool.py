@@ -117,21 +117,24 @@ def test_same_bits_while_other_processes_load_the_cores():
     assert not [p for p in multiprocessing.active_children() if p.is_alive()]
 
 
-# The pool's waits (_core._pool_waits): idle polls before a worker sleeps, and how long a caller
-# polls before it blocks on the workers' last chunks (-1: never blocks, yields). None changes a bit.
-WAITS = [(200000, 100), (200000, -1), (200000, 0), (0, 0), (20000, 100)]
+# The pool's waits (_core._pool_waits): how long an idle worker polls before it sleeps (us of the
+# steady clock; 0: at once), and how long a caller polls before it blocks on the workers' last
+# chunks (-1: never blocks, yields). None changes a bit.
+WAITS = [(200, 100, False), (5000, -1, False), (200, 0, False), (0, 0, False), (20, 100, False),
+         (1000000, 100, False), (200, 100, True)]
 
 
-@pytest.mark.parametrize("waits", WAITS, ids=[f"idle{a}-block{b}" for a, b in WAITS])
+@pytest.mark.parametrize("waits", WAITS, ids=[f"spin{a}-block{b}-omp{c:d}" for a, b, c in WAITS])
 def test_same_bits_under_every_pool_wait(waits):
     with fusedopt.num_threads(1):
         want = _all_kernels()
     old = _core._pool_waits(*waits)
     try:
         assert _core._pool_waits() == waits
+        assert fusedopt.get_pool_spin() == waits[0]
         with fusedopt.num_threads(2):
             assert _all_kernels() == want
-            time.sleep(0.01)  # (the workers asleep with idle 0: woken by the next call)
+            time.sleep(0.01)  # (workers past a short spin asleep: woken by the next call)
             assert _all_kernels() == want
         with load.Spinners(2), fusedopt.num_threads(3):  # workers descheduled: callers block
             assert _all_kernels() == want
@@ -142,23 +145,75 @@ def test_same_bits_under_every_pool_wait(waits):
 
 def test_pool_waits_refuse_bad_values():
     old = _core._pool_waits()
-    with pytest.raises(ValueError, match="idle_polls"):
+    with pytest.raises(ValueError, match="idle_spin_us"):
         _core._pool_waits(-1, None)
     with pytest.raises(ValueError, match="block_after_us"):
         _core._pool_waits(None, -2)
-    with pytest.raises(TypeError, match="idle_polls must be an int"):
+    with pytest.raises(TypeError, match="idle_spin_us must be an int"):
         _core._pool_waits("many", None)
-    with pytest.raises(ValueError, match="block_after_us is out of range"):
+    with pytest.raises(TypeError, match="block_after_us must be an int"):
+        _core._pool_waits(None, 1.5)
+    with pytest.raises(ValueError, match="block_after_us must be"):
         _core._pool_waits(None, 2**40)
+    with pytest.raises(ValueError, match="idle_spin_us must be"):
+        _core._pool_waits(2**40, None)
+    with pytest.raises(TypeError, match="openmp must be a bool"):
+        _core._pool_waits(None, None, 1)
     assert _core._pool_waits() == old
 
 
-def test_two_python_threads_at_once():
+def test_set_pool_spin_sets_the_idle_spin_and_refuses_bad_values():
+    old = fusedopt.get_pool_spin()
+    assert old == _core._pool_waits()[0]
+    try:
+        for us in (0, 1, 50, 1000000):
+            fusedopt.set_pool_spin(us)
+            assert fusedopt.get_pool_spin() == us == _core._pool_waits()[0]
+        fusedopt.set_pool_spin(old)
+        for bad, exc in [(-1, ValueError), (1000001, ValueError), (2**70, ValueError),
+                         (1.0, TypeError), ("200", TypeError), (True, TypeError),
+                         (None, TypeError)]:
+            with pytest.raises(exc, match="us must be"):
+                fusedopt.set_pool_spin(bad)
+            assert fusedopt.get_pool_spin() == old
+    finally:
+        fusedopt.set_pool_spin(old)
+
+
+@pytest.mark.parametrize("value, want", [(None, "200"), ("0", "0"), ("75", "75"),
+                                         ("1000000", "1000000"), ("-1", None), ("1e3", None),
+                                         ("", None), ("abc", None), ("1000001", None)])
+def test_pool_spin_from_the_environment(value, want):
+    """FUSEDOPT_POOL_SPIN_US sets the idle spin at import (default 200 us); a bad value fails the
+    import with a ValueError naming the variable."""
+    env = {k: v for k, v in os.environ.items() if k != "FUSEDOPT_POOL_SPIN_US"}
+    if value is not None:
+        env["FUSEDOPT_POOL_SPIN_US"] = value
+    code = ("import fusedopt, numpy as np\n"
+            "w = np.zeros(100003, np.float32)\n"
+            "with fusedopt.num_threads(2):\n"
+            "    fusedopt.ops.sgd_([w], [np.ones_like(w)], step=1, lr=0.5)\n"
+            "assert (w == -0.5).all()\n"
+            "print(fusedopt.get_pool_spin())")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=120)
+    if want is None:
+        assert r.returncode != 0
+        assert "ValueError: FUSEDOPT_POOL_SPIN_US must be an integer 0..1000000" in r.stderr
+    else:
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == [want]
+
+
+@pytest.mark.parametrize("openmp", [False, True], ids=["pool", "openmp"])
+def test_two_python_threads_at_once(openmp):
     """Kernels release the GIL; two threads calling at once share the pool (one of them runs on
-    its own thread) and both get the bits of a lone call."""
+    its own thread; on OpenMP's threads each has a parallel region of its own) and both get the
+    bits of a lone call."""
     with fusedopt.num_threads(1):
         want = _all_kernels()
     got, errors = [], []
+    old = _core._pool_waits(openmp=openmp)
 
     def work():
         try:
@@ -169,10 +224,13 @@ def test_two_python_threads_at_once():
             errors.append(e)
 
     threads = [threading.Thread(target=work) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        _core._pool_waits(*old)
     assert not errors and not any(t.is_alive() for t in threads)
     assert len(got) == 9 and all(r == want for r in got)
 

@@ -305,6 +305,10 @@ def _bad_grads():
     ok = torch.ones(4)
     freed = torch.ones(4)
     freed.untyped_storage().resize_(0)
+    shrunk = torch.ones(4)
+    shrunk.untyped_storage().resize_(8)   # two floats left under a (4,) tensor
+    tail = torch.ones(8)[4:]              # elements 4..7 of its storage
+    tail.untyped_storage().resize_(20)    # five floats left: the tail needs eight
     base = torch.ones(9)
     return [
         ("wrong dtype (numpy)", [np.ones(4), np.ones(4, np.float32)], TypeError,
@@ -326,6 +330,10 @@ def _bad_grads():
         ("misaligned (torch)", [torch.from_numpy(np.zeros(17, np.uint8)[1:].view(np.float32)),
                                 ok], ValueError, r"grads\[0\] must be aligned"),
         ("freed storage", [freed, ok], ValueError, r"grads\[0\]: holds no memory"),
+        ("storage shrunk in place", [ok, shrunk], ValueError,
+         r"grads\[1\]: its storage holds 8 bytes, fewer than the 16"),
+        ("a view past its shrunk storage", [tail, ok], ValueError,
+         r"grads\[0\]: its storage holds 20 bytes, fewer than the 32"),
         ("meta tensor", [torch.ones(4, device="meta"), ok], ValueError,
          r"grads\[0\]: not on the CPU"),
         ("sparse", [torch.ones(4).to_sparse(), ok], TypeError, r"grads\[0\]: only dense"),
@@ -343,7 +351,7 @@ class _Sub(torch.Tensor):
     pass
 
 
-@pytest.mark.parametrize("case", range(18))
+@pytest.mark.parametrize("case", range(20))
 def test_set_grads_refuses_every_bad_grad_with_nothing_changed(case):
     name, grads, exc, msg = _bad_grads()[case]
     p, m = (arrays([4, 4], np.float32, s) for s in range(2))
@@ -358,7 +366,22 @@ def test_set_grads_refuses_every_bad_grad_with_nothing_changed(case):
 
 
 def test_bad_grads_table_is_whole():
-    assert len(_bad_grads()) == 18
+    assert len(_bad_grads()) == 20
+
+
+def test_set_grads_takes_views_that_end_at_their_storage():
+    """A grad that is a view at an offset, ending exactly at its storage's end, is taken (the
+    storage check counts the offset), and steps as the same values as NumPy arrays."""
+    p, m = (arrays([4, 4], np.float32, s) for s in range(2))
+    q, n = [a.copy() for a in p], [a.copy() for a in m]
+    base = torch.arange(9, dtype=torch.float32)
+    grads = [base[5:], base[1:5]]
+    plan = ops.tensor_plan(p, [m])
+    plan.set_grads(grads)
+    ops.sgd_(plan, plan, plan, step=1, lr=0.1, momentum=0.9)
+    ops.sgd_(q, [g.numpy() for g in grads], n, step=1, lr=0.1, momentum=0.9)
+    for a, b in zip(p + m, q + n):
+        assert_same_bits(a, b)
 
 
 def test_set_grads_overlapping_the_plan_refused():

@@ -12,16 +12,19 @@
 // only after kIdle is stored, with release/acquire, so reading a newer field means that the
 // claim's compare-and-swap fails. The caller returns when every claimed chunk has reported done.
 //
-// Waiting: an idle worker polls for a few milliseconds (see kSpin), then sleeps on a condition
-// variable; the caller never waits for a worker to wake (it starts on the chunks itself), only
-// for chunks a worker has claimed: it polls for about a chunk's time (kBlockAfterUs), then blocks
-// on a condition variable that the worker finishing the job's last chunk signals (see run). If
-// that wait shows a stall (a claimed chunk not done after kStallNs: its worker was descheduled),
-// the next calls run on the calling thread alone for a back-off time. set_pool_waits (parallel.h)
-// changes the two waits at run time, for benchmarks that compare them.
-// No environment variable is read or set (the pool is not OpenMP's; OMP_WAIT_POLICY and
-// GOMP_SPINCOUNT do not apply); the thread count is OpenMP's setting (omp_get_max_threads:
-// OMP_NUM_THREADS, fusedopt.set_num_threads).
+// Waiting: an idle worker polls for the next job for a short time measured on the steady clock
+// (idle_spin_us, 200 us by default), then sleeps on a condition variable; the caller never waits
+// for a worker to wake (it starts on the chunks itself), only for chunks a worker has claimed: it
+// polls for about a chunk's time (kBlockAfterUs), then blocks on a condition variable that the
+// worker finishing the job's last chunk signals (see run). If that wait shows a stall (a claimed
+// chunk not done after kStallNs: its worker was descheduled), the next calls run on the calling
+// thread alone for a back-off time. set_pool_waits (parallel.h) changes the waits at run time,
+// and can send the chunks to the OpenMP runtime's threads instead (run_on_openmp).
+// The pool is not OpenMP's (OMP_WAIT_POLICY and GOMP_SPINCOUNT do not apply); its idle spin is
+// fusedopt.set_pool_spin (FUSEDOPT_POOL_SPIN_US, read by fusedopt/__init__.py at import); the
+// thread count is OpenMP's setting (omp_get_max_threads: OMP_NUM_THREADS,
+// fusedopt.set_num_threads; one libgomp serves fusedopt and torch in one process, so the
+// setting is torch's too).
 //
 // fork(): the child gets a fresh, empty pool (the parent's workers do not exist there; the old
 // pool is left allocated, untouched). Exit: workers are detached and the pool is never destroyed,
@@ -49,15 +52,18 @@ namespace {
 using Fn = void (*)(void*, int64_t);
 
 constexpr uint64_t kIdle = 0xffffffffu;  // chunk index of the state between jobs
-// An idle worker polls for the next job kSpin times with the CPU's pause instruction (about 4 ms
-// on a Zen 4 core, the order of libgomp's default spin), so that back-to-back steps, and a step
-// that follows another library's parallel region, find it awake; then it sleeps. (Yielding
-// between polls, tried first, left the worker asleep or behind other spinning threads: the 2-thread
-// step at 1e5 ran no faster than 1 thread, and 1 busy process cost 1e6 a third more.) The caller,
-// once every chunk is claimed, polls kWaitSpin times, then reads the clock between polls until
-// kBlockAfterUs have passed, then blocks (run).
-constexpr int kSpin = 200000;
-constexpr int kYieldEvery = 1 << 30;  // never, within kSpin
+// An idle worker polls for the next job with the CPU's pause instruction for idle_spin_us
+// (kDefaultIdleSpinUs, parallel.h), reading the steady clock every kClockEvery polls (the pause
+// takes 10-150 cycles depending on the core, so a count of polls is no measure of time), so that
+// back-to-back calls find it awake; then it sleeps. It used to poll 200000 times (2.2 ms on this
+// project's Xeon VM, about 4 ms on a Zen 4 core; libgomp's order): in a torch training loop
+// the two workers' spin after our step took the cores from torch's forward pass and fused step
+// (torch's Adam right after ours 7.83 ms, alone 6.36 ms; bench/torch_interleave.py).
+// (Yielding between polls, tried first, left the worker asleep or behind other spinning threads:
+// the 2-thread step at 1e5 ran no faster than 1 thread, and 1 busy process cost 1e6 a third
+// more.) The caller, once every chunk is claimed, polls kWaitSpin times, then reads the clock
+// between polls until kBlockAfterUs have passed, then blocks (run).
+constexpr int kClockEvery = 16;
 constexpr int kWaitSpin = 64;
 // Stall detection and back-off (Pool::note_wait).
 // A stall is a wait of 20 ms or more: a descheduled worker under heavy load. Shorter waits are
@@ -72,9 +78,9 @@ constexpr int64_t kBackoffResetNs = 10000000000;  // 10 s
 // The waits of set_pool_waits (parallel.h), read once per job / per idle period. A chunk takes
 // 20-100 us: a caller still waiting after 100 us waits for a worker that is not running.
 constexpr int kBlockAfterUs = 100;
-std::atomic<int> g_idle_polls{kSpin};
+std::atomic<int> g_idle_spin_us{kDefaultIdleSpinUs};
 std::atomic<int> g_block_after_us{kBlockAfterUs};
-inline int idle_spin() { return g_idle_polls.load(std::memory_order_relaxed); }
+std::atomic<int> g_openmp{0};
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -207,16 +213,18 @@ class Pool {
         }
     }
 
-    // Returns the state once its generation differs from `seen`.
+    // Returns the state once its generation differs from `seen`: polls for idle_spin_us, then
+    // sleeps.
     uint64_t next_job(uint32_t seen) {
-        const int spins = idle_spin();
-        for (int spin = 0; spin < spins; ++spin) {
-            const uint64_t s = state_.load(std::memory_order_acquire);
-            if (generation(s) != seen) return s;
-            if (spin % kYieldEvery == kYieldEvery - 1)
-                std::this_thread::yield();
-            else
+        const int64_t spin_ns = int64_t(g_idle_spin_us.load(std::memory_order_relaxed)) * 1000;
+        if (spin_ns > 0) {
+            const int64_t until = now_ns() + spin_ns;
+            for (int spin = 1;; ++spin) {
+                const uint64_t s = state_.load(std::memory_order_acquire);
+                if (generation(s) != seen) return s;
                 cpu_relax();
+                if (spin % kClockEvery == 0 && now_ns() >= until) break;
+            }
         }
         std::unique_lock<std::mutex> lock(sleep_mutex_);
         sleepers_.fetch_add(1, std::memory_order_seq_cst);
@@ -288,19 +296,42 @@ int threads_for(int64_t work) {
 }
 
 PoolWaits pool_waits() {
-    return {g_idle_polls.load(std::memory_order_relaxed),
-            g_block_after_us.load(std::memory_order_relaxed)};
+    return {g_idle_spin_us.load(std::memory_order_relaxed),
+            g_block_after_us.load(std::memory_order_relaxed),
+            g_openmp.load(std::memory_order_relaxed)};
 }
 
 void set_pool_waits(PoolWaits w) {
-    g_idle_polls.store(std::max(0, w.idle_polls), std::memory_order_relaxed);
+    g_idle_spin_us.store(std::max(0, w.idle_spin_us), std::memory_order_relaxed);
     g_block_after_us.store(std::max(-1, w.block_after_us), std::memory_order_relaxed);
+    g_openmp.store(w.openmp ? 1 : 0, std::memory_order_relaxed);
 }
 
+#ifdef _OPENMP
+// The chunks on the OpenMP runtime's threads (PoolWaits::openmp): each thread of one parallel
+// region claims the next chunk from a shared counter, as the pool's threads do, so the split
+// (and any result) is the pool's. Not from inside another parallel region (nested regions would
+// run on one thread each anyway): false there, and the caller runs its chunks itself.
+bool run_on_openmp(int64_t nchunks, int threads, Fn fn, void* ctx) {
+    if (omp_in_parallel()) return false;
+    alignas(64) std::atomic<int64_t> next{0};
+#pragma omp parallel num_threads(threads)
+    {
+        for (int64_t k; (k = next.fetch_add(1, std::memory_order_relaxed)) < nchunks;)
+            fn(ctx, k);
+    }
+    return true;
+}
+#endif
+
 void run_chunks(int64_t nchunks, int threads, Fn fn, void* ctx) {
-    if (threads > 1 && nchunks > 1 && uint64_t(nchunks) < kIdle &&
-        pool().run(nchunks, threads, fn, ctx))
-        return;
+    if (threads > 1 && nchunks > 1 && uint64_t(nchunks) < kIdle) {
+#ifdef _OPENMP
+        if (g_openmp.load(std::memory_order_relaxed) && run_on_openmp(nchunks, threads, fn, ctx))
+            return;
+#endif
+        if (pool().run(nchunks, threads, fn, ctx)) return;
+    }
     for (int64_t k = 0; k < nchunks; ++k) fn(ctx, k);
 }
 

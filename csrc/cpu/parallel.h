@@ -40,14 +40,25 @@ int threads_for(int64_t work);
 // this one runs its chunks itself. Safe from any thread; the pool is re-created after fork().
 void run_chunks(int64_t nchunks, int threads, void (*fn)(void*, int64_t), void* ctx);
 
-// How the pool waits (no result depends on it; for benchmarks and tests): an idle worker polls
-// `idle_polls` times (the CPU's pause instruction) for the next job before it sleeps, and a caller
-// whose chunks are all claimed polls `block_after_us` microseconds for the workers' last chunks,
-// then blocks until they are done (-1: never blocks; it yields between polls). Process-wide.
+// How the pool waits (no result depends on it): an idle worker polls (the CPU's pause instruction)
+// for the next job for `idle_spin_us` microseconds of the steady clock, then sleeps on a
+// condition variable until a job wakes it (0: sleeps at once); a caller whose chunks are all
+// claimed polls `block_after_us` microseconds for the workers' last chunks, then blocks until
+// they are done (-1: never blocks; it yields between polls). With `openmp` set, the chunks run
+// instead on the threads of the process's OpenMP runtime (one parallel region per call, the
+// chunks claimed as here): the threads that torch uses when it loaded the same libgomp, awake
+// after torch's own work. Process-wide; idle_spin_us is fusedopt.set_pool_spin /
+// FUSEDOPT_POOL_SPIN_US; all three are _core._pool_waits (benchmarks, tests).
 struct PoolWaits {
-    int idle_polls;
+    int idle_spin_us;
     int block_after_us;
+    int openmp;
 };
+// Default idle spin: long enough that back-to-back calls (a step's groups, a benchmark loop, the
+// 150 us of Python between two steps of a 200-tensor model) find the workers awake, short enough
+// that they do not hold the cores for milliseconds after a step while another runtime's threads
+// (torch's OpenMP pool in a training loop) have work.
+constexpr int kDefaultIdleSpinUs = 200;
 PoolWaits pool_waits();
 void set_pool_waits(PoolWaits w);
 

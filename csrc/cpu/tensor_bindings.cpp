@@ -51,6 +51,7 @@ struct Torch {
     PyObject* strided = nullptr;
     PyObject* dtypes[kDTypes] = {nullptr, nullptr, nullptr, nullptr};
     PyObject *s_layout, *s_is_cpu, *s_dtype, *s_shape, *s_is_contiguous, *s_data_ptr;
+    PyObject *s_untyped_storage, *s_nbytes, *s_storage_offset;
 };
 
 const Torch* torch_of(PyObject* o) {
@@ -76,6 +77,9 @@ const Torch* torch_of(PyObject* o) {
     fresh->s_shape = PyUnicode_InternFromString("shape");
     fresh->s_is_contiguous = PyUnicode_InternFromString("is_contiguous");
     fresh->s_data_ptr = PyUnicode_InternFromString("data_ptr");
+    fresh->s_untyped_storage = PyUnicode_InternFromString("untyped_storage");
+    fresh->s_nbytes = PyUnicode_InternFromString("nbytes");
+    fresh->s_storage_offset = PyUnicode_InternFromString("storage_offset");
     t = fresh;
     return t;
 }
@@ -258,6 +262,22 @@ class TensorPlan {
             const unsigned long long v = PyLong_AsUnsignedLongLong(ptr.ptr());
             if (PyErr_Occurred()) throw py::error_already_set();
             p = static_cast<uintptr_t>(v);
+            // The storage must hold the elements from the tensor's offset on: a storage resized
+            // in place (untyped_storage().resize_(k)) under the tensor keeps its shape. (A
+            // storage resized to 0 has no pointer: refused below.)
+            if (p != 0) {
+                const py::object storage = call0(g, t->s_untyped_storage);
+                const long long nbytes = PyLong_AsLongLong(call0(storage.ptr(), t->s_nbytes).ptr());
+                if (PyErr_Occurred()) throw py::error_already_set();
+                const long long offset = PyLong_AsLongLong(call0(g, t->s_storage_offset).ptr());
+                if (PyErr_Occurred()) throw py::error_already_set();
+                const long long need = (offset + size_[i]) * itemsize(d);
+                if (offset < 0 || nbytes < need)
+                    throw py::value_error(item(kGrad, i) + ": its storage holds " +
+                                          std::to_string(nbytes) + " bytes, fewer than the " +
+                                          std::to_string(need) + " its shape and offset need "
+                                          "(storage resized under the tensor)");
+            }
         } catch (py::error_already_set& e) {  // torch refused a query (sparse, freed storage)
             if (!e.matches(PyExc_Exception)) throw;
             throw py::value_error(item(kGrad, i) + ": " + e.what());
@@ -320,6 +340,26 @@ bool collect_plan(const ListArgs& args, Batches& out) {
 }  // namespace cpu
 }  // namespace fusedopt
 
+namespace {
+
+// The largest idle spin / block-after time accepted (1 s).
+constexpr long long kMaxSpinUs = 1000000;
+
+// An idle-spin time in microseconds from Python: an int in 0..kMaxSpinUs.
+int spin_us_arg(py::handle v, const char* name) {
+    if (!PyLong_Check(v.ptr()) || PyBool_Check(v.ptr()))
+        throw py::type_error(std::string(name) + " must be an int, got " + type_name(v));
+    const long long x = PyLong_AsLongLong(v.ptr());
+    if (PyErr_Occurred() || x < 0 || x > kMaxSpinUs) {
+        PyErr_Clear();
+        throw py::value_error(std::string(name) + " must be 0.." + std::to_string(kMaxSpinUs) +
+                              " (microseconds)");
+    }
+    return static_cast<int>(x);
+}
+
+}  // namespace
+
 void register_tensors(py::module_& m) {
     using fusedopt::cpu::TensorPlan;
     py::class_<TensorPlan>(m, "TensorPlan",
@@ -330,31 +370,52 @@ void register_tensors(py::module_& m) {
         .def("set_grads", &TensorPlan::set_grads, py::arg("grads"))
         .def("__len__", &TensorPlan::size);
     // The worker pool's waits (parallel.h; benchmarks compare them side by side): returns the
-    // previous (idle_polls, block_after_us) and sets the given ones.
+    // previous (idle_spin_us, block_after_us, openmp) and sets the given ones.
     m.def(
         "_pool_waits",
-        [](py::object idle_polls, py::object block_after_us) {
+        [](py::object idle_spin_us, py::object block_after_us, py::object openmp) {
             using fusedopt::cpu::PoolWaits;
             const PoolWaits old = fusedopt::cpu::pool_waits();
             PoolWaits w = old;
-            auto as_int = [](py::handle v, const char* name) {
-                if (!PyLong_Check(v.ptr()))
-                    throw py::type_error(std::string(name) + " must be an int or None, got " +
-                                         type_name(v));
-                const long long x = PyLong_AsLongLong(v.ptr());
-                if (PyErr_Occurred() || x > INT32_MAX || x < INT32_MIN) {
+            if (!idle_spin_us.is_none())
+                w.idle_spin_us = spin_us_arg(idle_spin_us, "idle_spin_us");
+            if (!block_after_us.is_none()) {
+                if (!PyLong_Check(block_after_us.ptr()) || PyBool_Check(block_after_us.ptr()))
+                    throw py::type_error("block_after_us must be an int or None, got " +
+                                         type_name(block_after_us));
+                const long long x = PyLong_AsLongLong(block_after_us.ptr());
+                if (PyErr_Occurred() || x < -1 || x > kMaxSpinUs) {
                     PyErr_Clear();
-                    throw py::value_error(std::string(name) + " is out of range");
+                    throw py::value_error("block_after_us must be -1 (never) or 0.." +
+                                          std::to_string(kMaxSpinUs));
                 }
-                return static_cast<int>(x);
-            };
-            if (!idle_polls.is_none()) w.idle_polls = as_int(idle_polls, "idle_polls");
-            if (!block_after_us.is_none())
-                w.block_after_us = as_int(block_after_us, "block_after_us");
-            if (w.idle_polls < 0) throw py::value_error("idle_polls must be >= 0");
-            if (w.block_after_us < -1) throw py::value_error("block_after_us must be >= -1");
+                w.block_after_us = static_cast<int>(x);
+            }
+            if (!openmp.is_none()) {
+                if (!PyBool_Check(openmp.ptr()))
+                    throw py::type_error("openmp must be a bool or None, got " +
+                                         type_name(openmp));
+                w.openmp = openmp.ptr() == Py_True;
+            }
             fusedopt::cpu::set_pool_waits(w);
-            return py::make_tuple(old.idle_polls, old.block_after_us);
+            return py::make_tuple(old.idle_spin_us, old.block_after_us, bool(old.openmp));
         },
-        py::arg("idle_polls") = py::none(), py::arg("block_after_us") = py::none());
+        py::arg("idle_spin_us") = py::none(), py::arg("block_after_us") = py::none(),
+        py::arg("openmp") = py::none());
+    m.def(
+        "get_pool_spin", [] { return fusedopt::cpu::pool_waits().idle_spin_us; },
+        "Microseconds an idle worker of the CPU pool polls for the next call before it sleeps "
+        "(set_pool_spin).");
+    m.def(
+        "set_pool_spin",
+        [](py::object us) {
+            fusedopt::cpu::PoolWaits w = fusedopt::cpu::pool_waits();
+            w.idle_spin_us = spin_us_arg(us, "us");
+            fusedopt::cpu::set_pool_waits(w);
+        },
+        py::arg("us"),
+        "How long (microseconds, 0..1000000) an idle worker of the CPU pool polls for the next "
+        "call before it sleeps; default 200, or FUSEDOPT_POOL_SPIN_US at import of fusedopt. "
+        "Longer keeps workers awake across longer gaps between calls; shorter leaves the cores "
+        "sooner to other threads (torch's). Results never depend on it.");
 }

@@ -20,9 +20,10 @@ Moré-Garbow-Hillstrom test problems).
 from __future__ import annotations
 
 import importlib as _importlib
+import os as _os
 
 from . import _core, lbfgs, ops, optim, reference, schedules
-from ._core import get_num_threads, set_num_threads
+from ._core import get_num_threads, get_pool_spin, set_num_threads, set_pool_spin
 from .ops import clip_by_global_norm_, global_norm, num_threads
 
 __version__ = "0.1.0"
@@ -32,7 +33,23 @@ _LAZY = ("functions", "init", "sampling", "newton", "natural", "optimize", "demo
 
 __all__ = ["ops", "optim", "reference", "schedules", "lbfgs", *_LAZY, "global_norm",
            "clip_by_global_norm_",
-           "get_num_threads", "set_num_threads", "num_threads", "isa", "__version__"]
+           "get_num_threads", "set_num_threads", "num_threads", "get_pool_spin", "set_pool_spin",
+           "isa", "__version__"]
+
+
+def _pool_spin_from_the_environment() -> None:
+    """FUSEDOPT_POOL_SPIN_US (microseconds, 0..1000000): the pool's idle spin (set_pool_spin)."""
+    value = _os.environ.get("FUSEDOPT_POOL_SPIN_US")
+    if value is None:
+        return
+    try:
+        set_pool_spin(int(value) if value.isdecimal() else -1)
+    except ValueError:
+        raise ValueError("FUSEDOPT_POOL_SPIN_US must be an integer 0..1000000 (microseconds), "
+                         f"got {value!r}") from None
+
+
+_pool_spin_from_the_environment()
 
 
 def isa() -> str:

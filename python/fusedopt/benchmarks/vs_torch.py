@@ -14,8 +14,10 @@ pointers, one kernel call per step). The cases:
   no master weights: ``Adam(fused=True)`` steps the bfloat16 params with bfloat16 states (18
   bytes per element, other rounding) -- the column shows what a torch user gets;
 * a training loop on one process (an MLP's forward and backward in torch, then the step):
-  the iteration and the step's share, ``fusedopt.torch.Adam`` (also under the worker pool's
-  former waiting, ``_core._pool_waits``, and a short idle poll) against ``Adam(fused=True)``:
+  the iteration and the step's share, ``fusedopt.torch.Adam`` (also with the worker pool's idle
+  spin of 2 ms, about its former spin and the order of libgomp's, with none: idle workers sleep
+  at once, ``fusedopt.set_pool_spin``, and with the chunks on the OpenMP runtime's threads,
+  torch's own when both load one libgomp) against ``Adam(fused=True)``:
   what a user sees when torch's OpenMP threads and fusedopt's workers take turns on the cores;
 * one training step of FSDP2 with ``CPUOffloadPolicy(pin_memory=False)`` on 2 gloo processes
   (this module run as a script: ``python -m fusedopt.benchmarks.vs_torch fsdp-worker ...``), an
@@ -221,11 +223,13 @@ def timed_iteration(model, opt, x, y) -> tuple[float, float]:
     return t2 - t0, t2 - t1
 
 
-#: The training loop's columns: (label, optimizer, the pool's waits or None for the default).
+#: The training loop's columns: (label, optimizer, the pool's waits -- (idle_spin_us,
+#: block_after_us, openmp) of ``_core._pool_waits`` -- or None for the default).
 LOOP_IMPLS = {
     "fusedopt": ("fusedopt.torch.Adam", "fusedopt", None),
-    "fusedopt-yield": ("  pool waits as before (yield)", "fusedopt", (200000, -1)),
-    "fusedopt-idle": ("  short idle poll (20000)", "fusedopt", (20000, 100)),
+    "fusedopt-long": ("  idle spin 2 ms (as before)", "fusedopt", (2000, 100, False)),
+    "fusedopt-none": ("  idle spin 0 (sleep at once)", "fusedopt", (0, 100, False)),
+    "fusedopt-omp": ("  on the OpenMP threads", "fusedopt", (200, 100, True)),
     "torch": ("torch Adam(fused=True)", "torch", None),
 }
 
