@@ -9,7 +9,7 @@
 // fusedopt/compact.h's hash) and the bfloat16/float32 states. For 8-bit states the block's new
 // absmax is max |x| over the block, taken as the maximum of the bit patterns |x| (which order as
 // |x|, a NaN above infinity), so the order of the reduction cannot change it; then every thread
-// encodes its value with fo_quant_encode (fusedopt/compact.h: the CPU's encoder, same tables,
+// encodes fo_quant_normalize(x, absmax) (x times the block's float32 reciprocal) with fo_quant_encode (fusedopt/compact.h: the CPU's encoder, same tables,
 // same tie rule). Hence the CPU's and the reference's bits.
 //
 // The table (int64, built by fusedopt/_cuda/compact.py) for `nt` tensors of one param dtype:
@@ -158,7 +158,7 @@ __device__ __forceinline__ void compact_apply(const Op& op, const i64* table, i6
             const float* th = thresholds + sgn * kQuantBlock;
             if (t == 0) reinterpret_cast<float*>(row[kFAbsmax + j])[qb] = amax;
             if (live) {
-                const float y = amax == 0.0f ? 0.0f : s[j] / amax;
+                const float y = amax == 0.0f ? 0.0f : fo_quant_normalize(s[j], amax);
                 reinterpret_cast<unsigned char*>(row[kFState + j])[i] =
                     static_cast<unsigned char>(fo_quant_encode(y, lut, th));
             }
