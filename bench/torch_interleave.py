@@ -1,7 +1,7 @@
 """fusedopt.torch's step next to torch's own threads: Adam (float32) alone, right after a
 ``torch.optim.Adam(fused=True)`` step, right after an MLP's forward and backward, and the other
-way round, under several settings of fusedopt's worker pool (its idle spin, ``set_pool_spin``,
-and its thread count), all interleaved in one process (the settings and the cases take turns, the
+way round, under several settings of fusedopt's threading (``set_threading``: torch's OpenMP
+threads or fusedopt's worker pool, its idle spin, ``set_pool_spin``, and its thread count), all interleaved in one process (the settings and the cases take turns, the
 order rotating each round).
 
     PYTHONPATH=python python bench/torch_interleave.py                 # n = 1e7, 8 rounds
@@ -9,12 +9,13 @@ order rotating each round).
     OMP_WAIT_POLICY=passive PYTHONPATH=python python bench/torch_interleave.py  # torch's
         # OpenMP threads sleep at once after a parallel region (fusedopt's pool ignores it)
 
-Settings: "spin 200us" is the default (idle workers poll 200 us for the next call, then sleep),
-"spin 2ms" the pool's former spin (200000 pauses: 2.2 ms on this Xeon; libgomp's default spin
-is of that order), "spin 0" sleeps at once, "1 thread" runs our step on the calling thread alone
-(is a worker worth having while torch's OpenMP threads still spin?), "on OpenMP threads" runs
-our chunks in an OpenMP parallel region instead of on the pool (torch's threads: both load one
-libgomp). Run it on a quiet machine: the effects are a few milliseconds.
+Settings: "auto (OpenMP threads)" is the default (fusedopt.set_threading("auto"): fusedopt.torch's
+steps run in an OpenMP parallel region, on torch's own threads when both load one libgomp);
+the others run the chunks on fusedopt's worker pool: "pool, spin 200us" (idle workers poll
+200 us for the next call, then sleep), "pool, spin 2ms" the pool's former spin (200000 pauses:
+2.2 ms on this Xeon; libgomp's default spin is of that order), "pool, spin 0" sleeps at once,
+"pool, 1 thread" runs our step on the calling thread alone (is a worker worth having while
+torch's OpenMP threads still spin?). Run it on a quiet machine: the effects are a few milliseconds.
 """
 from __future__ import annotations
 
@@ -27,10 +28,13 @@ import torch
 import fusedopt.torch as ft
 from fusedopt import _core
 
-# name: (idle_spin_us, block_after_us, openmp) of _core._pool_waits, threads (None: the default)
-SETTINGS = {"spin 200us": ((200, 100, False), None), "spin 2ms": ((2000, 100, False), None),
-            "spin 0": ((0, 100, False), None), "1 thread": ((200, 100, False), 1),
-            "on OpenMP threads": ((200, 100, True), None)}
+# name: (idle_spin_us, block_after_us, threading) of _core._pool_waits, threads (None: the
+# default); "auto" (the default) runs fusedopt.torch's steps on the OpenMP runtime's threads.
+SETTINGS = {"auto (OpenMP threads)": ((200, 100, "auto"), None),
+            "pool, spin 200us": ((200, 100, "pool"), None),
+            "pool, spin 2ms": ((2000, 100, "pool"), None),
+            "pool, spin 0": ((0, 100, "pool"), None),
+            "pool, 1 thread": ((200, 100, "pool"), 1)}
 
 
 def main() -> None:
@@ -94,9 +98,9 @@ def main() -> None:
         _core._pool_waits(*default)
     print(f"n = {n:.0e}, {_core.get_num_threads()} threads, medians in ms "
           f"({args.rounds} rounds x 3 of each case)")
-    print(f"{'case':24s}" + "".join(f"{s:>20s}" for s in names))
+    print(f"{'case':24s}" + "".join(f"{s:>23s}" for s in names))
     for c in cases:
-        print(f"{c:24s}" + "".join(f"{statistics.median(res[(s, c)]) * 1e3:20.2f}"
+        print(f"{c:24s}" + "".join(f"{statistics.median(res[(s, c)]) * 1e3:23.2f}"
                                    for s in names))
 
 

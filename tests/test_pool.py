@@ -120,11 +120,11 @@ def test_same_bits_while_other_processes_load_the_cores():
 # The pool's waits (_core._pool_waits): how long an idle worker polls before it sleeps (us of the
 # steady clock; 0: at once), and how long a caller polls before it blocks on the workers' last
 # chunks (-1: never blocks, yields). None changes a bit.
-WAITS = [(200, 100, False), (5000, -1, False), (200, 0, False), (0, 0, False), (20, 100, False),
-         (1000000, 100, False), (200, 100, True)]
+WAITS = [(200, 100, "pool"), (5000, -1, "pool"), (200, 0, "pool"), (0, 0, "pool"),
+         (20, 100, "pool"), (1000000, 100, "pool"), (200, 100, "openmp"), (200, 100, "auto")]
 
 
-@pytest.mark.parametrize("waits", WAITS, ids=[f"spin{a}-block{b}-omp{c:d}" for a, b, c in WAITS])
+@pytest.mark.parametrize("waits", WAITS, ids=[f"spin{a}-block{b}-{c}" for a, b, c in WAITS])
 def test_same_bits_under_every_pool_wait(waits):
     with fusedopt.num_threads(1):
         want = _all_kernels()
@@ -157,8 +157,10 @@ def test_pool_waits_refuse_bad_values():
         _core._pool_waits(None, 2**40)
     with pytest.raises(ValueError, match="idle_spin_us must be"):
         _core._pool_waits(2**40, None)
-    with pytest.raises(TypeError, match="openmp must be a bool"):
-        _core._pool_waits(None, None, 1)
+    with pytest.raises(TypeError, match="threading must be 'auto', 'pool' or 'openmp'"):
+        _core._pool_waits(None, None, True)
+    with pytest.raises(ValueError, match="threading must be 'auto', 'pool' or 'openmp'"):
+        _core._pool_waits(None, None, "omp")
     assert _core._pool_waits() == old
 
 
@@ -205,15 +207,93 @@ def test_pool_spin_from_the_environment(value, want):
         assert r.stdout.split() == [want]
 
 
-@pytest.mark.parametrize("openmp", [False, True], ids=["pool", "openmp"])
-def test_two_python_threads_at_once(openmp):
+def test_set_threading_sets_the_mode_and_refuses_bad_values():
+    old = fusedopt.get_threading()
+    assert old == _core._pool_waits()[2]
+    try:
+        for mode in ("pool", "openmp", "auto"):
+            fusedopt.set_threading(mode)
+            assert fusedopt.get_threading() == mode == _core._pool_waits()[2]
+        for bad, exc in [("OpenMP", ValueError), ("", ValueError), (None, TypeError),
+                         (1, TypeError), (True, TypeError)]:
+            with pytest.raises(exc, match="mode must be 'auto', 'pool' or 'openmp'"):
+                fusedopt.set_threading(bad)
+            assert fusedopt.get_threading() == "auto"
+    finally:
+        fusedopt.set_threading(old)
+
+
+@pytest.mark.parametrize("value, want", [(None, "auto"), ("pool", "pool"), ("openmp", "openmp"),
+                                         ("auto", "auto"), ("omp", None), ("", None)])
+def test_threading_from_the_environment(value, want):
+    """FUSEDOPT_THREADING sets the mode at import (default 'auto'); a bad value fails the import
+    with a ValueError naming the variable."""
+    env = {k: v for k, v in os.environ.items() if k != "FUSEDOPT_THREADING"}
+    if value is not None:
+        env["FUSEDOPT_THREADING"] = value
+    code = ("import fusedopt, numpy as np\n"
+            "w = np.zeros(100003, np.float32)\n"
+            "with fusedopt.num_threads(2):\n"
+            "    fusedopt.ops.sgd_([w], [np.ones_like(w)], step=1, lr=0.5)\n"
+            "assert (w == -0.5).all()\n"
+            "print(fusedopt.get_threading())")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=120)
+    if want is None:
+        assert r.returncode != 0
+        assert "ValueError: FUSEDOPT_THREADING must be 'auto', 'pool' or 'openmp'" in r.stderr
+    else:
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == [want]
+
+
+def test_torch_caller_mark_is_per_thread_and_picks_openmp_under_auto():
+    """Under 'auto' a call runs on OpenMP's threads exactly while its thread is marked a torch
+    caller (fusedopt.torch's steps), on the pool otherwise; 'pool' and 'openmp' ignore the mark;
+    the mark of one Python thread is not another's. Same bits every way."""
+    n = 300007
+    rng = np.random.default_rng(3)
+    g = rng.standard_normal(n).astype(np.float32)
+
+    def regions_of_a_step(mark: bool) -> tuple[int, bytes]:
+        w = np.ones(n, np.float32)
+        before_mark = _core._torch_caller(mark)
+        try:
+            r0 = _core._openmp_regions()
+            fusedopt.ops.sgd_([w], [g], step=1, lr=0.25)
+            return _core._openmp_regions() - r0, w.tobytes()
+        finally:
+            _core._torch_caller(before_mark)
+
+    old = fusedopt.get_threading()
+    try:
+        with fusedopt.num_threads(2):
+            want = regions_of_a_step(False)[1]
+            for mode, unmarked, marked in [("auto", 0, 1), ("pool", 0, 0), ("openmp", 1, 1)]:
+                fusedopt.set_threading(mode)
+                assert regions_of_a_step(False) == (unmarked, want), mode
+                assert regions_of_a_step(True) == (marked, want), mode
+            fusedopt.set_threading("auto")
+            assert _core._torch_caller(True) is False
+            seen = []
+            t = threading.Thread(target=lambda: seen.append(regions_of_a_step(False)[0]))
+            t.start()
+            t.join(60)
+            assert _core._torch_caller(False) is True
+            assert seen == [0]  # another thread, unmarked: the pool
+    finally:
+        fusedopt.set_threading(old)
+
+
+@pytest.mark.parametrize("threading_mode", ["pool", "openmp"])
+def test_two_python_threads_at_once(threading_mode):
     """Kernels release the GIL; two threads calling at once share the pool (one of them runs on
     its own thread; on OpenMP's threads each has a parallel region of its own) and both get the
     bits of a lone call."""
     with fusedopt.num_threads(1):
         want = _all_kernels()
     got, errors = [], []
-    old = _core._pool_waits(openmp=openmp)
+    old = _core._pool_waits(threading=threading_mode)
 
     def work():
         try:

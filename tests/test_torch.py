@@ -116,3 +116,43 @@ def test_training_loop_times_every_column_and_restores_the_pool_waits():
     assert n == 4 * 1024 * 1024 + 4 * 1024
     for it, st in times.values():
         assert 0 < st < it
+
+
+def test_torch_steps_run_on_openmp_threads_under_auto():
+    """fusedopt.torch's step and clip_grad_norm_ mark their thread as a torch caller: under
+    threading 'auto' (the default) their kernel calls run on the OpenMP runtime's threads
+    (torch's), under 'pool' on fusedopt's pool; the mark is gone afterwards, also after an
+    error; the bits do not depend on it."""
+    import fusedopt  # noqa: PLC0415
+    import fusedopt.torch as ft  # noqa: PLC0415
+    from fusedopt import _core  # noqa: PLC0415
+
+    n = 300007
+    g = torch.linspace(-1, 1, n)
+
+    def run(mode):
+        fusedopt.set_threading(mode)
+        p = torch.nn.Parameter(torch.zeros(n))
+        p.grad = g.clone()
+        opt = ft.Adam([p], lr=0.1)
+        r0 = _core._openmp_regions()
+        opt.step()
+        opt.step()
+        ft.clip_grad_norm_([p], 0.5)
+        return _core._openmp_regions() - r0, p.detach().numpy().tobytes(), p.grad.numpy().tobytes()
+
+    old = fusedopt.get_threading()
+    try:
+        with fusedopt.num_threads(2):
+            auto, pool = run("auto"), run("pool")
+            assert auto[0] >= 3 and pool[0] == 0
+            assert auto[1:] == pool[1:]
+            fusedopt.set_threading("auto")
+            bad = ft.Adam([torch.nn.Parameter(torch.zeros(3))])
+            bad.param_groups[0]["params"][0].grad = torch.zeros(3)
+            bad.param_groups[0]["lr"] = -1.0
+            with pytest.raises(ValueError, match="lr"):
+                bad.step()
+            assert _core._torch_caller(False) is False  # the mark did not leak
+    finally:
+        fusedopt.set_threading(old)

@@ -80,7 +80,9 @@ constexpr int64_t kBackoffResetNs = 10000000000;  // 10 s
 constexpr int kBlockAfterUs = 100;
 std::atomic<int> g_idle_spin_us{kDefaultIdleSpinUs};
 std::atomic<int> g_block_after_us{kBlockAfterUs};
-std::atomic<int> g_openmp{0};
+std::atomic<int> g_threading{kAuto};
+thread_local bool t_torch_caller = false;
+std::atomic<int64_t> g_openmp_regions{0};  // calls run on OpenMP's threads (openmp_regions)
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -298,22 +300,23 @@ int threads_for(int64_t work) {
 PoolWaits pool_waits() {
     return {g_idle_spin_us.load(std::memory_order_relaxed),
             g_block_after_us.load(std::memory_order_relaxed),
-            g_openmp.load(std::memory_order_relaxed)};
+            g_threading.load(std::memory_order_relaxed)};
 }
 
 void set_pool_waits(PoolWaits w) {
     g_idle_spin_us.store(std::max(0, w.idle_spin_us), std::memory_order_relaxed);
     g_block_after_us.store(std::max(-1, w.block_after_us), std::memory_order_relaxed);
-    g_openmp.store(w.openmp ? 1 : 0, std::memory_order_relaxed);
+    g_threading.store(w.threading, std::memory_order_relaxed);
 }
 
 #ifdef _OPENMP
-// The chunks on the OpenMP runtime's threads (PoolWaits::openmp): each thread of one parallel
+// The chunks on the OpenMP runtime's threads (PoolWaits::threading): each thread of one parallel
 // region claims the next chunk from a shared counter, as the pool's threads do, so the split
 // (and any result) is the pool's. Not from inside another parallel region (nested regions would
 // run on one thread each anyway): false there, and the caller runs its chunks itself.
 bool run_on_openmp(int64_t nchunks, int threads, Fn fn, void* ctx) {
     if (omp_in_parallel()) return false;
+    g_openmp_regions.fetch_add(1, std::memory_order_relaxed);
     alignas(64) std::atomic<int64_t> next{0};
 #pragma omp parallel num_threads(threads)
     {
@@ -324,10 +327,20 @@ bool run_on_openmp(int64_t nchunks, int threads, Fn fn, void* ctx) {
 }
 #endif
 
+int64_t openmp_regions() { return g_openmp_regions.load(std::memory_order_relaxed); }
+
+bool set_torch_caller(bool on) {
+    const bool old = t_torch_caller;
+    t_torch_caller = on;
+    return old;
+}
+
 void run_chunks(int64_t nchunks, int threads, Fn fn, void* ctx) {
     if (threads > 1 && nchunks > 1 && uint64_t(nchunks) < kIdle) {
 #ifdef _OPENMP
-        if (g_openmp.load(std::memory_order_relaxed) && run_on_openmp(nchunks, threads, fn, ctx))
+        const int mode = g_threading.load(std::memory_order_relaxed);
+        if ((mode == kOpenMP || (mode == kAuto && t_torch_caller)) &&
+            run_on_openmp(nchunks, threads, fn, ctx))
             return;
 #endif
         if (pool().run(nchunks, threads, fn, ctx)) return;

@@ -44,15 +44,19 @@ void run_chunks(int64_t nchunks, int threads, void (*fn)(void*, int64_t), void* 
 // for the next job for `idle_spin_us` microseconds of the steady clock, then sleeps on a
 // condition variable until a job wakes it (0: sleeps at once); a caller whose chunks are all
 // claimed polls `block_after_us` microseconds for the workers' last chunks, then blocks until
-// they are done (-1: never blocks; it yields between polls). With `openmp` set, the chunks run
-// instead on the threads of the process's OpenMP runtime (one parallel region per call, the
-// chunks claimed as here): the threads that torch uses when it loaded the same libgomp, awake
-// after torch's own work. Process-wide; idle_spin_us is fusedopt.set_pool_spin /
-// FUSEDOPT_POOL_SPIN_US; all three are _core._pool_waits (benchmarks, tests).
+// they are done (-1: never blocks; it yields between polls). `threading` says whose threads
+// run the chunks (Threading): the pool's, or the process's OpenMP runtime's (one parallel region
+// per call, the chunks claimed as here: the threads torch uses when it loaded the same libgomp,
+// awake after torch's own work), or -- kAuto, the default -- OpenMP's for calls made while the
+// calling thread is marked a torch caller (set_torch_caller: fusedopt.torch's steps) and the
+// pool's otherwise. Process-wide; idle_spin_us is fusedopt.set_pool_spin /
+// FUSEDOPT_POOL_SPIN_US, threading fusedopt.set_threading / FUSEDOPT_THREADING; all three are
+// _core._pool_waits (benchmarks, tests).
+enum Threading : int { kAuto = 0, kPool = 1, kOpenMP = 2 };
 struct PoolWaits {
     int idle_spin_us;
     int block_after_us;
-    int openmp;
+    int threading;  // Threading
 };
 // Default idle spin: long enough that back-to-back calls (a step's groups, a benchmark loop, the
 // 150 us of Python between two steps of a 200-tensor model) find the workers awake, short enough
@@ -61,6 +65,11 @@ struct PoolWaits {
 constexpr int kDefaultIdleSpinUs = 200;
 PoolWaits pool_waits();
 void set_pool_waits(PoolWaits w);
+// Marks the calling thread as stepping torch tensors (kAuto then runs its calls on OpenMP's
+// threads); returns the previous mark. Thread-local.
+bool set_torch_caller(bool on);
+// How many calls ran on OpenMP's threads so far (tests: which threads a call took).
+int64_t openmp_regions();
 
 // f(k) for every k in [0, nchunks), as run_chunks.
 template <typename F>

@@ -345,6 +345,21 @@ namespace {
 // The largest idle spin / block-after time accepted (1 s).
 constexpr long long kMaxSpinUs = 1000000;
 
+// The names of fusedopt::cpu::Threading, by value.
+constexpr const char* kThreadingNames[] = {"auto", "pool", "openmp"};
+
+// A Threading from Python: one of kThreadingNames.
+int threading_arg(py::handle v, const char* name) {
+    if (!PyUnicode_Check(v.ptr()))
+        throw py::type_error(std::string(name) + " must be 'auto', 'pool' or 'openmp', got " +
+                             type_name(v));
+    const std::string s = py::cast<std::string>(v);
+    for (int k = 0; k < 3; ++k)
+        if (s == kThreadingNames[k]) return k;
+    throw py::value_error(std::string(name) + " must be 'auto', 'pool' or 'openmp', got '" + s +
+                          "'");
+}
+
 // An idle-spin time in microseconds from Python: an int in 0..kMaxSpinUs.
 int spin_us_arg(py::handle v, const char* name) {
     if (!PyLong_Check(v.ptr()) || PyBool_Check(v.ptr()))
@@ -370,10 +385,10 @@ void register_tensors(py::module_& m) {
         .def("set_grads", &TensorPlan::set_grads, py::arg("grads"))
         .def("__len__", &TensorPlan::size);
     // The worker pool's waits (parallel.h; benchmarks compare them side by side): returns the
-    // previous (idle_spin_us, block_after_us, openmp) and sets the given ones.
+    // previous (idle_spin_us, block_after_us, threading) and sets the given ones.
     m.def(
         "_pool_waits",
-        [](py::object idle_spin_us, py::object block_after_us, py::object openmp) {
+        [](py::object idle_spin_us, py::object block_after_us, py::object threading) {
             using fusedopt::cpu::PoolWaits;
             const PoolWaits old = fusedopt::cpu::pool_waits();
             PoolWaits w = old;
@@ -391,17 +406,38 @@ void register_tensors(py::module_& m) {
                 }
                 w.block_after_us = static_cast<int>(x);
             }
-            if (!openmp.is_none()) {
-                if (!PyBool_Check(openmp.ptr()))
-                    throw py::type_error("openmp must be a bool or None, got " +
-                                         type_name(openmp));
-                w.openmp = openmp.ptr() == Py_True;
-            }
+            if (!threading.is_none()) w.threading = threading_arg(threading, "threading");
             fusedopt::cpu::set_pool_waits(w);
-            return py::make_tuple(old.idle_spin_us, old.block_after_us, bool(old.openmp));
+            return py::make_tuple(old.idle_spin_us, old.block_after_us,
+                                  kThreadingNames[old.threading]);
         },
         py::arg("idle_spin_us") = py::none(), py::arg("block_after_us") = py::none(),
-        py::arg("openmp") = py::none());
+        py::arg("threading") = py::none());
+    m.def(
+        "get_threading",
+        [] { return std::string(kThreadingNames[fusedopt::cpu::pool_waits().threading]); },
+        "Whose threads run the CPU kernels' chunks: 'auto', 'pool' or 'openmp' (set_threading).");
+    m.def(
+        "set_threading",
+        [](py::object mode) {
+            fusedopt::cpu::PoolWaits w = fusedopt::cpu::pool_waits();
+            w.threading = threading_arg(mode, "mode");
+            fusedopt::cpu::set_pool_waits(w);
+        },
+        py::arg("mode"),
+        "Whose threads run the CPU kernels' chunks: 'pool' (fusedopt's worker pool, which "
+        "keeps a step fast when other processes load the cores), 'openmp' (a parallel region of "
+        "the process's OpenMP runtime per call: torch's own threads when both load one libgomp) "
+        "or 'auto' (the default, or FUSEDOPT_THREADING at import of fusedopt): OpenMP's for the "
+        "steps of fusedopt.torch, where torch's threads are awake and would otherwise spin "
+        "beside the pool's, and the pool for everything else. Results never depend on it.");
+    m.def(
+        "_torch_caller",
+        [](bool on) { return fusedopt::cpu::set_torch_caller(on); }, py::arg("on"),
+        "Marks the calling thread as fusedopt.torch's step (threading 'auto' then runs its "
+        "calls on OpenMP's threads); returns the previous mark. Thread-local.");
+    m.def("_openmp_regions", &fusedopt::cpu::openmp_regions,
+          "How many calls ran on OpenMP's threads so far (tests).");
     m.def(
         "get_pool_spin", [] { return fusedopt::cpu::pool_waits().idle_spin_us; },
         "Microseconds an idle worker of the CPU pool polls for the next call before it sleeps "

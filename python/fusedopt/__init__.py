@@ -23,7 +23,8 @@ import importlib as _importlib
 import os as _os
 
 from . import _core, lbfgs, ops, optim, reference, schedules
-from ._core import get_num_threads, get_pool_spin, set_num_threads, set_pool_spin
+from ._core import (get_num_threads, get_pool_spin, get_threading, set_num_threads,
+                    set_pool_spin, set_threading)
 from .ops import clip_by_global_norm_, global_norm, num_threads
 
 __version__ = "0.1.0"
@@ -34,6 +35,7 @@ _LAZY = ("functions", "init", "sampling", "newton", "natural", "optimize", "demo
 __all__ = ["ops", "optim", "reference", "schedules", "lbfgs", *_LAZY, "global_norm",
            "clip_by_global_norm_",
            "get_num_threads", "set_num_threads", "num_threads", "get_pool_spin", "set_pool_spin",
+           "get_threading", "set_threading",
            "isa", "__version__"]
 
 
@@ -50,6 +52,22 @@ def _pool_spin_from_the_environment() -> None:
 
 
 _pool_spin_from_the_environment()
+
+
+def _threading_from_the_environment() -> None:
+    """FUSEDOPT_THREADING ('auto', 'pool' or 'openmp'): whose threads run the chunks
+    (set_threading)."""
+    value = _os.environ.get("FUSEDOPT_THREADING")
+    if value is None:
+        return
+    try:
+        set_threading(value)
+    except ValueError:
+        raise ValueError("FUSEDOPT_THREADING must be 'auto', 'pool' or 'openmp', "
+                         f"got {value!r}") from None
+
+
+_threading_from_the_environment()
 
 
 def isa() -> str:

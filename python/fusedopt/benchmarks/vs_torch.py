@@ -14,10 +14,11 @@ pointers, one kernel call per step). The cases:
   no master weights: ``Adam(fused=True)`` steps the bfloat16 params with bfloat16 states (18
   bytes per element, other rounding) -- the column shows what a torch user gets;
 * a training loop on one process (an MLP's forward and backward in torch, then the step):
-  the iteration and the step's share, ``fusedopt.torch.Adam`` (also with the worker pool's idle
-  spin of 2 ms, about its former spin and the order of libgomp's, with none: idle workers sleep
-  at once, ``fusedopt.set_pool_spin``, and with the chunks on the OpenMP runtime's threads,
-  torch's own when both load one libgomp) against ``Adam(fused=True)``:
+  the iteration and the step's share, ``fusedopt.torch.Adam`` (by default, threading 'auto', on
+  the OpenMP runtime's threads, torch's own when both load one libgomp; also on fusedopt's worker
+  pool with an idle spin of 200 us, of 2 ms, about its former spin and the order of libgomp's,
+  and with none: idle workers sleep at once, ``fusedopt.set_pool_spin``) against
+  ``Adam(fused=True)``:
   what a user sees when torch's OpenMP threads and fusedopt's workers take turns on the cores;
 * one training step of FSDP2 with ``CPUOffloadPolicy(pin_memory=False)`` on 2 gloo processes
   (this module run as a script: ``python -m fusedopt.benchmarks.vs_torch fsdp-worker ...``), an
@@ -33,6 +34,7 @@ of the issue's DeepSpeed figure.
 """
 from __future__ import annotations
 
+import ctypes
 import importlib
 import json
 import os
@@ -224,24 +226,42 @@ def timed_iteration(model, opt, x, y) -> tuple[float, float]:
 
 
 #: The training loop's columns: (label, optimizer, the pool's waits -- (idle_spin_us,
-#: block_after_us, openmp) of ``_core._pool_waits`` -- or None for the default).
+#: block_after_us, threading) of ``_core._pool_waits`` -- or None for the default: threading
+#: 'auto', which runs fusedopt.torch's steps on the OpenMP runtime's threads).
 LOOP_IMPLS = {
-    "fusedopt": ("fusedopt.torch.Adam", "fusedopt", None),
-    "fusedopt-long": ("  idle spin 2 ms (as before)", "fusedopt", (2000, 100, False)),
-    "fusedopt-none": ("  idle spin 0 (sleep at once)", "fusedopt", (0, 100, False)),
-    "fusedopt-omp": ("  on the OpenMP threads", "fusedopt", (200, 100, True)),
+    "fusedopt": ("fusedopt.torch.Adam (auto: OpenMP's threads)", "fusedopt", None),
+    "fusedopt-pool": ("  on fusedopt's pool, idle spin 200 us", "fusedopt", (200, 100, "pool")),
+    "fusedopt-long": ("  on the pool, idle spin 2 ms (as before)", "fusedopt",
+                      (2000, 100, "pool")),
+    "fusedopt-none": ("  on the pool, idle spin 0", "fusedopt", (0, 100, "pool")),
     "torch": ("torch Adam(fused=True)", "torch", None),
 }
+
+
+def fixed_malloc_thresholds() -> bool:
+    """Fixes glibc's mmap and trim thresholds for the rest of the process (256 MiB, 1 GiB):
+    with its dynamic ones, the grads that each backward pass allocates anew (16 MiB per layer
+    here) are mmapped or trimmed and come back as fresh pages, at a cost of ~10-100 ms per
+    iteration, in whichever column's allocations happen to sit at the heap's top (measured here:
+    always the first model built, whatever its optimizer). A benchmark's setting, never the
+    library's. False where the C library has no mallopt (not glibc)."""
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is None:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 256 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
 
 
 def training_loop(quick: bool = False, rounds: int = 0) -> tuple[dict, int]:
     """Median seconds of one iteration (zero_grad, forward, backward, step) and of its step,
     per column of LOOP_IMPLS: ``({key: (iteration, step)}, parameters)``. Each column trains its
     own copy of an MLP (4 layers of width 2048, 1024 with --quick; batch 64) with the same
-    threads; the columns take turns, in an order that rotates each round."""
+    threads; the columns take turns, in an order that rotates each round. glibc's malloc
+    thresholds are fixed first (``fixed_malloc_thresholds``)."""
     torch = _torch()
     import fusedopt.torch as ft  # noqa: PLC0415 -- imports torch
 
+    fixed_malloc_thresholds()
     width = 1024 if quick else 2048
     rounds = rounds or (5 if quick else 15)
     g = torch.Generator().manual_seed(0)
@@ -280,7 +300,8 @@ def loop_block(quick: bool = False) -> str:
              f"{t[k][0] / base[0]:.2f}", f"{t[k][1] / base[1]:.2f}"]
             for k, (label, _, _) in LOOP_IMPLS.items()]
     title = (f"torch: a training loop (MLP, {n:.2e} parameters, Adam float32, "
-             f"{_core.get_num_threads()} threads): iteration = zero_grad + forward + backward + step")
+             f"{_core.get_num_threads()} threads): iteration = zero_grad + forward + backward + "
+             "step (glibc's malloc thresholds fixed: fixed_malloc_thresholds)")
     return f"{title}\n" + format_table(
         ["implementation", "iteration ms", "step ms", "step share", "iteration / fusedopt",
          "step / fusedopt"], rows)

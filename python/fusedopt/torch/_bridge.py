@@ -13,9 +13,12 @@ would fail.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
+
+from .. import _core
 
 
 _DTensor: Any = None
@@ -146,3 +149,18 @@ def amp_arrays(grad_scale: Any, like: torch.Tensor) -> dict:
     else:
         scale = torch.tensor([float(grad_scale)], dtype=torch.float32, device=like.device)
     return {"grad_scale": array(scale), "found_inf": array(torch.zeros(1, device=like.device))}
+
+
+def on_torch_threads(func):
+    """``func`` with the calling thread marked as a step of ``fusedopt.torch`` for its duration:
+    under ``fusedopt.set_threading("auto")`` (the default) its CPU kernel calls then run on the
+    OpenMP runtime's threads -- torch's own when both load one libgomp, awake after torch's
+    work -- instead of beside them on fusedopt's pool."""
+    @functools.wraps(func)
+    def marked(*args: Any, **kwargs: Any) -> Any:
+        before = _core._torch_caller(True)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            _core._torch_caller(before)
+    return marked

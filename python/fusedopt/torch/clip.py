@@ -20,6 +20,7 @@ class NonFiniteNormError(RuntimeError, ValueError):
     RuntimeError, fusedopt ValueError; this is both. Nothing was scaled."""
 
 
+@_bridge.on_torch_threads
 def clip_grad_norm_(parameters: Any, max_norm: float, norm_type: float = 2.0,
                     error_if_nonfinite: bool = False, foreach: bool | None = None
                     ) -> torch.Tensor:

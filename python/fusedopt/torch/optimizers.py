@@ -238,6 +238,7 @@ def _with_hooks(func: Any) -> Any:
         return out
 
     @functools.wraps(func)
+    @_bridge.on_torch_threads
     def step(*args: Any, **kwargs: Any) -> Any:
         if _profiler_enabled():
             name = f"Optimizer.step#{type(args[0]).__name__}.step"
