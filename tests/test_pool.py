@@ -182,26 +182,42 @@ def test_set_pool_spin_sets_the_idle_spin_and_refuses_bad_values():
         fusedopt.set_pool_spin(old)
 
 
-@pytest.mark.parametrize("value, want", [(None, "200"), ("0", "0"), ("75", "75"),
-                                         ("1000000", "1000000"), ("-1", None), ("1e3", None),
-                                         ("", None), ("abc", None), ("1000001", None)])
-def test_pool_spin_from_the_environment(value, want):
-    """FUSEDOPT_POOL_SPIN_US sets the idle spin at import (default 200 us); a bad value fails the
-    import with a ValueError naming the variable."""
-    env = {k: v for k, v in os.environ.items() if k != "FUSEDOPT_POOL_SPIN_US"}
+# The settings read at import: (variable, getter, [(value, printed, or None: the import fails
+# with a ValueError naming the variable)], the error's text). None: the variable unset (default).
+ENV_SETTINGS = [
+    ("FUSEDOPT_POOL_SPIN_US", "get_pool_spin",
+     [(None, "200"), ("0", "0"), ("75", "75"), ("1000000", "1000000"), ("-1", None),
+      ("1e3", None), ("", None), ("abc", None), ("1000001", None)],
+     "ValueError: FUSEDOPT_POOL_SPIN_US must be an integer 0..1000000"),
+    ("FUSEDOPT_THREADING", "get_threading",
+     [(None, "auto"), ("pool", "pool"), ("openmp", "openmp"), ("auto", "auto"), ("omp", None),
+      ("", None)],
+     "ValueError: FUSEDOPT_THREADING must be 'auto', 'pool' or 'openmp'"),
+]
+ENV_CASES = [(var, getter, value, want, error) for var, getter, rows, error in ENV_SETTINGS
+             for value, want in rows]
+
+
+@pytest.mark.parametrize("var, getter, value, want, error", ENV_CASES,
+                         ids=[f"{c[0]}={c[2]!r}" for c in ENV_CASES])
+def test_settings_from_the_environment(var, getter, value, want, error):
+    """FUSEDOPT_POOL_SPIN_US (the idle spin, default 200 us) and FUSEDOPT_THREADING (default
+    'auto') are read at import; a bad value fails the import with a ValueError naming the
+    variable; a parallel call then works."""
+    env = {k: v for k, v in os.environ.items() if k != var}
     if value is not None:
-        env["FUSEDOPT_POOL_SPIN_US"] = value
+        env[var] = value
     code = ("import fusedopt, numpy as np\n"
             "w = np.zeros(100003, np.float32)\n"
             "with fusedopt.num_threads(2):\n"
             "    fusedopt.ops.sgd_([w], [np.ones_like(w)], step=1, lr=0.5)\n"
             "assert (w == -0.5).all()\n"
-            "print(fusedopt.get_pool_spin())")
+            f"print(fusedopt.{getter}())")
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                        timeout=120)
     if want is None:
         assert r.returncode != 0
-        assert "ValueError: FUSEDOPT_POOL_SPIN_US must be an integer 0..1000000" in r.stderr
+        assert error in r.stderr
     else:
         assert r.returncode == 0, r.stderr
         assert r.stdout.split() == [want]
@@ -221,30 +237,6 @@ def test_set_threading_sets_the_mode_and_refuses_bad_values():
             assert fusedopt.get_threading() == "auto"
     finally:
         fusedopt.set_threading(old)
-
-
-@pytest.mark.parametrize("value, want", [(None, "auto"), ("pool", "pool"), ("openmp", "openmp"),
-                                         ("auto", "auto"), ("omp", None), ("", None)])
-def test_threading_from_the_environment(value, want):
-    """FUSEDOPT_THREADING sets the mode at import (default 'auto'); a bad value fails the import
-    with a ValueError naming the variable."""
-    env = {k: v for k, v in os.environ.items() if k != "FUSEDOPT_THREADING"}
-    if value is not None:
-        env["FUSEDOPT_THREADING"] = value
-    code = ("import fusedopt, numpy as np\n"
-            "w = np.zeros(100003, np.float32)\n"
-            "with fusedopt.num_threads(2):\n"
-            "    fusedopt.ops.sgd_([w], [np.ones_like(w)], step=1, lr=0.5)\n"
-            "assert (w == -0.5).all()\n"
-            "print(fusedopt.get_threading())")
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                       timeout=120)
-    if want is None:
-        assert r.returncode != 0
-        assert "ValueError: FUSEDOPT_THREADING must be 'auto', 'pool' or 'openmp'" in r.stderr
-    else:
-        assert r.returncode == 0, r.stderr
-        assert r.stdout.split() == [want]
 
 
 def test_torch_caller_mark_is_per_thread_and_picks_openmp_under_auto():
