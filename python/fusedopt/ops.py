@@ -120,6 +120,14 @@ def num_threads(n: int) -> Iterator[None]:
         _core.set_num_threads(old)
 
 
+def mark_torch_caller(on: bool) -> bool:
+    """Marks the calling thread as stepping torch tensors (``fusedopt.torch``'s steps; thread-
+    local): under ``fusedopt.set_threading("auto")``, the default, its CPU kernel calls then run
+    on the OpenMP runtime's threads (torch's) instead of fusedopt's pool. Returns the previous
+    mark. No result depends on it."""
+    return _core._torch_caller(bool(on))
+
+
 def backend_of(params: Arrays):
     """The kernel module for a list of arrays: ``_core`` for NumPy, ``_cuda`` for CuPy.
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .. import _core
+from .. import ops
 
 
 _DTensor: Any = None
@@ -158,9 +158,9 @@ def on_torch_threads(func):
     work -- instead of beside them on fusedopt's pool."""
     @functools.wraps(func)
     def marked(*args: Any, **kwargs: Any) -> Any:
-        before = _core._torch_caller(True)
+        before = ops.mark_torch_caller(True)
         try:
             return func(*args, **kwargs)
         finally:
-            _core._torch_caller(before)
+            ops.mark_torch_caller(before)
     return marked
