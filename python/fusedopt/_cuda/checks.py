@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._checks import check_lists
+from ..quant import QuantizedState
 from . import runtime
 
 
@@ -29,8 +30,8 @@ def _half_dtypes() -> dict:
 
 
 def _check(lists, dtypes=tuple(_CTYPES)):
-    """check_lists for CuPy arrays, plus: every array on the device of params[0]. Returns that
-    device's id (None for an empty call)."""
+    """check_lists for CuPy arrays, plus: every array on the device of params[0] (a
+    QuantizedState's codes and absmax too). Returns that device's id (None for an empty call)."""
     cp = runtime.cupy()
     check_lists(lists, array_type=cp.ndarray, dtypes=dtypes)
     params = lists[0][1]
@@ -39,9 +40,12 @@ def _check(lists, dtypes=tuple(_CTYPES)):
     dev = params[0].device.id
     for name, seq, *_ in lists:
         for i, a in enumerate(seq):
-            if a.device.id != dev:
-                raise TypeError(f"{name}[{i}] is on device {a.device.id} but "
-                                f"{lists[0][0]}[0] is on device {dev}")
+            parts = (("codes", a.codes), ("absmax", a.absmax)) \
+                if isinstance(a, QuantizedState) else (("", a),)
+            for part, x in parts:
+                if x.device.id != dev:
+                    raise TypeError(f"{name}[{i}]{'.' + part if part else ''} is on device "
+                                    f"{x.device.id} but {lists[0][0]}[0] is on device {dev}")
     return dev
 
 

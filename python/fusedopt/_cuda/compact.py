@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import _checks, _scalars, quant
 from . import runtime
-from .checks import _check_device_scalar, _half_dtypes
+from .checks import _check, _check_device_scalar, _half_dtypes
 from .launch import _flags, scalar_struct
 
 #: fields per tensor of the table of compact.cu (CompactField) and the bits of its `mode`
@@ -33,14 +33,14 @@ def quant_tables():
     """The format's tables of fusedopt.quant on the current device (maps, thresholds, encoding
     tables; unsigned then signed), copied once per device."""
     cp = runtime.cupy()
-    key = ("quant", cp.cuda.Device().id)
-    hit = runtime.TABLES.get(key)
-    if hit is None:
+
+    def build():
         maps = np.concatenate([quant.dynamic_map(False), quant.dynamic_map(True)])
         thr = np.concatenate([quant.thresholds(False), quant.thresholds(True)])
         enc = np.concatenate([quant.encode_table(False), quant.encode_table(True)]).astype(np.int32)
-        hit = runtime.TABLES[key] = tuple(cp.asarray(a) for a in (maps, thr, enc))
-    return hit
+        return tuple(cp.asarray(a) for a in (maps, thr, enc))
+
+    return runtime.cached(("quant", cp.cuda.Device().id), build)
 
 
 def _ptr(a) -> int:
@@ -65,7 +65,7 @@ def compact_step(scalars, params, grads, states, *, master_params=None, grad_sca
               (s for s in states if s is not None)]
     if master_params is not None:
         lists.append(("master_params", master_params, True, _checks.MASTER))
-    _checks.check_lists(lists, array_type=cp.ndarray, dtypes=_checks.PARAM_DTYPES)
+    dev = _check(lists, dtypes=_checks.PARAM_DTYPES)
     ctypes = param_ctypes()
     for i, p in enumerate(params):
         if p.dtype not in ctypes:
@@ -77,15 +77,6 @@ def compact_step(scalars, params, grads, states, *, master_params=None, grad_sca
     amp = grad_scale is not None or found_inf is not None
     if amp and (grad_scale is None or found_inf is None):
         raise ValueError("grad_scale and found_inf go together: give both or neither")
-    dev = params[0].device.id if params else None
-    for name, seq, *_ in lists:
-        for i, a in enumerate(seq):
-            parts = (("codes", a.codes), ("absmax", a.absmax)) \
-                if isinstance(a, quant.QuantizedState) else (("", a),)
-            for part, x in parts:
-                if x.device.id != dev:
-                    raise TypeError(f"{name}[{i}]{'.' + part if part else ''} is on device "
-                                    f"{x.device.id} but params[0] is on device {dev}")
     if amp:
         _check_device_scalar("grad_scale", grad_scale, dev)
         _check_device_scalar("found_inf", found_inf, dev)
@@ -131,23 +122,7 @@ def _row(i, params, grads, states, master_params, step, seed) -> tuple:
 
 
 def _table(rows):
-    """The device table of compact.cu for `rows` (cached by content, as runtime.table);
-    returns (table, number of quantization blocks)."""
-    cp = runtime.cupy()
-    key = ("compact", cp.cuda.Device().id, tuple(rows))
-    hit = runtime.TABLES.get(key)
-    if hit is not None:
-        return hit
-    nt = len(rows)
-    host = np.zeros(nt + 1 + nt * STRIDE, np.int64)
-    first = 0
-    for k, row in enumerate(rows):
-        host[k] = first
-        first += quant.blocks(row[-1])
-        host[nt + 1 + k * STRIDE:nt + 1 + k * STRIDE + len(row)] = \
-            np.array(row, np.uint64).view(np.int64)
-    host[nt] = first
-    if len(runtime.TABLES) >= runtime.TABLES_MAX:
-        runtime.TABLES.pop(next(iter(runtime.TABLES)))
-    hit = runtime.TABLES[key] = (cp.asarray(host), first)
-    return hit
+    """The device table of compact.cu for `rows` (runtime.tensor_table: work units of one
+    quantization block); returns (table, number of quantization blocks)."""
+    return runtime.tensor_table(("compact", tuple(rows)), rows,
+                                [quant.blocks(row[-1]) for row in rows], STRIDE)

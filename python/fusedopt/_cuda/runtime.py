@@ -80,15 +80,41 @@ TABLES: dict = {}
 TABLES_MAX = 256
 
 
+def cached(key, build):
+    """``TABLES[key]``, made by ``build()`` on a miss (the oldest entry dropped when full). A
+    device table is a pure function of its key, so a hit is always right."""
+    hit = TABLES.get(key)
+    if hit is None:
+        if len(TABLES) >= TABLES_MAX:
+            TABLES.pop(next(iter(TABLES)))
+        hit = TABLES[key] = build()
+    return hit
+
+
+def tensor_table(key, fields, units, width: int):
+    """A multi-tensor kernel's device table, cached under ``key`` (with the device id): entry k
+    (k < nt) the first work unit of tensor k, entry nt their total, then ``width`` int64 fields
+    per tensor (``fields[k]``, pointers as their bits). Returns (table, total units)."""
+    cp = cupy()
+
+    def build():
+        nt = len(fields)
+        host = np.zeros(nt + 1 + nt * width, np.int64)
+        host[1:nt + 1] = np.cumsum(units, dtype=np.int64)
+        for k, f in enumerate(fields):
+            base = nt + 1 + k * width
+            host[base:base + len(f)] = np.array(f, np.uint64).view(np.int64)
+        return cp.asarray(host), int(host[nt])
+
+    return cached((cp.cuda.Device().id, *key), build)
+
+
 def table(rows, chunk: int):
     """The device table of multi_tensor.cuh for ``rows`` = [(pointers per slot, size)] of
-    non-empty tensors. Cached by content (a table is a pure function of its key, so a hit is
-    always right); returns (table, nchunks)."""
-    cp = cupy()
-    key = (cp.cuda.Device().id, chunk, tuple(rows))
-    hit = TABLES.get(key)
-    if hit is not None:
-        return hit
+    non-empty tensors (``tensor_table``: work units of ``chunk`` elements); returns (table,
+    nchunks)."""
+    return tensor_table((chunk, tuple(rows)), [(*ptrs, size) for ptrs, size in rows],
+                        [-(-size // chunk) for _, size in rows], SLOTS + 1)
     nt = len(rows)
     host = np.zeros(nt + 1 + nt * (SLOTS + 1), np.int64)
     first = 0
