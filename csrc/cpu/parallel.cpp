@@ -303,10 +303,14 @@ PoolWaits pool_waits() {
             g_threading.load(std::memory_order_relaxed)};
 }
 
+void set_idle_spin_us(int us) { g_idle_spin_us.store(std::max(0, us), std::memory_order_relaxed); }
+
+void set_threading(int mode) { g_threading.store(mode, std::memory_order_relaxed); }
+
 void set_pool_waits(PoolWaits w) {
-    g_idle_spin_us.store(std::max(0, w.idle_spin_us), std::memory_order_relaxed);
+    set_idle_spin_us(w.idle_spin_us);
     g_block_after_us.store(std::max(-1, w.block_after_us), std::memory_order_relaxed);
-    g_threading.store(w.threading, std::memory_order_relaxed);
+    set_threading(w.threading);
 }
 
 #ifdef _OPENMP

@@ -65,6 +65,10 @@ struct PoolWaits {
 constexpr int kDefaultIdleSpinUs = 200;
 PoolWaits pool_waits();
 void set_pool_waits(PoolWaits w);
+// One field of the waits each (no read-modify-write of the others: safe beside a concurrent
+// setter of another field).
+void set_idle_spin_us(int us);
+void set_threading(int mode);
 // Marks the calling thread as stepping torch tensors (kAuto then runs its calls on OpenMP's
 // threads); returns the previous mark. Thread-local.
 bool set_torch_caller(bool on);

@@ -419,11 +419,7 @@ void register_tensors(py::module_& m) {
         "Whose threads run the CPU kernels' chunks: 'auto', 'pool' or 'openmp' (set_threading).");
     m.def(
         "set_threading",
-        [](py::object mode) {
-            fusedopt::cpu::PoolWaits w = fusedopt::cpu::pool_waits();
-            w.threading = threading_arg(mode, "mode");
-            fusedopt::cpu::set_pool_waits(w);
-        },
+        [](py::object mode) { fusedopt::cpu::set_threading(threading_arg(mode, "mode")); },
         py::arg("mode"),
         "Whose threads run the CPU kernels' chunks: 'pool' (fusedopt's worker pool, which "
         "keeps a step fast when other processes load the cores), 'openmp' (a parallel region of "
@@ -444,11 +440,7 @@ void register_tensors(py::module_& m) {
         "(set_pool_spin).");
     m.def(
         "set_pool_spin",
-        [](py::object us) {
-            fusedopt::cpu::PoolWaits w = fusedopt::cpu::pool_waits();
-            w.idle_spin_us = spin_us_arg(us, "us");
-            fusedopt::cpu::set_pool_waits(w);
-        },
+        [](py::object us) { fusedopt::cpu::set_idle_spin_us(spin_us_arg(us, "us")); },
         py::arg("us"),
         "How long (microseconds, 0..1000000) an idle worker of the CPU pool polls for the next "
         "call before it sleeps; default 200, or FUSEDOPT_POOL_SPIN_US at import of fusedopt. "
