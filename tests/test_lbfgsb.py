@@ -231,6 +231,15 @@ def test_bad_options_with_bounds():
 # The parts against dense ground truths
 
 
+def push_noisy_pairs(cf, n, count, rng, dtype=np.float64):
+    """``count`` pairs (s, 2 s + 0.1 noise) of ``dtype`` pushed into the compact form ``cf``, s . y
+    in float64: a well-conditioned history for large n (random_pairs' dense Hessian is n x n)."""
+    for _ in range(count):
+        s = rng.standard_normal(n).astype(dtype)
+        y = (2.0 * s + 0.1 * rng.standard_normal(n)).astype(dtype)
+        cf.push(s, y, float(s.astype(np.float64) @ y.astype(np.float64)))
+
+
 def random_pairs(n, count, seed):
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((n, n))
@@ -400,10 +409,7 @@ def test_truncated_point_when_the_pass_wrote_d_only(monkeypatch):
     n = 3 * 16384 + 21
     rng = np.random.default_rng(4)
     cf = CompactForm(n, 5, np.float64)
-    for _ in range(4):
-        s = rng.standard_normal(n)
-        y = 2.0 * s + 0.1 * rng.standard_normal(n)
-        cf.push(s, y, float(s @ y))
+    push_noisy_pairs(cf, n, 4, rng)
     lo, hi = -rng.uniform(0.05, 0.5, n), rng.uniform(0.05, 0.5, n)
     box = parse_bounds((lo, hi), (n,), np.float64)
     x = rng.uniform(lo, hi)
@@ -730,10 +736,7 @@ def test_cauchy_point_same_bits_any_thread_count():
     n = N_PAR
     rng = np.random.default_rng(5)
     cf = CompactForm(n, 4, np.float64)
-    for _ in range(3):
-        s_ = rng.standard_normal(n)
-        y_ = 2.0 * s_ + 0.1 * rng.standard_normal(n)
-        cf.push(s_, y_, float(s_ @ y_))
+    push_noisy_pairs(cf, n, 3, rng)
     lo, hi = np.full(n, -0.5), np.full(n, 0.5)
     hi[::5] = np.inf
     box = parse_bounds((lo, hi), (n,), np.float64)
@@ -755,10 +758,7 @@ def test_cauchy_path_heap_in_scratch_has_the_same_bits(dtype, n):
     from fusedopt import _core
     rng = np.random.default_rng(23)
     cf = CompactForm(n, 4, dtype)
-    for _ in range(3):
-        s_ = rng.standard_normal(n).astype(dtype)
-        y_ = (2.0 * s_ + 0.1 * rng.standard_normal(n)).astype(dtype)
-        cf.push(s_, y_, float(s_.astype(np.float64) @ y_.astype(np.float64)))
+    push_noisy_pairs(cf, n, 3, rng, dtype)
     lo, hi = np.full(n, -0.5), np.full(n, 0.5)
     hi[::5] = np.inf
     hi[1::7] = 0.25                          # equal breakpoints: ties broken by the index
