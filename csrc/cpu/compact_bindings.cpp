@@ -232,18 +232,14 @@ void collect_compact(CompactArgs& out, py::handle params, py::handle grads, py::
     c.total = total;
     c.stochastic_rounding = stochastic_rounding;
     c.grad_scale = nullptr;
-    c.map[0] = g_map[0];
-    c.map[1] = g_map[1];
-    c.thresholds[0] = g_thresholds[0];
-    c.thresholds[1] = g_thresholds[1];
-    c.encode[0] = g_encode[0];
-    c.encode[1] = g_encode[1];
-    c.encode_bytes[0] = g_encode_bytes[0];
-    c.encode_bytes[1] = g_encode_bytes[1];
-    c.map_planes[0] = g_planes[0];
-    c.map_planes[1] = g_planes[1];
-    c.thr_planes[0] = g_thr_planes[0];
-    c.thr_planes[1] = g_thr_planes[1];
+    for (int sgn = 0; sgn < 2; ++sgn) {  // the format's tables: unsigned, signed
+        c.map[sgn] = g_map[sgn];
+        c.thresholds[sgn] = g_thresholds[sgn];
+        c.encode[sgn] = g_encode[sgn];
+        c.encode_bytes[sgn] = g_encode_bytes[sgn];
+        c.map_planes[sgn] = g_planes[sgn];
+        c.thr_planes[sgn] = g_thr_planes[sgn];
+    }
     c.vbmi = has_vbmi();
 }
 
