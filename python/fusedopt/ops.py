@@ -224,11 +224,12 @@ def _compact_step(impl, s, params, grads, states, master_params, grad_scale, fou
                           master_params=master_params, grad_scale=grad_scale,
                           found_inf=found_inf, step=step, seed=seed, stochastic_rounding=sr)
         return
-    slots = [None if seq is None else (n, seq, _checks.SIGNEDNESS[n] == _checks.SIGNED)
-             for n, seq in states]
-    slots += [None] * (3 - len(slots))
+    signed_slots: list[Any] = [
+        None if seq is None else (n, seq, _checks.SIGNEDNESS[n] == _checks.SIGNED)
+        for n, seq in states]
+    signed_slots += [None] * (3 - len(signed_slots))
     try:
-        _core.compact_step(s, params, grads, slots, master_params=master_params,
+        _core.compact_step(s, params, grads, signed_slots, master_params=master_params,
                            grad_scale=grad_scale, found_inf=found_inf, step=step, seed=seed,
                            stochastic_rounding=sr)
     except (TypeError, ValueError):
