@@ -442,7 +442,9 @@ PYBIND11_MODULE(_core, m) {
     m.def("set_quant_tables", &set_quant_tables, py::arg("map_unsigned"),
           py::arg("thresholds_unsigned"), py::arg("map_signed"), py::arg("thresholds_signed"),
           py::arg("encode_unsigned"), py::arg("encode_signed"),
-          "The tables of fusedopt.quant, given once by fusedopt.ops.");
+          py::arg("quantized_type") = py::none(),
+          "The tables of fusedopt.quant (and its QuantizedState class), given once by "
+          "fusedopt.ops.");
     m.def("found_inf_", &found_inf, py::arg("arrays"), py::arg("found_inf"),
           "found_inf[0] = 1 if any element of arrays is infinite or NaN (AMP's check).");
     m.def("scalar_fields", &scalar_fields,

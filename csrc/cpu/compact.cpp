@@ -508,6 +508,15 @@ void compact_loop(const CompactCall& c, const Op& op0) {
         const bool p_direct = t.master != nullptr || t.dtype == DType::kFloat32;
         const bool g_direct = t.dtype == DType::kFloat32 && !c.grad_scale;
         alignas(64) float p[kB], g[kB], s[3][kB];
+        if (in_registers && t.dtype == DType::kFloat32 && !t.master && g_direct) {
+            // every state bfloat16, the param and grad float32 in place: no buffer and nothing
+            // to store after a block, so one loop over the whole chunk (the same element-wise
+            // pass, in fewer and longer streams)
+            const int64_t at = u[j].begin;
+            fused_block<true>(c, t, op, at, static_cast<int>(end - at), as<float>(t.param) + at,
+                              as<float>(t.grad) + at, s);
+            return;
+        }
         for (int64_t at = u[j].begin; at < end; at += kB) {
             const int n = static_cast<int>(std::min<int64_t>(kB, end - at));
             float* pio = p_direct ? as<float>(t.master ? t.master : t.param) + at : p;

@@ -1,13 +1,14 @@
 // csrc/cpu/compact_bindings.cpp -- the arguments of compact-state calls (see compact.h): the
 // lists into CompactTensors, the tables of the 8-bit format, the kernel copy of the ISA in use.
 //
-// fusedopt.ops checks every list of these calls in Python first (fusedopt._checks.check_lists:
-// dtypes, shapes, block counts, signedness, aliasing), since a state item may be a
-// fusedopt.quant.QuantizedState. The checks here repeat what memory safety needs (array types,
-// dtypes, sizes, contiguity, writeability), so that a direct call of _core cannot make a kernel
-// read or write out of bounds.
+// The checks here refuse everything fusedopt._checks.check_lists refuses for these lists (array
+// types, dtypes, shapes, block counts, signedness when a slot names it, contiguity, alignment,
+// writeability, aliasing), before any kernel runs, so that fusedopt.ops calls this first and runs
+// the Python checks only to name a refused call's fault in the library's words (its messages);
+// a direct call of _core cannot make a kernel read or write out of bounds either.
 #include "compact_bindings.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -30,6 +31,7 @@ uint8_t g_planes[2][4 * kQuantBlock];      // the maps as byte planes (CompactCa
 uint8_t g_thr_planes[2][4 * kQuantBlock];  // the thresholds as byte planes
 uint8_t g_encode_bytes[2][kEncodeBytes];   // the encoding tables by raw top 16 bits (CompactCall)
 bool g_tables = false;
+PyObject* g_qtype = nullptr;  // fusedopt.quant.QuantizedState (a held reference), or null
 
 // The AVX-512 copy decodes 8-bit state with VBMI byte permutes where the CPU has them; the
 // environment variable FUSEDOPT_NO_VBMI (any value) turns that off (the tests compare both).
@@ -57,8 +59,8 @@ py::sequence as_list(py::handle h, const std::string& name) {
     return py::reinterpret_borrow<py::sequence>(h);
 }
 
-// A uint8 codes array: C-contiguous, writeable, `size` elements.
-void* codes_of(PyObject* o, const std::string& name, int64_t size) {
+// A uint8 codes array: C-contiguous, writeable, the shape of the param `p`.
+void* codes_of(PyObject* o, const std::string& name, const Array& p) {
     if (!py::detail::npy_api::get().PyArray_Check_(o))
         type_error(name + " must be a numpy.ndarray, got " + Py_TYPE(o)->tp_name);
     const auto* a = py::detail::array_proxy(o);
@@ -66,18 +68,40 @@ void* codes_of(PyObject* o, const std::string& name, int64_t size) {
         type_error(name + " must have dtype uint8");
     if (!(a->flags & kCContiguous) || !(a->flags & kAligned) || !(a->flags & kWriteable))
         value_error(name + " must be C-contiguous, aligned and writeable");
-    int64_t n = 1;
-    for (int d = 0; d < a->nd; ++d) n *= a->dimensions[d];
-    if (n != size) value_error(name + " has " + std::to_string(n) + " elements, not " +
-                               std::to_string(size));
+    bool same = a->nd == p.ndim();
+    for (int d = 0; same && d < a->nd; ++d) same = a->dimensions[d] == p.dim(d);
+    if (!same) value_error(name + ": shape does not match " + p.name() + " " + p.shape());
     return a->data;
+}
+
+// One array of the call for the aliasing check (the message is built only on a fault).
+struct Span {
+    uintptr_t lo, hi;
+    bool written;
+    const std::string* list;
+    Py_ssize_t index;
+    const char* part;  // "", ".codes" or ".absmax"
+};
+
+void add_span(std::vector<Span>& spans, const void* data, int64_t bytes, bool written,
+              const std::string* list, Py_ssize_t i, const char* part = "") {
+    if (bytes <= 0) return;
+    const uintptr_t lo = reinterpret_cast<uintptr_t>(data);
+    spans.push_back({lo, lo + static_cast<uintptr_t>(bytes), written, list, i, part});
 }
 
 }  // namespace
 
 void set_quant_tables(py::handle map_unsigned, py::handle thr_unsigned, py::handle map_signed,
                       py::handle thr_signed, py::handle encode_unsigned,
-                      py::handle encode_signed) {
+                      py::handle encode_signed, py::handle quantized_type) {
+    if (!quantized_type.is_none()) {
+        if (!PyType_Check(quantized_type.ptr()))
+            type_error("quantized_type must be a class (fusedopt.quant.QuantizedState)");
+        Py_INCREF(quantized_type.ptr());  // held for the process: the class outlives every call
+        Py_XDECREF(g_qtype);
+        g_qtype = quantized_type.ptr();
+    }
     const py::handle h[4] = {map_unsigned, thr_unsigned, map_signed, thr_signed};
     const char* names[4] = {"map_unsigned", "thresholds_unsigned", "map_signed",
                             "thresholds_signed"};
@@ -125,26 +149,33 @@ void collect_compact(CompactArgs& out, py::handle params, py::handle grads, py::
     if (!g_tables) throw std::runtime_error("fusedopt._core: set_quant_tables was not called");
     out.tensors.clear();
     out.refs.clear();
+    static const std::string kParams = "params", kGrads = "grads", kMaster = "master_params";
     const py::sequence ps = as_list(params, "params"), gs = as_list(grads, "grads");
     const Py_ssize_t n = py::len(ps);
     if (py::len(gs) != static_cast<size_t>(n))
         value_error("grads has " + std::to_string(py::len(gs)) + " arrays but params has " +
                     std::to_string(n));
-    // states: a sequence of three (name, list) pairs or None (fusedopt/slots.h's kState0..2)
+    // states: a sequence of three (name, list) or (name, list, signed) tuples or None
+    // (fusedopt/slots.h's kState0..2); `signed` (a bool): the signedness every 8-bit item of
+    // the list must have (fusedopt._checks.SIGNEDNESS)
     const py::sequence st = as_list(states, "states");
     if (py::len(st) != 3) value_error("states must hold three (name, list) pairs or None");
     std::string sname[3];
     py::sequence slist[3] = {py::sequence(), py::sequence(), py::sequence()};
     bool has[3] = {false, false, false};
+    int want_signed[3] = {-1, -1, -1};  // -1: not named
     for (int k = 0; k < 3; ++k) {
         const py::object e = st[k];
         if (e.is_none()) continue;
         const py::tuple pair = e.cast<py::tuple>();
+        if (pair.size() != 2 && pair.size() != 3)
+            value_error("states must hold three (name, list) pairs or None");
         sname[k] = pair[0].cast<std::string>();
         slist[k] = as_list(pair[1], sname[k]);
         if (py::len(slist[k]) != static_cast<size_t>(n))
             value_error(sname[k] + " has " + std::to_string(py::len(slist[k])) +
                         " arrays but params has " + std::to_string(n));
+        if (pair.size() == 3) want_signed[k] = pair[2].cast<bool>() ? 1 : 0;
         has[k] = true;
         out.refs.push_back(pair[1]);
     }
@@ -159,6 +190,8 @@ void collect_compact(CompactArgs& out, py::handle params, py::handle grads, py::
     out.refs.push_back(py::reinterpret_borrow<py::object>(grads));
     if (master) out.refs.push_back(py::reinterpret_borrow<py::object>(master_params));
 
+    thread_local std::vector<Span> spans;  // reused: no allocation once grown
+    spans.clear();
     int64_t total = 0;
     for (Py_ssize_t i = 0; i < n; ++i) {
         CompactTensor t{};
@@ -174,6 +207,8 @@ void collect_compact(CompactArgs& out, py::handle params, py::handle grads, py::
         if (!g.same_shape(p)) value_error(item("grads", i) + ": shape does not match params");
         out.refs.push_back(po);
         out.refs.push_back(go);
+        add_span(spans, p.data(), p.hi() - p.lo(), true, &kParams, i);
+        add_span(spans, g.data(), g.hi() - g.lo(), false, &kGrads, i);
         t.param = p.data();
         t.grad = g.data();
         t.dtype = p.dtype;
@@ -186,7 +221,10 @@ void collect_compact(CompactArgs& out, py::handle params, py::handle grads, py::
             const Array m = check_array(mo.ptr(), "master_params", i, true);
             if (m.dtype != DType::kFloat32 || m.size != p.size)
                 type_error(item("master_params", i) + " must be float32 of params' size");
+            if (!m.same_shape(p))
+                value_error(item("master_params", i) + ": shape does not match params");
             out.refs.push_back(mo);
+            add_span(spans, m.data(), m.hi() - m.lo(), true, &kMaster, i);
             t.master = m.data();
         }
         for (int k = 0; k < 3; ++k) {
@@ -199,33 +237,63 @@ void collect_compact(CompactArgs& out, py::handle params, py::handle grads, py::
                     s.size != p.size)
                     type_error(item(sname[k], i) + " must be float32 or bfloat16 of the "
                                "param's size");
+                if (!s.same_shape(p))
+                    value_error(item(sname[k], i) + ": shape does not match params");
+                add_span(spans, s.data(), s.hi() - s.lo(), true, &sname[k], i);
                 t.state[k] = s.data();
                 t.kind[k] = s.dtype == DType::kFloat32 ? StateKind::kFloat32
                                                        : StateKind::kBFloat16;
                 continue;
             }
             // a fusedopt.quant.QuantizedState
-            if (!py::hasattr(so, "codes") || !py::hasattr(so, "absmax") ||
+            const int is_q = g_qtype ? PyObject_IsInstance(so.ptr(), g_qtype) : 1;
+            if (is_q < 0) throw py::error_already_set();
+            if (!is_q || !py::hasattr(so, "codes") || !py::hasattr(so, "absmax") ||
                 !py::hasattr(so, "signed"))
                 type_error(item(sname[k], i) + " must be a numpy.ndarray or a "
                            "fusedopt.quant.QuantizedState, got " + Py_TYPE(so.ptr())->tp_name);
             const py::object codes = so.attr("codes"), absmax = so.attr("absmax");
             out.refs.push_back(codes);
             out.refs.push_back(absmax);
-            t.state[k] = codes_of(codes.ptr(), item(sname[k], i) + ".codes", p.size);
+            t.state[k] = codes_of(codes.ptr(), item(sname[k], i) + ".codes", p);
             const Array a = check_array(absmax.ptr(), "absmax", i, true);
             const int64_t nb = (p.size + kQuantBlock - 1) / kQuantBlock;
-            if (a.dtype != DType::kFloat32 || a.size != nb)
+            if (a.dtype != DType::kFloat32 || a.size != nb || a.ndim() != 1)
                 value_error(item(sname[k], i) + ".absmax must hold " + std::to_string(nb) +
-                            " float32 values");
+                            " float32 values in one dimension");
+            add_span(spans, t.state[k], p.size, true, &sname[k], i, ".codes");
+            add_span(spans, a.data(), a.hi() - a.lo(), true, &sname[k], i, ".absmax");
             t.absmax[k] = static_cast<float*>(a.data());
             t.kind[k] = StateKind::kUInt8;
-            t.qsigned[k] = so.attr("signed").cast<bool>();
+            const py::object sg = so.attr("signed");
+            if (want_signed[k] >= 0) {  // as the Python check: signed == (the list's signedness)
+                const int eq = PyObject_RichCompareBool(
+                    sg.ptr(), want_signed[k] ? Py_True : Py_False, Py_EQ);
+                if (eq < 0) throw py::error_already_set();
+                if (!eq)
+                    value_error(item(sname[k], i) + " is 8-bit state of the wrong signedness; " +
+                                sname[k] + " must be " +
+                                (want_signed[k] ? "signed" : "unsigned"));
+                t.qsigned[k] = want_signed[k] != 0;
+            } else {
+                t.qsigned[k] = sg.cast<bool>();
+            }
         }
         t.sr_key = fo_sr_key(seed, step, static_cast<unsigned>(i));
         total += t.size;
         if (t.size > 0) out.tensors.push_back(t);
     }
+    // No array that is written may overlap any other array of the call (check_lists' rule).
+    std::sort(spans.begin(), spans.end(), [](const Span& x, const Span& y) { return x.lo < y.lo; });
+    for (size_t s = 0; s < spans.size(); ++s)
+        for (size_t u = s + 1; u < spans.size() && spans[u].lo < spans[s].hi; ++u)
+            if (spans[s].written || spans[u].written) {
+                const Span& w = spans[s].written ? spans[s] : spans[u];
+                const Span& o = spans[s].written ? spans[u] : spans[s];
+                value_error(item(*w.list, w.index) + w.part + " shares memory with " +
+                            item(*o.list, o.index) + o.part +
+                            "; arrays that are updated in place must not alias");
+            }
     CompactCall& c = out.call;
     c.tensors = out.tensors.data();
     c.ntensors = static_cast<int64_t>(out.tensors.size());

@@ -21,15 +21,17 @@ struct CompactArgs {
 };
 
 // Copies the tables of fusedopt.quant: dynamic_map and thresholds (float32, 256 values each)
-// and encode_table (int32 codes), unsigned and signed.
+// and encode_table (int32 codes), unsigned and signed; `quantized_type` (or None): the class
+// fusedopt.quant.QuantizedState, the only 8-bit state item collect_compact takes once given.
 void set_quant_tables(py::handle map_unsigned, py::handle thr_unsigned, py::handle map_signed,
                       py::handle thr_signed, py::handle encode_unsigned,
-                      py::handle encode_signed);
+                      py::handle encode_signed, py::handle quantized_type);
 
 // Fills `out` from the lists of a call: params, grads (float32, float16, bfloat16), `states` a
-// sequence of three (name, list) pairs or None (slots kState0..2; each item a float32 or
-// bfloat16 array, or a QuantizedState), the optional float32 master weights. TypeError /
-// ValueError naming the argument.
+// sequence of three (name, list) or (name, list, signed) tuples or None (slots kState0..2; each
+// item a float32 or bfloat16 array, or a QuantizedState, of that signedness where `signed` is
+// given), the optional float32 master weights. Refuses (TypeError / ValueError naming the
+// argument) whatever fusedopt._checks.check_lists refuses for these lists, aliasing included.
 void collect_compact(CompactArgs& out, py::handle params, py::handle grads, py::handle states,
                      py::handle master_params, unsigned long long step, unsigned long long seed,
                      bool stochastic_rounding);

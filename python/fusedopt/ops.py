@@ -100,7 +100,8 @@ Arrays = Sequence[Any]  # a list of NumPy or CuPy arrays
 # The tables of the 8-bit format, defined once in fusedopt.quant, into the kernels.
 _core.set_quant_tables(quant.dynamic_map(False), quant.thresholds(False),
                        quant.dynamic_map(True), quant.thresholds(True),
-                       quant.encode_table(False), quant.encode_table(True))
+                       quant.encode_table(False), quant.encode_table(True),
+                       quantized_type=quant.QuantizedState)
 
 
 @contextlib.contextmanager
@@ -210,27 +211,35 @@ def _run(plain, impl, s, params, grads, states, master_params, grad_scale, found
 
 def _compact_step(impl, s, params, grads, states, master_params, grad_scale, found_inf, step,
                   seed, sr) -> None:
-    """A step with compact state or stochastic rounding: every list checked here (the states
-    (name, list or None) in the slots of fusedopt/slots.h), then one fused call of
-    ``_core.compact_step`` (csrc/cpu/compact.cpp); for CuPy arrays ``_cuda.compact_step``
-    (csrc/cuda/compact.cu), which checks the same lists for device arrays."""
+    """A step with compact state or stochastic rounding: one fused call of
+    ``_core.compact_step`` (csrc/cpu/compact.cpp), whose checks refuse whatever
+    ``_checks.check_lists`` refuses for these lists (the states (name, list or None) in the slots
+    of fusedopt/slots.h, with their signedness) before anything changes; when it refuses, the
+    Python checks run to name the fault in the library's words (the compiled message where they
+    pass). For CuPy arrays ``_cuda.compact_step`` (csrc/cuda/compact.cu), which checks the same
+    lists for device arrays."""
     if impl is not _core:
         slots = [None if seq is None else (n, seq) for n, seq in states]
         impl.compact_step(s, params, grads, slots + [None] * (3 - len(slots)),
                           master_params=master_params, grad_scale=grad_scale,
                           found_inf=found_inf, step=step, seed=seed, stochastic_rounding=sr)
         return
-    lists: list[tuple[str, Any, bool, str | None]] = [("params", params, True, None),
-                                                      ("grads", grads, False, None)]
-    lists += [(n, seq, True, _checks.SIGNEDNESS[n]) for n, seq in states if seq is not None]
-    if master_params is not None:
-        lists.append(("master_params", master_params, True, _checks.MASTER))
-    _checks.check_lists(lists, dtypes=_checks.PARAM_DTYPES)
-    slots = [None if seq is None else (n, seq) for n, seq in states]
-    slots += [None] * (3 - len(slots))
-    _core.compact_step(s, params, grads, slots, master_params=master_params,
-                       grad_scale=grad_scale, found_inf=found_inf, step=step, seed=seed,
-                       stochastic_rounding=sr)
+    signed_slots: list[Any] = [
+        None if seq is None else (n, seq, _checks.SIGNEDNESS[n] == _checks.SIGNED)
+        for n, seq in states]
+    signed_slots += [None] * (3 - len(signed_slots))
+    try:
+        _core.compact_step(s, params, grads, signed_slots, master_params=master_params,
+                           grad_scale=grad_scale, found_inf=found_inf, step=step, seed=seed,
+                           stochastic_rounding=sr)
+    except (TypeError, ValueError):
+        lists: list[tuple[str, Any, bool, str | None]] = [("params", params, True, None),
+                                                          ("grads", grads, False, None)]
+        lists += [(n, seq, True, _checks.SIGNEDNESS[n]) for n, seq in states if seq is not None]
+        if master_params is not None:
+            lists.append(("master_params", master_params, True, _checks.MASTER))
+        _checks.check_lists(lists, dtypes=_checks.PARAM_DTYPES)
+        raise
 
 
 def sgd_(params: Arrays, grads: Arrays, momentum_buffers: Arrays | None = None, *, step: int,
