@@ -74,6 +74,17 @@ void set_threading(int mode);
 bool set_torch_caller(bool on);
 // How many calls ran on OpenMP's threads so far (tests: which threads a call took).
 int64_t openmp_regions();
+// How a call run on OpenMP's threads hands out its chunks (no result depends on it; benchmarks
+// compare them, _core._split): kClaim, one shared counter, each thread claiming the next chunk;
+// kRanges, each of the region's threads first claims, one at a time, the chunks of its own
+// contiguous slice (thread t of T: chunks [t n / T, (t + 1) n / T)), in order, then those left
+// in the other slices, from the next thread's on. A slice is a long run of consecutive
+// addresses, as a static split's (DeepSpeed's CPU Adam: `omp parallel for`), while a thread
+// still holds at most the one chunk it claimed: a descheduled thread's slice is taken over by
+// the others chunk by chunk, as with kClaim. Process-wide.
+enum Split : int { kClaim = 0, kRanges = 1 };
+int split_mode();
+void set_split_mode(int mode);
 
 // f(k) for every k in [0, nchunks), as run_chunks.
 template <typename F>
