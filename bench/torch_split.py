@@ -7,7 +7,7 @@ issue's float32 cases: 1e6, 1e7 and the 200-tensor model of 1e7.
     PYTHONPATH=python python bench/torch_split.py                  # 8 rounds
     PYTHONPATH=python python bench/torch_split.py --rounds 16 --cases 1e6
 
-Times are medians per step in ms; the last columns are torch's and DeepSpeed's time over the
+Times are medians per step in ms (and the fastest step); the last columns are torch's and DeepSpeed's time over the
 best fusedopt column's. Run it on a quiet machine: the effects are a few percent.
 """
 from __future__ import annotations
@@ -72,7 +72,7 @@ def main() -> None:
             for k in names:
                 extra = f"   {med[k] / best:5.2f}x best of ours" if k not in OURS else \
                     f"   {med[k] / med['ours claim']:5.3f} of claim"
-                print(f"  {k:12s} {med[k]:9.3f}{extra}")
+                print(f"  {k:12s} {med[k]:9.3f}  (min {min(res[k]) * 1e3:9.3f}){extra}")
     finally:
         _core._pool_waits(*old[0])
         _core._split(old[1])

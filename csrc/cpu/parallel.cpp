@@ -19,7 +19,8 @@
 // worker finishing the job's last chunk signals (see run). If that wait shows a stall (a claimed
 // chunk not done after kStallNs: its worker was descheduled), the next calls run on the calling
 // thread alone for a back-off time. set_pool_waits (parallel.h) changes the waits at run time,
-// and can send the chunks to the OpenMP runtime's threads instead (run_on_openmp).
+// and can send the chunks to the OpenMP runtime's threads instead (run_on_openmp, which hands
+// each thread a contiguous slice of chunks first: split_mode).
 // The pool is not OpenMP's (OMP_WAIT_POLICY and GOMP_SPINCOUNT do not apply); its idle spin is
 // fusedopt.set_pool_spin (FUSEDOPT_POOL_SPIN_US, read by fusedopt/__init__.py at import); the
 // thread count is OpenMP's setting (omp_get_max_threads: OMP_NUM_THREADS,
@@ -83,7 +84,7 @@ std::atomic<int> g_idle_spin_us{kDefaultIdleSpinUs};
 std::atomic<int> g_block_after_us{kBlockAfterUs};
 std::atomic<int> g_threading{kAuto};
 thread_local bool t_torch_caller = false;
-std::atomic<int> g_split{kClaim};  // split_mode (parallel.h)
+std::atomic<int> g_split{kRanges};  // split_mode (parallel.h)
 std::atomic<int64_t> g_openmp_regions{0};  // calls run on OpenMP's threads (openmp_regions)
 
 inline void cpu_relax() {

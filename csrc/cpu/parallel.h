@@ -3,7 +3,9 @@
 // A call cuts its work into fixed chunks (kChunk elements of the concatenated index space, or one
 // reduction block) and runs them on the calling thread and up to threads - 1 workers of a small
 // persistent pool (parallel.cpp). Each thread claims the next unclaimed chunk through one atomic
-// counter; the caller works too and waits only for chunks that were actually claimed. A thread
+// counter (on OpenMP's threads, by default one counter per thread's contiguous slice, the others'
+// slices taken over chunk by chunk once its own is done: split_mode below); the caller works too
+// and waits only for chunks that were actually claimed. A thread
 // that the OS has descheduled (other processes keeping the cores busy) therefore holds at most
 // the one chunk it claimed, and a worker that wakes late finds nothing left: on a loaded machine
 // the call costs at most one chunk more than on one thread, where a static split (an OpenMP
@@ -81,7 +83,8 @@ int64_t openmp_regions();
 // in the other slices, from the next thread's on. A slice is a long run of consecutive
 // addresses, as a static split's (DeepSpeed's CPU Adam: `omp parallel for`), while a thread
 // still holds at most the one chunk it claimed: a descheduled thread's slice is taken over by
-// the others chunk by chunk, as with kClaim. Process-wide.
+// the others chunk by chunk, as with kClaim. Process-wide; kRanges by default (the layout of
+// DeepSpeed's split at no cost in robustness; bench/torch_split.py compares the two).
 enum Split : int { kClaim = 0, kRanges = 1 };
 int split_mode();
 void set_split_mode(int mode);
