@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
+from torch_split import interleave  # (bench/ is the script's directory)
 
 import fusedopt
 import fusedopt.torch as ft
@@ -72,14 +72,8 @@ def main() -> None:
     cols["fusedopt.torch step, 200 tiny tensors"] = torch_step(tiny, [torch.randn(64)] * K)
     for f in cols.values():
         f()
-    res: dict = {k: [] for k in cols}
+    res = interleave(cols, args.rounds)
     names = list(cols)
-    for r in range(args.rounds):
-        for k in names[r % len(names):] + names[:r % len(names)]:
-            for _ in range(3):
-                t0 = time.perf_counter()
-                cols[k]()
-                res[k].append(time.perf_counter() - t0)
     print(f"n = {N:.0e}, medians in ms (and the fastest) over {args.rounds} rounds x 3")
     for k in names:
         print(f"  {k:44s} {statistics.median(res[k]) * 1e3:8.3f}  (min {min(res[k]) * 1e3:8.3f})")

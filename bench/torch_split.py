@@ -25,6 +25,20 @@ OURS = {"ours claim": ("auto", "claim"),
         "ours pool": ("pool", "claim")}
 
 
+def interleave(cols: dict, rounds: int) -> dict:
+    """name: the times (s) of 3 calls of ``cols[name]`` per round, the columns taking turns, the
+    order rotating each round."""
+    res: dict = {k: [] for k in cols}
+    names = list(cols)
+    for r in range(rounds):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            for _ in range(3):
+                t0 = time.perf_counter()
+                cols[k]()
+                res[k].append(time.perf_counter() - t0)
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=8)
@@ -57,15 +71,9 @@ def main() -> None:
                 p, g = vs_torch.make_tensors(case)
                 cols["deepspeed"] = vs_torch.deepspeed_step(case, p, g)
             for f in cols.values():
-                f(), f()
-            res: dict = {k: [] for k in cols}
+                f()
+            res = interleave(cols, args.rounds)
             names = list(cols)
-            for r in range(args.rounds):
-                for k in names[r % len(names):] + names[:r % len(names)]:
-                    for _ in range(3):
-                        t0 = time.perf_counter()
-                        cols[k]()
-                        res[k].append(time.perf_counter() - t0)
             med = {k: statistics.median(v) * 1e3 for k, v in res.items()}
             best = min(med[k] for k in OURS)
             print(f"\n{case.name}")
