@@ -143,6 +143,40 @@ def test_same_bits_under_every_pool_wait(waits):
     assert _core._pool_waits() == old
 
 
+# How a call on OpenMP's threads hands out its chunks (_core._split): one shared counter, or each
+# thread its contiguous slice first, then the others' (parallel.h split_mode). 5 threads: slices
+# of unequal chunk counts, and more threads than cores.
+SPLITS = [(s, nt) for s in ("claim", "ranges") for nt in (2, 3, 5)]
+
+
+@pytest.mark.parametrize("split,nt", SPLITS, ids=[f"{s}-{nt}threads" for s, nt in SPLITS])
+def test_same_bits_under_every_split(split, nt):
+    with fusedopt.num_threads(1):
+        want = _all_kernels()
+    old = (_core._pool_waits(None, None, "openmp"), _core._split(split))
+    try:
+        assert _core._split() == split
+        regions = _core._openmp_regions()
+        with fusedopt.num_threads(nt):
+            assert _all_kernels() == want
+            assert _core._openmp_regions() > regions  # (the calls did run on OpenMP's threads)
+        with load.Spinners(2), fusedopt.num_threads(nt):  # a slice's thread descheduled
+            assert _all_kernels() == want
+    finally:
+        _core._pool_waits(*old[0])
+        _core._split(old[1])
+    assert _core._split() == old[1]
+
+
+def test_split_refuses_bad_values():
+    old = _core._split()
+    with pytest.raises(ValueError, match="mode must be 'claim' or 'ranges'"):
+        _core._split("static")
+    with pytest.raises(TypeError, match="mode must be 'claim', 'ranges' or None"):
+        _core._split(1)
+    assert _core._split() == old
+
+
 def test_pool_waits_refuse_bad_values():
     old = _core._pool_waits()
     with pytest.raises(ValueError, match="idle_spin_us"):

@@ -19,7 +19,8 @@
 // worker finishing the job's last chunk signals (see run). If that wait shows a stall (a claimed
 // chunk not done after kStallNs: its worker was descheduled), the next calls run on the calling
 // thread alone for a back-off time. set_pool_waits (parallel.h) changes the waits at run time,
-// and can send the chunks to the OpenMP runtime's threads instead (run_on_openmp).
+// and can send the chunks to the OpenMP runtime's threads instead (run_on_openmp, which hands
+// each thread a contiguous slice of chunks first: split_mode).
 // The pool is not OpenMP's (OMP_WAIT_POLICY and GOMP_SPINCOUNT do not apply); its idle spin is
 // fusedopt.set_pool_spin (FUSEDOPT_POOL_SPIN_US, read by fusedopt/__init__.py at import); the
 // thread count is OpenMP's setting (omp_get_max_threads: OMP_NUM_THREADS,
@@ -38,6 +39,7 @@
 #include <climits>
 #include <chrono>
 #include <condition_variable>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -82,6 +84,7 @@ std::atomic<int> g_idle_spin_us{kDefaultIdleSpinUs};
 std::atomic<int> g_block_after_us{kBlockAfterUs};
 std::atomic<int> g_threading{kAuto};
 thread_local bool t_torch_caller = false;
+std::atomic<int> g_split{kRanges};  // split_mode (parallel.h)
 std::atomic<int64_t> g_openmp_regions{0};  // calls run on OpenMP's threads (openmp_regions)
 
 inline void cpu_relax() {
@@ -321,6 +324,30 @@ void set_pool_waits(PoolWaits w) {
 bool run_on_openmp(int64_t nchunks, int threads, Fn fn, void* ctx) {
     if (omp_in_parallel()) return false;
     g_openmp_regions.fetch_add(1, std::memory_order_relaxed);
+    if (g_split.load(std::memory_order_relaxed) == kRanges) {
+        // One claim counter per slice, each on a cache line of its own (split_mode, parallel.h).
+        struct alignas(64) Slice {
+            std::atomic<int64_t> next;
+            int64_t end;
+        };
+        std::unique_ptr<Slice[]> slices(new Slice[static_cast<size_t>(threads)]);
+        for (int t = 0; t < threads; ++t) {
+            slices[t].next.store(nchunks * t / threads, std::memory_order_relaxed);
+            slices[t].end = nchunks * (t + 1) / threads;
+        }
+#pragma omp parallel num_threads(threads)
+        {
+            // (A region may get fewer threads than asked: the slices of the missing ones are
+            // taken by the others' second pass.)
+            const int me = omp_get_thread_num() % threads;
+            for (int j = 0; j < threads; ++j) {
+                Slice& s = slices[(me + j) % threads];
+                for (int64_t k; (k = s.next.fetch_add(1, std::memory_order_relaxed)) < s.end;)
+                    fn(ctx, k);
+            }
+        }
+        return true;
+    }
     alignas(64) std::atomic<int64_t> next{0};
 #pragma omp parallel num_threads(threads)
     {
@@ -330,6 +357,10 @@ bool run_on_openmp(int64_t nchunks, int threads, Fn fn, void* ctx) {
     return true;
 }
 #endif
+
+int split_mode() { return g_split.load(std::memory_order_relaxed); }
+
+void set_split_mode(int mode) { g_split.store(mode, std::memory_order_relaxed); }
 
 int64_t openmp_regions() { return g_openmp_regions.load(std::memory_order_relaxed); }
 

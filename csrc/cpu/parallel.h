@@ -3,7 +3,9 @@
 // A call cuts its work into fixed chunks (kChunk elements of the concatenated index space, or one
 // reduction block) and runs them on the calling thread and up to threads - 1 workers of a small
 // persistent pool (parallel.cpp). Each thread claims the next unclaimed chunk through one atomic
-// counter; the caller works too and waits only for chunks that were actually claimed. A thread
+// counter (on OpenMP's threads, by default one counter per thread's contiguous slice, the others'
+// slices taken over chunk by chunk once its own is done: split_mode below); the caller works too
+// and waits only for chunks that were actually claimed. A thread
 // that the OS has descheduled (other processes keeping the cores busy) therefore holds at most
 // the one chunk it claimed, and a worker that wakes late finds nothing left: on a loaded machine
 // the call costs at most one chunk more than on one thread, where a static split (an OpenMP
@@ -74,6 +76,18 @@ void set_threading(int mode);
 bool set_torch_caller(bool on);
 // How many calls ran on OpenMP's threads so far (tests: which threads a call took).
 int64_t openmp_regions();
+// How a call run on OpenMP's threads hands out its chunks (no result depends on it; benchmarks
+// compare them, _core._split): kClaim, one shared counter, each thread claiming the next chunk;
+// kRanges, each of the region's threads first claims, one at a time, the chunks of its own
+// contiguous slice (thread t of T: chunks [t n / T, (t + 1) n / T)), in order, then those left
+// in the other slices, from the next thread's on. A slice is a long run of consecutive
+// addresses, as a static split's (DeepSpeed's CPU Adam: `omp parallel for`), while a thread
+// still holds at most the one chunk it claimed: a descheduled thread's slice is taken over by
+// the others chunk by chunk, as with kClaim. Process-wide; kRanges by default (the layout of
+// DeepSpeed's split at no cost in robustness; bench/torch_split.py compares the two).
+enum Split : int { kClaim = 0, kRanges = 1 };
+int split_mode();
+void set_split_mode(int mode);
 
 // f(k) for every k in [0, nchunks), as run_chunks.
 template <typename F>

@@ -432,6 +432,26 @@ void register_tensors(py::module_& m) {
         [](bool on) { return fusedopt::cpu::set_torch_caller(on); }, py::arg("on"),
         "Marks the calling thread as fusedopt.torch's step (threading 'auto' then runs its "
         "calls on OpenMP's threads); returns the previous mark. Thread-local.");
+    m.def(
+        "_split",
+        [](py::object mode) {
+            const char* names[] = {"claim", "ranges"};
+            const std::string old = names[fusedopt::cpu::split_mode()];
+            if (!mode.is_none()) {
+                if (!py::isinstance<py::str>(mode))
+                    throw py::type_error("mode must be 'claim', 'ranges' or None, got " +
+                                         type_name(mode));
+                const std::string v = mode.cast<std::string>();
+                if (v == "claim") fusedopt::cpu::set_split_mode(fusedopt::cpu::kClaim);
+                else if (v == "ranges") fusedopt::cpu::set_split_mode(fusedopt::cpu::kRanges);
+                else throw py::value_error("mode must be 'claim' or 'ranges', got '" + v + "'");
+            }
+            return old;
+        },
+        py::arg("mode") = py::none(),
+        "How a call on OpenMP's threads hands out its chunks (parallel.h split_mode; benchmarks): "
+        "'claim' (one shared counter) or 'ranges' (each thread its contiguous slice first); "
+        "returns the previous mode, sets `mode` unless None. Results never depend on it.");
     m.def("_openmp_regions", &fusedopt::cpu::openmp_regions,
           "How many calls ran on OpenMP's threads so far (tests).");
     m.def(
