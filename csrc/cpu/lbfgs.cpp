@@ -705,58 +705,80 @@ double cauchy_path(T* xc, T* d, T* t, const T* x, const T* lo, const T* hi, cons
                    double* p, double* c, double f1, double f2, bool bounded, int64_t n,
                    int64_t* scratch, FixedOut<T>* fixed) {
     const int64_t k2 = 2 * k;
-    // Candidates (t_i, i) in a min-heap: greater<> makes the heap's front the smallest.
-    // The candidates of each block in parallel, then joined in block order (the order of a
-    // serial scan; the heap's pops depend only on the pairs (t_i, i), not on that order).
-    // The candidates' indices, in increasing i, in `scratch` (n entries, the caller's: no
-    // fresh pages per iteration) or a vector of their number: counted per block in parallel,
-    // then written per block in parallel; then a min-heap over them by (t_i, i).
+    // The candidates (t_i, i) are taken smallest first, ties by the smaller index: a strict
+    // order, so any priority queue over them pops the same sequence. One parallel pass counts
+    // each block's candidates and finds its smallest; a heap over the blocks (by their
+    // smallest) gives the next breakpoint. A block's own heap of its candidates (their indices
+    // in its range of `scratch`, n entries, the caller's: no fresh pages per iteration; or of a
+    // vector of the candidates' number) is built only when its first breakpoint is passed:
+    // most iterations pass few breakpoints or none, and then no heap of all the candidates is
+    // built or written.
     const int64_t nb = num_blocks(n);
     const int threads = lbfgs_threads(n);
-    auto candidate = [&](int64_t i) {
-        return t[i] >= T(0) && t[i] < static_cast<T>(HUGE_VAL) && d[i] != T(0);
+    const T inf = static_cast<T>(HUGE_VAL);
+    auto candidate = [&](int64_t i) {      // & not &&: no branch per element
+        return (t[i] >= T(0)) & (t[i] < inf) & (d[i] != T(0));
     };
-    std::vector<int64_t> start(static_cast<size_t>(nb) + 1, 0);
+    std::vector<int64_t> start(static_cast<size_t>(nb) + 1, 0), front(static_cast<size_t>(nb), -1);
     // with fixed: each block's count of t < 0 before the path (the same read of t)
     std::vector<int64_t> fstart(fixed ? static_cast<size_t>(nb) + 1 : 0, 0);
     parallel_chunks(nb, threads, [&](int64_t blk) {
         const int64_t b0 = blk * kReduceBlock, b1 = std::min(n, b0 + kReduceBlock);
-        int64_t cnt = 0, held = 0;
+        int64_t cnt = 0, held = 0, best = -1;
+        T tbest = inf;                            // a candidate's t is finite
         for (int64_t i = b0; i < b1; ++i) {
-            cnt += candidate(i) ? 1 : 0;
+            const bool cand = candidate(i);
+            if (cand & (t[i] < tbest)) {          // rare; strict: the first index of a tie
+                best = i;
+                tbest = t[i];
+            }
+            cnt += cand ? 1 : 0;
             held += t[i] < T(0) ? 1 : 0;
         }
         start[static_cast<size_t>(blk) + 1] = cnt;
+        front[static_cast<size_t>(blk)] = best;
         if (fixed) fstart[static_cast<size_t>(blk) + 1] = held;
     });
     for (int64_t blk = 0; blk < nb; ++blk) start[blk + 1] += start[blk];
     const int64_t total = start[static_cast<size_t>(nb)];
     std::vector<int64_t> own;
-    if (!scratch) own.resize(static_cast<size_t>(total));
+    if (!scratch && total) own.resize(static_cast<size_t>(total));
     int64_t* heap = scratch ? scratch : own.data();
-    parallel_chunks(nb, threads, [&](int64_t blk) {
-        const int64_t b0 = blk * kReduceBlock, b1 = std::min(n, b0 + kReduceBlock);
-        int64_t e = start[static_cast<size_t>(blk)];
-        for (int64_t i = b0; i < b1; ++i)
-            if (candidate(i)) heap[e++] = i;
-    });
-    // (t_a, a) after (t_b, b): the heap's front is the smallest t, ties by the smaller index
+    // (t_a, a) after (t_b, b): a heap's front is the smallest t, ties by the smaller index
     auto later = [&](int64_t a, int64_t b) { return t[a] > t[b] || (t[a] == t[b] && a > b); };
-    std::make_heap(heap, heap + total, later);
+    // the blocks with a candidate left, by their smallest (front); bsize: a built block's heap
+    auto block_later = [&](int64_t a, int64_t b) { return later(front[a], front[b]); };
+    std::vector<int64_t> top, bsize(static_cast<size_t>(nb), -1);
+    for (int64_t blk = 0; blk < nb; ++blk)
+        if (front[blk] >= 0) top.push_back(blk);
+    std::make_heap(top.begin(), top.end(), block_later);
     int64_t size = total;
     std::vector<double> wb(static_cast<size_t>(k2)), v(wb.size());
     std::vector<std::pair<int64_t, T>> hits;
     const double f2_org = f2;
     double dtm = -f1 / f2, t_old = 0.0;
     while (size > 0) {
-        const int64_t b = heap[0];
+        const int64_t blk = top.front();
+        const int64_t b = front[blk];
         const double tj = static_cast<double>(t[b]);
         const double dt = tj - t_old;
         if (dtm < dt) break;
-        std::pop_heap(heap, heap + size, later);
+        std::pop_heap(top.begin(), top.end(), block_later);
+        top.pop_back();
+        int64_t* const bh = heap + start[blk];
+        if (bsize[blk] < 0) {                       // the block's first: build its heap
+            const int64_t b0 = blk * kReduceBlock, b1 = std::min(n, b0 + kReduceBlock);
+            int64_t e = 0;
+            for (int64_t i = b0; i < b1; ++i)
+                if (candidate(i)) bh[e++] = i;
+            std::make_heap(bh, bh + e, later);
+            bsize[blk] = e;
+        }
+        std::pop_heap(bh, bh + bsize[blk], later);  // b, the block's smallest
+        --bsize[blk];
         --size;
         const double db = static_cast<double>(d[b]);
-        const T inf = static_cast<T>(HUGE_VAL);   // a null side: its infinity (with_box's)
+        // a null side: its infinity (with_box's)
         const T at = db > 0.0 ? (hi ? hi[b] : inf) : (lo ? lo[b] : -inf);
         const double zb = static_cast<double>(at) - static_cast<double>(x[b]);
         hits.emplace_back(b, at);
@@ -786,6 +808,11 @@ double cauchy_path(T* xc, T* d, T* t, const T* x, const T* lo, const T* hi, cons
             f2 = f2 + 2.0 * db * wmp - db * db * wmw;
         }
         f2 = std::max(DBL_EPSILON * f2_org, f2);
+        if (bsize[blk] > 0) {                       // the block's next smallest, back in line
+            front[blk] = bh[0];
+            top.push_back(blk);
+            std::push_heap(top.begin(), top.end(), block_later);
+        }
         t_old = tj;
         dtm = (size == 0 && bounded) ? 0.0 : -f1 / f2;
     }

@@ -188,15 +188,18 @@ void cauchy_start_pg(T* d, T* t, const T* x, const T* g, const T* lo, const T* h
 
 // The path of the generalized Cauchy point (Byrd, Lu, Nocedal & Zhu 1995, Algorithm CP; SciPy's
 // cauchy) after cauchy_start: the breakpoints t[i] >= 0 (finite) are taken in increasing order
-// from a binary heap (built in O(n), each pop O(log n): no sort of all n up front) while the
+// (ties by index) from binary heaps, one per block of kReduceBlock elements, built only when the
+// block's first breakpoint is passed, under a heap of the blocks by their smallest breakpoint
+// (found in the one parallel pass that counts them): no sort of all n up front, and no heap at
+// all where no breakpoint is passed; each pop O(log n), while the
 // minimizer of the model on the current segment lies beyond the next breakpoint; each one fixes
 // its variable at the bound (d[b] = 0, t[b] = -1) and updates the slope f1, the curvature f2
 // and the 2k-vectors p = W^T d and c = W^T (x(t) - x) in O(k^2), with W = [Y, theta S] taken
 // from the rows order[0..k) of s and y (oldest first) and mid = M (2k x 2k, row-major). Then
 // xc = x + tsum d, with the variables passed at their bounds. bounded: every moving variable
 // has a breakpoint. Returns tsum; p and c are updated in place (c += dtm p at the end).
-// scratch (n entries, may be null: then a vector of the candidates' number) holds the heap of
-// candidate indices, ordered by (t_i, i).
+// scratch (n entries, may be null: then a vector of the candidates' number) holds the blocks'
+// heaps of candidate indices, ordered by (t_i, i).
 // fixed (may be null): the fixed set of the variables with t < 0 after the path, and q over it,
 // written from the same last pass (x^c's), with the bits of fixed_set(idx, q, t, xc, x, g,
 // theta, zero_held) called after the path; idx may be scratch itself (the heap is done by then).

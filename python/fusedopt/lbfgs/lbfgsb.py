@@ -8,9 +8,11 @@ An iteration (Byrd et al., section 2):
 
 1. the generalized Cauchy point x^c: the first local minimizer of the quadratic model along the
    projected steepest-descent path x(t) = P(x - t g), its breakpoints taken in increasing order
-   from a binary heap (built in O(n), one O(log n) pop per breakpoint passed: never a sort of
-   all n up front) and the model's slope and curvature updated per breakpoint in O(k^2)
-   (section 4, Algorithm CP); the loop is the kernel ``_core.lbfgsb_cauchy_path``;
+   from binary heaps (one per block of x, built when the block's first breakpoint is passed,
+   under a heap of the blocks by their smallest: never a sort of all n up front, and no heap at
+   all when no breakpoint is passed, as in most iterations) and the model's slope and curvature
+   updated per breakpoint in O(k^2) (section 4, Algorithm CP); the loop is the kernel
+   ``_core.lbfgsb_cauchy_path``, whose last pass (x^c) also takes the fixed set for step 2;
 2. subspace minimization over the variables still free at x^c (section 5.1, the direct primal
    method, through the Sherman-Morrison-Woodbury form of the reduced matrix), the minimizer
    projected on the box (Morales & Nocedal 2011) and, if that is not a descent direction,
