@@ -875,6 +875,72 @@ def test_cauchy_path_fixed_set_from_its_last_pass(dtype, n):
         assert t.tobytes() == before.tobytes()
 
 
+def _cauchy_path_numpy(x, d, t, lo, hi, dd, theta, bounded):
+    """The Cauchy path without pairs (k = 0) in NumPy and Python floats: every breakpoint
+    candidate sorted by (t_i, i) up front (numpy.lexsort), then Algorithm CP's loop in the
+    kernel's arithmetic. Returns (xc, d, t, number passed)."""
+    d, t = d.copy(), t.copy()
+    cand = np.flatnonzero((t >= 0) & (t < np.inf) & (d != 0))
+    order = cand[np.lexsort((cand, t[cand]))]
+    f1, f2 = -dd, theta * dd
+    f2_org, dtm, t_old, size = f2, -f1 / f2, 0.0, order.size
+    hits = []
+    for b in order:
+        tj = float(t[b])
+        dt = tj - t_old
+        if dtm < dt:
+            break
+        size -= 1
+        db = float(d[b])
+        at = hi[b] if db > 0 else lo[b]
+        zb = float(at) - float(x[b])
+        hits.append((b, at))
+        d[b], t[b] = 0, -1
+        f1 = f1 + dt * f2 + db * db - theta * db * zb
+        f2 = f2 - theta * db * db
+        f2 = max(np.finfo(np.float64).eps * f2_org, f2)
+        t_old = tj
+        dtm = 0.0 if (size == 0 and bounded) else -f1 / f2
+    tsum = t_old + max(dtm, 0.0)
+    xc = np.clip(x + x.dtype.type(tsum) * d, lo, hi)
+    for b, at in hits:
+        xc[b] = at
+    return xc, d, t, len(hits)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [N_PAR + 7, 3 * 16384 + 5])
+def test_cauchy_path_blocks_pop_the_sorted_order(dtype, n):
+    """The path's per-block heaps (built where a breakpoint is passed) pop the breakpoints in
+    the order of a sort of all of them by (t_i, i): many passed, in every block, ties in t
+    included, against the sorted NumPy loop; the same bits on 1/2/3 threads, with and without
+    the heaps' scratch."""
+    from fusedopt import _core
+    rng = np.random.default_rng(37)
+    lo, hi = np.full(n, -np.inf, dtype), np.full(n, 0.5, dtype)
+    hi[::5] = np.inf
+    lo[1::3] = -0.5
+    x = np.clip(np.round(rng.uniform(-0.5, 0.5, n), 2), lo, hi).astype(dtype)
+    g = np.round(rng.standard_normal(n), 1).astype(dtype)      # rounded: equal breakpoints
+    d0, t0 = np.empty(n, dtype), np.empty(n, dtype)
+    dd = _core.lbfgsb_cauchy_start(d0, t0, x, g, lo, hi)
+    theta = 1.3
+    want = _cauchy_path_numpy(x, d0, t0, lo, hi, dd, theta, False)
+    assert want[3] > 1000 and len(np.unique(np.flatnonzero(want[2] != t0) // 16384)) > 2
+
+    def run(scratch):
+        d, t, xc = d0.copy(), t0.copy(), np.empty(n, dtype)
+        _core.lbfgsb_cauchy_path(xc, d, t, x, lo, hi, np.zeros((1, n), dtype),
+                                 np.zeros((1, n), dtype), [], theta, np.zeros((0, 0)), [], [],
+                                 -dd, theta * dd, False,
+                                 scratch=np.empty(n, np.int64) if scratch else None)
+        return xc, d, t
+    for scratch in (True, False):
+        for xc, d, t in _threads(lambda: run(scratch)):
+            assert t.tobytes() == want[2].tobytes() and d.tobytes() == want[1].tobytes()
+            assert xc.tobytes() == want[0].tobytes()
+
+
 def subspace_inputs(rng, m, n, dtype):
     """Coefficients a, b (m), x, xc near x, g, t (a fifth fixed), the box and theta."""
     a, b = rng.standard_normal(m), rng.standard_normal(m)
