@@ -1535,3 +1535,31 @@ def test_box_sides_none_in_the_solver_and_the_checks(monkeypatch):
         _core.lbfgsb_max_step(x, x, np.zeros(n, np.float32), None)
     with pytest.raises(ValueError, match="d"):
         _core.lbfgsb_step_in_box(np.empty(n), x, 1.0, x[:-1], None, None)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [N_PAR + 13, 3 * 16384 + 777, 21])
+def test_rows_combination_any_row_count(dtype, n):
+    """W a (lbfgsb_rows_axpy, the loop of the subspace pass and the reduced gradient, which
+    takes two rows per sweep) for every row count 1..5, odd and even: the bits of the row by
+    row sum in NumPy, on 1/2/3 threads; and the subspace pass's du with it."""
+    from fusedopt import _core
+    rng = np.random.default_rng(41)
+    m = 5
+    s, y = rng.standard_normal((m, n)).astype(dtype), rng.standard_normal((m, n)).astype(dtype)
+    a, b = rng.standard_normal(m), rng.standard_normal(m)
+    x = rng.uniform(-1, 1, n).astype(dtype)
+    xc = (x + dtype(0.01)).astype(dtype)
+    g = rng.standard_normal(n).astype(dtype)
+    for rows in range(1, m + 1):
+        want = rows_combination(s, y, a, b, rows)
+
+        def run():
+            out, xbar, du = np.empty(n, dtype), np.empty(n, dtype), np.empty(n, dtype)
+            _core.lbfgsb_rows_axpy(out, s, y, a, b, rows)
+            _core.lbfgsb_subspace_direct(xbar, du, s, y, a, b, rows, xc, x, g, None, None,
+                                         None, 1.7)
+            return out, du
+        for out, du in _threads(run):
+            assert out.tobytes() == want.tobytes(), rows
+            assert du.tobytes() == (want - (g * dtype(1 / 1.7) + (xc - x))).tobytes(), rows

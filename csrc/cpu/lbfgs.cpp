@@ -520,7 +520,19 @@ void combine_block(T* __restrict o, const T* s, const T* y, const T* ta, const T
         const int64_t v = std::min(hi, u + kPiece);
         T* __restrict op = o + (u - off);
         for (int64_t i = 0; i < v - u; ++i) op[i] = T(0);
-        for (int64_t j = 0; j < rows; ++j) {
+        int64_t j = 0;
+        // Two rows per sweep over the piece: the same additions in the same order (row j, then
+        // j + 1), half the loads and stores of o's piece.
+        for (; j + 1 < rows; j += 2) {
+            const T* __restrict s0 = s + j * n + u;
+            const T* __restrict y0 = y + j * n + u;
+            const T* __restrict s1 = s0 + n;
+            const T* __restrict y1 = y0 + n;
+            const T a0 = ta[j], b0 = tb[j], a1 = ta[j + 1], b1 = tb[j + 1];
+            for (int64_t i = 0; i < v - u; ++i)
+                op[i] = (((op[i] + a0 * s0[i]) + b0 * y0[i]) + a1 * s1[i]) + b1 * y1[i];
+        }
+        for (; j < rows; ++j) {
             const T* __restrict sj = s + j * n + u;
             const T* __restrict yj = y + j * n + u;
             const T aj = ta[j], bj = tb[j];
