@@ -640,27 +640,30 @@ def test_solver_fixed_buffers_never_overwrite_the_kept_list():
 
     fast = lbfgs.minimize(fun, x0, bounds=(np.full(n, -np.inf), hi), maxiter=25)
     orig = lbfgsb.BoundedSolver._fixed_set
+    step = lbfgsb.subspace_step
     seen = []
 
-    def spy(self, t, xc, wtd):
-        out = orig(self, t, xc, wtd)
-        assert not self.cf.keeps(out[0].base)
-        seen.append(out[0].base)
-        return out
-    lbfgsb.BoundedSolver._fixed_set = spy
+    def spy(x, g, box, cf, *a, **k):       # the list given to the step (from the Cauchy path's
+        fixed = k["fixed_q"][0]           # last pass, or _fixed_set)
+        assert not cf.keeps(fixed.base)
+        seen.append(fixed.base)
+        return step(x, g, box, cf, *a, **k)
+    lbfgsb.subspace_step = spy
     try:
         again = lbfgs.minimize(fun, x0, bounds=(np.full(n, -np.inf), hi), maxiter=25)
     finally:
-        lbfgsb.BoundedSolver._fixed_set = orig
-    assert len({id(b) for b in seen}) == 2
+        lbfgsb.subspace_step = step
+    assert len({id(b) for b in seen}) == 2 and len(seen) >= 20
     assert again.x.tobytes() == fast.x.tobytes() and again.fun == fast.fun
     # the former lines: the list and q in NumPy, xbar and du written by the pass, the line
     # search's g . d a dot of its own after the gradient's copy
+    # (the fixed set not taken in the Cauchy path's last pass: _fixed_set, here NumPy's)
     from fusedopt.lbfgs.solver import _Objective
-    step = lbfgsb.subspace_step
+    from fusedopt.lbfgs._vector import CoreVec
     lbfgsb.BoundedSolver._fixed_set = lambda self, t, xc, wtd: _fixed_set_numpy(
         t, xc, self.x, self.g, self.cf.theta, wtd is not None)
     lbfgsb.subspace_step = lambda *a, **k: step(*a, **dict(k, xbar_needed=True))
+    CoreVec.cauchy_path_fixed = False
     try:
         box = parse_bounds((np.full(n, -np.inf), hi), x0.shape, x0.dtype)
         slow = lbfgsb.BoundedSolver(_Objective(fun, x0.shape), box.project(np.empty(n), x0),
@@ -671,6 +674,7 @@ def test_solver_fixed_buffers_never_overwrite_the_kept_list():
     finally:
         lbfgsb.BoundedSolver._fixed_set = orig
         lbfgsb.subspace_step = step
+        CoreVec.cauchy_path_fixed = True
     assert slow.x.tobytes() == fast.x.tobytes() and slow.f == fast.fun
     assert (slow.nit, slow.obj.nfev) == (fast.nit, fast.nfev) and fast.nit > 10
 
@@ -802,6 +806,139 @@ def test_bench_bounded_table():
     assert names == list(lbfgs_bench.bounded_solvers())
     fs = [float(ln.split()[-1]) for ln in lines[2:]]
     assert max(fs) - min(fs) <= 1e-3 * max(fs)     # the same minimum for every solver
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [N_PAR + 7, 3 * 16384 + 5, 11])
+def test_cauchy_path_fixed_set_from_its_last_pass(dtype, n):
+    """lbfgsb_cauchy_path(..., idx, q, g, zero_held): x^c, c, t the bits of the path without
+    them, and idx[:k], q[:k] the bits of lbfgsb_fixed_set after that path (both zero_held),
+    with idx the heap's scratch itself or its own array, on 1/2/3 threads;
+    the new arguments checked before anything is written."""
+    from fusedopt import _core
+    rng = np.random.default_rng(29)
+    cf = CompactForm(n, 4, dtype)
+    push_noisy_pairs(cf, n, 3, rng, dtype)
+    lo, hi = np.full(n, -np.inf), np.full(n, 0.5)
+    hi[::5] = np.inf
+    hi[1::7] = 0.25                          # equal breakpoints
+    lo[2::9] = -0.3
+    lo[3::11] = hi[3::11] = 0.1              # fixed variables (held: t = -1 from the start)
+    x = np.clip(np.round(rng.uniform(-0.4, 0.4, n), 1), lo, hi).astype(dtype)
+    g = np.round(rng.standard_normal(n), 1).astype(dtype)
+    lo, hi = lo.astype(dtype), hi.astype(dtype)
+    d0, t0 = np.empty(n, dtype), np.empty(n, dtype)
+    dd = _core.lbfgsb_cauchy_start(d0, t0, x, g, lo, hi)
+    k2 = 2 * cf.count
+    p = cf.wt_dot(d0)
+    mid = np.ascontiguousarray(cf.middle())
+    args = (cf.s, cf.y, cf.order(), cf.theta, mid, p.tolist(), [0.0] * k2, -dd,
+            cf.theta * dd - float(p @ (mid @ p)), False)
+
+    def path(lo_, fixed=None, own_idx=False):
+        d, t, xc = d0.copy(), t0.copy(), np.empty(n, dtype)
+        scratch = np.full(n, -3, np.int64)
+        if fixed is None:
+            out = _core.lbfgsb_cauchy_path(xc, d, t, x, lo_, hi, *args, scratch=scratch)
+            return xc, d, t, out
+        idx = np.full(n, -4, np.int64) if own_idx else scratch
+        q = np.full(n, 7, dtype)
+        out = _core.lbfgsb_cauchy_path(xc, d, t, x, lo_, hi, *args, scratch=scratch, idx=idx,
+                                       q=q, g=g, zero_held=fixed)
+        return xc, d, t, out[:3], idx[:out[3]], q[:out[3]]
+
+    xc, d, t, out = path(lo)
+    assert (t < 0).sum() > (t0 < 0).sum() > 0          # variables passed and held
+    for zero_held in (False, True):
+        idx, q = np.empty(n, np.int64), np.empty(n, dtype)
+        k = _core.lbfgsb_fixed_set(idx, q, t, xc, x, g, cf.theta, zero_held)
+        for own in (False, True):
+            for got in _threads(lambda: path(lo, zero_held, own)):
+                assert got[0].tobytes() == xc.tobytes() and got[2].tobytes() == t.tobytes()
+                assert got[1].tobytes() == d.tobytes() and got[3][0] == out[0]
+                assert got[3][1] == out[1] and got[3][2] == out[2]
+                assert np.array_equal(got[4], idx[:k]) and got[5].tobytes() == q[:k].tobytes()
+    before = t0.copy()
+    ok = dict(scratch=np.empty(n, np.int64), idx=np.empty(n, np.int64), q=np.empty(n, dtype),
+              g=g)
+    for bad, exc, match in [(dict(idx=None), TypeError, "q and g"),
+                            (dict(q=None), TypeError, "idx needs"),
+                            (dict(idx=np.empty(n, np.int32)), TypeError, "idx"),
+                            (dict(q=np.empty(n - 1, dtype)), ValueError, "q"),
+                            (dict(q=x), ValueError, "q shares memory with x"),
+                            (dict(g=g[:-1]), ValueError, "g"),
+                            (dict(q=g), ValueError, "q shares memory with g")]:
+        t = t0.copy()
+        with pytest.raises(exc, match=match):
+            _core.lbfgsb_cauchy_path(np.empty(n, dtype), d0.copy(), t, x, lo, hi, *args,
+                                     **dict(ok, **bad))
+        assert t.tobytes() == before.tobytes()
+
+
+def _cauchy_path_numpy(x, d, t, lo, hi, dd, theta, bounded):
+    """The Cauchy path without pairs (k = 0) in NumPy and Python floats: every breakpoint
+    candidate sorted by (t_i, i) up front (numpy.lexsort), then Algorithm CP's loop in the
+    kernel's arithmetic. Returns (xc, d, t, number passed)."""
+    d, t = d.copy(), t.copy()
+    cand = np.flatnonzero((t >= 0) & (t < np.inf) & (d != 0))
+    order = cand[np.lexsort((cand, t[cand]))]
+    f1, f2 = -dd, theta * dd
+    f2_org, dtm, t_old, size = f2, -f1 / f2, 0.0, order.size
+    hits = []
+    for b in order:
+        tj = float(t[b])
+        dt = tj - t_old
+        if dtm < dt:
+            break
+        size -= 1
+        db = float(d[b])
+        at = hi[b] if db > 0 else lo[b]
+        zb = float(at) - float(x[b])
+        hits.append((b, at))
+        d[b], t[b] = 0, -1
+        f1 = f1 + dt * f2 + db * db - theta * db * zb
+        f2 = f2 - theta * db * db
+        f2 = max(np.finfo(np.float64).eps * f2_org, f2)
+        t_old = tj
+        dtm = 0.0 if (size == 0 and bounded) else -f1 / f2
+    tsum = t_old + max(dtm, 0.0)
+    xc = np.clip(x + x.dtype.type(tsum) * d, lo, hi)
+    for b, at in hits:
+        xc[b] = at
+    return xc, d, t, len(hits)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [N_PAR + 7, 3 * 16384 + 5])
+def test_cauchy_path_blocks_pop_the_sorted_order(dtype, n):
+    """The path's per-block heaps (built where a breakpoint is passed) pop the breakpoints in
+    the order of a sort of all of them by (t_i, i): many passed, in every block, ties in t
+    included, against the sorted NumPy loop; the same bits on 1/2/3 threads, with and without
+    the heaps' scratch."""
+    from fusedopt import _core
+    rng = np.random.default_rng(37)
+    lo, hi = np.full(n, -np.inf, dtype), np.full(n, 0.5, dtype)
+    hi[::5] = np.inf
+    lo[1::3] = -0.5
+    x = np.clip(np.round(rng.uniform(-0.5, 0.5, n), 2), lo, hi).astype(dtype)
+    g = np.round(rng.standard_normal(n), 1).astype(dtype)      # rounded: equal breakpoints
+    d0, t0 = np.empty(n, dtype), np.empty(n, dtype)
+    dd = _core.lbfgsb_cauchy_start(d0, t0, x, g, lo, hi)
+    theta = 1.3
+    want = _cauchy_path_numpy(x, d0, t0, lo, hi, dd, theta, False)
+    assert want[3] > 1000 and len(np.unique(np.flatnonzero(want[2] != t0) // 16384)) > 2
+
+    def run(scratch):
+        d, t, xc = d0.copy(), t0.copy(), np.empty(n, dtype)
+        _core.lbfgsb_cauchy_path(xc, d, t, x, lo, hi, np.zeros((1, n), dtype),
+                                 np.zeros((1, n), dtype), [], theta, np.zeros((0, 0)), [], [],
+                                 -dd, theta * dd, False,
+                                 scratch=np.empty(n, np.int64) if scratch else None)
+        return xc, d, t
+    for scratch in (True, False):
+        for xc, d, t in _threads(lambda: run(scratch)):
+            assert t.tobytes() == want[2].tobytes() and d.tobytes() == want[1].tobytes()
+            assert xc.tobytes() == want[0].tobytes()
 
 
 def subspace_inputs(rng, m, n, dtype):
@@ -1258,3 +1395,171 @@ def test_bench_bounded_phases():
     parts = sum(v for k, v in rows.items() if k not in ("objective (f and g)", "total outside f"))
     assert parts == pytest.approx(rows["total outside f"], abs=0.02 * len(rows))
     assert [CompactForm.__dict__["wt_dots"], CoreVec.__dict__["cauchy_start_pg"]] == before
+
+
+# The box kernels with a side given as None (no bound on that side: nothing read), table-driven:
+# each entry runs one kernel with (lo, hi) and returns its outputs; with None for a side they
+# must be the bits of the same call with that side an array of infinities.
+
+def _box_kernel_case(rng, n, dtype, m=4):
+    x = np.round(rng.uniform(-0.9, 0.9, n), 2).astype(dtype)
+    g = np.round(rng.standard_normal(n), 2).astype(dtype)
+    g[:7] = 0.0
+    x[7:11] = np.nan if n > 20 else x[7:11]
+    lo = np.where(rng.uniform(size=n) < 0.6, -0.5, -np.inf).astype(dtype)
+    hi = np.where(rng.uniform(size=n) < 0.6, 0.5, np.inf).astype(dtype)
+    x = np.where(np.isnan(x), x, np.clip(x, lo, hi)).astype(dtype)
+    lo[11:13] = hi[11:13] = 0.25                 # fixed variables
+    s = rng.standard_normal((m, n)).astype(dtype)
+    y = (s + 0.1 * rng.standard_normal((m, n))).astype(dtype)
+    return x, g, lo, hi, s, y
+
+
+def _run_step_in_box(c, lo, hi):
+    out = np.empty_like(c["x"])
+    c["k"].lbfgsb_step_in_box(out, c["x"], 0.37, c["g"], lo, hi)
+    return (out,)
+
+
+def _run_cauchy_start_pg(c, lo, hi):
+    d, t = np.empty_like(c["x"]), np.empty_like(c["x"])
+    res = c["k"].lbfgsb_cauchy_start_pg(d, t, c["x"], c["g"], lo, hi)
+    return d, t, res, c["k"].lbfgsb_cauchy_start(d, t, c["x"], c["g"], lo, hi)
+
+
+def _run_amax_and_step(c, lo, hi):
+    return (c["k"].lbfgsb_projected_amax(c["x"], c["g"], lo, hi),
+            c["k"].lbfgsb_max_step(c["x"], c["g"], lo, hi),
+            c["k"].lbfgsb_max_step(c["x"], -c["g"], lo, hi))
+
+
+def _run_cauchy_path(c, lo, hi):
+    x, g, k = c["x"], c["g"], c["k"]
+    xf = np.where(np.isnan(x), 0, x).astype(x.dtype)    # a path from a finite point
+    d, t, xc = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+    dd = k.lbfgsb_cauchy_start(d, t, xf, g, c["lo"], c["hi"])   # breakpoints of the real box
+    rows = c["s"].shape[0]
+    mid = np.eye(2 * rows) * 0.01
+    out = k.lbfgsb_cauchy_path(xc, d, t, xf, lo, hi, c["s"], c["y"], list(range(rows)), 1.3,
+                               mid, [0.0] * (2 * rows), [0.0] * (2 * rows), -dd, dd, False,
+                               scratch=np.empty(x.size, np.int64))
+    return xc, d, t, out[0], np.array(out[1]), np.array(out[2])
+
+
+def _run_subspace(c, lo, hi):
+    x, g, k, s, y = c["x"], c["g"], c["k"], c["s"], c["y"]
+    rows = s.shape[0]
+    a, b = np.linspace(-1, 1, rows), np.linspace(0.5, -0.3, rows)
+    xf = np.where(np.isnan(x), 0, x).astype(x.dtype)
+    xc = (xf + x.dtype.type(0.01) * g).astype(x.dtype)
+    t = np.where(np.arange(x.size) % 5 == 0, -1, 1).astype(x.dtype)
+    outs = [np.empty_like(x) for _ in range(8)]
+    r1 = k.lbfgsb_subspace_point(outs[0], outs[1], s, y, a, b, rows, g, xc, xf, g, t, lo, hi,
+                                 1.7)
+    r2 = k.lbfgsb_subspace_direct(outs[2], outs[3], s, y, a, b, rows, xc, xf, g, None, lo, hi,
+                                  1.7)
+    r3 = k.lbfgsb_subspace_direct_d(outs[4], outs[5], outs[6], s, y, a, b, rows, xc, xf, g, t,
+                                    lo, hi, 1.7)
+    r4 = k.lbfgsb_subspace_direct_d(None, None, outs[7], s, y, a, b, rows, xc, xf, g, t, lo, hi,
+                                    1.7)
+    return (*outs, r1, r2, r3, r4)
+
+
+BOX_KERNELS = {"step_in_box": _run_step_in_box, "cauchy_start_pg": _run_cauchy_start_pg,
+               "projected_amax, max_step": _run_amax_and_step, "cauchy_path": _run_cauchy_path,
+               "subspace": _run_subspace}
+
+
+def _bits(outs):
+    return [np.asarray(o).tobytes() if isinstance(o, np.ndarray) else repr(o) for o in outs]
+
+
+@pytest.mark.parametrize("kernel", sorted(BOX_KERNELS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [N_PAR + 13, 3 * 16384 + 777, 21])
+def test_box_kernels_with_a_side_none_have_the_bits_of_infinities(kernel, dtype, n):
+    """Every lbfgsb_ kernel with lo and hi: lo = None, hi = None or both give the bits of the
+    same call with that side an array of -inf / +inf (which is then not read), on 1/2/3
+    threads; with both sides arrays nothing changed. A finite lower or upper side is kept."""
+    from fusedopt import _core
+    rng = np.random.default_rng(31)
+    x, g, lo, hi, s, y = _box_kernel_case(rng, n, dtype)
+    ninf, pinf = np.full(n, -np.inf, dtype), np.full(n, np.inf, dtype)
+    run = BOX_KERNELS[kernel]
+    for lo_c, hi_c in [(lo, pinf), (ninf, hi), (ninf, pinf)]:   # the real box's breakpoints
+        c = dict(k=_core, x=x, g=g, lo=lo_c, hi=hi_c, s=s, y=y)
+        want = _bits(run(c, lo_c, hi_c))
+        lo_n = None if lo_c is ninf else lo_c
+        hi_n = None if hi_c is pinf else hi_c
+        for got in _threads(lambda: _bits(run(c, lo_n, hi_n))):
+            assert got == want, (kernel, lo_n is None, hi_n is None)
+
+
+def test_box_sides_none_in_the_solver_and_the_checks(monkeypatch):
+    """Box gives None to the kernels for a side without a finite bound (ShardBox keeps the
+    arrays); a bounded run has the bits of the run with both arrays given; a None side is
+    still checked against the other arguments, and a bad side is named."""
+    from fusedopt import _core
+    from fusedopt.lbfgs.bounds import Box
+    n = 3 * 16384 + 12
+    lo, hi = np.full(n, -np.inf), np.full(n, np.inf)
+    hi[::5] = 0.5
+    box = Box(lo, hi)
+    assert box.kernel_lo is None and box.kernel_hi is box.hi and box.constrained
+    assert Box(-hi, -lo).kernel_hi is None and Box(-hi, -lo).kernel_lo is not None
+    assert Box(np.zeros(n), np.ones(n)).kernel_lo is not None
+
+    def fun(x):
+        a, b = x[0::2], x[1::2]
+        f = float(np.sum(100.0 * (b - a * a) ** 2 + (1.0 - a) ** 2))
+        gr = np.empty_like(x)
+        gr[0::2] = -400.0 * a * (b - a * a) - 2.0 * (1.0 - a)
+        gr[1::2] = 200.0 * (b - a * a)
+        return f, gr
+    x0 = np.tile([-1.2, 1.0], n // 2)
+    runs = [lbfgs.minimize(fun, x0, bounds=(lo, hi), maxiter=15)]
+    orig = Box.__init__
+
+    def arrays_always(self, lo_, hi_):          # the former behaviour: both arrays streamed
+        orig(self, lo_, hi_)
+        self.kernel_lo, self.kernel_hi = self.lo, self.hi
+    monkeypatch.setattr(Box, "__init__", arrays_always)
+    runs.append(lbfgs.minimize(fun, x0, bounds=(lo, hi), maxiter=15))
+    a, b = runs
+    assert a.x.tobytes() == b.x.tobytes() and a.fun == b.fun
+    assert (a.nit, a.nfev) == (b.nit, b.nfev) and a.nit == 15
+    x = np.zeros(n)
+    with pytest.raises(ValueError, match="hi"):
+        _core.lbfgsb_step_in_box(np.empty(n), x, 1.0, x, None, hi[:-1])
+    with pytest.raises(TypeError, match="lo"):
+        _core.lbfgsb_max_step(x, x, np.zeros(n, np.float32), None)
+    with pytest.raises(ValueError, match="d"):
+        _core.lbfgsb_step_in_box(np.empty(n), x, 1.0, x[:-1], None, None)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [N_PAR + 13, 3 * 16384 + 777, 21])
+def test_rows_combination_any_row_count(dtype, n):
+    """W a (lbfgsb_rows_axpy, the loop of the subspace pass and the reduced gradient, which
+    takes two rows per sweep) for every row count 1..5, odd and even: the bits of the row by
+    row sum in NumPy, on 1/2/3 threads; and the subspace pass's du with it."""
+    from fusedopt import _core
+    rng = np.random.default_rng(41)
+    m = 5
+    s, y = rng.standard_normal((m, n)).astype(dtype), rng.standard_normal((m, n)).astype(dtype)
+    a, b = rng.standard_normal(m), rng.standard_normal(m)
+    x = rng.uniform(-1, 1, n).astype(dtype)
+    xc = (x + dtype(0.01)).astype(dtype)
+    g = rng.standard_normal(n).astype(dtype)
+    for rows in range(1, m + 1):
+        want = rows_combination(s, y, a, b, rows)
+
+        def run():
+            out, xbar, du = np.empty(n, dtype), np.empty(n, dtype), np.empty(n, dtype)
+            _core.lbfgsb_rows_axpy(out, s, y, a, b, rows)
+            _core.lbfgsb_subspace_direct(xbar, du, s, y, a, b, rows, xc, x, g, None, None,
+                                         None, 1.7)
+            return out, du
+        for out, du in _threads(run):
+            assert out.tobytes() == want.tobytes(), rows
+            assert du.tobytes() == (want - (g * dtype(1 / 1.7) + (xc - x))).tobytes(), rows

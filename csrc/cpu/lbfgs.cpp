@@ -176,17 +176,47 @@ void axpby(T* out, double a, const T* x, double b, const T* y, int64_t n) {
     });
 }
 
+namespace {
+// One side of the box inside a loop: the array's entry (Side), or, where the caller passed null
+// for that side (no bound on it anywhere), the constant -inf or +inf (NoSide) read from no
+// memory. The loop computes with the very value the array of infinities would give: the same
+// bits, without streaming n bounds.
+template <typename T>
+struct Side {
+    const T* p;
+    T operator[](int64_t i) const { return p[i]; }
+};
+template <typename T>
+struct NoSide {
+    T v;
+    T operator[](int64_t) const { return v; }
+};
+
+// fn(lo, hi) with each side a Side or a NoSide (lo null: -inf, hi null: +inf); four copies of
+// the loop, each with its reads fixed at compile time.
+template <typename T, typename Fn>
+auto with_box(const T* lo, const T* hi, Fn&& fn) {
+    const T inf = static_cast<T>(HUGE_VAL);
+    if (lo && hi) return fn(Side<T>{lo}, Side<T>{hi});
+    if (lo) return fn(Side<T>{lo}, NoSide<T>{inf});
+    if (hi) return fn(NoSide<T>{-inf}, Side<T>{hi});
+    return fn(NoSide<T>{-inf}, NoSide<T>{inf});
+}
+}  // namespace
+
 template <typename T>
 void step_in_box(T* out, const T* x, double t, const T* d, const T* lo, const T* hi, int64_t n) {
     const T tt = static_cast<T>(t);
-    parallel_chunks(num_blocks(n), lbfgs_threads(n), [&](int64_t blk) {
-        const int64_t b0 = blk * kReduceBlock, b1 = std::min(n, b0 + kReduceBlock);
-        for (int64_t i = b0; i < b1; ++i) {
-            // NumPy's clip: NaN kept, max before min, ties (0.0 and -0.0) to the bound
-            T v = x[i] + tt * d[i];
-            v = (v != v || v > lo[i]) ? v : lo[i];
-            out[i] = (v != v || v < hi[i]) ? v : hi[i];
-        }
+    with_box(lo, hi, [&](auto L, auto H) {
+        parallel_chunks(num_blocks(n), lbfgs_threads(n), [&](int64_t blk) {
+            const int64_t b0 = blk * kReduceBlock, b1 = std::min(n, b0 + kReduceBlock);
+            for (int64_t i = b0; i < b1; ++i) {
+                // NumPy's clip: NaN kept, max before min, ties (0.0 and -0.0) to the bound
+                T v = x[i] + tt * d[i];
+                v = (v != v || v > L[i]) ? v : L[i];
+                out[i] = (v != v || v < H[i]) ? v : H[i];
+            }
+        });
     });
 }
 
@@ -490,7 +520,19 @@ void combine_block(T* __restrict o, const T* s, const T* y, const T* ta, const T
         const int64_t v = std::min(hi, u + kPiece);
         T* __restrict op = o + (u - off);
         for (int64_t i = 0; i < v - u; ++i) op[i] = T(0);
-        for (int64_t j = 0; j < rows; ++j) {
+        int64_t j = 0;
+        // Two rows per sweep over the piece: the same additions in the same order (row j, then
+        // j + 1), half the loads and stores of o's piece.
+        for (; j + 1 < rows; j += 2) {
+            const T* __restrict s0 = s + j * n + u;
+            const T* __restrict y0 = y + j * n + u;
+            const T* __restrict s1 = s0 + n;
+            const T* __restrict y1 = y0 + n;
+            const T a0 = ta[j], b0 = tb[j], a1 = ta[j + 1], b1 = tb[j + 1];
+            for (int64_t i = 0; i < v - u; ++i)
+                op[i] = (((op[i] + a0 * s0[i]) + b0 * y0[i]) + a1 * s1[i]) + b1 * y1[i];
+        }
+        for (; j < rows; ++j) {
             const T* __restrict sj = s + j * n + u;
             const T* __restrict yj = y + j * n + u;
             const T aj = ta[j], bj = tb[j];
@@ -550,7 +592,8 @@ double subspace_pass(T* xbar, T* du, const T* s, const T* y, const double* a, co
                      double* tmax = nullptr) {
     const double inf = HUGE_VAL;
     const std::vector<T> ta = cast_all<T>(a, rows), tb = cast_all<T>(b, rows);
-    const double* part = block_results<2>(n, [&](int64_t b0, int64_t b1, double* res) {
+    const double* part = with_box(lo, hi, [&](auto L, auto H) {
+      return block_results<2>(n, [&](int64_t b0, int64_t b1, double* res) {
         thread_local std::vector<T> scratch;
         if (!du && scratch.size() < static_cast<size_t>(kReduceBlock))
             scratch.resize(static_cast<size_t>(kReduceBlock));
@@ -563,18 +606,19 @@ double subspace_pass(T* xbar, T* du, const T* s, const T* y, const double* a, co
             const T u = free ? step(i, w[i - off]) : T(0);
             if (du) du[i] = u;
             T v = xc[i] + u;
-            v = v < lo[i] ? lo[i] : v;
-            v = v > hi[i] ? hi[i] : v;
+            v = v < L[i] ? L[i] : v;
+            v = v > H[i] ? H[i] : v;
             if (xbar) xbar[i] = v;
             const T di = v - x[i];
             if (dout) {                              // max_step's term, d = xbar - x
                 dout[i] = di;
-                const double ti = box_step_term(x[i], di, lo[i], hi[i]);
+                const double ti = box_step_term(x[i], di, L[i], H[i]);
                 tm = ti < tm ? ti : tm;
             }
             return static_cast<double>(g[i]) * static_cast<double>(di);
         });
         res[1] = tm;
+      });
     });
     const int64_t nb = num_blocks(n);
     if (tmax) {                                      // max_step's join
@@ -619,12 +663,13 @@ template <typename T>
 void cauchy_start_pg(T* d, T* t, const T* x, const T* g, const T* lo, const T* hi, int64_t n,
                      double* out) {
     const double inf = HUGE_VAL;
-    const double* part = block_results<3>(n, [&](int64_t b0, int64_t b1, double* r) {
+    const double* part = with_box(lo, hi, [&](auto L, auto H) {
+      return block_results<3>(n, [&](int64_t b0, int64_t b1, double* r) {
         T m = T(0);          // projected_amax's block maximum, its NaN flag
         bool nan = false;
         int64_t open = 0;    // moving variables without a breakpoint
         r[0] = block_sum(b0, b1, [&](int64_t i) {
-            const T xi = x[i], gi = g[i], l = lo[i], h = hi[i];
+            const T xi = x[i], gi = g[i], l = L[i], h = H[i];
             const bool held = (xi <= l && gi >= T(0)) || (xi >= h && gi <= T(0)) || l == h;
             T di = held ? T(0) : -gi;
             T ti = held ? T(-1) : static_cast<T>(inf);
@@ -640,6 +685,7 @@ void cauchy_start_pg(T* d, T* t, const T* x, const T* g, const T* lo, const T* h
         });
         r[1] = nan ? std::nan("") : static_cast<double>(m);
         r[2] = static_cast<double>(open);
+      });
     });
     const int64_t nb = num_blocks(n);
     out[0] = sum_in_order(part, nb, 3);
@@ -669,56 +715,85 @@ template <typename T>
 double cauchy_path(T* xc, T* d, T* t, const T* x, const T* lo, const T* hi, const T* s,
                    const T* y, const int64_t* order, int64_t k, double theta, const double* mid,
                    double* p, double* c, double f1, double f2, bool bounded, int64_t n,
-                   int64_t* scratch) {
+                   int64_t* scratch, FixedOut<T>* fixed) {
     const int64_t k2 = 2 * k;
-    // Candidates (t_i, i) in a min-heap: greater<> makes the heap's front the smallest.
-    // The candidates of each block in parallel, then joined in block order (the order of a
-    // serial scan; the heap's pops depend only on the pairs (t_i, i), not on that order).
-    // The candidates' indices, in increasing i, in `scratch` (n entries, the caller's: no
-    // fresh pages per iteration) or a vector of their number: counted per block in parallel,
-    // then written per block in parallel; then a min-heap over them by (t_i, i).
+    // The candidates (t_i, i) are taken smallest first, ties by the smaller index: a strict
+    // order, so any priority queue over them pops the same sequence. One parallel pass counts
+    // each block's candidates and finds its smallest; a heap over the blocks (by their
+    // smallest) gives the next breakpoint. A block's own heap of its candidates (their indices
+    // in its range of `scratch`, n entries, the caller's: no fresh pages per iteration; or of a
+    // vector of the candidates' number) is built only when its first breakpoint is passed:
+    // most iterations pass few breakpoints or none, and then no heap of all the candidates is
+    // built or written.
     const int64_t nb = num_blocks(n);
     const int threads = lbfgs_threads(n);
-    auto candidate = [&](int64_t i) {
-        return t[i] >= T(0) && t[i] < static_cast<T>(HUGE_VAL) && d[i] != T(0);
+    const T inf = static_cast<T>(HUGE_VAL);
+    auto candidate = [&](int64_t i) {      // & not &&: no branch per element
+        return (t[i] >= T(0)) & (t[i] < inf) & (d[i] != T(0));
     };
-    std::vector<int64_t> start(static_cast<size_t>(nb) + 1, 0);
+    std::vector<int64_t> start(static_cast<size_t>(nb) + 1, 0), front(static_cast<size_t>(nb), -1);
+    // with fixed: each block's count of t < 0 before the path (the same read of t)
+    std::vector<int64_t> fstart(fixed ? static_cast<size_t>(nb) + 1 : 0, 0);
     parallel_chunks(nb, threads, [&](int64_t blk) {
         const int64_t b0 = blk * kReduceBlock, b1 = std::min(n, b0 + kReduceBlock);
-        int64_t cnt = 0;
-        for (int64_t i = b0; i < b1; ++i) cnt += candidate(i) ? 1 : 0;
+        int64_t cnt = 0, held = 0, best = -1;
+        T tbest = inf;                            // a candidate's t is finite
+        for (int64_t i = b0; i < b1; ++i) {
+            const bool cand = candidate(i);
+            if (cand & (t[i] < tbest)) {          // rare; strict: the first index of a tie
+                best = i;
+                tbest = t[i];
+            }
+            cnt += cand ? 1 : 0;
+            held += t[i] < T(0) ? 1 : 0;
+        }
         start[static_cast<size_t>(blk) + 1] = cnt;
+        front[static_cast<size_t>(blk)] = best;
+        if (fixed) fstart[static_cast<size_t>(blk) + 1] = held;
     });
     for (int64_t blk = 0; blk < nb; ++blk) start[blk + 1] += start[blk];
     const int64_t total = start[static_cast<size_t>(nb)];
     std::vector<int64_t> own;
-    if (!scratch) own.resize(static_cast<size_t>(total));
+    if (!scratch && total) own.resize(static_cast<size_t>(total));
     int64_t* heap = scratch ? scratch : own.data();
-    parallel_chunks(nb, threads, [&](int64_t blk) {
-        const int64_t b0 = blk * kReduceBlock, b1 = std::min(n, b0 + kReduceBlock);
-        int64_t e = start[static_cast<size_t>(blk)];
-        for (int64_t i = b0; i < b1; ++i)
-            if (candidate(i)) heap[e++] = i;
-    });
-    // (t_a, a) after (t_b, b): the heap's front is the smallest t, ties by the smaller index
+    // (t_a, a) after (t_b, b): a heap's front is the smallest t, ties by the smaller index
     auto later = [&](int64_t a, int64_t b) { return t[a] > t[b] || (t[a] == t[b] && a > b); };
-    std::make_heap(heap, heap + total, later);
+    // the blocks with a candidate left, by their smallest (front); bsize: a built block's heap
+    auto block_later = [&](int64_t a, int64_t b) { return later(front[a], front[b]); };
+    std::vector<int64_t> top, bsize(static_cast<size_t>(nb), -1);
+    for (int64_t blk = 0; blk < nb; ++blk)
+        if (front[blk] >= 0) top.push_back(blk);
+    std::make_heap(top.begin(), top.end(), block_later);
     int64_t size = total;
     std::vector<double> wb(static_cast<size_t>(k2)), v(wb.size());
     std::vector<std::pair<int64_t, T>> hits;
     const double f2_org = f2;
     double dtm = -f1 / f2, t_old = 0.0;
     while (size > 0) {
-        const int64_t b = heap[0];
+        const int64_t blk = top.front();
+        const int64_t b = front[blk];
         const double tj = static_cast<double>(t[b]);
         const double dt = tj - t_old;
         if (dtm < dt) break;
-        std::pop_heap(heap, heap + size, later);
+        std::pop_heap(top.begin(), top.end(), block_later);
+        top.pop_back();
+        int64_t* const bh = heap + start[blk];
+        if (bsize[blk] < 0) {                       // the block's first: build its heap
+            const int64_t b0 = blk * kReduceBlock, b1 = std::min(n, b0 + kReduceBlock);
+            int64_t e = 0;
+            for (int64_t i = b0; i < b1; ++i)
+                if (candidate(i)) bh[e++] = i;
+            std::make_heap(bh, bh + e, later);
+            bsize[blk] = e;
+        }
+        std::pop_heap(bh, bh + bsize[blk], later);  // b, the block's smallest
+        --bsize[blk];
         --size;
         const double db = static_cast<double>(d[b]);
-        const double zb = (db > 0.0 ? static_cast<double>(hi[b]) : static_cast<double>(lo[b])) -
-                          static_cast<double>(x[b]);
-        hits.emplace_back(b, db > 0.0 ? hi[b] : lo[b]);
+        // a null side: its infinity (with_box's)
+        const T at = db > 0.0 ? (hi ? hi[b] : inf) : (lo ? lo[b] : -inf);
+        const double zb = static_cast<double>(at) - static_cast<double>(x[b]);
+        hits.emplace_back(b, at);
         d[b] = T(0);
         t[b] = T(-1);
         f1 = f1 + dt * f2 + db * db - theta * db * zb;
@@ -745,40 +820,82 @@ double cauchy_path(T* xc, T* d, T* t, const T* x, const T* lo, const T* hi, cons
             f2 = f2 + 2.0 * db * wmp - db * db * wmw;
         }
         f2 = std::max(DBL_EPSILON * f2_org, f2);
+        if (bsize[blk] > 0) {                       // the block's next smallest, back in line
+            front[blk] = bh[0];
+            top.push_back(blk);
+            std::push_heap(top.begin(), top.end(), block_later);
+        }
         t_old = tj;
         dtm = (size == 0 && bounded) ? 0.0 : -f1 / f2;
     }
     dtm = std::max(dtm, 0.0);
     const double tsum = t_old + dtm;
     const T ts = static_cast<T>(tsum);
-    parallel_chunks(num_blocks(n), lbfgs_threads(n), [&](int64_t blk) {
-        const int64_t b0 = blk * kReduceBlock, b1 = std::min(n, b0 + kReduceBlock);
-        for (int64_t i = b0; i < b1; ++i) {
-            T v = x[i] + ts * d[i];
-            v = v < lo[i] ? lo[i] : v;
-            xc[i] = v > hi[i] ? hi[i] : v;
-        }
+    // The variables passed, by index: each block sets its own after its x^c (t < 0 there now).
+    std::sort(hits.begin(), hits.end(),
+              [](const std::pair<int64_t, T>& a, const std::pair<int64_t, T>& b) {
+                  return a.first < b.first;
+              });
+    auto hits_from = [&](int64_t i) {
+        return std::lower_bound(hits.begin(), hits.end(), i,
+                                [](const std::pair<int64_t, T>& h, int64_t v) {
+                                    return h.first < v;
+                                }) - hits.begin();
+    };
+    if (fixed) {                                   // t < 0 per block: before, plus the passed
+        for (int64_t blk = 0; blk < nb; ++blk)
+            fstart[blk + 1] += hits_from((blk + 1) * kReduceBlock) - hits_from(blk * kReduceBlock);
+        for (int64_t blk = 0; blk < nb; ++blk) fstart[blk + 1] += fstart[blk];
+        fixed->count = fstart[static_cast<size_t>(nb)];
+    }
+    const T th = static_cast<T>(theta);
+    with_box(lo, hi, [&](auto L, auto H) {
+        parallel_chunks(nb, threads, [&](int64_t blk) {
+            const int64_t b0 = blk * kReduceBlock, b1 = std::min(n, b0 + kReduceBlock);
+            for (int64_t i = b0; i < b1; ++i) {
+                T v = x[i] + ts * d[i];
+                v = v < L[i] ? L[i] : v;
+                xc[i] = v > H[i] ? H[i] : v;
+            }
+            const int64_t h1 = hits_from(b1);
+            for (int64_t h = hits_from(b0); h < h1; ++h)   // passed: at the bound reached
+                xc[hits[h].first] = hits[h].second;
+            if (!fixed) return;
+            // fixed_set's loop over the block while it is in cache: the same entries and bits
+            int64_t e = fstart[static_cast<size_t>(blk)];
+            const T* g = fixed->g;
+            for (int64_t i = b0; i < b1; ++i) {
+                if (!(t[i] < T(0))) continue;
+                const T step = xc[i] - x[i];
+                fixed->idx[e] = i;
+                fixed->q[e] = (fixed->zero_held && step == T(0)) ? T(0) : g[i] + th * step;
+                ++e;
+            }
+        });
     });
-    for (const auto& h : hits) xc[h.first] = h.second;   // passed: at the bound reached
     for (int64_t r = 0; r < k2; ++r) c[r] = c[r] + dtm * p[r];
     return tsum;
 }
 
 template <typename T>
 double projected_amax(const T* x, const T* g, const T* lo, const T* hi, int64_t n) {
-    return abs_max<T>(n, [&](int64_t i) { return projected_term(x[i], g[i], lo[i], hi[i]); });
+    return with_box(lo, hi, [&](auto L, auto H) {
+        return abs_max<T>(n, [&](int64_t i) { return projected_term(x[i], g[i], L[i], H[i]); });
+    });
 }
 
 template <typename T>
 double max_step(const T* x, const T* d, const T* lo, const T* hi, int64_t n) {
     const double inf = HUGE_VAL;
-    const double* part = block_results<1>(n, [&](int64_t b0, int64_t b1, double* r) {
-        double t = inf;
-        for (int64_t i = b0; i < b1; ++i) {
-            const double ti = box_step_term(x[i], d[i], lo[i], hi[i]);
-            t = ti < t ? ti : t;
-        }
-        r[0] = t;
+    const double* part = with_box(lo, hi, [&](auto L, auto H) {
+        return block_results<1>(n, [&](int64_t b0, int64_t b1, double* r) {
+            double t = inf;
+            for (int64_t i = b0; i < b1; ++i) {
+                const double ti = box_step_term(x[i], d[i], L[i], H[i]);
+                t = ti < t ? ti : t;
+            }
+            r[0] = t;
+        });
     });
     double t = inf;
     for (int64_t b = 0; b < num_blocks(n); ++b) t = part[b] < t ? part[b] : t;
@@ -831,7 +948,7 @@ int64_t parallel_min() { return kParallelMin; }
     template double cauchy_path<T>(T*, T*, T*, const T*, const T*, const T*, const T*,        \
                                    const T*, const int64_t*, int64_t, double, const double*,  \
                                    double*, double*, double, double, bool, int64_t,       \
-                                   int64_t*);
+                                   int64_t*, FixedOut<T>*);
 FUSEDOPT_LBFGS_INSTANTIATE(float)
 FUSEDOPT_LBFGS_INSTANTIATE(double)
 #undef FUSEDOPT_LBFGS_INSTANTIATE

@@ -128,6 +128,11 @@ template <typename T>
 void rows_gram_at(double* out, const T* s, const T* y, const int64_t* idx, int64_t na,
                   int64_t rows, int64_t n, const T* q = nullptr);
 
+// The box lo <= x <= hi of the L-BFGS-B kernels below (step_in_box, cauchy_start, cauchy_start_pg,
+// cauchy_path, subspace_point, subspace_direct, subspace_direct_d, projected_amax, max_step):
+// either side may be null, meaning no bound on that side anywhere; the results are then the
+// bits of an array of -inf (lo) or +inf (hi), and that array is not streamed.
+//
 // step_in_box: out = clip(x + t d, lo, hi), NumPy's np.clip of axpby's x + t d bit for bit (t
 // cast to T; NaN kept; a tie with a bound, 0.0 against -0.0, gives the bound); out may be x.
 template <typename T>
@@ -183,20 +188,34 @@ void cauchy_start_pg(T* d, T* t, const T* x, const T* g, const T* lo, const T* h
 
 // The path of the generalized Cauchy point (Byrd, Lu, Nocedal & Zhu 1995, Algorithm CP; SciPy's
 // cauchy) after cauchy_start: the breakpoints t[i] >= 0 (finite) are taken in increasing order
-// from a binary heap (built in O(n), each pop O(log n): no sort of all n up front) while the
+// (ties by index) from binary heaps, one per block of kReduceBlock elements, built only when the
+// block's first breakpoint is passed, under a heap of the blocks by their smallest breakpoint
+// (found in the one parallel pass that counts them): no sort of all n up front, and no heap at
+// all where no breakpoint is passed; each pop O(log n), while the
 // minimizer of the model on the current segment lies beyond the next breakpoint; each one fixes
 // its variable at the bound (d[b] = 0, t[b] = -1) and updates the slope f1, the curvature f2
 // and the 2k-vectors p = W^T d and c = W^T (x(t) - x) in O(k^2), with W = [Y, theta S] taken
 // from the rows order[0..k) of s and y (oldest first) and mid = M (2k x 2k, row-major). Then
 // xc = x + tsum d, with the variables passed at their bounds. bounded: every moving variable
 // has a breakpoint. Returns tsum; p and c are updated in place (c += dtm p at the end).
-// scratch (n entries, may be null: then a vector of the candidates' number) holds the heap of
-// candidate indices, ordered by (t_i, i).
+// scratch (n entries, may be null: then a vector of the candidates' number) holds the blocks'
+// heaps of candidate indices, ordered by (t_i, i).
+// fixed (may be null): the fixed set of the variables with t < 0 after the path, and q over it,
+// written from the same last pass (x^c's), with the bits of fixed_set(idx, q, t, xc, x, g,
+// theta, zero_held) called after the path; idx may be scratch itself (the heap is done by then).
+template <typename T>
+struct FixedOut {
+    int64_t* idx;        // n entries; idx[0..count) written
+    T* q;                // n entries
+    const T* g;
+    bool zero_held;
+    int64_t count;       // set by cauchy_path
+};
 template <typename T>
 double cauchy_path(T* xc, T* d, T* t, const T* x, const T* lo, const T* hi, const T* s,
                    const T* y, const int64_t* order, int64_t k, double theta, const double* mid,
                    double* p, double* c, double f1, double f2, bool bounded, int64_t n,
-                   int64_t* scratch = nullptr);
+                   int64_t* scratch = nullptr, FixedOut<T>* fixed = nullptr);
 
 // The subspace minimization of L-BFGS-B (Byrd et al. 1995, section 5.1), two fused passes over
 // the history; free[i]: t == null or t[i] >= 0 (t as left by cauchy_path).

@@ -45,6 +45,19 @@ void no_overlap(const Array& out, const Array& in, bool exact_ok = false) {
                               "; the output must not alias an input");
 }
 
+// One side of the L-BFGS-B box: an array like `like`, or None (no bound on that side anywhere:
+// the kernel gets null and reads no array, with the bits of an array of infinities). For None,
+// `stand_in`, an input that the size and overlap checks look at anyway, takes its place there.
+Array side_arg(py::handle h, const char* name, const Array& like, const Array& stand_in) {
+    return h.is_none() ? stand_in : fusedopt::cpu::check_array(h.ptr(), name, -1, false, &like);
+}
+
+// The kernel's pointer for a side from side_arg: null where it was None.
+template <typename T>
+const T* side_ptr(py::handle h, const Array& a) {
+    return h.is_none() ? nullptr : static_cast<const T*>(a.data());
+}
+
 template <typename Fn>
 auto by_dtype(const Array& a, Fn&& fn) {
     if (a.dtype == DType::kFloat32) return fn(float{});
@@ -407,8 +420,8 @@ py::tuple cauchy_start_pg(py::handle d_h, py::handle t_h, py::handle x_h, py::ha
     no_overlap(t, d);
     const Array x = array_arg(x_h, "x", false, &d);
     const Array g = array_arg(g_h, "g", false, &d);
-    const Array lo = array_arg(lo_h, "lo", false, &d);
-    const Array hi = array_arg(hi_h, "hi", false, &d);
+    const Array lo = side_arg(lo_h, "lo", d, x);
+    const Array hi = side_arg(hi_h, "hi", d, x);
     for (const Array* in : {&x, &g, &lo, &hi}) {
         same_size(*in, d);
         no_overlap(d, *in);
@@ -420,8 +433,7 @@ py::tuple cauchy_start_pg(py::handle d_h, py::handle t_h, py::handle x_h, py::ha
         fusedopt::NoGil nogil;
         lb::cauchy_start_pg(static_cast<T*>(d.data()), static_cast<T*>(t.data()),
                             static_cast<const T*>(x.data()), static_cast<const T*>(g.data()),
-                            static_cast<const T*>(lo.data()), static_cast<const T*>(hi.data()),
-                            d.size, out);
+                            side_ptr<T>(lo_h, lo), side_ptr<T>(hi_h, hi), d.size, out);
         return 0.0;
     });
     return py::make_tuple(out[0], out[1], static_cast<int64_t>(out[2]));
@@ -438,14 +450,14 @@ double box_reduce(py::handle x_h, py::handle g_h, py::handle lo_h, py::handle hi
                   const char* gname, Fn&& fn) {
     const Array x = array_arg(x_h, "x", false);
     const Array g = array_arg(g_h, gname, false, &x);
-    const Array lo = array_arg(lo_h, "lo", false, &x);
-    const Array hi = array_arg(hi_h, "hi", false, &x);
+    const Array lo = side_arg(lo_h, "lo", x, x);
+    const Array hi = side_arg(hi_h, "hi", x, x);
     for (const Array* in : {&g, &lo, &hi}) same_size(*in, x);
     return by_dtype(x, [&](auto zero) {
         using T = decltype(zero);
         fusedopt::NoGil nogil;
         return fn(static_cast<const T*>(x.data()), static_cast<const T*>(g.data()),
-                  static_cast<const T*>(lo.data()), static_cast<const T*>(hi.data()), x.size);
+                  side_ptr<T>(lo_h, lo), side_ptr<T>(hi_h, hi), x.size);
     });
 }
 
@@ -462,8 +474,8 @@ void step_in_box(py::handle out_h, py::handle x_h, double t, py::handle d_h, py:
     const Array out = array_arg(out_h, "out", true);
     const Array x = array_arg(x_h, "x", false, &out);
     const Array d = array_arg(d_h, "d", false, &out);
-    const Array lo = array_arg(lo_h, "lo", false, &out);
-    const Array hi = array_arg(hi_h, "hi", false, &out);
+    const Array lo = side_arg(lo_h, "lo", out, d);
+    const Array hi = side_arg(hi_h, "hi", out, d);
     for (const Array* in : {&x, &d, &lo, &hi}) same_size(*in, out);
     no_overlap(out, x, true);
     for (const Array* in : {&d, &lo, &hi}) no_overlap(out, *in);
@@ -471,8 +483,8 @@ void step_in_box(py::handle out_h, py::handle x_h, double t, py::handle d_h, py:
         using T = decltype(zero);
         fusedopt::NoGil nogil;
         lb::step_in_box(static_cast<T*>(out.data()), static_cast<const T*>(x.data()), t,
-                        static_cast<const T*>(d.data()), static_cast<const T*>(lo.data()),
-                        static_cast<const T*>(hi.data()), out.size);
+                        static_cast<const T*>(d.data()), side_ptr<T>(lo_h, lo),
+                        side_ptr<T>(hi_h, hi), out.size);
     });
 }
 
@@ -513,7 +525,7 @@ py::array_t<double> reduced_gradient(py::handle r_h, py::handle s_h, py::handle 
 // The checked arguments of subspace_point (with r) and subspace_direct (r = None).
 struct SubspaceArgs {
     Array xbar, du, s, y, a, b, r, xc, x, g, t, lo, hi;
-    bool has_r, has_t;
+    bool has_r, has_t, has_lo, has_hi;   // lo, hi: None (no bound on that side) -> null
 
     template <typename T>
     const T* at(const Array& v, bool present = true) const {
@@ -542,8 +554,8 @@ SubspaceArgs subspace_args(py::handle xbar_h, py::handle du_h, py::handle s_h, p
     const Array g = array_arg(g_h, "g", false, &xbar);
     const bool has_t = !t_h.is_none();
     const Array t = has_t ? array_arg(t_h, "t", false, &xbar) : x;
-    const Array lo = array_arg(lo_h, "lo", false, &xbar);
-    const Array hi = array_arg(hi_h, "hi", false, &xbar);
+    const Array lo = side_arg(lo_h, "lo", xbar, g);
+    const Array hi = side_arg(hi_h, "hi", xbar, g);
     same_size(du, xbar);
     for (const Array* in : {&r, &xc, &x, &g, &t, &lo, &hi}) same_size(*in, xbar);
     if (has_du) no_overlap(xbar, du);
@@ -551,7 +563,8 @@ SubspaceArgs subspace_args(py::handle xbar_h, py::handle du_h, py::handle s_h, p
         no_overlap(xbar, *in);
         if (has_du) no_overlap(du, *in);
     }
-    return SubspaceArgs{xbar, du, s, y, a, b, r, xc, x, g, t, lo, hi, has_r, has_t};
+    return SubspaceArgs{xbar, du, s,  y,  a,     b,     r,     xc, x, g, t, lo, hi, has_r, has_t,
+                        !lo_h.is_none(), !hi_h.is_none()};
 }
 
 // The subspace step on A's dtype without the GIL: kernel(xbar, du, s, y, a, b, rows, r or null,
@@ -565,7 +578,7 @@ double subspace_run(const SubspaceArgs& A, int64_t rows, Kernel&& kernel) {
                       A.at<T>(A.s), A.at<T>(A.y), static_cast<const double*>(A.a.data()),
                       static_cast<const double*>(A.b.data()), rows, A.at<T>(A.r, A.has_r),
                       A.at<T>(A.xc), A.at<T>(A.x), A.at<T>(A.g), A.at<T>(A.t, A.has_t),
-                      A.at<T>(A.lo), A.at<T>(A.hi));
+                      A.at<T>(A.lo, A.has_lo), A.at<T>(A.hi, A.has_hi));
     });
 }
 
@@ -679,19 +692,22 @@ int64_t fixed_set(py::handle idx_h, py::handle q_h, py::handle t_h, py::handle x
     });
 }
 
-// Returns (tsum, p, c): see lbfgs.h. xc, d, t written; s, y the (m, n) ring storage.
+// Returns (tsum, p, c): see lbfgs.h. xc, d, t written; s, y the (m, n) ring storage. With idx
+// (then q and g too): the fixed set after the path from its last pass (lbfgs.h's FixedOut), and
+// (tsum, p, c, count) returned; idx may be scratch itself.
 py::tuple cauchy_path(py::handle xc_h, py::handle d_h, py::handle t_h, py::handle x_h,
                       py::handle lo_h, py::handle hi_h, py::handle s_h, py::handle y_h,
                       std::vector<int64_t> order, double theta,
                       py::array_t<double, py::array::c_style | py::array::forcecast> mid,
                       std::vector<double> p, std::vector<double> c, double f1, double f2,
-                      bool bounded, py::handle scratch_h) {
+                      bool bounded, py::handle scratch_h, py::handle idx_h, py::handle q_h,
+                      py::handle g_h, bool zero_held) {
     const Array xc = array_arg(xc_h, "xc", true);
     const Array d = array_arg(d_h, "d", true, &xc);
     const Array t = array_arg(t_h, "t", true, &xc);
     const Array x = array_arg(x_h, "x", false, &xc);
-    const Array lo = array_arg(lo_h, "lo", false, &xc);
-    const Array hi = array_arg(hi_h, "hi", false, &xc);
+    const Array lo = side_arg(lo_h, "lo", xc, x);
+    const Array hi = side_arg(hi_h, "hi", xc, x);
     for (const Array* a : {&d, &t, &x, &lo, &hi}) same_size(*a, xc);
     const Array s = array_arg(s_h, "s", false, &xc);
     const Array y = array_arg(y_h, "y", false, &xc);
@@ -711,17 +727,38 @@ py::tuple cauchy_path(py::handle xc_h, py::handle d_h, py::handle t_h, py::handl
     int64_t* scratch = nullptr;         // the heap's storage (None: the kernel allocates it)
     if (!scratch_h.is_none())
         scratch = int64_out(scratch_h, "scratch", xc.size, {&xc, &d, &t, &x, &lo, &hi, &s, &y});
+    const bool with_fixed = !idx_h.is_none();
+    if (!with_fixed && !(q_h.is_none() && g_h.is_none()))
+        throw py::type_error("q and g are given with idx only");
+    if (with_fixed && (q_h.is_none() || g_h.is_none()))
+        throw py::type_error("idx needs q and g (arrays like xc)");
+    const Array q = with_fixed ? array_arg(q_h, "q", true, &xc) : xc;
+    const Array g = with_fixed ? array_arg(g_h, "g", false, &xc) : x;
+    int64_t* ix = nullptr;
+    if (with_fixed) {
+        same_size(q, xc);
+        same_size(g, xc);
+        for (const Array* o : outs) no_overlap(*o, g);
+        for (const Array* in : {&xc, &d, &t, &x, &lo, &hi, &s, &y, &g}) no_overlap(q, *in);
+        ix = int64_out(idx_h, "idx", xc.size, {&xc, &d, &t, &x, &lo, &hi, &s, &y, &q, &g});
+    }
+    int64_t count = 0;
     const double* m = mid.data();
     const double tsum = by_dtype(xc, [&](auto zero) {
         using T = decltype(zero);
+        lb::FixedOut<T> fx{ix, static_cast<T*>(q.data()), static_cast<const T*>(g.data()),
+                           zero_held, 0};
         fusedopt::NoGil nogil;
-        return lb::cauchy_path(static_cast<T*>(xc.data()), static_cast<T*>(d.data()),
-                               static_cast<T*>(t.data()), static_cast<const T*>(x.data()),
-                               static_cast<const T*>(lo.data()), static_cast<const T*>(hi.data()),
-                               static_cast<const T*>(s.data()), static_cast<const T*>(y.data()),
-                               order.data(), k, theta, m, p.data(), c.data(), f1, f2, bounded,
-                               xc.size, scratch);
+        const double ts = lb::cauchy_path(
+            static_cast<T*>(xc.data()), static_cast<T*>(d.data()), static_cast<T*>(t.data()),
+            static_cast<const T*>(x.data()), side_ptr<T>(lo_h, lo), side_ptr<T>(hi_h, hi),
+            static_cast<const T*>(s.data()), static_cast<const T*>(y.data()), order.data(), k,
+            theta, m, p.data(), c.data(), f1, f2, bounded, xc.size, scratch,
+            with_fixed ? &fx : nullptr);
+        count = fx.count;
+        return ts;
     });
+    if (with_fixed) return py::make_tuple(tsum, p, c, count);
     return py::make_tuple(tsum, p, c);
 }
 
@@ -961,13 +998,19 @@ void register_lbfgs(py::module_& m) {
           "out = numpy.clip(x + t d, lo, hi) in one pass, bit for bit (t cast to x's dtype); "
           "out may be x itself.");
     m.def("lbfgsb_max_step", &max_step, py::arg("x"), py::arg("d"), py::arg("lo"), py::arg("hi"),
-          "The largest t >= 0 with lo <= x + t d <= hi (inf if unlimited), in one pass.");
+          "The largest t >= 0 with lo <= x + t d <= hi (inf if unlimited), in one pass. In "
+          "every lbfgsb_ kernel with lo and hi, either may be None: no bound on that side (the "
+          "bits of an array of -inf / +inf, which is then not read).");
     m.def("lbfgsb_cauchy_path", &cauchy_path, py::arg("xc"), py::arg("d"), py::arg("t"),
           py::arg("x"), py::arg("lo"), py::arg("hi"), py::arg("s"), py::arg("y"),
           py::arg("order"), py::arg("theta"), py::arg("mid"), py::arg("p"), py::arg("c"),
           py::arg("f1"), py::arg("f2"), py::arg("bounded"), py::arg("scratch") = py::none(),
+          py::arg("idx") = py::none(), py::arg("q") = py::none(), py::arg("g") = py::none(),
+          py::arg("zero_held") = false,
           "L-BFGS-B: the generalized Cauchy point's path, breakpoints from a heap; returns "
-          "(tsum, p, c). scratch: an int64 array of len(xc) for the heap (else allocated).");
+          "(tsum, p, c). scratch: an int64 array of len(xc) for the heap (else allocated). With "
+          "idx (int64, may be scratch), q and g: also lbfgsb_fixed_set(idx, q, t, xc, x, g, "
+          "theta, zero_held) after the path, from the path's last pass; returns (tsum, p, c, k).");
     m.def("lbfgs_compact_dots", &compact_dots, py::arg("s"), py::arg("y"), py::arg("g"),
           py::arg("head"), py::arg("count"), py::arg("gram_row") = -1,
           py::arg("partials") = false,

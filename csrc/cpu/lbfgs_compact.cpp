@@ -211,7 +211,20 @@ void combine_pass(double* res, T* out, const T* g, const Ring<T>& h, const doubl
             const int64_t v = std::min(hi, u + kCompactPiece), len = v - u;
             T* __restrict o = buf - u;  // o[i] is buf[i - u]
             for (int64_t i = u; i < v; ++i) o[i] = ng * g[i];
-            for (int64_t q = 0; q + 1 < c; ++q) {
+            int64_t q = 0;
+            // Two pairs per sweep over the piece: the same additions in the same order (pair q,
+            // then q + 1), half the loads and stores of the piece.
+            for (; q + 2 < c; q += 2) {
+                const int64_t r0 = (h.head + q) % h.m, r1 = (h.head + q + 1) % h.m;
+                const T* __restrict s0 = h.s + r0 * n;
+                const T* __restrict y0 = h.y + r0 * n;
+                const T* __restrict s1 = h.s + r1 * n;
+                const T* __restrict y1 = h.y + r1 * n;
+                const T a0 = ta[q], b0 = tb[q], a1 = ta[q + 1], b1 = tb[q + 1];
+                for (int64_t i = u; i < v; ++i)
+                    o[i] = (((o[i] + a0 * s0[i]) + b0 * y0[i]) + a1 * s1[i]) + b1 * y1[i];
+            }
+            for (; q + 1 < c; ++q) {
                 const int64_t row = (h.head + q) % h.m;
                 const T* __restrict sk = h.s + row * n;
                 const T* __restrict yk = h.y + row * n;

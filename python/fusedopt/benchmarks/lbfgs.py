@@ -283,8 +283,8 @@ def _bounded_table(n):
 #: The phases of an L-BFGS-B iteration that ``bounded_phases`` times: (label, owner, name).
 _PHASES = [("history pass 1: W^T d + new pair's Gram", "compact", "wt_dots"),
            ("Cauchy start (d, breakpoints) + projected-gradient test", "vec", "cauchy_start_pg"),
-           ("Cauchy path (breakpoints passed, x^c)", "vec", "cauchy_path"),
-           ("fixed set and q at x^c", "vec", "fixed_set"),
+           ("Cauchy path (breakpoints passed, x^c + fixed set and q)", "vec", "cauchy_path"),
+           ("fixed set and q at x^c (where the path did not run)", "vec", "fixed_set"),
            ("Gram over the fixed set (formk) + W_A^T q", "compact", "gram_w_at"),
            ("history pass 2: subspace step (d, step to the box)", "compact",
             "subspace_direct_d"),

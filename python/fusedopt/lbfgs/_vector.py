@@ -125,13 +125,23 @@ class CoreVec:
         without a breakpoint: (d . d, pg norm, count)."""
         return _core.lbfgsb_cauchy_start_pg(d, t, x, g, lo, hi)
 
+    # cauchy_path takes `fixed` (the fixed set from the path's last pass): a backend without
+    # it leaves the fixed set to fixed_set
+    cauchy_path_fixed = True
+
     @staticmethod
     def cauchy_path(xc, d, t, x, lo, hi, s, y, order, theta, mid, p, c, f1, f2, bounded,
-                    scratch=None):
+                    scratch=None, fixed=None):
         """L-BFGS-B: the Cauchy point's path, breakpoints from a heap; (tsum, p, c). scratch:
-        an int64 array of x's size to hold the heap (else the kernel allocates one)."""
+        an int64 array of x's size to hold the heap (else the kernel allocates one). fixed =
+        (idx, q, g, zero_held): also ``fixed_set(idx, q, t, xc, x, g, theta, zero_held)`` after
+        the path, from its last pass (idx may be scratch); then (tsum, p, c, k)."""
+        if fixed is None:
+            return _core.lbfgsb_cauchy_path(xc, d, t, x, lo, hi, s, y, order, theta, mid, p, c,
+                                            f1, f2, bounded, scratch)
+        idx, q, g, zero_held = fixed
         return _core.lbfgsb_cauchy_path(xc, d, t, x, lo, hi, s, y, order, theta, mid, p, c,
-                                        f1, f2, bounded, scratch)
+                                        f1, f2, bounded, scratch, idx, q, g, zero_held)
 
     @staticmethod
     def projected_amax(x, g, lo, hi) -> float:

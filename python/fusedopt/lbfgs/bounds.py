@@ -21,7 +21,10 @@ class Box:
     """The box lo <= x <= hi over the flat x (arrays of the iterate's dtype, ±inf allowed).
 
     ``has_lo`` / ``has_hi``: the finite bounds; ``constrained``: any finite bound at all;
-    ``boxed``: every variable bounded on both sides (SciPy's ``boxed``)."""
+    ``boxed``: every variable bounded on both sides (SciPy's ``boxed``). ``kernel_lo`` /
+    ``kernel_hi``: what the kernels get for each side, the array, or None where that side has no
+    finite bound at all (the kernels then read no array, with the bits of the infinities: at
+    n = 1e6 in float64 that is 8 MB less per pass over the box)."""
 
     def __init__(self, lo, hi):
         self.lo, self.hi = np.ascontiguousarray(lo), np.ascontiguousarray(hi)
@@ -29,6 +32,8 @@ class Box:
         self.has_hi = np.isfinite(hi)
         self.constrained = bool(self.has_lo.any() or self.has_hi.any())
         self.boxed = bool(self.has_lo.all() and self.has_hi.all())
+        self.kernel_lo = self.lo if self.has_lo.any() else None
+        self.kernel_hi = self.hi if self.has_hi.any() else None
 
     def project(self, out, x):
         """out = the projection of x on the box."""
@@ -38,16 +43,16 @@ class Box:
     def step(self, out, x, t, d):
         """out = the projection of x + t d on the box, one pass (the bits of ``axpby``, then
         ``project``)."""
-        return CoreVec.step_in_box(out, x, t, d, self.lo, self.hi)
+        return CoreVec.step_in_box(out, x, t, d, self.kernel_lo, self.kernel_hi)
 
     def projected_gradient_norm(self, x, g) -> float:
         """max_i |P(x - g)_i - x_i| in SciPy's form (``projgr``): a negative g_i is cut at
         x_i - hi_i, a positive one at x_i - lo_i (NaN if any is NaN)."""
-        return CoreVec.projected_amax(x, g, self.lo, self.hi)
+        return CoreVec.projected_amax(x, g, self.kernel_lo, self.kernel_hi)
 
     def max_step(self, x, d) -> float:
         """The largest t with x + t d in the box (inf when no bound limits d)."""
-        return CoreVec.max_step(x, d, self.lo, self.hi)
+        return CoreVec.max_step(x, d, self.kernel_lo, self.kernel_hi)
 
 
 def _as_bound_array(name, value, shape, size, fill):

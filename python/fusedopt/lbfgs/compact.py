@@ -264,7 +264,7 @@ class CompactForm:
         over the history; returns (g . d, the step from x to the box along d)."""
         cs, cy = self._coefficients(a)
         return self.vec.subspace_direct_d(xbar, du, d, self.s, self.y, cs, cy, self.count, xc, x,
-                                          g, t, box.lo, box.hi, self.theta)
+                                          g, t, box.kernel_lo, box.kernel_hi, self.theta)
 
     def pairs(self):
         """(S, Y) as (k, n) float64 copies, oldest first (for ``hess_inv``)."""

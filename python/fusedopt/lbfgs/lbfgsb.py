@@ -8,9 +8,11 @@ An iteration (Byrd et al., section 2):
 
 1. the generalized Cauchy point x^c: the first local minimizer of the quadratic model along the
    projected steepest-descent path x(t) = P(x - t g), its breakpoints taken in increasing order
-   from a binary heap (built in O(n), one O(log n) pop per breakpoint passed: never a sort of
-   all n up front) and the model's slope and curvature updated per breakpoint in O(k^2)
-   (section 4, Algorithm CP); the loop is the kernel ``_core.lbfgsb_cauchy_path``;
+   from binary heaps (one per block of x, built when the block's first breakpoint is passed,
+   under a heap of the blocks by their smallest: never a sort of all n up front, and no heap at
+   all when no breakpoint is passed, as in most iterations) and the model's slope and curvature
+   updated per breakpoint in O(k^2) (section 4, Algorithm CP); the loop is the kernel
+   ``_core.lbfgsb_cauchy_path``, whose last pass (x^c) also takes the fixed set for step 2;
 2. subspace minimization over the variables still free at x^c (section 5.1, the direct primal
    method, through the Sherman-Morrison-Woodbury form of the reduced matrix), the minimizer
    projected on the box (Morales & Nocedal 2011) and, if that is not a descent direction,
@@ -53,7 +55,7 @@ def _f64(a):
 
 
 def cauchy_point(x, g, box, cf, vec=CoreVec, with_wtd=False, work=None, start=None,
-                 scratch=None):
+                 scratch=None, fixed=None):
     """The generalized Cauchy point (Byrd et al. 1995, Algorithm CP, as in SciPy's ``cauchy``).
 
     Returns ``(xc, c, t)``: x^c (a new array), c = W^T (x^c - x) (2k, float64) and t, whose
@@ -65,8 +67,13 @@ def cauchy_point(x, g, box, cf, vec=CoreVec, with_wtd=False, work=None, start=No
     arrays; ``start``: (d . d, moving variables without a breakpoint) when d and t in ``work``
     already hold ``vec.cauchy_start_pg``'s output at (x, g) (``BoundedSolver`` takes it with the
     projected-gradient test). ``scratch``: an int64 array of x's size for the path's heap.
+    ``fixed`` = (idx, q) (int64 and x's dtype, x's size; idx may be ``scratch``), with
+    ``with_wtd``: a fifth item, the fixed set of ``subspace_step`` (``vec.fixed_set(idx, q, t,
+    xc, x, g, theta, True)``'s list and q, (idx[:k], q[:k])) taken in the path's last pass, or
+    None where the path was not run or the backend has no ``cauchy_path_fixed`` (then the
+    caller takes it with ``fixed_set``).
     """
-    lo, hi = box.lo, box.hi
+    lo, hi = box.kernel_lo, box.kernel_hi          # None: no finite bound on that side
     d, t, xc = (np.empty_like(x), np.empty_like(x), np.empty_like(x)) if work is None else work
     if start is None:
         dd, _, open_ = vec.cauchy_start_pg(d, t, x, g, lo, hi)   # one pass: d, breakpoints
@@ -74,8 +81,12 @@ def cauchy_point(x, g, box, cf, vec=CoreVec, with_wtd=False, work=None, start=No
         dd, open_ = start
     k2 = 2 * cf.count
     c = np.zeros(k2)
+    five = fixed is not None and with_wtd             # the fixed set's item returned
+    fused = five and getattr(vec, "cauchy_path_fixed", False)
     if dd == 0.0:                                  # t = -1: held at a bound (or lo == hi)
         vec.copy(xc, x)
+        if five:
+            return xc, c, t, None, None
         return (xc, c, t, None) if with_wtd else (xc, c, t)
     # SciPy's bnded: every moving variable has a breakpoint
     bounded_path = open_ == 0
@@ -85,10 +96,16 @@ def cauchy_point(x, g, box, cf, vec=CoreVec, with_wtd=False, work=None, start=No
     mid = cf.middle()
     f1 = -dd
     f2 = -theta * f1 - float(p @ (mid @ p))
-    _, p, c = vec.cauchy_path(xc, d, t, x, lo, hi, cf.s, cf.y, cf.order(), theta,
-                              np.ascontiguousarray(mid), p.tolist(), c.tolist(), f1, f2,
-                              bounded_path, scratch=scratch)
+    path = (xc, d, t, x, lo, hi, cf.s, cf.y, cf.order(), theta, np.ascontiguousarray(mid),
+            p.tolist(), c.tolist(), f1, f2, bounded_path)
     # the kernel marks each variable passed on the path: t = -1
+    if fused:                    # the fixed set from the path's last pass (q 0 where held)
+        idx, q = fixed
+        _, p, c, k = vec.cauchy_path(*path, scratch=scratch, fixed=(idx, q, g, True))
+        return xc, np.asarray(c), t, wtd, (idx[:k], q[:k])
+    _, p, c = vec.cauchy_path(*path, scratch=scratch)
+    if five:
+        return xc, np.asarray(c), t, wtd, None
     return (xc, np.asarray(c), t, wtd) if with_wtd else (xc, np.asarray(c), t)
 
 
@@ -206,8 +223,8 @@ class BoundedSolver:
         if self._pgnorm is None or self._pgnorm[0] != key:
             if self.box.constrained:
                 d, t = self._work[0], self._work[1]
-                dd, pg, open_ = self.vec.cauchy_start_pg(d, t, self.x, self.g, self.box.lo,
-                                                         self.box.hi)
+                dd, pg, open_ = self.vec.cauchy_start_pg(d, t, self.x, self.g,
+                                                         self.box.kernel_lo, self.box.kernel_hi)
                 self._start = (key, dd, open_)
             else:
                 pg = self.box.projected_gradient_norm(self.x, self.g)
@@ -252,15 +269,18 @@ class BoundedSolver:
         start, self._start = self._start, None     # d and t are rewritten by the path
         if start is not None and start[0] != (self.nit, id(x), id(g)):
             start = None
+        fixed = None
         if not box.constrained and cf.count:
             xc, c, t, wtd = x, np.zeros(2 * cf.count), None, None
         else:
-            xc, c, t, wtd = cauchy_point(x, g, box, cf, vec, with_wtd=True,
-                                         work=self._work[:3],
-                                         start=None if start is None else start[1:],
-                                         scratch=self._index_buffer())
+            buf = self._index_buffer()             # the heap's, then the fixed list's
+            xc, c, t, wtd, fixed = cauchy_point(
+                x, g, box, cf, vec, with_wtd=True, work=self._work[:3],
+                start=None if start is None else start[1:], scratch=buf,
+                fixed=(buf, self._fixed[1]))
         if cf.count:
-            fixed = None if t is None else self._fixed_set(t, xc, wtd)
+            if t is not None and fixed is None:
+                fixed = self._fixed_set(t, xc, wtd)
             if t is None or vec.any(fixed[0].size < t.size):   # a free variable (any rank)
                 xbar, self._gd, self._tmax = subspace_step(
                     x, g, box, cf, xc, c, t, vec, wtd, fixed_q=fixed,

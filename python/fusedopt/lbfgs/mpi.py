@@ -649,12 +649,14 @@ class ShardBox(Box):
         flags = vec.gather([float(self.constrained), float(self.boxed)])
         self.constrained = bool(flags[:, 0].any())
         self.boxed = bool(flags[:, 1].all())
+        # the arrays always: sharded_cauchy_path reads the bounds it passes by index
+        self.kernel_lo, self.kernel_hi = self.lo, self.hi
 
     def projected_gradient_norm(self, x, g) -> float:
-        return _max_of(self.vec.gather([CoreVec.projected_amax(x, g, self.lo, self.hi)])[:, 0])
+        return _max_of(self.vec.gather([super().projected_gradient_norm(x, g)])[:, 0])
 
     def max_step(self, x, d) -> float:
-        steps = self.vec.gather([CoreVec.max_step(x, d, self.lo, self.hi)])[:, 0]
+        steps = self.vec.gather([super().max_step(x, d)])[:, 0]
         return math.nan if np.isnan(steps).any() else float(steps.min())
 
 
