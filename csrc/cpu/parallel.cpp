@@ -318,41 +318,36 @@ void set_pool_waits(PoolWaits w) {
 
 #ifdef _OPENMP
 // The chunks on the OpenMP runtime's threads (PoolWaits::threading): each thread of one parallel
-// region claims the next chunk from a shared counter, as the pool's threads do, so the split
-// (and any result) is the pool's. Not from inside another parallel region (nested regions would
-// run on one thread each anyway): false there, and the caller runs its chunks itself.
+// region claims chunks one at a time from a counter, as the pool's threads do, so a descheduled
+// thread holds at most one. split_mode (parallel.h) says which counters: kClaim, one slice of
+// all the chunks that every thread claims from; kRanges, one contiguous slice per thread, its
+// own claimed first, then the others' from the next thread's on. Results never depend on it.
+// Not from inside another parallel region (nested regions would run on one thread each anyway):
+// false there, and the caller runs its chunks itself.
 bool run_on_openmp(int64_t nchunks, int threads, Fn fn, void* ctx) {
     if (omp_in_parallel()) return false;
     g_openmp_regions.fetch_add(1, std::memory_order_relaxed);
-    if (g_split.load(std::memory_order_relaxed) == kRanges) {
-        // One claim counter per slice, each on a cache line of its own (split_mode, parallel.h).
-        struct alignas(64) Slice {
-            std::atomic<int64_t> next;
-            int64_t end;
-        };
-        std::unique_ptr<Slice[]> slices(new Slice[static_cast<size_t>(threads)]);
-        for (int t = 0; t < threads; ++t) {
-            slices[t].next.store(nchunks * t / threads, std::memory_order_relaxed);
-            slices[t].end = nchunks * (t + 1) / threads;
-        }
-#pragma omp parallel num_threads(threads)
-        {
-            // (A region may get fewer threads than asked: the slices of the missing ones are
-            // taken by the others' second pass.)
-            const int me = omp_get_thread_num() % threads;
-            for (int j = 0; j < threads; ++j) {
-                Slice& s = slices[(me + j) % threads];
-                for (int64_t k; (k = s.next.fetch_add(1, std::memory_order_relaxed)) < s.end;)
-                    fn(ctx, k);
-            }
-        }
-        return true;
+    // One claim counter per slice, each on a cache line of its own.
+    struct alignas(64) Slice {
+        std::atomic<int64_t> next;
+        int64_t end;
+    };
+    const int nslices = g_split.load(std::memory_order_relaxed) == kRanges ? threads : 1;
+    std::unique_ptr<Slice[]> slices(new Slice[static_cast<size_t>(nslices)]);
+    for (int t = 0; t < nslices; ++t) {
+        slices[t].next.store(nchunks * t / nslices, std::memory_order_relaxed);
+        slices[t].end = nchunks * (t + 1) / nslices;
     }
-    alignas(64) std::atomic<int64_t> next{0};
 #pragma omp parallel num_threads(threads)
     {
-        for (int64_t k; (k = next.fetch_add(1, std::memory_order_relaxed)) < nchunks;)
-            fn(ctx, k);
+        // (A region may get fewer threads than asked: the slices of the missing ones are taken
+        // by the others' later passes.)
+        const int me = omp_get_thread_num() % nslices;
+        for (int j = 0; j < nslices; ++j) {
+            Slice& s = slices[(me + j) % nslices];
+            for (int64_t k; (k = s.next.fetch_add(1, std::memory_order_relaxed)) < s.end;)
+                fn(ctx, k);
+        }
     }
     return true;
 }

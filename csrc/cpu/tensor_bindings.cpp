@@ -348,17 +348,36 @@ constexpr long long kMaxSpinUs = 1000000;
 // The names of fusedopt::cpu::Threading, by value.
 constexpr const char* kThreadingNames[] = {"auto", "pool", "openmp"};
 
-// A Threading from Python: one of kThreadingNames.
-int threading_arg(py::handle v, const char* name) {
+// One of `count` names from Python, as its index; a TypeError for a non-str, a ValueError for
+// another str, each listing the names ("..., 'b' or None" in the TypeError where None is
+// accepted by the caller too).
+int choice_arg(py::handle v, const char* name, const char* const* names, int count,
+               bool none_ok = false) {
+    auto listed = [&](bool with_none) {
+        std::string out;
+        const int n = count + (with_none ? 1 : 0);
+        for (int k = 0; k < n; ++k) {
+            if (k > 0) out += k + 1 == n ? " or " : ", ";
+            out += k < count ? "'" + std::string(names[k]) + "'" : std::string("None");
+        }
+        return out;
+    };
     if (!PyUnicode_Check(v.ptr()))
-        throw py::type_error(std::string(name) + " must be 'auto', 'pool' or 'openmp', got " +
+        throw py::type_error(std::string(name) + " must be " + listed(none_ok) + ", got " +
                              type_name(v));
     const std::string s = py::cast<std::string>(v);
-    for (int k = 0; k < 3; ++k)
-        if (s == kThreadingNames[k]) return k;
-    throw py::value_error(std::string(name) + " must be 'auto', 'pool' or 'openmp', got '" + s +
-                          "'");
+    for (int k = 0; k < count; ++k)
+        if (s == names[k]) return k;
+    throw py::value_error(std::string(name) + " must be " + listed(false) + ", got '" + s + "'");
 }
+
+// A Threading from Python: one of kThreadingNames.
+int threading_arg(py::handle v, const char* name) {
+    return choice_arg(v, name, kThreadingNames, 3);
+}
+
+// A Split from Python (parallel.h split_mode): one of kSplitNames.
+constexpr const char* kSplitNames[] = {"claim", "ranges"};
 
 // An idle-spin time in microseconds from Python: an int in 0..kMaxSpinUs.
 int spin_us_arg(py::handle v, const char* name) {
@@ -435,17 +454,9 @@ void register_tensors(py::module_& m) {
     m.def(
         "_split",
         [](py::object mode) {
-            const char* names[] = {"claim", "ranges"};
-            const std::string old = names[fusedopt::cpu::split_mode()];
-            if (!mode.is_none()) {
-                if (!py::isinstance<py::str>(mode))
-                    throw py::type_error("mode must be 'claim', 'ranges' or None, got " +
-                                         type_name(mode));
-                const std::string v = mode.cast<std::string>();
-                if (v == "claim") fusedopt::cpu::set_split_mode(fusedopt::cpu::kClaim);
-                else if (v == "ranges") fusedopt::cpu::set_split_mode(fusedopt::cpu::kRanges);
-                else throw py::value_error("mode must be 'claim' or 'ranges', got '" + v + "'");
-            }
+            const std::string old = kSplitNames[fusedopt::cpu::split_mode()];
+            if (!mode.is_none())
+                fusedopt::cpu::set_split_mode(choice_arg(mode, "mode", kSplitNames, 2, true));
             return old;
         },
         py::arg("mode") = py::none(),
