@@ -24,6 +24,7 @@ __all__ = [
     "function",
     "step_count",
     "check_lists",
+    "check_rule_lists",
     "MATH",
     "MASTER",
     "SIGNED",
@@ -315,3 +316,15 @@ def check_lists(lists, *, array_type=np.ndarray, dtypes=(np.float32, np.float64)
                     "updated in place must not alias"
                 )
             t += 1
+
+
+def check_rule_lists(lists, master_params):
+    """check_lists for one rule's step: `lists` its (name, list, written) items, params and grads
+    first, then the states by their slot names (their kind from SIGNEDNESS: of the param's math
+    type, or compact -- bfloat16, 8-bit); 16-bit params allowed; the optional master weights
+    last. The reference's checks, and the names of a compact step's fault in fusedopt.ops."""
+    lists = [(n, a, w, None if n in ("params", "grads") else SIGNEDNESS[n])
+             for n, a, w in lists]
+    if master_params is not None:
+        lists.append(("master_params", master_params, True, MASTER))
+    check_lists(lists, dtypes=PARAM_DTYPES)

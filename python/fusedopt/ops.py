@@ -233,12 +233,9 @@ def _compact_step(impl, s, params, grads, states, master_params, grad_scale, fou
                            grad_scale=grad_scale, found_inf=found_inf, step=step, seed=seed,
                            stochastic_rounding=sr)
     except (TypeError, ValueError):
-        lists: list[tuple[str, Any, bool, str | None]] = [("params", params, True, None),
-                                                          ("grads", grads, False, None)]
-        lists += [(n, seq, True, _checks.SIGNEDNESS[n]) for n, seq in states if seq is not None]
-        if master_params is not None:
-            lists.append(("master_params", master_params, True, _checks.MASTER))
-        _checks.check_lists(lists, dtypes=_checks.PARAM_DTYPES)
+        _checks.check_rule_lists([("params", params, True), ("grads", grads, False)]
+                                 + [(n, seq, True) for n, seq in states if seq is not None],
+                                 master_params)
         raise
 
 

@@ -68,16 +68,6 @@ def _unscaled(g, p, scale):
     return g if scale is None else g / p.dtype.type(scale)
 
 
-def _check(lists, master_params):
-    """check_lists for a rule: 16-bit params allowed, states of the param's math type (or
-    compact: bfloat16, 8-bit), the optional master weights last."""
-    lists = [(n, a, w, None if n in ("params", "grads") else _checks.SIGNEDNESS[n])
-             for n, a, w in lists]
-    if master_params is not None:
-        lists.append(("master_params", master_params, True, _checks.MASTER))
-    _checks.check_lists(lists, dtypes=_checks.PARAM_DTYPES)
-
-
 def _load(s):
     """The float values a rule works on for one state tensor (the array itself when plain)."""
     kind = _checks.state_kind(s)
@@ -155,7 +145,7 @@ def sgd_(params, grads, momentum_buffers=None, *, step, lr, momentum=0.0, dampen
     lists = [("params", params, True), ("grads", grads, False)]
     if s.momentum != 0:
         lists.append(("momentum_buffers", momentum_buffers, True))
-    _check(lists, master_params)
+    _checks.check_rule_lists(lists, master_params)
     sr = _checks.rounding(params, stochastic_rounding, seed)
     skip, scale = _amp(grad_scale, found_inf)
     if skip:
@@ -189,8 +179,8 @@ def adagrad_(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_d
     """
     s = _scalars.adagrad(step=step, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                          eps=eps, eps_root=eps_root, maximize=maximize)
-    _check([("params", params, True), ("grads", grads, False),
-            ("state_sums", state_sums, True)], master_params)
+    _checks.check_rule_lists([("params", params, True), ("grads", grads, False),
+                              ("state_sums", state_sums, True)], master_params)
     sr = _checks.rounding(params, stochastic_rounding, seed)
     skip, scale = _amp(grad_scale, found_inf)
     if skip:
@@ -231,7 +221,7 @@ def rmsprop_(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, 
     _checks.centered_states(centered, square_avgs, grad_avgs)
     if s.momentum != 0:
         lists.append(("momentum_buffers", momentum_buffers, True))
-    _check(lists, master_params)
+    _checks.check_rule_lists(lists, master_params)
     sr = _checks.rounding(params, stochastic_rounding, seed)
     skip, scale = _amp(grad_scale, found_inf)
     if skip:
@@ -286,7 +276,7 @@ def adam_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, l
              ("exp_avg_sqs", exp_avg_sqs, True)]
     if amsgrad:
         lists.append(("max_exp_avg_sqs", max_exp_avg_sqs, True))
-    _check(lists, master_params)
+    _checks.check_rule_lists(lists, master_params)
     sr = _checks.rounding(params, stochastic_rounding, seed)
     skip, scale = _amp(grad_scale, found_inf)
     if skip:
@@ -327,8 +317,9 @@ def adamax_(params, grads, exp_avgs, exp_infs, *, step, lr=2e-3, betas=(0.9, 0.9
     """
     s = _scalars.adamax(step=step, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                         maximize=maximize)
-    _check([("params", params, True), ("grads", grads, False),
-            ("exp_avgs", exp_avgs, True), ("exp_infs", exp_infs, True)], master_params)
+    _checks.check_rule_lists([("params", params, True), ("grads", grads, False),
+                              ("exp_avgs", exp_avgs, True), ("exp_infs", exp_infs, True)],
+                             master_params)
     sr = _checks.rounding(params, stochastic_rounding, seed)
     skip, scale = _amp(grad_scale, found_inf)
     if skip:
