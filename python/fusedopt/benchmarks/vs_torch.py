@@ -163,10 +163,15 @@ def deepspeed_step(case: Case, params, grads):
 
 def probe_step(case: Case):
     """The bandwidth probe for the case's byte count: 4 float32 reads and 3 writes per element
-    over ``nbytes / 28`` elements (28 bytes each), so that it moves what the rule must."""
+    over ``nbytes / 28`` elements (28 bytes each), so that it moves what the rule must. It runs
+    on the threads that ``fusedopt.torch``'s steps run on (marked as a torch caller: OpenMP's,
+    under "auto"), so that torch's spinning OpenMP threads beside it slow it no more than they
+    slow the step it bounds."""
     n = max(1, round(case.nbytes() / 28))
     lists = [[np.full(n, 0, np.float32)] for _ in range(4)] + [None]
-    return lambda: _core.stream(*lists, 4, 3)
+    from ..torch._bridge import on_torch_threads  # noqa: PLC0415 -- imports torch
+
+    return on_torch_threads(lambda: _core.stream(*lists, 4, 3))
 
 
 def symmetric(timer, fns: dict) -> dict:
