@@ -35,6 +35,14 @@ TORCH_CASES = [c for c in CASES if "eps_root" not in c.options]
 # 1e-2 after 100, for adamax-wd-max), a property of the trajectory, not of the rule; they are
 # compared with torch over fewer steps. Everything is compared with the reference over all.
 TORCH_STEPS = {"adamax-wd-max": 20, "rmsprop-momentum-wd-max": 40}
+# Centered RMSprop in float32 is ill-conditioned where a weight's gradient barely varies: its
+# centered variance square_avg - grad_avg**2 cancels, and the step divides by its square root.
+# torch's CPU kernels round differently from the rule's written order (after one step on an AMD
+# Zen 4, square_avg differs in its last bit and a param by 3e-10, which fused multiply-adds
+# explain; fusedopt never contracts), and the cancellation amplifies that: measured as max |a - b| / (atol + rtol |b|), 0.09
+# after 40 and 60 steps, 0.83 after 90, above 1 (a momentum buffer) after 120. float64 agrees
+# to 4e-11 after 120 steps (the same math); the bit-exact test above covers float32.
+F32_STEPS = {"rmsprop-centered-momentum": 40}
 
 
 def digits(dtype):
@@ -122,8 +130,10 @@ def test_mlp_agrees_with_torch_optim(case, dt):
         model = mlp(dtype)
         opt = torch_class(case, module)(groups(model, case.options), **torch_options(case))
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=30, gamma=0.5)
-        train(model, opt, x, y, case.options, steps=TORCH_STEPS.get(case.id, STEPS),
-              sched=sched)
+        steps = TORCH_STEPS.get(case.id, STEPS)
+        if dtype == torch.float32:
+            steps = min(steps, F32_STEPS.get(case.id, steps))
+        train(model, opt, x, y, case.options, steps=steps, sched=sched)
         runs.append((model, opt))
     (ours, oopt), (theirs, topt) = runs
     for p, q in zip(ours.parameters(), theirs.parameters()):
