@@ -79,8 +79,10 @@ struct Shim {
     PyObject* handles;  // torch._C._aoti.unsafe_alloc_void_ptrs_from_tensors
 };
 
-// How many grads set_grads has read through the shim (tests: that it serves).
+// How many grads set_grads has read through the shim (tests: that it serves), and whether it
+// is used (benchmarks turn it off to compare).
 size_t shim_grads = 0;
+bool shim_used = true;
 
 // The shim of the torch module `m`, or null (no error set).
 const Shim* load_shim(const py::module_& m) {
@@ -322,7 +324,7 @@ class TensorPlan {
         if (n == 0) return false;
         PyObject* first = list ? PyList_GET_ITEM(o, 0) : PyTuple_GET_ITEM(o, 0);
         const Torch* t = torch_of(first);
-        if (!t || !t->shim) return false;
+        if (!t || !t->shim || !shim_used) return false;
         const Shim& s = *t->shim;
         for (size_t i = 0; i < n; ++i) {
             PyObject* type = reinterpret_cast<PyObject*>(
@@ -565,14 +567,17 @@ void register_tensors(py::module_& m) {
         .def("__len__", &TensorPlan::size);
     m.def(
         "_torch_shim",
-        []() -> py::object {
+        [](py::object use) -> py::object {
             const fusedopt::cpu::Torch* t = fusedopt::cpu::torch_of(nullptr);
             if (t == nullptr || t->shim == nullptr) return py::none();
+            if (!use.is_none()) fusedopt::cpu::shim_used = use.cast<bool>();
             return py::int_(fusedopt::cpu::shim_grads);
         },
+        py::arg("use") = py::none(),
         "How many grads TensorPlan.set_grads has read through torch's C shim so far (tests); "
         "None before torch is imported, or where this torch lacks the shim (the attribute "
-        "look-ups then serve).");
+        "look-ups then serve). `use` False or True turns the shim off or on (benchmarks compare "
+        "the two; results never depend on it).");
     // The worker pool's waits (parallel.h; benchmarks compare them side by side): returns the
     // previous (idle_spin_us, block_after_us, threading) and sets the given ones.
     m.def(
