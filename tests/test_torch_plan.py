@@ -13,6 +13,8 @@ storage, a raw pointer) is refused with nothing changed.
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -20,7 +22,7 @@ from cases import CASES, assert_same_bits
 
 torch = pytest.importorskip("torch")
 
-from fusedopt import ops  # noqa: E402
+from fusedopt import _core, ops  # noqa: E402
 import fusedopt.torch as ft  # noqa: E402
 from fusedopt.torch import optimizers as fto  # noqa: E402
 
@@ -357,8 +359,10 @@ def test_set_grads_refuses_every_bad_grad_with_nothing_changed(case):
     p, m = (arrays([4, 4], np.float32, s) for s in range(2))
     plan = ops.tensor_plan(p, [m])
     before = [a.copy() for a in p + m]
+    read = _core._torch_shim()
     with pytest.raises(exc, match=msg):
         plan.set_grads(grads)
+    assert _core._torch_shim() == read  # the shim took none of them: the look-ups named it
     with pytest.raises(ValueError, match="set_grads"):  # nothing was bound
         ops.sgd_(plan, plan, plan, step=1, lr=0.1, momentum=0.9)
     for a, b in zip(p + m, before):
@@ -382,6 +386,59 @@ def test_set_grads_takes_views_that_end_at_their_storage():
     ops.sgd_(q, [g.numpy() for g in grads], n, step=1, lr=0.1, momentum=0.9)
     for a, b in zip(p + m, q + n):
         assert_same_bits(a, b)
+
+
+def test_torch_grads_are_read_through_torchs_c_shim_where_it_exists():
+    """Where this torch has the C shim (torch._C._aoti's handles, libtorch_cpu's
+    aoti_torch_* functions), set_grads reads torch grads through it; elsewhere the attribute
+    look-ups serve (the same checks, the same results)."""
+    aoti = getattr(torch._C, "_aoti", None)
+    if sys.platform == "linux" and hasattr(aoti, "unsafe_alloc_void_ptrs_from_tensors"):
+        assert _core._torch_shim() is not None
+
+
+def _shim_grads():
+    """(name, param dtype, grads as torch tensors for params of sizes 5, 0, 3) that the shim
+    must take."""
+    base = torch.arange(9, dtype=torch.float32)
+    pars = [torch.nn.Parameter(torch.ones(n)) for n in (5, 0, 3)]
+    g = torch.ones(5)
+    return [
+        ("fresh float32", np.float32, [torch.full((5,), 0.5), torch.ones(0), torch.ones(3)]),
+        ("float64", np.float64, [torch.ones(5, dtype=torch.float64),
+                                 torch.ones(0, dtype=torch.float64),
+                                 torch.ones(3, dtype=torch.float64)]),
+        ("float16", np.float16, [torch.ones(5, dtype=torch.float16),
+                                 torch.ones(0, dtype=torch.float16),
+                                 torch.ones(3, dtype=torch.float16)]),
+        ("views at offsets, one ending at its storage's end", np.float32,
+         [base[4:], base[:0], base[1:4]]),
+        ("Parameters as grads", np.float32, pars),
+        ("one grad twice (read only)", np.float32, [g, torch.ones(0), g[:3]]),
+    ]
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_set_grads_through_the_shim_steps_as_numpy_views_do(case):
+    name, dtype, grads = _shim_grads()[case]
+    if _core._torch_shim() is None:
+        pytest.skip("this torch has no C shim (the look-ups serve; tested above)")
+    p, m = (arrays([5, 0, 3], dtype, s) for s in range(2))
+    sdt = np.float64 if dtype == np.float64 else np.float32  # (float16 params: float32 states)
+    m = [a.astype(sdt) for a in m]
+    q, n = [a.copy() for a in p], [a.copy() for a in m]
+    plan = ops.tensor_plan(p, [m])
+    read = _core._torch_shim()
+    plan.set_grads(grads)
+    assert _core._torch_shim() == read + 3, name
+    ops.sgd_(plan, plan, plan, step=1, lr=0.1, momentum=0.9)
+    ops.sgd_(q, [t.detach().numpy() for t in grads], n, step=1, lr=0.1, momentum=0.9)
+    for a, b in zip(p + m, q + n):
+        assert_same_bits(a, b)
+
+
+def test_shim_grads_table_is_whole():
+    assert len(_shim_grads()) == 6
 
 
 def test_set_grads_overlapping_the_plan_refused():

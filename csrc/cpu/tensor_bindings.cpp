@@ -1,5 +1,6 @@
 // csrc/cpu/tensor_bindings.cpp -- fusedopt._core.TensorPlan: a multi-tensor call whose params,
 // states and master weights are checked once, from the arrays themselves (see tensors.h).
+#include <dlfcn.h>
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
@@ -52,7 +53,84 @@ struct Torch {
     PyObject* dtypes[kDTypes] = {nullptr, nullptr, nullptr, nullptr};
     PyObject *s_layout, *s_is_cpu, *s_dtype, *s_shape, *s_is_contiguous, *s_data_ptr;
     PyObject *s_untyped_storage, *s_nbytes, *s_storage_offset;
+    const struct Shim* shim = nullptr;  // torch's C shim, where this torch has one (else null)
 };
+
+// torch's stable C shim (torch/csrc/inductor/aoti_torch/c/shim.h: extern "C" functions of
+// libtorch_cpu, declared here by hand, nothing included from torch) and the Python function that
+// hands out one new at::Tensor handle per tensor of a list (torch._C._aoti). With them set_grads
+// reads each grad's layout, device, dtype, sizes, contiguity, pointer and storage in C, instead of
+// nine Python attribute look-ups and method calls per grad; the handles are deleted before
+// set_grads returns. Any of them missing (another torch, another platform): the look-ups.
+struct Shim {
+    using Handle = void*;
+    int32_t (*get_data_ptr)(Handle, void**);
+    int32_t (*get_storage_size)(Handle, int64_t*);  // bytes
+    int32_t (*get_dim)(Handle, int64_t*);
+    int32_t (*get_sizes)(Handle, int64_t**);
+    int32_t (*get_dtype)(Handle, int32_t*);
+    int32_t (*get_device_type)(Handle, int32_t*);
+    int32_t (*get_layout)(Handle, int32_t*);
+    int32_t (*get_storage_offset)(Handle, int64_t*);
+    int32_t (*is_contiguous)(Handle, bool*);
+    int32_t (*delete_tensor)(Handle);
+    int32_t strided, cpu;
+    int32_t dtypes[kDTypes];
+    PyObject* handles;  // torch._C._aoti.unsafe_alloc_void_ptrs_from_tensors
+};
+
+// How many grads set_grads has read through the shim (tests: that it serves), and whether it
+// is used (benchmarks turn it off to compare).
+size_t shim_grads = 0;
+bool shim_used = true;
+
+// The shim of the torch module `m`, or null (no error set).
+const Shim* load_shim(const py::module_& m) {
+    try {
+        const py::object handles = py::module_::import("torch._C._aoti")
+                                       .attr("unsafe_alloc_void_ptrs_from_tensors");
+        const std::string dir = py::str(m.attr("__file__")).cast<std::string>();
+        const std::string lib = dir.substr(0, dir.rfind('/')) + "/lib/libtorch_cpu.so";
+        void* so = dlopen(lib.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+        if (!so) return nullptr;
+        auto sym = [so](const char* name) {
+            void* f = dlsym(so, name);
+            if (!f) throw std::runtime_error(name);
+            return f;
+        };
+        auto* s = new Shim();
+        auto fn = [&](auto& field, const char* name) {
+            field = reinterpret_cast<std::remove_reference_t<decltype(field)>>(sym(name));
+        };
+        fn(s->get_data_ptr, "aoti_torch_get_data_ptr");
+        fn(s->get_storage_size, "aoti_torch_get_storage_size");
+        fn(s->get_dim, "aoti_torch_get_dim");
+        fn(s->get_sizes, "aoti_torch_get_sizes");
+        fn(s->get_dtype, "aoti_torch_get_dtype");
+        fn(s->get_device_type, "aoti_torch_get_device_type");
+        fn(s->get_layout, "aoti_torch_get_layout");
+        fn(s->get_storage_offset, "aoti_torch_get_storage_offset");
+        fn(s->is_contiguous, "aoti_torch_is_contiguous");
+        fn(s->delete_tensor, "aoti_torch_delete_tensor_object");
+        int32_t (*code)() = nullptr;
+        fn(code, "aoti_torch_layout_strided");
+        s->strided = code();
+        fn(code, "aoti_torch_device_type_cpu");
+        s->cpu = code();
+        const char* dtypes[kDTypes] = {"aoti_torch_dtype_float32", "aoti_torch_dtype_float64",
+                                       "aoti_torch_dtype_float16", "aoti_torch_dtype_bfloat16"};
+        for (int d = 0; d < kDTypes; ++d) {
+            fn(code, dtypes[d]);
+            s->dtypes[d] = code();
+        }
+        s->handles = handles.inc_ref().ptr();
+        return s;
+    } catch (py::error_already_set&) {
+        PyErr_Clear();
+    } catch (std::runtime_error&) {
+    }
+    return nullptr;
+}
 
 const Torch* torch_of(PyObject* o) {
     static Torch* t = nullptr;
@@ -80,6 +158,7 @@ const Torch* torch_of(PyObject* o) {
     fresh->s_untyped_storage = PyUnicode_InternFromString("untyped_storage");
     fresh->s_nbytes = PyUnicode_InternFromString("nbytes");
     fresh->s_storage_offset = PyUnicode_InternFromString("storage_offset");
+    fresh->shim = load_shim(m);
     t = fresh;
     return t;
 }
@@ -133,6 +212,7 @@ class TensorPlan {
         dtype_.resize(n);
         size_.resize(n);
         shape_.resize(n);
+        dims_.resize(n);
         place_.assign(n, -1);
         size_t next[kDTypes] = {0, 0, 0, 0};
         for (size_t i = 0; i < n; ++i) {
@@ -142,6 +222,7 @@ class TensorPlan {
             dtype_[i] = a.dtype;
             size_[i] = a.size;
             shape_[i] = p.attr("shape");
+            dims_[i].assign(a.a->dimensions, a.a->dimensions + a.ndim());
             if (a.size == 0) continue;
             const int d = static_cast<int>(a.dtype);
             place_[i] = static_cast<int64_t>(next[d]++) * kDTypes + d;
@@ -189,10 +270,14 @@ class TensorPlan {
             throw py::value_error("grads has " + std::to_string(got) +
                                   " items but the plan has " + std::to_string(n) + " tensors");
         // Check every grad before any Segment is touched; `ptr` holds the addresses meanwhile.
+        // Through torch's C shim where it serves (every grad a plain CPU tensor that passes);
+        // else, or when one fails there, by the look-ups, which name what is wrong.
         ptr_.resize(n);
-        for (size_t i = 0; i < n; ++i) {
-            PyObject* g = list ? PyList_GET_ITEM(o, i) : PyTuple_GET_ITEM(o, i);
-            ptr_[i] = grad_pointer(g, i);
+        if (!shim_pointers(o, list, n)) {
+            for (size_t i = 0; i < n; ++i) {
+                PyObject* g = list ? PyList_GET_ITEM(o, i) : PyTuple_GET_ITEM(o, i);
+                ptr_[i] = grad_pointer(g, i);
+            }
         }
         for (size_t i = 0; i < n; ++i) {
             if (place_[i] < 0) continue;
@@ -223,6 +308,87 @@ class TensorPlan {
     }
 
   private:
+    // The owner of the handles of one shim_pointers call: deleted when it ends.
+    struct Handles {
+        const Shim* shim;
+        std::vector<Shim::Handle> h;
+        ~Handles() {
+            for (Shim::Handle x : h) shim->delete_tensor(x);
+        }
+    };
+
+    // ptr_ filled through torch's C shim (see Shim) with set_grads' checks; false, with ptr_
+    // unspecified, when the shim is absent, a grad is not exactly a torch.Tensor or Parameter,
+    // or any grad fails a check (the look-ups then find which and why).
+    bool shim_pointers(PyObject* o, bool list, size_t n) {
+        if (n == 0) return false;
+        PyObject* first = list ? PyList_GET_ITEM(o, 0) : PyTuple_GET_ITEM(o, 0);
+        const Torch* t = torch_of(first);
+        if (!t || !t->shim || !shim_used) return false;
+        const Shim& s = *t->shim;
+        for (size_t i = 0; i < n; ++i) {
+            PyObject* type = reinterpret_cast<PyObject*>(
+                Py_TYPE(list ? PyList_GET_ITEM(o, i) : PyTuple_GET_ITEM(o, i)));
+            if (type != t->tensor && type != t->parameter) return false;
+        }
+        PyObject* got = PyObject_CallOneArg(s.handles, o);
+        if (!got) {
+            PyErr_Clear();
+            return false;
+        }
+        const py::object caps = py::reinterpret_steal<py::object>(got);
+        if (!PyList_Check(got) || static_cast<size_t>(PyList_GET_SIZE(got)) != n) return false;
+        Handles hs{&s, {}};
+        hs.h.reserve(n);
+        for (size_t i = 0; i < n; ++i) {
+            PyObject* cap = PyList_GET_ITEM(got, i);
+            void* h = PyCapsule_GetPointer(cap, PyCapsule_GetName(cap));
+            if (!h) {
+                PyErr_Clear();
+                return false;
+            }
+            hs.h.push_back(h);
+        }
+        for (size_t i = 0; i < n; ++i) {
+            const Shim::Handle h = hs.h[i];
+            const DType d = dtype_[i];
+            int32_t layout = -1, device = -1, dtype = -1;
+            int64_t ndim = -1, *sizes = nullptr, offset = -1, nbytes = -1;
+            bool contiguous = false;
+            void* data = nullptr;
+            if (s.get_layout(h, &layout) || layout != s.strided || s.get_device_type(h, &device) ||
+                device != s.cpu || s.get_dtype(h, &dtype) || dtype != s.dtypes[static_cast<int>(d)] ||
+                s.get_dim(h, &ndim) || ndim != static_cast<int64_t>(dims_[i].size()) ||
+                s.get_sizes(h, &sizes) ||
+                !std::equal(dims_[i].begin(), dims_[i].end(), sizes) ||
+                s.is_contiguous(h, &contiguous) || !contiguous)
+                return false;
+            if (size_[i] == 0) {
+                ptr_[i] = 0;
+                continue;
+            }
+            if (s.get_data_ptr(h, &data) || !data || s.get_storage_offset(h, &offset) ||
+                s.get_storage_size(h, &nbytes) || offset < 0 ||
+                nbytes < (offset + size_[i]) * itemsize(d))
+                return false;
+            const uintptr_t p = reinterpret_cast<uintptr_t>(data);
+            if (p % static_cast<uintptr_t>(itemsize(d)) || written_overlap(p, i)) return false;
+            ptr_[i] = p;
+        }
+        shim_grads += n;
+        return true;
+    }
+
+    // The written array that the grad of tensor i at p would overlap, or null.
+    const Span* written_overlap(uintptr_t p, size_t i) const {
+        const uintptr_t hi = p + uintptr_t(size_[i] * itemsize(dtype_[i]));
+        // The written spans are sorted and disjoint: the first whose end lies beyond p is the
+        // only candidate for an overlap.
+        const auto w = std::upper_bound(written_.begin(), written_.end(), p,
+                                        [](uintptr_t v, const Span& sp) { return v < sp.hi; });
+        return w != written_.end() && w->lo < hi ? &*w : nullptr;
+    }
+
     // Grad i's data pointer, after its checks (TypeError / ValueError naming grads[i]).
     uintptr_t grad_pointer(PyObject* g, size_t i) {
         const DType d = dtype_[i];
@@ -286,12 +452,7 @@ class TensorPlan {
         if (p == 0) throw py::value_error(item(kGrad, i) + ": holds no memory (freed storage)");
         if (p % static_cast<uintptr_t>(itemsize(d)))
             throw py::value_error(item(kGrad, i) + " must be aligned to its dtype");
-        const uintptr_t hi = p + uintptr_t(size_[i] * itemsize(d));
-        // The written spans are sorted and disjoint: the first whose end lies beyond p is the
-        // only candidate for an overlap.
-        const auto w = std::upper_bound(written_.begin(), written_.end(), p,
-                                        [](uintptr_t v, const Span& sp) { return v < sp.hi; });
-        if (w != written_.end() && w->lo < hi)
+        if (const Span* w = written_overlap(p, i))
             throw py::value_error(item(kGrad, i) + " shares memory with " +
                                   item(w->slot, w->index) +
                                   "; arrays that are updated in place must not alias");
@@ -302,6 +463,7 @@ class TensorPlan {
     std::vector<DType> dtype_;
     std::vector<int64_t> size_;
     std::vector<py::object> shape_;  // the params' shapes (tuples)
+    std::vector<std::vector<int64_t>> dims_;  // the same, as numbers
     unsigned mask_ = 0;            // bit s: the plan holds slot s (grads always)
     std::vector<Span> written_;    // the written arrays, sorted by address, disjoint
     std::vector<Segment> segs_[kDTypes];
@@ -403,6 +565,19 @@ void register_tensors(py::module_& m) {
         .def(py::init<const py::sequence&>(), py::arg("slots"))
         .def("set_grads", &TensorPlan::set_grads, py::arg("grads"))
         .def("__len__", &TensorPlan::size);
+    m.def(
+        "_torch_shim",
+        [](py::object use) -> py::object {
+            const fusedopt::cpu::Torch* t = fusedopt::cpu::torch_of(nullptr);
+            if (t == nullptr || t->shim == nullptr) return py::none();
+            if (!use.is_none()) fusedopt::cpu::shim_used = use.cast<bool>();
+            return py::int_(fusedopt::cpu::shim_grads);
+        },
+        py::arg("use") = py::none(),
+        "How many grads TensorPlan.set_grads has read through torch's C shim so far (tests); "
+        "None before torch is imported, or where this torch lacks the shim (the attribute "
+        "look-ups then serve). `use` False or True turns the shim off or on (benchmarks compare "
+        "the two; results never depend on it).");
     // The worker pool's waits (parallel.h; benchmarks compare them side by side): returns the
     // previous (idle_spin_us, block_after_us, threading) and sets the given ones.
     m.def(

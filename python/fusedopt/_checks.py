@@ -45,15 +45,18 @@ def _unwrap(x):
 def real(name: str, x) -> float:
     """`x` as a finite Python float, else TypeError/ValueError naming `name`. A 0-d NumPy
     array is taken as its scalar."""
-    x = _unwrap(x)
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
-    try:
-        v = float(x)
-    except OverflowError:  # an int beyond float range
-        bits = x.bit_length() if isinstance(x, int) else "?"
-        raise ValueError(f"{name} must be finite, got an int of {bits} bits, beyond float "
-                         "range") from None
+    if type(x) is float:  # the common case, without the abstract-class checks below (~1 us)
+        v = x
+    else:
+        x = _unwrap(x)
+        if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
+            raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
+        try:
+            v = float(x)
+        except OverflowError:  # an int beyond float range
+            bits = x.bit_length() if isinstance(x, int) else "?"
+            raise ValueError(f"{name} must be finite, got an int of {bits} bits, beyond "
+                             "float range") from None
     if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {v!r}")
     return v
@@ -77,6 +80,8 @@ def unit(name: str, x, *, closed: bool = False) -> float:
 
 def flag(name: str, x) -> bool:
     """`x` as a Python bool (a Python or NumPy bool, or a 0-d bool array; not 0/1)."""
+    if x is True or x is False:
+        return x
     x = _unwrap(x)
     if not isinstance(x, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {type(x).__name__}")
@@ -87,7 +92,8 @@ def integer(name: str, x, minimum: int | None = None) -> int:
     """`x` as a Python int (not a bool; a 0-d integer array is taken as its scalar) that is
     >= `minimum` when given."""
     x = _unwrap(x)
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
+    if type(x) is not int and (isinstance(x, (bool, np.bool_)) or
+                               not isinstance(x, numbers.Integral)):
         raise TypeError(f"{name} must be an int, got {type(x).__name__}")
     if minimum is not None and x < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {x}")
