@@ -301,86 +301,6 @@ double amax(const T* a, int64_t n) {
 }
 
 template <typename T>
-void rows_dots_many(double* out, const T* s, const T* y, const T* const* vs, int64_t nv,
-                    int64_t rows, int64_t n, const GramRow* gr) {
-    const int64_t k = 2 * nv * rows;
-    if (k == 0) return;
-    const double* part = block_results_k(n, k, [&](int64_t lo, int64_t hi, double* pb) {
-        // Piece by piece (lanes_add: the bits of dot_block), every row streaming at once; each
-        // row's piece is read from memory once, the sweeps after the first find it in L1.
-        thread_local std::vector<double> lanes;
-        lanes.assign(static_cast<size_t>(k * kSumLanes), 0.0);
-        double* acc = lanes.data();
-        // gr: the Gram row's 4 rows dots over the list entries in this block, entry e of the
-        // block's sub-list in lane e % 8 (the lanes of dot_block over the gathered sub-list)
-        thread_local std::vector<double> glanes;
-        int64_t e0 = 0, ep = 0, e1 = 0;
-        if (gr) {
-            glanes.assign(static_cast<size_t>(4 * rows * kSumLanes), 0.0);
-            e0 = ep = std::lower_bound(gr->idx, gr->idx + gr->na, lo) - gr->idx;
-            e1 = std::lower_bound(gr->idx + e0, gr->idx + gr->na, hi) - gr->idx;
-        }
-        for (int64_t u = lo; u < hi; u += kPiece) {
-            const int64_t v = std::min(hi, u + kPiece);
-            if (gr) {
-                double* ga = glanes.data();
-                const T* __restrict sr = s + gr->row * n;
-                const T* __restrict yr = y + gr->row * n;
-                for (; ep < e1 && gr->idx[ep] < v; ++ep) {
-                    const int64_t i = gr->idx[ep];
-                    const int lane = static_cast<int>((ep - e0) % kSumLanes);
-                    const double a = static_cast<double>(sr[i]), b = static_cast<double>(yr[i]);
-                    for (int64_t j = 0; j < rows; ++j) {
-                        const double sj = static_cast<double>(s[j * n + i]);
-                        const double yj = static_cast<double>(y[j * n + i]);
-                        double* gj = ga + j * kSumLanes + lane;
-                        gj[0] = gj[0] + a * sj;                          // s_row . s_j
-                        gj[rows * kSumLanes] = gj[rows * kSumLanes] + a * yj;      // s_row . y_j
-                        gj[2 * rows * kSumLanes] = gj[2 * rows * kSumLanes] + sj * b;  // s_j . y_row
-                        gj[3 * rows * kSumLanes] = gj[3 * rows * kSumLanes] + b * yj;  // y_row . y_j
-                    }
-                }
-            }
-            for (int64_t j = 0; j < rows; ++j)
-                for (int64_t q = 0; q < nv; ++q) {
-                    const T* __restrict b = vs[q];
-                    const T* __restrict sj = s + j * n;
-                    const T* __restrict yj = y + j * n;
-                    lanes_add(acc + (2 * rows * q + j) * kSumLanes, u, v, [&](int64_t i) {
-                        return static_cast<double>(sj[i]) * static_cast<double>(b[i]);
-                    });
-                    lanes_add(acc + (2 * rows * q + rows + j) * kSumLanes, u, v, [&](int64_t i) {
-                        return static_cast<double>(yj[i]) * static_cast<double>(b[i]);
-                    });
-                }
-        }
-        for (int64_t r = 0; r < k; ++r) {
-            double l[kSumLanes];
-            for (int j = 0; j < kSumLanes; ++j) l[j] = acc[r * kSumLanes + j];
-            pb[r] = combine_lanes(l);
-        }
-        if (gr) {
-            const int64_t m = gr->m, mm = m * m, w = gr->row;
-            double* ss = gr->parts + 3 * mm * (lo / kReduceBlock);
-            double* sy = ss + mm;
-            double* yy = sy + mm;
-            auto sum = [&](int64_t c, int64_t j) {
-                double l[kSumLanes];
-                for (int q = 0; q < kSumLanes; ++q) l[q] = glanes[(c * rows + j) * kSumLanes + q];
-                return combine_lanes(l);
-            };
-            for (int64_t j = 0; j < rows; ++j) {
-                ss[w * m + j] = ss[j * m + w] = sum(0, j);
-                sy[w * m + j] = sum(1, j);
-                sy[j * m + w] = sum(2, j);
-                yy[w * m + j] = yy[j * m + w] = sum(3, j);
-            }
-        }
-    });
-    sums_in_order(out, part, num_blocks(n), k);
-}
-
-template <typename T>
 void rows_dots(double* out, const T* s, const T* y, const T* v, const T* w, int64_t rows,
                int64_t n) {
     const T* vs[2] = {v, w};
@@ -917,8 +837,6 @@ int64_t parallel_min() { return kParallelMin; }
     template void step_in_box<T>(T*, const T*, double, const T*, const T*, const T*, int64_t); \
     template void rows_dots<T>(double*, const T*, const T*, const T*, const T*, int64_t,   \
                                int64_t);                                                  \
-    template void rows_dots_many<T>(double*, const T*, const T*, const T* const*, int64_t,  \
-                                    int64_t, int64_t, const GramRow*);                      \
     template void reduced_gradient<T>(double*, T*, const T*, const T*, const double*,       \
                                       const double*, int64_t, const T*, const T*, const T*, \
                                       const T*, double, int64_t);                           \

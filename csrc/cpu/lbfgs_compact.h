@@ -22,6 +22,8 @@ struct CompactFns {
     void (*combine)(double*, T*, const T*, const Ring<T>&, const double*, const double*, double,
                     bool);
     double (*direction)(T*, const T*, const Ring<T>&, double*, double*, int64_t);
+    void (*rows_dots_many)(double*, const T*, const T*, const T* const*, int64_t, int64_t,
+                           int64_t, const GramRow*);
 };
 
 struct CompactDirectionTable {
