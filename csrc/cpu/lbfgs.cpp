@@ -431,33 +431,31 @@ void gram_blocks(double* out, double* parts, double* qparts, const T* s, const T
 
 namespace {
 // o[i - off] = sum_j (ta[j] s_j[i] + tb[j] y_j[i]) for i in [lo, hi), accumulated from 0 in T,
-// j = 0, 1, ... (off = 0: o indexed like the vector; off = lo: o a block-sized scratch).
+// j = 0, 1, ... (off = 0: o indexed like the vector; off = lo: o a scratch of hi - lo).
 template <typename T>
 void combine_block(T* __restrict o, const T* s, const T* y, const T* ta, const T* tb,
                    int64_t rows, int64_t n, int64_t lo, int64_t hi, int64_t off = 0) {
-    // Piece by piece (elementwise: the same bits), every row streaming at once, o's piece in L1.
-    for (int64_t u = lo; u < hi; u += kPiece) {
-        const int64_t v = std::min(hi, u + kPiece);
-        T* __restrict op = o + (u - off);
-        for (int64_t i = 0; i < v - u; ++i) op[i] = T(0);
-        int64_t j = 0;
-        // Two rows per sweep over the piece: the same additions in the same order (row j, then
-        // j + 1), half the loads and stores of o's piece.
-        for (; j + 1 < rows; j += 2) {
-            const T* __restrict s0 = s + j * n + u;
-            const T* __restrict y0 = y + j * n + u;
-            const T* __restrict s1 = s0 + n;
-            const T* __restrict y1 = y0 + n;
-            const T a0 = ta[j], b0 = tb[j], a1 = ta[j + 1], b1 = tb[j + 1];
-            for (int64_t i = 0; i < v - u; ++i)
-                op[i] = (((op[i] + a0 * s0[i]) + b0 * y0[i]) + a1 * s1[i]) + b1 * y1[i];
-        }
-        for (; j < rows; ++j) {
-            const T* __restrict sj = s + j * n + u;
-            const T* __restrict yj = y + j * n + u;
-            const T aj = ta[j], bj = tb[j];
-            for (int64_t i = 0; i < v - u; ++i) op[i] = (op[i] + aj * sj[i]) + bj * yj[i];
-        }
+    // Two rows per sweep over the whole range (elementwise: the same bits; the same additions in
+    // the same order, row j then j + 1, half the loads and stores of o), o's range in cache:
+    // each row is read in one sequential stretch (see kRunBlocks).
+    const int64_t len = hi - lo;
+    T* __restrict op = o + (lo - off);
+    for (int64_t i = 0; i < len; ++i) op[i] = T(0);
+    int64_t j = 0;
+    for (; j + 1 < rows; j += 2) {
+        const T* __restrict s0 = s + j * n + lo;
+        const T* __restrict y0 = y + j * n + lo;
+        const T* __restrict s1 = s0 + n;
+        const T* __restrict y1 = y0 + n;
+        const T a0 = ta[j], b0 = tb[j], a1 = ta[j + 1], b1 = tb[j + 1];
+        for (int64_t i = 0; i < len; ++i)
+            op[i] = (((op[i] + a0 * s0[i]) + b0 * y0[i]) + a1 * s1[i]) + b1 * y1[i];
+    }
+    for (; j < rows; ++j) {
+        const T* __restrict sj = s + j * n + lo;
+        const T* __restrict yj = y + j * n + lo;
+        const T aj = ta[j], bj = tb[j];
+        for (int64_t i = 0; i < len; ++i) op[i] = (op[i] + aj * sj[i]) + bj * yj[i];
     }
 }
 
@@ -513,31 +511,36 @@ double subspace_pass(T* xbar, T* du, const T* s, const T* y, const double* a, co
     const double inf = HUGE_VAL;
     const std::vector<T> ta = cast_all<T>(a, rows), tb = cast_all<T>(b, rows);
     const double* part = with_box(lo, hi, [&](auto L, auto H) {
-      return block_results<2>(n, [&](int64_t b0, int64_t b1, double* res) {
+      // A run of blocks (kRunBlocks): W a over the whole run, then block by block.
+      return run_results_k(n, 2, kRunBlocks, [&](int64_t r0, int64_t r1, double* res) {
         thread_local std::vector<T> scratch;
-        if (!du && scratch.size() < static_cast<size_t>(kReduceBlock))
-            scratch.resize(static_cast<size_t>(kReduceBlock));
+        if (!du && scratch.size() < static_cast<size_t>(kRunBlocks * kReduceBlock))
+            scratch.resize(static_cast<size_t>(kRunBlocks * kReduceBlock));
         T* w = du ? du : scratch.data();             // W a at w[i - off]
-        const int64_t off = du ? 0 : b0;
-        combine_block(w, s, y, ta.data(), tb.data(), rows, n, b0, b1, off);
-        double tm = inf;
-        res[0] = block_sum(b0, b1, [&](int64_t i) {
-            const bool free = !t || t[i] >= T(0);
-            const T u = free ? step(i, w[i - off]) : T(0);
-            if (du) du[i] = u;
-            T v = xc[i] + u;
-            v = v < L[i] ? L[i] : v;
-            v = v > H[i] ? H[i] : v;
-            if (xbar) xbar[i] = v;
-            const T di = v - x[i];
-            if (dout) {                              // max_step's term, d = xbar - x
-                dout[i] = di;
-                const double ti = box_step_term(x[i], di, L[i], H[i]);
-                tm = ti < tm ? ti : tm;
-            }
-            return static_cast<double>(g[i]) * static_cast<double>(di);
-        });
-        res[1] = tm;
+        const int64_t off = du ? 0 : r0 * kReduceBlock;
+        combine_block(w, s, y, ta.data(), tb.data(), rows, n, r0 * kReduceBlock,
+                      std::min(n, r1 * kReduceBlock), off);
+        for (int64_t blk = r0; blk < r1; ++blk) {
+          const int64_t b0 = blk * kReduceBlock, b1 = std::min(n, b0 + kReduceBlock);
+          double tm = inf;
+          res[2 * (blk - r0)] = block_sum(b0, b1, [&](int64_t i) {
+              const bool free = !t || t[i] >= T(0);
+              const T u = free ? step(i, w[i - off]) : T(0);
+              if (du) du[i] = u;
+              T v = xc[i] + u;
+              v = v < L[i] ? L[i] : v;
+              v = v > H[i] ? H[i] : v;
+              if (xbar) xbar[i] = v;
+              const T di = v - x[i];
+              if (dout) {                              // max_step's term, d = xbar - x
+                  dout[i] = di;
+                  const double ti = box_step_term(x[i], di, L[i], H[i]);
+                  tm = ti < tm ? ti : tm;
+              }
+              return static_cast<double>(g[i]) * static_cast<double>(di);
+          });
+          res[2 * (blk - r0) + 1] = tm;
+        }
       });
     });
     const int64_t nb = num_blocks(n);

@@ -49,12 +49,6 @@ inline void lanes_add(double* __restrict acc, int64_t lo, int64_t hi, Term&& ter
     for (int j = 0; j < kSumLanes; ++j) acc[j] = l[j];
 }
 
-// Elements per piece when a loop interleaves many rows within a block: each piece of every row
-// is read in turn, so that all the rows stream from memory together (one row at a time is one
-// stream per core, which leaves most of the memory bandwidth unused), while the piece of the
-// vector they meet stays in L1.
-constexpr int64_t kPiece = 256;
-
 inline double sum_in_order(const double* part, int64_t nb, int64_t stride) {
     double t = 0.0;
     for (int64_t b = 0; b < nb; ++b) t = t + part[b * stride];
