@@ -1,8 +1,8 @@
 // csrc/cpu/lbfgs_compact.h -- the instruction-set copies of the compact-form direction's two
-// passes (lbfgs_compact.cpp, compiled once per instruction set like kernels.cpp) and their
-// run-time choice (lbfgs_compact_dispatch.cpp: the copy of the kernels' instruction set,
-// fusedopt.set_isa). Every copy gives the same bits: the float64 blocked sums of
-// fusedopt/blocked_sum.h, no FMA contraction. The functions are those of lbfgs.h.
+// passes and of L-BFGS-B's rows_dots_many (lbfgs_compact.cpp, compiled once per instruction
+// set like kernels.cpp) and their run-time choice (lbfgs_compact_dispatch.cpp: the copy of the
+// kernels' instruction set, fusedopt.set_isa). Every copy gives the same bits: the float64
+// blocked sums of fusedopt/blocked_sum.h, no FMA contraction. The functions are those of lbfgs.h.
 #pragma once
 #include <cstdint>
 
