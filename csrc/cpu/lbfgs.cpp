@@ -301,86 +301,6 @@ double amax(const T* a, int64_t n) {
 }
 
 template <typename T>
-void rows_dots_many(double* out, const T* s, const T* y, const T* const* vs, int64_t nv,
-                    int64_t rows, int64_t n, const GramRow* gr) {
-    const int64_t k = 2 * nv * rows;
-    if (k == 0) return;
-    const double* part = block_results_k(n, k, [&](int64_t lo, int64_t hi, double* pb) {
-        // Piece by piece (lanes_add: the bits of dot_block), every row streaming at once; each
-        // row's piece is read from memory once, the sweeps after the first find it in L1.
-        thread_local std::vector<double> lanes;
-        lanes.assign(static_cast<size_t>(k * kSumLanes), 0.0);
-        double* acc = lanes.data();
-        // gr: the Gram row's 4 rows dots over the list entries in this block, entry e of the
-        // block's sub-list in lane e % 8 (the lanes of dot_block over the gathered sub-list)
-        thread_local std::vector<double> glanes;
-        int64_t e0 = 0, ep = 0, e1 = 0;
-        if (gr) {
-            glanes.assign(static_cast<size_t>(4 * rows * kSumLanes), 0.0);
-            e0 = ep = std::lower_bound(gr->idx, gr->idx + gr->na, lo) - gr->idx;
-            e1 = std::lower_bound(gr->idx + e0, gr->idx + gr->na, hi) - gr->idx;
-        }
-        for (int64_t u = lo; u < hi; u += kPiece) {
-            const int64_t v = std::min(hi, u + kPiece);
-            if (gr) {
-                double* ga = glanes.data();
-                const T* __restrict sr = s + gr->row * n;
-                const T* __restrict yr = y + gr->row * n;
-                for (; ep < e1 && gr->idx[ep] < v; ++ep) {
-                    const int64_t i = gr->idx[ep];
-                    const int lane = static_cast<int>((ep - e0) % kSumLanes);
-                    const double a = static_cast<double>(sr[i]), b = static_cast<double>(yr[i]);
-                    for (int64_t j = 0; j < rows; ++j) {
-                        const double sj = static_cast<double>(s[j * n + i]);
-                        const double yj = static_cast<double>(y[j * n + i]);
-                        double* gj = ga + j * kSumLanes + lane;
-                        gj[0] = gj[0] + a * sj;                          // s_row . s_j
-                        gj[rows * kSumLanes] = gj[rows * kSumLanes] + a * yj;      // s_row . y_j
-                        gj[2 * rows * kSumLanes] = gj[2 * rows * kSumLanes] + sj * b;  // s_j . y_row
-                        gj[3 * rows * kSumLanes] = gj[3 * rows * kSumLanes] + b * yj;  // y_row . y_j
-                    }
-                }
-            }
-            for (int64_t j = 0; j < rows; ++j)
-                for (int64_t q = 0; q < nv; ++q) {
-                    const T* __restrict b = vs[q];
-                    const T* __restrict sj = s + j * n;
-                    const T* __restrict yj = y + j * n;
-                    lanes_add(acc + (2 * rows * q + j) * kSumLanes, u, v, [&](int64_t i) {
-                        return static_cast<double>(sj[i]) * static_cast<double>(b[i]);
-                    });
-                    lanes_add(acc + (2 * rows * q + rows + j) * kSumLanes, u, v, [&](int64_t i) {
-                        return static_cast<double>(yj[i]) * static_cast<double>(b[i]);
-                    });
-                }
-        }
-        for (int64_t r = 0; r < k; ++r) {
-            double l[kSumLanes];
-            for (int j = 0; j < kSumLanes; ++j) l[j] = acc[r * kSumLanes + j];
-            pb[r] = combine_lanes(l);
-        }
-        if (gr) {
-            const int64_t m = gr->m, mm = m * m, w = gr->row;
-            double* ss = gr->parts + 3 * mm * (lo / kReduceBlock);
-            double* sy = ss + mm;
-            double* yy = sy + mm;
-            auto sum = [&](int64_t c, int64_t j) {
-                double l[kSumLanes];
-                for (int q = 0; q < kSumLanes; ++q) l[q] = glanes[(c * rows + j) * kSumLanes + q];
-                return combine_lanes(l);
-            };
-            for (int64_t j = 0; j < rows; ++j) {
-                ss[w * m + j] = ss[j * m + w] = sum(0, j);
-                sy[w * m + j] = sum(1, j);
-                sy[j * m + w] = sum(2, j);
-                yy[w * m + j] = yy[j * m + w] = sum(3, j);
-            }
-        }
-    });
-    sums_in_order(out, part, num_blocks(n), k);
-}
-
-template <typename T>
 void rows_dots(double* out, const T* s, const T* y, const T* v, const T* w, int64_t rows,
                int64_t n) {
     const T* vs[2] = {v, w};
@@ -511,33 +431,31 @@ void gram_blocks(double* out, double* parts, double* qparts, const T* s, const T
 
 namespace {
 // o[i - off] = sum_j (ta[j] s_j[i] + tb[j] y_j[i]) for i in [lo, hi), accumulated from 0 in T,
-// j = 0, 1, ... (off = 0: o indexed like the vector; off = lo: o a block-sized scratch).
+// j = 0, 1, ... (off = 0: o indexed like the vector; off = lo: o a scratch of hi - lo).
 template <typename T>
 void combine_block(T* __restrict o, const T* s, const T* y, const T* ta, const T* tb,
                    int64_t rows, int64_t n, int64_t lo, int64_t hi, int64_t off = 0) {
-    // Piece by piece (elementwise: the same bits), every row streaming at once, o's piece in L1.
-    for (int64_t u = lo; u < hi; u += kPiece) {
-        const int64_t v = std::min(hi, u + kPiece);
-        T* __restrict op = o + (u - off);
-        for (int64_t i = 0; i < v - u; ++i) op[i] = T(0);
-        int64_t j = 0;
-        // Two rows per sweep over the piece: the same additions in the same order (row j, then
-        // j + 1), half the loads and stores of o's piece.
-        for (; j + 1 < rows; j += 2) {
-            const T* __restrict s0 = s + j * n + u;
-            const T* __restrict y0 = y + j * n + u;
-            const T* __restrict s1 = s0 + n;
-            const T* __restrict y1 = y0 + n;
-            const T a0 = ta[j], b0 = tb[j], a1 = ta[j + 1], b1 = tb[j + 1];
-            for (int64_t i = 0; i < v - u; ++i)
-                op[i] = (((op[i] + a0 * s0[i]) + b0 * y0[i]) + a1 * s1[i]) + b1 * y1[i];
-        }
-        for (; j < rows; ++j) {
-            const T* __restrict sj = s + j * n + u;
-            const T* __restrict yj = y + j * n + u;
-            const T aj = ta[j], bj = tb[j];
-            for (int64_t i = 0; i < v - u; ++i) op[i] = (op[i] + aj * sj[i]) + bj * yj[i];
-        }
+    // Two rows per sweep over the whole range (elementwise: the same bits; the same additions in
+    // the same order, row j then j + 1, half the loads and stores of o), o's range in cache:
+    // each row is read in one sequential stretch (see kRunBlocks).
+    const int64_t len = hi - lo;
+    T* __restrict op = o + (lo - off);
+    for (int64_t i = 0; i < len; ++i) op[i] = T(0);
+    int64_t j = 0;
+    for (; j + 1 < rows; j += 2) {
+        const T* __restrict s0 = s + j * n + lo;
+        const T* __restrict y0 = y + j * n + lo;
+        const T* __restrict s1 = s0 + n;
+        const T* __restrict y1 = y0 + n;
+        const T a0 = ta[j], b0 = tb[j], a1 = ta[j + 1], b1 = tb[j + 1];
+        for (int64_t i = 0; i < len; ++i)
+            op[i] = (((op[i] + a0 * s0[i]) + b0 * y0[i]) + a1 * s1[i]) + b1 * y1[i];
+    }
+    for (; j < rows; ++j) {
+        const T* __restrict sj = s + j * n + lo;
+        const T* __restrict yj = y + j * n + lo;
+        const T aj = ta[j], bj = tb[j];
+        for (int64_t i = 0; i < len; ++i) op[i] = (op[i] + aj * sj[i]) + bj * yj[i];
     }
 }
 
@@ -593,31 +511,36 @@ double subspace_pass(T* xbar, T* du, const T* s, const T* y, const double* a, co
     const double inf = HUGE_VAL;
     const std::vector<T> ta = cast_all<T>(a, rows), tb = cast_all<T>(b, rows);
     const double* part = with_box(lo, hi, [&](auto L, auto H) {
-      return block_results<2>(n, [&](int64_t b0, int64_t b1, double* res) {
+      // A run of blocks (kRunBlocks): W a over the whole run, then block by block.
+      return run_results_k(n, 2, kRunBlocks, [&](int64_t r0, int64_t r1, double* res) {
         thread_local std::vector<T> scratch;
-        if (!du && scratch.size() < static_cast<size_t>(kReduceBlock))
-            scratch.resize(static_cast<size_t>(kReduceBlock));
+        if (!du && scratch.size() < static_cast<size_t>(kRunBlocks * kReduceBlock))
+            scratch.resize(static_cast<size_t>(kRunBlocks * kReduceBlock));
         T* w = du ? du : scratch.data();             // W a at w[i - off]
-        const int64_t off = du ? 0 : b0;
-        combine_block(w, s, y, ta.data(), tb.data(), rows, n, b0, b1, off);
-        double tm = inf;
-        res[0] = block_sum(b0, b1, [&](int64_t i) {
-            const bool free = !t || t[i] >= T(0);
-            const T u = free ? step(i, w[i - off]) : T(0);
-            if (du) du[i] = u;
-            T v = xc[i] + u;
-            v = v < L[i] ? L[i] : v;
-            v = v > H[i] ? H[i] : v;
-            if (xbar) xbar[i] = v;
-            const T di = v - x[i];
-            if (dout) {                              // max_step's term, d = xbar - x
-                dout[i] = di;
-                const double ti = box_step_term(x[i], di, L[i], H[i]);
-                tm = ti < tm ? ti : tm;
-            }
-            return static_cast<double>(g[i]) * static_cast<double>(di);
-        });
-        res[1] = tm;
+        const int64_t off = du ? 0 : r0 * kReduceBlock;
+        combine_block(w, s, y, ta.data(), tb.data(), rows, n, r0 * kReduceBlock,
+                      std::min(n, r1 * kReduceBlock), off);
+        for (int64_t blk = r0; blk < r1; ++blk) {
+          const int64_t b0 = blk * kReduceBlock, b1 = std::min(n, b0 + kReduceBlock);
+          double tm = inf;
+          res[2 * (blk - r0)] = block_sum(b0, b1, [&](int64_t i) {
+              const bool free = !t || t[i] >= T(0);
+              const T u = free ? step(i, w[i - off]) : T(0);
+              if (du) du[i] = u;
+              T v = xc[i] + u;
+              v = v < L[i] ? L[i] : v;
+              v = v > H[i] ? H[i] : v;
+              if (xbar) xbar[i] = v;
+              const T di = v - x[i];
+              if (dout) {                              // max_step's term, d = xbar - x
+                  dout[i] = di;
+                  const double ti = box_step_term(x[i], di, L[i], H[i]);
+                  tm = ti < tm ? ti : tm;
+              }
+              return static_cast<double>(g[i]) * static_cast<double>(di);
+          });
+          res[2 * (blk - r0) + 1] = tm;
+        }
       });
     });
     const int64_t nb = num_blocks(n);
@@ -917,8 +840,6 @@ int64_t parallel_min() { return kParallelMin; }
     template void step_in_box<T>(T*, const T*, double, const T*, const T*, const T*, int64_t); \
     template void rows_dots<T>(double*, const T*, const T*, const T*, const T*, int64_t,   \
                                int64_t);                                                  \
-    template void rows_dots_many<T>(double*, const T*, const T*, const T* const*, int64_t,  \
-                                    int64_t, int64_t, const GramRow*);                      \
     template void reduced_gradient<T>(double*, T*, const T*, const T*, const double*,       \
                                       const double*, int64_t, const T*, const T*, const T*, \
                                       const T*, double, int64_t);                           \

@@ -105,8 +105,9 @@ void rows_dots(double* out, const T* s, const T* y, const T* v, const T* w, int6
 // out[2 rows q + rows + j] = y_j . vs[q] (rows_dots is the case {v, w}).
 // With gr (not null), the same pass also brings the Gram partials of gram_blocks up to date
 // in row and column gr->row (a new pair), over the list gr->idx (strictly increasing): per block
-// of x, the bits of gram_blocks(..., redo = 0, row) -- the gather happens while the block's
-// piece of every row is in cache, so the update costs no pass of its own.
+// of x, the bits of gram_blocks(..., redo = 0, row) -- the gather happens while each row's
+// piece is in cache, so the update costs no pass of its own. Compiled per instruction set
+// (lbfgs_compact.h).
 struct GramRow {
     double* parts;        // num_blocks(n) x 3 m m, as gram_blocks
     int64_t m;            // rows of the storage (the row stride of parts)

@@ -49,12 +49,6 @@ inline void lanes_add(double* __restrict acc, int64_t lo, int64_t hi, Term&& ter
     for (int j = 0; j < kSumLanes; ++j) acc[j] = l[j];
 }
 
-// Elements per piece when a loop interleaves many rows within a block: each piece of every row
-// is read in turn, so that all the rows stream from memory together (one row at a time is one
-// stream per core, which leaves most of the memory bandwidth unused), while the piece of the
-// vector they meet stays in L1.
-constexpr int64_t kPiece = 256;
-
 inline double sum_in_order(const double* part, int64_t nb, int64_t stride) {
     double t = 0.0;
     for (int64_t b = 0; b < nb; ++b) t = t + part[b * stride];
@@ -66,18 +60,40 @@ inline void sums_in_order(double* out, const double* part, int64_t nb, int64_t k
     for (int64_t j = 0; j < k; ++j) out[j] = sum_in_order(part + j, nb, k);
 }
 
-// block(lo, hi, part + k * b) for each block [lo, hi) of [0, n), in parallel, each writing k
-// results; returns part (thread-local storage, valid until the next call on this thread).
-template <typename Block>
-const double* block_results_k(int64_t n, int64_t k, Block&& block) {
+// Blocks per run, for loops over many rows of the history: a thread takes a run of kRunBlocks
+// consecutive blocks and sweeps it row (or pair) by row, so that each row is read from memory in
+// one sequential stretch of kRunBlocks * kReduceBlock elements (512 KiB in float64) while the
+// run of the vector it meets stays in L2. Short stretches (every row's piece of a few KiB in
+// turn, as before) leave the hardware prefetchers re-learning each stream. Measured on Zen 4
+// (2 threads, m = 10, float64, against lbfgs_dot's read of the history in the same process): the
+// compact direction went from 65-70% to 80-86% of that read at n = 1e6 and to 91% at 1e7;
+// runs of 2 blocks did as well at 1e6 and worse at 1e7 (85%), runs of 8 worse at 1e6 (77%).
+// A block's results stay the block's own: no bit depends on the runs.
+constexpr int64_t kRunBlocks = 4;
+
+// run(b0, b1, part + k * b0) for each run [b0, b1) of per_run consecutive blocks of [0, n), in
+// parallel, each writing k results per block; returns part (thread-local storage, valid until
+// the next call on this thread).
+template <typename Run>
+const double* run_results_k(int64_t n, int64_t k, int64_t per_run, Run&& run) {
     const int64_t nb = num_blocks(n);
     thread_local std::vector<double> part_store;
     part_store.assign(static_cast<size_t>(k * nb), 0.0);
     double* part = part_store.data();
-    parallel_chunks(nb, lbfgs_threads(n), [&](int64_t b) {
-        block(b * kReduceBlock, std::min(n, (b + 1) * kReduceBlock), part + k * b);
+    parallel_chunks((nb + per_run - 1) / per_run, lbfgs_threads(n), [&](int64_t r) {
+        const int64_t b0 = r * per_run;
+        run(b0, std::min(nb, b0 + per_run), part + k * b0);
     });
     return part;
+}
+
+// block(lo, hi, part + k * b) for each block [lo, hi) of [0, n), in parallel, each writing k
+// results; returns part (as run_results_k).
+template <typename Block>
+const double* block_results_k(int64_t n, int64_t k, Block&& block) {
+    return run_results_k(n, k, 1, [&](int64_t b, int64_t, double* pb) {
+        block(b * kReduceBlock, std::min(n, (b + 1) * kReduceBlock), pb);
+    });
 }
 
 template <int K, typename Block>

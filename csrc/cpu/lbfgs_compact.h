@@ -1,8 +1,8 @@
 // csrc/cpu/lbfgs_compact.h -- the instruction-set copies of the compact-form direction's two
-// passes (lbfgs_compact.cpp, compiled once per instruction set like kernels.cpp) and their
-// run-time choice (lbfgs_compact_dispatch.cpp: the copy of the kernels' instruction set,
-// fusedopt.set_isa). Every copy gives the same bits: the float64 blocked sums of
-// fusedopt/blocked_sum.h, no FMA contraction. The functions are those of lbfgs.h.
+// passes and of L-BFGS-B's rows_dots_many (lbfgs_compact.cpp, compiled once per instruction
+// set like kernels.cpp) and their run-time choice (lbfgs_compact_dispatch.cpp: the copy of the
+// kernels' instruction set, fusedopt.set_isa). Every copy gives the same bits: the float64
+// blocked sums of fusedopt/blocked_sum.h, no FMA contraction. The functions are those of lbfgs.h.
 #pragma once
 #include <cstdint>
 
@@ -22,6 +22,8 @@ struct CompactFns {
     void (*combine)(double*, T*, const T*, const Ring<T>&, const double*, const double*, double,
                     bool);
     double (*direction)(T*, const T*, const Ring<T>&, double*, double*, int64_t);
+    void (*rows_dots_many)(double*, const T*, const T*, const T* const*, int64_t, int64_t,
+                           int64_t, const GramRow*);
 };
 
 struct CompactDirectionTable {

@@ -1,5 +1,5 @@
 // csrc/cpu/lbfgs_compact_dispatch.cpp -- the compact-form direction's functions of lbfgs.h:
-// the passes over the history go to the copy of lbfgs_compact.cpp for the kernels' instruction
+// the passes over the history (and L-BFGS-B's rows_dots_many) go to the copy of lbfgs_compact.cpp for the kernels' instruction
 // set (see lbfgs_compact.h); the small 2m x 2m algebra between them (compact_coefficients) is
 // compiled once, here.
 #include <cstdint>
@@ -80,12 +80,20 @@ double compact_direction(T* out, const T* g, const Ring<T>& h, double* sy, doubl
     return fns<T>().direction(out, g, h, sy, yy, gram_row);
 }
 
+template <typename T>
+void rows_dots_many(double* out, const T* s, const T* y, const T* const* vs, int64_t nv,
+                    int64_t rows, int64_t n, const GramRow* gr) {
+    fns<T>().rows_dots_many(out, s, y, vs, nv, rows, n, gr);
+}
+
 #define FUSEDOPT_COMPACT_INSTANTIATE(T)                                                    \
     template void compact_dots<T>(double*, const Ring<T>&, const T*, int64_t, bool);       \
     template void compact_combine<T>(double*, T*, const T*, const Ring<T>&, const double*, \
                                      const double*, double, bool);                         \
     template double compact_direction<T>(T*, const T*, const Ring<T>&, double*, double*,   \
-                                         int64_t);
+                                         int64_t);                                         \
+    template void rows_dots_many<T>(double*, const T*, const T*, const T* const*, int64_t, \
+                                    int64_t, int64_t, const GramRow*);
 FUSEDOPT_COMPACT_INSTANTIATE(float)
 FUSEDOPT_COMPACT_INSTANTIATE(double)
 #undef FUSEDOPT_COMPACT_INSTANTIATE
