@@ -164,16 +164,20 @@ __attribute__((target("avx512vbmi"), noinline)) void decode_block_vbmi(
     float* __restrict out) {
     const Planes256 map(planes);
     const __m512 va = _mm512_set1_ps(a);
-    for (int i = 0; i < n; i += 64) {
-        const int rest = n - i;
+    // 64 codes from element i, `rest` of them the block's (as encode_block_vbmi_finite)
+    const auto group = [&](int i, int rest)
+                           __attribute__((always_inline, target("avx512vbmi"))) {
         const __mmask64 k = rest >= 64 ? ~static_cast<__mmask64>(0)
                                        : (static_cast<__mmask64>(1) << rest) - 1;
         __m512i f[4];
         map(_mm512_maskz_loadu_epi8(k, q + i), f);
         for (int v = 0; v < 4; ++v)
-            _mm512_mask_storeu_ps(out + i + 16 * v, lanes(i + 16 * v, n),
+            _mm512_mask_storeu_ps(out + i + 16 * v, lanes(16 * v, rest),
                                   _mm512_mul_ps(_mm512_castsi512_ps(f[v]), va));
-    }
+    };
+    int i = 0;
+    for (; i + 64 <= n; i += 64) group(i, 64);
+    if (i < n) group(i, n - i);
 }
 
 // encode_block's loop for a finite normal absmax (so every x is finite and |y| <= 1 + 2^-23;
@@ -200,11 +204,14 @@ __attribute__((target("avx512vbmi"), noinline)) void encode_block_vbmi_finite(
     const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
     const __m512i one32 = _mm512_set1_epi32(1);
     const __m512i one = _mm512_set1_epi8(1);
-    for (int i = 0; i < n; i += 64) {
+    // 64 values from element i, of which `rest` (64 in every group but a short block's last)
+    // are the block's: inlined twice, so full groups take no masks
+    const auto group = [&](int i, int rest)
+                           __attribute__((always_inline, target("avx512vbmi"))) {
         __m512 y[4];
         __m512i z[4];
         for (int v = 0; v < 4; ++v) {
-            y[v] = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes(i + 16 * v, n), in + i + 16 * v),
+            y[v] = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes(16 * v, rest), in + i + 16 * v),
                                  vinv);
             // |y| raised to 2^-31: imm 0b1011 = larger magnitude, sign cleared; its exponent
             // (96..127) indexes the octaves by its low 5 bits
@@ -239,11 +246,13 @@ __attribute__((target("avx512vbmi"), noinline)) void encode_block_vbmi_finite(
             _mm512_kunpackw(_mm512_cmp_ps_mask(y[1], _mm512_castsi512_ps(t[1]), _CMP_GT_OQ),
                             _mm512_cmp_ps_mask(y[0], _mm512_castsi512_ps(t[0]), _CMP_GT_OQ)));
         const __m512i cb = _mm512_permutexvar_epi8(thr.order, c);  // element order
-        const int rest = n - i;
         const __mmask64 k = rest >= 64 ? ~static_cast<__mmask64>(0)
                                        : (static_cast<__mmask64>(1) << rest) - 1;
         _mm512_mask_storeu_epi8(q + i, k, _mm512_mask_add_epi8(cb, up, cb, one));
-    }
+    };
+    int i = 0;
+    for (; i + 64 <= n; i += 64) group(i, 64);
+    if (i < n) group(i, n - i);
 }
 
 // encode_block's loop (y = x * inv) with the thresholds looked up 64 at a time (Planes256).
