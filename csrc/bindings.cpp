@@ -445,6 +445,14 @@ PYBIND11_MODULE(_core, m) {
           py::arg("quantized_type") = py::none(),
           "The tables of fusedopt.quant (and its QuantizedState class), given once by "
           "fusedopt.ops.");
+    m.def("quant_encode_mismatches",
+          [](bool qsigned, uint32_t first, uint32_t last, uint32_t stride) {
+              return quant_encode_mismatches(kernels().name, qsigned, first, last, stride);
+          },
+          py::arg("signed"), py::arg("first"), py::arg("last"), py::arg("stride") = 1,
+          "How many float32 values with bits first, first + stride, ... <= last the current "
+          "kernel copy's 8-bit block encoder (absmax 1) codes otherwise than the definition "
+          "(fusedopt/compact.h fo_quant_encode); for |y| <= 1 + 2**-23.");
     m.def("found_inf_", &found_inf, py::arg("arrays"), py::arg("found_inf"),
           "found_inf[0] = 1 if any element of arrays is infinite or NaN (AMP's check).");
     m.def("scalar_fields", &scalar_fields,

@@ -603,3 +603,38 @@ def test_avx512_decode_with_and_without_vbmi_same_bits(tmp_path):
                        env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:]
     assert " passed" in r.stdout
+
+
+# The block encoders of every copy against the definition (fusedopt/compact.h fo_quant_encode)
+# for normalized values y = x / absmax (|y| <= 1 + 2**-23): the AVX-512 VBMI copy finds each
+# value's candidate code by arithmetic on the map's lines (one threshold comparison then fixes
+# it), so its floor must be exact next to every threshold and decade boundary. Every float near
+# those (4096 either side), and one float in 61 of the whole range; tools/exhaustive_encode.py
+# checks all 2.1e9 of them (about 10 s a copy).
+_TOP = int(np.float32(1 + 2**-23).view(np.uint32))
+
+
+def _encoder_windows(signed):
+    edges = list(quant.thresholds(signed)[:-1]) + [np.float32(10.0**-k) for k in range(1, 8)]
+    edges += [np.float32(1.0), np.float32(0.0)]
+    out = []
+    for e in edges:
+        b = int(np.abs(np.float32(e)).view(np.uint32))
+        for sign in (0, 0x80000000):
+            out.append((sign + max(0, b - 4096), sign + min(_TOP, b + 4096)))
+    return out
+
+
+@pytest.mark.parametrize("isa", _core.available_isas())
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_block_encoder_equals_the_definition(isa, signed):
+    with threads_and_isa(1, isa):
+        for first, last in _encoder_windows(signed):
+            assert _core.quant_encode_mismatches(signed, first, last) == 0, (hex(first), isa)
+        for sign in (0, 0x80000000):
+            assert _core.quant_encode_mismatches(signed, sign, sign + _TOP, 61) == 0, isa
+
+
+def test_block_encoder_check_refuses_a_zero_stride():
+    with pytest.raises(ValueError, match="stride"):
+        _core.quant_encode_mismatches(True, 0, 10, 0)

@@ -136,7 +136,12 @@ struct Planes256 {
     }
     // f[v] = table[codes[16 v + j]], j < 16 (codes: 64 bytes in element order)
     __attribute__((target("avx512vbmi"))) void operator()(__m512i codes, __m512i f[4]) const {
-        codes = _mm512_permutexvar_epi8(order, codes);
+        ordered(_mm512_permutexvar_epi8(order, codes), f);
+    }
+    // The same with the codes already in kPlanesOrder's order (byte 16 l + 4 v + j: element
+    // 16 v + 4 l + j, as the saturating packs of four dword vectors leave them); the order is
+    // its own inverse, so permutexvar_epi8(order, codes) puts them back in element order.
+    __attribute__((target("avx512vbmi"))) void ordered(__m512i codes, __m512i f[4]) const {
         const __mmask64 high = _mm512_movepi8_mask(codes);
         __m512i p[4];
         for (int b = 0; b < 4; ++b)
@@ -159,58 +164,95 @@ __attribute__((target("avx512vbmi"), noinline)) void decode_block_vbmi(
     float* __restrict out) {
     const Planes256 map(planes);
     const __m512 va = _mm512_set1_ps(a);
-    for (int i = 0; i < n; i += 64) {
-        const int rest = n - i;
+    // 64 codes from element i, `rest` of them the block's (as encode_block_vbmi_finite)
+    const auto group = [&](int i, int rest)
+                           __attribute__((always_inline, target("avx512vbmi"))) {
         const __mmask64 k = rest >= 64 ? ~static_cast<__mmask64>(0)
                                        : (static_cast<__mmask64>(1) << rest) - 1;
         __m512i f[4];
         map(_mm512_maskz_loadu_epi8(k, q + i), f);
         for (int v = 0; v < 4; ++v)
-            _mm512_mask_storeu_ps(out + i + 16 * v, lanes(i + 16 * v, n),
+            _mm512_mask_storeu_ps(out + i + 16 * v, lanes(16 * v, rest),
                                   _mm512_mul_ps(_mm512_castsi512_ps(f[v]), va));
-    }
+    };
+    int i = 0;
+    for (; i + 64 <= n; i += 64) group(i, 64);
+    if (i < n) group(i, n - i);
 }
 
 // encode_block's loop for a finite normal absmax (so every x is finite and |y| <= 1 + 2^-23;
-// no NaN to handle), 64 values at a time in bytes: the bucket's code by a dword gather from the
-// byte table `bytes` (CompactCall::encode_bytes) indexed by the top 16 bits of y with |y| raised
-// to 2^-31 at least (vrangeps keeps y's sign; the same bucket as fo_quant_encode's clamp), the
-// 64 codes packed by two byte permutes, the thresholds looked up by VBMI (Planes256) and the
-// comparisons' masks added in bytes.
+// no NaN to handle), 64 values at a time, no table look-up but the thresholds': the candidate
+// code c (the true code is c or c + 1) by arithmetic on the map's lines (CompactCall::
+// encode_lines): a = max(|y|, 2^-31), its binary octave picks a decade boundary whose low bits
+// name the decade above it, one comparison the decade, which picks the slope and intercept of
+// z = y * slope - sign(y) * intercept; floor(z) is the magnitude index + 1 for y >= 0 and minus
+// it - 2 for y < 0 (the ranks below zero run the other way). The four vectors' floors are packed
+// with saturation into bytes (in kPlanesOrder's order) and made codes: for the signed map
+// rank = floor + 127 (saturated at 0 below the most negative entry), for the unsigned one the
+// floor itself (0 for every y < 0). Then as fo_quant_encode: c + (y > thresholds[c]), the
+// thresholds looked up by VBMI (Planes256). Equal to fo_quant_encode for every float y in
+// [-1 - 2^-23, 1 + 2^-23]: tools/exhaustive_encode.py, tests/test_state_dtypes.py.
+template <bool Signed>
 __attribute__((target("avx512vbmi"), noinline)) void encode_block_vbmi_finite(
-    const float* __restrict in, float inv, uint8_t* __restrict q, const uint8_t* __restrict bytes,
+    const float* __restrict in, float inv, uint8_t* __restrict q, const float* __restrict lines,
     const uint8_t* __restrict thr_planes, int n) {
     const Planes256 thr(thr_planes);
     const __m512 vinv = _mm512_set1_ps(inv);
     const __m512 tiny = _mm512_set1_ps(4.656612873077392578125e-10f);  // 2^-31
-    const uint8_t* base = bytes - kEncodeLo;  // indexed by the raw top 16 bits (>= kEncodeLo)
-    const __m512i vpick = _mm512_load_si512(kFirstBytes);
+    const __m512 bound_lo = _mm512_loadu_ps(lines), bound_hi = _mm512_loadu_ps(lines + 16);
+    const __m512 slopes = _mm512_loadu_ps(lines + 32), icepts = _mm512_loadu_ps(lines + 48);
+    const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+    const __m512i one32 = _mm512_set1_epi32(1);
     const __m512i one = _mm512_set1_epi8(1);
-    for (int i = 0; i < n; i += 64) {
+    // 64 values from element i, of which `rest` (64 in every group but a short block's last)
+    // are the block's: inlined twice, so full groups take no masks
+    const auto group = [&](int i, int rest)
+                           __attribute__((always_inline, target("avx512vbmi"))) {
         __m512 y[4];
-        __m512i c[4];
+        __m512i z[4];
         for (int v = 0; v < 4; ++v) {
-            y[v] = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes(i + 16 * v, n), in + i + 16 * v),
+            y[v] = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes(16 * v, rest), in + i + 16 * v),
                                  vinv);
-            // sign(y) * max(|y|, 2^-31): imm 0b0111 = larger magnitude, sign of the first
-            const __m512 r = _mm512_range_ps(y[v], tiny, 0x7);
-            c[v] = _mm512_i32gather_epi32(_mm512_srli_epi32(_mm512_castps_si512(r), 16), base, 1);
+            // |y| raised to 2^-31: imm 0b1011 = larger magnitude, sign cleared; its exponent
+            // (96..127) indexes the octaves by its low 5 bits
+            const __m512 a = _mm512_range_ps(y[v], tiny, 0xb);
+            const __m512i oct = _mm512_srli_epi32(_mm512_castps_si512(a), 23);
+            const __m512 bound = _mm512_permutex2var_ps(bound_lo, oct, bound_hi);
+            const __m512i dec = _mm512_mask_add_epi32(
+                _mm512_castps_si512(bound), _mm512_cmp_ps_mask(a, bound, _CMP_LT_OQ),
+                _mm512_castps_si512(bound), one32);  // low 4 bits: the decade
+            const __m512 slope = _mm512_permutexvar_ps(dec, slopes);
+            // sign(y) * intercept: imm 0x78 = intercept ^ (y & sign)
+            const __m512 icept = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(
+                _mm512_castps_si512(_mm512_permutexvar_ps(dec, icepts)),
+                _mm512_castps_si512(y[v]), sign, 0x78));
+            z[v] = _mm512_cvt_roundps_epi32(_mm512_sub_ps(_mm512_mul_ps(y[v], slope), icept),
+                                            _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
         }
-        const __m512i lo = _mm512_permutex2var_epi8(c[0], vpick, c[1]);
-        const __m512i hi = _mm512_permutex2var_epi8(c[2], vpick, c[3]);
-        const __m512i cb = _mm512_inserti64x4(lo, _mm512_castsi512_si256(hi), 1);
+        const __m512i w01 = _mm512_packs_epi32(z[0], z[1]);
+        const __m512i w23 = _mm512_packs_epi32(z[2], z[3]);
+        __m512i c;  // the candidates, in kPlanesOrder's order
+        if constexpr (Signed)  // floor in [-128, 127]: + 128 (xor), - 1 saturated at 0
+            c = _mm512_subs_epu8(_mm512_xor_si512(_mm512_packs_epi16(w01, w23),
+                                                  _mm512_set1_epi8(static_cast<char>(0x80))),
+                                 one);
+        else  // floor in [-256, 254]: below 0 saturated to 0
+            c = _mm512_packus_epi16(w01, w23);
         __m512i t[4];
-        thr(cb, t);
+        thr.ordered(c, t);
         const __mmask64 up = _mm512_kunpackd(
             _mm512_kunpackw(_mm512_cmp_ps_mask(y[3], _mm512_castsi512_ps(t[3]), _CMP_GT_OQ),
                             _mm512_cmp_ps_mask(y[2], _mm512_castsi512_ps(t[2]), _CMP_GT_OQ)),
             _mm512_kunpackw(_mm512_cmp_ps_mask(y[1], _mm512_castsi512_ps(t[1]), _CMP_GT_OQ),
                             _mm512_cmp_ps_mask(y[0], _mm512_castsi512_ps(t[0]), _CMP_GT_OQ)));
-        const int rest = n - i;
+        const __m512i cb = _mm512_permutexvar_epi8(thr.order, c);  // element order
         const __mmask64 k = rest >= 64 ? ~static_cast<__mmask64>(0)
                                        : (static_cast<__mmask64>(1) << rest) - 1;
         _mm512_mask_storeu_epi8(q + i, k, _mm512_mask_add_epi8(cb, up, cb, one));
-    }
+    };
+    int i = 0;
+    for (; i + 64 <= n; i += 64) group(i, 64);
+    if (i < n) group(i, n - i);
 }
 
 // encode_block's loop (y = x * inv) with the thresholds looked up 64 at a time (Planes256).
@@ -299,8 +341,8 @@ __attribute__((noinline)) void load_state(const CompactCall& c, const CompactTen
 __attribute__((noinline)) void encode_block(const float* __restrict in, float a,
                                             uint8_t* __restrict q, const int* __restrict lut,
                                             const float* __restrict th, int n,
-                                            const uint8_t* thr_planes,
-                                            const uint8_t* lut_bytes) {
+                                            const uint8_t* thr_planes, const float* lines,
+                                            bool qsigned) {
     if (a == 0.0f) {
         const uint8_t zero = static_cast<uint8_t>(fo_quant_encode(0.0f, lut, th));
         for (int i = 0; i < n; ++i) q[i] = zero;
@@ -314,10 +356,12 @@ __attribute__((noinline)) void encode_block(const float* __restrict in, float a,
     const float inv = fo_quant_inv(a);
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
     if (thr_planes) {  // the CPU has VBMI
-        if (a < std::numeric_limits<float>::infinity())  // finite (not NaN): no NaN y
-            encode_block_vbmi_finite(in, inv, q, lut_bytes, thr_planes, n);
-        else
+        if (!(a < std::numeric_limits<float>::infinity()))  // NaN or infinite: NaN y
             encode_block_vbmi(in, inv, q, lut, thr_planes, n);
+        else if (qsigned)
+            encode_block_vbmi_finite<true>(in, inv, q, lines, thr_planes, n);
+        else
+            encode_block_vbmi_finite<false>(in, inv, q, lines, thr_planes, n);
         return;
     }
     // fo_quant_encode, 16 lanes at a time, the thresholds looked up in registers
@@ -366,7 +410,7 @@ __attribute__((noinline)) void store_state(const CompactCall& c, const CompactTe
             const float* __restrict th = c.thresholds[t.qsigned[k]];
             const int* __restrict lut = c.encode[t.qsigned[k]];
             encode_block(in, a, q, lut, th, n, c.vbmi ? c.thr_planes[t.qsigned[k]] : nullptr,
-                         c.encode_bytes[t.qsigned[k]]);
+                         c.encode_lines[t.qsigned[k]], t.qsigned[k]);
             break;
         }
     }
@@ -470,7 +514,7 @@ __attribute__((always_inline)) inline void fused_block(const CompactCall& c,
             encode_block(sv[k], a, as<uint8_t>(t.state[k]) + at, c.encode[t.qsigned[k]],
                          c.thresholds[t.qsigned[k]], n,
                          c.vbmi ? c.thr_planes[t.qsigned[k]] : nullptr,
-                         c.encode_bytes[t.qsigned[k]]);
+                         c.encode_lines[t.qsigned[k]], t.qsigned[k]);
         }
     }
 }
@@ -590,12 +634,31 @@ void adamax(const CompactCall& c, const rules::AdamaxScalars<double>& s,
     });
 }
 
+// CompactTable::encode_mismatches: encode_block (absmax 1, so y = x) against fo_quant_encode.
+uint64_t encode_mismatches(const CompactCall& c, bool qsigned, uint32_t first, uint32_t last,
+                           uint32_t stride) {
+    alignas(64) float in[kB];
+    uint8_t q[kB];
+    const int* lut = c.encode[qsigned];
+    const float* th = c.thresholds[qsigned];
+    uint64_t bad = 0;
+    for (uint64_t b = first; b <= last;) {
+        int n = 0;
+        for (; n < kB && b <= last; ++n, b += stride) in[n] = fo_bits_float(static_cast<unsigned>(b));
+        encode_block(in, 1.0f, q, lut, th, n, c.vbmi ? c.thr_planes[qsigned] : nullptr,
+                     c.encode_lines[qsigned], qsigned);
+        for (int i = 0; i < n; ++i) bad += q[i] != fo_quant_encode(in[i], lut, th);
+    }
+    return bad;
+}
+
 }  // namespace
 
 #define FUSEDOPT_STR2(x) #x
 #define FUSEDOPT_STR(x) FUSEDOPT_STR2(x)
 const CompactTable& compact_table() {
-    static const CompactTable t{FUSEDOPT_STR(FUSEDOPT_ISA), sgd, adagrad, rmsprop, adam, adamax};
+    static const CompactTable t{FUSEDOPT_STR(FUSEDOPT_ISA), sgd, adagrad, rmsprop, adam, adamax,
+                                encode_mismatches};
     return t;
 }
 

@@ -58,13 +58,14 @@ struct CompactCall {
                                   // byte b of each entry), for the AVX-512 VBMI decode
     const uint8_t* thr_planes[2]; // and the thresholds', for the VBMI encode
     bool vbmi;                    // the CPU has AVX-512 VBMI (and FUSEDOPT_NO_VBMI is unset)
-    const uint8_t* encode_bytes[2];  // encode[] as bytes indexed by (bits of y >> 16) - kEncodeLo
-                                     // for |y| in [2^-31, 1 + 2^-23]: the VBMI encoder's gather
+    const float* encode_lines[2];    // the VBMI encoder's lines (kEncodeLines floats each): see
+                                     // compact_bindings.cpp, fill_encode_lines
 };
 
-// The size of CompactCall::encode_bytes: both halves (the negative one at 0x8000) and 3 bytes
-// of padding (the gather reads a dword at each index).
-constexpr unsigned kEncodeBytes = 0x8000u + kEncodeSpan + 3u;
+// CompactCall::encode_lines of one map: [0, 32) the decade boundary of each binary octave of
+// |y| (2^-31 .. 2^0; its low 4 bits: the decade index above it), [32, 48) the slope and
+// [48, 64) the intercept of each decade's line (index 0..6).
+constexpr int kEncodeLines = 64;
 
 // Elements per chunk of a thread: a multiple of kQuantBlock.
 constexpr int64_t kCompactChunk = 16384;
@@ -79,6 +80,11 @@ struct CompactTable {
     CompactFn<rules::RmspropScalars<double>, rules::RmspropFlags> rmsprop;
     CompactFn<rules::AdamScalars<double>, rules::AdamFlags> adam;
     CompactFn<rules::AdamaxScalars<double>, rules::AdamaxFlags> adamax;
+    // How many of the floats with bits first, first + stride, ... <= last (|y| <= 1 + 2^-23)
+    // this copy's block encoder (absmax 1) codes otherwise than fo_quant_encode: the check
+    // of fusedopt._core.quant_encode_mismatches (tests, tools/exhaustive_encode.py).
+    uint64_t (*encode_mismatches)(const CompactCall&, bool qsigned, uint32_t first, uint32_t last,
+                                  uint32_t stride);
 };
 
 namespace generic { const CompactTable& compact_table(); }

@@ -9,11 +9,13 @@
 #include "compact_bindings.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 
 #include "fusedopt/compact.h"
+#include "nogil.h"
 
 namespace fusedopt {
 namespace cpu {
@@ -29,7 +31,7 @@ float g_thresholds[2][kQuantBlock];
 int g_encode[2][2 * kEncodeSpan];
 uint8_t g_planes[2][4 * kQuantBlock];      // the maps as byte planes (CompactCall)
 uint8_t g_thr_planes[2][4 * kQuantBlock];  // the thresholds as byte planes
-uint8_t g_encode_bytes[2][kEncodeBytes];   // the encoding tables by raw top 16 bits (CompactCall)
+float g_lines[2][kEncodeLines];            // the VBMI encoder's lines (CompactCall)
 bool g_tables = false;
 PyObject* g_qtype = nullptr;  // fusedopt.quant.QuantizedState (a held reference), or null
 
@@ -42,6 +44,43 @@ bool has_vbmi() {
 #else
     return false;
 #endif
+}
+
+// CompactCall::encode_lines of a map, from its entries and fusedopt.quant's definition: the
+// magnitudes of decade E (values in [10^-(E+1), 10^-E)) are equal parts' midpoints, so the
+// magnitude index i (0: the smallest nonzero) of the entry at or below a = |y| is the floor of
+// x(a) = (a - 10^-(E+1)) * slope - 1/2 + (index of the decade's first entry); the lines hold
+// z = x + 1 = a * slope - intercept. Only near a threshold must the floor be exact (there x is
+// half-way between two integers); near an entry either neighbour is right, as the encoder's
+// threshold comparison then moves the candidate to the nearest code. Any boundary between the
+// decade's extreme entries does: the float32 10^-k with its low 4 bits replaced by the index
+// of the decade above it. tools/exhaustive_encode.py checks every float y in [-1 - 2^-23, 1 + 2^-23].
+void fill_encode_lines(const float* map, bool qsigned, float* out) {
+    const int first = qsigned ? 128 : 1;  // the smallest positive entry; 1.0 is the last
+    for (int e = 0; e < 7; ++e) {
+        const double lo = std::pow(10.0, -(e + 1)), hi = std::pow(10.0, -e);
+        int i0 = -1, count = 0;
+        for (int j = first; j < kQuantBlock - 1; ++j)
+            if (map[j] >= lo && map[j] < hi) {
+                if (i0 < 0) i0 = j - first;
+                ++count;
+            }
+        const double slope = count / (hi - lo);
+        out[32 + e] = static_cast<float>(slope);
+        out[48 + e] = static_cast<float>(lo * slope - 0.5 - i0);
+    }
+    for (int e = 7; e < 16; ++e) out[32 + e] = out[48 + e] = 0.0f;
+    for (int o = 0; o < 32; ++o) {  // octave [2^(o-31), 2^(o-30))
+        const double bottom = std::ldexp(1.0, o - 31), top = 2.0 * bottom;
+        unsigned bits = 0;
+        for (int k = 1; k <= 6; ++k) bits += std::pow(10.0, -k) > bottom;  // its decade (<= 6)
+        for (int k = 1; k <= 6; ++k) {
+            const double d = std::pow(10.0, -k);
+            if (bottom < d && d < top)
+                bits = (fo_float_bits(static_cast<float>(d)) & ~0xfu) | static_cast<unsigned>(k - 1);
+        }
+        out[o] = fo_bits_float(bits);
+    }
 }
 
 [[noreturn]] void type_error(const std::string& msg) { throw py::type_error(msg); }
@@ -90,6 +129,20 @@ void add_span(std::vector<Span>& spans, const void* data, int64_t bytes, bool wr
     spans.push_back({lo, lo + static_cast<uintptr_t>(bytes), written, list, i, part});
 }
 
+// The format's tables and the encoder's choice into a call.
+void set_format(CompactCall& c) {
+    c.grad_scale = nullptr;
+    for (int sgn = 0; sgn < 2; ++sgn) {  // the format's tables: unsigned, signed
+        c.map[sgn] = g_map[sgn];
+        c.thresholds[sgn] = g_thresholds[sgn];
+        c.encode[sgn] = g_encode[sgn];
+        c.encode_lines[sgn] = g_lines[sgn];
+        c.map_planes[sgn] = g_planes[sgn];
+        c.thr_planes[sgn] = g_thr_planes[sgn];
+    }
+    c.vbmi = has_vbmi();
+}
+
 }  // namespace
 
 void set_quant_tables(py::handle map_unsigned, py::handle thr_unsigned, py::handle map_signed,
@@ -132,13 +185,7 @@ void set_quant_tables(py::handle map_unsigned, py::handle thr_unsigned, py::hand
             if (c < 0 || c > 255) value_error("an encoding table entry is not a code");
             g_encode[k][i] = c;
         }
-        // the same table indexed by the top 16 bits of y itself, sign included, minus kEncodeLo
-        // (positive y from 0, negative from 0x8000); entries between the halves are unused
-        std::memset(g_encode_bytes[k], 0, kEncodeBytes);
-        for (unsigned j = 0; j < kEncodeSpan; ++j) {
-            g_encode_bytes[k][j] = static_cast<uint8_t>(g_encode[k][j]);
-            g_encode_bytes[k][0x8000u + j] = static_cast<uint8_t>(g_encode[k][kEncodeSpan + j]);
-        }
+        fill_encode_lines(g_map[k], k == 1, g_lines[k]);
     }
     g_tables = true;
 }
@@ -299,16 +346,18 @@ void collect_compact(CompactArgs& out, py::handle params, py::handle grads, py::
     c.ntensors = static_cast<int64_t>(out.tensors.size());
     c.total = total;
     c.stochastic_rounding = stochastic_rounding;
-    c.grad_scale = nullptr;
-    for (int sgn = 0; sgn < 2; ++sgn) {  // the format's tables: unsigned, signed
-        c.map[sgn] = g_map[sgn];
-        c.thresholds[sgn] = g_thresholds[sgn];
-        c.encode[sgn] = g_encode[sgn];
-        c.encode_bytes[sgn] = g_encode_bytes[sgn];
-        c.map_planes[sgn] = g_planes[sgn];
-        c.thr_planes[sgn] = g_thr_planes[sgn];
-    }
-    c.vbmi = has_vbmi();
+    set_format(c);
+}
+
+uint64_t quant_encode_mismatches(const char* isa, bool qsigned, uint32_t first, uint32_t last,
+                                 uint32_t stride) {
+    if (!g_tables) throw std::runtime_error("fusedopt._core: set_quant_tables was not called");
+    if (stride == 0) value_error("stride must be positive");
+    CompactCall c{};
+    set_format(c);
+    const CompactTable& t = compact_table_for(isa);
+    fusedopt::NoGil nogil;
+    return t.encode_mismatches(c, qsigned, first, last, stride);
 }
 
 const CompactTable& compact_table_for(const char* isa) {

@@ -36,6 +36,10 @@ void collect_compact(CompactArgs& out, py::handle params, py::handle grads, py::
                      py::handle master_params, unsigned long long step, unsigned long long seed,
                      bool stochastic_rounding);
 
+// CompactTable::encode_mismatches of the copy `isa` with the format's tables (GIL released).
+uint64_t quant_encode_mismatches(const char* isa, bool qsigned, uint32_t first, uint32_t last,
+                                 uint32_t stride);
+
 // The compact kernels of the instruction set named `isa` (KernelTable::name).
 const CompactTable& compact_table_for(const char* isa);
 
