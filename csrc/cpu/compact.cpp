@@ -336,13 +336,14 @@ __attribute__((noinline)) void load_state(const CompactCall& c, const CompactTen
 
 // The codes of a block of values with absmax a (fusedopt/compact.h: fo_quant_encode of
 // fo_quant_normalize(x, a) -- x * (1 / a), one reciprocal per block --, or of 0 where a == 0).
-// `thr_planes` (the thresholds as byte planes, or null): the AVX-512 copy looks the thresholds up
-// with VBMI where given.
-__attribute__((noinline)) void encode_block(const float* __restrict in, float a,
-                                            uint8_t* __restrict q, const int* __restrict lut,
-                                            const float* __restrict th, int n,
-                                            const uint8_t* thr_planes, const float* lines,
-                                            bool qsigned) {
+// The tables are the call's for the map of signedness `qsigned`; where the CPU has VBMI
+// (c.vbmi) the AVX-512 copy looks the thresholds up by VBMI and finds the candidate codes on the
+// map's lines.
+__attribute__((noinline)) void encode_block(const CompactCall& c, bool qsigned,
+                                            const float* __restrict in, float a,
+                                            uint8_t* __restrict q, int n) {
+    const int* __restrict lut = c.encode[qsigned];
+    const float* __restrict th = c.thresholds[qsigned];
     if (a == 0.0f) {
         const uint8_t zero = static_cast<uint8_t>(fo_quant_encode(0.0f, lut, th));
         for (int i = 0; i < n; ++i) q[i] = zero;
@@ -355,7 +356,9 @@ __attribute__((noinline)) void encode_block(const float* __restrict in, float a,
     }
     const float inv = fo_quant_inv(a);
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-    if (thr_planes) {  // the CPU has VBMI
+    if (c.vbmi) {
+        const uint8_t* thr_planes = c.thr_planes[qsigned];
+        const float* lines = c.encode_lines[qsigned];
         if (!(a < std::numeric_limits<float>::infinity()))  // NaN or infinite: NaN y
             encode_block_vbmi(in, inv, q, lut, thr_planes, n);
         else if (qsigned)
@@ -371,8 +374,9 @@ __attribute__((noinline)) void encode_block(const float* __restrict in, float a,
     for (int i = 0; i < n; i += 16) {
         const __mmask16 k = lanes(i, n);
         const __m512 y = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, in + i), vinv);
-        const __m512i c = encode_lookup(y, k, lut);
-        __m512i code = _mm512_mask_add_epi32(c, _mm512_cmp_ps_mask(y, thr[c], _CMP_GT_OQ), c, one);
+        const __m512i cand = encode_lookup(y, k, lut);
+        __m512i code = _mm512_mask_add_epi32(cand, _mm512_cmp_ps_mask(y, thr[cand], _CMP_GT_OQ),
+                                             cand, one);
         code = _mm512_mask_mov_epi32(code, _mm512_cmp_ps_mask(y, y, _CMP_UNORD_Q),
                                      _mm512_set1_epi32(255));
         _mm_mask_storeu_epi8(q + i, k, _mm512_cvtepi32_epi8(code));
@@ -406,11 +410,7 @@ __attribute__((noinline)) void store_state(const CompactCall& c, const CompactTe
             }
             const float a = fo_bits_float(mx);
             t.absmax[k][at / kB] = a;
-            uint8_t* __restrict q = as<uint8_t>(t.state[k]) + at;
-            const float* __restrict th = c.thresholds[t.qsigned[k]];
-            const int* __restrict lut = c.encode[t.qsigned[k]];
-            encode_block(in, a, q, lut, th, n, c.vbmi ? c.thr_planes[t.qsigned[k]] : nullptr,
-                         c.encode_lines[t.qsigned[k]], t.qsigned[k]);
+            encode_block(c, t.qsigned[k], in, a, as<uint8_t>(t.state[k]) + at, n);
             break;
         }
     }
@@ -511,10 +511,7 @@ __attribute__((always_inline)) inline void fused_block(const CompactCall& c,
             }
             const float a = fo_bits_float(mx[k]);
             t.absmax[k][at / kB] = a;
-            encode_block(sv[k], a, as<uint8_t>(t.state[k]) + at, c.encode[t.qsigned[k]],
-                         c.thresholds[t.qsigned[k]], n,
-                         c.vbmi ? c.thr_planes[t.qsigned[k]] : nullptr,
-                         c.encode_lines[t.qsigned[k]], t.qsigned[k]);
+            encode_block(c, t.qsigned[k], sv[k], a, as<uint8_t>(t.state[k]) + at, n);
         }
     }
 }
@@ -645,8 +642,7 @@ uint64_t encode_mismatches(const CompactCall& c, bool qsigned, uint32_t first, u
     for (uint64_t b = first; b <= last;) {
         int n = 0;
         for (; n < kB && b <= last; ++n, b += stride) in[n] = fo_bits_float(static_cast<unsigned>(b));
-        encode_block(in, 1.0f, q, lut, th, n, c.vbmi ? c.thr_planes[qsigned] : nullptr,
-                     c.encode_lines[qsigned], qsigned);
+        encode_block(c, qsigned, in, 1.0f, q, n);
         for (int i = 0; i < n; ++i) bad += q[i] != fo_quant_encode(in[i], lut, th);
     }
     return bad;

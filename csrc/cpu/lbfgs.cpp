@@ -385,11 +385,9 @@ void gram_blocks(double* out, double* parts, double* qparts, const T* s, const T
                     l[rows * kSumLanes] = l[rows * kSumLanes] + static_cast<double>(y[j * n + i]) * qe;
                 }
             }
-            for (int64_t j = 0; j < 2 * rows; ++j) {
-                double l[kSumLanes];
-                for (int c = 0; c < kSumLanes; ++c) l[c] = lanes[j * kSumLanes + c];
-                qparts[2 * m * b + (j < rows ? j : m + j - rows)] = combine_lanes(l);
-            }
+            for (int64_t j = 0; j < 2 * rows; ++j)
+                qparts[2 * m * b + (j < rows ? j : m + j - rows)] =
+                    combine_lanes_at(lanes.data() + j * kSumLanes);
             return;
         }
         T* bs = gather_at(s, y, idx + lo, len, rows, n);   // rows x len: s at idx[lo, hi)

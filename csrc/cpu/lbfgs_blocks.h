@@ -49,6 +49,13 @@ inline void lanes_add(double* __restrict acc, int64_t lo, int64_t hi, Term&& ter
     for (int j = 0; j < kSumLanes; ++j) acc[j] = l[j];
 }
 
+// combine_lanes of the kSumLanes lanes that start at `lanes` (a sum's row in a buffer of many).
+inline double combine_lanes_at(const double* lanes) {
+    double l[kSumLanes];
+    for (int j = 0; j < kSumLanes; ++j) l[j] = lanes[j];
+    return combine_lanes(l);
+}
+
 inline double sum_in_order(const double* part, int64_t nb, int64_t stride) {
     double t = 0.0;
     for (int64_t b = 0; b < nb; ++b) t = t + part[b * stride];

@@ -166,11 +166,8 @@ void dots_pass(double* out, const Ring<T>& h, const T* g, int64_t gram_row, bool
                 }
             }
         }
-        for (int64_t q = 0; q < (b1 - b0) * k; ++q) {
-            double l[kSumLanes];
-            for (int j = 0; j < kSumLanes; ++j) l[j] = lanes[q * kSumLanes + j];
-            pb[q] = combine_lanes(l);
-        }
+        for (int64_t q = 0; q < (b1 - b0) * k; ++q)
+            pb[q] = combine_lanes_at(lanes.data() + q * kSumLanes);
     };
     const double* part = run_results_k(n, k, kRunBlocks, run);
     if (partials) {
@@ -354,11 +351,8 @@ void rows_dots_pass(double* out, const T* s, const T* y, const T* const* vs, int
                 }
             }
         }
-        for (int64_t q = 0; q < (b1 - b0) * k; ++q) {
-            double l[kSumLanes];
-            for (int j = 0; j < kSumLanes; ++j) l[j] = lanes[q * kSumLanes + j];
-            pb[q] = combine_lanes(l);
-        }
+        for (int64_t q = 0; q < (b1 - b0) * k; ++q)
+            pb[q] = combine_lanes_at(lanes.data() + q * kSumLanes);
         if (!gr) return;
         const int64_t m = gr->m, mm = m * m, w = gr->row;
         for (int64_t b = b0; b < b1; ++b) {
@@ -367,9 +361,7 @@ void rows_dots_pass(double* out, const T* s, const T* y, const T* const* vs, int
             double* yy = sy + mm;
             const double* ga = glanes.data() + (b - b0) * kg;
             auto sum = [&](int64_t c, int64_t j) {
-                double l[kSumLanes];
-                for (int q = 0; q < kSumLanes; ++q) l[q] = ga[(c * rows + j) * kSumLanes + q];
-                return combine_lanes(l);
+                return combine_lanes_at(ga + (c * rows + j) * kSumLanes);
             };
             for (int64_t j = 0; j < rows; ++j) {
                 ss[w * m + j] = ss[j * m + w] = sum(0, j);
