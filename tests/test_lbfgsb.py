@@ -531,6 +531,33 @@ def test_box_kernels_against_numpy(dtype):
                                  np.full(n, np.inf, dtype)) == np.inf
 
 
+# max_step's branch-free term on special values: signed zeros, infinite and NaN steps and bounds,
+# x outside the box (negative terms), each side absent.
+MAX_STEP_SIDES = {"both": (True, True), "lo only": (True, False), "hi only": (False, True),
+                  "none": (False, False)}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sides", list(MAX_STEP_SIDES))
+def test_max_step_special_values(dtype, sides):
+    from fusedopt import _core
+    rng = np.random.default_rng(7)
+    n = N_PAR + 13
+    vals = np.array([0.0, -0.0, 1.0, -1.0, 2.5, -3.0, 1e-30, np.inf, -np.inf, np.nan], dtype)
+    x, d, lo, hi = (rng.choice(vals, n) for _ in range(4))
+    has_lo, has_hi = MAX_STEP_SIDES[sides]
+    klo, khi = (lo if has_lo else None), (hi if has_hi else None)
+    lo = lo if has_lo else np.full(n, -np.inf, dtype)
+    hi = hi if has_hi else np.full(n, np.inf, dtype)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ts = np.concatenate([((lo.astype(np.float64) - x) / d)[(d < 0) & (lo > -np.inf)],
+                             ((hi.astype(np.float64) - x) / d)[(d > 0) & (hi < np.inf)],
+                             [np.inf]])
+    expect = max(float(np.nanmin(ts)), 0.0)        # a NaN term is never the minimum
+    got = _threads(lambda: _core.lbfgsb_max_step(x, d, klo, khi))
+    assert got == [expect] * 3
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_pair_dots_are_sub_dots_without_the_stores(dtype):
     """lbfgs_pair_dots(xt, x, gt, g): (s . y, y . y) with the bits of lbfgs_sub_dots after

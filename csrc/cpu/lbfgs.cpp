@@ -12,6 +12,7 @@
 #include <cfloat>
 #include <cmath>
 #include <functional>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -250,14 +251,30 @@ int64_t fixed_set(int64_t* idx, T* q, const T* t, const T* xc, const T* x, const
 
 namespace {
 // max_step's term: the t >= 0 where x + t d meets the bound d points at (inf: none), float64.
+// Branch-free, so that the loops calling it vectorize: both sides' conditions as masks and one
+// division whose operands are selected (inf / 1 where no side applies; where one does, the same
+// operation on the same operands as a branch would do). The operands are selected rather than
+// the quotient, as the compiler does not execute a division that the source makes conditional
+// (it may trap) in a vectorized loop.
 template <typename T>
 inline double box_step_term(T xi, T di, T l, T h) {
     const double inf = HUGE_VAL;
-    if (di < T(0) && l > static_cast<T>(-inf))
-        return static_cast<double>(l - xi) / static_cast<double>(di);
-    if (di > T(0) && h < static_cast<T>(inf))
-        return static_cast<double>(h - xi) / static_cast<double>(di);
-    return inf;
+    const bool down = (di < T(0)) & (l > static_cast<T>(-inf));
+    const bool up = (di > T(0)) & (h < static_cast<T>(inf));
+    const bool meets = down | up;
+    const T bound = di < T(0) ? l : h;
+    const double num = meets ? static_cast<double>(bound - xi) : inf;
+    const double den = meets ? static_cast<double>(di) : 1.0;
+    return num / den;
+}
+
+// The minimum of max_step's terms of a block, kept per lane (lanes_each): NaN never enters
+// (ti < m is false), so the lanes' minimum equals the in-order one up to the sign of a zero,
+// which max_step's join (t > 0 ? t : 0) erases.
+inline double lanes_min(const double* m) {
+    double t = m[0];
+    for (int j = 1; j < kSumLanes; ++j) t = m[j] < t ? m[j] : t;
+    return t;
 }
 
 // projected_amax's term (SciPy's projgr): max(x - hi, g) for g < 0, else min(x - lo, g).
@@ -497,11 +514,24 @@ void reduced_gradient(double* out, T* r, const T* s, const T* y, const double* a
 }
 
 namespace {
+// fn(std::bool_constant<c>) for a flag known only at run time: both copies of a loop compiled,
+// each with the test out of it.
+template <typename Fn>
+auto with_flag(bool c, Fn&& fn) {
+    return c ? fn(std::true_type{}) : fn(std::false_type{});
+}
+
 // One pass of the subspace step: du = W a (combine_block), then du[i] = free ? step(i, du[i]) :
-// 0, xbar = min(max(xc + du, lo), hi); returns g . (xbar - x). With dout: dout = xbar - x and
-// *tmax = max_step(x, dout, lo, hi) from the same pass; then xbar and du may be null (not
-// stored: W a goes to a block-sized scratch of the thread).
-template <typename T, typename Step>
+// 0, xbar = min(max(xc + du, lo), hi); returns g . (xbar - x). WithD: dout = xbar - x and
+// *tmax = max_step(x, dout, lo, hi) from the same pass; then xbar and du may be null together
+// (not stored: W a goes to a run-sized scratch of the thread). The elementwise sweep has no
+// branch: which arrays it stores and reads (du and xbar, t) are template flags, the step is
+// computed for every element and selected, pieces of kSweep elements are computed into the
+// stack and then stored, summed (lanes_add: block_sum's lanes) and max_step's minimum taken
+// per lane (lanes_min).
+constexpr int64_t kSweep = 512;   // elements per piece of the sweep, a multiple of kSumLanes
+
+template <bool WithD, typename T, typename Step>
 double subspace_pass(T* xbar, T* du, const T* s, const T* y, const double* a, const double* b,
                      int64_t rows, const T* xc, const T* x, const T* g, const T* t, const T* lo,
                      const T* hi, int64_t n, Step&& step, T* dout = nullptr,
@@ -509,37 +539,61 @@ double subspace_pass(T* xbar, T* du, const T* s, const T* y, const double* a, co
     const double inf = HUGE_VAL;
     const std::vector<T> ta = cast_all<T>(a, rows), tb = cast_all<T>(b, rows);
     const double* part = with_box(lo, hi, [&](auto L, auto H) {
+     return with_flag(du != nullptr, [&](auto store_flag) {
+      return with_flag(t != nullptr, [&](auto t_flag) {
+      constexpr bool store = decltype(store_flag)::value, has_t = decltype(t_flag)::value;
       // A run of blocks (kRunBlocks): W a over the whole run, then block by block.
       return run_results_k(n, 2, kRunBlocks, [&](int64_t r0, int64_t r1, double* res) {
         thread_local std::vector<T> scratch;
-        if (!du && scratch.size() < static_cast<size_t>(kRunBlocks * kReduceBlock))
+        if (!store && scratch.size() < static_cast<size_t>(kRunBlocks * kReduceBlock))
             scratch.resize(static_cast<size_t>(kRunBlocks * kReduceBlock));
-        T* w = du ? du : scratch.data();             // W a at w[i - off]
-        const int64_t off = du ? 0 : r0 * kReduceBlock;
+        T* w = store ? du : scratch.data();          // W a at w[i - off]
+        const int64_t off = store ? 0 : r0 * kReduceBlock;
         combine_block(w, s, y, ta.data(), tb.data(), rows, n, r0 * kReduceBlock,
                       std::min(n, r1 * kReduceBlock), off);
         for (int64_t blk = r0; blk < r1; ++blk) {
           const int64_t b0 = blk * kReduceBlock, b1 = std::min(n, b0 + kReduceBlock);
-          double tm = inf;
-          res[2 * (blk - r0)] = block_sum(b0, b1, [&](int64_t i) {
-              const bool free = !t || t[i] >= T(0);
-              const T u = free ? step(i, w[i - off]) : T(0);
-              if (du) du[i] = u;
-              T v = xc[i] + u;
-              v = v < L[i] ? L[i] : v;
-              v = v > H[i] ? H[i] : v;
-              if (xbar) xbar[i] = v;
-              const T di = v - x[i];
-              if (dout) {                              // max_step's term, d = xbar - x
-                  dout[i] = di;
-                  const double ti = box_step_term(x[i], di, L[i], H[i]);
-                  tm = ti < tm ? ti : tm;
+          double acc[kSumLanes] = {0, 0, 0, 0, 0, 0, 0, 0};   // block_sum's lanes of g . d
+          double tm[kSumLanes] = {inf, inf, inf, inf, inf, inf, inf, inf};
+          for (int64_t p = b0; p < b1; p += kSweep) {
+              const int64_t len = std::min(kSweep, b1 - p);
+              // The elementwise part into the thread's stack (no store that may alias a read:
+              // the loop vectorizes without run-time checks), then stored and summed.
+              T uq[kSweep], vq[kSweep], dq[kSweep];
+              double tq[kSweep];
+              for (int64_t k = 0; k < len; ++k) {
+                  const int64_t i = p + k;
+                  const T stepped = step(i, w[i - off]);
+                  const T u = (!has_t || t[i] >= T(0)) ? stepped : T(0);
+                  T v = xc[i] + u;
+                  v = v < L[i] ? L[i] : v;
+                  v = v > H[i] ? H[i] : v;
+                  uq[k] = u;
+                  vq[k] = v;
+                  dq[k] = v - x[i];
+                  if constexpr (WithD)                 // max_step's term, d = xbar - x
+                      tq[k] = box_step_term(x[i], dq[k], L[i], H[i]);
               }
-              return static_cast<double>(g[i]) * static_cast<double>(di);
-          });
-          res[2 * (blk - r0) + 1] = tm;
+              if constexpr (store) {                   // du first: du may be xbar itself
+                  std::copy(uq, uq + len, du + p);
+                  std::copy(vq, vq + len, xbar + p);
+              }
+              if constexpr (WithD) {
+                  std::copy(dq, dq + len, dout + p);
+                  lanes_each(0, len, [&](int64_t k, int j) {
+                      tm[j] = tq[k] < tm[j] ? tq[k] : tm[j];
+                  });
+              }
+              lanes_add(acc, p, p + len, [&](int64_t i) {
+                  return static_cast<double>(g[i]) * static_cast<double>(dq[i - p]);
+              });
+          }
+          res[2 * (blk - r0)] = combine_lanes(acc);
+          res[2 * (blk - r0) + 1] = lanes_min(tm);
         }
       });
+      });
+     });
     });
     const int64_t nb = num_blocks(n);
     if (tmax) {                                      // max_step's join
@@ -556,7 +610,7 @@ double subspace_point(T* xbar, T* du, const T* s, const T* y, const double* a, c
                       int64_t rows, const T* r, const T* xc, const T* x, const T* g, const T* t,
                       const T* lo, const T* hi, double theta, int64_t n) {
     const T c1 = static_cast<T>(-1.0 / theta), c2 = static_cast<T>(-1.0 / (theta * theta));
-    return subspace_pass(xbar, du, s, y, a, b, rows, xc, x, g, t, lo, hi, n,
+    return subspace_pass<false>(xbar, du, s, y, a, b, rows, xc, x, g, t, lo, hi, n,
                          [&](int64_t i, T wa) { return c1 * r[i] + c2 * wa; });
 }
 
@@ -565,7 +619,7 @@ double subspace_direct(T* xbar, T* du, const T* s, const T* y, const double* a, 
                        int64_t rows, const T* xc, const T* x, const T* g, const T* t,
                        const T* lo, const T* hi, double theta, int64_t n) {
     const T ith = static_cast<T>(1.0 / theta);
-    return subspace_pass(xbar, du, s, y, a, b, rows, xc, x, g, t, lo, hi, n,
+    return subspace_pass<false>(xbar, du, s, y, a, b, rows, xc, x, g, t, lo, hi, n,
                          [&](int64_t i, T wa) { return wa - (g[i] * ith + (xc[i] - x[i])); });
 }
 
@@ -575,7 +629,7 @@ double subspace_direct_d(T* xbar, T* du, T* d, double* tmax, const T* s, const T
                          const T* g, const T* t, const T* lo, const T* hi, double theta,
                          int64_t n) {
     const T ith = static_cast<T>(1.0 / theta);
-    return subspace_pass(
+    return subspace_pass<true>(
         xbar, du, s, y, a, b, rows, xc, x, g, t, lo, hi, n,
         [&](int64_t i, T wa) { return wa - (g[i] * ith + (xc[i] - x[i])); }, d, tmax);
 }
@@ -810,12 +864,12 @@ double max_step(const T* x, const T* d, const T* lo, const T* hi, int64_t n) {
     const double inf = HUGE_VAL;
     const double* part = with_box(lo, hi, [&](auto L, auto H) {
         return block_results<1>(n, [&](int64_t b0, int64_t b1, double* r) {
-            double t = inf;
-            for (int64_t i = b0; i < b1; ++i) {
+            double m[kSumLanes] = {inf, inf, inf, inf, inf, inf, inf, inf};
+            lanes_each(b0, b1, [&](int64_t i, int j) {
                 const double ti = box_step_term(x[i], d[i], L[i], H[i]);
-                t = ti < t ? ti : t;
-            }
-            r[0] = t;
+                m[j] = ti < m[j] ? ti : m[j];
+            });
+            r[0] = lanes_min(m);
         });
     });
     double t = inf;

@@ -49,6 +49,17 @@ inline void lanes_add(double* __restrict acc, int64_t lo, int64_t hi, Term&& ter
     for (int j = 0; j < kSumLanes; ++j) acc[j] = l[j];
 }
 
+// f(i, j) for each i of [lo, hi) with j = (i - lo) % kSumLanes, the lanes advancing together as
+// in block_sum (each lane's elements in increasing order), so that the compiler may vectorize
+// across them: for loops that keep per-lane state of their own (a sum's lanes and a minimum's).
+template <typename F>
+inline void lanes_each(int64_t lo, int64_t hi, F&& f) {
+    int64_t i = lo;
+    for (; i + kSumLanes <= hi; i += kSumLanes)
+        for (int j = 0; j < kSumLanes; ++j) f(i + j, j);
+    for (int j = 0; i < hi; ++i, ++j) f(i, j);
+}
+
 // combine_lanes of the kSumLanes lanes that start at `lanes` (a sum's row in a buffer of many).
 inline double combine_lanes_at(const double* lanes) {
     double l[kSumLanes];
