@@ -7,9 +7,11 @@ Layer: tools (SciPy, torch and threadpoolctl are imported only inside functions)
 
 The bound of one direction is two streams over the history, ``2 * 2 * m * n * itemsize`` bytes,
 at the read bandwidth measured, interleaved with the kernel, by a float64 dot over two arrays as
-large as the history (``_core.lbfgs_dot``, fixed blocks, the worker pool). The compact form
-reads the history twice plus g twice and writes the direction, (4m + 3) n items against the
-bound's 4mn: at most 93% of the bound at m = 10. The minimizations use one
+large as the history (``_core.lbfgs_dot``, fixed blocks, the worker pool). The kernels (two-loop,
+compact form) and that probe are timed interleaved together; the NumPy reference in an
+interleaving of its own, after them (timed among them, it slowed the kernels next to it). The
+compact form reads the history twice plus g twice and writes the direction, (4m + 3) n items
+against the bound's 4mn: at most 93% of the bound at m = 10. The minimizations use one
 vectorized NumPy objective for every solver; "outside f" is the wall time minus the time spent
 in the objective, per iteration. SciPy's L-BFGS-B calls BLAS (OpenBLAS threads); fusedopt calls
 none.
@@ -122,7 +124,8 @@ def _direction_tables(sizes, timer):
                       f"{bound * 1e3:.2f}", f"{bound / t['compact']:.0%}",
                       f"{bound / t['fused']:.0%}"])
         del h, g, out, s, y, compact
-    bound_note = "bound = 2 streams over the history at the read bandwidth measured in the same run"
+    bound_note = ("bound = 2 streams over the history at the read bandwidth measured in the same"
+                  " run (kernels and read interleaved; the reference timed apart)")
     title = ("lbfgs direction: the two-loop, m=10, float64, fused vs fusedopt.reference; "
              + bound_note)
     ctitle = ("lbfgs direction, compact form (the solver's default: 2 passes, the new Gram column"
