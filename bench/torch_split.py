@@ -1,11 +1,13 @@
 """fusedopt.torch's Adam step under each way of handing out its chunks (``_core._split``:
 "claim", one shared counter; "ranges", each thread its contiguous slice first) and on the worker
 pool, next to ``torch.optim.Adam(fused=True)`` and DeepSpeed's ``DeepSpeedCPUAdam`` (when
-importable), the columns interleaved in one process (the order rotating each round), for the
+importable) and the bandwidth probe of the same bytes (``vs_torch.probe_step``), the columns
+interleaved in one process (the order rotating each round), for the
 issue's float32 cases: 1e6, 1e7 and the 200-tensor model of 1e7.
 
     PYTHONPATH=python python bench/torch_split.py                  # 8 rounds
     PYTHONPATH=python python bench/torch_split.py --rounds 16 --cases 1e6
+    PYTHONPATH=python python bench/torch_split.py --cases 1e6 --cache warm   # or cold
 
 Times are medians per step in ms (and the fastest step); the last columns are torch's and DeepSpeed's time over the
 best fusedopt column's. Run it on a quiet machine: the effects are a few percent.
@@ -16,6 +18,8 @@ import argparse
 import statistics
 import time
 
+import numpy as np
+
 from fusedopt import _core
 from fusedopt.benchmarks import vs_torch
 
@@ -25,14 +29,26 @@ OURS = {"ours claim": ("auto", "claim"),
         "ours pool": ("pool", "claim")}
 
 
-def interleave(cols: dict, rounds: int) -> dict:
+#: Bytes written before each timed call under ``--cache cold``: twice this VM's 32 MiB L3.
+FLUSH_BYTES = 64 << 20
+
+
+def interleave(cols: dict, rounds: int, cache: str = "mixed") -> dict:
     """name: the times (s) of 3 calls of ``cols[name]`` per round, the columns taking turns, the
-    order rotating each round."""
+    order rotating each round. ``cache``: "mixed", the 3 calls back to back (the first finds the
+    previous column's arrays in the L3 cache, the others its own where they fit: at 1e6, 28 MB,
+    they do); "warm", one untimed call first; "cold", each call after writing ``FLUSH_BYTES``
+    (untimed), so that each starts from memory."""
     res: dict = {k: [] for k in cols}
     names = list(cols)
+    flush = np.zeros(FLUSH_BYTES // 4, np.float32) if cache == "cold" else None
     for r in range(rounds):
         for k in names[r % len(names):] + names[:r % len(names)]:
+            if cache == "warm":
+                cols[k]()
             for _ in range(3):
+                if flush is not None:
+                    flush += 1.0
                 t0 = time.perf_counter()
                 cols[k]()
                 res[k].append(time.perf_counter() - t0)
@@ -44,6 +60,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--cases", default="1e6,1e7,200",
                     help="comma-separated: 1e6, 1e7 and/or 200 (tensors, 1e7 in all)")
+    ap.add_argument("--cache", choices=("mixed", "warm", "cold"), default="mixed",
+                    help="the caches each timed call starts from (interleave)")
     args = ap.parse_args()
     allc = {c.name: c for c in vs_torch.cases()}
     pick = {"1e6": "Adam float32, 1e+06", "1e7": "Adam float32, 1e+07",
@@ -51,7 +69,8 @@ def main() -> None:
     chosen = [allc[pick[k.strip()]] for k in args.cases.split(",")]
     with_ds = vs_torch.deepspeed_available()
     old = (_core._pool_waits(), _core._split())
-    print(f"{_core.get_num_threads()} threads, medians in ms over {args.rounds} rounds x 3; "
+    print(f"{_core.get_num_threads()} threads, medians in ms over {args.rounds} rounds x 3 "
+          f"({args.cache} caches); "
           f"deepspeed {'included' if with_ds else 'not importable: left out'}")
     try:
         for case in chosen:
@@ -70,9 +89,10 @@ def main() -> None:
             if with_ds:
                 p, g = vs_torch.make_tensors(case)
                 cols["deepspeed"] = vs_torch.deepspeed_step(case, p, g)
+            cols["probe"] = vs_torch.probe_step(case)
             for f in cols.values():
                 f()
-            res = interleave(cols, args.rounds)
+            res = interleave(cols, args.rounds, args.cache)
             names = list(cols)
             med = {k: statistics.median(v) * 1e3 for k, v in res.items()}
             best = min(med[k] for k in OURS)

@@ -46,10 +46,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from .. import _core
-from .registry import STEP, Context, model_sizes
+from .registry import STEP, Context, model_sizes, probe_arrays
 from .table import format_table, gbs, us
 
 __all__ = ["section", "section_deepspeed", "cases", "Case"]
@@ -168,7 +166,7 @@ def probe_step(case: Case):
     under "auto"), so that torch's spinning OpenMP threads beside it slow it no more than they
     slow the step it bounds."""
     n = max(1, round(case.nbytes() / 28))
-    lists = [[np.full(n, 0, np.float32)] for _ in range(4)] + [None]
+    lists = probe_arrays([n], 4)
     from ..torch._bridge import on_torch_threads  # noqa: PLC0415 -- imports torch
 
     return on_torch_threads(lambda: _core.stream(*lists, 4, 3))
