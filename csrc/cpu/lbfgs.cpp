@@ -12,10 +12,10 @@
 #include <cfloat>
 #include <cmath>
 #include <functional>
-#include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "flags.h"
 #include "fusedopt/blocked_sum.h"
 #include "kernels.h"
 #include "lbfgs_blocks.h"
@@ -514,13 +514,6 @@ void reduced_gradient(double* out, T* r, const T* s, const T* y, const double* a
 }
 
 namespace {
-// fn(std::bool_constant<c>) for a flag known only at run time: both copies of a loop compiled,
-// each with the test out of it.
-template <typename Fn>
-auto with_flag(bool c, Fn&& fn) {
-    return c ? fn(std::true_type{}) : fn(std::false_type{});
-}
-
 // One pass of the subspace step: du = W a (combine_block), then du[i] = free ? step(i, du[i]) :
 // 0, xbar = min(max(xc + du, lo), hi); returns g . (xbar - x). WithD: dout = xbar - x and
 // *tmax = max_step(x, dout, lo, hi) from the same pass; then xbar and du may be null together
@@ -539,8 +532,8 @@ double subspace_pass(T* xbar, T* du, const T* s, const T* y, const double* a, co
     const double inf = HUGE_VAL;
     const std::vector<T> ta = cast_all<T>(a, rows), tb = cast_all<T>(b, rows);
     const double* part = with_box(lo, hi, [&](auto L, auto H) {
-     return with_flag(du != nullptr, [&](auto store_flag) {
-      return with_flag(t != nullptr, [&](auto t_flag) {
+     return with_bool(du != nullptr, [&](auto store_flag) {
+      return with_bool(t != nullptr, [&](auto t_flag) {
       constexpr bool store = decltype(store_flag)::value, has_t = decltype(t_flag)::value;
       // A run of blocks (kRunBlocks): W a over the whole run, then block by block.
       return run_results_k(n, 2, kRunBlocks, [&](int64_t r0, int64_t r1, double* res) {

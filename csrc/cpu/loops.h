@@ -12,6 +12,7 @@
 
 #include <type_traits>
 
+#include "flags.h"   // with_bool: the flags of a rule as template arguments
 #include "fusedopt/rules/common.h"
 
 namespace fusedopt {
@@ -22,15 +23,6 @@ template <typename T>
 inline T* as(void* p) { return static_cast<T*>(p); }
 template <typename T>
 inline const T* as(const void* p) { return static_cast<const T*>(p); }
-
-// The flags of a rule as template arguments: f(std::integral_constant<bool, flag>).
-template <typename F>
-inline void with_bool(bool flag, F&& f) {
-    if (flag)
-        f(std::true_type{});
-    else
-        f(std::false_type{});
-}
 
 // f(std::integral_constant<int, mode>) for a weight decay mode (rules::WeightDecay).
 template <typename F>
