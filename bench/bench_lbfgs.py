@@ -99,8 +99,8 @@ def _solve(benchmark, solver, objective, x0, maxiter, gtol, ftol):
 @pytest.mark.parametrize("n", MINIMIZE_SIZES, ids=label)
 def test_minimize_ext_rosenbrock(benchmark, n, solver):
     benchmark.group = f"lbfgs ext. Rosenbrock n={label(n)}"
-    f, nit = _solve(benchmark, solver, bl.ext_rosenbrock, bl.ext_rosenbrock_x0(n), 15000, 1e-5,
-                    2.2e-9)
+    f, nit = _solve(benchmark, solver, bl.ext_rosenbrock_objective(n), bl.ext_rosenbrock_x0(n),
+                    15000, 1e-5, 2.2e-9)
     assert f < 1e-6 and nit > 10
 
 

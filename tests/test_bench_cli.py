@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import fusedopt
@@ -129,6 +130,29 @@ def test_lbfgs_section_prints_tables_through_the_shared_formatter():
     assert headers == ["solver", "wall s", "outside f ms/it", "nit", "nfev", "f"]
     assert [r[0] for r in rows] == list(lbfgs_section.solvers())
     assert all(r[3] == "100" for r in rows)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n", [2, 10, 4098])
+def test_ext_rosenbrock_with_work_has_the_bits_of_the_plain_expressions(dtype, n):
+    # The bench's objective writes into reused work arrays; its f and g are those of the plain
+    # NumPy expressions (the ground truth), call after call on the same work, and agree with
+    # the residual form of fusedopt.testset.
+    from fusedopt import testset
+    rng = np.random.default_rng(n)
+    fun = lbfgs_section.ext_rosenbrock_objective(n, dtype)
+    for x in [lbfgs_section.ext_rosenbrock_x0(n, dtype)] + [
+            rng.uniform(-2, 2, n).astype(dtype) for _ in range(3)]:
+        x1, x2 = x[0::2], x[1::2]
+        t, u = x2 - x1 * x1, 1.0 - x1
+        want = np.empty_like(x)
+        want[0::2], want[1::2] = -400.0 * t * x1 - 2.0 * u, 200.0 * t
+        for f, g in [fun(x), lbfgs_section.ext_rosenbrock(x)]:
+            assert f == float(np.sum(100.0 * t * t + u * u))
+            assert g.dtype == dtype and g.tobytes() == want.tobytes()
+        r = testset.ext_rosenbrock(x.astype(np.float64))
+        assert f == pytest.approx(float(r @ r), rel=1e-5 if dtype == np.float32 else 1e-12)
+    assert fun(x)[1] is not fun(x)[1]          # a fresh gradient per call
 
 
 def test_threads_option_sets_and_is_reported(capsys):
