@@ -42,11 +42,7 @@ FUSEDOPT_HD unsigned fo_sr_key(unsigned long long seed, unsigned long long step,
 FUSEDOPT_HD unsigned short fo_float_to_bf16_sr(float x, unsigned key, unsigned idx_lo,
                                                unsigned idx_hi) {
     const unsigned r = fo_fmix32(fo_fmix32(key ^ idx_lo) ^ idx_hi) >> 16;
-    const unsigned u = fo_float_bits(x);
-    const unsigned rounded = (u + r) >> 16;
-    const unsigned nan = ((u >> 16) & 0x8000u) | 0x7fc0u;
-    const bool is_nan = static_cast<int>(u & 0x7fffffffu) > 0x7f800000;
-    return static_cast<unsigned short>(fo_select(is_nan, nan, rounded));
+    return static_cast<unsigned short>((fo_bf16_nan_canonical_bits(x) + r) >> 16);
 }
 
 // The buckets of the encoding table (fusedopt.quant.ENCODE_LO, ENCODE_HI): the top 16 bits of

@@ -80,13 +80,21 @@ FUSEDOPT_HD float fo_bf16_to_float(unsigned short b) {
     return fo_bits_float(static_cast<unsigned>(b) << 16);
 }
 
+// The bits of x for a narrowing to bfloat16, a NaN replaced by sign|0x7fc00000: the bfloat16
+// NaN in the top 16 bits, zeros below, so that adding anything below 2^16 (0x7fff plus the
+// lowest kept bit, 0, to nearest even; 16 random bits, stochastically) and dropping the low
+// half gives sign|0x7fc0. The narrowings then round one value and narrow it once, with no select
+// at 16 bits (a vector loop would pack and permute a rounded value, a NaN and a mask each).
+// x != x is one unordered compare; both arms are integer bits, so ?: becomes a blend.
+FUSEDOPT_HD unsigned fo_bf16_nan_canonical_bits(float x) {
+    const unsigned u = fo_float_bits(x);
+    return x != x ? (u & 0x80000000u) | 0x7fc00000u : u;
+}
+
 // float32 -> bfloat16 bits, to nearest even.
 FUSEDOPT_HD unsigned short fo_float_to_bf16(float x) {
-    const unsigned u = fo_float_bits(x);
-    const unsigned rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    const unsigned nan = ((u >> 16) & 0x8000u) | 0x7fc0u;
-    const bool is_nan = static_cast<int>(u & 0x7fffffffu) > 0x7f800000;
-    return static_cast<unsigned short>(fo_select(is_nan, nan, rounded));
+    const unsigned u = fo_bf16_nan_canonical_bits(x);
+    return static_cast<unsigned short>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
 }  // namespace fusedopt
