@@ -271,6 +271,9 @@ inline double box_step_term(T xi, T di, T l, T h) {
 // The minimum of max_step's terms of a block, kept per lane (lanes_each): NaN never enters
 // (ti < m is false), so the lanes' minimum equals the in-order one up to the sign of a zero,
 // which max_step's join (t > 0 ? t : 0) erases.
+// Its callers start the lanes from an initializer list of kSumLanes infinities: a lane left
+// out would start at 0 and become the minimum.
+static_assert(kSumLanes == 8, "max_step's lane minima list 8 infinities");
 inline double lanes_min(const double* m) {
     double t = m[0];
     for (int j = 1; j < kSumLanes; ++j) t = m[j] < t ? m[j] : t;
